@@ -1,0 +1,3 @@
+from fabbrica.cli.main import main
+
+main()

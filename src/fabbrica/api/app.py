@@ -1,0 +1,37 @@
+"""The FastAPI application factory."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+
+from fastapi import FastAPI
+
+from fabbrica import __version__
+from fabbrica.api.deps import AppContext
+from fabbrica.api.errors import install_error_handlers
+from fabbrica.api.routes import catalog, health, tokens, users
+
+API_PREFIX = "/api/v1"
+
+Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
+
+
+@asynccontextmanager
+async def _no_background(_: FastAPI) -> AsyncIterator[None]:
+    yield
+
+
+def create_app(ctx: AppContext, lifespan: Lifespan | None = None) -> FastAPI:
+    """Build the API around `ctx`; `lifespan` starts background work (the control loop)."""
+    app = FastAPI(
+        title="Fabbrica",
+        version=__version__,
+        summary="The operating layer of a federation of AI Factories.",
+        lifespan=lifespan or _no_background,
+    )
+    app.state.ctx = ctx
+    install_error_handlers(app)
+    for module in (health, catalog, users, tokens):
+        app.include_router(module.router, prefix=API_PREFIX)
+    return app

@@ -1,0 +1,67 @@
+"""Dependencies shared by the routers, as `Annotated` aliases."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.orm import Session
+
+from fabbrica.catalog.model import Catalog
+from fabbrica.core.errors import Unauthenticated
+from fabbrica.services import identity
+from fabbrica.store.db import Database
+from fabbrica.store.models import User
+from fabbrica.store.types import utcnow
+
+
+@dataclass
+class AppContext:
+    """What every request may need: the database, the catalog and a clock."""
+
+    db: Database
+    catalog: Catalog
+    clock: Callable[[], dt.datetime] = utcnow
+    status: dict[str, str] = field(default_factory=lambda: {"control_loop": "not running"})
+
+
+def get_context(request: Request) -> AppContext:
+    ctx: AppContext = request.app.state.ctx
+    return ctx
+
+
+ContextDep = Annotated[AppContext, Depends(get_context)]
+
+
+def get_session(ctx: ContextDep) -> Iterator[Session]:
+    with ctx.db.session() as session:
+        yield session
+
+
+SessionDep = Annotated[Session, Depends(get_session)]
+
+_bearer = HTTPBearer(auto_error=False, description="an API token: `Authorization: Bearer fab_...`")
+
+
+def get_current_user(
+    ctx: ContextDep,
+    session: SessionDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> User:
+    if credentials is None or not credentials.credentials:
+        raise Unauthenticated("missing bearer token (Authorization: Bearer <token>)")
+    return identity.authenticate(session, credentials.credentials, now=ctx.clock())
+
+
+CurrentUser = Annotated[User, Depends(get_current_user)]
+
+
+def get_catalog(ctx: ContextDep) -> Catalog:
+    return ctx.catalog
+
+
+CatalogDep = Annotated[Catalog, Depends(get_catalog)]

@@ -1,0 +1,49 @@
+from __future__ import annotations
+
+from fastapi import APIRouter, Path
+
+from fabbrica.api.deps import CatalogDep, CurrentUser
+from fabbrica.api.schemas import AccessModePublic, FactoryDetail, FactorySummary
+from fabbrica.catalog.model import Factory
+from fabbrica.core.errors import NotFound
+
+router = APIRouter(tags=["catalog"])
+
+
+def summarise(factory: Factory) -> FactorySummary:
+    return FactorySummary(
+        id=factory.id,
+        name=factory.name,
+        host=factory.host,
+        city=factory.city,
+        country=factory.country,
+        wave=factory.wave,
+        selected=factory.selected,
+        emulated=factory.emulated,
+        systems=len(factory.systems),
+        gpus=factory.gpus,
+        gpus_uncertain=factory.gpus_uncertain,
+    )
+
+
+@router.get("/factories", response_model=list[FactorySummary])
+def list_factories(catalog: CatalogDep, _user: CurrentUser) -> list[FactorySummary]:
+    """Every factory of the federation, in catalog order."""
+    return [summarise(f) for f in catalog.factories]
+
+
+@router.get("/factories/{factory_id}", response_model=FactoryDetail)
+def get_factory(
+    catalog: CatalogDep, _user: CurrentUser, factory_id: str = Path(max_length=64)
+) -> FactoryDetail:
+    """One factory with its systems and partitions."""
+    factory = catalog.factory(factory_id)
+    if factory is None:
+        raise NotFound(f"no factory {factory_id!r} in the catalog", field="factory_id")
+    return FactoryDetail.model_validate(factory)
+
+
+@router.get("/access-modes", response_model=list[AccessModePublic])
+def list_access_modes(catalog: CatalogDep, _user: CurrentUser) -> list[AccessModePublic]:
+    """The access modes and the rules their calls apply."""
+    return [AccessModePublic.model_validate(m) for m in catalog.access_modes]

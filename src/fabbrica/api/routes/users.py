@@ -1,0 +1,43 @@
+from __future__ import annotations
+
+from fastapi import APIRouter, status
+
+from fabbrica.api.deps import ContextDep, CurrentUser, SessionDep
+from fabbrica.api.schemas import UserCreate, UserCreated, UserPublic
+from fabbrica.services import identity
+
+router = APIRouter(tags=["users"])
+
+
+@router.get("/me", response_model=UserPublic)
+def me(user: CurrentUser) -> UserPublic:
+    """The user the token belongs to."""
+    return UserPublic.model_validate(user)
+
+
+@router.post("/users", response_model=UserCreated, status_code=status.HTTP_201_CREATED)
+def create_user(
+    body: UserCreate, ctx: ContextDep, session: SessionDep, actor: CurrentUser
+) -> UserCreated:
+    """Create a user (admin only). The answer carries the user's first token, once."""
+    identity.require_admin(actor)
+    user, secret = identity.create_user(
+        session, email=body.email, name=body.name, role=body.role, now=ctx.clock()
+    )
+    return UserCreated.model_validate({**_public(user), "token": secret})
+
+
+@router.get("/users", response_model=list[UserPublic])
+def list_users(session: SessionDep, actor: CurrentUser) -> list[UserPublic]:
+    """All users (admin only)."""
+    return [UserPublic.model_validate(u) for u in identity.list_users(session, actor)]
+
+
+@router.get("/users/{user_id}", response_model=UserPublic)
+def get_user(user_id: int, session: SessionDep, actor: CurrentUser) -> UserPublic:
+    """One user: yourself, or anyone for an admin."""
+    return UserPublic.model_validate(identity.get_user(session, actor, user_id))
+
+
+def _public(user: object) -> dict[str, object]:
+    return UserPublic.model_validate(user).model_dump()

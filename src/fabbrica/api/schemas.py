@@ -1,0 +1,162 @@
+"""Request and response bodies: Create / Public schemas per resource."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from fabbrica.core.identity import Role
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+
+class Health(BaseModel):
+    status: str
+    version: str
+    database: str
+    control_loop: str
+
+
+class ErrorBody(BaseModel):
+    code: str
+    message: str
+    field: str | None = None
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorBody
+
+
+# --- catalog -----------------------------------------------------------------------------
+
+
+class BillingPublic(_Out):
+    rule: str
+    factor: float
+    cpus_per_unit: int | None = None
+    memory_gb_per_unit: int | None = None
+
+
+class PartitionPublic(_Out):
+    id: str
+    gpu_model: str
+    gpu_name: str
+    gpus_per_node: int
+    nodes: int
+    gpus: int
+    cpus_per_node: int
+    memory_per_node_gb: int
+    billing: BillingPublic
+    uncertain: list[str]
+
+
+class SystemPublic(_Out):
+    id: str
+    name: str
+    status: str
+    available_from: str | None
+    gpus: int
+    partitions: list[PartitionPublic]
+    uncertain: list[str]
+
+
+class FactorySummary(_Out):
+    id: str
+    name: str
+    host: str | None
+    city: str | None
+    country: str
+    wave: int | None
+    selected: dt.date | None
+    emulated: bool
+    systems: int = Field(description="number of systems")
+    gpus: int
+    gpus_uncertain: bool = Field(description="true when the GPU count rests on estimates")
+
+
+class FactoryDetail(_Out):
+    id: str
+    name: str
+    host: str | None
+    city: str | None
+    country: str
+    partners: list[str]
+    wave: int | None
+    selected: dt.date | None
+    focus_areas: list[str]
+    emulated: bool
+    gpus: int
+    gpus_uncertain: bool
+    systems: list[SystemPublic]
+    uncertain: list[str]
+
+
+class AccessModePublic(_Out):
+    id: str
+    name: str
+    code: str
+    description: str
+    organisation_types: list[str]
+    min_gpu_hours: float | None
+    max_gpu_hours: float | None
+    duration_months: list[int]
+    intake: str
+    cutoffs_per_year: int | None
+    review: str
+    decision: str
+    min_reviews: int
+    min_average_score: float | None
+    decision_target_working_days: int | None
+    requires: list[str]
+    legacy: bool
+    uncertain: list[str]
+
+
+# --- identity ----------------------------------------------------------------------------
+
+
+class UserCreate(_In):
+    email: str = Field(min_length=3, max_length=254)
+    name: str = Field(min_length=1, max_length=200)
+    role: Role = Role.USER
+
+
+class UserPublic(_Out):
+    id: int
+    email: str
+    name: str
+    role: Role
+    active: bool
+    created_at: dt.datetime
+
+
+class UserCreated(UserPublic):
+    token: str = Field(description="the user's first API token; shown only in this answer")
+
+
+class TokenCreate(_In):
+    name: str = Field(default="cli", min_length=1, max_length=100)
+    user_id: int | None = Field(default=None, description="admin only: a token for someone else")
+    expires_in_days: int | None = Field(default=None, ge=1, le=3650)
+
+
+class TokenPublic(_Out):
+    id: int
+    user_id: int
+    name: str
+    hint: str
+    created_at: dt.datetime
+    expires_at: dt.datetime | None
+    last_used_at: dt.datetime | None
+    revoked_at: dt.datetime | None
+
+
+class TokenCreated(TokenPublic):
+    token: str = Field(description="the secret; shown only in this answer, stored as a hash")

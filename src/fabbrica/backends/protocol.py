@@ -1,0 +1,106 @@
+"""The backend protocol: submit, poll, cancel, capacity, usage, capabilities."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Protocol, runtime_checkable
+
+
+class Capability(StrEnum):
+    """What a backend can do beyond one single-node job. Placement respects the absence."""
+
+    MULTI_NODE = "multi_node"
+    CONTAINERS = "containers"
+    PREEMPTION = "preemption"
+
+
+class RunState(StrEnum):
+    """A run's state as the backend sees it (the job service maps it onto job states)."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    TIMED_OUT = "timed_out"
+    UNKNOWN = "unknown"  # the backend has no record of it (never started, or purged)
+
+    @property
+    def finished(self) -> bool:
+        return self in {
+            RunState.SUCCEEDED,
+            RunState.FAILED,
+            RunState.CANCELLED,
+            RunState.TIMED_OUT,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class LaunchRequest:
+    """What to run. `job_id` tags the run so a restarted loop can find it again."""
+
+    job_id: str
+    partition: str
+    gpus: int
+    nodes: int
+    time_limit: dt.timedelta
+    command: str
+    env: Mapping[str, str] = field(default_factory=dict)
+    gpu_model: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RunStatus:
+    job_id: str
+    state: RunState
+    started_at: dt.datetime | None = None
+    ended_at: dt.datetime | None = None
+    exit_code: int | None = None
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Capacity:
+    """Free and total GPUs per partition, as the backend sees them now."""
+
+    partition: str
+    gpu_model: str
+    total_gpus: int
+    free_gpus: int
+
+
+@dataclass(frozen=True, slots=True)
+class UsageSample:
+    job_id: str
+    gpus: int
+    elapsed: dt.timedelta
+
+
+@runtime_checkable
+class Executor(Protocol):
+    """A place that runs jobs: this machine, a Slurm cluster, an in-memory fake."""
+
+    name: str
+
+    def capabilities(self) -> frozenset[Capability]: ...
+
+    def capacity(self) -> list[Capacity]: ...
+
+    def submit(self, request: LaunchRequest) -> RunStatus:
+        """Start (or queue) the run; idempotent for a `job_id` it already has."""
+        ...
+
+    def poll(self, job_ids: list[str]) -> list[RunStatus]:
+        """The current status of each run (UNKNOWN for ids it does not know)."""
+        ...
+
+    def cancel(self, job_id: str) -> RunStatus: ...
+
+    def usage(self, job_ids: list[str]) -> list[UsageSample]: ...
+
+    def adopt(self) -> list[RunStatus]:
+        """Every run this backend holds that carries a Fabbrica job id (for reconcile)."""
+        ...

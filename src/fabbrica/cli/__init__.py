@@ -1,0 +1,1 @@
+"""The `fabbrica` command line (Typer + Rich)."""

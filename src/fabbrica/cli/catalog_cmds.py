@@ -1,0 +1,89 @@
+"""`fabbrica catalog` and `fabbrica factory`: the federation as a table or JSON."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from fabbrica.api.routes.catalog import summarise
+from fabbrica.catalog.loader import CatalogError, load_catalog
+from fabbrica.cli.client import client
+from fabbrica.cli.errors import BAD_INPUT, CliError
+from fabbrica.cli.output import console, print_json, print_record, print_table
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+
+
+def _gpus(row: dict[str, Any]) -> str:
+    if row["gpus"] == 0:
+        return "unknown"
+    return ("≈" if row["gpus_uncertain"] else "") + f"{row['gpus']:,}"
+
+
+def catalog(
+    json_out: JsonOpt = False,
+    file: Annotated[
+        Path | None,
+        typer.Option(
+            "--file",
+            help="Validate and show a catalog file here, without a server (operators: check "
+            "your own file before `fabbrica up --catalog`).",
+        ),
+    ] = None,
+) -> None:
+    """List the factories of the federation: id, country, systems, GPUs."""
+    if file is not None:
+        try:
+            loaded = load_catalog(file)
+        except CatalogError as exc:
+            raise CliError(str(exc), BAD_INPUT) from exc
+        rows = [summarise(f).model_dump(mode="json") for f in loaded.factories]
+    else:
+        rows = client().get("/factories")
+    if json_out:
+        print_json(rows)
+        return
+    print_table(
+        f"{len(rows)} factories",
+        [
+            ("factory", lambda r: r["id"]),
+            ("name", lambda r: r["name"]),
+            ("country", lambda r: r["country"]),
+            ("systems", lambda r: r["systems"]),
+            ("GPUs", _gpus),
+        ],
+        rows,
+    )
+    if any(r["gpus_uncertain"] for r in rows):
+        console.print("≈ estimate from public sources; an operator's catalog overrides it")
+
+
+def factory(factory_id: str, json_out: JsonOpt = False) -> None:
+    """Show one factory with its systems and partitions."""
+    data = client().get(f"/factories/{factory_id}")
+    if json_out:
+        print_json(data)
+        return
+    print_record(data, hide=("systems", "uncertain"))
+    rows = [
+        {**p, "system": s["name"], "status": s["status"]}
+        for s in data["systems"]
+        for p in s["partitions"]
+    ]
+    print_table(
+        "partitions",
+        [
+            ("system", lambda r: r["system"]),
+            ("status", lambda r: r["status"]),
+            ("partition", lambda r: r["id"]),
+            ("GPU", lambda r: r["gpu_name"]),
+            ("nodes", lambda r: f"{r['nodes']:,}"),
+            ("GPUs/node", lambda r: r["gpus_per_node"]),
+            ("GPUs", lambda r: f"{r['gpus']:,}"),
+            ("billing", lambda r: f"{r['billing']['rule']} x{r['billing']['factor']:g}"),
+            ("estimated", lambda r: ", ".join(r["uncertain"])),
+        ],
+        rows,
+    )

@@ -1,0 +1,54 @@
+"""The `fabbrica` command. Exit codes: 0 success, 1 failure, 2 bad input or usage."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+
+from fabbrica import __version__
+from fabbrica.cli import catalog_cmds, identity_cmds, up_cmd
+from fabbrica.cli.errors import CliError
+from fabbrica.cli.output import err_console
+
+app = typer.Typer(
+    name="fabbrica",
+    help="Fabbrica: the one-stop shop of a federation of AI Factories.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"fabbrica {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
+    ] = False,
+) -> None:
+    """Client commands read FABBRICA_URL and FABBRICA_TOKEN, or what `fabbrica login` saved."""
+
+
+app.command()(up_cmd.up)
+app.command()(catalog_cmds.catalog)
+app.command()(catalog_cmds.factory)
+app.command()(identity_cmds.login)
+app.command()(identity_cmds.whoami)
+app.add_typer(identity_cmds.user_app, name="user")
+app.add_typer(identity_cmds.token_app, name="token")
+app.add_typer(up_cmd.db_app, name="db")
+
+
+def main() -> None:
+    try:
+        app()
+    except CliError as exc:
+        err_console.print(f"[red]error:[/red] {exc.message}", highlight=False, soft_wrap=True)
+        sys.exit(exc.exit_code)

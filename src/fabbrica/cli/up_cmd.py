@@ -1,0 +1,84 @@
+"""`fabbrica up`: the embedded default in one process; `fabbrica db upgrade`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from pydantic import ValidationError
+
+from fabbrica.catalog.loader import CatalogError
+from fabbrica.cli.errors import BAD_INPUT, CliError
+from fabbrica.cli.output import console, err_console
+from fabbrica.server import build_app, describe_database, load_settings_catalog, prepare
+from fabbrica.settings import Settings
+
+db_app = typer.Typer(help="Database schema (operators on PostgreSQL).", no_args_is_help=True)
+
+
+def _settings(**overrides: Any) -> Settings:
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = ".".join(str(p) for p in err["loc"])
+        raise CliError(f"bad setting {field}: {err['msg']}", BAD_INPUT) from exc
+
+
+def up(
+    host: Annotated[str | None, typer.Option(help="Address to listen on.")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to listen on.", min=1, max=65535)] = None,
+    data_dir: Annotated[
+        Path | None,
+        typer.Option("--data-dir", help="Where the embedded SQLite database lives."),
+    ] = None,
+    catalog: Annotated[
+        Path | None, typer.Option("--catalog", help="Your own catalog file (YAML).")
+    ] = None,
+) -> None:
+    """Run the API and the control loop in one process (SQLite unless FABBRICA_DATABASE_URL)."""
+    import uvicorn
+
+    settings = _settings(host=host, port=port, data_dir=data_dir, catalog=catalog)
+    try:
+        loaded = load_settings_catalog(settings)  # before anything is written
+    except CatalogError as exc:
+        raise CliError(str(exc), BAD_INPUT) from exc
+    prepared = prepare(settings, loaded)
+    url = f"http://{settings.host}:{settings.port}"
+    err_console.print(f"[bold]Fabbrica[/bold] on {url}  (API docs: {url}/docs)")
+    err_console.print(f"  database: {describe_database(prepared.ctx.db.url)}")
+    err_console.print(
+        f"  catalog:  {settings.catalog or 'shipped EuroHPC catalog'}"
+        f" ({len(loaded.factories)} factories)"
+    )
+    if prepared.bootstrap_token:
+        err_console.print("[yellow]Created the federation admin. Its token, shown once:[/yellow]")
+        console.print(prepared.bootstrap_token, highlight=False)
+        err_console.print(f"  export FABBRICA_URL={url} FABBRICA_TOKEN=<the token above>")
+    uvicorn.run(
+        build_app(prepared),
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+    )
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Apply the schema migrations to FABBRICA_DATABASE_URL (or the embedded database)."""
+    from fabbrica.store.db import Database
+    from fabbrica.store.migrate import current_revision, upgrade
+
+    settings = _settings()
+    if settings.database_url is None:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    db = Database(settings.resolved_database_url())
+    try:
+        upgrade(db.engine)
+        err_console.print(
+            f"{describe_database(db.url)} is at revision {current_revision(db.engine)}"
+        )
+    finally:
+        db.dispose()

@@ -1,0 +1,78 @@
+"""Billing units: how a partition turns GPUs x hours into charged GPU-hours.
+
+Pure functions over plain values. Three rules cover what sites publish:
+
+- ``per_gpu``: every allocated GPU counts, times a factor.
+- ``whole_node``: nodes are charged whole (LUMI standard-g: a node of 8 GCDs is
+  4 GPU-hours per hour, so factor 0.5 per GCD).
+- ``max_resource``: the largest of the GPU, CPU and memory shares counts (LUMI small-g:
+  0.5 x max(ceil(cores/8), ceil(mem_GB/64), GCDs) per hour).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Rule(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    factor: float = Field(default=1.0, gt=0, le=1000)
+
+
+class PerGpu(_Rule):
+    rule: Literal["per_gpu"]
+
+
+class WholeNode(_Rule):
+    rule: Literal["whole_node"]
+
+
+class MaxResource(_Rule):
+    rule: Literal["max_resource"]
+    cpus_per_unit: int = Field(ge=1, le=10_000)
+    memory_gb_per_unit: int = Field(ge=1, le=1_000_000)
+
+
+BillingRule = Annotated[PerGpu | WholeNode | MaxResource, Field(discriminator="rule")]
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """What a job holds for the length of its run."""
+
+    gpus: int
+    cpus: int = 0
+    memory_gb: float = 0.0
+
+
+def billed_units(rule: PerGpu | WholeNode | MaxResource, gpus_per_node: int, req: Request) -> float:
+    """Charged GPU-hours for one hour of `req` on a partition with `gpus_per_node`."""
+    if req.gpus < 0 or req.cpus < 0 or req.memory_gb < 0:
+        raise ValueError("a request cannot hold negative resources")
+    if isinstance(rule, PerGpu):
+        units = float(req.gpus)
+    elif isinstance(rule, WholeNode):
+        units = float(math.ceil(req.gpus / gpus_per_node) * gpus_per_node)
+    else:
+        units = float(
+            max(
+                req.gpus,
+                math.ceil(req.cpus / rule.cpus_per_unit),
+                math.ceil(req.memory_gb / rule.memory_gb_per_unit),
+            )
+        )
+    return units * rule.factor
+
+
+def charged_gpu_hours(
+    rule: PerGpu | WholeNode | MaxResource, gpus_per_node: int, req: Request, hours: float
+) -> float:
+    """Charged GPU-hours for holding `req` for `hours` (wall-clock) on the partition."""
+    if hours < 0:
+        raise ValueError("hours cannot be negative")
+    return billed_units(rule, gpus_per_node, req) * hours

@@ -1,0 +1,81 @@
+"""Wiring for `fabbrica up`: catalog, database, migrations, bootstrap, API, control loop."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from fastapi import FastAPI
+from sqlalchemy.engine import make_url
+
+from fabbrica.api.app import create_app
+from fabbrica.api.deps import AppContext
+from fabbrica.catalog.loader import load_catalog
+from fabbrica.catalog.model import Catalog
+from fabbrica.services import identity
+from fabbrica.services.control_loop import ControlLoop, LoopStatus
+from fabbrica.settings import Settings
+from fabbrica.store.db import Database
+from fabbrica.store.migrate import upgrade
+from fabbrica.store.types import utcnow
+
+log = logging.getLogger("fabbrica")
+
+
+@dataclass
+class Prepared:
+    ctx: AppContext
+    settings: Settings
+    bootstrap_token: str | None  # set only when a token was generated now: print it once
+
+
+def load_settings_catalog(settings: Settings) -> Catalog:
+    """Validate the catalog before anything is written (raises CatalogError)."""
+    return load_catalog(settings.catalog)
+
+
+def prepare(settings: Settings, catalog: Catalog) -> Prepared:
+    """Create the data directory and schema, and the first admin on an empty database."""
+    if settings.database_url is None:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    db = Database(settings.resolved_database_url())
+    upgrade(db.engine)
+    token = (settings.bootstrap_token or "").strip() or None
+    with db.session() as session:
+        made = identity.bootstrap(session, now=utcnow(), token=token)
+    generated = made[1] if made is not None and token is None else None
+    return Prepared(AppContext(db=db, catalog=catalog), settings, generated)
+
+
+def build_app(prepared: Prepared) -> FastAPI:
+    ctx = prepared.ctx
+
+    def publish(status: LoopStatus) -> None:
+        ctx.status["control_loop"] = status.state
+
+    loop = ControlLoop(
+        {}, interval=prepared.settings.loop_interval_seconds, clock=ctx.clock, on_status=publish
+    )
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        loop.start()
+        try:
+            yield
+        finally:
+            loop.stop()
+            ctx.db.dispose()
+
+    return create_app(ctx, lifespan=lifespan)
+
+
+def describe_database(url: str) -> str:
+    """The database URL without its password, for banners and logs."""
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def data_dir_of(settings: Settings) -> Path | None:
+    return settings.data_dir if settings.database_url is None else None

@@ -1,0 +1,170 @@
+"""Users and API tokens: create, list, authenticate, revoke, bootstrap."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import secrets
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from fabbrica.core.errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthenticated
+from fabbrica.core.identity import TOKEN_PREFIX, Role, hash_token, may_manage_users, token_hint
+from fabbrica.store.models import ApiToken, User
+
+EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]+$|^[^@\s]{1,64}@localhost$")
+BOOTSTRAP_EMAIL = "admin@localhost"
+LAST_USED_RESOLUTION = dt.timedelta(minutes=1)
+
+
+def new_token_secret() -> str:
+    return TOKEN_PREFIX + secrets.token_urlsafe(32)
+
+
+def _normalise_email(email: str) -> str:
+    email = email.strip().lower()
+    if len(email) > 254 or not EMAIL.match(email):
+        raise InvalidInput(f"not an email address: {email[:80]!r}", field="email")
+    return email
+
+
+def create_user(
+    session: Session, *, email: str, name: str, role: Role, now: dt.datetime
+) -> tuple[User, str]:
+    """Create a user and their first API token; returns the token's secret (shown once)."""
+    email = _normalise_email(email)
+    name = name.strip()
+    if not name or len(name) > 200:
+        raise InvalidInput("a name of 1 to 200 characters is required", field="name")
+    if session.scalar(select(User.id).where(User.email == email)) is not None:
+        raise Conflict(f"a user with email {email} already exists", field="email")
+    user = User(email=email, name=name, role=role.value, active=True, created_at=now)
+    session.add(user)
+    session.flush()
+    _, secret = issue_token(session, user, name="default", now=now)
+    return user, secret
+
+
+def list_users(session: Session, actor: User) -> list[User]:
+    require_admin(actor)
+    return list(session.scalars(select(User).order_by(User.id)))
+
+
+def get_user(session: Session, actor: User, user_id: int) -> User:
+    if actor.id != user_id:
+        require_admin(actor)
+    user = session.get(User, user_id)
+    if user is None:
+        raise NotFound(f"no user {user_id}", field="user_id")
+    return user
+
+
+def require_admin(actor: User) -> None:
+    if not may_manage_users(Role(actor.role)):
+        raise Forbidden("only a federation admin may do this")
+
+
+def issue_token(
+    session: Session,
+    user: User,
+    *,
+    name: str,
+    now: dt.datetime,
+    expires_at: dt.datetime | None = None,
+    secret: str | None = None,
+) -> tuple[ApiToken, str]:
+    """Store the hash of a new token for `user`; the secret is returned and never stored."""
+    name = name.strip()
+    if not name or len(name) > 100:
+        raise InvalidInput("a token name of 1 to 100 characters is required", field="name")
+    if expires_at is not None and expires_at <= now:
+        raise InvalidInput("expiry must be in the future", field="expires_in_days")
+    secret = secret or new_token_secret()
+    digest = hash_token(secret)
+    if session.scalar(select(ApiToken.id).where(ApiToken.token_hash == digest)) is not None:
+        raise Conflict("this token is already in use", field="token")
+    token = ApiToken(
+        user_id=user.id,
+        name=name,
+        token_hash=digest,
+        hint=token_hint(secret),
+        created_at=now,
+        expires_at=expires_at,
+    )
+    session.add(token)
+    session.flush()
+    return token, secret
+
+
+def create_token(
+    session: Session,
+    actor: User,
+    *,
+    name: str,
+    now: dt.datetime,
+    user_id: int | None = None,
+    expires_in_days: int | None = None,
+) -> tuple[ApiToken, str]:
+    owner = actor if user_id is None or user_id == actor.id else get_user(session, actor, user_id)
+    if not owner.active:
+        raise Conflict(f"user {owner.id} is deactivated", field="user_id")
+    expires_at = now + dt.timedelta(days=expires_in_days) if expires_in_days else None
+    return issue_token(session, owner, name=name, now=now, expires_at=expires_at)
+
+
+def list_tokens(session: Session, actor: User, *, user_id: int | None = None) -> list[ApiToken]:
+    """The actor's tokens; an admin may name another user (or all with user_id=0)."""
+    query = select(ApiToken).order_by(ApiToken.id)
+    if user_id is None:
+        query = query.where(ApiToken.user_id == actor.id)
+    else:
+        if user_id != actor.id:
+            require_admin(actor)
+        if user_id != 0:
+            query = query.where(ApiToken.user_id == user_id)
+    return list(session.scalars(query))
+
+
+def revoke_token(session: Session, actor: User, token_id: int, *, now: dt.datetime) -> ApiToken:
+    token = session.get(ApiToken, token_id)
+    # Another user's token is reported missing, not forbidden: ids of others stay private.
+    if token is None or (token.user_id != actor.id and Role(actor.role) is not Role.ADMIN):
+        raise NotFound(f"no token {token_id}", field="token_id")
+    if token.revoked_at is None:
+        token.revoked_at = now
+    return token
+
+
+def authenticate(session: Session, secret: str, *, now: dt.datetime) -> User:
+    """The active user holding this token, or Unauthenticated."""
+    token = session.scalar(select(ApiToken).where(ApiToken.token_hash == hash_token(secret)))
+    if token is None or token.revoked_at is not None:
+        raise Unauthenticated("invalid or revoked token")
+    if token.expires_at is not None and token.expires_at <= now:
+        raise Unauthenticated("token expired")
+    user = token.user
+    if not user.active:
+        raise Unauthenticated("user is deactivated")
+    if token.last_used_at is None or now - token.last_used_at >= LAST_USED_RESOLUTION:
+        token.last_used_at = now
+    return user
+
+
+def bootstrap(
+    session: Session, *, now: dt.datetime, token: str | None = None
+) -> tuple[User, str] | None:
+    """On an empty database, create the federation admin. Returns it and its token secret.
+
+    With `token` (FABBRICA_BOOTSTRAP_TOKEN) that text becomes the admin's token; otherwise a
+    random one is made. Does nothing, and returns None, once any user exists.
+    """
+    if session.scalar(select(func.count()).select_from(User)):
+        return None
+    admin = User(
+        email=BOOTSTRAP_EMAIL, name="Federation admin", role=Role.ADMIN.value, created_at=now
+    )
+    session.add(admin)
+    session.flush()
+    _, secret = issue_token(session, admin, name="bootstrap", now=now, secret=token)
+    return admin, secret

@@ -1,0 +1,35 @@
+"""Settings, read from FABBRICA_* environment variables (docs/configuration.md lists them)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "fabbrica"
+
+
+class Settings(BaseSettings):
+    """Server-side settings. Each one is also documented in docs/configuration.md."""
+
+    model_config = SettingsConfigDict(env_prefix="FABBRICA_", extra="ignore")
+
+    data_dir: Path = Field(default_factory=default_data_dir)
+    database_url: str | None = None
+    catalog: Path | None = None
+    bootstrap_token: str | None = Field(default=None, repr=False)
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    loop_interval_seconds: float = Field(default=2.0, gt=0, le=3600)
+    log_level: str = "info"
+
+    def resolved_database_url(self) -> str:
+        """FABBRICA_DATABASE_URL, or the embedded SQLite file in the data directory."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.data_dir / 'fabbrica.db'}"
