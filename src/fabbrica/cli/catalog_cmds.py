@@ -7,8 +7,6 @@ from typing import Annotated, Any
 
 import typer
 
-from fabbrica.api.routes.catalog import summarise
-from fabbrica.catalog.loader import CatalogError, load_catalog
 from fabbrica.cli.client import client
 from fabbrica.cli.errors import BAD_INPUT, CliError
 from fabbrica.cli.output import console, print_json, print_record, print_table
@@ -35,6 +33,9 @@ def catalog(
 ) -> None:
     """List the factories of the federation: id, country, systems, GPUs."""
     if file is not None:
+        from fabbrica.api.routes.catalog import summarise
+        from fabbrica.catalog.loader import CatalogError, load_catalog
+
         try:
             loaded = load_catalog(file)
         except CatalogError as exc:
@@ -72,18 +73,19 @@ def factory(factory_id: str, json_out: JsonOpt = False) -> None:
         for s in data["systems"]
         for p in s["partitions"]
     ]
+
+    def est(row: dict[str, Any], *fields: str) -> str:
+        return "≈" if set(fields) & set(row["uncertain"]) else ""
+
     print_table(
-        "partitions",
+        "partitions (≈ estimate)",
         [
-            ("system", lambda r: r["system"]),
-            ("status", lambda r: r["status"]),
+            ("system", lambda r: f"{r['system']} ({r['status']})"),
             ("partition", lambda r: r["id"]),
-            ("GPU", lambda r: r["gpu_name"]),
-            ("nodes", lambda r: f"{r['nodes']:,}"),
-            ("GPUs/node", lambda r: r["gpus_per_node"]),
-            ("GPUs", lambda r: f"{r['gpus']:,}"),
+            ("GPU", lambda r: r["gpu_model"]),
+            ("nodes x GPUs", lambda r: f"{est(r, 'nodes')}{r['nodes']:,} x {r['gpus_per_node']}"),
+            ("GPUs", lambda r: f"{est(r, 'nodes', 'gpus_per_node')}{r['gpus']:,}"),
             ("billing", lambda r: f"{r['billing']['rule']} x{r['billing']['factor']:g}"),
-            ("estimated", lambda r: ", ".join(r["uncertain"])),
         ],
         rows,
     )

@@ -3,21 +3,24 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from pydantic import ValidationError
 
-from fabbrica.catalog.loader import CatalogError
 from fabbrica.cli.errors import BAD_INPUT, CliError
 from fabbrica.cli.output import console, err_console
-from fabbrica.server import build_app, describe_database, load_settings_catalog, prepare
-from fabbrica.settings import Settings
+
+if TYPE_CHECKING:
+    from fabbrica.settings import Settings
 
 db_app = typer.Typer(help="Database schema (operators on PostgreSQL).", no_args_is_help=True)
 
 
 def _settings(**overrides: Any) -> Settings:
+    from pydantic import ValidationError
+
+    from fabbrica.settings import Settings
+
     try:
         return Settings(**{k: v for k, v in overrides.items() if v is not None})
     except ValidationError as exc:
@@ -39,6 +42,9 @@ def up(
 ) -> None:
     """Run the API and the control loop in one process (SQLite unless FABBRICA_DATABASE_URL)."""
     import uvicorn
+
+    from fabbrica.catalog.loader import CatalogError
+    from fabbrica.server import build_app, describe_database, load_settings_catalog, prepare
 
     settings = _settings(host=host, port=port, data_dir=data_dir, catalog=catalog)
     try:
@@ -68,6 +74,7 @@ def up(
 @db_app.command("upgrade")
 def db_upgrade() -> None:
     """Apply the schema migrations to FABBRICA_DATABASE_URL (or the embedded database)."""
+    from fabbrica.server import describe_database
     from fabbrica.store.db import Database
     from fabbrica.store.migrate import current_revision, upgrade
 

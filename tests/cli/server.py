@@ -1,0 +1,92 @@
+"""Run `fabbrica up` and the `fabbrica` CLI as real processes, the way a user does."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+STARTUP_LIMIT = 15.0  # seconds, as the foundation issue asks
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FABBRICA_")}
+    env.update(extra)
+    return env
+
+
+def fabbrica(*args: str, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "fabbrica", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+@dataclass
+class Server:
+    data_dir: Path
+    env: dict[str, str]
+    log: Path
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen[bytes] | None = None
+    started_in: float = 0.0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, *extra: str) -> Server:
+        args = ["up", "--port", str(self.port), "--data-dir", str(self.data_dir), *extra]
+        began = time.monotonic()
+        with self.log.open("ab") as out:
+            self.process = subprocess.Popen(  # noqa: S603 - our own CLI
+                [sys.executable, "-m", "fabbrica", *args],
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        while time.monotonic() - began < STARTUP_LIMIT * 2:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"fabbrica up exited {self.process.returncode}:\n{self.output()}")
+            try:
+                if httpx.get(f"{self.url}/api/v1/health", timeout=1).status_code == 200:
+                    self.started_in = time.monotonic() - began
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"fabbrica up did not answer in time:\n{self.output()}")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+        self.process = None
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def client_env(self, token: str) -> dict[str, str]:
+        return clean_env(FABBRICA_URL=self.url, FABBRICA_TOKEN=token)
