@@ -30,7 +30,7 @@ from fabbrica.store.models import Base
 POSTGRES_ADMIN_URL = os.environ.get(
     "FABBRICA_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 )
-ADMIN_TOKEN = "test-admin-token"  # noqa: S105 - a fixture value
+ADMIN_TOKEN = "test-admin-token"
 
 
 def on_ci() -> bool:

@@ -28,7 +28,9 @@ def clean_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def fabbrica(*args: str, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def fabbrica(
+    *args: str, env: dict[str, str], timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "fabbrica", *args],
         env=env,
@@ -56,7 +58,7 @@ class Server:
         args = ["up", "--port", str(self.port), "--data-dir", str(self.data_dir), *extra]
         began = time.monotonic()
         with self.log.open("ab") as out:
-            self.process = subprocess.Popen(  # noqa: S603 - our own CLI
+            self.process = subprocess.Popen(
                 [sys.executable, "-m", "fabbrica", *args],
                 env=self.env,
                 stdout=out,
@@ -64,7 +66,9 @@ class Server:
             )
         while time.monotonic() - began < STARTUP_LIMIT * 2:
             if self.process.poll() is not None:
-                raise RuntimeError(f"fabbrica up exited {self.process.returncode}:\n{self.output()}")
+                raise RuntimeError(
+                    f"fabbrica up exited {self.process.returncode}:\n{self.output()}"
+                )
             try:
                 if httpx.get(f"{self.url}/api/v1/health", timeout=1).status_code == 200:
                     self.started_in = time.monotonic() - began

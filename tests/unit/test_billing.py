@@ -51,9 +51,7 @@ factor = st.floats(min_value=0.01, max_value=10, allow_nan=False)
 
 
 @given(gpus, per_node, hours, factor)
-def test_whole_node_never_charges_less_than_per_gpu(
-    n: int, k: int, h: float, f: float
-) -> None:
+def test_whole_node_never_charges_less_than_per_gpu(n: int, k: int, h: float, f: float) -> None:
     req = Request(gpus=n)
     whole = charged_gpu_hours(WholeNode(rule="whole_node", factor=f), k, req, h)
     per = charged_gpu_hours(PerGpu(rule="per_gpu", factor=f), k, req, h)
