@@ -9,7 +9,7 @@ import typer
 
 from fabbrica.cli.client import client
 from fabbrica.cli.errors import BAD_INPUT, CliError
-from fabbrica.cli.output import console, print_json, print_record, print_table
+from fabbrica.cli.output import console, count, print_json, print_record, print_table
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 
@@ -47,7 +47,7 @@ def catalog(
         print_json(rows)
         return
     print_table(
-        f"{len(rows)} factories",
+        count(len(rows), "factory", "factories"),
         [
             ("factory", lambda r: r["id"]),
             ("name", lambda r: r["name"]),

@@ -8,7 +8,14 @@ import typer
 
 from fabbrica.cli.client import Client, Target, client, resolve_target, write_config
 from fabbrica.cli.errors import BAD_INPUT, CliError
-from fabbrica.cli.output import err_console, print_json, print_record, print_table
+from fabbrica.cli.output import (
+    count,
+    err_console,
+    print_json,
+    print_record,
+    print_table,
+    when,
+)
 from fabbrica.core.identity import Role
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
@@ -45,7 +52,7 @@ def user_list(json_out: JsonOpt = False) -> None:
         print_json(rows)
         return
     print_table(
-        f"{len(rows)} users",
+        count(len(rows), "user"),
         [
             ("id", lambda r: r["id"]),
             ("email", lambda r: r["email"]),
@@ -91,16 +98,16 @@ def token_list(
         print_json(rows)
         return
     print_table(
-        f"{len(rows)} tokens",
+        count(len(rows), "token"),
         [
             ("id", lambda r: r["id"]),
             ("user", lambda r: r["user_id"]),
             ("name", lambda r: r["name"]),
             ("starts", lambda r: r["hint"]),
-            ("created", lambda r: r["created_at"][:19]),
-            ("last used", lambda r: (r["last_used_at"] or "")[:19]),
-            ("expires", lambda r: (r["expires_at"] or "")[:19]),
-            ("revoked", lambda r: (r["revoked_at"] or "")[:19]),
+            ("created", lambda r: when(r["created_at"])),
+            ("last used", lambda r: when(r["last_used_at"])),
+            ("expires", lambda r: when(r["expires_at"])),
+            ("revoked", lambda r: when(r["revoked_at"])),
         ],
         rows,
     )

@@ -37,4 +37,19 @@ def print_record(data: dict[str, Any], *, hide: Sequence[str] = ()) -> None:
     width = max((len(k) for k in data), default=0)
     for key, value in data.items():
         if key not in hide:
-            console.print(f"[bold]{key.ljust(width)}[/bold]  {value}", highlight=False)
+            console.print(f"[bold]{key.ljust(width)}[/bold]  {_plain(value)}", highlight=False)
+
+
+def _plain(value: object) -> str:
+    if isinstance(value, list | tuple):
+        return ", ".join(str(v) for v in value)
+    return "" if value is None else str(value)
+
+
+def when(value: str | None) -> str:
+    """An API timestamp as `YYYY-MM-DD HH:MM` (UTC), or empty."""
+    return value[:16].replace("T", " ") if value else ""
+
+
+def count(n: int, noun: str, plural: str | None = None) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {plural or noun + 's'}"
