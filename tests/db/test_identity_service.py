@@ -15,11 +15,6 @@ from fabbrica.store.db import Database
 from fabbrica.store.models import ApiToken, User
 from tests.conftest import Clock
 
-NUL_BUG = (
-    "BUG: NUL characters in a name or email are accepted by create_user: stored on SQLite, "
-    "psycopg.DataError (an unhandled 500 in the API) on PostgreSQL"
-)
-
 
 def make_user(
     db: Database, clock: Clock, email: str = "ada@example.org", role: Role = Role.USER
@@ -83,13 +78,11 @@ def test_duplicate_email_is_a_conflict_whatever_the_case(db: Database, clock: Cl
             "ada@example.org",
             "Ada\x00",
             "name",
-            marks=pytest.mark.xfail(strict=True, reason=NUL_BUG),
         ),
         pytest.param(
             "ad\x00a@example.org",
             "Ada",
             "email",
-            marks=pytest.mark.xfail(strict=True, reason=NUL_BUG),
         ),
     ],
 )

@@ -50,6 +50,8 @@ async def _on_validation(_: Request, exc: Exception) -> JSONResponse:
     message = str(first.get("msg", "invalid request"))
     if first.get("type") == "extra_forbidden":
         message = "unknown field"
+    if first.get("type") == "json_invalid":  # its loc holds a character position
+        field, message = None, f"the body is not valid JSON ({message})"
     if len(errors) > 1:
         message += f" (and {len(errors) - 1} more problem(s))"
     return error_response(422, "invalid", f"{field}: {message}" if field else message, field)

@@ -6,6 +6,7 @@ import datetime as dt
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from fabbrica.api.params import MAX_ID
 from fabbrica.core.identity import Role
 
 
@@ -143,7 +144,9 @@ class UserCreated(UserPublic):
 
 class TokenCreate(_In):
     name: str = Field(default="cli", min_length=1, max_length=100)
-    user_id: int | None = Field(default=None, description="admin only: a token for someone else")
+    user_id: int | None = Field(
+        default=None, ge=1, le=MAX_ID, description="admin only: a token for someone else"
+    )
     expires_in_days: int | None = Field(default=None, ge=1, le=3650)
 
 

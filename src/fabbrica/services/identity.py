@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from fabbrica.core.errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthenticated
 from fabbrica.core.identity import TOKEN_PREFIX, Role, hash_token, may_manage_users, token_hint
+from fabbrica.core.text import clean_text
 from fabbrica.store.models import ApiToken, User
 
 EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]+$|^[^@\s]{1,64}@localhost$")
@@ -22,9 +23,9 @@ def new_token_secret() -> str:
     return TOKEN_PREFIX + secrets.token_urlsafe(32)
 
 
-def _normalise_email(email: str) -> str:
-    email = email.strip().lower()
-    if len(email) > 254 or not EMAIL.match(email):
+def normalise_email(email: str) -> str:
+    email = clean_text(email, "email", max_len=254).lower()
+    if not EMAIL.match(email):
         raise InvalidInput(f"not an email address: {email[:80]!r}", field="email")
     return email
 
@@ -33,10 +34,8 @@ def create_user(
     session: Session, *, email: str, name: str, role: Role, now: dt.datetime
 ) -> tuple[User, str]:
     """Create a user and their first API token; returns the token's secret (shown once)."""
-    email = _normalise_email(email)
-    name = name.strip()
-    if not name or len(name) > 200:
-        raise InvalidInput("a name of 1 to 200 characters is required", field="name")
+    email = normalise_email(email)
+    name = clean_text(name, "name", max_len=200)
     if session.scalar(select(User.id).where(User.email == email)) is not None:
         raise Conflict(f"a user with email {email} already exists", field="email")
     user = User(email=email, name=name, role=role.value, active=True, created_at=now)
@@ -75,9 +74,7 @@ def issue_token(
     secret: str | None = None,
 ) -> tuple[ApiToken, str]:
     """Store the hash of a new token for `user`; the secret is returned and never stored."""
-    name = name.strip()
-    if not name or len(name) > 100:
-        raise InvalidInput("a token name of 1 to 100 characters is required", field="name")
+    name = clean_text(name, "name", max_len=100)
     if expires_at is not None and expires_at <= now:
         raise InvalidInput("expiry must be in the future", field="expires_in_days")
     secret = secret or new_token_secret()
@@ -109,6 +106,8 @@ def create_token(
     owner = actor if user_id is None or user_id == actor.id else get_user(session, actor, user_id)
     if not owner.active:
         raise Conflict(f"user {owner.id} is deactivated", field="user_id")
+    if expires_in_days is not None and expires_in_days < 1:
+        raise InvalidInput("expiry must be at least one day", field="expires_in_days")
     expires_at = now + dt.timedelta(days=expires_in_days) if expires_in_days else None
     return issue_token(session, owner, name=name, now=now, expires_at=expires_at)
 
@@ -122,6 +121,7 @@ def list_tokens(session: Session, actor: User, *, user_id: int | None = None) ->
         if user_id != actor.id:
             require_admin(actor)
         if user_id != 0:
+            get_user(session, actor, user_id)  # 404 for a user that does not exist
             query = query.where(ApiToken.user_id == user_id)
     return list(session.scalars(query))
 

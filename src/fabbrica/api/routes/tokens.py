@@ -3,6 +3,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Query, status
 
 from fabbrica.api.deps import ContextDep, CurrentUser, SessionDep
+from fabbrica.api.params import MAX_ID, TokenIdPath
 from fabbrica.api.schemas import TokenCreate, TokenCreated, TokenPublic
 from fabbrica.services import identity
 
@@ -30,7 +31,9 @@ def create_token(
 def list_tokens(
     session: SessionDep,
     actor: CurrentUser,
-    user_id: int | None = Query(default=None, ge=0, description="admin: a user, or 0 for all"),
+    user_id: int | None = Query(
+        default=None, ge=0, le=MAX_ID, description="admin: a user, or 0 for all"
+    ),
 ) -> list[TokenPublic]:
     """Your tokens (never their secrets); an admin may list another user's, or all."""
     tokens = identity.list_tokens(session, actor, user_id=user_id)
@@ -39,7 +42,7 @@ def list_tokens(
 
 @router.delete("/tokens/{token_id}", response_model=TokenPublic)
 def revoke_token(
-    token_id: int, ctx: ContextDep, session: SessionDep, actor: CurrentUser
+    token_id: TokenIdPath, ctx: ContextDep, session: SessionDep, actor: CurrentUser
 ) -> TokenPublic:
     """Revoke a token at once. Revoking twice is harmless."""
     return TokenPublic.model_validate(

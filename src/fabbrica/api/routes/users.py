@@ -3,6 +3,7 @@ from __future__ import annotations
 from fastapi import APIRouter, status
 
 from fabbrica.api.deps import ContextDep, CurrentUser, SessionDep
+from fabbrica.api.params import UserIdPath
 from fabbrica.api.schemas import UserCreate, UserCreated, UserPublic
 from fabbrica.services import identity
 
@@ -34,7 +35,7 @@ def list_users(session: SessionDep, actor: CurrentUser) -> list[UserPublic]:
 
 
 @router.get("/users/{user_id}", response_model=UserPublic)
-def get_user(user_id: int, session: SessionDep, actor: CurrentUser) -> UserPublic:
+def get_user(user_id: UserIdPath, session: SessionDep, actor: CurrentUser) -> UserPublic:
     """One user: yourself, or anyone for an admin."""
     return UserPublic.model_validate(identity.get_user(session, actor, user_id))
 

@@ -1,0 +1,193 @@
+"""Access rules: eligibility, project ids, review thresholds, states. Pure functions."""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+
+from fabbrica.catalog.model import AccessMode, Intake
+
+DECLARATION = (
+    "I declare that the resources requested will be used for civilian purposes only, and "
+    "that the work complies with Regulation (EU) 2024/1689 (the EU AI Act): no prohibited "
+    "AI practice, and the obligations for the system's risk class are met."
+)
+MAX_GPU_HOURS = 10_000_000.0  # no request is larger than a gigafactory-year
+MAX_ABSTRACT_CHARS = 20_000
+
+
+class ProposalState(StrEnum):
+    DRAFT = "draft"
+    SUBMITTED = "submitted"
+    IN_REVIEW = "in_review"
+    ACCEPTED = "accepted"
+    REJECTED = "rejected"
+    WITHDRAWN = "withdrawn"
+
+    @property
+    def open(self) -> bool:
+        return self in {ProposalState.DRAFT, ProposalState.SUBMITTED, ProposalState.IN_REVIEW}
+
+
+class AllocationState(StrEnum):
+    ACTIVE = "active"
+    SUSPENDED = "suspended"
+    TERMINATED = "terminated"
+    EXPIRED = "expired"
+
+
+class CallState(StrEnum):
+    OPEN = "open"
+    CLOSED = "closed"
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """One rule a request breaks, said so that the applicant can act on it."""
+
+    field: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class Applicant:
+    country: str
+    organisation_type: str
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    gpu_hours: float
+    months: int
+    gpu_model: str | None
+
+
+def eligibility_refusals(
+    applicant: Applicant,
+    mode: AccessMode,
+    request: Request,
+    *,
+    eligible_countries: Collection[str],
+    factory_gpu_models: Collection[str],
+    call_open: bool,
+    call_name: str,
+) -> list[Refusal]:
+    """Every rule the request breaks (empty: eligible). Order: the most basic first."""
+    refusals: list[Refusal] = []
+    if not call_open:
+        refusals.append(Refusal("call", f"call {call_name} is closed; apply when it reopens"))
+    if applicant.country not in eligible_countries:
+        refusals.append(
+            Refusal(
+                "country",
+                f"organisation country {applicant.country} is not eligible: only organisations "
+                "established in an EU member state or a EuroHPC participating state may apply",
+            )
+        )
+    if applicant.organisation_type not in mode.organisation_types:
+        allowed = ", ".join(mode.organisation_types)
+        refusals.append(
+            Refusal(
+                "organisation_type",
+                f"{mode.name} does not admit {applicant.organisation_type} organisations "
+                f"(admits: {allowed})",
+            )
+        )
+    refusals += _size_refusals(mode, request)
+    if request.months not in mode.duration_months:
+        offered = ", ".join(str(m) for m in mode.duration_months)
+        refusals.append(
+            Refusal("months", f"{mode.name} offers {offered} months, not {request.months}")
+        )
+    if request.gpu_model and request.gpu_model not in factory_gpu_models:
+        offered = ", ".join(sorted(factory_gpu_models)) or "none"
+        refusals.append(
+            Refusal(
+                "gpu_model",
+                f"this factory does not offer {request.gpu_model} GPUs (offers: {offered})",
+            )
+        )
+    return refusals
+
+
+def _size_refusals(mode: AccessMode, request: Request) -> list[Refusal]:
+    hours = request.gpu_hours
+    if not math.isfinite(hours) or hours <= 0 or hours > MAX_GPU_HOURS:
+        return [Refusal("gpu_hours", f"GPU-hours must be between 0 and {MAX_GPU_HOURS:,.0f}")]
+    if mode.min_gpu_hours is not None and hours < mode.min_gpu_hours:
+        return [
+            Refusal(
+                "gpu_hours",
+                f"{mode.name} starts at {mode.min_gpu_hours:,.0f} GPU-hours; "
+                f"{hours:,.0f} requested",
+            )
+        ]
+    if mode.max_gpu_hours is not None and hours > mode.max_gpu_hours:
+        return [
+            Refusal(
+                "gpu_hours",
+                f"{mode.name} grants at most {mode.max_gpu_hours:,.0f} GPU-hours; "
+                f"{hours:,.0f} requested",
+            )
+        ]
+    return []
+
+
+def intake_period(mode: AccessMode, when: dt.date) -> int:
+    """The number of the intake period `when` falls in: the cut-off part of a project id.
+
+    Continuous intake counts months (1..12); cut-offs divide the year evenly.
+    """
+    periods = 12 if mode.intake is Intake.CONTINUOUS else (mode.cutoffs_per_year or 12)
+    day = when.timetuple().tm_yday - 1
+    days = 366 if _leap(when.year) else 365
+    return min(periods, day * periods // days + 1)
+
+
+def next_cutoff(mode: AccessMode, when: dt.date) -> dt.date | None:
+    """The first day of the next intake period for a cut-off mode (None: continuous)."""
+    if mode.intake is Intake.CONTINUOUS:
+        return None
+    periods = mode.cutoffs_per_year or 12
+    days = 366 if _leap(when.year) else 365
+    period = intake_period(mode, when)
+    if period >= periods:
+        return dt.date(when.year + 1, 1, 1)
+    return dt.date(when.year, 1, 1) + dt.timedelta(days=math.ceil(period * days / periods))
+
+
+def _leap(year: int) -> bool:
+    return year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)
+
+
+def project_id(year: int, mode_code: str, period: int, sequence: int) -> str:
+    """A EuroHPC-style project id: FAB-AIF-2026PG11-0007 (mode, year, cut-off, sequence)."""
+    return f"FAB-AIF-{year}{mode_code}{period:02d}-{sequence:04d}"
+
+
+def add_months(start: dt.datetime, months: int) -> dt.datetime:
+    """`start` plus whole months, clamped to the month's last day (31 Jan + 1 = 28/29 Feb)."""
+    month_index = start.month - 1 + months
+    year, month = start.year + month_index // 12, month_index % 12 + 1
+    last = (dt.date(year + month // 12, month % 12 + 1, 1) - dt.timedelta(days=1)).day
+    return start.replace(year=year, month=month, day=min(start.day, last))
+
+
+@dataclass(frozen=True, slots=True)
+class ReviewStatus:
+    reviews: int
+    average: float | None
+    complete: bool  # enough reviews for a decision
+    passes: bool  # the average reaches the call's minimum
+
+
+def review_status(
+    scores: Sequence[int], min_reviews: int, min_average: float | None
+) -> ReviewStatus:
+    average = sum(scores) / len(scores) if scores else None
+    complete = len(scores) >= min_reviews
+    passes = complete and (min_average is None or (average is not None and average >= min_average))
+    return ReviewStatus(len(scores), average, complete, passes)

@@ -1,0 +1,36 @@
+"""ORM models. Every schema change comes with an Alembic migration in migrations/versions."""
+
+from fabbrica.store.models.access import (
+    Allocation,
+    AuditEntry,
+    Call,
+    CallReviewer,
+    Invitation,
+    Organisation,
+    OrganisationMember,
+    OutboxEmail,
+    Project,
+    ProjectMember,
+    Proposal,
+    Review,
+)
+from fabbrica.store.models.base import Base
+from fabbrica.store.models.identity import ApiToken, User
+
+__all__ = [
+    "Allocation",
+    "ApiToken",
+    "AuditEntry",
+    "Base",
+    "Call",
+    "CallReviewer",
+    "Invitation",
+    "Organisation",
+    "OrganisationMember",
+    "OutboxEmail",
+    "Project",
+    "ProjectMember",
+    "Proposal",
+    "Review",
+    "User",
+]
