@@ -23,6 +23,7 @@ from fabbrica.api.deps import AppContext
 from fabbrica.catalog.loader import load_catalog
 from fabbrica.catalog.model import Catalog
 from fabbrica.services import identity
+from fabbrica.services.access.calls import seed_calls
 from fabbrica.store.db import Database, normalise_url
 from fabbrica.store.migrate import upgrade
 from fabbrica.store.models import Base
@@ -133,6 +134,7 @@ def clock() -> Clock:
 def ctx(db: Database, catalog: Catalog, clock: Clock) -> AppContext:
     with db.session() as session:
         identity.bootstrap(session, now=clock(), token=ADMIN_TOKEN)
+        seed_calls(session, catalog, clock())
     return AppContext(db=db, catalog=catalog, clock=clock)
 
 

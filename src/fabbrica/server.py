@@ -6,7 +6,6 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from pathlib import Path
 
 from fastapi import FastAPI
 from sqlalchemy.engine import make_url
@@ -16,7 +15,10 @@ from fabbrica.api.deps import AppContext
 from fabbrica.catalog.loader import load_catalog
 from fabbrica.catalog.model import Catalog
 from fabbrica.services import identity
-from fabbrica.services.control_loop import ControlLoop, LoopStatus
+from fabbrica.services.access.allocations import ExpiryStep
+from fabbrica.services.access.calls import seed_calls
+from fabbrica.services.control_loop import ControlLoop, LoopStatus, Step
+from fabbrica.services.notify import SmtpSender
 from fabbrica.settings import Settings
 from fabbrica.store.db import Database
 from fabbrica.store.migrate import upgrade
@@ -46,6 +48,7 @@ def prepare(settings: Settings, catalog: Catalog) -> Prepared:
     token = (settings.bootstrap_token or "").strip() or None
     with db.session() as session:
         made = identity.bootstrap(session, now=utcnow(), token=token)
+        seed_calls(session, catalog, utcnow())
     generated = made[1] if made is not None and token is None else None
     return Prepared(AppContext(db=db, catalog=catalog), settings, generated)
 
@@ -57,7 +60,10 @@ def build_app(prepared: Prepared) -> FastAPI:
         ctx.status["control_loop"] = status.state
 
     loop = ControlLoop(
-        {}, interval=prepared.settings.loop_interval_seconds, clock=ctx.clock, on_status=publish
+        loop_steps(prepared.settings, ctx),
+        interval=prepared.settings.loop_interval_seconds,
+        clock=ctx.clock,
+        on_status=publish,
     )
 
     @asynccontextmanager
@@ -72,10 +78,18 @@ def build_app(prepared: Prepared) -> FastAPI:
     return create_app(ctx, lifespan=lifespan)
 
 
+def loop_steps(settings: Settings, ctx: AppContext) -> dict[str, Step]:
+    """The control loop's work: allocation expiry and notices; email when SMTP is set."""
+    steps: dict[str, Step] = {"expiry": ExpiryStep(ctx.db, ctx.clock)}
+    if settings.smtp_host:
+        steps["email"] = SmtpSender(
+            ctx.db, host=settings.smtp_host, port=settings.smtp_port, sender=settings.smtp_from
+        )
+    else:
+        log.warning("FABBRICA_SMTP_HOST is not set: email stays in the outbox, unsent")
+    return steps
+
+
 def describe_database(url: str) -> str:
     """The database URL without its password, for banners and logs."""
     return make_url(url).render_as_string(hide_password=True)
-
-
-def data_dir_of(settings: Settings) -> Path | None:
-    return settings.data_dir if settings.database_url is None else None

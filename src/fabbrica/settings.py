@@ -27,6 +27,9 @@ class Settings(BaseSettings):
     port: int = Field(default=8000, ge=1, le=65535)
     loop_interval_seconds: float = Field(default=2.0, gt=0, le=3600)
     log_level: str = "info"
+    smtp_host: str | None = None
+    smtp_port: int = Field(default=25, ge=1, le=65535)
+    smtp_from: str = "fabbrica@localhost"
 
     def resolved_database_url(self) -> str:
         """FABBRICA_DATABASE_URL, or the embedded SQLite file in the data directory."""

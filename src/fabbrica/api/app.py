@@ -10,7 +10,18 @@ from fastapi import FastAPI
 from fabbrica import __version__
 from fabbrica.api.deps import AppContext
 from fabbrica.api.errors import install_error_handlers
-from fabbrica.api.routes import catalog, health, tokens, users
+from fabbrica.api.routes import (
+    allocations,
+    calls,
+    catalog,
+    health,
+    organisations,
+    projects,
+    proposals,
+    reports,
+    tokens,
+    users,
+)
 
 API_PREFIX = "/api/v1"
 
@@ -32,6 +43,7 @@ def create_app(ctx: AppContext, lifespan: Lifespan | None = None) -> FastAPI:
     )
     app.state.ctx = ctx
     install_error_handlers(app)
-    for module in (health, catalog, users, tokens):
+    routers = (health, catalog, users, tokens, organisations, projects, calls, proposals)
+    for module in (*routers, allocations, reports):
         app.include_router(module.router, prefix=API_PREFIX)
     return app

@@ -1,0 +1,1 @@
+"""The access lifecycle: organisations, projects, calls, proposals, reviews, allocations."""

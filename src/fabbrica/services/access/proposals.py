@@ -1,0 +1,337 @@
+"""Proposals: apply, eligibility, automatic decisions, operator decisions, withdrawal."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from fabbrica.catalog.model import AccessMode, Catalog, Decision
+from fabbrica.catalog.model import Review as ReviewKind
+from fabbrica.core.access import (
+    DECLARATION,
+    MAX_ABSTRACT_CHARS,
+    Applicant,
+    CallState,
+    ProposalState,
+    Refusal,
+    Request,
+    eligibility_refusals,
+    next_cutoff,
+    review_status,
+)
+from fabbrica.core.errors import Conflict, InvalidInput, NotFound
+from fabbrica.services import notify
+from fabbrica.services.access import audit, reviews
+from fabbrica.services.access.allocations import create_allocation, overdue_reports
+from fabbrica.services.access.calls import committed_gpu_hours, get_call, operating_gpu_models
+from fabbrica.services.access.visibility import (
+    is_staff,
+    require_pi,
+    require_staff,
+    visible_project,
+    visible_project_pks,
+)
+from fabbrica.store.models import Call, Project, Proposal, User
+
+
+@dataclass(frozen=True)
+class Application:
+    project_id: str
+    call_id: str
+    gpu_hours: float
+    months: int
+    gpu_model: str | None = None
+    abstract: str = ""
+    declare_civilian_ai_act: bool = False
+    submit: bool = True
+
+
+def apply(
+    session: Session, actor: User, catalog: Catalog, app: Application, *, now: dt.datetime
+) -> Proposal:
+    """Create a proposal and (by default) submit it; auto-decided modes decide at once."""
+    project = visible_project(session, actor, app.project_id)
+    require_pi(session, actor, project)
+    call = get_call(session, app.call_id, field="call_id")
+    if len(app.abstract) > MAX_ABSTRACT_CHARS:
+        raise InvalidInput(
+            f"the abstract is {len(app.abstract):,} characters; the limit is "
+            f"{MAX_ABSTRACT_CHARS:,}",
+            field="abstract",
+        )
+    proposal = Proposal(
+        project_pk=project.pk,
+        call_id=call.id,
+        state=ProposalState.DRAFT.value,
+        gpu_hours=app.gpu_hours,
+        months=app.months,
+        gpu_model=app.gpu_model,
+        abstract=app.abstract,
+        created_by=actor.id,
+        created_at=now,
+    )
+    session.add(proposal)
+    session.flush()
+    audit.record(
+        session, actor=actor, entity="proposal", entity_id=proposal.id, action="create", now=now
+    )
+    if app.submit:
+        submit(session, actor, catalog, proposal, declared=app.declare_civilian_ai_act, now=now)
+    return proposal
+
+
+def submit(
+    session: Session,
+    actor: User,
+    catalog: Catalog,
+    proposal: Proposal,
+    *,
+    declared: bool,
+    now: dt.datetime,
+) -> Proposal:
+    require_pi(session, actor, proposal.project)
+    if proposal.state != ProposalState.DRAFT:
+        raise Conflict(f"proposal {proposal.id} is {proposal.state}, not a draft", "state")
+    if not declared:
+        raise InvalidInput(
+            "the declaration of civilian use and EU AI Act compliance is required: " + DECLARATION,
+            field="declare_civilian_ai_act",
+        )
+    _check_eligible(session, actor, catalog, proposal, now)
+    proposal.declaration = DECLARATION
+    proposal.declared_at = now
+    proposal.state = ProposalState.SUBMITTED.value
+    proposal.submitted_at = now
+    audit.record(
+        session, actor=actor, entity="proposal", entity_id=proposal.id, action="submit", now=now
+    )
+    project = proposal.project
+    _tell_pi(
+        session,
+        proposal,
+        f"Proposal {proposal.id} for {project.id} received",
+        f"Your proposal {proposal.id} ({proposal.gpu_hours:,.0f} GPU-hours, "
+        f"{proposal.months} months, call {proposal.call_id}) was submitted.",
+        "submission",
+        now,
+    )
+    mode = _mode(catalog, proposal.call)
+    if mode.review is ReviewKind.TECHNICAL_AND_PEER:
+        proposal.state = ProposalState.IN_REVIEW.value
+        reviews.auto_assign(session, proposal, now=now)
+    elif proposal.call.decision == Decision.AUTOMATIC:
+        _auto_decide(session, proposal, now)
+    return proposal
+
+
+def _mode(catalog: Catalog, call: Call) -> AccessMode:
+    mode = catalog.access_mode(call.mode)
+    if mode is None:
+        raise NotFound(f"call {call.id} names mode {call.mode!r}, not in the catalog", "call_id")
+    return mode
+
+
+def _check_eligible(
+    session: Session, actor: User, catalog: Catalog, proposal: Proposal, now: dt.datetime
+) -> None:
+    call = proposal.call
+    mode = _mode(catalog, call)
+    factory = catalog.factory(call.factory_id)
+    org = proposal.project.organisation
+    refusals: list[Refusal] = [
+        Refusal(
+            "project_id",
+            f"the final report of project {pid} is overdue (due {due:%Y-%m-%d}); submit it "
+            "before applying again",
+        )
+        for pid, due in overdue_reports(session, actor, now)
+    ]
+    name = call.id
+    if call.state == CallState.CLOSED:
+        cutoff = next_cutoff(mode, now.date())
+        name += f" ({call.closed_reason or 'closed by the operator'}"
+        name += f"; next cut-off {cutoff:%Y-%m-%d})" if cutoff else ")"
+    refusals += eligibility_refusals(
+        Applicant(org.country, org.type),
+        mode,
+        Request(proposal.gpu_hours, proposal.months, proposal.gpu_model),
+        eligible_countries=catalog.eligibility.countries,
+        factory_gpu_models=operating_gpu_models(factory) if factory else set(),
+        call_open=call.state == CallState.OPEN,
+        call_name=name,
+    )
+    if refusals:
+        message = "; ".join(r.message for r in refusals)
+        raise InvalidInput(f"not eligible: {message}", field=refusals[0].field)
+
+
+def _auto_decide(session: Session, proposal: Proposal, now: dt.datetime) -> None:
+    call = proposal.call
+    offered = call.offered_gpu_hours
+    left = None if offered is None else offered - committed_gpu_hours(session, call)
+    if left is not None and proposal.gpu_hours > left:
+        proposal.decision_reason = (
+            f"{call.id} has {max(left, 0):,.0f} GPU-hours left of what it offers; the "
+            "proposal waits for an operator's decision"
+        )
+        return
+    _accept(session, None, proposal, proposal.gpu_hours, "decided automatically", now)
+    proposal.auto_decided = True
+
+
+def decide(
+    session: Session,
+    actor: User,
+    proposal_id: int,
+    *,
+    accept: bool,
+    gpu_hours: float | None,
+    reason: str | None,
+    now: dt.datetime,
+) -> Proposal:
+    require_staff(actor, "decide on proposals")
+    proposal = get_proposal(session, actor, proposal_id)
+    if proposal.state not in (ProposalState.SUBMITTED, ProposalState.IN_REVIEW):
+        raise Conflict(f"proposal {proposal.id} is {proposal.state}; nothing to decide", "state")
+    if proposal.state == ProposalState.IN_REVIEW:
+        status = reviews.status_of(session, proposal)
+        if not status.complete:
+            raise Conflict(
+                f"proposal {proposal.id} has {status.reviews} of the "
+                f"{proposal.call.min_reviews} reviews its call needs",
+                field="reviews",
+            )
+        if accept and not status.passes:
+            raise Conflict(
+                f"average score {status.average:.2f} is below the call's minimum "
+                f"{proposal.call.min_average_score}",
+                field="reviews",
+            )
+    if not accept:
+        if not reason or not reason.strip():
+            raise InvalidInput("a rejection needs a reason the applicant can read", "reason")
+        proposal.state = ProposalState.REJECTED.value
+        proposal.decided_at, proposal.decided_by = now, actor.id
+        proposal.decision_reason = reason.strip()
+        audit.record(
+            session,
+            actor=actor,
+            entity="proposal",
+            entity_id=proposal.id,
+            action="reject",
+            now=now,
+            reason=reason,
+        )
+        _tell_pi(
+            session,
+            proposal,
+            f"Proposal {proposal.id} rejected",
+            f"Your proposal {proposal.id} was not accepted. Reason: {reason}",
+            "decision",
+            now,
+        )
+        return proposal
+    granted = proposal.gpu_hours if gpu_hours is None else gpu_hours
+    if not 0 < granted <= proposal.gpu_hours:
+        raise InvalidInput(
+            f"grant between 0 and the {proposal.gpu_hours:,.0f} GPU-hours requested",
+            field="gpu_hours",
+        )
+    _accept(session, actor, proposal, granted, reason, now)
+    return proposal
+
+
+def _accept(
+    session: Session,
+    actor: User | None,
+    proposal: Proposal,
+    granted: float,
+    reason: str | None,
+    now: dt.datetime,
+) -> None:
+    proposal.state = ProposalState.ACCEPTED.value
+    proposal.decided_at = now
+    proposal.decided_by = actor.id if actor else None
+    proposal.decided_gpu_hours = granted
+    proposal.decision_reason = reason
+    allocation = create_allocation(session, actor, proposal, granted, now=now)
+    audit.record(
+        session,
+        actor=actor,
+        entity="proposal",
+        entity_id=proposal.id,
+        action="accept",
+        now=now,
+        reason=reason,
+        gpu_hours=granted,
+        allocation=allocation.id,
+    )
+    _tell_pi(
+        session,
+        proposal,
+        f"Proposal {proposal.id} accepted",
+        f"Your proposal {proposal.id} was accepted with {granted:,.0f} GPU-hours on "
+        f"{allocation.factory_id}, valid until {allocation.valid_until:%Y-%m-%d}.",
+        "decision",
+        now,
+    )
+
+
+def withdraw(session: Session, actor: User, proposal_id: int, *, now: dt.datetime) -> Proposal:
+    proposal = get_proposal(session, actor, proposal_id)
+    require_pi(session, actor, proposal.project)
+    if not ProposalState(proposal.state).open:
+        raise Conflict(f"proposal {proposal.id} is {proposal.state}", field="state")
+    proposal.state = ProposalState.WITHDRAWN.value
+    audit.record(
+        session, actor=actor, entity="proposal", entity_id=proposal.id, action="withdraw", now=now
+    )
+    return proposal
+
+
+def get_proposal(session: Session, actor: User, proposal_id: int) -> Proposal:
+    proposal = session.get(Proposal, proposal_id)
+    if proposal is None or not may_see(session, actor, proposal):
+        raise NotFound(f"no proposal {proposal_id}", field="proposal_id")
+    return proposal
+
+
+def may_see(session: Session, actor: User, proposal: Proposal) -> bool:
+    """Staff, the project's people, and reviewers while it is in review."""
+    if is_staff(actor) or reviews.may_review(session, actor, proposal):
+        return True
+    query = visible_project_pks(actor).where(Project.pk == proposal.project_pk)
+    return session.scalar(query) is not None
+
+
+def list_proposals(
+    session: Session, actor: User, *, project_id: str | None = None, state: str | None = None
+) -> list[Proposal]:
+    query = select(Proposal).order_by(Proposal.id)
+    if project_id is not None:
+        project = visible_project(session, actor, project_id)
+        query = query.where(Proposal.project_pk == project.pk)
+    elif not is_staff(actor):
+        query = query.where(Proposal.project_pk.in_(visible_project_pks(actor)))
+    if state is not None:
+        query = query.where(Proposal.state == state)
+    return list(session.scalars(query))
+
+
+def _tell_pi(
+    session: Session, proposal: Proposal, subject: str, body: str, kind: str, now: dt.datetime
+) -> None:
+    notify.enqueue(
+        session,
+        to=proposal.project.pi.email,
+        subject=f"[Fabbrica] {subject}",
+        body=body,
+        kind=kind,
+        now=now,
+    )
+
+
+__all__ = ["Application", "apply", "decide", "get_proposal", "list_proposals", "review_status"]
