@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from fabbrica import __version__
-from fabbrica.cli import catalog_cmds, identity_cmds, up_cmd
+from fabbrica.cli import access_cmds, catalog_cmds, identity_cmds, proposal_cmds, up_cmd
 from fabbrica.cli.errors import CliError
 from fabbrica.cli.output import err_console
 
@@ -44,6 +44,23 @@ app.command()(identity_cmds.whoami)
 app.add_typer(identity_cmds.user_app, name="user")
 app.add_typer(identity_cmds.token_app, name="token")
 app.add_typer(up_cmd.db_app, name="db")
+app.add_typer(access_cmds.org_app, name="org", no_args_is_help=True)
+app.add_typer(access_cmds.project_app, name="project", no_args_is_help=True)
+app.command()(access_cmds.calls)
+app.add_typer(access_cmds.call_app, name="call", no_args_is_help=True)
+for _command in (
+    proposal_cmds.apply,
+    proposal_cmds.proposals,
+    proposal_cmds.proposal,
+    proposal_cmds.withdraw,
+    proposal_cmds.review,
+    proposal_cmds.assign,
+    proposal_cmds.decide,
+    proposal_cmds.allocations,
+):
+    app.command()(_command)
+app.add_typer(proposal_cmds.allocation_app, name="allocation", no_args_is_help=True)
+app.add_typer(proposal_cmds.report_app, name="report", no_args_is_help=True)
 
 
 def main() -> None:

@@ -25,8 +25,9 @@ def print_table(
     title: str | None, columns: Sequence[Column], rows: Sequence[dict[str, Any]]
 ) -> None:
     table = Table(title=title, header_style="bold")
-    for header, _ in columns:
-        table.add_column(header)
+    for index, (header, _) in enumerate(columns):
+        # The first column holds the id people copy into the next command: never cut it.
+        table.add_column(header, no_wrap=index == 0)
     for row in rows:
         table.add_row(*("" if (v := get(row)) is None else str(v) for _, get in columns))
     console.print(table)
