@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -13,29 +12,8 @@ import yaml
 from fabbrica.catalog.loader import default_catalog_path
 from fabbrica.catalog.model import Catalog
 from tests.cli.server import STARTUP_LIMIT, Server, clean_env, fabbrica
-from tests.conftest import PostgresServer
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def server_env(request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
-    """Environment for `fabbrica up`: the embedded SQLite, or a fresh PostgreSQL database."""
-    if request.param == "sqlite":
-        yield clean_env()
-        return
-    pg: PostgresServer = request.getfixturevalue("postgres_server")
-    url = pg.create()
-    yield clean_env(FABBRICA_DATABASE_URL=url)
-    pg.drop(url)
-
-
-@pytest.fixture
-def server(tmp_path: Path, server_env: dict[str, str]) -> Iterator[Server]:
-    env = {**server_env, "FABBRICA_BOOTSTRAP_TOKEN": "t"}
-    srv = Server(data_dir=tmp_path / "data", env=env, log=tmp_path / "up.log")
-    yield srv
-    srv.stop()
 
 
 def test_up_serves_the_catalog_with_tokens(server: Server, catalog: Catalog) -> None:

@@ -38,6 +38,22 @@ class OrganisationPublic(_Out):
     created_at: dt.datetime
 
 
+class OrganisationMemberAdd(_In):
+    email: str = Field(min_length=3, max_length=254)
+    admin: bool = False
+
+
+class OrganisationMemberPublic(BaseModel):
+    user_id: int
+    name: str
+    email: str
+    role: str
+
+
+class OrganisationDetail(OrganisationPublic):
+    members: list[OrganisationMemberPublic]
+
+
 class ProjectCreate(_In):
     title: str = Field(min_length=1, max_length=300)
     org_id: int = Field(ge=1, le=MAX_ID)

@@ -62,6 +62,24 @@ def org_list(json_out: JsonOpt = False) -> None:
     )
 
 
+@org_app.command("add-member")
+def org_add_member(
+    org_id: int,
+    email: str,
+    admin: Annotated[bool, typer.Option("--admin", help="Make them an admin too.")] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Add a registered user to your organisation (organisation admins)."""
+    data = client().post(f"/organisations/{org_id}/members", {"email": email, "admin": admin})
+    show(data, json_out)
+
+
+@org_app.command("show")
+def org_show(org_id: int, json_out: JsonOpt = False) -> None:
+    """One organisation with its members."""
+    show(client().get(f"/organisations/{org_id}"), json_out)
+
+
 # --- projects ----------------------------------------------------------------------------
 
 

@@ -12,6 +12,7 @@ from fabbrica.cli.access_cmds import JsonOpt, show
 from fabbrica.cli.client import client
 from fabbrica.cli.errors import BAD_INPUT, CliError
 from fabbrica.cli.output import (
+    Column,
     console,
     count,
     err_console,
@@ -32,15 +33,13 @@ def _show_proposal(data: dict[str, Any], json_out: bool) -> None:
         return
     print_record(data, hide=("reviews", "allocation", "declaration", "abstract"))
     if data["reviews"]:
-        print_table(
-            "reviews",
-            [
-                ("score", lambda r: r["score"]),
-                ("comment", lambda r: r["comment"]),
-                ("reviewer", lambda r: r.get("reviewer_id", "")),
-            ],
-            data["reviews"],
-        )
+        columns: list[Column] = [
+            ("score", lambda r: r["score"]),
+            ("comment", lambda r: r["comment"]),
+        ]
+        if any("reviewer_id" in r for r in data["reviews"]):  # staff only
+            columns += [("reviewer", lambda r: r["reviewer_id"]), ("state", lambda r: r["state"])]
+        print_table("reviews", columns, data["reviews"])
     if data["allocation"]:
         console.print("[bold]allocation[/bold]")
         print_record(data["allocation"])

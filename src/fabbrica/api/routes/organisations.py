@@ -1,11 +1,19 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, status
+from sqlalchemy.orm import Session
 
 from fabbrica.api.deps import CatalogDep, ContextDep, CurrentUser, SessionDep
 from fabbrica.api.params import OrgIdPath
-from fabbrica.api.schemas_access import OrganisationCreate, OrganisationPublic
+from fabbrica.api.schemas_access import (
+    OrganisationCreate,
+    OrganisationDetail,
+    OrganisationMemberAdd,
+    OrganisationMemberPublic,
+    OrganisationPublic,
+)
 from fabbrica.services.access import organisations
+from fabbrica.store.models import Organisation
 
 router = APIRouter(tags=["organisations"])
 
@@ -43,9 +51,34 @@ def list_organisations(session: SessionDep, actor: CurrentUser) -> list[Organisa
     ]
 
 
-@router.get("/organisations/{org_id}", response_model=OrganisationPublic)
+def _detail(session: Session, org: Organisation) -> OrganisationDetail:
+    people = [
+        OrganisationMemberPublic(user_id=u.id, name=u.name, email=u.email, role=m.role)
+        for m, u in organisations.members(session, org)
+    ]
+    return OrganisationDetail.model_validate(
+        {**OrganisationPublic.model_validate(org).model_dump(), "members": people}
+    )
+
+
+@router.get("/organisations/{org_id}", response_model=OrganisationDetail)
 def get_organisation(
     org_id: OrgIdPath, session: SessionDep, actor: CurrentUser
-) -> OrganisationPublic:
-    """One organisation you belong to."""
-    return OrganisationPublic.model_validate(organisations.get_organisation(session, actor, org_id))
+) -> OrganisationDetail:
+    """One organisation you belong to, with its members."""
+    return _detail(session, organisations.get_organisation(session, actor, org_id))
+
+
+@router.post("/organisations/{org_id}/members", response_model=OrganisationDetail)
+def add_member(
+    body: OrganisationMemberAdd,
+    org_id: OrgIdPath,
+    ctx: ContextDep,
+    session: SessionDep,
+    actor: CurrentUser,
+) -> OrganisationDetail:
+    """An organisation admin adds a registered user (by email) as member or admin."""
+    org = organisations.add_member(
+        session, actor, org_id, email=body.email, admin=body.admin, now=ctx.clock()
+    )
+    return _detail(session, org)

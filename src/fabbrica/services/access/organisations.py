@@ -8,9 +8,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from fabbrica.catalog.model import Catalog
-from fabbrica.core.errors import InvalidInput
+from fabbrica.core.errors import Forbidden, InvalidInput, NotFound
 from fabbrica.services.access import audit
-from fabbrica.services.access.visibility import is_staff, visible_org
+from fabbrica.services.access.visibility import is_staff, org_role, visible_org
+from fabbrica.services.identity import normalise_email
 from fabbrica.store.models import Organisation, OrganisationMember, User
 
 
@@ -63,3 +64,42 @@ def list_organisations(session: Session, actor: User) -> list[Organisation]:
 
 def get_organisation(session: Session, actor: User, org_id: int) -> Organisation:
     return visible_org(session, actor, org_id)
+
+
+def add_member(
+    session: Session, actor: User, org_id: int, *, email: str, admin: bool, now: dt.datetime
+) -> Organisation:
+    """An organisation admin adds a registered user as a member (or admin)."""
+    org = visible_org(session, actor, org_id)
+    if org_role(session, actor, org.id) != "admin":
+        raise Forbidden("only an admin of the organisation may add members")
+    user = session.scalar(select(User).where(User.email == normalise_email(email)))
+    if user is None:
+        raise NotFound(f"no user with email {email}", field="email")
+    role = "admin" if admin else "member"
+    member = session.get(OrganisationMember, (org.id, user.id))
+    if member is None:
+        session.add(OrganisationMember(organisation_id=org.id, user_id=user.id, role=role))
+    else:
+        member.role = role
+    audit.record(
+        session,
+        actor=actor,
+        entity="organisation",
+        entity_id=org.id,
+        action="add_member",
+        now=now,
+        user_id=user.id,
+        role=role,
+    )
+    return org
+
+
+def members(session: Session, org: Organisation) -> list[tuple[OrganisationMember, User]]:
+    rows = session.execute(
+        select(OrganisationMember, User)
+        .join(User, User.id == OrganisationMember.user_id)
+        .where(OrganisationMember.organisation_id == org.id)
+        .order_by(User.id)
+    ).all()
+    return [(m, u) for m, u in rows]

@@ -1,0 +1,31 @@
+"""Fixtures for the CLI tests: a real `fabbrica up` on SQLite or on PostgreSQL."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.cli.server import Server, clean_env
+from tests.conftest import PostgresServer
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def server_env(request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
+    """Environment for `fabbrica up`: the embedded SQLite, or a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        yield clean_env()
+        return
+    pg: PostgresServer = request.getfixturevalue("postgres_server")
+    url = pg.create()
+    yield clean_env(FABBRICA_DATABASE_URL=url)
+    pg.drop(url)
+
+
+@pytest.fixture
+def server(tmp_path: Path, server_env: dict[str, str]) -> Iterator[Server]:
+    env = {**server_env, "FABBRICA_BOOTSTRAP_TOKEN": "t"}
+    srv = Server(data_dir=tmp_path / "data", env=env, log=tmp_path / "up.log")
+    yield srv
+    srv.stop()
