@@ -75,7 +75,7 @@ def build_app(prepared: Prepared) -> FastAPI:
             loop.stop()
             ctx.db.dispose()
 
-    return create_app(ctx, lifespan=lifespan)
+    return create_app(ctx, lifespan=lifespan, max_body_bytes=prepared.settings.max_request_bytes)
 
 
 def loop_steps(settings: Settings, ctx: AppContext) -> dict[str, Step]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any, Protocol
 
 import pytest
@@ -377,3 +377,25 @@ def test_openapi_lists_the_paths_and_a_bearer_scheme(api: TestClient) -> None:
     secured = spec["paths"][f"{API}/factories"]["get"]["security"]
     assert {name for req in secured for name in req} <= set(bearer_names)
     assert "security" not in spec["paths"][f"{API}/health"]["get"]
+
+
+def test_oversized_bodies_are_refused_before_they_are_read(api: TestClient, admin: Headers) -> None:
+    big = {"email": "big@example.org", "name": "x" * (2 * 1024 * 1024)}
+    r = api.post(f"{API}/users", headers=admin, json=big)
+    assert r.status_code == 413
+    assert r.json()["error"]["code"] == "too_large"
+    users = api.get(f"{API}/users", headers=admin).json()
+    assert "big@example.org" not in [u["email"] for u in users]
+
+
+def test_a_streamed_body_past_the_limit_is_cut_off(api: TestClient, admin: Headers) -> None:
+    def chunks() -> Iterator[bytes]:
+        yield b'{"email": "s@example.org", "name": "'
+        for _ in range(40):
+            yield b"x" * 65536
+        yield b'"}'
+
+    r = api.post(f"{API}/users", headers={**admin, **JSON}, content=chunks())
+    assert r.status_code == 413
+    users = api.get(f"{API}/users", headers=admin).json()
+    assert "s@example.org" not in [u["email"] for u in users]

@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from fabbrica import __version__
 from fabbrica.api.deps import AppContext
 from fabbrica.api.errors import install_error_handlers
+from fabbrica.api.limits import BodySizeLimit
 from fabbrica.api.routes import (
     allocations,
     calls,
@@ -33,7 +34,9 @@ async def _no_background(_: FastAPI) -> AsyncIterator[None]:
     yield
 
 
-def create_app(ctx: AppContext, lifespan: Lifespan | None = None) -> FastAPI:
+def create_app(
+    ctx: AppContext, lifespan: Lifespan | None = None, *, max_body_bytes: int = 1024 * 1024
+) -> FastAPI:
     """Build the API around `ctx`; `lifespan` starts background work (the control loop)."""
     app = FastAPI(
         title="Fabbrica",
@@ -43,6 +46,7 @@ def create_app(ctx: AppContext, lifespan: Lifespan | None = None) -> FastAPI:
     )
     app.state.ctx = ctx
     install_error_handlers(app)
+    app.add_middleware(BodySizeLimit, limit=max_body_bytes)
     routers = (health, catalog, users, tokens, organisations, projects, calls, proposals)
     for module in (*routers, allocations, reports):
         app.include_router(module.router, prefix=API_PREFIX)
