@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import calendar
 import datetime as dt
+import itertools
 import math
 import re
 
@@ -127,7 +128,9 @@ def test_an_organisation_type_the_mode_does_not_admit_is_refused_with_the_admitt
         )
     )
     assert refusal.field == "organisation_type"
-    assert refusal.message == "Fast Lane does not admit academia organisations (admits: startup, sme)"
+    assert (
+        refusal.message == "Fast Lane does not admit academia organisations (admits: startup, sme)"
+    )
 
 
 def test_gpu_hours_below_the_minimum_of_large_scale() -> None:
@@ -150,17 +153,16 @@ def test_gpu_hours_above_the_maximum_of_fast_lane() -> None:
 def test_gpu_hours_that_are_no_usable_number_are_refused_with_the_range(hours: float) -> None:
     # large_scale has no maximum of its own: only the global bound applies
     for access_mode in (PLAYGROUND, LARGE_SCALE):
-        refusal = only(refusals(Request(hours, 6 if access_mode is LARGE_SCALE else 2, None),
-                                access_mode=access_mode))
+        refusal = only(
+            refusals(
+                Request(hours, 6 if access_mode is LARGE_SCALE else 2, None),
+                access_mode=access_mode,
+            )
+        )
         assert refusal.field == "gpu_hours"
         assert refusal.message == "GPU-hours must be between 0 and 10,000,000"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: the requested GPU-hours are rounded to whole hours in the message, so "
-    "49,999.5 on Large Scale reads 'starts at 50,000 GPU-hours; 50,000 requested'",
-)
 def test_a_fractional_request_just_below_the_minimum_is_not_shown_as_the_minimum() -> None:
     refusal = only(refusals(Request(49_999.5, 6, None), access_mode=LARGE_SCALE))
     assert refusal.field == "gpu_hours"
@@ -192,9 +194,7 @@ def test_months_the_mode_does_not_offer_are_refused_with_the_offered_ones(months
 
 
 def test_a_gpu_model_the_factory_does_not_offer_is_refused_with_the_offered_ones() -> None:
-    refusal = only(
-        refusals(Request(1000, 2, "h100"), gpu_models=frozenset({"mi250x", "a100"}))
-    )
+    refusal = only(refusals(Request(1000, 2, "h100"), gpu_models=frozenset({"mi250x", "a100"})))
     assert refusal.field == "gpu_model"
     assert refusal.message == "this factory does not offer h100 GPUs (offers: a100, mi250x)"
 
@@ -298,11 +298,6 @@ def test_continuous_intake_counts_months_from_1_jan_to_31_dec(
         assert intake_period(access_mode, dt.date(year, month, 15)) == month
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: continuous intake_period divides the year into 12 equal slices of days "
-    "instead of counting calendar months: 1 Mar 2026 is period 2 (project id ...2026PG02-...)",
-)
 @pytest.mark.parametrize(
     "day",
     [dt.date(2026, 3, 1), dt.date(2024, 3, 1), dt.date(2026, 7, 1), dt.date(2026, 12, 1)],
@@ -311,9 +306,6 @@ def test_continuous_intake_period_is_the_calendar_month_on_the_first(day: dt.dat
     assert intake_period(PLAYGROUND, day) == day.month
 
 
-@pytest.mark.xfail(
-    strict=True, reason="BUG: continuous intake_period is not the calendar month (see above)"
-)
 @given(st.dates())
 def test_continuous_intake_period_is_the_calendar_month(day: dt.date) -> None:
     assert intake_period(PLAYGROUND, day) == day.month
@@ -341,13 +333,12 @@ def test_cutoff_periods_cover_the_year_in_order_and_evenly(
     assert periods is not None
     days = 366 if calendar.isleap(year) else 365
     found = [
-        intake_period(access_mode, dt.date(year, 1, 1) + dt.timedelta(days=i))
-        for i in range(days)
+        intake_period(access_mode, dt.date(year, 1, 1) + dt.timedelta(days=i)) for i in range(days)
     ]
     # 1, 1, ..., 2, 2, ..., periods: each period once, in order, none skipped
     assert found[0] == 1
     assert found[-1] == periods
-    assert all(b - a in (0, 1) for a, b in zip(found, found[1:], strict=False))
+    assert all(b - a in (0, 1) for a, b in itertools.pairwise(found))
     lengths = [found.count(p) for p in range(1, periods + 1)]
     assert sum(lengths) == days
     assert set(lengths) <= {days // periods, days // periods + 1}

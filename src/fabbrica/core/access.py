@@ -121,27 +121,34 @@ def _size_refusals(mode: AccessMode, request: Request) -> list[Refusal]:
         return [
             Refusal(
                 "gpu_hours",
-                f"{mode.name} starts at {mode.min_gpu_hours:,.0f} GPU-hours; "
-                f"{hours:,.0f} requested",
+                f"{mode.name} starts at {_hours(mode.min_gpu_hours)} GPU-hours; "
+                f"{_hours(hours)} requested",
             )
         ]
     if mode.max_gpu_hours is not None and hours > mode.max_gpu_hours:
         return [
             Refusal(
                 "gpu_hours",
-                f"{mode.name} grants at most {mode.max_gpu_hours:,.0f} GPU-hours; "
-                f"{hours:,.0f} requested",
+                f"{mode.name} grants at most {_hours(mode.max_gpu_hours)} GPU-hours; "
+                f"{_hours(hours)} requested",
             )
         ]
     return []
 
 
+def _hours(value: float) -> str:
+    """GPU-hours as written, never rounded into a contradiction (49,999.5 stays so)."""
+    return f"{value:,.12g}"
+
+
 def intake_period(mode: AccessMode, when: dt.date) -> int:
     """The number of the intake period `when` falls in: the cut-off part of a project id.
 
-    Continuous intake counts months (1..12); cut-offs divide the year evenly.
+    Continuous intake counts calendar months (1..12); cut-offs divide the year evenly.
     """
-    periods = 12 if mode.intake is Intake.CONTINUOUS else (mode.cutoffs_per_year or 12)
+    if mode.intake is Intake.CONTINUOUS:
+        return when.month
+    periods = mode.cutoffs_per_year or 12
     day = when.timetuple().tm_yday - 1
     days = 366 if _leap(when.year) else 365
     return min(periods, day * periods // days + 1)

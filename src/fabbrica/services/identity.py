@@ -14,7 +14,11 @@ from fabbrica.core.identity import TOKEN_PREFIX, Role, hash_token, may_manage_us
 from fabbrica.core.text import clean_text
 from fabbrica.store.models import ApiToken, User
 
-EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]+$|^[^@\s]{1,64}@localhost$")
+# A deliberately plain address: the characters of RFC 5322's dot-atom, no quoting, no
+# comments, no lists, so that the address stored is the one mail is delivered to.
+_LOCAL = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
+_DOMAIN = r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}|localhost"
+EMAIL = re.compile(rf"^(?=.{{1,64}}@){_LOCAL}@(?:{_DOMAIN})$")
 BOOTSTRAP_EMAIL = "admin@localhost"
 LAST_USED_RESOLUTION = dt.timedelta(minutes=1)
 

@@ -77,7 +77,7 @@ class SmtpSender:
         message["Subject"] = email.subject
         message.set_content(email.body)
         try:
-            smtp.send_message(message)
+            smtp.send_message(message, to_addrs=[email.to_address])
         except smtplib.SMTPException as exc:
             email.attempts += 1
             email.last_error = str(exc)[:1000]

@@ -33,6 +33,7 @@ from fabbrica.store.models import Allocation, Project, Proposal, User
 REPORT_DUE_MONTHS = 3
 NOTICE_DAYS = (14, 3)
 MAX_REPORT_CHARS = 200_000
+MAX_EXTENSION = dt.timedelta(days=10 * 365)
 LIVE = (AllocationState.ACTIVE.value, AllocationState.SUSPENDED.value)
 
 
@@ -133,11 +134,17 @@ def _apply(allocation: Allocation, change: Change, now: dt.datetime) -> None:
     if change.action == "extend":
         if state is AllocationState.TERMINATED:
             raise Conflict("a terminated allocation cannot be extended", field="state")
+        if change.until is not None and change.until.tzinfo is None:
+            raise InvalidInput("give `until` with a time zone (for example ...Z)", "until")
         until = change.until or (
             add_months(allocation.valid_until, change.months) if change.months else None
         )
         if until is None or until <= max(allocation.valid_until, now):
             raise InvalidInput("extend to a date after the current end (and after now)", "until")
+        if until > now + MAX_EXTENSION:
+            raise InvalidInput(
+                f"extend by at most {MAX_EXTENSION.days // 365} years from now", "until"
+            )
         allocation.valid_until = until
         allocation.final_report_due = add_months(until, REPORT_DUE_MONTHS)
         allocation.expiry_notices_sent = 0

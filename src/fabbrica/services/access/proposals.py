@@ -169,7 +169,8 @@ def _check_eligible(
 
 
 def _auto_decide(session: Session, proposal: Proposal, now: dt.datetime) -> None:
-    call = proposal.call
+    # Lock the call: two automatic decisions never both take the last offered hours.
+    call = session.scalars(select(Call).where(Call.id == proposal.call_id).with_for_update()).one()
     offered = call.offered_gpu_hours
     left = None if offered is None else offered - committed_gpu_hours(session, call)
     if left is not None and proposal.gpu_hours > left:
