@@ -137,6 +137,9 @@ def test_access_journey(server: Server) -> None:
     assert large["state"] == "in_review" and large["allocation"] is None
     pid = str(large["id"])
     cli.run(giulia, "org", "add-member", str(org["id"]), "r2@review.eu")
+    # added is not joined: nobody is made conflicted without consent
+    assert cli.run(reviewers[2], "org", "list", "--json") == []
+    cli.run(reviewers[2], "org", "join", str(org["id"]))
     conflicted = cli.run(reviewers[2], "review", pid, "--score", "5", code=1)
     assert "conflict" in conflicted.stderr
     cli.run(reviewers[0], "review", pid, "--score", "4", "--comment", "solid plan", "--json")

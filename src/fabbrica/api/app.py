@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from fabbrica import __version__
 from fabbrica.api.deps import AppContext
 from fabbrica.api.errors import install_error_handlers
-from fabbrica.api.limits import BodySizeLimit
+from fabbrica.api.limits import RequestLimits
 from fabbrica.api.routes import (
     allocations,
     calls,
@@ -46,7 +46,7 @@ def create_app(
     )
     app.state.ctx = ctx
     install_error_handlers(app)
-    app.add_middleware(BodySizeLimit, limit=max_body_bytes)
+    app.add_middleware(RequestLimits, limit=max_body_bytes)
     routers = (health, catalog, users, tokens, organisations, projects, calls, proposals)
     for module in (*routers, allocations, reports):
         app.include_router(module.router, prefix=API_PREFIX)

@@ -1,16 +1,21 @@
-"""Refuse request bodies over a size limit before reading them (HTTP 413)."""
+"""Request guards applied before any route runs.
+
+- Bodies over a size limit get 413 (a declared Content-Length at once, a streamed body as
+  soon as it passes the limit).
+- NUL characters in the query or a JSON body get 422: PostgreSQL cannot store
+  them, and no name, id or text needs one.
+"""
 
 from __future__ import annotations
 
 import json
+from typing import Any
+from urllib.parse import parse_qsl
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 
-class BodySizeLimit:
-    """ASGI middleware: a declared Content-Length over `limit` gets 413 at once; a body
-    that streams past the limit without declaring its length gets 413 once it does."""
-
+class RequestLimits:
     def __init__(self, app: ASGIApp, limit: int) -> None:
         self.app = app
         self.limit = limit
@@ -21,9 +26,33 @@ class BodySizeLimit:
             return
         declared = dict(scope.get("headers") or []).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.limit:
-            await self._too_large(send)
+            await _error(send, 413, "too_large", self._too_large_message(), None)
             return
-        # No declared length: read the body here, up to the limit, then replay it.
+        nul_at = _nul_in_url(scope)
+        if nul_at is not None:
+            await _error(send, 422, "invalid", "NUL characters are not allowed", nul_at)
+            return
+        body = await self._read(receive)
+        if body is None:
+            await _error(send, 413, "too_large", self._too_large_message(), None)
+            return
+        if b"\x00" in body or b"\\u0000" in body:
+            field = _nul_field(body)
+            await _error(send, 422, "invalid", "NUL characters are not allowed", field)
+            return
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app(scope, replay, send)
+
+    async def _read(self, receive: Receive) -> bytes | None:
+        """The whole body, or None once it passes the limit."""
         chunks: list[bytes] = []
         seen = 0
         while True:
@@ -33,37 +62,60 @@ class BodySizeLimit:
             chunk = message.get("body", b"")
             seen += len(chunk)
             if seen > self.limit:
-                await self._too_large(send)
-                return
+                return None
             chunks.append(chunk)
             if not message.get("more_body", False):
                 break
-        replayed = False
+        return b"".join(chunks)
 
-        async def replay() -> Message:
-            nonlocal replayed
-            if replayed:
-                return await receive()
-            replayed = True
-            return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+    def _too_large_message(self) -> str:
+        return f"the request body is over the limit of {self.limit:,} bytes"
 
-        await self.app(scope, replay, send)
 
-    async def _too_large(self, send: Send) -> None:
-        body = json.dumps(
-            {
-                "error": {
-                    "code": "too_large",
-                    "message": f"the request body is over the limit of {self.limit:,} bytes",
-                    "field": None,
-                }
-            }
-        ).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [(b"content-type", b"application/json")],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+def _nul_in_url(scope: Scope) -> str | None:
+    """The query parameter holding a NUL. (Path parameters are checked by their routes'
+    patterns, which name them.)"""
+    query = scope.get("query_string", b"").decode("latin-1")
+    for key, value in parse_qsl(query, keep_blank_values=True):
+        if "\x00" in key or "\x00" in value:
+            return key.replace("\x00", "") or "query"
+    return None
+
+
+def _nul_field(body: bytes) -> str | None:
+    """The dotted path of the first JSON string holding a NUL, if the body is JSON."""
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return _find_nul(data, [])
+
+
+def _find_nul(node: Any, path: list[str]) -> str | None:
+    if isinstance(node, str):
+        return (".".join(path) or None) if "\x00" in node else None
+    if isinstance(node, dict):
+        items = [(str(k), v) for k, v in node.items()]
+    elif isinstance(node, list):
+        items = [(str(i), v) for i, v in enumerate(node)]
+    else:
+        return None
+    for key, value in items:
+        if "\x00" in key:
+            return ".".join([*path, key.replace("\x00", "")])
+        found = _find_nul(value, [*path, key])
+        if found:
+            return found
+    return None
+
+
+async def _error(send: Send, status: int, code: str, message: str, field: str | None) -> None:
+    body = json.dumps({"error": {"code": code, "message": message, "field": field}}).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"application/json")],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})

@@ -14,3 +14,7 @@ TokenIdPath = Annotated[int, Path(ge=1, le=MAX_ID, description="a token id")]
 ProposalIdPath = Annotated[int, Path(ge=1, le=MAX_ID, description="a proposal id")]
 AllocationIdPath = Annotated[int, Path(ge=1, le=MAX_ID, description="an allocation id")]
 OrgIdPath = Annotated[int, Path(ge=1, le=MAX_ID, description="an organisation id")]
+
+# Ids made of letters, digits, dashes and underscores: anything else (a NUL, a slash) is a
+# 422 naming the parameter before any lookup.
+ID_PATTERN = r"^[A-Za-z0-9_-]+$"

@@ -34,12 +34,13 @@ def project_public(session: Session, project: Project) -> ProjectPublic:
     )
 
 
-def call_public(session: Session, call: Call) -> CallPublic:
+def call_public(session: Session, viewer: User, call: Call) -> CallPublic:
+    """A call; its reviewer pool only for staff (applicants must not learn reviewers)."""
     public = CallPublic.model_validate(call)
     return public.model_copy(
         update={
             "committed_gpu_hours": calls.committed_gpu_hours(session, call),
-            "reviewers": calls.reviewers_of(session, call),
+            "reviewers": calls.reviewers_of(session, call) if is_staff(viewer) else [],
         }
     )
 

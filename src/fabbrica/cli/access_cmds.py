@@ -69,9 +69,15 @@ def org_add_member(
     admin: Annotated[bool, typer.Option("--admin", help="Make them an admin too.")] = False,
     json_out: JsonOpt = False,
 ) -> None:
-    """Add a registered user to your organisation (organisation admins)."""
+    """Add a registered user to your organisation (admins); they join with `org join`."""
     data = client().post(f"/organisations/{org_id}/members", {"email": email, "admin": admin})
     show(data, json_out)
+
+
+@org_app.command("join")
+def org_join(org_id: int, json_out: JsonOpt = False) -> None:
+    """Join an organisation whose admin added you."""
+    show(client().post(f"/organisations/{org_id}/join", {}), json_out)
 
 
 @org_app.command("show")

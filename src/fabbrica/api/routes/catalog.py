@@ -3,6 +3,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Path
 
 from fabbrica.api.deps import CatalogDep, CurrentUser
+from fabbrica.api.params import ID_PATTERN
 from fabbrica.api.schemas import AccessModePublic, FactoryDetail, FactorySummary
 from fabbrica.catalog.model import Factory
 from fabbrica.core.errors import NotFound
@@ -34,7 +35,9 @@ def list_factories(catalog: CatalogDep, _user: CurrentUser) -> list[FactorySumma
 
 @router.get("/factories/{factory_id}", response_model=FactoryDetail)
 def get_factory(
-    catalog: CatalogDep, _user: CurrentUser, factory_id: str = Path(max_length=64)
+    catalog: CatalogDep,
+    _user: CurrentUser,
+    factory_id: str = Path(max_length=64, pattern=ID_PATTERN),
 ) -> FactoryDetail:
     """One factory with its systems and partitions."""
     factory = catalog.factory(factory_id)

@@ -82,3 +82,11 @@ def add_member(
         session, actor, org_id, email=body.email, admin=body.admin, now=ctx.clock()
     )
     return _detail(session, org)
+
+
+@router.post("/organisations/{org_id}/join", response_model=OrganisationDetail)
+def join(
+    org_id: OrgIdPath, ctx: ContextDep, session: SessionDep, actor: CurrentUser
+) -> OrganisationDetail:
+    """Join an organisation whose admin added you."""
+    return _detail(session, organisations.join(session, actor, org_id, now=ctx.clock()))

@@ -3,7 +3,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Path, Query, status
 
 from fabbrica.api.deps import CatalogDep, ContextDep, CurrentUser, SessionDep
-from fabbrica.api.params import MAX_ID
+from fabbrica.api.params import ID_PATTERN, MAX_ID
 from fabbrica.api.present import project_public
 from fabbrica.api.schemas_access import (
     InvitationAccept,
@@ -17,7 +17,9 @@ from fabbrica.services.access import projects
 from fabbrica.services.access.visibility import visible_project
 
 router = APIRouter(tags=["projects"])
-ProjectId = Path(min_length=1, max_length=40, description="e.g. FAB-AIF-2026PG11-0007")
+ProjectId = Path(
+    min_length=1, max_length=40, pattern=ID_PATTERN, description="e.g. FAB-AIF-2026PG11-0007"
+)
 
 
 @router.post("/projects", response_model=ProjectPublic, status_code=status.HTTP_201_CREATED)

@@ -112,12 +112,15 @@ def review(
 
 
 def _for_reviewer(session: Session, actor: User, proposal_id: int) -> Proposal:
-    """Reviewers reach any proposal (and learn why they may not review it); others only
-    the proposals they may see."""
+    """Reviewers reach proposals in review, and those they reviewed (and learn there why
+    they may not review one); others only the proposals they may see."""
     if Role(actor.role) is Role.REVIEWER:
         proposal = session.get(Proposal, proposal_id)
-        if proposal is None:
-            raise NotFound(f"no proposal {proposal_id}", field="proposal_id")
+        if proposal is None or not (
+            proposal.state == ProposalState.IN_REVIEW
+            or reviews.has_reviewed(session, actor, proposal)
+        ):
+            raise NotFound(f"no proposal {proposal_id} in review", field="proposal_id")
         return proposal
     return proposals.get_proposal(session, actor, proposal_id)
 

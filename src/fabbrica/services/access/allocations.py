@@ -111,7 +111,7 @@ def change(
 ) -> Allocation:
     require_staff(actor, "change allocations")
     allocation = get_allocation(session, actor, allocation_id)
-    reason = clean_text(change.reason, "reason", max_len=2000)
+    reason = clean_text(change.reason, "reason", max_len=2000, multiline=True)
     before = _snapshot(allocation)
     _apply(allocation, change, now)
     audit.record(
@@ -191,7 +191,7 @@ def submit_final_report(
         raise Forbidden("the project's PI submits the final report")
     require_pi(session, actor, allocation.project)
     allocation.final_report = clean_text(
-        text, "report", max_len=MAX_REPORT_CHARS, min_len=20, multiline=True
+        text, "text", max_len=MAX_REPORT_CHARS, min_len=20, multiline=True
     )
     allocation.final_report_at = now
     audit.record(

@@ -12,6 +12,7 @@ from fabbrica.catalog.model import AccessMode, Catalog, Decision, Factory, Intak
 from fabbrica.core.access import AllocationState, CallState
 from fabbrica.core.errors import InvalidInput, NotFound
 from fabbrica.core.identity import Role
+from fabbrica.core.text import clean_text
 from fabbrica.services.access import audit
 from fabbrica.services.access.visibility import require_staff
 from fabbrica.store.models import Allocation, Call, CallReviewer, User
@@ -123,6 +124,9 @@ def update_call(
 ) -> Call:
     require_staff(actor, "change a call")
     call = get_call(session, call_id)
+    reason = (
+        clean_text(changes.reason, "reason", max_len=500, min_len=0) if changes.reason else None
+    )
     before = {
         "state": call.state,
         "decision": call.decision,
@@ -132,7 +136,7 @@ def update_call(
     }
     if changes.state is not None:
         call.state = changes.state.value
-        call.closed_reason = changes.reason if changes.state is CallState.CLOSED else None
+        call.closed_reason = reason if changes.state is CallState.CLOSED else None
     if changes.decision is not None:
         call.decision = changes.decision.value
     if changes.offered_gpu_hours is not None:

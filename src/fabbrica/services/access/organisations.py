@@ -9,8 +9,16 @@ from sqlalchemy.orm import Session
 
 from fabbrica.catalog.model import Catalog
 from fabbrica.core.errors import Forbidden, InvalidInput, NotFound
+from fabbrica.core.text import clean_text
+from fabbrica.services import notify
 from fabbrica.services.access import audit
-from fabbrica.services.access.visibility import is_staff, org_role, visible_org
+from fabbrica.services.access.visibility import (
+    INVITED_ROLES,
+    is_staff,
+    joined_org_ids,
+    org_role,
+    visible_org,
+)
 from fabbrica.services.identity import normalise_email
 from fabbrica.store.models import Organisation, OrganisationMember, User
 
@@ -26,9 +34,7 @@ def create_organisation(
     sector: str | None,
     now: dt.datetime,
 ) -> Organisation:
-    name = name.strip()
-    if not name:
-        raise InvalidInput("a name is required", field="name")
+    name = clean_text(name, "name", max_len=200)
     country = country.strip().upper()
     if len(country) != 2 or not country.isalpha():
         raise InvalidInput(f"{country!r} is not a two-letter country code", field="country")
@@ -55,10 +61,7 @@ def create_organisation(
 def list_organisations(session: Session, actor: User) -> list[Organisation]:
     query = select(Organisation).order_by(Organisation.id)
     if not is_staff(actor):
-        mine = select(OrganisationMember.organisation_id).where(
-            OrganisationMember.user_id == actor.id
-        )
-        query = query.where(Organisation.id.in_(mine))
+        query = query.where(Organisation.id.in_(joined_org_ids(actor)))
     return list(session.scalars(query))
 
 
@@ -69,19 +72,38 @@ def get_organisation(session: Session, actor: User, org_id: int) -> Organisation
 def add_member(
     session: Session, actor: User, org_id: int, *, email: str, admin: bool, now: dt.datetime
 ) -> Organisation:
-    """An organisation admin adds a registered user as a member (or admin)."""
+    """An organisation admin adds a registered user. Someone not yet in the organisation
+    is invited and becomes a member only when they join (`join`): nobody is enrolled, and
+    so made conflicted as a reviewer, without consent. A member's role changes at once."""
     org = visible_org(session, actor, org_id)
     if org_role(session, actor, org.id) != "admin":
         raise Forbidden("only an admin of the organisation may add members")
     user = session.scalar(select(User).where(User.email == normalise_email(email)))
     if user is None:
         raise NotFound(f"no user with email {email}", field="email")
-    role = "admin" if admin else "member"
     member = session.get(OrganisationMember, (org.id, user.id))
+    joined = member is not None and member.role not in INVITED_ROLES
+    role = (
+        ("admin" if admin else "member")
+        if joined
+        else ("invited_admin" if admin else "invited_member")
+    )
     if member is None:
         session.add(OrganisationMember(organisation_id=org.id, user_id=user.id, role=role))
     else:
         member.role = role
+    if not joined:
+        notify.enqueue(
+            session,
+            to=user.email,
+            subject=f"[Fabbrica] {actor.name} adds you to {org.name}",
+            body=(
+                f"{actor.name} adds you to the organisation {org.name} (id {org.id}) on "
+                f"Fabbrica. To join, run:\n\n    fabbrica org join {org.id}\n"
+            ),
+            kind="invitation",
+            now=now,
+        )
     audit.record(
         session,
         actor=actor,
@@ -92,6 +114,20 @@ def add_member(
         user_id=user.id,
         role=role,
     )
+    return org
+
+
+def join(session: Session, actor: User, org_id: int, *, now: dt.datetime) -> Organisation:
+    """Accept being added to an organisation."""
+    member = session.get(OrganisationMember, (org_id, actor.id))
+    if member is None or member.role not in INVITED_ROLES:
+        raise NotFound(f"no pending invitation to organisation {org_id}", field="org_id")
+    member.role = member.role.removeprefix("invited_")
+    audit.record(
+        session, actor=actor, entity="organisation", entity_id=org_id, action="join", now=now
+    )
+    org = session.get(Organisation, org_id)
+    assert org is not None
     return org
 
 

@@ -12,6 +12,7 @@ from fabbrica.catalog.model import Catalog
 from fabbrica.core.access import intake_period, project_id
 from fabbrica.core.errors import Conflict, InvalidInput, NotFound
 from fabbrica.core.identity import hash_token
+from fabbrica.core.text import clean_text
 from fabbrica.services import notify
 from fabbrica.services.access import audit
 from fabbrica.services.access.visibility import (
@@ -41,9 +42,7 @@ def create_project(
 ) -> Project:
     """A project in `org_id`, with the actor as PI. `mode` is the access mode the project
     is opened for; it and the intake period go into the id, which never changes."""
-    title = title.strip()
-    if not title or len(title) > 300:
-        raise InvalidInput("a title of 1 to 300 characters is required", field="title")
+    title = clean_text(title, "title", max_len=300)
     org = visible_org(session, actor, org_id)
     if org_role(session, actor, org.id) is None:
         raise NotFound(f"no organisation {org_id}", field="org_id")

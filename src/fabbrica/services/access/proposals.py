@@ -23,6 +23,7 @@ from fabbrica.core.access import (
     review_status,
 )
 from fabbrica.core.errors import Conflict, InvalidInput, NotFound
+from fabbrica.core.text import clean_text
 from fabbrica.services import notify
 from fabbrica.services.access import audit, reviews
 from fabbrica.services.access.allocations import create_allocation, overdue_reports
@@ -56,12 +57,9 @@ def apply(
     project = visible_project(session, actor, app.project_id)
     require_pi(session, actor, project)
     call = get_call(session, app.call_id, field="call_id")
-    if len(app.abstract) > MAX_ABSTRACT_CHARS:
-        raise InvalidInput(
-            f"the abstract is {len(app.abstract):,} characters; the limit is "
-            f"{MAX_ABSTRACT_CHARS:,}",
-            field="abstract",
-        )
+    abstract = clean_text(
+        app.abstract, "abstract", max_len=MAX_ABSTRACT_CHARS, min_len=0, multiline=True
+    )
     proposal = Proposal(
         project_pk=project.pk,
         call_id=call.id,
@@ -69,7 +67,7 @@ def apply(
         gpu_hours=app.gpu_hours,
         months=app.months,
         gpu_model=app.gpu_model,
-        abstract=app.abstract,
+        abstract=abstract,
         created_by=actor.id,
         created_at=now,
     )
@@ -211,8 +209,10 @@ def decide(
                 f"{proposal.call.min_average_score}",
                 field="reviews",
             )
+    if reason is not None:
+        reason = clean_text(reason, "reason", max_len=5000, min_len=0, multiline=True) or None
     if not accept:
-        if not reason or not reason.strip():
+        if not reason:
             raise InvalidInput("a rejection needs a reason the applicant can read", "reason")
         proposal.state = ProposalState.REJECTED.value
         proposal.decided_at, proposal.decided_by = now, actor.id

@@ -47,6 +47,11 @@ def may_review(session: Session, user: User, proposal: Proposal) -> bool:
     )
 
 
+def has_reviewed(session: Session, reviewer: User, proposal: Proposal) -> bool:
+    """The reviewer was assigned to, reviewed or declared a conflict on the proposal."""
+    return _review_of(session, proposal, reviewer.id) is not None
+
+
 def _review_of(session: Session, proposal: Proposal, reviewer_id: int) -> Review | None:
     return session.scalar(
         select(Review).where(Review.proposal_id == proposal.id, Review.reviewer_id == reviewer_id)
@@ -175,6 +180,8 @@ def declare_conflict(
     reviewer of the call is assigned in their place."""
     if Role(reviewer.role) is not Role.REVIEWER:
         raise Forbidden("only a reviewer may declare a conflict of interest")
+    if proposal.state != ProposalState.IN_REVIEW:
+        raise Conflict(f"proposal {proposal.id} is {proposal.state}, not in review", "state")
     reason = clean_text(reason, "conflict", max_len=1000)
     review = _review_of(session, proposal, reviewer.id)
     if review is None:
@@ -191,8 +198,7 @@ def declare_conflict(
         now=now,
         reason=reason,
     )
-    if proposal.state == ProposalState.IN_REVIEW:
-        auto_assign(session, proposal, now=now)
+    auto_assign(session, proposal, now=now)
     return review
 
 

@@ -27,11 +27,22 @@ def require_staff(user: User, what: str = "do this") -> None:
         raise Forbidden(f"only an operator or a federation admin may {what}")
 
 
+INVITED_ROLES = ("invited_member", "invited_admin")  # added, not yet joined
+
+
 def org_role(session: Session, user: User, org_id: int) -> str | None:
-    return session.scalar(
+    """`admin` or `member` of the organisation; None for others and pending invitees."""
+    role = session.scalar(
         select(OrganisationMember.role).where(
             OrganisationMember.organisation_id == org_id, OrganisationMember.user_id == user.id
         )
+    )
+    return None if role in INVITED_ROLES else role
+
+
+def joined_org_ids(user: User) -> Select[int]:
+    return select(OrganisationMember.organisation_id).where(
+        OrganisationMember.user_id == user.id, OrganisationMember.role.not_in(INVITED_ROLES)
     )
 
 
@@ -52,9 +63,7 @@ def visible_org(session: Session, user: User, org_id: int) -> Organisation:
 
 def visible_project_pks(user: User) -> Select[int]:
     """The pks of the projects `user` belongs to, directly or through its organisation."""
-    org_ids = select(OrganisationMember.organisation_id).where(
-        OrganisationMember.user_id == user.id
-    )
+    org_ids = joined_org_ids(user)
     member_of = select(ProjectMember.project_pk).where(ProjectMember.user_id == user.id)
     return select(Project.pk).where(
         or_(Project.pk.in_(member_of), Project.organisation_id.in_(org_ids))

@@ -38,7 +38,7 @@ class OrganisationMember(Base):
         ForeignKey("organisations.id", ondelete="CASCADE"), primary_key=True
     )
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), primary_key=True)
-    role: Mapped[str] = mapped_column(String(10))  # admin | member
+    role: Mapped[str] = mapped_column(String(20))  # admin | member | invited_admin | invited_member
 
 
 class Project(Base):

@@ -100,7 +100,7 @@ def upgrade() -> None:
         "organisation_members",
         sa.Column("organisation_id", sa.Integer(), nullable=False),
         sa.Column("user_id", sa.Integer(), nullable=False),
-        sa.Column("role", sa.String(length=10), nullable=False),
+        sa.Column("role", sa.String(length=20), nullable=False),
         sa.ForeignKeyConstraint(
             ["organisation_id"],
             ["organisations.id"],
