@@ -706,7 +706,7 @@ def test_an_overdue_final_report_blocks_new_applications_until_it_is_submitted(
         allocations.submit_final_report(
             s, load_user(s, applicant.pi_id), allocation.id, text="too short", now=clock()
         )
-    assert short.value.field == "report"
+    assert short.value.field == "text"
     with ctx.db.session() as s:
         allocations.submit_final_report(
             s,
