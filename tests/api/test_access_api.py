@@ -6,45 +6,18 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import select
 
 from fabbrica.core.access import DECLARATION
 from fabbrica.store.db import Database
-from fabbrica.store.models import ApiToken, Base
+from tests.api.helpers import API, JSON, Headers, Response, assert_error, snapshot
 from tests.conftest import Clock, bearer
 
-API = "/api/v1"
-Headers = dict[str, str]
 Json = Any
-JSON = {"Content-Type": "application/json"}
-
-
-class Response(Protocol):
-    """What the tests read from a TestClient response (httpx or its successor)."""
-
-    @property
-    def status_code(self) -> int: ...
-    @property
-    def text(self) -> str: ...
-    @property
-    def headers(self) -> Mapping[str, str]: ...
-    def json(self) -> Any: ...
-
-
-def assert_error(r: Response, status: int, code: str, field: str | None = None) -> None:
-    assert r.status_code == status, r.text
-    body = r.json()
-    assert list(body) == ["error"]
-    assert set(body["error"]) == {"code", "message", "field"}
-    assert body["error"]["code"] == code
-    assert isinstance(body["error"]["message"], str) and body["error"]["message"]
-    assert body["error"]["field"] == field
 
 
 def message(r: Response) -> str:
@@ -63,24 +36,6 @@ def at(value: str) -> dt.datetime:
 
 def iso(when: dt.datetime) -> str:
     return when.isoformat().replace("+00:00", "Z")
-
-
-Rows = dict[str, list[tuple[Any, ...]]]
-
-
-def snapshot(db: Database) -> Rows:
-    """Every row of every table (but a token's last use, which reading updates)."""
-    rows: Rows = {}
-    with db.engine.connect() as conn:
-        for table in Base.metadata.sorted_tables:
-            columns = [
-                c
-                for c in table.columns
-                if not (table.name == ApiToken.__tablename__ and c.name == "last_used_at")
-            ]
-            query = select(*columns).order_by(*table.primary_key.columns)
-            rows[table.name] = [tuple(row) for row in conn.execute(query)]
-    return rows
 
 
 # --- people and their organisations -------------------------------------------------------------

@@ -13,20 +13,17 @@ a case fails `test_every_access_route_has_an_isolation_case`.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import select
 
 from fabbrica.store.db import Database
-from fabbrica.store.models import ApiToken, Base
+from tests.api.helpers import API, Headers, Response, assert_error, snapshot
 from tests.conftest import bearer
 
-API = "/api/v1"
-Headers = dict[str, str]
 Json = Any
 
 # Routes that are not part of the access lifecycle (covered by tests/api/test_api.py).
@@ -45,28 +42,6 @@ NOT_ACCESS_ROUTES = {
 }
 
 
-class Response(Protocol):
-    """What the tests read from a TestClient response (httpx or its successor)."""
-
-    @property
-    def status_code(self) -> int: ...
-    @property
-    def text(self) -> str: ...
-    @property
-    def headers(self) -> Mapping[str, str]: ...
-    def json(self) -> Any: ...
-
-
-def assert_error(r: Response, status: int, code: str, field: str | None = None) -> None:
-    assert r.status_code == status, r.text
-    body = r.json()
-    assert list(body) == ["error"]
-    assert set(body["error"]) == {"code", "message", "field"}
-    assert body["error"]["code"] == code
-    assert isinstance(body["error"]["message"], str) and body["error"]["message"]
-    assert body["error"]["field"] == field
-
-
 def ok(r: Response, status: int = 200) -> Json:
     assert r.status_code == status, r.text
     return r.json()
@@ -76,21 +51,6 @@ def create_user(api: TestClient, admin: Headers, email: str, role: str = "user")
     name = email.split("@")[0].title()
     r = api.post(f"{API}/users", headers=admin, json={"email": email, "name": name, "role": role})
     return ok(r, 201)
-
-
-def snapshot(db: Database) -> dict[str, list[tuple[Any, ...]]]:
-    """Every row of every table (but a token's last use, which reading updates)."""
-    rows: dict[str, list[tuple[Any, ...]]] = {}
-    with db.engine.connect() as conn:
-        for table in Base.metadata.sorted_tables:
-            columns = [
-                c
-                for c in table.columns
-                if not (table.name == ApiToken.__tablename__ and c.name == "last_used_at")
-            ]
-            query = select(*columns).order_by(*table.primary_key.columns)
-            rows[table.name] = [tuple(row) for row in conn.execute(query)]
-    return rows
 
 
 # --- the world --------------------------------------------------------------------------------

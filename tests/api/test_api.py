@@ -3,42 +3,16 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator, Mapping
-from typing import Any, Protocol
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
 from fabbrica import __version__
 from fabbrica.catalog.model import Catalog
+from tests.api.helpers import API, JSON, Headers, assert_error
 from tests.conftest import ADMIN_TOKEN, Clock, bearer
-
-API = "/api/v1"
-Headers = dict[str, str]
-
-
-class Response(Protocol):
-    """What the tests read from a TestClient response (httpx or its successor)."""
-
-    @property
-    def status_code(self) -> int: ...
-    @property
-    def text(self) -> str: ...
-    @property
-    def headers(self) -> Mapping[str, str]: ...
-    def json(self) -> Any: ...
-
-
-def assert_error(r: Response, status: int, code: str, field: str | None = None) -> None:
-    assert r.status_code == status, r.text
-    body = r.json()
-    assert list(body) == ["error"]
-    assert set(body["error"]) == {"code", "message", "field"}
-    assert body["error"]["code"] == code
-    assert isinstance(body["error"]["message"], str) and body["error"]["message"]
-    assert body["error"]["field"] == field
-    if status == 401:
-        assert r.headers["WWW-Authenticate"] == "Bearer"
 
 
 def create_user(
@@ -172,7 +146,6 @@ def test_a_plain_user_cannot_create_users(api: TestClient, admin: Headers) -> No
     assert_error(api.get(f"{API}/users", headers=bearer(plain["token"])), 403, "forbidden")
 
 
-JSON = {"Content-Type": "application/json"}
 GOOD = {"email": "eve@example.org", "name": "Eve"}
 
 

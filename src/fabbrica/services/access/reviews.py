@@ -52,6 +52,14 @@ def has_reviewed(session: Session, reviewer: User, proposal: Proposal) -> bool:
     return _review_of(session, proposal, reviewer.id) is not None
 
 
+def _new_review(session: Session, proposal: Proposal, reviewer_id: int, now: dt.datetime) -> Review:
+    review = Review(
+        proposal_id=proposal.id, reviewer_id=reviewer_id, state=ASSIGNED, assigned_at=now
+    )
+    session.add(review)
+    return review
+
+
 def _review_of(session: Session, proposal: Proposal, reviewer_id: int) -> Review | None:
     return session.scalar(
         select(Review).where(Review.proposal_id == proposal.id, Review.reviewer_id == reviewer_id)
@@ -73,10 +81,7 @@ def assign(
         raise Conflict(f"conflict of interest: {conflict}", field="reviewer_id")
     review = _review_of(session, proposal, reviewer_id)
     if review is None:
-        review = Review(
-            proposal_id=proposal.id, reviewer_id=reviewer_id, state=ASSIGNED, assigned_at=now
-        )
-        session.add(review)
+        review = _new_review(session, proposal, reviewer_id, now)
         audit.record(
             session,
             actor=actor,
@@ -111,12 +116,8 @@ def auto_assign(session: Session, proposal: Proposal, *, now: dt.datetime) -> li
             break
         if _review_of(session, proposal, reviewer.id) or conflict_of(session, reviewer, proposal):
             continue
-        review = Review(
-            proposal_id=proposal.id, reviewer_id=reviewer.id, state=ASSIGNED, assigned_at=now
-        )
-        session.add(review)
+        made.append(_new_review(session, proposal, reviewer.id, now))
         session.flush()
-        made.append(review)
     return made
 
 
@@ -153,12 +154,9 @@ def submit_review(
     text = None
     if comment:
         text = clean_text(comment, "comment", max_len=MAX_COMMENT, multiline=True)
-    review = _review_of(session, proposal, reviewer.id)
-    if review is None:
-        review = Review(
-            proposal_id=proposal.id, reviewer_id=reviewer.id, state=ASSIGNED, assigned_at=now
-        )
-        session.add(review)
+    review = _review_of(session, proposal, reviewer.id) or _new_review(
+        session, proposal, reviewer.id, now
+    )
     review.state, review.score, review.comment, review.submitted_at = SUBMITTED, score, text, now
     session.flush()
     audit.record(
@@ -183,10 +181,9 @@ def declare_conflict(
     if proposal.state != ProposalState.IN_REVIEW:
         raise Conflict(f"proposal {proposal.id} is {proposal.state}, not in review", "state")
     reason = clean_text(reason, "conflict", max_len=1000)
-    review = _review_of(session, proposal, reviewer.id)
-    if review is None:
-        review = Review(proposal_id=proposal.id, reviewer_id=reviewer.id, assigned_at=now)
-        session.add(review)
+    review = _review_of(session, proposal, reviewer.id) or _new_review(
+        session, proposal, reviewer.id, now
+    )
     review.state, review.score, review.conflict_reason = CONFLICT, None, reason
     session.flush()
     audit.record(
