@@ -1,0 +1,76 @@
+"""A partition's GPUs during one pass: free now, and when running work releases more."""
+
+from __future__ import annotations
+
+import bisect
+import math
+from dataclasses import dataclass, field
+
+from fabbrica.sched.model import Job, Partition, Seconds
+
+
+@dataclass
+class PartitionState:
+    partition: Partition
+    free: int
+    ends: list[Seconds] = field(default_factory=list)  # sorted release times
+    gpus: list[int] = field(default_factory=list)  # GPUs released at ends[i]
+    _prefix: list[int] | None = None
+
+    @classmethod
+    def of(cls, partition: Partition) -> PartitionState:
+        pairs = sorted((r.expected_end, r.gpus) for r in partition.running)
+        return cls(
+            partition,
+            partition.free_gpus,
+            [end for end, _ in pairs],
+            [gpus for _, gpus in pairs],
+        )
+
+    def start(self, gpus: int, end: Seconds) -> None:
+        if gpus > self.free:
+            raise ValueError(f"{gpus} GPUs do not fit in {self.free} free")
+        self.free -= gpus
+        index = bisect.bisect_right(self.ends, end)
+        self.ends.insert(index, end)
+        self.gpus.insert(index, gpus)
+        self._prefix = None
+
+    def earliest(self, need: int, now: Seconds) -> Seconds | None:
+        """When `need` GPUs are free at the earliest, if running work ends on time."""
+        if need <= self.free:
+            return now
+        prefix = self._released()
+        index = bisect.bisect_left(prefix, need - self.free)
+        if index == len(prefix):
+            return None
+        return max(self.ends[index], now)
+
+    def free_at(self, when: Seconds) -> int:
+        """GPUs free at `when` (after what ends by then is released)."""
+        prefix = self._released()
+        index = bisect.bisect_right(self.ends, when)
+        return self.free + (prefix[index - 1] if index else 0)
+
+    def _released(self) -> list[int]:
+        if self._prefix is None:
+            total, prefix = 0, []
+            for gpus in self.gpus:
+                total += gpus
+                prefix.append(total)
+            self._prefix = prefix
+        return self._prefix
+
+    @property
+    def load(self) -> float:
+        total = self.partition.total_gpus
+        return 1.0 - self.free / total if total else 1.0
+
+
+def charge(partition: Partition, job: Job) -> float:
+    """Worst-case charged GPU-hours: the time limit under the partition's billing."""
+    gpus = job.gpus
+    if partition.whole_nodes:
+        per = partition.gpus_per_node
+        gpus = math.ceil(gpus / per) * per
+    return gpus * partition.billing_factor * job.time_limit / 3600.0

@@ -1,0 +1,114 @@
+"""The scheduler's inputs and outputs: frozen plain values."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+Seconds = float  # times are seconds on one clock the caller chooses (epoch, or sim time)
+
+
+@dataclass(frozen=True, slots=True)
+class Running:
+    """Work holding GPUs on a partition until `expected_end` (its start + time limit)."""
+
+    gpus: int
+    expected_end: Seconds
+
+
+@dataclass(frozen=True, slots=True)
+class Partition:
+    factory: str
+    id: str
+    country: str
+    gpu_model: str
+    gpus_per_node: int
+    total_gpus: int
+    free_gpus: int
+    billing_factor: float = 1.0  # charged GPU-hours per GPU-hour (per_gpu billing)
+    whole_nodes: bool = False  # whole_node billing: partly used nodes are charged in full
+    multi_node: bool = True  # the backend can run jobs across nodes
+    running: tuple[Running, ...] = ()
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.factory, self.id)
+
+
+@dataclass(frozen=True, slots=True)
+class Allocation:
+    """GPU-hours a project may still charge at a factory (optionally one GPU model)."""
+
+    id: int
+    project: str
+    factory: str
+    remaining_gpu_hours: float
+    gpu_model: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    id: str
+    project: str
+    gpus: int
+    time_limit: Seconds
+    submitted_at: Seconds
+    nodes: int = 1
+    gpu_model: str | None = None  # None: any
+    factories: frozenset[str] | None = None  # allow-list; None: any
+    countries: frozenset[str] | None = None  # data residency; None: any
+    home_country: str | None = None  # the organisation's country: preferred on ties
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    fairshare_weight: float = 1000.0
+    age_weight: float = 100.0
+    age_saturation: Seconds = 7 * 86400.0  # age counts fully after a week
+    backfill: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    now: Seconds
+    jobs: tuple[Job, ...]
+    partitions: tuple[Partition, ...]
+    allocations: tuple[Allocation, ...]
+    shares: dict[str, float] = field(default_factory=dict)  # project -> share (default 1)
+    usage: dict[str, float] = field(default_factory=dict)  # project -> decayed GPU-hours
+    policy: Policy = Policy()
+
+
+@dataclass(frozen=True, slots=True)
+class Assignment:
+    job: str
+    factory: str
+    partition: str
+    allocation: int
+    charge_gpu_hours: float  # worst case: the time limit under the billing rule
+    start: Seconds
+    backfilled: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    job: str
+    factory: str
+    partition: str
+    start: Seconds
+    gpus: int
+
+
+@dataclass(frozen=True, slots=True)
+class Waiting:
+    job: str
+    reason: str
+    estimated_start: Seconds | None = None
+    factory: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    assignments: tuple[Assignment, ...]
+    waiting: tuple[Waiting, ...]
+    reservation: Reservation | None
+    order: tuple[str, ...]  # job ids by priority, highest first

@@ -1,0 +1,45 @@
+"""Job priority: fair share (a project's decayed usage against its share) plus age."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from fabbrica.sched.model import Job, Policy, Seconds
+
+
+def fairshare_factors(
+    projects: Iterable[str], shares: dict[str, float], usage: dict[str, float]
+) -> dict[str, float]:
+    """Slurm's classic factor 2^(-U/S): 1.0 for an idle project, 0.5 for one that used
+    exactly its share, towards 0 for heavy users. U and S are normalised over `projects`."""
+    names = set(projects)
+    total_share = sum(shares.get(p, 1.0) for p in names) or 1.0
+    total_usage = sum(max(usage.get(p, 0.0), 0.0) for p in names)
+    factors = {}
+    for project in names:
+        if total_usage <= 0:
+            factors[project] = 1.0
+            continue
+        share = max(shares.get(project, 1.0), 1e-9) / total_share
+        used = max(usage.get(project, 0.0), 0.0) / total_usage
+        factors[project] = 2.0 ** (-used / share)
+    return factors
+
+
+def priority(job: Job, now: Seconds, fairshare: float, policy: Policy) -> float:
+    age = min(max(now - job.submitted_at, 0.0) / policy.age_saturation, 1.0)
+    return policy.fairshare_weight * fairshare + policy.age_weight * age
+
+
+def order(
+    jobs: Iterable[Job], now: Seconds, factors: dict[str, float], policy: Policy
+) -> list[Job]:
+    """Highest priority first; ties go to the earlier submission, then the id."""
+    return sorted(
+        jobs,
+        key=lambda j: (
+            -priority(j, now, factors.get(j.project, 1.0), policy),
+            j.submitted_at,
+            j.id,
+        ),
+    )
