@@ -28,6 +28,7 @@ Json = Any
 
 # Routes that are not part of the access lifecycle (covered by tests/api/test_api.py).
 NOT_ACCESS_ROUTES = {
+    ("GET", "/sectors"),
     ("GET", "/health"),
     ("GET", "/factories"),
     ("GET", "/factories/{factory_id}"),

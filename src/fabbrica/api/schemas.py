@@ -99,6 +99,11 @@ class FactoryDetail(_Out):
     uncertain: list[str]
 
 
+class SectorPublic(BaseModel):
+    id: str
+    name: str
+
+
 class AccessModePublic(_Out):
     id: str
     name: str

@@ -89,3 +89,14 @@ def factory(factory_id: str, json_out: JsonOpt = False) -> None:
         ],
         rows,
     )
+
+
+def sectors(json_out: JsonOpt = False) -> None:
+    """The sectors an organisation may name (`fabbrica org add --sector`)."""
+    rows = client().get("/sectors")
+    if json_out:
+        print_json(rows)
+        return
+    print_table(
+        count(len(rows), "sector"), [("id", lambda r: r["id"]), ("name", lambda r: r["name"])], rows
+    )

@@ -39,6 +39,7 @@ def _root(
 app.command()(up_cmd.up)
 app.command()(catalog_cmds.catalog)
 app.command()(catalog_cmds.factory)
+app.command()(catalog_cmds.sectors)
 app.command()(identity_cmds.login)
 app.command()(identity_cmds.whoami)
 app.add_typer(identity_cmds.user_app, name="user")

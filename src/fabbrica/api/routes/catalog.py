@@ -4,7 +4,7 @@ from fastapi import APIRouter, Path
 
 from fabbrica.api.deps import CatalogDep, CurrentUser
 from fabbrica.api.params import ID_PATTERN
-from fabbrica.api.schemas import AccessModePublic, FactoryDetail, FactorySummary
+from fabbrica.api.schemas import AccessModePublic, FactoryDetail, FactorySummary, SectorPublic
 from fabbrica.catalog.model import Factory
 from fabbrica.core.errors import NotFound
 
@@ -50,3 +50,9 @@ def get_factory(
 def list_access_modes(catalog: CatalogDep, _user: CurrentUser) -> list[AccessModePublic]:
     """The access modes and the rules their calls apply."""
     return [AccessModePublic.model_validate(m) for m in catalog.access_modes]
+
+
+@router.get("/sectors", response_model=list[SectorPublic])
+def list_sectors(catalog: CatalogDep, _user: CurrentUser) -> list[SectorPublic]:
+    """The sectors an organisation may name (by id, name, or a unique start of either)."""
+    return [SectorPublic(id=s.id, name=s.name) for s in catalog.sectors]

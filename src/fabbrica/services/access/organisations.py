@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session
 
 from fabbrica.catalog.model import Catalog
 from fabbrica.core.errors import Forbidden, InvalidInput, NotFound
+from fabbrica.core.lookup import resolve
 from fabbrica.core.text import clean_text
 from fabbrica.services import notify
 from fabbrica.services.access import audit
@@ -38,14 +39,16 @@ def create_organisation(
     country = country.strip().upper()
     if len(country) != 2 or not country.isalpha():
         raise InvalidInput(f"{country!r} is not a two-letter country code", field="country")
+    type = type.strip().lower().replace("-", "_").replace(" ", "_")
     if type not in catalog.organisation_types:
         allowed = ", ".join(catalog.organisation_types)
         raise InvalidInput(f"unknown organisation type {type!r} (one of: {allowed})", "type")
-    sectors = {s.id for s in catalog.sectors}
-    if sector is not None and sector not in sectors:
-        raise InvalidInput(
-            f"unknown sector {sector!r} (one of: {', '.join(sorted(sectors))})", "sector"
-        )
+    if sector is not None:
+        found = resolve(sector, ((s.id, s.name) for s in catalog.sectors))
+        if found is None:
+            known = ", ".join(s.id for s in catalog.sectors)
+            raise InvalidInput(f"unknown sector {sector!r} (one of: {known})", "sector")
+        sector = found
     org = Organisation(
         name=name, country=country, type=type, sector=sector, created_by=actor.id, created_at=now
     )

@@ -23,6 +23,7 @@ from fabbrica.core.access import (
     review_status,
 )
 from fabbrica.core.errors import Conflict, InvalidInput, NotFound
+from fabbrica.core.lookup import resolve
 from fabbrica.core.text import clean_text
 from fabbrica.services import notify
 from fabbrica.services.access import audit, reviews
@@ -60,13 +61,14 @@ def apply(
     abstract = clean_text(
         app.abstract, "abstract", max_len=MAX_ABSTRACT_CHARS, min_len=0, multiline=True
     )
+    gpu_model = _gpu_model(catalog, call, app.gpu_model)
     proposal = Proposal(
         project_pk=project.pk,
         call_id=call.id,
         state=ProposalState.DRAFT.value,
         gpu_hours=app.gpu_hours,
         months=app.months,
-        gpu_model=app.gpu_model,
+        gpu_model=gpu_model,
         abstract=abstract,
         created_by=actor.id,
         created_at=now,
@@ -123,6 +125,21 @@ def submit(
     elif proposal.call.decision == Decision.AUTOMATIC:
         _auto_decide(session, proposal, now)
     return proposal
+
+
+def _gpu_model(catalog: Catalog, call: Call, text: str | None) -> str | None:
+    """The factory's model id for what the applicant typed ("A100", "NVIDIA H100" ...);
+    unknown text is kept as typed, and the eligibility check names it."""
+    if text is None or not text.strip():
+        return None
+    factory = catalog.factory(call.factory_id)
+    models: list[tuple[str, str]] = []
+    if factory is not None:
+        offered = operating_gpu_models(factory)
+        models = [
+            (p.gpu_model, p.gpu_name) for _, p in factory.partitions() if p.gpu_model in offered
+        ]
+    return resolve(text, models) or clean_text(text, "gpu_model", max_len=64).lower()
 
 
 def _mode(catalog: Catalog, call: Call) -> AccessMode:
