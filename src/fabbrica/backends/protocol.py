@@ -50,6 +50,7 @@ class LaunchRequest:
     command: str
     env: Mapping[str, str] = field(default_factory=dict)
     gpu_model: str | None = None
+    workdir_archive: str | None = None  # a .tar.gz of the job's workdir, unpacked to run in
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,260 @@
+"""The local executor: jobs as process groups on this machine, with emulated GPUs.
+
+Each job gets a directory `ROOT/<job id>/` holding `work/` (the unpacked workdir, where the
+job runs, with an `outputs/` folder), `log` (stdout and stderr), `run.json` (written before
+the process starts, then with its pid) and, when it ends, `exit_code`, written by a small
+wrapper shell that outlives a crash of Fabbrica itself. A restarted executor finds every
+job again from these files (`adopt`): running ones keep running, finished ones report
+their exit code, nothing is started twice.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import signal
+import subprocess
+import tarfile
+import time
+from pathlib import Path
+from typing import Any
+
+from fabbrica.backends.protocol import (
+    Capability,
+    Capacity,
+    LaunchRequest,
+    RunState,
+    RunStatus,
+    UsageSample,
+)
+
+KILL_GRACE_S = 3.0
+PASSED_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "TZ", "USER")
+_WRAPPER = 'bash -c "$1"; code=$?; printf "%s" "$code" > "$2.tmp"; mv "$2.tmp" "$2"'
+
+
+class LocalExecutor:
+    """Runs single-node jobs here; `gpus` emulated GPUs are handed out by index."""
+
+    def __init__(self, root: Path, *, gpus: int, gpu_model: str = "emulated", name: str = "local"):
+        self.name = name
+        self.root = root
+        self.total = gpus
+        self.gpu_model = gpu_model
+        self._procs: dict[str, subprocess.Popen[bytes]] = {}
+        root.mkdir(parents=True, exist_ok=True)
+
+    # --- Executor -----------------------------------------------------------------------
+
+    def capabilities(self) -> frozenset[Capability]:
+        return frozenset()  # one node, no containers, no preemption
+
+    def capacity(self) -> list[Capacity]:
+        used = sum(len(run["gpus"]) for run in self._live_runs())
+        return [Capacity("local", self.gpu_model, self.total, self.total - used)]
+
+    def submit(self, request: LaunchRequest) -> RunStatus:
+        directory = self.root / request.job_id
+        if (directory / "run.json").exists():  # already started: never twice
+            return self._status(request.job_id)
+        if request.nodes != 1:
+            raise ValueError("the local executor runs single-node jobs only")
+        gpus = self._free_gpus(request.gpus)
+        work = directory / "work"
+        (work / "outputs").mkdir(parents=True, exist_ok=True)
+        if request.workdir_archive:
+            _unpack(Path(request.workdir_archive), work)
+        run: dict[str, Any] = {
+            "job_id": request.job_id,
+            "gpus": gpus,
+            "time_limit": request.time_limit.total_seconds(),
+            "started_at": time.time(),
+            "pid": None,
+        }
+        _write_json(directory / "run.json", run)  # state first, then the side effect
+        env = {k: os.environ[k] for k in PASSED_ENV if k in os.environ}
+        env.update(request.env)
+        env.update(
+            CUDA_VISIBLE_DEVICES=",".join(str(g) for g in gpus),
+            FABBRICA_JOB_ID=request.job_id,
+            FABBRICA_NUM_GPUS=str(len(gpus)),
+            FABBRICA_JOB_DIR=str(work),
+        )
+        with (directory / "log").open("ab") as log:
+            proc = subprocess.Popen(  # noqa: S603 - the job's own command, by design
+                [
+                    "/bin/sh",
+                    "-c",
+                    _WRAPPER,
+                    "fabbrica-job",
+                    request.command,
+                    str(directory / "exit_code"),
+                ],
+                cwd=work,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        self._procs[request.job_id] = proc
+        run.update(pid=proc.pid, start_ticks=_start_ticks(proc.pid))
+        _write_json(directory / "run.json", run)
+        return self._status(request.job_id)
+
+    def poll(self, job_ids: list[str]) -> list[RunStatus]:
+        return [self._status(job_id) for job_id in job_ids]
+
+    def cancel(self, job_id: str) -> RunStatus:
+        return self._stop(job_id, RunState.CANCELLED)
+
+    def usage(self, job_ids: list[str]) -> list[UsageSample]:
+        samples = []
+        for job_id in job_ids:
+            status, run = self._status(job_id), self._run(job_id)
+            if run is None or status.started_at is None:
+                continue
+            end = status.ended_at or dt.datetime.now(dt.UTC)
+            samples.append(UsageSample(job_id, len(run["gpus"]), end - status.started_at))
+        return samples
+
+    def adopt(self) -> list[RunStatus]:
+        return [self._status(p.parent.name) for p in sorted(self.root.glob("*/run.json"))]
+
+    # --- files and processes ------------------------------------------------------------
+
+    def job_dir(self, job_id: str) -> Path:
+        return self.root / job_id
+
+    def _run(self, job_id: str) -> dict[str, Any] | None:
+        try:
+            data: dict[str, Any] = json.loads((self.root / job_id / "run.json").read_text())
+        except (OSError, ValueError):
+            return None
+        return data
+
+    def _status(self, job_id: str) -> RunStatus:
+        run = self._run(job_id)
+        if run is None:
+            return RunStatus(job_id, RunState.UNKNOWN)
+        directory = self.root / job_id
+        started = dt.datetime.fromtimestamp(run["started_at"], dt.UTC)
+        ended_as = _read(directory / "ended")
+        exit_text = _read(directory / "exit_code")
+        alive = self._alive(job_id, run)
+        if exit_text is not None or (ended_as is not None and not alive):
+            return self._finished(job_id, started, ended_as, exit_text)
+        if alive and ended_as is not None:  # being stopped; the next poll sees it end
+            return RunStatus(job_id, RunState.RUNNING, started, reason=f"stopping: {ended_as}")
+        if alive:
+            if time.time() - run["started_at"] > run["time_limit"]:
+                return self._stop(job_id, RunState.TIMED_OUT)
+            return RunStatus(job_id, RunState.RUNNING, started_at=started)
+        if run["pid"] is None:  # crashed between writing run.json and starting
+            return RunStatus(job_id, RunState.FAILED, started, started, None, "never started")
+        return RunStatus(
+            job_id,
+            RunState.FAILED,
+            started,
+            _mtime(directory / "log"),
+            None,
+            "the job's process ended without an exit code",
+        )
+
+    def _finished(
+        self, job_id: str, started: dt.datetime, ended_as: str | None, exit_text: str | None
+    ) -> RunStatus:
+        directory = self.root / job_id
+        code = int(exit_text) if exit_text and exit_text.strip().lstrip("-").isdigit() else None
+        ended = _mtime(directory / ("ended" if ended_as else "exit_code"))
+        if ended_as:
+            return RunStatus(job_id, RunState(ended_as), started, ended, code)
+        state = RunState.SUCCEEDED if code == 0 else RunState.FAILED
+        return RunStatus(job_id, state, started, ended, code)
+
+    def _alive(self, job_id: str, run: dict[str, Any]) -> bool:
+        proc = self._procs.get(job_id)
+        if proc is not None:
+            return proc.poll() is None  # also reaps our own children
+        pid = run.get("pid")
+        return pid is not None and _start_ticks(pid) == run.get("start_ticks")
+
+    def _stop(self, job_id: str, state: RunState) -> RunStatus:
+        run = self._run(job_id)
+        if run is None:
+            return RunStatus(job_id, RunState.UNKNOWN)
+        directory = self.root / job_id
+        if _read(directory / "exit_code") is None and _read(directory / "ended") is None:
+            (directory / "ended").write_text(state.value)  # the record first, then the kill
+            self._kill_group(job_id, run)
+        return self._status(job_id)
+
+    def _kill_group(self, job_id: str, run: dict[str, Any]) -> None:
+        pid = run.get("pid")
+        if pid is None or not self._alive(job_id, run):
+            return
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            try:
+                os.killpg(pid, sig)
+            except ProcessLookupError:
+                return
+            deadline = time.monotonic() + KILL_GRACE_S
+            while time.monotonic() < deadline:
+                if not self._alive(job_id, run):
+                    return
+                time.sleep(0.05)
+
+    def _live_runs(self) -> list[dict[str, Any]]:
+        runs = []
+        for path in self.root.glob("*/run.json"):
+            job_id = path.parent.name
+            if self._status(job_id).state in (RunState.RUNNING, RunState.PENDING):
+                run = self._run(job_id)
+                if run is not None:
+                    runs.append(run)
+        return runs
+
+    def _free_gpus(self, count: int) -> list[int]:
+        used = {g for run in self._live_runs() for g in run["gpus"]}
+        free = [g for g in range(self.total) if g not in used]
+        if count > len(free):
+            raise ValueError(f"{count} GPUs asked, {len(free)} of {self.total} free")
+        return free[:count]
+
+
+def _start_ticks(pid: int) -> int | None:
+    """The process's start time in clock ticks (/proc), to tell it from a reused pid."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rsplit(")", 1)[1].split()
+    if fields[0] == "Z":  # a zombie has ended
+        return None
+    return int(fields[19])
+
+
+def _unpack(archive: Path, into: Path) -> None:
+    with tarfile.open(archive, "r:*") as tar:
+        tar.extractall(into, filter="data")  # refuses links and paths that leave `into`
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data))
+    os.replace(tmp, path)
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text()
+    except OSError:
+        return None
+
+
+def _mtime(path: Path) -> dt.datetime | None:
+    try:
+        return dt.datetime.fromtimestamp(path.stat().st_mtime, dt.UTC)
+    except OSError:
+        return None
