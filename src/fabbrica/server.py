@@ -12,12 +12,16 @@ from sqlalchemy.engine import make_url
 
 from fabbrica.api.app import create_app
 from fabbrica.api.deps import AppContext
+from fabbrica.backends.local import LocalExecutor
+from fabbrica.backends.protocol import Executor
 from fabbrica.catalog.loader import load_catalog
+from fabbrica.catalog.local import LOCAL_ID, local_factory
 from fabbrica.catalog.model import Catalog
 from fabbrica.services import identity
 from fabbrica.services.access.allocations import ExpiryStep
 from fabbrica.services.access.calls import seed_calls
 from fabbrica.services.control_loop import ControlLoop, LoopStatus, Step
+from fabbrica.services.dispatch import Dispatcher
 from fabbrica.services.notify import SmtpSender
 from fabbrica.settings import Settings
 from fabbrica.store.db import Database
@@ -41,8 +45,11 @@ def load_settings_catalog(settings: Settings) -> Catalog:
 
 def prepare(settings: Settings, catalog: Catalog) -> Prepared:
     """Create the data directory and schema, and the first admin on an empty database."""
-    if settings.database_url is None:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)  # the database (SQLite) and job files
+    executors: dict[str, Executor] = {}
+    if settings.local_gpus > 0:
+        catalog = catalog.with_factory(local_factory(settings.local_gpus))
+        executors[LOCAL_ID] = LocalExecutor(settings.data_dir / "jobs", gpus=settings.local_gpus)
     db = Database(settings.resolved_database_url())
     upgrade(db.engine)
     token = (settings.bootstrap_token or "").strip() or None
@@ -50,7 +57,14 @@ def prepare(settings: Settings, catalog: Catalog) -> Prepared:
         made = identity.bootstrap(session, now=utcnow(), token=token)
         seed_calls(session, catalog, utcnow())
     generated = made[1] if made is not None and token is None else None
-    return Prepared(AppContext(db=db, catalog=catalog), settings, generated)
+    ctx = AppContext(
+        db=db,
+        catalog=catalog,
+        executors=executors,
+        files=settings.data_dir,
+        upload_max_bytes=settings.upload_max_bytes,
+    )
+    return Prepared(ctx, settings, generated)
 
 
 def build_app(prepared: Prepared) -> FastAPI:
@@ -79,8 +93,10 @@ def build_app(prepared: Prepared) -> FastAPI:
 
 
 def loop_steps(settings: Settings, ctx: AppContext) -> dict[str, Step]:
-    """The control loop's work: allocation expiry and notices; email when SMTP is set."""
-    steps: dict[str, Step] = {"expiry": ExpiryStep(ctx.db, ctx.clock)}
+    """The control loop's work: jobs (poll, then dispatch), allocation expiry and notices,
+    and email when SMTP is set."""
+    dispatcher = Dispatcher(ctx.db, ctx.catalog, ctx.executors, ctx.clock)
+    steps: dict[str, Step] = {"jobs": dispatcher.step, "expiry": ExpiryStep(ctx.db, ctx.clock)}
     if settings.smtp_host:
         steps["email"] = SmtpSender(
             ctx.db, host=settings.smtp_host, port=settings.smtp_port, sender=settings.smtp_from

@@ -28,6 +28,14 @@ Json = Any
 
 # Routes that are not part of the access lifecycle (covered by tests/api/test_api.py).
 NOT_ACCESS_ROUTES = {
+    # jobs: isolation is tested in tests/api/test_jobs_api.py
+    ("POST", "/jobs"),
+    ("GET", "/jobs"),
+    ("GET", "/jobs/{job_id}"),
+    ("POST", "/jobs/{job_id}/cancel"),
+    ("GET", "/jobs/{job_id}/logs"),
+    ("GET", "/jobs/{job_id}/outputs"),
+    ("GET", "/usage"),
     ("GET", "/sectors"),
     ("GET", "/health"),
     ("GET", "/factories"),

@@ -16,6 +16,7 @@ from fabbrica.api.routes import (
     calls,
     catalog,
     health,
+    jobs,
     organisations,
     projects,
     proposals,
@@ -46,8 +47,13 @@ def create_app(
     )
     app.state.ctx = ctx
     install_error_handlers(app)
-    app.add_middleware(RequestLimits, limit=max_body_bytes)
+    app.add_middleware(
+        RequestLimits,
+        limit=max_body_bytes,
+        upload_limit=ctx.upload_max_bytes,
+        upload_paths=frozenset({f"{API_PREFIX}/jobs"}),
+    )
     routers = (health, catalog, users, tokens, organisations, projects, calls, proposals)
-    for module in (*routers, allocations, reports):
+    for module in (*routers, allocations, reports, jobs):
         app.include_router(module.router, prefix=API_PREFIX)
     return app

@@ -5,12 +5,14 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
+from fabbrica.backends.protocol import Executor
 from fabbrica.catalog.model import Catalog
 from fabbrica.core.errors import Unauthenticated
 from fabbrica.services import identity
@@ -26,6 +28,9 @@ class AppContext:
     db: Database
     catalog: Catalog
     clock: Callable[[], dt.datetime] = utcnow
+    executors: dict[str, Executor] = field(default_factory=dict)  # factory id -> executor
+    files: Path | None = None  # where uploads and job files live
+    upload_max_bytes: int = 100 * 1024 * 1024
     status: dict[str, str] = field(default_factory=lambda: {"control_loop": "not running"})
 
 

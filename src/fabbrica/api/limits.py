@@ -16,27 +16,39 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 
 class RequestLimits:
-    def __init__(self, app: ASGIApp, limit: int) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        limit: int,
+        upload_limit: int | None = None,
+        upload_paths: frozenset[str] = frozenset(),
+    ) -> None:
         self.app = app
         self.limit = limit
+        self.upload_limit = upload_limit or limit
+        self.upload_paths = upload_paths
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        upload = scope.get("path") in self.upload_paths
+        limit = self.upload_limit if upload else self.limit  # per request: never shared
         declared = dict(scope.get("headers") or []).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.limit:
-            await _error(send, 413, "too_large", self._too_large_message(), None)
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            await _error(send, 413, "too_large", _too_large(limit), None)
             return
         nul_at = _nul_in_url(scope)
         if nul_at is not None:
             await _error(send, 422, "invalid", "NUL characters are not allowed", nul_at)
             return
-        body = await self._read(receive)
+        body = await _read(receive, limit)
         if body is None:
-            await _error(send, 413, "too_large", self._too_large_message(), None)
+            await _error(send, 413, "too_large", _too_large(limit), None)
             return
-        if b"\x00" in body or b"\\u0000" in body:
+        content_type = dict(scope.get("headers") or []).get(b"content-type", b"")
+        binary = content_type.startswith(b"multipart/form-data")  # uploads carry NUL bytes
+        if not binary and (b"\x00" in body or b"\\u0000" in body):
             field = _nul_field(body)
             await _error(send, 422, "invalid", "NUL characters are not allowed", field)
             return
@@ -51,25 +63,27 @@ class RequestLimits:
 
         await self.app(scope, replay, send)
 
-    async def _read(self, receive: Receive) -> bytes | None:
-        """The whole body, or None once it passes the limit."""
-        chunks: list[bytes] = []
-        seen = 0
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":
-                break
-            chunk = message.get("body", b"")
-            seen += len(chunk)
-            if seen > self.limit:
-                return None
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
-        return b"".join(chunks)
 
-    def _too_large_message(self) -> str:
-        return f"the request body is over the limit of {self.limit:,} bytes"
+async def _read(receive: Receive, limit: int) -> bytes | None:
+    """The whole body, or None once it passes the limit."""
+    chunks: list[bytes] = []
+    seen = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            break
+        chunk = message.get("body", b"")
+        seen += len(chunk)
+        if seen > limit:
+            return None
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks)
+
+
+def _too_large(limit: int) -> str:
+    return f"the request body is over the limit of {limit:,} bytes"
 
 
 def _nul_in_url(scope: Scope) -> str | None:

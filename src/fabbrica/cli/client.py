@@ -70,19 +70,26 @@ class Client:
         headers = {"Authorization": f"Bearer {target.token}"} if target.token else {}
         self._http = httpx.Client(base_url=f"{target.url}/api/v1", headers=headers, timeout=timeout)
 
-    def request(self, method: str, path: str, **kwargs: Any) -> Any:
+    def raw(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """The response as it is (for logs and downloads); errors are the caller's."""
         if not self.target.token and path != "/health":
             raise CliError("no API token: set FABBRICA_TOKEN or run `fabbrica login`", BAD_INPUT)
         try:
-            response = self._http.request(method, path, **kwargs)
+            return self._http.request(method, path, **kwargs)
         except httpx.HTTPError as exc:
             raise CliError(
                 f"cannot reach Fabbrica at {self.target.url} ({exc}); is `fabbrica up` "
                 "running there? Set FABBRICA_URL or run `fabbrica login --url`."
             ) from exc
-        if response.is_success:
-            return response.json()
-        raise _error_from(response)
+
+    def check(self, response: httpx.Response) -> None:
+        if not response.is_success:
+            raise _error_from(response)
+
+    def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = self.raw(method, path, **kwargs)
+        self.check(response)
+        return response.json()
 
     def get(self, path: str, **params: Any) -> Any:
         clean = {k: v for k, v in params.items() if v is not None}

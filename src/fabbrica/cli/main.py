@@ -8,7 +8,14 @@ from typing import Annotated
 import typer
 
 from fabbrica import __version__
-from fabbrica.cli import access_cmds, catalog_cmds, identity_cmds, proposal_cmds, up_cmd
+from fabbrica.cli import (
+    access_cmds,
+    catalog_cmds,
+    identity_cmds,
+    job_cmds,
+    proposal_cmds,
+    up_cmd,
+)
 from fabbrica.cli.errors import CliError
 from fabbrica.cli.output import err_console
 
@@ -58,6 +65,13 @@ for _command in (
     proposal_cmds.assign,
     proposal_cmds.decide,
     proposal_cmds.allocations,
+    job_cmds.run,
+    job_cmds.jobs,
+    job_cmds.job,
+    job_cmds.logs,
+    job_cmds.cancel,
+    job_cmds.download,
+    job_cmds.usage,
 ):
     app.command()(_command)
 app.add_typer(proposal_cmds.allocation_app, name="allocation", no_args_is_help=True)

@@ -103,7 +103,7 @@ class _Pass:
         found = []
         for factory in factories:
             for state in self.by_factory.get(factory, ()):
-                if _fits(job, state.partition):
+                if fits(job, state.partition):
                     found.append(state)
         return found
 
@@ -210,7 +210,7 @@ class _Pass:
         self.waiting.append(Waiting(job.id, reason, start, factory))
 
 
-def _fits(job: Job, partition: Partition) -> bool:
+def fits(job: Job, partition: Partition) -> bool:
     if job.countries is not None and partition.country not in job.countries:
         return False
     if job.gpu_model is not None and partition.gpu_model != job.gpu_model:

@@ -70,7 +70,9 @@ def _new_call(
     starts_closed = mode.legacy and mode.intake is Intake.CUTOFFS
     offered = None
     if automatic:
-        offered = round(gpus * HOURS_PER_MONTH * AUTO_SHARE.get(mode.id, AUTO_SHARE_DEFAULT))
+        # An emulated factory (this machine) offers all it has: it exists to try things.
+        share = 1.0 if factory.emulated else AUTO_SHARE.get(mode.id, AUTO_SHARE_DEFAULT)
+        offered = round(gpus * HOURS_PER_MONTH * share)
     return Call(
         id=call_id,
         mode=mode.id,

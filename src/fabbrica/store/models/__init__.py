@@ -16,6 +16,7 @@ from fabbrica.store.models.access import (
 )
 from fabbrica.store.models.base import Base
 from fabbrica.store.models.identity import ApiToken, User
+from fabbrica.store.models.jobs import Job, UsageRecord
 
 __all__ = [
     "Allocation",
@@ -25,6 +26,7 @@ __all__ = [
     "Call",
     "CallReviewer",
     "Invitation",
+    "Job",
     "Organisation",
     "OrganisationMember",
     "OutboxEmail",
@@ -32,5 +34,6 @@ __all__ = [
     "ProjectMember",
     "Proposal",
     "Review",
+    "UsageRecord",
     "User",
 ]

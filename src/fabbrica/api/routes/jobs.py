@@ -1,0 +1,185 @@
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Path, Query, Request, status
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import Response
+from pydantic import ValidationError
+from sqlalchemy.orm import Session
+
+from fabbrica.api.deps import CatalogDep, ContextDep, CurrentUser, SessionDep
+from fabbrica.api.params import MAX_ID
+from fabbrica.api.schemas_jobs import JobCreate, JobPublic, UsageRow
+from fabbrica.core.errors import InvalidInput
+from fabbrica.core.jobspec import JobSpec, SpecError, parse_job_spec, spec_from_data
+from fabbrica.services import job_files, jobs, usage
+from fabbrica.store.models import Job
+
+router = APIRouter(tags=["jobs"])
+
+
+def job_public(job: Job) -> JobPublic:
+    return JobPublic(
+        id=job.id,
+        name=job.name,
+        project=job.project.id or "",
+        state=job.state,
+        reason=job.reason,
+        factory=job.factory_id,
+        partition=job.partition_id,
+        gpus=job.gpus,
+        nodes=job.nodes,
+        gpu_model=job.gpu_model,
+        time_limit_s=job.time_limit_s,
+        gpu_hours=job.gpu_hours,
+        reserved_gpu_hours=job.reserved_gpu_hours,
+        submitted_at=job.submitted_at,
+        started_at=job.started_at,
+        ended_at=job.ended_at,
+        exit_code=job.exit_code,
+        cancel_requested=job.cancel_requested,
+    )
+
+
+async def _read_submission(request: Request) -> tuple[JobSpec, str | None, bytes | None]:
+    """The spec (YAML text or JSON), the project and the workdir archive of a submission:
+    a multipart form (`spec`, `project`, `workdir` file) or a JSON body (JobCreate)."""
+    if request.headers.get("content-type", "").startswith("multipart/form-data"):
+        form = await request.form()
+        spec_text, project = form.get("spec"), form.get("project")
+        upload = form.get("workdir")
+        if not isinstance(spec_text, str):
+            raise InvalidInput("the form needs a `spec` field (YAML or JSON text)", "spec")
+        archive = (
+            await upload.read() if upload is not None and not isinstance(upload, str) else None
+        )
+        return _parse(spec_text), project if isinstance(project, str) else None, archive
+    try:
+        body = JobCreate.model_validate_json(await request.body())
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        field = ".".join(str(p) for p in error["loc"]) or None
+        raise InvalidInput(error["msg"], field=field) from exc
+    spec = _parse(body.spec) if isinstance(body.spec, str) else _from_data(body.spec)
+    return spec, body.project, None
+
+
+def _parse(text: str) -> JobSpec:
+    try:
+        return parse_job_spec(text)
+    except SpecError as exc:
+        raise InvalidInput(exc.message, field=f"spec.{exc.field}" if exc.field else "spec") from exc
+
+
+def _from_data(data: dict[str, Any]) -> JobSpec:
+    try:
+        return spec_from_data(data)
+    except SpecError as exc:
+        raise InvalidInput(exc.message, field=f"spec.{exc.field}" if exc.field else "spec") from exc
+
+
+@router.post("/jobs", response_model=JobPublic, status_code=status.HTTP_201_CREATED)
+async def submit_job(
+    request: Request, ctx: ContextDep, session: SessionDep, actor: CurrentUser, catalog: CatalogDep
+) -> JobPublic:
+    """Submit a job: JSON `{spec, project}`, or a multipart form with `spec` (YAML or JSON
+    text), `project` and a `workdir` tar archive. Refused with 422 when it can never run or
+    its worst case exceeds every eligible allocation."""
+    spec, project, archive = await _read_submission(request)
+
+    def work() -> JobPublic:
+        path = None
+        if archive is not None:
+            if ctx.files is None:
+                raise InvalidInput(
+                    "this server keeps no files; submit without a workdir", "workdir"
+                )
+            path = str(job_files.store_upload(ctx.files, archive))
+        job = jobs.submit(
+            session,
+            actor,
+            catalog,
+            spec,
+            project_id=project,
+            connected=set(ctx.executors),
+            workdir_archive=path,
+            now=ctx.clock(),
+        )
+        return job_public(job)
+
+    return await run_in_threadpool(work)
+
+
+@router.get("/jobs", response_model=list[JobPublic])
+def list_jobs(
+    session: SessionDep,
+    actor: CurrentUser,
+    project_id: str | None = Query(default=None, max_length=40),
+) -> list[JobPublic]:
+    """Jobs of your projects, newest first (staff: all)."""
+    return [job_public(j) for j in jobs.list_jobs(session, actor, project_id=project_id)]
+
+
+def _job(session: Session, actor: Any, job_id: int) -> Job:
+    return jobs.get_job(session, actor, job_id)
+
+
+@router.get("/jobs/{job_id}", response_model=JobPublic)
+def get_job(
+    session: SessionDep, actor: CurrentUser, job_id: int = Path(ge=1, le=MAX_ID)
+) -> JobPublic:
+    """One job, with the reason it waits or how it ended."""
+    return job_public(_job(session, actor, job_id))
+
+
+@router.post("/jobs/{job_id}/cancel", response_model=JobPublic)
+def cancel_job(
+    ctx: ContextDep,
+    session: SessionDep,
+    actor: CurrentUser,
+    job_id: int = Path(ge=1, le=MAX_ID),
+) -> JobPublic:
+    """Cancel: a queued job at once, a running one on the control loop's next round."""
+    return job_public(jobs.cancel(session, actor, job_id, now=ctx.clock()))
+
+
+@router.get("/jobs/{job_id}/logs")
+def job_logs(
+    ctx: ContextDep,
+    session: SessionDep,
+    actor: CurrentUser,
+    job_id: int = Path(ge=1, le=MAX_ID),
+    offset: int = Query(default=0, ge=0),
+) -> Response:
+    """The job's output from byte `offset`; `X-Next-Offset` says where to go on."""
+    job = _job(session, actor, job_id)
+    data, next_offset = job_files.read_log(job_files.job_dir(ctx.executors, job), offset)
+    headers = {"X-Next-Offset": str(next_offset), "X-Job-State": job.state}
+    return Response(data, media_type="text/plain; charset=utf-8", headers=headers)
+
+
+@router.get("/jobs/{job_id}/outputs")
+def job_outputs(
+    ctx: ContextDep,
+    session: SessionDep,
+    actor: CurrentUser,
+    job_id: int = Path(ge=1, le=MAX_ID),
+) -> Response:
+    """The job's outputs as a gzipped tar."""
+    job = _job(session, actor, job_id)
+    spec = JobSpec.model_validate_json(job.spec)
+    data = job_files.outputs_archive(job_files.job_dir(ctx.executors, job), spec)
+    return Response(data, media_type="application/gzip")
+
+
+@router.get("/usage", response_model=list[UsageRow])
+def usage_report(
+    session: SessionDep,
+    actor: CurrentUser,
+    by: str = Query(default="project"),
+    project_id: str | None = Query(default=None, max_length=40),
+) -> list[UsageRow]:
+    """Charged GPU-hours by project, factory, org, country, sector or mode."""
+    rows = usage.usage(session, actor, by=by, project_id=project_id)
+    return [UsageRow.model_validate(r) for r in rows]

@@ -1,0 +1,81 @@
+"""Accounting: reserve GPU-hours when a job is dispatched, charge what it used when it
+ends, release the rest. used + reserved never exceeds granted: each change locks the
+allocation row, and a CHECK constraint holds the line in the database as well."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from fabbrica.core.errors import Conflict
+from fabbrica.store.models import Allocation, Job, UsageRecord
+
+
+def locked(session: Session, allocation_id: int) -> Allocation:
+    """The allocation row, locked for this transaction and read fresh."""
+    query = (
+        select(Allocation)
+        .where(Allocation.id == allocation_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    return session.scalars(query).one()
+
+
+def remaining(allocation: Allocation) -> float:
+    return allocation.granted_gpu_hours - allocation.used_gpu_hours - allocation.reserved_gpu_hours
+
+
+def reserve(session: Session, job: Job, allocation_id: int, hours: float) -> Allocation:
+    allocation = locked(session, allocation_id)
+    if hours > remaining(allocation) + 1e-9:
+        raise Conflict(
+            f"allocation {allocation.id} has {remaining(allocation):,.2f} GPU-hours left, "
+            f"job {job.id} needs {hours:,.2f}",
+            field="gpu_hours",
+        )
+    allocation.reserved_gpu_hours += hours
+    job.allocation_id = allocation.id
+    job.reserved_gpu_hours = hours
+    return allocation
+
+
+def settle(
+    session: Session, job: Job, *, charge: float, gpus: int, elapsed_s: float, now: dt.datetime
+) -> float:
+    """Charge what the job used (`charge` GPU-hours under its partition's billing, never
+    more than was reserved) and release the rest of the reservation. Idempotent: a job is
+    charged once (one usage record per job, unique in the database too)."""
+    if job.allocation_id is None:
+        return 0.0
+    existing = session.scalar(select(UsageRecord).where(UsageRecord.job_id == job.id))
+    if existing is not None:
+        return existing.gpu_hours
+    allocation = locked(session, job.allocation_id)
+    charged = min(max(charge, 0.0), job.reserved_gpu_hours)
+    allocation.reserved_gpu_hours = max(allocation.reserved_gpu_hours - job.reserved_gpu_hours, 0.0)
+    allocation.used_gpu_hours += charged
+    job.reserved_gpu_hours = 0.0
+    job.gpu_hours = charged
+    session.add(
+        UsageRecord(
+            job_id=job.id,
+            allocation_id=allocation.id,
+            gpus=gpus,
+            elapsed_s=max(elapsed_s, 0.0),
+            gpu_hours=charged,
+            created_at=now,
+        )
+    )
+    return charged
+
+
+def release(session: Session, job: Job) -> None:
+    """Give a job's reservation back without charging (it never ran)."""
+    if job.allocation_id is None or job.reserved_gpu_hours <= 0:
+        return
+    allocation = locked(session, job.allocation_id)
+    allocation.reserved_gpu_hours = max(allocation.reserved_gpu_hours - job.reserved_gpu_hours, 0.0)
+    job.reserved_gpu_hours = 0.0

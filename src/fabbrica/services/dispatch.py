@@ -1,0 +1,267 @@
+"""The job side of the control loop: poll what runs, then place and start what waits.
+
+State is written before every side effect: a job is `dispatched` (with its GPU-hours
+reserved) in the database before its executor is asked to start it, and the executor tags
+the run with the job's id. A restarted loop therefore finds every job again: a dispatched
+job its executor does not know is started (once: executors refuse a second start of the
+same id), a finished one is charged from what the run left behind, exactly once.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import replace
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from fabbrica.backends.protocol import Executor, LaunchRequest, RunState, RunStatus
+from fabbrica.catalog.model import Catalog, Partition
+from fabbrica.core.access import AllocationState
+from fabbrica.core.billing import Request, charged_gpu_hours
+from fabbrica.core.errors import Conflict
+from fabbrica.core.jobs import FROM_RUN, JobState, job_command, run_tag
+from fabbrica.core.jobspec import JobSpec
+from fabbrica.sched import Allocation as SchedAllocation
+from fabbrica.sched import Policy, Running, Snapshot, schedule
+from fabbrica.services import accounting
+from fabbrica.services.jobs import as_sched_job, partitions_of
+from fabbrica.store.db import Database
+from fabbrica.store.models import Allocation, Job, Project, UsageRecord
+
+log = logging.getLogger("fabbrica.dispatch")
+ACTIVE = (JobState.DISPATCHED.value, JobState.RUNNING.value)
+USAGE_HALF_LIFE_S = 7 * 86400.0
+QUEUE_LIMIT = 10_000
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        db: Database,
+        catalog: Catalog,
+        executors: dict[str, Executor],
+        clock: Callable[[], dt.datetime],
+        policy: Policy | None = None,
+    ) -> None:
+        self.db = db
+        self.catalog = catalog
+        self.executors = executors
+        self.clock = clock
+        self.policy = policy or Policy()
+
+    # --- steps ---------------------------------------------------------------------------
+
+    def step(self) -> int:
+        """One round: poll first (ended jobs free their GPUs), then dispatch."""
+        return self.poll() + self.dispatch()
+
+    def poll(self) -> int:
+        changed = 0
+        with self.db.session() as session:
+            jobs = list(session.scalars(select(Job).where(Job.state.in_(ACTIVE))))
+            by_factory: dict[str, list[Job]] = defaultdict(list)
+            for job in jobs:
+                by_factory[job.factory_id or ""].append(job)
+            relaunch = []
+            for factory, group in by_factory.items():
+                executor = self.executors.get(factory)
+                if executor is None:
+                    continue  # that factory's agent is not connected: nothing to learn
+                statuses = executor.poll([run_tag(j.id) for j in group])
+                for job, status in zip(group, statuses, strict=True):
+                    if job.cancel_requested and not status.state.finished:
+                        status = executor.cancel(run_tag(job.id))
+                    if status.state is RunState.UNKNOWN and job.state == JobState.DISPATCHED:
+                        relaunch.append(job.id)  # crashed between the commit and the start
+                        continue
+                    changed += self._apply(session, job, status)
+        return changed + self._launch(relaunch)
+
+    def dispatch(self) -> int:
+        now = self.clock()
+        with self.db.session() as session:
+            queued = list(
+                session.scalars(
+                    select(Job)
+                    .where(Job.state == JobState.QUEUED.value)
+                    .order_by(Job.id)
+                    .limit(QUEUE_LIMIT)
+                )
+            )
+            if not queued:
+                return 0
+            snapshot = self._snapshot(session, queued, now)
+            decision = schedule(snapshot)
+            by_id = {str(j.id): j for j in queued}
+            for waiting in decision.waiting:
+                by_id[waiting.job].reason = waiting.reason
+            started = []
+            for assignment in decision.assignments:
+                job = by_id[assignment.job]
+                try:
+                    with session.begin_nested():
+                        accounting.reserve(
+                            session, job, assignment.allocation, assignment.charge_gpu_hours
+                        )
+                except Conflict as exc:  # the allocation changed since the snapshot
+                    job.reason = exc.message
+                    continue
+                job.state = JobState.DISPATCHED.value
+                job.factory_id, job.partition_id = assignment.factory, assignment.partition
+                job.dispatched_at, job.reason = now, None
+                started.append(job.id)
+        return self._launch(started)
+
+    # --- helpers -------------------------------------------------------------------------
+
+    def _snapshot(self, session: Session, queued: list[Job], now: dt.datetime) -> Snapshot:
+        active = list(session.scalars(select(Job).where(Job.state.in_(ACTIVE))))
+        running: dict[tuple[str, str], list[Running]] = defaultdict(list)
+        for job in active:
+            began = job.started_at or job.dispatched_at or now
+            end = began.timestamp() + job.time_limit_s
+            running[(job.factory_id or "", job.partition_id or "")].append(Running(job.gpus, end))
+        partitions = []
+        for part in partitions_of(self.catalog, set(self.executors)):
+            capacity = {c.partition: c for c in self.executors[part.factory].capacity()}
+            seen = capacity.get(part.id)
+            if seen is None:
+                continue
+            partitions.append(
+                replace(
+                    part,
+                    total_gpus=seen.total_gpus,
+                    free_gpus=seen.free_gpus,
+                    running=tuple(running[(part.factory, part.id)]),
+                )
+            )
+        allocations = [
+            SchedAllocation(
+                a.id, a.project.id or "", a.factory_id, accounting.remaining(a), a.gpu_model
+            )
+            for a in session.scalars(
+                select(Allocation).where(
+                    Allocation.state == AllocationState.ACTIVE.value,
+                    Allocation.valid_from <= now,
+                    Allocation.valid_until > now,
+                )
+            )
+        ]
+        jobs = [
+            as_sched_job(j, JobSpec.model_validate_json(j.spec), j.project.organisation.country)
+            for j in queued
+        ]
+        return Snapshot(
+            now=now.timestamp(),
+            jobs=tuple(jobs),
+            partitions=tuple(partitions),
+            allocations=tuple(allocations),
+            usage=self._usage(session, now),
+            policy=self.policy,
+        )
+
+    def _usage(self, session: Session, now: dt.datetime) -> dict[str, float]:
+        """GPU-hours per project, halved every week of age (fair share's memory)."""
+        since = now - dt.timedelta(days=60)
+        rows = session.execute(
+            select(Project.id, UsageRecord.gpu_hours, UsageRecord.created_at)
+            .join(Job, Job.id == UsageRecord.job_id)
+            .join(Project, Project.pk == Job.project_pk)
+            .where(UsageRecord.created_at >= since)
+        ).all()
+        usage: dict[str, float] = defaultdict(float)
+        for project, hours, at in rows:
+            age = (now - at).total_seconds()
+            usage[project or ""] += hours * 0.5 ** (age / USAGE_HALF_LIFE_S)
+        return dict(usage)
+
+    def _launch(self, job_ids: list[int]) -> int:
+        launched = 0
+        for job_id in job_ids:
+            with self.db.session() as session:
+                job = session.get(Job, job_id)
+                if job is None or job.state != JobState.DISPATCHED:
+                    continue
+                executor = self.executors.get(job.factory_id or "")
+                if executor is None:
+                    continue  # its factory is not connected now; the next round retries
+                request = self._request(job)
+            try:
+                status = executor.submit(request)
+            except Exception as exc:  # the backend refused: the job fails, nothing charged
+                log.warning("job %s could not start: %s", job_id, exc)
+                status = RunStatus(
+                    request.job_id, RunState.FAILED, reason=f"could not start: {exc}"
+                )
+            with self.db.session() as session:
+                job = session.get(Job, job_id)
+                if job is not None:
+                    launched += self._apply(session, job, status)
+        return launched
+
+    def _request(self, job: Job) -> LaunchRequest:
+        spec = JobSpec.model_validate_json(job.spec)
+        return LaunchRequest(
+            job_id=run_tag(job.id),
+            partition=job.partition_id or "",
+            gpus=job.gpus,
+            nodes=job.nodes,
+            time_limit=dt.timedelta(seconds=job.time_limit_s),
+            command=job_command(spec.setup, spec.run),
+            env=dict(spec.env),
+            gpu_model=job.gpu_model,
+            workdir_archive=job.workdir_archive,
+        )
+
+    def _apply(self, session: Session, job: Job, status: RunStatus) -> int:
+        """Record what the executor says; charge a job that ended."""
+        now = self.clock()
+        if status.state is RunState.UNKNOWN:
+            return self._lost(session, job, now)
+        state = FROM_RUN[status.state]
+        if state.value == job.state and not state.finished:
+            return 0
+        if status.started_at is not None:
+            job.started_at = status.started_at
+        if state.finished:
+            started = job.started_at or status.ended_at or now
+            ended = status.ended_at or now
+            elapsed = max((ended - started).total_seconds(), 0.0)
+            accounting.settle(
+                session,
+                job,
+                charge=self._charge(job, elapsed),
+                gpus=job.gpus,
+                elapsed_s=elapsed,
+                now=now,
+            )
+            job.ended_at, job.exit_code = ended, status.exit_code
+            job.reason = status.reason
+        job.state = state.value
+        return 1
+
+    def _lost(self, session: Session, job: Job, now: dt.datetime) -> int:
+        """The executor has no trace of a running job: give its hours back, queue again."""
+        accounting.release(session, job)
+        job.state, job.reason = JobState.QUEUED.value, f"lost at {job.factory_id}; queued again"
+        job.factory_id = job.partition_id = None
+        job.allocation_id, job.started_at, job.dispatched_at = None, None, None
+        return 1
+
+    def _charge(self, job: Job, elapsed_s: float) -> float:
+        partition = self._partition(job)
+        if partition is None:
+            return job.gpus * elapsed_s / 3600.0
+        return charged_gpu_hours(
+            partition.billing, partition.gpus_per_node, Request(gpus=job.gpus), elapsed_s / 3600.0
+        )
+
+    def _partition(self, job: Job) -> Partition | None:
+        factory = self.catalog.factory(job.factory_id or "")
+        if factory is None:
+            return None
+        return next((p for _, p in factory.partitions() if p.id == job.partition_id), None)

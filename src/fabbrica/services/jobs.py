@@ -1,0 +1,221 @@
+"""Jobs: submit (with every check that can be made before queueing), list, show, cancel."""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from fabbrica.catalog.model import Catalog, SystemStatus
+from fabbrica.core.access import AllocationState
+from fabbrica.core.errors import Conflict, InvalidInput, NotFound
+from fabbrica.core.jobs import JobState
+from fabbrica.core.jobspec import JobSpec
+from fabbrica.sched.model import Job as SchedJob
+from fabbrica.sched.model import Partition as SchedPartition
+from fabbrica.sched.placement import fits
+from fabbrica.sched.reasons import no_candidate_reason
+from fabbrica.services.access.visibility import (
+    is_staff,
+    visible_project,
+    visible_project_pks,
+)
+from fabbrica.services.accounting import remaining
+from fabbrica.store.models import Allocation, Job, Project, User
+
+
+def partitions_of(catalog: Catalog, factories: set[str] | None = None) -> list[SchedPartition]:
+    """The operating partitions of the catalog (of `factories` only, when given), as the
+    scheduler sees them, with no free GPUs: capacity comes from the executors."""
+    found = []
+    for factory in catalog.factories:
+        if factories is not None and factory.id not in factories:
+            continue
+        for system, p in factory.partitions():
+            if system.status is not SystemStatus.OPERATING:
+                continue
+            found.append(
+                SchedPartition(
+                    factory=factory.id,
+                    id=p.id,
+                    country=factory.country,
+                    gpu_model=p.gpu_model,
+                    gpus_per_node=p.gpus_per_node,
+                    total_gpus=p.gpus,
+                    free_gpus=0,
+                    billing_factor=p.billing.factor,
+                    whole_nodes=p.billing.rule == "whole_node",
+                    multi_node=not factory.emulated,
+                )
+            )
+    return found
+
+
+def as_sched_job(job: Job, spec: JobSpec, home_country: str | None) -> SchedJob:
+    placement = spec.placement
+    return SchedJob(
+        id=str(job.id),
+        project=job.project.id or "",
+        gpus=job.gpus,
+        nodes=job.nodes,
+        time_limit=float(job.time_limit_s),
+        submitted_at=job.submitted_at.timestamp(),
+        gpu_model=job.gpu_model,
+        factories=frozenset(placement.factories) if placement.factories else None,
+        countries=frozenset(placement.countries) if placement.countries else None,
+        home_country=home_country,
+    )
+
+
+def submit(
+    session: Session,
+    actor: User,
+    catalog: Catalog,
+    spec: JobSpec,
+    *,
+    project_id: str | None,
+    connected: set[str],
+    workdir_archive: str | None,
+    now: dt.datetime,
+) -> Job:
+    """Queue a job. Refused (InvalidInput, the numbers in the message) when no connected
+    partition could ever run it, or when its worst case exceeds what every eligible
+    allocation of its project has left."""
+    project = _project(session, actor, project_id or spec.project)
+    _check_names(catalog, spec)
+    job = Job(
+        project_pk=project.pk,
+        user_id=actor.id,
+        name=spec.name,
+        spec=spec.model_dump_json(),
+        state=JobState.QUEUED.value,
+        gpus=spec.resources.gpus,
+        nodes=spec.resources.nodes,
+        gpu_model=spec.resources.gpu_model,
+        time_limit_s=spec.resources.time_limit,
+        workdir_archive=workdir_archive,
+        submitted_at=now,
+        reserved_gpu_hours=0.0,
+    )
+    job.project = project
+    probe = as_sched_job(job, spec, project.organisation.country)
+    parts = [p for p in partitions_of(catalog, connected) if _fits(probe, p)]
+    if not parts:
+        reason = no_candidate_reason(probe, tuple(partitions_of(catalog, connected)))
+        raise InvalidInput(f"the job cannot run anywhere: {reason}", field="resources")
+    _check_allocations(session, project, probe, parts, now)
+    session.add(job)
+    session.flush()
+    return job
+
+
+def _project(session: Session, actor: User, project_id: str | None) -> Project:
+    if not project_id:
+        raise InvalidInput("name the project (in the spec or with --project)", "project")
+    return visible_project(session, actor, project_id, field="project")
+
+
+def _check_names(catalog: Catalog, spec: JobSpec) -> None:
+    known_factories = {f.id for f in catalog.factories}
+    for factory in spec.placement.factories or ():
+        if factory not in known_factories:
+            raise InvalidInput(f"unknown factory {factory!r}", field="placement.factories")
+    model = spec.resources.gpu_model
+    models = {p.gpu_model for f in catalog.factories for _, p in f.partitions()}
+    if model is not None and model not in models:
+        known = ", ".join(sorted(models))
+        raise InvalidInput(f"unknown GPU model {model!r} (known: {known})", "resources.gpu_model")
+
+
+def _fits(job: SchedJob, partition: SchedPartition) -> bool:
+    allowed = job.factories is None or partition.factory in job.factories
+    return allowed and fits(job, partition)
+
+
+def _check_allocations(
+    session: Session,
+    project: Project,
+    job: SchedJob,
+    parts: list[SchedPartition],
+    now: dt.datetime,
+) -> None:
+    live = list(
+        session.scalars(
+            select(Allocation).where(
+                Allocation.project_pk == project.pk,
+                Allocation.state == AllocationState.ACTIVE.value,
+                Allocation.valid_from <= now,
+                Allocation.valid_until > now,
+            )
+        )
+    )
+    best: tuple[float, float, str] | None = None
+    for part in parts:
+        worst = _worst_case(job, part)
+        for allocation in live:
+            if allocation.factory_id != part.factory:
+                continue
+            if allocation.gpu_model not in (None, part.gpu_model):
+                continue
+            left = remaining(allocation)
+            if left + 1e-9 >= worst:
+                return
+            if best is None or left > best[0]:
+                best = (left, worst, part.factory)
+    if best is None:
+        factories = ", ".join(sorted({p.factory for p in parts}))
+        raise InvalidInput(
+            f"project {project.id} holds no valid allocation where the job can run ({factories})",
+            field="project",
+        )
+    left, worst, factory = best
+    raise InvalidInput(
+        f"the job's worst case is {worst:,.2f} GPU-hours ({job.gpus} GPUs x "
+        f"{job.time_limit / 3600:,.2f} h); the most any eligible allocation has left is "
+        f"{left:,.2f} (on {factory})",
+        field="resources",
+    )
+
+
+def _worst_case(job: SchedJob, part: SchedPartition) -> float:
+    gpus = job.gpus
+    if part.whole_nodes:
+        gpus = math.ceil(gpus / part.gpus_per_node) * part.gpus_per_node
+    return gpus * part.billing_factor * job.time_limit / 3600.0
+
+
+def get_job(session: Session, actor: User, job_id: int) -> Job:
+    job = session.get(Job, job_id)
+    if job is None or not (
+        is_staff(actor)
+        or session.scalar(visible_project_pks(actor).where(Project.pk == job.project_pk))
+    ):
+        raise NotFound(f"no job {job_id}", field="job_id")
+    return job
+
+
+def list_jobs(
+    session: Session, actor: User, *, project_id: str | None = None, limit: int = 200
+) -> list[Job]:
+    query = select(Job).order_by(Job.id.desc()).limit(limit)
+    if project_id is not None:
+        query = query.where(Job.project_pk == visible_project(session, actor, project_id).pk)
+    elif not is_staff(actor):
+        query = query.where(Job.project_pk.in_(visible_project_pks(actor)))
+    return list(session.scalars(query))
+
+
+def cancel(session: Session, actor: User, job_id: int, *, now: dt.datetime) -> Job:
+    """A queued job is cancelled at once; a dispatched or running one is stopped by the
+    control loop on its next round."""
+    job = get_job(session, actor, job_id)
+    state = JobState(job.state)
+    if state.finished:
+        raise Conflict(f"job {job.id} has already ended ({job.state})", field="state")
+    if state is JobState.QUEUED:
+        job.state, job.ended_at, job.reason = JobState.CANCELLED.value, now, "cancelled"
+    else:
+        job.cancel_requested = True
+    return job

@@ -1,0 +1,60 @@
+"""Jobs and the usage they charge."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import Float, ForeignKey, Index, String, Text
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from fabbrica.store.models.access import Allocation, Project
+from fabbrica.store.models.base import Base
+
+
+class Job(Base):
+    __tablename__ = "jobs"
+    __table_args__ = (
+        Index("ix_jobs_state", "state"),
+        Index("ix_jobs_project_pk", "project_pk"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    project_pk: Mapped[int] = mapped_column(ForeignKey("projects.pk"))
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    name: Mapped[str] = mapped_column(String(64))
+    spec: Mapped[str] = mapped_column(Text)  # the validated spec, as JSON
+    state: Mapped[str] = mapped_column(String(12))
+    reason: Mapped[str | None] = mapped_column(Text)
+    gpus: Mapped[int]
+    nodes: Mapped[int]
+    gpu_model: Mapped[str | None] = mapped_column(String(64))
+    time_limit_s: Mapped[int]
+    factory_id: Mapped[str | None] = mapped_column(String(64))
+    partition_id: Mapped[str | None] = mapped_column(String(64))
+    allocation_id: Mapped[int | None] = mapped_column(ForeignKey("allocations.id"))
+    reserved_gpu_hours: Mapped[float] = mapped_column(Float, default=0.0)
+    gpu_hours: Mapped[float | None] = mapped_column(Float)  # charged, once ended
+    workdir_archive: Mapped[str | None] = mapped_column(String(1024))
+    cancel_requested: Mapped[bool] = mapped_column(default=False)
+    submitted_at: Mapped[dt.datetime]
+    dispatched_at: Mapped[dt.datetime | None]
+    started_at: Mapped[dt.datetime | None]
+    ended_at: Mapped[dt.datetime | None]
+    exit_code: Mapped[int | None]
+
+    project: Mapped[Project] = relationship()
+    allocation: Mapped[Allocation | None] = relationship()
+
+
+class UsageRecord(Base):
+    """What one job charged to one allocation: exactly one row per job."""
+
+    __tablename__ = "usage_records"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id"), unique=True)
+    allocation_id: Mapped[int] = mapped_column(ForeignKey("allocations.id"))
+    gpus: Mapped[int]
+    elapsed_s: Mapped[float] = mapped_column(Float)
+    gpu_hours: Mapped[float] = mapped_column(Float)
+    created_at: Mapped[dt.datetime]
