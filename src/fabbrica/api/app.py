@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from fabbrica import __version__
 from fabbrica.api.deps import AppContext
 from fabbrica.api.errors import install_error_handlers
-from fabbrica.api.limits import RequestLimits
+from fabbrica.api.limits import ConcurrencyLimit, RequestLimits
 from fabbrica.api.routes import (
     allocations,
     calls,
@@ -26,6 +26,7 @@ from fabbrica.api.routes import (
 )
 
 API_PREFIX = "/api/v1"
+SQLITE_CONCURRENCY = 16  # well under the 40 worker threads requests run their sync code in
 
 Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
 
@@ -47,6 +48,8 @@ def create_app(
     )
     app.state.ctx = ctx
     install_error_handlers(app)
+    if ctx.db.backend == "sqlite":
+        app.add_middleware(ConcurrencyLimit, limit=SQLITE_CONCURRENCY)
     app.add_middleware(
         RequestLimits,
         limit=max_body_bytes,

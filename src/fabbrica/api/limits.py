@@ -133,3 +133,23 @@ async def _error(send: Send, status: int, code: str, message: str, field: str | 
         }
     )
     await send({"type": "http.response.body", "body": body})
+
+
+class ConcurrencyLimit:
+    """At most `limit` requests inside the app at once; the rest wait without holding a
+    worker thread. For SQLite: a request holds the database's write lock across several
+    worker-thread hops (dependencies, route, teardown), so a flood of requests each blocked
+    on that lock in its own worker could starve the holder of the thread it needs next."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        import anyio
+
+        self.app = app
+        self.slots = anyio.Semaphore(limit)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        async with self.slots:
+            await self.app(scope, receive, send)

@@ -16,6 +16,7 @@ import os
 import signal
 import subprocess
 import tarfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,7 @@ class LocalExecutor:
         self.total = gpus
         self.gpu_model = gpu_model
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
+        self._lock = threading.RLock()  # one start per job, one GPU per job, at a time
         root.mkdir(parents=True, exist_ok=True)
 
     # --- Executor -----------------------------------------------------------------------
@@ -55,6 +57,10 @@ class LocalExecutor:
         return [Capacity("local", self.gpu_model, self.total, self.total - used)]
 
     def submit(self, request: LaunchRequest) -> RunStatus:
+        with self._lock:
+            return self._submit(request)
+
+    def _submit(self, request: LaunchRequest) -> RunStatus:
         directory = self.root / request.job_id
         if (directory / "run.json").exists():  # already started: never twice
             return self._status(request.job_id)
@@ -107,7 +113,8 @@ class LocalExecutor:
         return [self._status(job_id) for job_id in job_ids]
 
     def cancel(self, job_id: str) -> RunStatus:
-        return self._stop(job_id, RunState.CANCELLED)
+        with self._lock:
+            return self._stop(job_id, RunState.CANCELLED)
 
     def usage(self, job_ids: list[str]) -> list[UsageSample]:
         samples = []

@@ -62,7 +62,14 @@ class Dispatcher:
     def poll(self) -> int:
         changed = 0
         with self.db.session() as session:
-            jobs = list(session.scalars(select(Job).where(Job.state.in_(ACTIVE))))
+            jobs = list(
+                session.scalars(
+                    select(Job)
+                    .where(Job.state.in_(ACTIVE))
+                    .with_for_update(skip_locked=True)
+                    .execution_options(populate_existing=True)
+                )
+            )
             by_factory: dict[str, list[Job]] = defaultdict(list)
             for job in jobs:
                 by_factory[job.factory_id or ""].append(job)
@@ -90,6 +97,7 @@ class Dispatcher:
                     .where(Job.state == JobState.QUEUED.value)
                     .order_by(Job.id)
                     .limit(QUEUE_LIMIT)
+                    .with_for_update(skip_locked=True)  # another loop's jobs are its own
                 )
             )
             if not queued:
@@ -198,8 +206,8 @@ class Dispatcher:
                     request.job_id, RunState.FAILED, reason=f"could not start: {exc}"
                 )
             with self.db.session() as session:
-                job = session.get(Job, job_id)
-                if job is not None:
+                job = session.get(Job, job_id, with_for_update=True, populate_existing=True)
+                if job is not None and job.state == JobState.DISPATCHED:
                     launched += self._apply(session, job, status)
         return launched
 

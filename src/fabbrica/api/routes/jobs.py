@@ -46,14 +46,14 @@ async def _read_submission(request: Request) -> tuple[JobSpec, str | None, bytes
     """The spec (YAML text or JSON), the project and the workdir archive of a submission:
     a multipart form (`spec`, `project`, `workdir` file) or a JSON body (JobCreate)."""
     if request.headers.get("content-type", "").startswith("multipart/form-data"):
-        form = await request.form()
-        spec_text, project = form.get("spec"), form.get("project")
-        upload = form.get("workdir")
-        if not isinstance(spec_text, str):
-            raise InvalidInput("the form needs a `spec` field (YAML or JSON text)", "spec")
-        archive = (
-            await upload.read() if upload is not None and not isinstance(upload, str) else None
-        )
+        async with request.form() as form:  # closes the uploaded file afterwards
+            spec_text, project = form.get("spec"), form.get("project")
+            upload = form.get("workdir")
+            if not isinstance(spec_text, str):
+                raise InvalidInput("the form needs a `spec` field (YAML or JSON text)", "spec")
+            archive = None
+            if upload is not None and not isinstance(upload, str):
+                archive = await upload.read()
         return _parse(spec_text), project if isinstance(project, str) else None, archive
     try:
         body = JobCreate.model_validate_json(await request.body())
