@@ -1,0 +1,135 @@
+"""Jobs end to end: `fabbrica up` as a process, the CLI, real processes, kill -9."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.cli.server import Server, fabbrica
+
+pytestmark = pytest.mark.slow
+REPO = Path(__file__).resolve().parents[2]
+SLEEPS = (7, 7, 7, 20, 20)  # seconds: three end while Fabbrica is down, two outlive it
+
+
+class Cli:
+    def __init__(self, server: Server, token: str = "t") -> None:
+        self.server, self.token = server, token
+
+    def run(self, *args: str, code: int = 0) -> Any:
+        result = fabbrica(*args, env=self.server.client_env(self.token), timeout=120)
+        assert result.returncode == code, (args, result.stdout, result.stderr)
+        return json.loads(result.stdout) if "--json" in args and code == 0 else result
+
+
+def startup(server: Server, gpus: int = 4, hours: int = 50) -> tuple[Cli, str]:
+    """A startup with a Playground allocation on `local`; returns its CLI and project."""
+    python_bin = str(Path(sys.executable).parent)  # the job's `python` has scikit-learn
+    server.env.update(
+        FABBRICA_LOCAL_GPUS=str(gpus),
+        FABBRICA_LOOP_INTERVAL_SECONDS="0.2",
+        PATH=f"{python_bin}{os.pathsep}{os.environ.get('PATH', '')}",
+    )
+    server.start()
+    admin = Cli(server)
+    token = admin.run("user", "add", "eng@startup.it", "--name", "Eng", "--json")["token"]
+    cli = Cli(server, token)
+    org = cli.run("org", "add", "S", "--country", "IT", "--type", "startup", "--json")
+    project = cli.run("project", "add", "P", "--org", str(org["id"]), "--json")["id"]
+    accepted = cli.run("apply", "--project", project, "--call", "local-playground",
+                       "--gpu-hours", str(hours), "--months", "1",
+                       "--declare-civilian-ai-act", "--json")  # fmt: skip
+    assert accepted["state"] == "accepted"
+    return cli, project
+
+
+def test_the_digits_example_from_spec_to_model(server: Server, tmp_path: Path) -> None:
+    cli, project = startup(server)
+    job = cli.run("run", str(REPO / "examples/digits/job.yaml"), "--project", project,
+                  "--wait", "--json")  # fmt: skip
+    assert job["state"] == "succeeded" and job["exit_code"] == 0 and job["factory"] == "local"
+    logs = cli.run("logs", str(job["id"])).stdout
+    accuracy = float(logs.split("test accuracy:")[1].split()[0])
+    assert accuracy > 0.9
+    cli.run("download", str(job["id"]), "--to", str(tmp_path / "out"))
+    assert (tmp_path / "out" / "outputs" / "model.pkl").stat().st_size > 1000
+    started = time.mktime(time.strptime(job["started_at"][:19], "%Y-%m-%dT%H:%M:%S"))
+    ended = time.mktime(time.strptime(job["ended_at"][:19], "%Y-%m-%dT%H:%M:%S"))
+    assert job["gpu_hours"] == pytest.approx(1 * (ended - started) / 3600, abs=2 / 3600)
+    (allocation,) = cli.run("allocations", "--json")
+    assert allocation["used_gpu_hours"] == pytest.approx(job["gpu_hours"], rel=1e-9)
+    assert allocation["reserved_gpu_hours"] == 0
+    usage = cli.run("usage", "--by", "factory", "--json")
+    assert usage == [{"key": "local", "jobs": 1, "gpu_hours": pytest.approx(job["gpu_hours"])}]
+
+
+def test_cancel_and_bad_specs_from_the_cli(server: Server, tmp_path: Path) -> None:
+    cli, project = startup(server)
+    spec = tmp_path / "job.yaml"
+    spec.write_text("name: sleeper\nrun: sleep 120\nresources: {time_limit: 10m}\n")
+    job = cli.run("run", str(spec), "--project", project, "--json")
+    for _ in range(100):
+        if cli.run("job", str(job["id"]), "--json")["state"] == "running":
+            break
+        time.sleep(0.1)
+    began = time.monotonic()
+    cancelled = cli.run("cancel", str(job["id"]), "--json")
+    assert time.monotonic() - began < 5
+    assert cancelled["state"] == "cancelled" and cancelled["gpu_hours"] < 10 / 3600
+    for text, field in [("name: x\nrun: y\ncolour: blue\n", "colour"),
+                        ("name: x\nrun: y\nresources: {gpus: 0}\n", "resources.gpus"),
+                        ("name: x\nrun: y\nresources: {time_limit: forever}\n", "time_limit"),
+                        ("name: x\nrun: y\nresources: {nodes: 2}\n", "multi-node"),
+                        ("name: x\nrun: y\noutputs: [../../x]\n", "outputs")]:  # fmt: skip
+        spec.write_text(text)
+        refused = cli.run("run", str(spec), "--project", project, code=2)
+        assert field in refused.stderr
+    assert len(cli.run("jobs", "--json")) == 1
+
+
+def test_kill_9_then_restart_runs_nothing_twice_and_charges_once(server: Server) -> None:
+    cli, project = startup(server, gpus=8)
+    ids = []
+    for seconds in SLEEPS:
+        spec = Path(server.data_dir.parent / f"job{len(ids)}.yaml")
+        spec.write_text(f"name: j{len(ids)}\nrun: echo start >> outputs/runs; sleep {seconds}; "
+                        "echo end >> outputs/runs\nresources: {time_limit: 10m}\n")  # fmt: skip
+        ids.append(cli.run("run", str(spec), "--project", project, "--json")["id"])
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        states = {j["id"]: j["state"] for j in cli.run("jobs", "--json")}
+        if all(states[i] == "running" for i in ids):
+            break
+        time.sleep(0.1)
+    assert all(states[i] == "running" for i in ids), states
+    assert server.process is not None
+    server.process.send_signal(signal.SIGKILL)
+    server.process.wait(10)
+    time.sleep(SLEEPS[0] + 1)  # the short jobs end while Fabbrica is down
+    server.start()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        jobs = {j["id"]: j for j in cli.run("jobs", "--json")}
+        if all(jobs[i]["state"] == "succeeded" for i in ids):
+            break
+        time.sleep(0.2)
+    assert [jobs[i]["state"] for i in ids] == ["succeeded"] * 5
+    jobs_dir = server.data_dir / "jobs"
+    for i in ids:  # each ran exactly once, to the end
+        assert (jobs_dir / f"fab-{i}" / "work" / "outputs" / "runs").read_text() == "start\nend\n"
+    usage = cli.run("usage", "--json")
+    assert usage[0]["jobs"] == 5
+    charged = sum(jobs[i]["gpu_hours"] for i in ids)
+    assert usage[0]["gpu_hours"] == pytest.approx(charged)
+    (allocation,) = cli.run("allocations", "--json")
+    assert allocation["used_gpu_hours"] == pytest.approx(charged)
+    assert allocation["reserved_gpu_hours"] == pytest.approx(0, abs=1e-9)
+    for i, seconds in zip(ids, SLEEPS, strict=True):
+        assert jobs[i]["gpu_hours"] >= seconds / 3600 * 0.9  # charged for the real run time
