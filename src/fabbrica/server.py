@@ -15,7 +15,7 @@ from fabbrica.api.deps import AppContext
 from fabbrica.backends.local import LocalExecutor
 from fabbrica.backends.protocol import Executor
 from fabbrica.catalog.loader import load_catalog
-from fabbrica.catalog.local import LOCAL_ID, local_factory
+from fabbrica.catalog.local import LOCAL_ID, emulated_federation, local_factory
 from fabbrica.catalog.model import Catalog
 from fabbrica.services import identity
 from fabbrica.services.access.allocations import ExpiryStep
@@ -50,6 +50,16 @@ def prepare(settings: Settings, catalog: Catalog) -> Prepared:
     if settings.local_gpus > 0:
         catalog = catalog.with_factory(local_factory(settings.local_gpus))
         executors[LOCAL_ID] = LocalExecutor(settings.data_dir / "jobs", gpus=settings.local_gpus)
+    if settings.emulate_federation:
+        catalog, stand_ins = emulated_federation(catalog)
+        for factory_id, (partition, model, gpus) in stand_ins.items():
+            executors[factory_id] = LocalExecutor(
+                settings.data_dir / "emulated" / factory_id,
+                gpus=gpus,
+                gpu_model=model,
+                name=f"emulated {factory_id}",
+                partition=partition,
+            )
     db = Database(settings.resolved_database_url())
     upgrade(db.engine)
     token = (settings.bootstrap_token or "").strip() or None

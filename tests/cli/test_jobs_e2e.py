@@ -133,3 +133,37 @@ def test_kill_9_then_restart_runs_nothing_twice_and_charges_once(server: Server)
     assert allocation["reserved_gpu_hours"] == pytest.approx(0, abs=1e-9)
     for i, seconds in zip(ids, SLEEPS, strict=True):
         assert jobs[i]["gpu_hours"] >= seconds / 3600 * 0.9  # charged for the real run time
+
+
+def test_an_emulated_federation_places_by_residency_and_model(
+    server: Server, tmp_path: Path
+) -> None:
+    server.env["FABBRICA_EMULATE_FEDERATION"] = "true"
+    cli, project = startup(server)
+    listed = {f["id"]: f for f in cli.run("catalog", "--json")}
+    assert listed["jaif"]["emulated"] and listed["it4lia"]["emulated"]
+    assert not listed["ai-at"]["emulated"]  # no operating partition to stand in for
+    for call in ("jaif-playground", "it4lia-playground"):
+        cli.run("apply", "--project", project, "--call", call, "--gpu-hours", "50",
+                "--months", "1", "--declare-civilian-ai-act", "--json")  # fmt: skip
+    spec = tmp_path / "de.yaml"
+    spec.write_text("name: de\nrun: sleep 30\nresources: {gpus: 4, time_limit: 5m}\n"
+                    "placement: {countries: [DE]}\n")  # fmt: skip
+    first = cli.run("run", str(spec), "--project", project, "--json")
+    second = cli.run("run", str(spec), "--project", project, "--json")
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        jobs = {j["id"]: j for j in cli.run("jobs", "--json")}
+        if jobs[first["id"]]["state"] == "running" and jobs[second["id"]]["reason"]:
+            break
+        time.sleep(0.2)
+    assert jobs[first["id"]]["state"] == "running" and jobs[first["id"]]["factory"] == "jaif"
+    waiting = jobs[second["id"]]
+    assert waiting["state"] == "queued"
+    assert "earliest estimated start" in waiting["reason"] and "jaif" in waiting["reason"]
+    spec.write_text("name: a100\nrun: 'true'\nresources: {gpu_model: a100}\n"
+                    "placement: {countries: [DE]}\n")  # fmt: skip
+    refused = cli.run("run", str(spec), "--project", project, code=2)
+    assert "no allowed factory offers a100 GPUs" in refused.stderr
+    for job in (first, second):
+        cli.run("cancel", str(job["id"]))

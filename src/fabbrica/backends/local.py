@@ -38,8 +38,17 @@ _WRAPPER = 'bash -c "$1"; code=$?; printf "%s" "$code" > "$2.tmp"; mv "$2.tmp" "
 class LocalExecutor:
     """Runs single-node jobs here; `gpus` emulated GPUs are handed out by index."""
 
-    def __init__(self, root: Path, *, gpus: int, gpu_model: str = "emulated", name: str = "local"):
+    def __init__(
+        self,
+        root: Path,
+        *,
+        gpus: int,
+        gpu_model: str = "emulated",
+        name: str = "local",
+        partition: str = "local",
+    ):
         self.name = name
+        self.partition = partition
         self.root = root
         self.total = gpus
         self.gpu_model = gpu_model
@@ -54,7 +63,7 @@ class LocalExecutor:
 
     def capacity(self) -> list[Capacity]:
         used = sum(len(run["gpus"]) for run in self._live_runs())
-        return [Capacity("local", self.gpu_model, self.total, self.total - used)]
+        return [Capacity(self.partition, self.gpu_model, self.total, self.total - used)]
 
     def submit(self, request: LaunchRequest) -> RunStatus:
         with self._lock:

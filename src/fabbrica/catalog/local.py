@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fabbrica.catalog.model import Factory, Partition, System, SystemStatus
+from fabbrica.catalog.model import Catalog, Factory, Partition, System, SystemStatus
 from fabbrica.core.billing import PerGpu
 
 LOCAL_ID = "local"
@@ -28,3 +28,23 @@ def local_factory(gpus: int, *, gpu_model: str = "emulated", cpus: int = 2) -> F
     return Factory(
         id=LOCAL_ID, name="Local (this machine)", country="EU", emulated=True, systems=(system,)
     )
+
+
+EMULATED_GPUS = 4  # per emulated factory: enough to show placement, small enough for a laptop
+
+
+def emulated_federation(catalog: Catalog) -> tuple[Catalog, dict[str, tuple[str, str, int]]]:
+    """The catalog with every factory that has an operating partition marked emulated, and
+    for each such factory the (partition, GPU model, GPUs) a local executor stands in for."""
+    stand_ins: dict[str, tuple[str, str, int]] = {}
+    factories = []
+    for factory in catalog.factories:
+        operating = [
+            p for s in factory.systems if s.status is SystemStatus.OPERATING for p in s.partitions
+        ]
+        if operating and not factory.emulated:
+            first = operating[0]
+            stand_ins[factory.id] = (first.id, first.gpu_model, min(EMULATED_GPUS, first.gpus))
+            factory = factory.model_copy(update={"emulated": True})
+        factories.append(factory)
+    return catalog.model_copy(update={"factories": tuple(factories)}), stand_ins

@@ -50,7 +50,7 @@ def catalog(
         count(len(rows), "factory", "factories"),
         [
             ("factory", lambda r: r["id"]),
-            ("name", lambda r: r["name"]),
+            ("name", lambda r: r["name"] + (" (emulated)" if r["emulated"] else "")),
             ("country", lambda r: r["country"]),
             ("systems", lambda r: r["systems"]),
             ("GPUs", _gpus),

@@ -39,6 +39,13 @@ def up(
     catalog: Annotated[
         Path | None, typer.Option("--catalog", help="Your own catalog file (YAML).")
     ] = None,
+    emulate_federation: Annotated[
+        bool | None,
+        typer.Option(
+            "--emulate-federation",
+            help="Stand in for every catalog factory with a small emulated executor here.",
+        ),
+    ] = None,
 ) -> None:
     """Run the API and the control loop in one process (SQLite unless FABBRICA_DATABASE_URL)."""
     import uvicorn
@@ -46,7 +53,13 @@ def up(
     from fabbrica.catalog.loader import CatalogError
     from fabbrica.server import build_app, describe_database, load_settings_catalog, prepare
 
-    settings = _settings(host=host, port=port, data_dir=data_dir, catalog=catalog)
+    settings = _settings(
+        host=host,
+        port=port,
+        data_dir=data_dir,
+        catalog=catalog,
+        emulate_federation=emulate_federation,
+    )
     try:
         loaded = load_settings_catalog(settings)  # before anything is written
     except CatalogError as exc:
@@ -59,6 +72,11 @@ def up(
         f"  catalog:  {settings.catalog or 'shipped EuroHPC catalog'}"
         f" ({len(loaded.factories)} factories)"
     )
+    if settings.emulate_federation:
+        emulated = sorted(f for f in prepared.ctx.executors if f != "local")
+        err_console.print(
+            f"  [yellow]emulated factories[/yellow] (jobs run here): {', '.join(emulated)}"
+        )
     if prepared.bootstrap_token:
         err_console.print("[yellow]Created the federation admin. Its token, shown once:[/yellow]")
         console.print(prepared.bootstrap_token, highlight=False)
