@@ -52,8 +52,9 @@ def startup(server: Server, gpus: int = 4, hours: int = 50) -> tuple[Cli, str]:
 
 def test_the_digits_example_from_spec_to_model(server: Server, tmp_path: Path) -> None:
     cli, project = startup(server)
-    job = cli.run("run", str(REPO / "examples/digits/job.yaml"), "--project", project,
-                  "--wait", "--json")  # fmt: skip
+    # no --project: the user's only project is taken
+    job = cli.run("run", str(REPO / "examples/digits/job.yaml"), "--wait", "--json")
+    assert job["project"] == project
     assert job["state"] == "succeeded" and job["exit_code"] == 0 and job["factory"] == "local"
     logs = cli.run("logs", str(job["id"])).stdout
     accuracy = float(logs.split("test accuracy:")[1].split()[0])
@@ -167,3 +168,18 @@ def test_an_emulated_federation_places_by_residency_and_model(
     assert "no allowed factory offers a100 GPUs" in refused.stderr
     for job in (first, second):
         cli.run("cancel", str(job["id"]))
+
+
+def test_follow_streams_the_output_and_big_workdirs_are_refused(
+    server: Server, tmp_path: Path
+) -> None:
+    server.env["FABBRICA_UPLOAD_MAX_BYTES"] = "20000"
+    cli, project = startup(server)
+    spec = tmp_path / "job.yaml"
+    spec.write_text("name: hi\nrun: echo hello-from-the-job\n")
+    followed = cli.run("run", str(spec), "--follow")
+    assert "hello-from-the-job" in followed.stdout
+    (tmp_path / "big.bin").write_bytes(os.urandom(100_000))
+    refused = cli.run("run", str(spec), "--project", project, code=2)
+    assert "over the limit of 20,000 bytes" in refused.stderr
+    assert len(cli.run("jobs", "--json")) == 1

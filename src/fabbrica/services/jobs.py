@@ -23,7 +23,7 @@ from fabbrica.services.access.visibility import (
     visible_project_pks,
 )
 from fabbrica.services.accounting import remaining
-from fabbrica.store.models import Allocation, Job, Project, User
+from fabbrica.store.models import Allocation, Job, Project, ProjectMember, User
 
 
 def partitions_of(catalog: Catalog, factories: set[str] | None = None) -> list[SchedPartition]:
@@ -112,9 +112,24 @@ def submit(
 
 
 def _project(session: Session, actor: User, project_id: str | None) -> Project:
-    if not project_id:
-        raise InvalidInput("name the project (in the spec or with --project)", "project")
-    return visible_project(session, actor, project_id, field="project")
+    """The named project, or, when none is named, the one project the user belongs to."""
+    if project_id:
+        return visible_project(session, actor, project_id, field="project")
+    mine = list(
+        session.scalars(
+            select(Project)
+            .join(ProjectMember, ProjectMember.project_pk == Project.pk)
+            .where(ProjectMember.user_id == actor.id)
+            .order_by(Project.pk)
+            .limit(11)
+        )
+    )
+    if len(mine) == 1:
+        return mine[0]
+    if not mine:
+        raise InvalidInput("you are in no project yet: create one, or be invited", "project")
+    names = ", ".join(p.id or "" for p in mine[:10])
+    raise InvalidInput(f"name the project (in the spec or with --project): {names}", "project")
 
 
 def _check_names(catalog: Catalog, spec: JobSpec) -> None:
