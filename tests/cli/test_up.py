@@ -23,7 +23,9 @@ def test_up_serves_the_catalog_with_tokens(server: Server, catalog: Catalog) -> 
         f"{server.url}/api/v1/factories", headers={"Authorization": "Bearer t"}
     ).json()
     ids = [f["id"] for f in factories]
-    assert ids == [f.id for f in catalog.factories] and len(ids) == 19
+    # the 19 of the catalog, in order, and `local` (this machine, emulated GPUs) beside them
+    assert ids == [*(f.id for f in catalog.factories), "local"] and len(ids) == 20
+    assert [f["emulated"] for f in factories] == [False] * 19 + [True]
     for headers in ({}, {"Authorization": "Bearer wrong"}):
         denied = httpx.get(f"{server.url}/api/v1/factories", headers=headers)
         assert denied.status_code == 401
