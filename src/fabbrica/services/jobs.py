@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import math
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -13,6 +12,7 @@ from fabbrica.core.access import AllocationState
 from fabbrica.core.errors import Conflict, InvalidInput, NotFound
 from fabbrica.core.jobs import JobState
 from fabbrica.core.jobspec import JobSpec
+from fabbrica.sched.capacity import charge
 from fabbrica.sched.model import Job as SchedJob
 from fabbrica.sched.model import Partition as SchedPartition
 from fabbrica.sched.placement import fits
@@ -168,7 +168,7 @@ def _check_allocations(
     )
     best: tuple[float, float, str] | None = None
     for part in parts:
-        worst = _worst_case(job, part)
+        worst = charge(part, job)
         for allocation in live:
             if allocation.factory_id != part.factory:
                 continue
@@ -192,13 +192,6 @@ def _check_allocations(
         f"{left:,.2f} (on {factory})",
         field="resources",
     )
-
-
-def _worst_case(job: SchedJob, part: SchedPartition) -> float:
-    gpus = job.gpus
-    if part.whole_nodes:
-        gpus = math.ceil(gpus / part.gpus_per_node) * part.gpus_per_node
-    return gpus * part.billing_factor * job.time_limit / 3600.0
 
 
 def get_job(session: Session, actor: User, job_id: int) -> Job:
