@@ -15,6 +15,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import tarfile
 import threading
 import time
@@ -89,6 +90,10 @@ class LocalExecutor:
         }
         _write_json(directory / "run.json", run)  # state first, then the side effect
         env = {k: os.environ[k] for k in PASSED_ENV if k in os.environ}
+        # Fabbrica's own Python first: `python train.py` finds what Fabbrica was installed
+        # with (scikit-learn for the examples), however `fabbrica up` was started.
+        python_bin = os.path.dirname(sys.executable)
+        env["PATH"] = os.pathsep.join(p for p in (python_bin, env.get("PATH", "")) if p)
         env.update(request.env)
         env.update(
             CUDA_VISIBLE_DEVICES=",".join(str(g) for g in gpus),
