@@ -42,9 +42,7 @@ def federation(rng: random.Random) -> list[Partition]:
                 busy(rng, factory.id, "assumed", factory.country, "h100", 4, ASSUMED_GPUS, 1.0)
             )
             continue
-        for system, p in factory.partitions():
-            if system.status.value != "operating":
-                continue
+        for p in factory.operating_partitions():
             parts.append(
                 busy(
                     rng,

@@ -34,7 +34,8 @@ class RequestLimits:
             return
         upload = scope.get("path") in self.upload_paths
         limit = self.upload_limit if upload else self.limit  # per request: never shared
-        declared = dict(scope.get("headers") or []).get(b"content-length")
+        headers = dict(scope.get("headers") or [])
+        declared = headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
             await _error(send, 413, "too_large", _too_large(limit), None)
             return
@@ -46,8 +47,9 @@ class RequestLimits:
         if body is None:
             await _error(send, 413, "too_large", _too_large(limit), None)
             return
-        content_type = dict(scope.get("headers") or []).get(b"content-type", b"")
-        binary = content_type.startswith(b"multipart/form-data")  # uploads carry NUL bytes
+        binary = headers.get(b"content-type", b"").startswith(
+            b"multipart/form-data"
+        )  # uploads carry NUL bytes
         if not binary and (b"\x00" in body or b"\\u0000" in body):
             field = _nul_field(body)
             await _error(send, 422, "invalid", "NUL characters are not allowed", field)

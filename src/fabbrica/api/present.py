@@ -13,6 +13,7 @@ from fabbrica.api.schemas_access import (
     ReviewerReview,
     ReviewPublic,
 )
+from fabbrica.services import accounting
 from fabbrica.services.access import calls, projects, reviews
 from fabbrica.services.access.visibility import is_staff
 from fabbrica.store.models import Allocation, Call, Project, Proposal, User
@@ -55,9 +56,7 @@ def allocation_public(allocation: Allocation) -> AllocationPublic:
         gpu_hours=allocation.granted_gpu_hours,
         used_gpu_hours=allocation.used_gpu_hours,
         reserved_gpu_hours=allocation.reserved_gpu_hours,
-        remaining_gpu_hours=allocation.granted_gpu_hours
-        - allocation.used_gpu_hours
-        - allocation.reserved_gpu_hours,
+        remaining_gpu_hours=accounting.remaining(allocation),
         valid_from=allocation.valid_from,
         valid_until=allocation.valid_until,
         state=allocation.state,

@@ -39,9 +39,7 @@ def emulated_federation(catalog: Catalog) -> tuple[Catalog, dict[str, tuple[str,
     stand_ins: dict[str, tuple[str, str, int]] = {}
     factories = []
     for factory in catalog.factories:
-        operating = [
-            p for s in factory.systems if s.status is SystemStatus.OPERATING for p in s.partitions
-        ]
+        operating = factory.operating_partitions()
         if operating and not factory.emulated:
             first = operating[0]
             stand_ins[factory.id] = (first.id, first.gpu_model, min(EMULATED_GPUS, first.gpus))

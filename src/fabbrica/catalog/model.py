@@ -135,6 +135,10 @@ class Factory(_Strict):
     def partitions(self) -> list[tuple[System, Partition]]:
         return [(s, p) for s in self.systems for p in s.partitions]
 
+    def operating_partitions(self) -> list[Partition]:
+        """The partitions of systems in operation: what can run jobs and be offered."""
+        return [p for s in self.systems if s.status is SystemStatus.OPERATING for p in s.partitions]
+
 
 def _partition_uncertain(system: System, partition: Partition) -> bool:
     return bool({"nodes", "gpus_per_node"} & set(partition.uncertain)) or bool(

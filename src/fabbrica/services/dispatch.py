@@ -20,7 +20,6 @@ from sqlalchemy.orm import Session
 
 from fabbrica.backends.protocol import Executor, LaunchRequest, RunState, RunStatus
 from fabbrica.catalog.model import Catalog, Partition
-from fabbrica.core.access import AllocationState
 from fabbrica.core.billing import Request, charged_gpu_hours
 from fabbrica.core.errors import Conflict
 from fabbrica.core.jobs import FROM_RUN, JobState, job_command, run_tag
@@ -28,9 +27,10 @@ from fabbrica.core.jobspec import JobSpec
 from fabbrica.sched import Allocation as SchedAllocation
 from fabbrica.sched import Policy, Running, Snapshot, schedule
 from fabbrica.services import accounting
+from fabbrica.services.access.allocations import in_force
 from fabbrica.services.jobs import as_sched_job, partitions_of
 from fabbrica.store.db import Database
-from fabbrica.store.models import Allocation, Job, Project, UsageRecord
+from fabbrica.store.models import Job, Project, UsageRecord
 
 log = logging.getLogger("fabbrica.dispatch")
 ACTIVE = (JobState.DISPATCHED.value, JobState.RUNNING.value)
@@ -151,13 +151,7 @@ class Dispatcher:
             SchedAllocation(
                 a.id, a.project.id or "", a.factory_id, accounting.remaining(a), a.gpu_model
             )
-            for a in session.scalars(
-                select(Allocation).where(
-                    Allocation.state == AllocationState.ACTIVE.value,
-                    Allocation.valid_from <= now,
-                    Allocation.valid_until > now,
-                )
-            )
+            for a in session.scalars(in_force(now))
         ]
         jobs = [
             as_sched_job(j, JobSpec.model_validate_json(j.spec), j.project.organisation.country)

@@ -7,8 +7,7 @@ import datetime as dt
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from fabbrica.catalog.model import Catalog, SystemStatus
-from fabbrica.core.access import AllocationState
+from fabbrica.catalog.model import Catalog
 from fabbrica.core.errors import Conflict, InvalidInput, NotFound
 from fabbrica.core.jobs import JobState
 from fabbrica.core.jobspec import JobSpec
@@ -17,6 +16,7 @@ from fabbrica.sched.model import Job as SchedJob
 from fabbrica.sched.model import Partition as SchedPartition
 from fabbrica.sched.placement import fits
 from fabbrica.sched.reasons import no_candidate_reason
+from fabbrica.services.access.allocations import in_force
 from fabbrica.services.access.visibility import (
     is_staff,
     visible_project,
@@ -33,9 +33,7 @@ def partitions_of(catalog: Catalog, factories: set[str] | None = None) -> list[S
     for factory in catalog.factories:
         if factories is not None and factory.id not in factories:
             continue
-        for system, p in factory.partitions():
-            if system.status is not SystemStatus.OPERATING:
-                continue
+        for p in factory.operating_partitions():
             found.append(
                 SchedPartition(
                     factory=factory.id,
@@ -156,16 +154,7 @@ def _check_allocations(
     parts: list[SchedPartition],
     now: dt.datetime,
 ) -> None:
-    live = list(
-        session.scalars(
-            select(Allocation).where(
-                Allocation.project_pk == project.pk,
-                Allocation.state == AllocationState.ACTIVE.value,
-                Allocation.valid_from <= now,
-                Allocation.valid_until > now,
-            )
-        )
-    )
+    live = list(session.scalars(in_force(now).where(Allocation.project_pk == project.pk)))
     best: tuple[float, float, str] | None = None
     for part in parts:
         worst = charge(part, job)

@@ -12,7 +12,7 @@ import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
 from fabbrica.core.access import MAX_GPU_HOURS, AllocationState, add_months
@@ -70,6 +70,15 @@ def create_allocation(
         proposal=proposal.id,
     )
     return allocation
+
+
+def in_force(now: dt.datetime) -> Select[Allocation]:
+    """Allocations that jobs may charge now: active and within their validity."""
+    return select(Allocation).where(
+        Allocation.state == AllocationState.ACTIVE.value,
+        Allocation.valid_from <= now,
+        Allocation.valid_until > now,
+    )
 
 
 def list_allocations(

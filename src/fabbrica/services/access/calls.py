@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from fabbrica.catalog.model import AccessMode, Catalog, Decision, Factory, Intake, SystemStatus
+from fabbrica.catalog.model import AccessMode, Catalog, Decision, Factory, Intake
 from fabbrica.core.access import AllocationState, CallState
 from fabbrica.core.errors import InvalidInput, NotFound
 from fabbrica.core.identity import Role
@@ -25,18 +25,11 @@ AUTO_SHARE_DEFAULT = 0.02
 
 
 def operating_gpu_models(factory: Factory) -> set[str]:
-    return {
-        p.gpu_model
-        for s in factory.systems
-        if s.status is SystemStatus.OPERATING
-        for p in s.partitions
-    }
+    return {p.gpu_model for p in factory.operating_partitions()}
 
 
 def operating_gpus(factory: Factory) -> int:
-    return sum(
-        p.gpus for s in factory.systems if s.status is SystemStatus.OPERATING for p in s.partitions
-    )
+    return sum(p.gpus for p in factory.operating_partitions())
 
 
 def call_id_for(factory_id: str, mode_id: str) -> str:

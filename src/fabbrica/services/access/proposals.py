@@ -20,7 +20,6 @@ from fabbrica.core.access import (
     Request,
     eligibility_refusals,
     next_cutoff,
-    review_status,
 )
 from fabbrica.core.errors import Conflict, InvalidInput, NotFound
 from fabbrica.core.lookup import resolve
@@ -135,10 +134,7 @@ def _gpu_model(catalog: Catalog, call: Call, text: str | None) -> str | None:
     factory = catalog.factory(call.factory_id)
     models: list[tuple[str, str]] = []
     if factory is not None:
-        offered = operating_gpu_models(factory)
-        models = [
-            (p.gpu_model, p.gpu_name) for _, p in factory.partitions() if p.gpu_model in offered
-        ]
+        models = [(p.gpu_model, p.gpu_name) for p in factory.operating_partitions()]
     return resolve(text, models) or clean_text(text, "gpu_model", max_len=64).lower()
 
 
@@ -350,6 +346,3 @@ def _tell_pi(
         kind=kind,
         now=now,
     )
-
-
-__all__ = ["Application", "apply", "decide", "get_proposal", "list_proposals", "review_status"]
