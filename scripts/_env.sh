@@ -10,4 +10,4 @@ else
     python3 -m pip install --quiet --disable-pip-version-check uv
     UV=(python3 -m uv)
 fi
-"${UV[@]}" sync --frozen --quiet --extra examples
+"${UV[@]}" sync --frozen --quiet --extra examples --extra plot

@@ -125,3 +125,49 @@ def test_invariants(snapshot: Snapshot) -> None:
                 state.start(by_id[a.job].gpus, snapshot.now + by_id[a.job].time_limit)
         start = state.earliest(held.gpus, snapshot.now)
         assert start is not None and start <= held.start + 1e-6
+
+
+@settings(max_examples=300, deadline=None)
+@given(snapshots())
+def test_quiet_pass_places_the_same_jobs(snapshot: Snapshot) -> None:
+    """The simulator's passes (explain off, with their shortcuts) start exactly the jobs a
+    production pass starts, at the same partitions, and hold the same reservation."""
+    loud = schedule(snapshot)
+    quiet_policy = Policy(backfill=snapshot.policy.backfill, explain=False)
+    quiet = schedule(
+        Snapshot(
+            now=snapshot.now,
+            jobs=snapshot.jobs,
+            partitions=snapshot.partitions,
+            allocations=snapshot.allocations,
+            policy=quiet_policy,
+        )
+    )
+    assert quiet.assignments == loud.assignments
+    assert quiet.reservation == loud.reservation
+    assert quiet.waiting == ()
+    assert quiet.order == loud.order
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.tuples(st.sampled_from(["p", "q"]), st.floats(0, 30 * 86400)), max_size=30),
+    st.floats(0, 60 * 86400),
+    st.sampled_from([0.0, 1.0, 100.0]),
+    st.booleans(),
+)
+def test_the_even_fair_share_shortcut_keeps_the_order(
+    queue: list[tuple[str, float]], now: float, age_weight: float, even: bool
+) -> None:
+    """With every project's fair share equal, `order` sorts by submission instead of
+    computing priorities: it must give exactly the order the priorities give."""
+    from fabbrica.sched.priority import order, priority
+
+    jobs = [Job(f"j{i}", project, 1, H, at) for i, (project, at) in enumerate(queue)]
+    factors = {"p": 0.5, "q": 0.5} if even else {"p": 0.5, "q": 0.25}
+    policy = Policy(age_weight=age_weight)
+    expected = sorted(
+        jobs,
+        key=lambda j: (-priority(j, now, factors[j.project], policy), j.submitted_at, j.id),
+    )
+    assert order(jobs, now, factors, policy) == expected

@@ -14,6 +14,7 @@ from fabbrica.cli import (
     identity_cmds,
     job_cmds,
     proposal_cmds,
+    sim_cmds,
     up_cmd,
 )
 from fabbrica.cli.errors import CliError
@@ -72,6 +73,8 @@ for _command in (
     job_cmds.cancel,
     job_cmds.download,
     job_cmds.usage,
+    sim_cmds.simulate,
+    sim_cmds.plan,
 ):
     app.command()(_command)
 app.add_typer(proposal_cmds.allocation_app, name="allocation", no_args_is_help=True)

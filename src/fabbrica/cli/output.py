@@ -18,12 +18,10 @@ def print_json(data: Any) -> None:
     print(json.dumps(data, indent=2, ensure_ascii=False, default=str))
 
 
-Column = tuple[str, Callable[[dict[str, Any]], object]]
+Column = tuple[str, Callable[[Any], object]]
 
 
-def print_table(
-    title: str | None, columns: Sequence[Column], rows: Sequence[dict[str, Any]]
-) -> None:
+def print_table(title: str | None, columns: Sequence[Column], rows: Sequence[Any]) -> None:
     table = Table(title=title, header_style="bold")
     for index, (header, _) in enumerate(columns):
         # The first column holds the id people copy into the next command: never cut it.

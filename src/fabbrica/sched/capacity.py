@@ -11,51 +11,63 @@ from fabbrica.sched.model import Job, Partition, Seconds
 
 @dataclass
 class PartitionState:
+    """Free GPUs and the release times of running work. The release times are sorted only
+    when a reservation or an estimate needs them: most passes never look."""
+
     partition: Partition
     free: int
-    ends: list[Seconds] = field(default_factory=list)  # sorted release times
-    gpus: list[int] = field(default_factory=list)  # GPUs released at ends[i]
+    _ends: list[Seconds] | None = None  # sorted release times, once needed
+    _gpus: list[int] = field(default_factory=list)  # GPUs released at _ends[i]
+    _started: list[tuple[Seconds, int]] = field(default_factory=list)  # before sorting
     _prefix: list[int] | None = None
 
     @classmethod
     def of(cls, partition: Partition) -> PartitionState:
-        pairs = sorted((r.expected_end, r.gpus) for r in partition.running)
-        return cls(
-            partition,
-            partition.free_gpus,
-            [end for end, _ in pairs],
-            [gpus for _, gpus in pairs],
-        )
+        return cls(partition, partition.free_gpus)
 
     def start(self, gpus: int, end: Seconds) -> None:
         if gpus > self.free:
             raise ValueError(f"{gpus} GPUs do not fit in {self.free} free")
         self.free -= gpus
-        index = bisect.bisect_right(self.ends, end)
-        self.ends.insert(index, end)
-        self.gpus.insert(index, gpus)
+        if self._ends is None:
+            self._started.append((end, gpus))
+            return
+        index = bisect.bisect_right(self._ends, end)
+        self._ends.insert(index, end)
+        self._gpus.insert(index, gpus)
         self._prefix = None
 
     def earliest(self, need: int, now: Seconds) -> Seconds | None:
         """When `need` GPUs are free at the earliest, if running work ends on time."""
         if need <= self.free:
             return now
-        prefix = self._released()
+        ends, prefix = self._sorted(), self._released()
         index = bisect.bisect_left(prefix, need - self.free)
         if index == len(prefix):
             return None
-        return max(self.ends[index], now)
+        return max(ends[index], now)
 
     def free_at(self, when: Seconds) -> int:
         """GPUs free at `when` (after what ends by then is released)."""
-        prefix = self._released()
-        index = bisect.bisect_right(self.ends, when)
+        ends, prefix = self._sorted(), self._released()
+        index = bisect.bisect_right(ends, when)
         return self.free + (prefix[index - 1] if index else 0)
+
+    def _sorted(self) -> list[Seconds]:
+        if self._ends is None:
+            pairs = sorted(
+                [(r.expected_end, r.gpus) for r in self.partition.running] + self._started
+            )
+            self._ends = [end for end, _ in pairs]
+            self._gpus = [gpus for _, gpus in pairs]
+            self._started = []
+        return self._ends
 
     def _released(self) -> list[int]:
         if self._prefix is None:
+            self._sorted()
             total, prefix = 0, []
-            for gpus in self.gpus:
+            for gpus in self._gpus:
                 total += gpus
                 prefix.append(total)
             self._prefix = prefix

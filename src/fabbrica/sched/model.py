@@ -65,6 +65,9 @@ class Policy:
     age_weight: float = 100.0
     age_saturation: Seconds = 7 * 86400.0  # age counts fully after a week
     backfill: bool = True
+    # Reasons and estimated starts for waiting jobs. The simulator turns them off: it needs
+    # only the starts, and a pass then skips jobs that cannot start in what is free.
+    explain: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +112,6 @@ class Waiting:
 @dataclass(frozen=True, slots=True)
 class Decision:
     assignments: tuple[Assignment, ...]
-    waiting: tuple[Waiting, ...]
+    waiting: tuple[Waiting, ...]  # empty when the policy does not explain
     reservation: Reservation | None
     order: tuple[str, ...]  # job ids by priority, highest first

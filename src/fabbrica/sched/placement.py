@@ -8,7 +8,9 @@ For each job, highest priority first:
 3. if none can, the first such job holds a reservation at its earliest estimated start
    (EASY backfill: a later job may start first only if it cannot delay that start); with
    backfill off, its partitions are closed to every later job (strict FIFO).
-Every job left waiting gets a reason a person can read.
+Every job left waiting gets a reason a person can read, unless the policy says not to
+explain (the simulator): then a job that cannot fit in any free GPUs is passed over as soon
+as it can no longer change the pass (a reservation is held, or every partition is closed).
 """
 
 from __future__ import annotations
@@ -62,6 +64,8 @@ class _Pass:
         for allocation in snapshot.allocations:
             self.allocations[(allocation.project, allocation.factory)].append(allocation)
         self.held: _Held | None = None
+        self.explain = snapshot.policy.explain
+        self.max_free = max((s.free for s in self.states), default=0)
         self.closed: set[tuple[str, str]] = set()  # strict FIFO: partitions behind a blocked job
         self.assignments: list[Assignment] = []
         self.waiting: list[Waiting] = []
@@ -69,16 +73,22 @@ class _Pass:
     def run(self) -> Decision:
         snapshot = self.snapshot
         factors = fairshare_factors(
-            (j.project for j in snapshot.jobs), snapshot.shares, snapshot.usage
+            {j.project for j in snapshot.jobs}, snapshot.shares, snapshot.usage
         )
         ranked = order(snapshot.jobs, self.now, factors, snapshot.policy)
+        backfill = snapshot.policy.backfill
         for job in ranked:
+            if not self.explain:
+                if backfill and self.held is not None and job.gpus > self.max_free:
+                    continue  # cannot start anywhere; the reservation is taken
+                if not backfill and len(self.closed) == len(self.states):
+                    break  # strict FIFO: every partition is behind a blocked job
             self._place(job)
         return Decision(
             assignments=tuple(self.assignments),
             waiting=tuple(self.waiting),
             reservation=self.held.reservation if self.held else None,
-            order=tuple(j.id for j in ranked),
+            order=tuple([j.id for j in ranked]),
         )
 
     # --- one job -----------------------------------------------------------------------
@@ -86,11 +96,13 @@ class _Pass:
     def _place(self, job: Job) -> None:
         fitting = self._partitions_for(job)
         if not fitting:
-            self._wait(job, no_candidate_reason(job, self.snapshot.partitions))
+            if self.explain:
+                self._wait(job, no_candidate_reason(job, self.snapshot.partitions))
             return
         candidates = self._with_allocation(job, fitting)
         if not candidates:
-            self._wait(job, self._allocation_reason(job, fitting))
+            if self.explain:
+                self._wait(job, self._allocation_reason(job, fitting))
             return
         startable = [c for c in candidates if self._may_start_now(job, c.state)]
         if startable:
@@ -139,6 +151,7 @@ class _Pass:
         if held is not None and held.state is state and end > held.reservation.start:
             held.extra -= job.gpus
         state.start(job.gpus, end)
+        self.max_free = max(s.free for s in self.states)
         self.left[c.allocation.id] -= c.charge
         partition = state.partition
         self.assignments.append(
@@ -154,10 +167,13 @@ class _Pass:
         )
 
     def _block(self, job: Job, candidates: list[_Candidate]) -> None:
+        if not self.explain and self.held is not None and self.snapshot.policy.backfill:
+            return  # it would only wait: nothing to estimate
         starts = [(c.state.earliest(job.gpus, self.now), c) for c in candidates]
         known = [(t, c) for t, c in starts if t is not None]
         if not known:
-            self._wait(job, f"{job.gpus} GPUs never free up on its allowed partitions")
+            if self.explain:
+                self._wait(job, f"{job.gpus} GPUs never free up on its allowed partitions")
             return
         start, best = min(known, key=lambda tc: (tc[0], self._rank(job, tc[1])))
         partition = best.state.partition
@@ -167,6 +183,8 @@ class _Pass:
             reservation = Reservation(job.id, partition.factory, partition.id, start, job.gpus)
             extra = best.state.free_at(start) - job.gpus
             self.held = _Held(reservation, best.state, extra)
+            if not self.explain:
+                return
             self._wait(
                 job,
                 f"no allowed factory has {job.gpus} free {_model(job)}GPUs now; reserved: "
@@ -174,6 +192,8 @@ class _Pass:
                 start,
                 partition.factory,
             )
+            return
+        if not self.explain:
             return
         self._wait(
             job,

@@ -1,0 +1,378 @@
+"""`fabbrica simulate` and `fabbrica plan`: trace replays, run locally (no server)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from fabbrica.cli.errors import BAD_INPUT, CliError
+from fabbrica.cli.output import console, err_console, print_json, print_table
+
+PLOT_SUFFIXES = (".png", ".svg", ".pdf")
+
+TraceOpt = Annotated[
+    Path,
+    typer.Option(
+        "--trace",
+        help="CSV with columns timestamp, duration, num_gpus, cluster.",
+        show_default=False,
+    ),
+]
+FederationOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--federation",
+        help="JSON or CSV of factories (id, gpus, optional country and clusters). "
+        "Default: one factory per cluster of the trace, sized for --load.",
+    ),
+]
+LimitOpt = Annotated[
+    float,
+    typer.Option(
+        "--limit-factor",
+        help="Time limit = run time x this, rounded up to the next hour.",
+        min=1.0,
+        max=100.0,
+    ),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+
+
+def simulate(
+    trace: TraceOpt,
+    federation: FederationOpt = None,
+    load: Annotated[
+        str | None,
+        typer.Option(
+            "--load",
+            help="Offered load of the busiest 7-day window; a list such as 0.9,1.0,1.2 runs "
+            "a sweep. Default 0.9 (with --federation: the file's sizes as given).",
+        ),
+    ] = None,
+    scale: Annotated[
+        int,
+        typer.Option(
+            "--scale", help="Replay K time-shifted copies on K times the GPUs.", min=1, max=100
+        ),
+    ] = 1,
+    policy: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--policy",
+            help="site-fifo, site-backfill, federated or pooled; repeat for several. "
+            "Default: all four.",
+        ),
+    ] = None,
+    limit_factor: LimitOpt = 1.0,
+    as_json: JsonOpt = False,
+    plot: Annotated[
+        Path | None,
+        typer.Option("--plot", help="Draw wait-time CDFs per policy to this .png/.svg/.pdf."),
+    ] = None,
+) -> None:
+    """Replay a GPU-cluster trace through the placement core under several policies."""
+    from fabbrica.sim import study
+    from fabbrica.sim.engine import POLICIES
+
+    policies = _policies(policy, POLICIES)
+    loads = _loads(load)
+    if plot is not None:
+        _check_plot_path(plot)
+    began = time.perf_counter()
+    data = _load_trace(trace)
+    jobs = study.replay_jobs(data, scale)
+    points = []
+    for value in loads:
+        with _input_errors():
+            base = study.federation_for(data, value, scale, federation)
+            points.append(
+                study.run_point(
+                    jobs,
+                    base,
+                    policies,
+                    load=value,
+                    limit_factor=limit_factor,
+                    progress=_progress,
+                )
+            )
+    wall = time.perf_counter() - began
+    events = sum(r.run.events for p in points for r in p.results.values())
+    sim_seconds = sum(r.run.wall_seconds for p in points for r in p.results.values())
+    note = study.attribution(data)
+    if plot is not None:
+        _plot(jobs, points, plot, note)
+    if as_json:
+        print_json(
+            {
+                "trace": _trace_json(data, len(jobs), scale),
+                "limit_factor": limit_factor,
+                "points": [study.point_json(p) for p in points],
+                "wall_seconds": wall,
+                "events": events,
+                "events_per_second": events / sim_seconds if sim_seconds else None,
+                "plot": str(plot) if plot else None,
+                "attribution": note,
+            }
+        )
+        return
+    _print_trace(data, len(jobs), scale)
+    for point in points:
+        _print_point(point)
+    console.print(
+        f"wall time {wall:.1f} s; {events:,} events replayed at {events / sim_seconds:,.0f} "
+        "events/s"
+        if sim_seconds
+        else f"wall time {wall:.1f} s",
+        highlight=False,
+    )
+    if plot is not None:
+        console.print(f"plot: {plot}", highlight=False)
+    if note:
+        console.print(note, style="dim", highlight=False)
+
+
+def plan(
+    trace: TraceOpt,
+    target_p95_wait: Annotated[
+        str,
+        typer.Option(
+            "--target-p95-wait", help="The p95 wait to meet, e.g. 1h, 30m.", show_default=False
+        ),
+    ],
+    policy: Annotated[str, typer.Option("--policy", help="The policy to size for.")] = "federated",
+    federation: FederationOpt = None,
+    tolerance: Annotated[
+        float,
+        typer.Option(
+            "--tolerance", help="Stop when the size is known to this fraction.", min=0.0, max=0.5
+        ),
+    ] = 0.01,
+    limit_factor: LimitOpt = 1.0,
+    as_json: JsonOpt = False,
+) -> None:
+    """The smallest federation (in GPUs, from the default shares) meeting a p95 wait."""
+    from fabbrica.core.jobspec import parse_duration
+    from fabbrica.sim import federation as fed
+    from fabbrica.sim import study
+    from fabbrica.sim.engine import POLICIES
+    from fabbrica.sim.plan import PlanError
+    from fabbrica.sim.plan import plan as search
+
+    [chosen] = _policies([policy], POLICIES)
+    try:
+        target = float(parse_duration(target_p95_wait))
+    except ValueError as exc:
+        raise CliError(f"--target-p95-wait: {exc}", BAD_INPUT) from exc
+    began = time.perf_counter()
+    data = _load_trace(trace)
+    with _input_errors():
+        base = (
+            fed.load_file(federation, data.jobs)
+            if federation
+            else fed.sized_for_load(data.jobs, 1.0)
+        )
+        try:
+            found = search(
+                data.jobs,
+                base,
+                policy=chosen,
+                target_p95_wait=target,
+                tolerance=tolerance,
+                limit_factor=limit_factor,
+                progress=_progress,
+            )
+        except PlanError as exc:
+            raise CliError(str(exc)) from exc
+    wall = time.perf_counter() - began
+    point = found.point
+    note = study.attribution(data)
+    if as_json:
+        print_json(
+            {
+                "trace": _trace_json(data, len(data.jobs), 1),
+                "policy": chosen,
+                "target_p95_wait": target,
+                "gpus": point.federation.gpus,
+                "steps": found.steps,
+                "wall_seconds": wall,
+                "point": study.point_json(point),
+                "attribution": note,
+            }
+        )
+        return
+    _print_trace(data, len(data.jobs), 1)
+    console.print(
+        f"[bold]{point.federation.gpus:,} GPUs[/bold] meet a p95 wait of {_human(target)} "
+        f"under {chosen} (offered load {point.offered_load:.2f}; {found.steps} simulations, "
+        f"{wall:.1f} s)",
+        highlight=False,
+    )
+    _print_point(point)
+    if note:
+        console.print(note, style="dim", highlight=False)
+
+
+# --- input -------------------------------------------------------------------------------
+
+
+def _policies(given: list[str] | None, known: tuple[str, ...]) -> list[str]:
+    chosen = list(dict.fromkeys(given or known))
+    unknown = [p for p in chosen if p not in known]
+    if unknown:
+        raise CliError(
+            f"--policy: unknown {', '.join(unknown)}; choose from {', '.join(known)}", BAD_INPUT
+        )
+    return chosen
+
+
+def _loads(text: str | None) -> list[float | None]:
+    if text is None:
+        return [None]
+    values: list[float | None] = []
+    for part in text.split(","):
+        try:
+            value = float(part)
+        except ValueError:
+            raise CliError(f"--load: {part.strip()!r} is not a number", BAD_INPUT) from None
+        if not 0 < value <= 100:
+            raise CliError(f"--load: {value} is not in (0, 100]", BAD_INPUT)
+        values.append(value)
+    return values
+
+
+def _check_plot_path(path: Path) -> None:
+    if path.suffix.lower() not in PLOT_SUFFIXES:
+        raise CliError(f"--plot: the file must end in {', '.join(PLOT_SUFFIXES)}", BAD_INPUT)
+    if not path.parent.resolve().is_dir():
+        raise CliError(f"--plot: directory {path.parent} does not exist", BAD_INPUT)
+
+
+def _load_trace(path: Path) -> Any:
+    from fabbrica.sim.trace import TraceError, load
+
+    try:
+        return load(path)
+    except TraceError as exc:
+        raise CliError(str(exc), BAD_INPUT) from exc
+
+
+@contextmanager
+def _input_errors() -> Iterator[None]:
+    """Federation problems are bad input (exit 2)."""
+    from fabbrica.sim.federation import FederationError
+
+    try:
+        yield
+    except FederationError as exc:
+        raise CliError(str(exc), BAD_INPUT) from exc
+
+
+def _progress(message: str) -> None:
+    err_console.print(f"[dim]{message}[/dim]", highlight=False)
+
+
+def _plot(jobs: Any, points: list[Any], path: Path, note: str | None) -> None:
+    from fabbrica.sim.plot import PlotUnavailable, wait_cdfs
+
+    try:
+        wait_cdfs(jobs, points, path, note)
+    except PlotUnavailable as exc:
+        raise CliError(str(exc), BAD_INPUT) from exc
+
+
+# --- output ------------------------------------------------------------------------------
+
+
+def _trace_json(data: Any, replayed: int, scale: int) -> dict[str, Any]:
+    return {
+        "path": data.source,
+        "rows": data.rows,
+        "jobs": len(data.jobs),
+        "replayed_jobs": replayed,
+        "scale": scale,
+        "skipped": data.skipped,
+        "out_of_order": data.out_of_order,
+        "clusters": len(data.clusters()),
+        "span_days": data.span / 86400.0,
+    }
+
+
+def _print_trace(data: Any, replayed: int, scale: int) -> None:
+    skipped = ", ".join(f"{n:,} {k}" for k, n in data.skipped.items()) or "none"
+    copies = f" x {scale} copies = {replayed:,} jobs" if scale > 1 else ""
+    console.print(
+        f"trace {data.source}: {len(data.jobs):,} jobs{copies} from {len(data.clusters())} "
+        f"clusters over {data.span / 86400:.1f} days; skipped rows: {skipped}; "
+        f"{data.out_of_order:,} out of order (sorted)",
+        highlight=False,
+    )
+
+
+def _print_point(point: Any) -> None:
+    from fabbrica.sim.study import beats_pooled
+
+    title = (
+        f"{point.federation.gpus:,} GPUs in {len(point.federation.sites)} factories, "
+        f"offered load {point.offered_load:.2f}"
+    )
+    results = point.results.items()
+    print_table(
+        f"{title}: waits",
+        [
+            ("policy", lambda r: r[0]),
+            ("mean", lambda r: _human(r[1].summary.overall.mean_wait)),
+            ("p50", lambda r: _human(r[1].summary.overall.p50_wait)),
+            ("p95", lambda r: _human(r[1].summary.overall.p95_wait)),
+            ("p99", lambda r: _human(r[1].summary.overall.p99_wait)),
+            ("mean JCT", lambda r: _human(r[1].summary.overall.mean_jct)),
+            ("slowdown", lambda r: f"{r[1].summary.overall.mean_bounded_slowdown:,.1f}"),
+            ("GPU util", lambda r: f"{r[1].summary.utilisation:.0%}"),
+            ("makespan", lambda r: _human(r[1].summary.makespan)),
+        ],
+        list(results),
+    )
+    sizes = [
+        (name, size, m) for name, r in results for size, m in r.summary.by_size.items() if m.jobs
+    ]
+    print_table(
+        "by job size (GPUs)",
+        [
+            ("policy", lambda r: r[0]),
+            ("GPUs", lambda r: r[1]),
+            ("jobs", lambda r: f"{r[2].jobs:,}"),
+            ("mean wait", lambda r: _human(r[2].mean_wait)),
+            ("p95 wait", lambda r: _human(r[2].p95_wait)),
+            ("max wait", lambda r: _human(r[2].max_wait)),
+            ("slowdown", lambda r: f"{r[2].mean_bounded_slowdown:,.1f}"),
+        ],
+        sizes,
+    )
+    for label, (a, b) in {
+        "federated / site-backfill": ("federated", "site-backfill"),
+        "federated / pooled": ("federated", "pooled"),
+    }.items():
+        ratio = point.ratio(a, b)
+        if ratio is not None:
+            console.print(f"mean wait {label}: {ratio:.4f}", highlight=False)
+    for entry in beats_pooled(point):
+        console.print(
+            f"{entry['policy']} waits {entry['below_pooled_by']:.1%} less than pooled on "
+            "average: pooled is a reference, not a bound (one queue blocks behind a large "
+            "job where separate queues do not)",
+            highlight=False,
+        )
+
+
+def _human(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f}s"
+    if seconds < 2 * 3600:
+        return f"{seconds / 60:.1f}m"
+    if seconds < 2 * 86400:
+        return f"{seconds / 3600:.1f}h"
+    return f"{seconds / 86400:.1f}d"

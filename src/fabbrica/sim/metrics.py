@@ -1,0 +1,93 @@
+"""What a run comes to: waits, completion times, slowdowns, utilisation, by job size."""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+from fabbrica.sim.engine import Run
+from fabbrica.sim.trace import TraceJob
+
+SLOWDOWN_FLOOR = 10.0  # seconds: bounded slowdown ignores shorter run times
+SIZES = (("1", 1, 1), ("2-8", 2, 8), (">8", 9, None))
+
+
+@dataclass(frozen=True, slots=True)
+class Metrics:
+    jobs: int
+    mean_wait: float  # seconds from submission to start
+    p50_wait: float
+    p95_wait: float
+    p99_wait: float
+    max_wait: float
+    mean_jct: float  # job completion time: wait + run time
+    mean_bounded_slowdown: float  # (wait + run) / max(run, 10 s), at least 1
+
+    def as_dict(self) -> dict[str, float | int]:
+        return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class Summary:
+    overall: Metrics
+    by_size: dict[str, Metrics]
+    utilisation: float  # GPU-seconds used over GPU-seconds the federation had in the makespan
+    makespan: float  # seconds from the first submission to the last end
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            **self.overall.as_dict(),
+            "utilisation": self.utilisation,
+            "makespan": self.makespan,
+            "by_size": {name: m.as_dict() for name, m in self.by_size.items()},
+        }
+
+
+def summarise(jobs: Sequence[TraceJob], run: Run) -> Summary:
+    waits = [start - job.submit for start, job in zip(run.starts, jobs, strict=True)]
+    first = min((j.submit for j in jobs), default=0.0)
+    last = max((s + j.duration for s, j in zip(run.starts, jobs, strict=True)), default=first)
+    makespan = last - first
+    used = sum(j.gpus * j.duration for j in jobs)
+    by_size = {}
+    for name, low, high in SIZES:
+        picked = [
+            i for i, j in enumerate(jobs) if j.gpus >= low and (high is None or j.gpus <= high)
+        ]
+        by_size[name] = _metrics([jobs[i] for i in picked], [waits[i] for i in picked])
+    return Summary(
+        overall=_metrics(jobs, waits),
+        by_size=by_size,
+        utilisation=used / (run.capacity * makespan) if run.capacity and makespan > 0 else 0.0,
+        makespan=makespan,
+    )
+
+
+def _metrics(jobs: Sequence[TraceJob], waits: Sequence[float]) -> Metrics:
+    count = len(waits)
+    if not count:
+        return Metrics(0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
+    p50, p95, p99 = percentiles(waits, (50, 95, 99))
+    jct = [w + j.duration for w, j in zip(waits, jobs, strict=True)]
+    slowdown = [
+        max(t / max(j.duration, SLOWDOWN_FLOOR), 1.0) for t, j in zip(jct, jobs, strict=True)
+    ]
+    return Metrics(
+        jobs=count,
+        mean_wait=sum(waits) / count,
+        p50_wait=p50,
+        p95_wait=p95,
+        p99_wait=p99,
+        max_wait=max(waits),
+        mean_jct=sum(jct) / count,
+        mean_bounded_slowdown=sum(slowdown) / count,
+    )
+
+
+def percentiles(values: Sequence[float], which: Sequence[int]) -> list[float]:
+    """Percentiles with linear interpolation between the closest ranks."""
+    if len(values) == 1:
+        return [float(values[0])] * len(which)
+    cuts = statistics.quantiles(values, n=100, method="inclusive")
+    return [cuts[p - 1] for p in which]

@@ -1,0 +1,160 @@
+"""Reading a GPU-cluster trace: rows of `timestamp, duration, num_gpus, cluster`.
+
+A row that cannot be used is skipped and counted by kind; a trace whose header lacks a
+column, or that has no usable row, is refused with a `TraceError` naming the problem.
+Rows need not be sorted: jobs come out in submission order (how many were out of order
+is counted). Times are seconds after the first submission.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+COLUMNS = ("timestamp", "duration", "num_gpus", "cluster")
+
+# skip kinds, as reported
+MISSING = "missing_value"
+BAD_TIMESTAMP = "bad_timestamp"
+BAD_DURATION = "bad_duration"
+NEGATIVE_DURATION = "negative_duration"
+BAD_GPUS = "bad_num_gpus"
+NON_POSITIVE_GPUS = "non_positive_gpus"
+
+
+class TraceError(ValueError):
+    """The trace cannot be used at all."""
+
+
+@dataclass(frozen=True, slots=True)
+class TraceJob:
+    submit: float  # seconds after the trace's first submission
+    duration: float  # seconds of real run time
+    gpus: int
+    cluster: str  # the virtual cluster (team queue): the job's home
+
+
+@dataclass(frozen=True)
+class Trace:
+    jobs: tuple[TraceJob, ...]
+    start: float  # epoch seconds of the first submission
+    rows: int
+    skipped: dict[str, int] = field(default_factory=dict)
+    out_of_order: int = 0  # rows submitted before the row above them (sorted here)
+    source: str = ""
+
+    @property
+    def span(self) -> float:
+        return self.jobs[-1].submit - self.jobs[0].submit if self.jobs else 0.0
+
+    def clusters(self) -> list[str]:
+        return sorted({j.cluster for j in self.jobs})
+
+
+def _timestamp(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    moment = datetime.fromisoformat(text)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp()
+
+
+def _number(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(text)
+    return value
+
+
+def load(path: Path) -> Trace:
+    try:
+        handle = path.open(newline="", encoding="utf-8")
+    except OSError as exc:
+        raise TraceError(f"cannot read trace {path}: {exc.strerror or exc}") from exc
+    with handle:
+        reader = csv.DictReader(handle)
+        header = [name.strip() for name in reader.fieldnames or []]
+        missing = [c for c in COLUMNS if c not in header]
+        if missing:
+            raise TraceError(
+                f"trace {path}: missing column(s) {', '.join(missing)}; "
+                f"a trace needs {', '.join(COLUMNS)} (found: {', '.join(header) or 'none'})"
+            )
+        reader.fieldnames = header
+        try:
+            return _read(reader, path)
+        except (csv.Error, UnicodeDecodeError) as exc:
+            raise TraceError(f"trace {path}, line {reader.line_num}: {exc}") from exc
+
+
+def _read(reader: csv.DictReader[str], path: Path) -> Trace:
+    skipped: Counter[str] = Counter()
+    rows: list[tuple[float, float, int, str]] = []
+    out_of_order, last, count = 0, -math.inf, 0
+    for row in reader:
+        values = [(row.get(c) or "").strip() for c in COLUMNS]
+        if not any(values):
+            continue  # blank line
+        count += 1
+        kind, parsed = _parse(values)
+        if kind:
+            skipped[kind] += 1
+            continue
+        assert parsed is not None
+        if parsed[0] < last:
+            out_of_order += 1
+        last = parsed[0]
+        rows.append(parsed)
+    if not rows:
+        detail = ", ".join(f"{n} {k}" for k, n in sorted(skipped.items())) or "no rows"
+        raise TraceError(f"trace {path} has no usable job ({detail})")
+    rows.sort(key=lambda r: r[0])
+    start = rows[0][0]
+    jobs = tuple(TraceJob(t - start, d, g, c) for t, d, g, c in rows)
+    return Trace(jobs, start, count, dict(sorted(skipped.items())), out_of_order, str(path))
+
+
+def _parse(values: list[str]) -> tuple[str, tuple[float, float, int, str] | None]:
+    stamp, duration, gpus, cluster = values
+    if not all(values):
+        return MISSING, None
+    try:
+        when = _timestamp(stamp)
+    except (ValueError, OverflowError, OSError):
+        return BAD_TIMESTAMP, None
+    try:
+        seconds = _number(duration)
+    except ValueError:
+        return BAD_DURATION, None
+    if seconds < 0:
+        return NEGATIVE_DURATION, None
+    try:
+        amount = _number(gpus)
+    except ValueError:
+        return BAD_GPUS, None
+    if amount != int(amount):
+        return BAD_GPUS, None
+    count = int(amount)
+    if count <= 0:
+        return NON_POSITIVE_GPUS, None
+    return "", (when, seconds, count, cluster)
+
+
+def shifted_copies(trace: Trace, copies: int, spread: float) -> tuple[TraceJob, ...]:
+    """`copies` copies of the trace, copy k shifted by k * spread / copies seconds."""
+    if copies <= 1:
+        return trace.jobs
+    merged = [
+        TraceJob(j.submit + k * spread / copies, j.duration, j.gpus, j.cluster)
+        for k in range(copies)
+        for j in trace.jobs
+    ]
+    merged.sort(key=lambda j: j.submit)
+    return tuple(merged)
