@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from fastapi import FastAPI
+from sqlalchemy import select
 from sqlalchemy.engine import make_url
 
 from fabbrica.api.app import create_app
@@ -20,12 +22,14 @@ from fabbrica.catalog.model import Catalog
 from fabbrica.services import identity
 from fabbrica.services.access.allocations import ExpiryStep
 from fabbrica.services.access.calls import seed_calls
+from fabbrica.services.agents import AgentLink
 from fabbrica.services.control_loop import ControlLoop, LoopStatus, Step
 from fabbrica.services.dispatch import Dispatcher
 from fabbrica.services.notify import SmtpSender
 from fabbrica.settings import Settings
 from fabbrica.store.db import Database
 from fabbrica.store.migrate import upgrade
+from fabbrica.store.models import Agent
 from fabbrica.store.types import utcnow
 
 log = logging.getLogger("fabbrica")
@@ -67,12 +71,17 @@ def prepare(settings: Settings, catalog: Catalog) -> Prepared:
         made = identity.bootstrap(session, now=utcnow(), token=token)
         seed_calls(session, catalog, utcnow())
     generated = made[1] if made is not None and token is None else None
+    with db.session() as session:
+        for factory_id in session.scalars(select(Agent.factory_id)):
+            if factory_id not in executors and catalog.factory(factory_id) is not None:
+                executors[factory_id] = AgentLink(db, factory_id, utcnow, settings.data_dir)
     ctx = AppContext(
         db=db,
         catalog=catalog,
         executors=executors,
         files=settings.data_dir,
         upload_max_bytes=settings.upload_max_bytes,
+        agent_lease=dt.timedelta(seconds=settings.agent_lease_seconds),
     )
     return Prepared(ctx, settings, generated)
 

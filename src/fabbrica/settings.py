@@ -31,6 +31,7 @@ class Settings(BaseSettings):
     local_gpus: int = Field(default=2, ge=0, le=1024)
     emulate_federation: bool = False
     upload_max_bytes: int = Field(default=100 * 1024 * 1024, ge=1024, le=10 * 1024**3)
+    agent_lease_seconds: float = Field(default=60.0, ge=5, le=86400)
     smtp_host: str | None = None
     smtp_port: int = Field(default=25, ge=1, le=65535)
     smtp_from: str = "fabbrica@localhost"

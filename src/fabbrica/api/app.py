@@ -12,6 +12,7 @@ from fabbrica.api.deps import AppContext
 from fabbrica.api.errors import install_error_handlers
 from fabbrica.api.limits import ConcurrencyLimit, RequestLimits
 from fabbrica.api.routes import (
+    agents,
     allocations,
     calls,
     catalog,
@@ -57,6 +58,6 @@ def create_app(
         upload_paths=frozenset({f"{API_PREFIX}/jobs"}),
     )
     routers = (health, catalog, users, tokens, organisations, projects, calls, proposals)
-    for module in (*routers, allocations, reports, jobs):
+    for module in (*routers, allocations, reports, jobs, agents):
         app.include_router(module.router, prefix=API_PREFIX)
     return app

@@ -31,6 +31,7 @@ class AppContext:
     executors: dict[str, Executor] = field(default_factory=dict)  # factory id -> executor
     files: Path | None = None  # where uploads and job files live
     upload_max_bytes: int = 100 * 1024 * 1024
+    agent_lease: dt.timedelta = dt.timedelta(seconds=60)  # how long a site agent's claim holds
     status: dict[str, str] = field(default_factory=lambda: {"control_loop": "not running"})
 
 

@@ -27,6 +27,7 @@ class RunState(StrEnum):
     CANCELLED = "cancelled"
     TIMED_OUT = "timed_out"
     UNKNOWN = "unknown"  # the backend has no record of it (never started, or purged)
+    LOST = "lost"  # its site stopped answering for longer than the run's lease
 
     @property
     def finished(self) -> bool:
@@ -51,6 +52,8 @@ class LaunchRequest:
     env: Mapping[str, str] = field(default_factory=dict)
     gpu_model: str | None = None
     workdir_archive: str | None = None  # a .tar.gz of the job's workdir, unpacked to run in
+    account: str | None = None  # the site account to charge (Slurm: the project's account)
+    user: str | None = None  # the site username to run as (None: the executor's own user)
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +64,9 @@ class RunStatus:
     ended_at: dt.datetime | None = None
     exit_code: int | None = None
     reason: str | None = None
+    site_job_id: str | None = None  # the site's id of the run (Slurm job id)
+    gpus: int | None = None  # GPUs the site allocated, when it says
+    elapsed_s: float | None = None  # run time the site recorded (Slurm: sacct Elapsed)
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +77,7 @@ class Capacity:
     gpu_model: str
     total_gpus: int
     free_gpus: int
+    queued: int = 0  # runs waiting in the site's own queue
 
 
 @dataclass(frozen=True, slots=True)

@@ -41,6 +41,16 @@ LimitOpt = Annotated[
     ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+DepthOpt = Annotated[
+    int,
+    typer.Option(
+        "--queue-depth",
+        help="Jobs each scheduling pass looks at, in priority order (as Slurm's "
+        "bf_max_job_test); 0: the whole queue.",
+        min=0,
+        max=1_000_000,
+    ),
+]
 
 
 def simulate(
@@ -69,6 +79,7 @@ def simulate(
         ),
     ] = None,
     limit_factor: LimitOpt = 1.0,
+    queue_depth: DepthOpt = 500,
     as_json: JsonOpt = False,
     plot: Annotated[
         Path | None,
@@ -97,6 +108,7 @@ def simulate(
                     policies,
                     load=value,
                     limit_factor=limit_factor,
+                    queue_depth=queue_depth,
                     progress=_progress,
                 )
             )
@@ -111,6 +123,7 @@ def simulate(
             {
                 "trace": _trace_json(data, len(jobs), scale),
                 "limit_factor": limit_factor,
+                "queue_depth": queue_depth,
                 "points": [study.point_json(p) for p in points],
                 "wall_seconds": wall,
                 "events": events,
@@ -153,6 +166,7 @@ def plan(
         ),
     ] = 0.01,
     limit_factor: LimitOpt = 1.0,
+    queue_depth: DepthOpt = 500,
     as_json: JsonOpt = False,
 ) -> None:
     """The smallest federation (in GPUs, from the default shares) meeting a p95 wait."""
@@ -184,6 +198,7 @@ def plan(
                 target_p95_wait=target,
                 tolerance=tolerance,
                 limit_factor=limit_factor,
+                queue_depth=queue_depth,
                 progress=_progress,
             )
         except PlanError as exc:

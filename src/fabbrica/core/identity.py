@@ -13,6 +13,7 @@ class Role(StrEnum):
     OPERATOR = "operator"  # factory operator
     REVIEWER = "reviewer"
     USER = "user"  # applicant or project member
+    AGENT = "agent"  # a factory's site agent: acts for that factory only
 
 
 TOKEN_PREFIX = "fab_"  # noqa: S105 - a prefix, not a secret

@@ -64,8 +64,11 @@ class _Pass:
         for allocation in snapshot.allocations:
             self.allocations[(allocation.project, allocation.factory)].append(allocation)
         self.held: _Held | None = None
+        # partitions a job of a given shape fits (what fits does not change in a pass)
+        self.fitting: dict[tuple[object, ...], list[PartitionState]] = {}
         self.explain = snapshot.policy.explain
-        self.max_free = max((s.free for s in self.states), default=0)
+        self.max_free = 0  # most free GPUs of any partition but the reserved one
+        self._update_free()
         self.closed: set[tuple[str, str]] = set()  # strict FIFO: partitions behind a blocked job
         self.assignments: list[Assignment] = []
         self.waiting: list[Waiting] = []
@@ -79,8 +82,8 @@ class _Pass:
         backfill = snapshot.policy.backfill
         for job in ranked:
             if not self.explain:
-                if backfill and self.held is not None and job.gpus > self.max_free:
-                    continue  # cannot start anywhere; the reservation is taken
+                if backfill and self.held is not None and not self._might_start(job):
+                    continue  # it would only wait, and the reservation is taken
                 if not backfill and len(self.closed) == len(self.states):
                     break  # strict FIFO: every partition is behind a blocked job
             self._place(job)
@@ -111,12 +114,17 @@ class _Pass:
         self._block(job, candidates)
 
     def _partitions_for(self, job: Job) -> list[PartitionState]:
-        factories = job.factories if job.factories is not None else self.by_factory.keys()
-        found = []
-        for factory in factories:
-            for state in self.by_factory.get(factory, ()):
-                if fits(job, state.partition):
-                    found.append(state)
+        shape = (job.gpus, job.nodes, job.gpu_model, job.factories, job.countries)
+        found = self.fitting.get(shape)
+        if found is None:
+            factories = job.factories if job.factories is not None else self.by_factory.keys()
+            found = [
+                state
+                for factory in factories
+                for state in self.by_factory.get(factory, ())
+                if fits(job, state.partition)
+            ]
+            self.fitting[shape] = found
         return found
 
     def _with_allocation(self, job: Job, states: list[PartitionState]) -> list[_Candidate]:
@@ -130,6 +138,19 @@ class _Pass:
                     found.append(_Candidate(state, allocation, cost))
                     break
         return found
+
+    def _update_free(self) -> None:
+        held = self.held.state if self.held else None
+        self.max_free = max((s.free for s in self.states if s is not held), default=0)
+
+    def _might_start(self, job: Job) -> bool:
+        """A quick necessary condition for `_may_start_now` on some partition."""
+        if job.gpus <= self.max_free:
+            return True
+        held = self.held
+        if held is None or job.gpus > held.state.free:
+            return False
+        return self.now + job.time_limit <= held.reservation.start or job.gpus <= held.extra
 
     def _may_start_now(self, job: Job, state: PartitionState) -> bool:
         if job.gpus > state.free or state.partition.key in self.closed:
@@ -151,7 +172,7 @@ class _Pass:
         if held is not None and held.state is state and end > held.reservation.start:
             held.extra -= job.gpus
         state.start(job.gpus, end)
-        self.max_free = max(s.free for s in self.states)
+        self._update_free()
         self.left[c.allocation.id] -= c.charge
         partition = state.partition
         self.assignments.append(
@@ -183,6 +204,7 @@ class _Pass:
             reservation = Reservation(job.id, partition.factory, partition.id, start, job.gpus)
             extra = best.state.free_at(start) - job.gpus
             self.held = _Held(reservation, best.state, extra)
+            self._update_free()
             if not self.explain:
                 return
             self._wait(

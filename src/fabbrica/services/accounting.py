@@ -43,7 +43,14 @@ def reserve(session: Session, job: Job, allocation_id: int, hours: float) -> All
 
 
 def settle(
-    session: Session, job: Job, *, charge: float, gpus: int, elapsed_s: float, now: dt.datetime
+    session: Session,
+    job: Job,
+    *,
+    charge: float,
+    gpus: int,
+    elapsed_s: float,
+    now: dt.datetime,
+    site_job_id: str | None = None,
 ) -> float:
     """Charge what the job used (`charge` GPU-hours under its partition's billing, never
     more than was reserved) and release the rest of the reservation. Idempotent: a job is
@@ -67,6 +74,8 @@ def settle(
             elapsed_s=max(elapsed_s, 0.0),
             gpu_hours=charged,
             created_at=now,
+            factory_id=job.factory_id,
+            site_job_id=site_job_id,
         )
     )
     return charged

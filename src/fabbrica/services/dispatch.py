@@ -19,16 +19,16 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from fabbrica.backends.protocol import Executor, LaunchRequest, RunState, RunStatus
-from fabbrica.catalog.model import Catalog, Partition
-from fabbrica.core.billing import Request, charged_gpu_hours
+from fabbrica.catalog.model import Catalog
 from fabbrica.core.errors import Conflict
-from fabbrica.core.jobs import FROM_RUN, JobState, job_command, run_tag
+from fabbrica.core.jobs import JobState, job_command, run_tag
 from fabbrica.core.jobspec import JobSpec
 from fabbrica.sched import Allocation as SchedAllocation
 from fabbrica.sched import Policy, Running, Snapshot, schedule
 from fabbrica.services import accounting
 from fabbrica.services.access.allocations import in_force
 from fabbrica.services.jobs import as_sched_job, partitions_of
+from fabbrica.services.run_status import apply_status
 from fabbrica.store.db import Database
 from fabbrica.store.models import Job, Project, UsageRecord
 
@@ -82,7 +82,8 @@ class Dispatcher:
                 for job, status in zip(group, statuses, strict=True):
                     if job.cancel_requested and not status.state.finished:
                         status = executor.cancel(run_tag(job.id))
-                    if status.state is RunState.UNKNOWN and job.state == JobState.DISPATCHED:
+                    unknown = status.state is RunState.UNKNOWN
+                    if unknown and job.state == JobState.DISPATCHED:
                         relaunch.append(job.id)  # crashed between the commit and the start
                         continue
                     changed += self._apply(session, job, status)
@@ -220,50 +221,4 @@ class Dispatcher:
         )
 
     def _apply(self, session: Session, job: Job, status: RunStatus) -> int:
-        """Record what the executor says; charge a job that ended."""
-        now = self.clock()
-        if status.state is RunState.UNKNOWN:
-            return self._lost(session, job, now)
-        state = FROM_RUN[status.state]
-        if state.value == job.state and not state.finished:
-            return 0
-        if status.started_at is not None:
-            job.started_at = status.started_at
-        if state.finished:
-            started = job.started_at or status.ended_at or now
-            ended = status.ended_at or now
-            elapsed = max((ended - started).total_seconds(), 0.0)
-            accounting.settle(
-                session,
-                job,
-                charge=self._charge(job, elapsed),
-                gpus=job.gpus,
-                elapsed_s=elapsed,
-                now=now,
-            )
-            job.ended_at, job.exit_code = ended, status.exit_code
-            job.reason = status.reason
-        job.state = state.value
-        return 1
-
-    def _lost(self, session: Session, job: Job, now: dt.datetime) -> int:
-        """The executor has no trace of a running job: give its hours back, queue again."""
-        accounting.release(session, job)
-        job.state, job.reason = JobState.QUEUED.value, f"lost at {job.factory_id}; queued again"
-        job.factory_id = job.partition_id = None
-        job.allocation_id, job.started_at, job.dispatched_at = None, None, None
-        return 1
-
-    def _charge(self, job: Job, elapsed_s: float) -> float:
-        partition = self._partition(job)
-        if partition is None:
-            return job.gpus * elapsed_s / 3600.0
-        return charged_gpu_hours(
-            partition.billing, partition.gpus_per_node, Request(gpus=job.gpus), elapsed_s / 3600.0
-        )
-
-    def _partition(self, job: Job) -> Partition | None:
-        factory = self.catalog.factory(job.factory_id or "")
-        if factory is None:
-            return None
-        return next((p for _, p in factory.partitions() if p.id == job.partition_id), None)
+        return apply_status(session, self.catalog, job, status, self.clock())

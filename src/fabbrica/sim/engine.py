@@ -11,7 +11,9 @@ assignments. Policies differ only in what a queue and its partitions are:
 - pooled: one queue on one partition with all the GPUs.
 
 Priority is the core's fair share plus age with no recorded usage, so jobs are ranked by
-submission; time limits (what backfill plans with) are the run time rounded up.
+submission; time limits (what backfill plans with) are the run time rounded up. A pass
+sees the first `queue_depth` waiting jobs of its queue, as Slurm's backfill tests at most
+`bf_max_job_test` jobs per cycle.
 
 A pass is skipped when it provably starts nothing: after an arrival whose job fits in no
 partition's free GPUs (earlier jobs could not start before, and nothing was released).
@@ -27,12 +29,16 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import islice
 
 from fabbrica.sched import Allocation, Job, Partition, Policy, Running, Snapshot, schedule
 from fabbrica.sim.federation import Federation
 from fabbrica.sim.trace import TraceJob
 
 POLICIES = ("site-fifo", "site-backfill", "federated", "pooled")
+# Jobs each pass looks at, in priority order, as Slurm's backfill tests at most
+# bf_max_job_test jobs per cycle (500 by default); 0: the whole queue.
+QUEUE_DEPTH = 500
 GPUS_PER_NODE = 8
 PROJECT = "trace"
 
@@ -122,6 +128,7 @@ def simulate(
     policy: str,
     *,
     limit_factor: float = 1.0,
+    queue_depth: int = QUEUE_DEPTH,
 ) -> Run:
     """Replay `jobs` (in submission order) under `policy` on `federation`."""
     if policy not in POLICIES:
@@ -161,7 +168,8 @@ def simulate(
                 home_country=countries[home[job.cluster]],
             )
             if not queue.dirty and queue.could_start(job.gpus):
-                queue.dirty = True
+                # beyond the depth a pass does not look at it: nothing to start
+                queue.dirty = not queue_depth or len(queue.waiting) <= queue_depth
             arrived += 1
         for queue in queues:
             if not queue.dirty:
@@ -170,7 +178,7 @@ def simulate(
             if not queue.waiting:
                 continue
             passes += 1
-            for index, part in _pass(queue, now):
+            for index, part in _pass(queue, now, queue_depth):
                 if starts[index] >= 0:
                     raise SimulationError(f"job {index} started twice")
                 starts[index] = now
@@ -192,12 +200,13 @@ def simulate(
     )
 
 
-def _pass(queue: _Queue, now: float) -> list[tuple[int, _Part]]:
+def _pass(queue: _Queue, now: float, depth: int) -> list[tuple[int, _Part]]:
     by_factory = {p.factory: p for p in queue.parts}
+    waiting = queue.waiting.values()
     decision = schedule(
         Snapshot(
             now=now,
-            jobs=tuple(queue.waiting.values()),
+            jobs=tuple(islice(waiting, depth) if depth else waiting),
             partitions=tuple(p.snapshot() for p in queue.parts),
             allocations=queue.allocations,
             policy=queue.policy,

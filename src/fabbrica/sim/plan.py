@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from fabbrica.sim import federation as fed
+from fabbrica.sim.engine import QUEUE_DEPTH
 from fabbrica.sim.study import Point, Progress, run_point
 from fabbrica.sim.trace import TraceJob
 
@@ -39,6 +40,7 @@ def plan(
     target_p95_wait: float,
     tolerance: float = 0.01,
     limit_factor: float = 1.0,
+    queue_depth: int = QUEUE_DEPTH,
     progress: Progress | None = None,
 ) -> Plan:
     """Bisection over a factor on `base` until the fewest GPUs meeting the target are known
@@ -53,7 +55,12 @@ def plan(
         if federation.gpus not in tried:
             steps += 1
             tried[federation.gpus] = run_point(
-                jobs, federation, [policy], load=None, limit_factor=limit_factor
+                jobs,
+                federation,
+                [policy],
+                load=None,
+                limit_factor=limit_factor,
+                queue_depth=queue_depth,
             )
             if progress:
                 p95 = tried[federation.gpus].results[policy].summary.overall.p95_wait

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fabbrica.sim import federation as fed
-from fabbrica.sim.engine import Run, simulate
+from fabbrica.sim.engine import QUEUE_DEPTH, Run, simulate
 from fabbrica.sim.metrics import Summary, summarise
 from fabbrica.sim.trace import Trace, TraceJob, shifted_copies
 
@@ -78,6 +78,7 @@ def run_point(
     *,
     load: float | None,
     limit_factor: float,
+    queue_depth: int = QUEUE_DEPTH,
     progress: Progress | None = None,
 ) -> Point:
     if any(p.startswith("site-") for p in policies):
@@ -85,7 +86,7 @@ def run_point(
     fed.check_fits(federation, jobs, at_home=False)
     point = Point(load, federation, fed.offered_load(jobs, federation.gpus))
     for policy in policies:
-        run = simulate(jobs, federation, policy, limit_factor=limit_factor)
+        run = simulate(jobs, federation, policy, limit_factor=limit_factor, queue_depth=queue_depth)
         point.results[policy] = PolicyResult(run, summarise(jobs, run))
         if progress:
             progress(

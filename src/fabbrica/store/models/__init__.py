@@ -14,11 +14,13 @@ from fabbrica.store.models.access import (
     Proposal,
     Review,
 )
+from fabbrica.store.models.agents import Agent, SiteUsername
 from fabbrica.store.models.base import Base
 from fabbrica.store.models.identity import ApiToken, User
 from fabbrica.store.models.jobs import Job, UsageRecord
 
 __all__ = [
+    "Agent",
     "Allocation",
     "ApiToken",
     "AuditEntry",
@@ -34,6 +36,7 @@ __all__ = [
     "ProjectMember",
     "Proposal",
     "Review",
+    "SiteUsername",
     "UsageRecord",
     "User",
 ]

@@ -22,6 +22,8 @@ class User(Base):
     # for users who only hold API tokens.
     external_subject: Mapped[str | None] = mapped_column(String(255), unique=True)
     active: Mapped[bool] = mapped_column(default=True)
+    # Site agents (role agent) act for one factory only.
+    factory_id: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
     tokens: Mapped[list[ApiToken]] = relationship(back_populates="user")

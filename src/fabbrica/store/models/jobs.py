@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import Float, ForeignKey, Index, String, Text
+from sqlalchemy import Float, ForeignKey, Index, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from fabbrica.store.models.access import Allocation, Project
@@ -36,6 +36,9 @@ class Job(Base):
     gpu_hours: Mapped[float | None] = mapped_column(Float)  # charged, once ended
     workdir_archive: Mapped[str | None] = mapped_column(String(1024))
     cancel_requested: Mapped[bool] = mapped_column(default=False)
+    # Jobs run by a site agent: until when its claim holds, and the site's id of the run.
+    lease_until: Mapped[dt.datetime | None]
+    site_job_id: Mapped[str | None] = mapped_column(String(64))
     submitted_at: Mapped[dt.datetime]
     dispatched_at: Mapped[dt.datetime | None]
     started_at: Mapped[dt.datetime | None]
@@ -47,9 +50,11 @@ class Job(Base):
 
 
 class UsageRecord(Base):
-    """What one job charged to one allocation: exactly one row per job."""
+    """What one job charged to one allocation: exactly one row per job, and one per run
+    at a site (a usage report sent twice is charged once)."""
 
     __tablename__ = "usage_records"
+    __table_args__ = (UniqueConstraint("factory_id", "site_job_id"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id"), unique=True)
@@ -58,3 +63,5 @@ class UsageRecord(Base):
     elapsed_s: Mapped[float] = mapped_column(Float)
     gpu_hours: Mapped[float] = mapped_column(Float)
     created_at: Mapped[dt.datetime]
+    factory_id: Mapped[str | None] = mapped_column(String(64))
+    site_job_id: Mapped[str | None] = mapped_column(String(64))

@@ -1,0 +1,160 @@
+"""The agent's side of the agent API, over HTTP."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from fabbrica.backends.protocol import Capacity, LaunchRequest, RunStatus
+
+
+class ApiUnavailable(RuntimeError):
+    """The API did not answer, or answered with a server error: try again later."""
+
+
+class ApiRefused(RuntimeError):
+    """The API refused the request (4xx): retrying the same request will not help."""
+
+
+@dataclass(frozen=True)
+class SyncAnswer:
+    factory: str
+    lease_seconds: float
+    launch: list[LaunchRequest]
+    cancel: list[str]
+
+
+@dataclass(frozen=True)
+class Account:
+    account: str
+    project: str
+    state: str  # active | suspended
+    gpu_minutes: int
+    users: tuple[str, ...]
+
+
+class AgentClient:
+    def __init__(self, url: str, token: str, *, timeout: float = 30.0) -> None:
+        self.http = httpx.Client(
+            base_url=url.rstrip("/") + "/api/v1",
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=timeout,
+        )
+
+    def close(self) -> None:
+        self.http.close()
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            response = self.http.request(method, path, **kwargs)
+        except httpx.HTTPError as exc:
+            raise ApiUnavailable(f"{method} {path}: {exc}") from exc
+        if response.status_code >= 500:
+            raise ApiUnavailable(f"{method} {path}: HTTP {response.status_code}")
+        if response.status_code >= 400:
+            try:
+                message = response.json()["error"]["message"]
+            except (ValueError, KeyError, TypeError):
+                message = response.text[:200]
+            raise ApiRefused(f"{method} {path}: HTTP {response.status_code}: {message}")
+        return response
+
+    def sync(
+        self,
+        backend: str,
+        capabilities: list[str],
+        capacity: list[Capacity],
+        runs: list[RunStatus],
+    ) -> SyncAnswer:
+        body = {
+            "backend": backend,
+            "capabilities": capabilities,
+            "capacity": [
+                {
+                    "partition": c.partition,
+                    "gpu_model": c.gpu_model,
+                    "total_gpus": c.total_gpus,
+                    "free_gpus": c.free_gpus,
+                    "queued": c.queued,
+                }
+                for c in capacity
+            ],
+            "runs": [_run_json(r) for r in runs],
+        }
+        data = self._call("POST", "/agent/sync", json=body).json()
+        return SyncAnswer(
+            factory=data["factory"],
+            lease_seconds=float(data["lease_seconds"]),
+            launch=[_launch(item) for item in data["launch"]],
+            cancel=list(data["cancel"]),
+        )
+
+    def accounts(self) -> list[Account]:
+        return [
+            Account(
+                a["account"], a["project"], a["state"], int(a["gpu_minutes"]), tuple(a["users"])
+            )
+            for a in self._call("GET", "/agent/accounts").json()
+        ]
+
+    def download(self, api_path: str, dest: Path) -> Path:
+        path = api_path.removeprefix("/api/v1")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            with self.http.stream("GET", path) as response:
+                if response.status_code >= 400:
+                    raise ApiRefused(f"GET {path}: HTTP {response.status_code}")
+                with dest.open("wb") as handle:
+                    for chunk in response.iter_bytes():
+                        handle.write(chunk)
+        except httpx.HTTPError as exc:
+            raise ApiUnavailable(f"GET {path}: {exc}") from exc
+        return dest
+
+    def send_log(self, job_id: int, offset: int, data: bytes) -> int:
+        response = self._call(
+            "POST",
+            f"/agent/jobs/{job_id}/log",
+            params={"offset": offset},
+            content=data,
+            headers={"Content-Type": "application/octet-stream"},
+        )
+        return int(response.json()["size"])
+
+
+def _run_json(r: RunStatus) -> dict[str, Any]:
+    return {
+        "job_id": r.job_id,
+        "state": r.state.value,
+        "started_at": _iso(r.started_at),
+        "ended_at": _iso(r.ended_at),
+        "exit_code": r.exit_code,
+        "reason": (r.reason or None) and r.reason[:2000],
+        "site_job_id": r.site_job_id,
+        "gpus": r.gpus,
+        "elapsed_s": r.elapsed_s,
+    }
+
+
+def _iso(value: dt.datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+def _launch(item: dict[str, Any]) -> LaunchRequest:
+    return LaunchRequest(
+        job_id=item["job_id"],
+        partition=item["partition"],
+        gpus=int(item["gpus"]),
+        nodes=int(item["nodes"]),
+        time_limit=dt.timedelta(seconds=int(item["time_limit_s"])),
+        command=item["command"],
+        env=dict(item["env"]),
+        gpu_model=item["gpu_model"],
+        workdir_archive=item["workdir_archive"],
+        account=item["account"],
+        user=item["user"],
+    )

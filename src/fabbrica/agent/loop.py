@@ -1,0 +1,198 @@
+"""The agent's loop: report capacity and runs, launch and cancel what the API says.
+
+Each round: ask the backend for its capacity and the state of every run the agent holds,
+send both in one sync, cancel what the answer says, launch what it offers (launching is
+idempotent per job: a backend never starts the same job twice), then upload new log
+output. When the API is away the agent keeps its runs running, retries with exponential
+backoff, and reports their states when the API answers again (states, not events, so
+nothing is lost in between). After a crash, the runs are found again in the backend by
+their tag (`adopt`), so a restart neither loses nor duplicates them.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from fabbrica.agent.client import AgentClient, ApiRefused, ApiUnavailable, SyncAnswer
+from fabbrica.backends.protocol import Capacity, Executor, LaunchRequest, RunState, RunStatus
+
+log = logging.getLogger("fabbrica.agent")
+LOG_PART = 256 * 1024  # bytes of a job's log sent per round
+MAX_BACKOFF = 30.0
+
+
+@dataclass
+class Held:
+    """A run the agent holds: the last status it knows and how much log it has sent."""
+
+    status: RunStatus
+    log_sent: int = 0
+    finished_reported: bool = False
+
+
+@dataclass
+class RoundResult:
+    ok: bool
+    launched: list[str] = field(default_factory=list)
+    cancelled: list[str] = field(default_factory=list)
+    reported: int = 0
+    error: str | None = None
+
+
+class Agent:
+    def __init__(
+        self,
+        client: AgentClient,
+        executor: Executor,
+        *,
+        backend: str,
+        interval: float = 2.0,
+        work_dir: Path | None = None,
+        after_sync: Callable[[], None] | None = None,
+    ) -> None:
+        self.client = client
+        self.executor = executor
+        self.backend = backend
+        self.interval = interval
+        self.work_dir = work_dir or Path(tempfile.mkdtemp(prefix="fabbrica-agent-"))
+        self.after_sync = after_sync
+        self.held: dict[str, Held] = {}
+        self.failures = 0
+        self.backend_ok = True
+
+    def adopt(self) -> int:
+        """Find the runs the backend holds for Fabbrica (after a restart)."""
+        found = self.executor.adopt()
+        for status in found:
+            self.held.setdefault(status.job_id, Held(status))
+        return len(found)
+
+    def run(self, stop: threading.Event) -> None:
+        self.adopt()
+        while not stop.is_set():
+            result = self.round()
+            if result.ok:
+                self.failures = 0
+                wait = self.interval
+            else:
+                self.failures += 1
+                wait = min(self.interval * 2 ** min(self.failures, 10), MAX_BACKOFF)
+                log.warning("sync failed (%s); retrying in %.1f s", result.error, wait)
+            stop.wait(wait)
+
+    # --- one round ---------------------------------------------------------------------
+
+    def round(self) -> RoundResult:
+        capacity, runs = self._observe()
+        try:
+            answer = self.client.sync(
+                self.backend, sorted(self.executor.capabilities()), capacity, runs
+            )
+        except (ApiUnavailable, ApiRefused) as exc:
+            return RoundResult(ok=False, error=str(exc))
+        for status in runs:
+            held = self.held.get(status.job_id)
+            if held is not None and status.state.finished:
+                held.finished_reported = True
+        result = RoundResult(ok=True, reported=len(runs))
+        self._cancel(answer, result)
+        self._launch(answer, result)
+        self._send_logs()
+        self._forget_finished()
+        if self.after_sync is not None:
+            try:
+                self.after_sync()
+            except Exception as exc:  # account sync must never stop the job loop
+                log.warning("after-sync step failed: %s", exc)
+        return result
+
+    def _observe(self) -> tuple[list[Capacity], list[RunStatus]]:
+        """Capacity and run states; when the backend does not answer, report neither (the
+        API then places nothing here, and runs keep their leases only while it answers)."""
+        try:
+            capacity = self.executor.capacity()
+            statuses = self.executor.poll(list(self.held)) if self.held else []
+        except Exception as exc:
+            if self.backend_ok:
+                log.warning("the backend does not answer: %s", exc)
+            self.backend_ok = False
+            return [], []
+        self.backend_ok = True
+        for status in statuses:
+            self.held[status.job_id].status = status
+        return capacity, statuses
+
+    def _cancel(self, answer: SyncAnswer, result: RoundResult) -> None:
+        for tag in answer.cancel:
+            try:
+                status = self.executor.cancel(tag)
+            except Exception as exc:
+                log.warning("cancel of %s failed: %s", tag, exc)
+                continue
+            self.held.setdefault(tag, Held(status)).status = status
+            result.cancelled.append(tag)
+
+    def _launch(self, answer: SyncAnswer, result: RoundResult) -> None:
+        for request in answer.launch:
+            if request.job_id in self.held:
+                continue
+            try:
+                status = self.executor.submit(self._with_workdir(request))
+            except (ApiUnavailable, ApiRefused) as exc:
+                log.warning("workdir of %s not fetched: %s", request.job_id, exc)
+                continue
+            except Exception as exc:
+                log.warning("%s could not start: %s", request.job_id, exc)
+                status = RunStatus(
+                    request.job_id, RunState.FAILED, reason=f"could not start: {exc}"
+                )
+            self.held[request.job_id] = Held(status)
+            result.launched.append(request.job_id)
+
+    def _with_workdir(self, request: LaunchRequest) -> LaunchRequest:
+        if not request.workdir_archive:
+            return request
+        dest = self.work_dir / "workdirs" / f"{request.job_id}.tar"
+        self.client.download(request.workdir_archive, dest)
+        return replace(request, workdir_archive=str(dest))
+
+    def _send_logs(self) -> None:
+        finder = getattr(self.executor, "job_dir", None)
+        if finder is None:
+            return
+        for tag, held in self.held.items():
+            path = Path(finder(tag)) / "log"
+            try:
+                with path.open("rb") as handle:
+                    handle.seek(held.log_sent)
+                    data = handle.read(LOG_PART)
+            except OSError:
+                continue
+            if not data:
+                continue
+            try:
+                held.log_sent = self.client.send_log(int(tag[4:]), held.log_sent, data)
+            except ApiRefused as exc:
+                log.warning("log of %s refused: %s", tag, exc)
+            except ApiUnavailable:
+                return
+
+    def _forget_finished(self) -> None:
+        finder = getattr(self.executor, "job_dir", None)
+        for tag in list(self.held):
+            held = self.held[tag]
+            if not held.finished_reported:
+                continue
+            if finder is not None:
+                try:
+                    size = (Path(finder(tag)) / "log").stat().st_size
+                except OSError:
+                    size = 0
+                if held.log_sent < size:
+                    continue  # the rest of its log goes out first
+            del self.held[tag]

@@ -1,0 +1,177 @@
+"""Site agents: factory tokens and site usernames (staff), and the agent's own calls:
+sync, accounts, a job's workdir and log."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path as FsPath
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query, Request
+from fastapi.responses import FileResponse
+from sqlalchemy import select
+
+from fabbrica.api.deps import CatalogDep, ContextDep, CurrentUser, SessionDep
+from fabbrica.api.params import MAX_ID
+from fabbrica.api.schemas_agents import (
+    AccountOut,
+    AgentPublic,
+    AgentTokenPublic,
+    CapacityIn,
+    LaunchOut,
+    SiteUsernamePublic,
+    SiteUsernameSet,
+    SyncIn,
+    SyncOut,
+)
+from fabbrica.backends.protocol import Capacity, RunStatus
+from fabbrica.core.errors import Conflict, NotFound
+from fabbrica.core.jobs import run_tag
+from fabbrica.services import agents
+from fabbrica.store.models import Agent
+
+router = APIRouter(tags=["agents"])
+FactoryId = Annotated[str, Path(pattern=r"^[a-z0-9][a-z0-9-]{0,63}$")]
+JobId = Annotated[int, Path(ge=1, le=MAX_ID)]
+LOG_CHUNK_MAX = 512 * 1024  # under the request body limit
+
+
+@router.post("/agents/{factory_id}/token", status_code=201)
+def create_agent_token(
+    factory_id: FactoryId,
+    ctx: ContextDep,
+    session: SessionDep,
+    catalog: CatalogDep,
+    actor: CurrentUser,
+) -> AgentTokenPublic:
+    """A new token for the factory's site agent (admin or operator). Shown once."""
+    user, secret = agents.create_agent_token(session, catalog, actor, factory_id, now=ctx.clock())
+    if factory_id not in ctx.executors:
+        ctx.executors[factory_id] = agents.AgentLink(ctx.db, factory_id, ctx.clock, ctx.files)
+    return AgentTokenPublic(factory=factory_id, user_id=user.id, token=secret)
+
+
+@router.get("/agents")
+def list_agents(session: SessionDep, actor: CurrentUser) -> list[AgentPublic]:
+    """Every factory's agent: backend, last heartbeat, capacity (admin or operator)."""
+    agents.require_staff(actor)
+    return [
+        AgentPublic(
+            factory=a.factory_id,
+            backend=a.backend,
+            last_seen_at=a.last_seen_at,
+            capabilities=json.loads(a.capabilities),
+            capacity=[CapacityIn(**c) for c in json.loads(a.capacity)],
+        )
+        for a in session.scalars(select(Agent).order_by(Agent.factory_id))
+    ]
+
+
+@router.put("/agents/{factory_id}/usernames")
+def set_site_username(
+    factory_id: FactoryId,
+    body: SiteUsernameSet,
+    session: SessionDep,
+    catalog: CatalogDep,
+    actor: CurrentUser,
+) -> SiteUsernamePublic:
+    """Map a user to their username at the factory (admin or operator)."""
+    if catalog.factory(factory_id) is None:
+        raise NotFound(f"no factory {factory_id!r} in the catalog", field="factory_id")
+    row = agents.set_site_username(session, actor, factory_id, body.email, body.username)
+    return SiteUsernamePublic(factory=factory_id, email=body.email.lower(), username=row.username)
+
+
+@router.post("/agent/sync")
+def agent_sync(
+    body: SyncIn, ctx: ContextDep, session: SessionDep, catalog: CatalogDep, actor: CurrentUser
+) -> SyncOut:
+    """The agent's heartbeat: capacity and the runs it holds in; jobs to launch and runs
+    to cancel out."""
+    report = agents.Report(
+        backend=body.backend,
+        capabilities=body.capabilities,
+        capacity=[Capacity(**c.model_dump()) for c in body.capacity],
+        runs=[RunStatus(**r.model_dump()) for r in body.runs],
+    )
+    answer = agents.sync(session, catalog, actor, report, now=ctx.clock(), lease=ctx.agent_lease)
+    return SyncOut(
+        factory=agents.factory_of(actor),
+        lease_seconds=answer.lease_seconds,
+        launch=[
+            LaunchOut(
+                job_id=r.job_id,
+                partition=r.partition,
+                gpus=r.gpus,
+                nodes=r.nodes,
+                time_limit_s=int(r.time_limit.total_seconds()),
+                command=r.command,
+                env=dict(r.env),
+                gpu_model=r.gpu_model,
+                workdir_archive=r.workdir_archive,
+                account=r.account,
+                user=r.user,
+            )
+            for r in answer.launch
+        ],
+        cancel=answer.cancel,
+    )
+
+
+@router.get("/agent/accounts")
+def agent_accounts(ctx: ContextDep, session: SessionDep, actor: CurrentUser) -> list[AccountOut]:
+    """The site accounts the factory should hold: one per project with an allocation there
+    that is active or suspended now, its grant in GPU-minutes and its members' usernames."""
+    return [
+        AccountOut(
+            account=a.account,
+            project=a.project,
+            state=a.state,
+            gpu_minutes=a.gpu_minutes,
+            users=list(a.users),
+        )
+        for a in agents.desired_accounts(session, actor, ctx.clock())
+    ]
+
+
+@router.get("/agent/jobs/{job_id}/workdir", response_class=FileResponse)
+def agent_workdir(job_id: JobId, session: SessionDep, actor: CurrentUser) -> FileResponse:
+    """The uploaded workdir archive of a job placed on the agent's factory."""
+    job = agents.agent_job(session, actor, job_id)
+    if not job.workdir_archive or not FsPath(job.workdir_archive).is_file():
+        raise NotFound(f"job {job_id} has no workdir archive", field="job_id")
+    return FileResponse(job.workdir_archive, media_type="application/x-tar")
+
+
+@router.post("/agent/jobs/{job_id}/log")
+async def agent_log(
+    job_id: JobId,
+    request: Request,
+    ctx: ContextDep,
+    session: SessionDep,
+    actor: CurrentUser,
+    offset: Annotated[int, Query(ge=0, le=2**40)] = 0,
+) -> dict[str, int]:
+    """Append the next part of a job's log, written from byte `offset` (a retry of the
+    same part rewrites it). 409 when `offset` is past what the server has."""
+    job = agents.agent_job(session, actor, job_id)
+    data = await request.body()
+    if len(data) > LOG_CHUNK_MAX:
+        raise Conflict(f"a log part is at most {LOG_CHUNK_MAX} bytes", field="body")
+    link = ctx.executors.get(job.factory_id or "")
+    if not isinstance(link, agents.AgentLink):
+        raise NotFound(f"job {job_id} is not run by an agent", field="job_id")
+    return {"size": _write_log(link.job_dir(run_tag(job.id)), offset, data)}
+
+
+def _write_log(directory: FsPath, offset: int, data: bytes) -> int:
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "log"
+    size = path.stat().st_size if path.exists() else 0
+    if offset > size:
+        raise Conflict(f"the server has {size} bytes of this log; send from there", "offset")
+    with path.open("r+b" if path.exists() else "wb") as log:
+        log.seek(offset)
+        log.write(data)
+        log.truncate()
+        return log.tell()

@@ -1,0 +1,96 @@
+"""Bodies of the site-agent API."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from fabbrica.backends.protocol import RunState
+
+NAME = r"^[A-Za-z0-9_.:-]{1,64}$"
+
+
+class AgentTokenPublic(BaseModel):
+    factory: str
+    user_id: int
+    token: str = Field(description="shown once: the agent's API token")
+
+
+class SiteUsernameSet(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    email: str = Field(max_length=254)
+    username: str = Field(max_length=32)
+
+
+class SiteUsernamePublic(BaseModel):
+    factory: str
+    email: str
+    username: str
+
+
+class CapacityIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    partition: str = Field(pattern=NAME)
+    gpu_model: str = Field(pattern=NAME)
+    total_gpus: int = Field(ge=0, le=10_000_000)
+    free_gpus: int = Field(ge=0, le=10_000_000)
+    queued: int = Field(default=0, ge=0, le=10_000_000)
+
+
+class RunIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    job_id: str = Field(pattern=r"^fab-[0-9]{1,10}$", description="the run tag, fab-<job id>")
+    state: RunState
+    started_at: dt.datetime | None = None
+    ended_at: dt.datetime | None = None
+    exit_code: int | None = Field(default=None, ge=-1000, le=1000)
+    reason: str | None = Field(default=None, max_length=2000)
+    site_job_id: str | None = Field(default=None, pattern=NAME)
+    gpus: int | None = Field(default=None, ge=0, le=10_000_000)
+    elapsed_s: float | None = Field(default=None, ge=0, le=10 * 365 * 86400)
+
+
+class SyncIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    backend: str = Field(pattern=NAME)
+    capabilities: list[str] = Field(default_factory=list, max_length=16)
+    capacity: list[CapacityIn] = Field(default_factory=list, max_length=256)
+    runs: list[RunIn] = Field(default_factory=list, max_length=100_000)
+
+
+class LaunchOut(BaseModel):
+    job_id: str
+    partition: str
+    gpus: int
+    nodes: int
+    time_limit_s: int
+    command: str
+    env: dict[str, str]
+    gpu_model: str | None
+    workdir_archive: str | None = Field(description="API path of the workdir archive, if any")
+    account: str | None
+    user: str | None = Field(description="the site username to run as (null: none mapped)")
+
+
+class SyncOut(BaseModel):
+    factory: str
+    lease_seconds: float
+    launch: list[LaunchOut]
+    cancel: list[str]
+
+
+class AccountOut(BaseModel):
+    account: str
+    project: str
+    state: str
+    gpu_minutes: int
+    users: list[str]
+
+
+class AgentPublic(BaseModel):
+    factory: str
+    backend: str | None
+    last_seen_at: dt.datetime | None
+    capabilities: list[str]
+    capacity: list[CapacityIn]

@@ -1,0 +1,85 @@
+"""What a backend says about a run, applied to its job: state, times, and the charge.
+
+Used by the control loop for executors it drives itself and by the agent API for runs a
+site agent reports. A finished run is charged once (see `accounting.settle`); a lost one
+gives its reservation back and queues the job again.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy.orm import Session
+
+from fabbrica.backends.protocol import RunState, RunStatus
+from fabbrica.catalog.model import Catalog, Partition
+from fabbrica.core.billing import Request, charged_gpu_hours
+from fabbrica.core.jobs import FROM_RUN, JobState
+from fabbrica.services import accounting
+from fabbrica.store.models import Job
+
+
+def apply_status(
+    session: Session, catalog: Catalog, job: Job, status: RunStatus, now: dt.datetime
+) -> int:
+    """Record what the backend says; charge a job that ended. 1 if the job changed."""
+    if status.state in (RunState.UNKNOWN, RunState.LOST):
+        return requeue_lost(session, job)
+    state = FROM_RUN[status.state]
+    if status.site_job_id:
+        job.site_job_id = status.site_job_id
+    if state.value == job.state and not state.finished:
+        return 0
+    if status.started_at is not None:
+        job.started_at = status.started_at
+    if state.finished:
+        started = job.started_at or status.ended_at or now
+        ended = status.ended_at or now
+        elapsed = (
+            status.elapsed_s
+            if status.elapsed_s is not None
+            else max((ended - started).total_seconds(), 0.0)
+        )
+        gpus = status.gpus if status.gpus is not None else job.gpus
+        accounting.settle(
+            session,
+            job,
+            charge=charge(catalog, job, gpus, elapsed),
+            gpus=gpus,
+            elapsed_s=elapsed,
+            now=now,
+            site_job_id=status.site_job_id,
+        )
+        job.ended_at, job.exit_code = ended, status.exit_code
+        job.reason = status.reason
+        job.lease_until = None
+    job.state = state.value
+    return 1
+
+
+def requeue_lost(session: Session, job: Job) -> int:
+    """The site has no trace of the run, or stopped answering: give its hours back and
+    queue the job again (it may be placed elsewhere)."""
+    accounting.release(session, job)
+    job.state, job.reason = JobState.QUEUED.value, f"lost at {job.factory_id}; queued again"
+    job.factory_id = job.partition_id = None
+    job.allocation_id, job.started_at, job.dispatched_at = None, None, None
+    job.lease_until, job.site_job_id = None, None
+    return 1
+
+
+def charge(catalog: Catalog, job: Job, gpus: int, elapsed_s: float) -> float:
+    """GPU-hours charged for `gpus` x `elapsed_s` under the job's partition's billing."""
+    partition = _partition(catalog, job)
+    if partition is None:
+        return gpus * elapsed_s / 3600.0
+    return charged_gpu_hours(
+        partition.billing, partition.gpus_per_node, Request(gpus=gpus), elapsed_s / 3600.0
+    )
+
+
+def _partition(catalog: Catalog, job: Job) -> Partition | None:
+    factory = catalog.factory(job.factory_id or "")
+    if factory is None:
+        return None
+    return next((p for _, p in factory.partitions() if p.id == job.partition_id), None)
