@@ -71,17 +71,20 @@ def prepare(settings: Settings, catalog: Catalog) -> Prepared:
         made = identity.bootstrap(session, now=utcnow(), token=token)
         seed_calls(session, catalog, utcnow())
     generated = made[1] if made is not None and token is None else None
+    lease = dt.timedelta(seconds=settings.agent_lease_seconds)
     with db.session() as session:
         for factory_id in session.scalars(select(Agent.factory_id)):
             if factory_id not in executors and catalog.factory(factory_id) is not None:
-                executors[factory_id] = AgentLink(db, factory_id, utcnow, settings.data_dir)
+                executors[factory_id] = AgentLink(
+                    db, factory_id, utcnow, settings.data_dir, lease=lease
+                )
     ctx = AppContext(
         db=db,
         catalog=catalog,
         executors=executors,
         files=settings.data_dir,
         upload_max_bytes=settings.upload_max_bytes,
-        agent_lease=dt.timedelta(seconds=settings.agent_lease_seconds),
+        agent_lease=lease,
     )
     return Prepared(ctx, settings, generated)
 

@@ -53,14 +53,17 @@ class Agent:
         backend: str,
         interval: float = 2.0,
         work_dir: Path | None = None,
-        after_sync: Callable[[], None] | None = None,
+        sync_accounts: Callable[[], object] | None = None,
+        accounts_every: int = 10,
     ) -> None:
         self.client = client
         self.executor = executor
         self.backend = backend
         self.interval = interval
         self.work_dir = work_dir or Path(tempfile.mkdtemp(prefix="fabbrica-agent-"))
-        self.after_sync = after_sync
+        self.sync_accounts = sync_accounts
+        self.accounts_every = accounts_every
+        self.rounds = 0
         self.held: dict[str, Held] = {}
         self.failures = 0
         self.backend_ok = True
@@ -100,16 +103,22 @@ class Agent:
             if held is not None and status.state.finished:
                 held.finished_reported = True
         result = RoundResult(ok=True, reported=len(runs))
+        self.rounds += 1
         self._cancel(answer, result)
+        due = self.accounts_every and self.rounds % self.accounts_every == 1 % self.accounts_every
+        if self.sync_accounts is not None and (due or answer.launch):
+            self._accounts()  # before a launch: the job's account must exist
         self._launch(answer, result)
         self._send_logs()
         self._forget_finished()
-        if self.after_sync is not None:
-            try:
-                self.after_sync()
-            except Exception as exc:  # account sync must never stop the job loop
-                log.warning("after-sync step failed: %s", exc)
         return result
+
+    def _accounts(self) -> None:
+        assert self.sync_accounts is not None
+        try:
+            self.sync_accounts()
+        except Exception as exc:  # account sync must never stop the job loop
+            log.warning("account sync failed: %s", exc)
 
     def _observe(self) -> tuple[list[Capacity], list[RunStatus]]:
         """Capacity and run states; when the backend does not answer, report neither (the

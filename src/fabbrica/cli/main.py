@@ -10,6 +10,7 @@ import typer
 from fabbrica import __version__
 from fabbrica.cli import (
     access_cmds,
+    agent_cmds,
     catalog_cmds,
     identity_cmds,
     job_cmds,
@@ -79,6 +80,7 @@ for _command in (
     app.command()(_command)
 app.add_typer(proposal_cmds.allocation_app, name="allocation", no_args_is_help=True)
 app.add_typer(proposal_cmds.report_app, name="report", no_args_is_help=True)
+app.add_typer(agent_cmds.agent_app, name="agent")
 
 
 def main() -> None:

@@ -296,7 +296,11 @@ def desired_accounts(session: Session, actor: User, now: dt.datetime) -> list[Ac
 
 
 class AgentLink:
-    """An `Executor` for a factory run by a site agent: reads what the agent reported."""
+    """An `Executor` for a factory run by a site agent: reads what the agent reported.
+
+    Its calls only read (the control loop calls them while it holds its own transaction,
+    and on SQLite a second writer would wait for it): a job's lease starts when it is
+    dispatched and is renewed by the agent's syncs."""
 
     def __init__(
         self,
@@ -305,6 +309,7 @@ class AgentLink:
         clock: Callable[[], dt.datetime],
         files: Path | None = None,
         stale_after: dt.timedelta = STALE_AFTER,
+        lease: dt.timedelta = DEFAULT_LEASE,
     ) -> None:
         self.db = db
         self.factory_id = factory_id
@@ -312,12 +317,13 @@ class AgentLink:
         self.clock = clock
         self.files = files
         self.stale_after = stale_after
+        self.lease = lease
 
     def _agent(self, session: Session) -> Agent | None:
         return session.get(Agent, self.factory_id)
 
     def capabilities(self) -> frozenset[Capability]:
-        with self.db.session() as session:
+        with self.db.read_session() as session:
             agent = self._agent(session)
             names = json.loads(agent.capabilities) if agent else []
         return frozenset(Capability(n) for n in names if n in Capability._value2member_map_)
@@ -325,7 +331,7 @@ class AgentLink:
     def capacity(self) -> list[Capacity]:
         """What the agent last reported, unless it has gone quiet (then nothing: no job is
         placed on a factory whose agent does not answer)."""
-        with self.db.session() as session:
+        with self.db.read_session() as session:
             agent = self._agent(session)
             if agent is None or agent.last_seen_at is None:
                 return []
@@ -334,25 +340,22 @@ class AgentLink:
             return [Capacity(**c) for c in json.loads(agent.capacity)]
 
     def submit(self, request: LaunchRequest) -> RunStatus:
-        """The job waits for the agent to claim it: nothing to do here but start its lease
-        (an agent that never claims it lets it go back to the queue)."""
-        job_id = _job_id(request.job_id)
-        with self.db.session() as session:
-            job = session.get(Job, job_id) if job_id is not None else None
-            if job is not None and job.lease_until is None:
-                job.lease_until = self.clock() + DEFAULT_LEASE
+        """Nothing to do: the job waits for the agent's next sync to take it."""
         return RunStatus(request.job_id, RunState.PENDING)
 
     def poll(self, job_ids: list[str]) -> list[RunStatus]:
         now = self.clock()
         found = []
-        with self.db.session() as session:
+        with self.db.read_session() as session:
             for tag in job_ids:
                 job_id = _job_id(tag)
                 job = session.get(Job, job_id) if job_id is not None else None
                 if job is None:
                     found.append(RunStatus(tag, RunState.UNKNOWN))
-                elif job.lease_until is not None and job.lease_until < now:
+                    continue
+                since = job.dispatched_at or now
+                expiry = job.lease_until or since + self.lease
+                if expiry < now:
                     found.append(RunStatus(tag, RunState.LOST, reason="the agent's lease ran out"))
                 elif job.state == JobState.RUNNING.value:
                     found.append(RunStatus(tag, RunState.RUNNING, started_at=job.started_at))
@@ -364,7 +367,7 @@ class AgentLink:
         """A job the agent has not submitted yet (no site id) is cancelled here and now;
         otherwise the agent cancels it at its next sync (the job is marked)."""
         tag_id = _job_id(job_id)
-        with self.db.session() as session:
+        with self.db.read_session() as session:
             job = session.get(Job, tag_id) if tag_id is not None else None
             if job is not None and job.state == JobState.DISPATCHED.value and not job.site_job_id:
                 return RunStatus(job_id, RunState.CANCELLED, reason="cancelled before it started")

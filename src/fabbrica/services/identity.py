@@ -40,6 +40,10 @@ def create_user(
     """Create a user and their first API token; returns the token's secret (shown once)."""
     email = normalise_email(email)
     name = clean_text(name, "name", max_len=200)
+    if role is Role.AGENT:
+        raise InvalidInput(
+            "site agents are not added as users: `fabbrica agent token --factory ID`", "role"
+        )
     if session.scalar(select(User.id).where(User.email == email)) is not None:
         raise Conflict(f"a user with email {email} already exists", field="email")
     user = User(email=email, name=name, role=role.value, active=True, created_at=now)

@@ -20,6 +20,9 @@ def normalise_url(url: str) -> str:
     return parsed.render_as_string(hide_password=False)
 
 
+READ_ONLY = "fabbrica_read_only"
+
+
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     # Let SQLAlchemy, not the driver, open transactions (see _sqlite_begin).
     dbapi_conn.isolation_level = None
@@ -34,8 +37,10 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
 def _sqlite_begin(conn: Any) -> None:
     """Take SQLite's write lock when a transaction starts. A read-then-write transaction
     (check the allocation, then charge it) can then never lose a race to another writer
-    halfway, which in WAL mode would fail instead of waiting."""
-    conn.exec_driver_sql("BEGIN IMMEDIATE")
+    halfway, which in WAL mode would fail instead of waiting. A read-only session (see
+    `Database.read_session`) begins a plain read transaction, which waits for nobody."""
+    read_only = conn.get_execution_options().get(READ_ONLY, False)
+    conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
 
 def make_engine(url: str) -> Engine:
@@ -68,6 +73,17 @@ class Database:
         """A session in a transaction: committed on success, rolled back on error."""
         with self._sessions() as session, session.begin():
             yield session
+
+    @contextmanager
+    def read_session(self) -> Iterator[Session]:
+        """A session that only reads: on SQLite it takes no write lock, so it can run while
+        another transaction (of this thread or another) holds it. Rolled back at the end."""
+        with self._sessions() as session:
+            session.connection(execution_options={READ_ONLY: True})
+            try:
+                yield session
+            finally:
+                session.rollback()
 
     def dispose(self) -> None:
         self.engine.dispose()

@@ -47,7 +47,9 @@ def create_agent_token(
     """A new token for the factory's site agent (admin or operator). Shown once."""
     user, secret = agents.create_agent_token(session, catalog, actor, factory_id, now=ctx.clock())
     if factory_id not in ctx.executors:
-        ctx.executors[factory_id] = agents.AgentLink(ctx.db, factory_id, ctx.clock, ctx.files)
+        ctx.executors[factory_id] = agents.AgentLink(
+            ctx.db, factory_id, ctx.clock, ctx.files, lease=ctx.agent_lease
+        )
     return AgentTokenPublic(factory=factory_id, user_id=user.id, token=secret)
 
 

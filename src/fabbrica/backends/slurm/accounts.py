@@ -1,0 +1,152 @@
+"""Slurm's accounts and limits kept in line with Fabbrica's allocations.
+
+Desired state (from the API): one account per project with an allocation at the factory,
+its members' site usernames as users, and `GrpTRESMins=gres/gpu=<grant in GPU-minutes>`
+(0 while the allocation is suspended), so that Slurm enforces the grant too: with
+`AccountingStorageEnforce=limits,safe` a job starts only if its GPU-minutes fit. Actual
+state: `sacctmgr show associations`. `plan` is a pure difference (shown by `fabbrica
+agent check` before anything changes); `apply` runs it. Only accounts named like
+Fabbrica's projects (`fab-...`) are touched; others are the site's own.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from fabbrica.agent.client import Account
+from fabbrica.backends.slurm import status as slurm
+from fabbrica.backends.slurm.runner import SlurmCommandError, SlurmRunner
+
+MANAGED = re.compile(r"^fab-[a-z0-9-]{1,60}$")
+SAFE = re.compile(r"^[a-z_][a-z0-9_.-]{0,31}$")
+
+
+class AccountSource(Protocol):
+    def accounts(self) -> list[Account]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    account: str
+    action: str  # add_account | add_user | remove_user | set_limit | remove_account
+    detail: str
+    argv: tuple[str, ...]
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "account": self.account,
+            "action": self.action,
+            "detail": self.detail,
+            "command": " ".join(self.argv),
+        }
+
+
+def plan_changes(
+    desired: Sequence[Account], actual: Iterable[slurm.Association], cluster: str
+) -> list[Change]:
+    """What to run so that `actual` (this cluster's associations) matches `desired`."""
+    accounts: dict[str, slurm.Association] = {}
+    users: dict[str, set[str]] = {}
+    for row in actual:
+        if row.cluster != cluster or not MANAGED.match(row.account):
+            continue
+        if row.user is None:
+            accounts[row.account] = row
+        else:
+            users.setdefault(row.account, set()).add(row.user)
+    changes: list[Change] = []
+    wanted = {a.account: a for a in desired if MANAGED.match(a.account)}
+    for name, want in sorted(wanted.items()):
+        minutes = 0 if want.state != "active" else max(want.gpu_minutes, 0)
+        have = accounts.get(name)
+        if have is None:
+            changes.append(
+                Change(
+                    name,
+                    "add_account",
+                    f"project {want.project}, {minutes:,} GPU-minutes",
+                    _mgr("add", "account", name, f"Cluster={cluster}",
+                         f"Description=fabbrica project {want.project}", "Organization=fabbrica"),
+                )
+            )  # fmt: skip
+        if have is None or have.gpu_minutes != minutes:
+            before = "none" if have is None or have.gpu_minutes is None else f"{have.gpu_minutes:,}"
+            changes.append(
+                Change(
+                    name,
+                    "set_limit",
+                    f"GrpTRESMins gres/gpu {before} -> {minutes:,}"
+                    + (" (suspended)" if want.state != "active" else ""),
+                    _mgr("modify", "account", "where", f"name={name}", f"cluster={cluster}",
+                         "set", f"GrpTRESMins=gres/gpu={minutes}"),
+                )
+            )  # fmt: skip
+        present = users.get(name, set())
+        for user in sorted(set(want.users) - present):
+            if SAFE.match(user):
+                changes.append(
+                    Change(
+                        name,
+                        "add_user",
+                        user,
+                        _mgr("add", "user", user, f"Account={name}", f"Cluster={cluster}"),
+                    )
+                )
+        for user in sorted(present - set(want.users)):
+            changes.append(
+                Change(
+                    name,
+                    "remove_user",
+                    user,
+                    _mgr("delete", "user", "where", f"name={user}", f"account={name}",
+                         f"cluster={cluster}"),
+                )
+            )  # fmt: skip
+    for name in sorted(set(accounts) - set(wanted)):
+        changes.append(
+            Change(
+                name,
+                "remove_account",
+                "no allocation in force",
+                _mgr("delete", "account", "where", f"name={name}", f"cluster={cluster}"),
+            )
+        )
+    return changes
+
+
+def _mgr(*words: str) -> tuple[str, ...]:
+    return ("sacctmgr", "--immediate", *words)
+
+
+class AccountSync:
+    def __init__(self, runner: SlurmRunner, api: AccountSource) -> None:
+        self.runner = runner
+        self.api = api
+
+    def cluster(self) -> str:
+        out = self.runner.run(["scontrol", "show", "config"]).stdout
+        for line in out.splitlines():
+            key, _, value = line.partition("=")
+            if key.strip() == "ClusterName":
+                return value.strip()
+        raise RuntimeError("scontrol show config printed no ClusterName")
+
+    def plan(self) -> list[Change]:
+        cluster = self.cluster()
+        actual = slurm.parse_assoc(self.runner.run(slurm.assoc_argv(cluster=cluster)).stdout)
+        return plan_changes(self.api.accounts(), actual, cluster)
+
+    def apply(self) -> list[Change]:
+        """Run the plan; a step Slurm refuses (an account with running jobs cannot be
+        removed) is left for the next round."""
+        done = []
+        for change in self.plan():
+            try:
+                self.runner.run(change.argv)
+            except SlurmCommandError:
+                continue
+            done.append(change)
+        return done

@@ -1,0 +1,244 @@
+"""`fabbrica agent`: run a factory's site agent; tokens, usernames and checks for it."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from fabbrica.cli.client import client, resolve_target
+from fabbrica.cli.errors import BAD_INPUT, CliError
+from fabbrica.cli.output import console, err_console, print_json, print_record, print_table, when
+
+BACKENDS = ("slurm", "local")
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+FactoryOpt = Annotated[str, typer.Option("--factory", help="The factory id in the catalog.")]
+
+agent_app = typer.Typer(
+    help="Run a factory's site agent (`fabbrica agent --factory ID --backend slurm`), and "
+    "manage agents.",
+    invoke_without_command=True,
+)
+
+
+@agent_app.callback()
+def agent(
+    ctx: typer.Context,
+    factory: Annotated[
+        str | None, typer.Option("--factory", help="The factory this agent runs.")
+    ] = None,
+    backend: Annotated[str, typer.Option("--backend", help="slurm or local.")] = "slurm",
+    slurm_conf: Annotated[
+        Path | None, typer.Option("--slurm-conf", help="The cluster's slurm.conf (SLURM_CONF).")
+    ] = None,
+    partition_map: Annotated[
+        Path | None,
+        typer.Option(
+            "--partition-map",
+            help="JSON or YAML: catalog partition id -> Slurm partition and GRES type.",
+        ),
+    ] = None,
+    work_dir: Annotated[
+        Path | None,
+        typer.Option("--work-dir", help="Where job scripts, workdirs and logs are kept."),
+    ] = None,
+    gpus: Annotated[
+        int, typer.Option("--gpus", help="GPUs of the local backend.", min=1, max=1024)
+    ] = 2,
+    interval: Annotated[
+        float, typer.Option("--interval", help="Seconds between syncs.", min=0.1, max=600)
+    ] = 1.0,
+    accounts_every: Annotated[
+        int,
+        typer.Option(
+            "--accounts-every",
+            help="Bring Slurm accounts and limits in line every N syncs (0: never).",
+            min=0,
+        ),
+    ] = 10,
+    catalog: Annotated[Path | None, typer.Option("--catalog", help="Your catalog file.")] = None,
+) -> None:
+    """Run the site agent of one factory until stopped (SIGINT/SIGTERM)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    if factory is None:
+        raise CliError("--factory is required (the catalog id of this agent's factory)", BAD_INPUT)
+    if backend not in BACKENDS:
+        raise CliError(f"--backend: {backend!r}; choose from {', '.join(BACKENDS)}", BAD_INPUT)
+    from fabbrica.agent.client import AgentClient
+    from fabbrica.agent.loop import Agent
+
+    target = resolve_target()
+    if not target.token:
+        raise CliError(
+            "no agent token: set FABBRICA_TOKEN (from `fabbrica agent token`)", BAD_INPUT
+        )
+    root = (work_dir or Path.home() / ".fabbrica-agent" / factory).resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    executor, accounts = _backend(backend, factory, catalog, slurm_conf, partition_map, root, gpus)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    api = AgentClient(target.url, target.token)
+    loop = Agent(
+        api,
+        executor,
+        backend=backend,
+        interval=interval,
+        work_dir=root,
+        sync_accounts=accounts(api).apply if accounts and accounts_every else None,
+        accounts_every=accounts_every,
+    )
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    err_console.print(
+        f"agent of {factory} ({backend}) syncing with {target.url} every {interval:g} s; "
+        f"work dir {root}",
+        highlight=False,
+    )
+    try:
+        loop.run(stop)
+    finally:
+        api.close()
+
+
+def _backend(
+    backend: str,
+    factory: str,
+    catalog_file: Path | None,
+    slurm_conf: Path | None,
+    partition_map: Path | None,
+    root: Path,
+    gpus: int,
+) -> tuple[Any, Any]:
+    """The executor, and a factory of the account sync (None: no accounts to keep)."""
+    from fabbrica.catalog.loader import CatalogError, load_catalog
+
+    try:
+        catalog = load_catalog(catalog_file)
+    except CatalogError as exc:
+        raise CliError(str(exc), BAD_INPUT) from exc
+    entry = catalog.factory(factory)
+    if entry is None:
+        raise CliError(f"--factory: no factory {factory!r} in the catalog", BAD_INPUT)
+    partitions = entry.operating_partitions()
+    if not partitions:
+        raise CliError(f"{factory} has no operating GPU partition in the catalog", BAD_INPUT)
+    if backend == "local":
+        from fabbrica.backends.local import LocalExecutor
+
+        first = partitions[0]
+        local = LocalExecutor(
+            root / "jobs", gpus=gpus, gpu_model=first.gpu_model, partition=first.id,
+            name=f"agent {factory}",
+        )  # fmt: skip
+        return local, None
+    from fabbrica.backends.slurm.accounts import AccountSync
+    from fabbrica.backends.slurm.executor import MapError, SlurmExecutor
+
+    try:
+        slurm = SlurmExecutor.configure(
+            slurm_conf=slurm_conf, partition_map=partition_map, partitions=partitions, root=root
+        )
+    except MapError as exc:
+        raise CliError(str(exc), BAD_INPUT) from exc
+    return slurm, lambda api: AccountSync(slurm.runner, api)
+
+
+@agent_app.command("check")
+def check(
+    factory: FactoryOpt,
+    slurm_conf: Annotated[
+        Path | None, typer.Option("--slurm-conf", help="The cluster's slurm.conf.")
+    ] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Show how Slurm's accounts and limits differ from Fabbrica's allocations (changes
+    nothing). Exit 0 when they match, 1 when they differ."""
+    from fabbrica.agent.client import AgentClient, ApiRefused, ApiUnavailable
+    from fabbrica.backends.slurm.accounts import AccountSync
+    from fabbrica.backends.slurm.runner import SlurmError, SlurmRunner
+
+    target = resolve_target()
+    if not target.token:
+        raise CliError("no agent token: set FABBRICA_TOKEN", BAD_INPUT)
+    api = AgentClient(target.url, target.token)
+    try:
+        changes = AccountSync(SlurmRunner(str(slurm_conf) if slurm_conf else None), api).plan()
+    except (ApiRefused, ApiUnavailable, SlurmError) as exc:
+        raise CliError(str(exc)) from exc
+    finally:
+        api.close()
+    rows = [c.as_dict() for c in changes]
+    if json_out:
+        print_json({"factory": factory, "in_sync": not rows, "changes": rows})
+    elif not rows:
+        console.print(f"Slurm's accounts match Fabbrica's allocations at {factory}.")
+    else:
+        print_table(
+            f"{len(rows)} differences at {factory} (Fabbrica -> Slurm)",
+            [
+                ("account", lambda r: r["account"]),
+                ("change", lambda r: r["action"]),
+                ("detail", lambda r: r["detail"]),
+            ],
+            rows,
+        )
+    if rows:
+        raise typer.Exit(1)
+
+
+@agent_app.command("token")
+def token(factory: FactoryOpt, json_out: JsonOpt = False) -> None:
+    """Create a token for the factory's agent (admin or operator); shown once."""
+    data = client().post(f"/agents/{factory}/token", {})
+    if json_out:
+        print_json(data)
+        return
+    err_console.print("[yellow]The token is shown only now; Fabbrica keeps only its hash.[/yellow]")
+    print_record(data)
+
+
+@agent_app.command("username")
+def username(
+    factory: FactoryOpt,
+    email: Annotated[str, typer.Option("--email", help="The Fabbrica user.")],
+    site_username: Annotated[str, typer.Option("--username", help="Their username there.")],
+    json_out: JsonOpt = False,
+) -> None:
+    """Map a user to their username at a factory: their jobs run as it there."""
+    data = client().request(
+        "PUT", f"/agents/{factory}/usernames", json={"email": email, "username": site_username}
+    )
+    if json_out:
+        print_json(data)
+    else:
+        print_record(data)
+
+
+@agent_app.command("list")
+def list_agents(json_out: JsonOpt = False) -> None:
+    """Every factory's agent: backend, last sync and the capacity it reported."""
+    rows = client().get("/agents")
+    if json_out:
+        print_json(rows)
+        return
+    print_table(
+        "Site agents",
+        [
+            ("factory", lambda r: r["factory"]),
+            ("backend", lambda r: r["backend"] or ""),
+            ("last sync", lambda r: when(r["last_seen_at"])),
+            (
+                "GPUs free/total",
+                lambda r: ", ".join(
+                    f"{c['partition']}: {c['free_gpus']}/{c['total_gpus']} {c['gpu_model']}"
+                    for c in r["capacity"]
+                ),
+            ),
+        ],
+        rows,
+    )
