@@ -174,7 +174,7 @@ def plan(
     from fabbrica.sim import federation as fed
     from fabbrica.sim import study
     from fabbrica.sim.engine import POLICIES
-    from fabbrica.sim.plan import PlanError
+    from fabbrica.sim.plan import PlanError, default_sizer, file_sizer
     from fabbrica.sim.plan import plan as search
 
     [chosen] = _policies([policy], POLICIES)
@@ -185,15 +185,16 @@ def plan(
     began = time.perf_counter()
     data = _load_trace(trace)
     with _input_errors():
-        base = (
-            fed.load_file(federation, data.jobs)
-            if federation
-            else fed.sized_for_load(data.jobs, 1.0)
-        )
+        if federation:
+            base = fed.load_file(federation, data.jobs)
+            sizer, start = file_sizer(base, data.jobs), float(base.gpus)
+        else:
+            sizer, start = default_sizer(data.jobs), float(fed.sized_for_load(data.jobs, 1.0).gpus)
         try:
             found = search(
                 data.jobs,
-                base,
+                sizer,
+                start=start,
                 policy=chosen,
                 target_p95_wait=target,
                 tolerance=tolerance,

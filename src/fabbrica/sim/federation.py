@@ -115,7 +115,11 @@ def sized_for_load(jobs: Sequence[TraceJob], load: float) -> Federation:
     """One factory per cluster, sized as the module docstring says."""
     if load <= 0:
         raise FederationError(f"load must be above 0, got {load}")
-    wanted = busiest_week(jobs)[1] / (load * WEEK / 3600.0)
+    return sized_total(jobs, busiest_week(jobs)[1] / (load * WEEK / 3600.0))
+
+
+def sized_total(jobs: Sequence[TraceJob], wanted: float) -> Federation:
+    """One factory per cluster, `wanted` GPUs in all, shared by home demand."""
     shares = proportional_shares(wanted, demand(jobs), largest_job(jobs))
     order = sorted(shares, key=lambda c: (-shares[c], c))
     return Federation(tuple(Site(c, shares[c], (c,), c) for c in order))
@@ -181,11 +185,10 @@ def load_file(path: Path, jobs: Sequence[TraceJob]) -> Federation:
 
 def _csv_rows(text: str) -> list[dict[str, object]]:
     rows = []
-    for row in csv.DictReader(text.splitlines()):
-        clusters = [c.strip() for c in (row.pop("clusters", "") or "").split(";") if c.strip()]
-        rows.append(
-            {**{k.strip(): (v or "").strip() for k, v in row.items() if k}, "clusters": clusters}
-        )
+    for raw in csv.DictReader(text.splitlines()):
+        row = {k.strip(): (v or "").strip() for k, v in raw.items() if k}
+        clusters = [c.strip() for c in row.pop("clusters", "").split(";") if c.strip()]
+        rows.append({**row, "clusters": clusters})
     return rows
 
 
@@ -202,8 +205,10 @@ def _assign(entries: list[_SiteFile], jobs: Sequence[TraceJob], path: Path) -> F
             owner[cluster] = entry.id
     load = {e.id: sum(needs.get(c, 0.0) for c in e.clusters) for e in entries}
     gpus = {e.id: e.gpus for e in entries}
+    largest = largest_job(jobs)
     for cluster in sorted(set(needs) - set(owner), key=lambda c: (-needs[c], c)):
-        site = min(gpus, key=lambda s: (load[s] / gpus[s], s))
+        room = [s for s in gpus if gpus[s] >= largest[cluster]] or [max(gpus, key=gpus.__getitem__)]
+        site = min(room, key=lambda s: (load[s] / gpus[s], s))
         owner[cluster] = site
         load[site] += needs[cluster]
     clusters: dict[str, list[str]] = defaultdict(list)

@@ -1,14 +1,15 @@
 """Capacity planning: the smallest federation that meets a p95 wait target.
 
-The factories keep the default shares (proportional to home demand, each at least its
-largest job); the whole federation is scaled, and a bisection over the scale finds the
-fewest GPUs whose run meets the target. It assumes the p95 wait does not rise when GPUs are
-added, which holds for these policies on real traces but is not a theorem.
+A federation of any size comes from a sizer: by default the default shares (each factory in
+proportion to its home demand, at least its largest job) of that many GPUs; from a file,
+the file's proportions scaled. A bisection over the size finds the fewest GPUs whose run
+meets the target. It assumes the p95 wait does not rise when GPUs are added, which holds
+for these policies on real traces but is not a theorem.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from fabbrica.sim import federation as fed
@@ -18,6 +19,8 @@ from fabbrica.sim.trace import TraceJob
 
 MAX_DOUBLINGS = 20
 MAX_HALVINGS = 40
+
+Sizer = Callable[[float], fed.Federation]  # total GPUs wanted -> a federation
 
 
 class PlanError(ValueError):
@@ -32,10 +35,20 @@ class Plan:
     steps: int  # simulations run
 
 
+def default_sizer(jobs: Sequence[TraceJob]) -> Sizer:
+    return lambda total: fed.sized_total(jobs, total)
+
+
+def file_sizer(base: fed.Federation, jobs: Sequence[TraceJob]) -> Sizer:
+    minimum = fed.largest_per_site(base, jobs)
+    return lambda total: base.scaled(total / base.gpus, minimum)
+
+
 def plan(
     jobs: Sequence[TraceJob],
-    base: fed.Federation,
+    sizer: Sizer,
     *,
+    start: float,
     policy: str,
     target_p95_wait: float,
     tolerance: float = 0.01,
@@ -43,15 +56,14 @@ def plan(
     queue_depth: int = QUEUE_DEPTH,
     progress: Progress | None = None,
 ) -> Plan:
-    """Bisection over a factor on `base` until the fewest GPUs meeting the target are known
-    to within `tolerance` (a fraction of the GPUs) or one GPU."""
-    minimum = fed.largest_per_site(base, jobs)
+    """Double from `start` GPUs until the target is met, then bisect until the fewest GPUs
+    meeting it are known to within `tolerance` (a fraction of the size) or one GPU."""
     steps = 0
     tried: dict[int, Point] = {}
 
-    def attempt(factor: float) -> tuple[bool, fed.Federation]:
+    def attempt(total: float) -> tuple[bool, fed.Federation]:
         nonlocal steps
-        federation = base.scaled(factor, minimum)
+        federation = sizer(total)
         if federation.gpus not in tried:
             steps += 1
             tried[federation.gpus] = run_point(
@@ -67,7 +79,7 @@ def plan(
                 progress(f"step {steps}: {federation.gpus:,} GPUs, p95 wait {p95:,.0f} s")
         return _meets(tried[federation.gpus], policy, target_p95_wait), federation
 
-    low, high = 0.0, 1.0
+    low, high = 0.0, max(start, 1.0)
     met, federation = attempt(high)
     doublings = 0
     while not met:
@@ -81,7 +93,7 @@ def plan(
         met, federation = attempt(high)
     best = federation
     for _ in range(MAX_HALVINGS):  # sizes are rounded: a gap may never close
-        small = base.scaled(low, minimum).gpus
+        small = sizer(low).gpus if low > 0 else 0
         if best.gpus - small <= max(1, tolerance * best.gpus):
             break
         middle = (low + high) / 2

@@ -57,9 +57,10 @@ class Trace:
 
 def _timestamp(text: str) -> float:
     try:
-        return float(text)
+        return _number(text)
     except ValueError:
-        pass
+        if text.strip().lower().lstrip("+-") in {"nan", "inf", "infinity"}:
+            raise
     moment = datetime.fromisoformat(text)
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
@@ -75,20 +76,20 @@ def _number(text: str) -> float:
 
 def load(path: Path) -> Trace:
     try:
-        handle = path.open(newline="", encoding="utf-8")
+        handle = path.open(newline="", encoding="utf-8-sig")  # a BOM (Excel) is not a name
     except OSError as exc:
         raise TraceError(f"cannot read trace {path}: {exc.strerror or exc}") from exc
     with handle:
         reader = csv.DictReader(handle)
-        header = [name.strip() for name in reader.fieldnames or []]
-        missing = [c for c in COLUMNS if c not in header]
-        if missing:
-            raise TraceError(
-                f"trace {path}: missing column(s) {', '.join(missing)}; "
-                f"a trace needs {', '.join(COLUMNS)} (found: {', '.join(header) or 'none'})"
-            )
-        reader.fieldnames = header
         try:
+            header = [name.strip() for name in reader.fieldnames or []]
+            missing = [c for c in COLUMNS if c not in header]
+            if missing:
+                raise TraceError(
+                    f"trace {path}: missing column(s) {', '.join(missing)}; a trace needs "
+                    f"{', '.join(COLUMNS)} (found: {', '.join(header)[:200] or 'none'})"
+                )
+            reader.fieldnames = header
             return _read(reader, path)
         except (csv.Error, UnicodeDecodeError) as exc:
             raise TraceError(f"trace {path}, line {reader.line_num}: {exc}") from exc
