@@ -48,8 +48,8 @@ class RequestLimits:
             await _error(send, 413, "too_large", _too_large(limit), None)
             return
         binary = headers.get(b"content-type", b"").startswith(
-            b"multipart/form-data"
-        )  # uploads carry NUL bytes
+            (b"multipart/form-data", b"application/octet-stream")
+        )  # uploads and agents' logs carry NUL bytes; they are files, not database text
         if not binary and (b"\x00" in body or b"\\u0000" in body):
             field = _nul_field(body)
             await _error(send, 422, "invalid", "NUL characters are not allowed", field)

@@ -107,7 +107,8 @@ class Dispatcher:
             decision = schedule(snapshot)
             by_id = {str(j.id): j for j in queued}
             for waiting in decision.waiting:
-                by_id[waiting.job].reason = waiting.reason
+                job = by_id[waiting.job]
+                job.reason = _keep_lost(job.reason, waiting.reason)
             started = []
             for assignment in decision.assignments:
                 job = by_id[assignment.job]
@@ -222,3 +223,13 @@ class Dispatcher:
 
     def _apply(self, session: Session, job: Job, status: RunStatus) -> int:
         return apply_status(session, self.catalog, job, status, self.clock())
+
+
+LOST_MARK = "; queued again"
+
+
+def _keep_lost(before: str | None, reason: str) -> str:
+    """A job that was lost keeps saying so while it waits again."""
+    if before and before.startswith("lost at ") and LOST_MARK in before:
+        return f"{before.split(LOST_MARK)[0]}{LOST_MARK}: {reason}"
+    return reason

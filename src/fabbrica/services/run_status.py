@@ -61,6 +61,7 @@ def requeue_lost(session: Session, job: Job) -> int:
     """The site has no trace of the run, or stopped answering: give its hours back and
     queue the job again (it may be placed elsewhere)."""
     accounting.release(session, job)
+    # dispatch keeps the "lost at X; queued again" head while the job waits again
     job.state, job.reason = JobState.QUEUED.value, f"lost at {job.factory_id}; queued again"
     job.factory_id = job.partition_id = None
     job.allocation_id, job.started_at, job.dispatched_at = None, None, None
