@@ -12,6 +12,9 @@ import httpx
 from fabbrica.backends.protocol import Capacity, LaunchRequest, RunStatus
 
 
+API = "/api/v1"
+
+
 class ApiUnavailable(RuntimeError):
     """The API did not answer, or answered with a server error: try again later."""
 
@@ -38,19 +41,19 @@ class Account:
 
 
 class AgentClient:
-    def __init__(self, url: str, token: str, *, timeout: float = 30.0) -> None:
-        self.http = httpx.Client(
-            base_url=url.rstrip("/") + "/api/v1",
-            headers={"Authorization": f"Bearer {token}"},
-            timeout=timeout,
-        )
+    def __init__(
+        self, url: str, token: str, *, timeout: float = 30.0, http: httpx.Client | None = None
+    ) -> None:
+        """`http` replaces the HTTP client (tests pass the app's TestClient)."""
+        self.http = http or httpx.Client(base_url=url.rstrip("/"), timeout=timeout)
+        self.http.headers["Authorization"] = f"Bearer {token}"
 
     def close(self) -> None:
         self.http.close()
 
     def _call(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         try:
-            response = self.http.request(method, path, **kwargs)
+            response = self.http.request(method, API + path, **kwargs)
         except httpx.HTTPError as exc:
             raise ApiUnavailable(f"{method} {path}: {exc}") from exc
         if response.status_code >= 500:
@@ -102,7 +105,7 @@ class AgentClient:
         ]
 
     def download(self, api_path: str, dest: Path) -> Path:
-        path = api_path.removeprefix("/api/v1")
+        path = API + api_path.removeprefix(API)
         dest.parent.mkdir(parents=True, exist_ok=True)
         try:
             with self.http.stream("GET", path) as response:

@@ -133,8 +133,11 @@ class Agent:
             return [], []
         self.backend_ok = True
         for status in statuses:
-            self.held[status.job_id].status = status
-        return capacity, statuses
+            held = self.held[status.job_id]
+            if status.state is RunState.UNKNOWN and held.status.state.finished:
+                continue  # it never reached the backend (refused at submission): keep that
+            held.status = status
+        return capacity, [h.status for h in self.held.values()]
 
     def _cancel(self, answer: SyncAnswer, result: RoundResult) -> None:
         for tag in answer.cancel:

@@ -1,0 +1,163 @@
+"""The agent loop against the real API (in process, both databases), with the project's
+in-memory backend standing in for a site's scheduler."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import func, select
+
+from fabbrica.agent.client import AgentClient, ApiUnavailable
+from fabbrica.agent.loop import Agent
+from fabbrica.api.app import create_app
+from fabbrica.api.deps import AppContext
+from fabbrica.backends.memory import FakePartition, InMemoryExecutor
+from fabbrica.backends.protocol import RunState
+from fabbrica.catalog.model import Catalog
+from fabbrica.services import identity
+from fabbrica.services.access.calls import seed_calls
+from fabbrica.services.dispatch import Dispatcher
+from fabbrica.store.db import Database
+from fabbrica.store.models import UsageRecord
+from tests.api.helpers import API, Headers
+from tests.conftest import ADMIN_TOKEN, Clock, bearer
+
+
+@dataclass
+class Site:
+    api: TestClient
+    db: Database
+    clock: Clock
+    dispatcher: Dispatcher
+    user: Headers
+    executor: InMemoryExecutor
+    client: AgentClient
+
+    def agent(self) -> Agent:
+        return Agent(self.client, self.executor, backend="memory", interval=0.01)
+
+    def submit(self) -> int:
+        spec = {"name": "t", "run": "train", "resources": {"gpus": 2, "gpu_model": "gh200",
+                                                          "time_limit": "1h"}}  # fmt: skip
+        r = self.api.post(f"{API}/jobs", headers=self.user, json={"spec": spec})
+        assert r.status_code == 201, r.text
+        return int(r.json()["id"])
+
+    def job(self, job_id: int) -> Any:
+        return self.api.get(f"{API}/jobs/{job_id}", headers=self.user).json()
+
+
+@pytest.fixture
+def site(db: Database, catalog: Catalog, clock: Clock, tmp_path: Path) -> Iterator[Site]:
+    with db.session() as session:
+        identity.bootstrap(session, now=clock(), token=ADMIN_TOKEN)
+        seed_calls(session, catalog, clock())
+    ctx = AppContext(db=db, catalog=catalog, clock=clock, files=tmp_path)
+    with TestClient(create_app(ctx)) as api:
+        admin = bearer(ADMIN_TOKEN)
+        made = api.post(f"{API}/users", headers=admin, json={"email": "ada@x.it", "name": "A"})
+        user = bearer(made.json()["token"])
+        org = api.post(f"{API}/organisations", headers=user,
+                       json={"name": "O", "country": "DE", "type": "startup"}).json()  # fmt: skip
+        pid = api.post(f"{API}/projects", headers=user,
+                       json={"title": "T", "org_id": org["id"]}).json()["id"]  # fmt: skip
+        applied = api.post(f"{API}/proposals", headers=user, json={
+            "project_id": pid, "call_id": "jaif-playground", "gpu_hours": 50, "months": 1,
+            "declare_civilian_ai_act": True})  # fmt: skip
+        assert applied.json()["state"] == "accepted", applied.text
+        token = api.post(f"{API}/agents/jaif/token", headers=admin).json()["token"]
+        executor = InMemoryExecutor([FakePartition("booster", "gh200", 4)], now=clock())
+        client = AgentClient("http://testserver", token, http=api)
+        dispatcher = Dispatcher(db, catalog, ctx.executors, clock)
+        yield Site(api, db, clock, dispatcher, user, executor, client)
+
+
+def test_a_job_runs_through_the_agent_and_is_charged_what_the_site_measured(site: Site) -> None:
+    agent = site.agent()
+    assert agent.round().ok  # capacity first: the factory is placeable only once it reports
+    job_id = site.submit()
+    site.dispatcher.step()
+    assert site.job(job_id)["state"] == "dispatched"
+    result = agent.round()
+    assert result.launched == [f"fab-{job_id}"]
+    agent.round()
+    assert site.job(job_id)["state"] == "running"
+    site.executor.advance(dt.timedelta(seconds=90))
+    site.executor.finish(f"fab-{job_id}")
+    agent.round()
+    job = site.job(job_id)
+    assert job["state"] == "succeeded"
+    assert job["gpu_hours"] == pytest.approx(2 * 90 / 3600)
+    assert agent.held == {}  # reported and forgotten
+
+
+def test_the_api_away_the_runs_go_on_and_are_reported_when_it_returns(site: Site) -> None:
+    agent = site.agent()
+    agent.round()
+    job_id = site.submit()
+    site.dispatcher.step()
+    agent.round()
+    real = site.client.http
+
+    def refuse(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("the API is away", request=request)
+
+    away = httpx.Client(transport=httpx.MockTransport(refuse), base_url=str(real.base_url))
+    site.client.http = away
+    with pytest.raises(ApiUnavailable):
+        site.client.sync("memory", [], [], [])
+    assert not agent.round().ok
+    site.executor.advance(dt.timedelta(seconds=30))
+    site.executor.finish(f"fab-{job_id}")  # ended while the API was away
+    assert not agent.round().ok
+    assert f"fab-{job_id}" in agent.held
+    site.client.http = real
+    assert agent.round().ok
+    assert site.job(job_id)["state"] == "succeeded"
+    assert site.job(job_id)["gpu_hours"] == pytest.approx(2 * 30 / 3600)
+
+
+def test_a_restarted_agent_adopts_its_runs_and_nothing_runs_twice(site: Site) -> None:
+    first = site.agent()
+    first.round()
+    job_id = site.submit()
+    site.dispatcher.step()
+    first.round()
+    assert len(site.executor.adopt()) == 1
+    # the agent process dies; a new one starts with an empty memory
+    second = site.agent()
+    assert second.adopt() == 1
+    result = second.round()
+    assert result.launched == []  # it holds the run already: not offered again
+    assert len(site.executor.adopt()) == 1
+    site.executor.finish(f"fab-{job_id}")
+    second.round()
+    second.round()
+    assert site.job(job_id)["state"] == "succeeded"
+    with site.db.session() as s:
+        assert s.scalar(select(func.count()).select_from(UsageRecord)) == 1
+
+
+def test_a_job_the_backend_refuses_fails_and_is_not_charged(site: Site) -> None:
+    agent = site.agent()
+    agent.round()
+    job_id = site.submit()
+    site.dispatcher.step()
+
+    def broken(request: Any) -> Any:
+        raise RuntimeError("sbatch: error: Batch job submission failed")
+
+    site.executor.submit = broken  # type: ignore[method-assign]
+    agent.round()
+    assert agent.held[f"fab-{job_id}"].status.state is RunState.FAILED
+    agent.round()
+    job = site.job(job_id)
+    assert job["state"] == "failed" and "could not start" in job["reason"]
+    assert job["gpu_hours"] == 0
