@@ -17,7 +17,7 @@ import datetime as dt
 import json
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from sqlalchemy import select
@@ -35,10 +35,9 @@ from fabbrica.catalog.model import Catalog
 from fabbrica.core.access import AllocationState
 from fabbrica.core.errors import Conflict, Forbidden, InvalidInput, NotFound
 from fabbrica.core.identity import Role
-from fabbrica.core.jobs import JobState, job_command, run_tag
-from fabbrica.core.jobspec import JobSpec
+from fabbrica.core.jobs import JobState
 from fabbrica.services.identity import issue_token
-from fabbrica.services.run_status import apply_status
+from fabbrica.services.run_status import apply_status, launch_request
 from fabbrica.store.db import Database
 from fabbrica.store.models import Agent, Allocation, Job, ProjectMember, SiteUsername, User
 
@@ -194,26 +193,20 @@ def sync(
         if job.cancel_requested:
             continue  # the control loop cancels it through the link
         job.lease_until = now + lease
-        launch.append(launch_request(session, job, factory))
+        launch.append(_launch(session, job, factory))
     return SyncAnswer(lease.total_seconds(), launch, cancel)
 
 
-def launch_request(session: Session, job: Job, factory: str) -> LaunchRequest:
-    spec = JobSpec.model_validate_json(job.spec)
+def _launch(session: Session, job: Job, factory: str) -> LaunchRequest:
+    """The job as the agent launches it: its account, the member's site username, and the
+    workdir as an API path the agent downloads."""
     username = session.scalar(
         select(SiteUsername.username).where(
             SiteUsername.factory_id == factory, SiteUsername.user_id == job.user_id
         )
     )
-    return LaunchRequest(
-        job_id=run_tag(job.id),
-        partition=job.partition_id or "",
-        gpus=job.gpus,
-        nodes=job.nodes,
-        time_limit=dt.timedelta(seconds=job.time_limit_s),
-        command=job_command(spec.setup, spec.run),
-        env=dict(spec.env),
-        gpu_model=job.gpu_model,
+    return replace(
+        launch_request(job),
         workdir_archive=f"/api/v1/agent/jobs/{job.id}/workdir" if job.workdir_archive else None,
         account=slurm_account(job.project.id or ""),
         user=username,

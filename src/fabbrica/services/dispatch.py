@@ -18,17 +18,17 @@ from dataclasses import replace
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from fabbrica.backends.protocol import Executor, LaunchRequest, RunState, RunStatus
+from fabbrica.backends.protocol import Executor, RunState, RunStatus
 from fabbrica.catalog.model import Catalog
 from fabbrica.core.errors import Conflict
-from fabbrica.core.jobs import JobState, job_command, run_tag
+from fabbrica.core.jobs import JobState, run_tag
 from fabbrica.core.jobspec import JobSpec
 from fabbrica.sched import Allocation as SchedAllocation
 from fabbrica.sched import Policy, Running, Snapshot, schedule
 from fabbrica.services import accounting
 from fabbrica.services.access.allocations import in_force
 from fabbrica.services.jobs import as_sched_job, partitions_of
-from fabbrica.services.run_status import apply_status
+from fabbrica.services.run_status import apply_status, launch_request
 from fabbrica.store.db import Database
 from fabbrica.store.models import Job, Project, UsageRecord
 
@@ -193,7 +193,7 @@ class Dispatcher:
                 executor = self.executors.get(job.factory_id or "")
                 if executor is None:
                     continue  # its factory is not connected now; the next round retries
-                request = self._request(job)
+                request = launch_request(job)
             try:
                 status = executor.submit(request)
             except Exception as exc:  # the backend refused: the job fails, nothing charged
@@ -206,20 +206,6 @@ class Dispatcher:
                 if job is not None and job.state == JobState.DISPATCHED:
                     launched += self._apply(session, job, status)
         return launched
-
-    def _request(self, job: Job) -> LaunchRequest:
-        spec = JobSpec.model_validate_json(job.spec)
-        return LaunchRequest(
-            job_id=run_tag(job.id),
-            partition=job.partition_id or "",
-            gpus=job.gpus,
-            nodes=job.nodes,
-            time_limit=dt.timedelta(seconds=job.time_limit_s),
-            command=job_command(spec.setup, spec.run),
-            env=dict(spec.env),
-            gpu_model=job.gpu_model,
-            workdir_archive=job.workdir_archive,
-        )
 
     def _apply(self, session: Session, job: Job, status: RunStatus) -> int:
         return apply_status(session, self.catalog, job, status, self.clock())

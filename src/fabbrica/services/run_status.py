@@ -11,10 +11,11 @@ import datetime as dt
 
 from sqlalchemy.orm import Session
 
-from fabbrica.backends.protocol import RunState, RunStatus
+from fabbrica.backends.protocol import LaunchRequest, RunState, RunStatus
 from fabbrica.catalog.model import Catalog, Partition
 from fabbrica.core.billing import Request, charged_gpu_hours
-from fabbrica.core.jobs import FROM_RUN, JobState
+from fabbrica.core.jobs import FROM_RUN, JobState, job_command, run_tag
+from fabbrica.core.jobspec import JobSpec
 from fabbrica.services import accounting
 from fabbrica.store.models import Job
 
@@ -55,6 +56,22 @@ def apply_status(
         job.lease_until = None
     job.state = state.value
     return 1
+
+
+def launch_request(job: Job) -> LaunchRequest:
+    """What an executor needs to run `job` (tagged with its run tag)."""
+    spec = JobSpec.model_validate_json(job.spec)
+    return LaunchRequest(
+        job_id=run_tag(job.id),
+        partition=job.partition_id or "",
+        gpus=job.gpus,
+        nodes=job.nodes,
+        time_limit=dt.timedelta(seconds=job.time_limit_s),
+        command=job_command(spec.setup, spec.run),
+        env=dict(spec.env),
+        gpu_model=job.gpu_model,
+        workdir_archive=job.workdir_archive,
+    )
 
 
 def requeue_lost(session: Session, job: Job) -> int:
