@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from fastapi import FastAPI
 from sqlalchemy import select
 from sqlalchemy.engine import make_url
 
+from fabbrica.agent.inprocess import InProcessClient
+from fabbrica.agent.loop import Agent
 from fabbrica.api.app import create_app
 from fabbrica.api.deps import AppContext
 from fabbrica.backends.local import LocalExecutor
@@ -29,10 +32,11 @@ from fabbrica.services.notify import SmtpSender
 from fabbrica.settings import Settings
 from fabbrica.store.db import Database
 from fabbrica.store.migrate import upgrade
-from fabbrica.store.models import Agent
+from fabbrica.store.models import Agent as AgentRow
 from fabbrica.store.types import utcnow
 
 log = logging.getLogger("fabbrica")
+LOCAL_AGENT_INTERVAL = 0.5  # seconds between the embedded agent's syncs
 
 
 @dataclass
@@ -40,6 +44,7 @@ class Prepared:
     ctx: AppContext
     settings: Settings
     bootstrap_token: str | None  # set only when a token was generated now: print it once
+    agents: list[Agent] = field(default_factory=list)  # agents that run in this process
 
 
 def load_settings_catalog(settings: Settings) -> Catalog:
@@ -53,7 +58,6 @@ def prepare(settings: Settings, catalog: Catalog) -> Prepared:
     executors: dict[str, Executor] = {}
     if settings.local_gpus > 0:
         catalog = catalog.with_factory(local_factory(settings.local_gpus))
-        executors[LOCAL_ID] = LocalExecutor(settings.data_dir / "jobs", gpus=settings.local_gpus)
     if settings.emulate_federation:
         catalog, stand_ins = emulated_federation(catalog)
         for factory_id, (partition, model, gpus) in stand_ins.items():
@@ -66,14 +70,32 @@ def prepare(settings: Settings, catalog: Catalog) -> Prepared:
             )
     db = Database(settings.resolved_database_url())
     upgrade(db.engine)
+    lease = dt.timedelta(seconds=settings.agent_lease_seconds)
     token = (settings.bootstrap_token or "").strip() or None
     with db.session() as session:
         made = identity.bootstrap(session, now=utcnow(), token=token)
         seed_calls(session, catalog, utcnow())
     generated = made[1] if made is not None and token is None else None
-    lease = dt.timedelta(seconds=settings.agent_lease_seconds)
+    in_process = []  # after bootstrap: its agent user must not make the database look used
+    if settings.local_gpus > 0:
+        # The embedded factory runs its own agent, in this process: the same agent loop
+        # as a site's, driving the local executor (its files stay where the API reads them).
+        local = LocalExecutor(settings.data_dir / "jobs", gpus=settings.local_gpus)
+        client = InProcessClient(db, catalog, LOCAL_ID, utcnow, lease)
+        in_process.append(
+            Agent(
+                client,
+                local,
+                backend="local",
+                interval=LOCAL_AGENT_INTERVAL,
+                work_dir=settings.data_dir / "agent",
+            )
+        )
+        executors[LOCAL_ID] = AgentLink(
+            db, LOCAL_ID, utcnow, settings.data_dir, lease=lease, job_dirs=local.job_dir
+        )
     with db.session() as session:
-        for factory_id in session.scalars(select(Agent.factory_id)):
+        for factory_id in session.scalars(select(AgentRow.factory_id)):
             if factory_id not in executors and catalog.factory(factory_id) is not None:
                 executors[factory_id] = AgentLink(
                     db, factory_id, utcnow, settings.data_dir, lease=lease
@@ -86,7 +108,7 @@ def prepare(settings: Settings, catalog: Catalog) -> Prepared:
         upload_max_bytes=settings.upload_max_bytes,
         agent_lease=lease,
     )
-    return Prepared(ctx, settings, generated)
+    return Prepared(ctx, settings, generated, in_process)
 
 
 def build_app(prepared: Prepared) -> FastAPI:
@@ -102,13 +124,29 @@ def build_app(prepared: Prepared) -> FastAPI:
         on_status=publish,
     )
 
+    stop = threading.Event()
+    threads = [
+        threading.Thread(target=agent.run, args=(stop,), name=f"agent {agent.backend}", daemon=True)
+        for agent in prepared.agents
+    ]
+
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        for agent in prepared.agents:
+            # before the control loop: runs that went on while the server was down are
+            # reported (and their leases renewed) before anyone looks at those leases
+            agent.adopt()
+            agent.round()
+        for thread in threads:
+            thread.start()
         loop.start()
         try:
             yield
         finally:
             loop.stop()
+            stop.set()
+            for thread in threads:
+                thread.join(10)
             ctx.db.dispose()
 
     return create_app(ctx, lifespan=lifespan, max_body_bytes=prepared.settings.max_request_bytes)

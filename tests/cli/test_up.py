@@ -57,7 +57,11 @@ def test_state_survives_a_restart(server: Server) -> None:
     assert me.returncode == 0, me.stderr
     assert json.loads(me.stdout)["id"] == alice["id"]
     users = json.loads(fabbrica("user", "list", "--json", env=admin).stdout)
-    assert [u["email"] for u in users] == ["admin@localhost", "alice@example.eu"]
+    assert [(u["email"], u["role"]) for u in users] == [
+        ("admin@localhost", "admin"),
+        ("agent.local@localhost", "agent"),  # the embedded factory's in-process agent
+        ("alice@example.eu", "user"),
+    ]
     gone = fabbrica("whoami", env=server.client_env(extra["token"]))
     assert gone.returncode == 1 and "revoked" in gone.stderr
     tokens = json.loads(fabbrica("token", "list", "--json", env=admin).stdout)

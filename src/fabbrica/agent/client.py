@@ -5,12 +5,11 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 
 from fabbrica.backends.protocol import Capacity, LaunchRequest, RunStatus
-
 
 API = "/api/v1"
 
@@ -38,6 +37,26 @@ class Account:
     state: str  # active | suspended
     gpu_minutes: int
     users: tuple[str, ...]
+
+
+class AgentApi(Protocol):
+    """What the agent loop needs of the API: over HTTP (`AgentClient`) or in process."""
+
+    def sync(
+        self,
+        backend: str,
+        capabilities: list[str],
+        capacity: list[Capacity],
+        runs: list[RunStatus],
+    ) -> SyncAnswer: ...
+
+    def accounts(self) -> list[Account]: ...
+
+    def download(self, api_path: str, dest: Path) -> Path: ...
+
+    def send_log(self, job_id: int, offset: int, data: bytes) -> int: ...
+
+    def close(self) -> None: ...
 
 
 class AgentClient:

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from fabbrica.agent.client import AgentClient, ApiRefused, ApiUnavailable, SyncAnswer
+from fabbrica.agent.client import AgentApi, ApiRefused, ApiUnavailable, SyncAnswer
 from fabbrica.backends.protocol import Capacity, Executor, LaunchRequest, RunState, RunStatus
 
 log = logging.getLogger("fabbrica.agent")
@@ -47,7 +47,7 @@ class RoundResult:
 class Agent:
     def __init__(
         self,
-        client: AgentClient,
+        client: AgentApi,
         executor: Executor,
         *,
         backend: str,

@@ -68,26 +68,31 @@ def create_agent_token(
     require_staff(actor)
     if catalog.factory(factory_id) is None:
         raise NotFound(f"no factory {factory_id!r} in the catalog", field="factory")
-    agent = session.get(Agent, factory_id)
-    if agent is None:
-        user = session.scalar(select(User).where(User.email == agent_email(factory_id)))
-        if user is None:
-            user = User(
-                email=agent_email(factory_id),
-                name=f"site agent of {factory_id}",
-                role=Role.AGENT.value,
-                factory_id=factory_id,
-                active=True,
-                created_at=now,
-            )
-            session.add(user)
-            session.flush()
-        agent = Agent(factory_id=factory_id, user_id=user.id, capabilities="[]", capacity="[]")
-        session.add(agent)
-        session.flush()
-    user = session.get_one(User, agent.user_id)
+    user = ensure_agent(session, factory_id, now=now)
     _, secret = issue_token(session, user, name=f"agent {factory_id}", now=now)
     return user, secret
+
+
+def ensure_agent(session: Session, factory_id: str, *, now: dt.datetime) -> User:
+    """The agent user of a factory, and its agent row, made on first use."""
+    agent = session.get(Agent, factory_id)
+    if agent is not None:
+        return session.get_one(User, agent.user_id)
+    user = session.scalar(select(User).where(User.email == agent_email(factory_id)))
+    if user is None:
+        user = User(
+            email=agent_email(factory_id),
+            name=f"site agent of {factory_id}",
+            role=Role.AGENT.value,
+            factory_id=factory_id,
+            active=True,
+            created_at=now,
+        )
+        session.add(user)
+        session.flush()
+    session.add(Agent(factory_id=factory_id, user_id=user.id, capabilities="[]", capacity="[]"))
+    session.flush()
+    return user
 
 
 def set_site_username(
@@ -303,6 +308,7 @@ class AgentLink:
         files: Path | None = None,
         stale_after: dt.timedelta = STALE_AFTER,
         lease: dt.timedelta = DEFAULT_LEASE,
+        job_dirs: Callable[[str], Path] | None = None,
     ) -> None:
         self.db = db
         self.factory_id = factory_id
@@ -311,6 +317,7 @@ class AgentLink:
         self.files = files
         self.stale_after = stale_after
         self.lease = lease
+        self.job_dirs = job_dirs  # an in-process agent's executor keeps the files here
 
     def _agent(self, session: Session) -> Agent | None:
         return session.get(Agent, self.factory_id)
@@ -374,6 +381,8 @@ class AgentLink:
 
     def job_dir(self, tag: str) -> Path:
         """Where the agent's uploads of a job's log and outputs are kept on this server."""
+        if self.job_dirs is not None:
+            return self.job_dirs(tag)
         if self.files is None:
             raise NotFound("this server keeps no files of agents' jobs", field="job_id")
         return self.files / "agents" / self.factory_id / tag

@@ -1,0 +1,75 @@
+"""The agent of a factory that runs inside `fabbrica up` (the embedded `local` factory):
+the same agent loop, with calls that go to the services directly instead of over HTTP."""
+
+from __future__ import annotations
+
+import datetime as dt
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+from fabbrica.agent.client import Account, ApiUnavailable, SyncAnswer
+from fabbrica.backends.protocol import Capacity, RunStatus
+from fabbrica.catalog.model import Catalog
+from fabbrica.services import agents
+from fabbrica.store.db import Database
+from fabbrica.store.models import Job, User
+
+
+class InProcessClient:
+    """`AgentClient`'s calls, answered by the services in this process."""
+
+    def __init__(
+        self,
+        db: Database,
+        catalog: Catalog,
+        factory_id: str,
+        clock: Callable[[], dt.datetime],
+        lease: dt.timedelta,
+    ) -> None:
+        self.db = db
+        self.catalog = catalog
+        self.factory_id = factory_id
+        self.clock = clock
+        self.lease = lease
+        with db.session() as session:
+            self.user_id = agents.ensure_agent(session, factory_id, now=clock()).id
+
+    def close(self) -> None:
+        return None
+
+    def sync(
+        self,
+        backend: str,
+        capabilities: list[str],
+        capacity: list[Capacity],
+        runs: list[RunStatus],
+    ) -> SyncAnswer:
+        report = agents.Report(backend, capabilities, capacity, runs)
+        try:
+            with self.db.session() as session:
+                actor = session.get_one(User, self.user_id)
+                answer = agents.sync(
+                    session, self.catalog, actor, report, now=self.clock(), lease=self.lease
+                )
+        except Exception as exc:  # the database is away: the loop backs off and retries
+            raise ApiUnavailable(f"sync of {self.factory_id}: {exc}") from exc
+        return SyncAnswer(self.factory_id, answer.lease_seconds, answer.launch, answer.cancel)
+
+    def accounts(self) -> list[Account]:
+        return []
+
+    def download(self, api_path: str, dest: Path) -> Path:
+        job_id = int(api_path.rstrip("/").split("/")[-2])
+        with self.db.session() as session:
+            job = session.get(Job, job_id)
+            source = job.workdir_archive if job is not None else None
+        if not source:
+            raise ApiUnavailable(f"job {job_id} has no workdir archive")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, dest)
+        return dest
+
+    def send_log(self, job_id: int, offset: int, data: bytes) -> int:
+        """The log is already where the server reads it (the executor's job directory)."""
+        return offset + len(data)
