@@ -223,7 +223,7 @@ class SlurmExecutor:
         nodes = max(request.nodes, 1)
         job = BatchJob(
             job_id=int(request.job_id[4:]),
-            name="",
+            name="",  # the job's name is then exactly its run tag
             account=request.account or "",
             partition=mapping.slurm_partition,
             gpu_model=mapping.gres_type,
@@ -288,14 +288,15 @@ class SlurmExecutor:
             return None
 
     def _find_live(self, tag: str) -> str | None:
-        for job in self._squeue([]):
+        # scripts are named exactly after the tag (see _submit): ask for that name only
+        for job in self._squeue([], name=tag):
             if job.run_tag == tag and not job.state.finished:
                 return job.job_id
         return None
 
-    def _squeue(self, ids: list[str]) -> list[slurm.SlurmJob]:
+    def _squeue(self, ids: list[str], name: str | None = None) -> list[slurm.SlurmJob]:
         try:
-            out = self._run(slurm.squeue_argv(ids))
+            out = self._run(slurm.squeue_argv(ids, name=name))
         except SlurmCommandError as exc:
             if slurm.is_invalid_job_error(exc.stderr):
                 return []

@@ -193,14 +193,19 @@ class Association:
 # --- command lines ------------------------------------------------------------------------
 
 
-def squeue_argv(job_ids: Iterable[str] = ()) -> list[str]:
+def squeue_argv(job_ids: Iterable[str] = (), *, name: str | None = None) -> list[str]:
     """Jobs the controller knows, finished ones included (for MinJobAge after their end).
 
     With exactly one job id that the controller has forgotten, squeue exits 1 with
     `SQUEUE_INVALID_JOB` on stderr: read that as no jobs (`is_invalid_job_error`).
     """
     fmt = ",".join(f"{field}:0{SEP}" for field in SQUEUE_FIELDS)
-    return ["squeue", "--noheader", "--states=all", f"--Format={fmt}", *_jobs(job_ids)]
+    argv = ["squeue", "--noheader", "--states=all", f"--Format={fmt}", *_jobs(job_ids)]
+    if name is not None:
+        if not _NAME.fullmatch(name):
+            raise ValueError(f"job name {name!r} is not [A-Za-z0-9_.@+-]+")
+        argv.append(f"--name={name}")
+    return argv
 
 
 def sacct_argv(job_ids: Iterable[str] = (), *, since: dt.datetime | None = None) -> list[str]:
