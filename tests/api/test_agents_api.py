@@ -161,6 +161,28 @@ def test_a_job_whose_lease_runs_out_is_queued_again_and_cancelled_where_it_shows
         assert s.scalar(select(func.count()).select_from(UsageRecord)) == 0
 
 
+def test_a_lost_job_placed_again_at_its_old_factory_runs_anew(world: World) -> None:
+    job_id = dispatched_to(world, "gh200")
+    world.sync("jaif", [run(job_id, "running", site_job_id="7")])
+    world.clock.advance(seconds=LEASE.total_seconds() + 1)
+    world.dispatcher.step()  # lost: queued again
+    world.sync("jaif")  # the agent is back (without the run: its Slurm was down)
+    world.dispatcher.step()
+    job = world.job(job_id)
+    assert job["state"] == "dispatched" and job["factory"] == "jaif"
+    # its Slurm is back with the old run: that run is stopped, the new one is offered
+    answer = world.sync("jaif", [run(job_id, "running", site_job_id="7")])
+    assert answer["cancel"] == [f"fab-{job_id}"]
+    assert [o["job_id"] for o in answer["launch"]] == [f"fab-{job_id}"]
+    cancelled = run(job_id, "cancelled", site_job_id="7", gpus=1, elapsed_s=80)
+    world.sync("jaif", [cancelled])
+    assert world.job(job_id)["state"] == "dispatched"  # the old run's end is not its end
+    world.sync("jaif", [run(job_id, "running", site_job_id="8")])
+    assert world.job(job_id)["state"] == "running"
+    with world.db.session() as s:
+        assert s.scalar(select(func.count()).select_from(UsageRecord)) == 0
+
+
 def test_a_quiet_agent_gets_no_new_work(world: World) -> None:
     world.sync("jaif")
     world.clock.advance(seconds=31)  # its capacity is stale now

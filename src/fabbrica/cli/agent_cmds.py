@@ -145,7 +145,7 @@ def _backend(
         )
     except MapError as exc:
         raise CliError(str(exc), BAD_INPUT) from exc
-    return slurm, lambda api: AccountSync(slurm.runner, api)
+    return slurm, lambda api: AccountSync(slurm.runner, api, root / "accounts.json")
 
 
 @agent_app.command("check")
@@ -153,6 +153,9 @@ def check(
     factory: FactoryOpt,
     slurm_conf: Annotated[
         Path | None, typer.Option("--slurm-conf", help="The cluster's slurm.conf.")
+    ] = None,
+    work_dir: Annotated[
+        Path | None, typer.Option("--work-dir", help="The agent's work dir (its accounts).")
     ] = None,
     json_out: JsonOpt = False,
 ) -> None:
@@ -167,7 +170,9 @@ def check(
         raise CliError("no agent token: set FABBRICA_TOKEN", BAD_INPUT)
     api = AgentClient(target.url, target.token)
     try:
-        changes = AccountSync(SlurmRunner(str(slurm_conf) if slurm_conf else None), api).plan()
+        root = (work_dir or Path.home() / ".fabbrica-agent" / factory).resolve()
+        runner = SlurmRunner(str(slurm_conf) if slurm_conf else None)
+        changes = AccountSync(runner, api, root / "accounts.json").plan()
     except (ApiRefused, ApiUnavailable, SlurmError) as exc:
         raise CliError(str(exc)) from exc
     finally:

@@ -173,7 +173,10 @@ def sync(
     for status in report.runs:
         job_id = _job_id(status.job_id)
         job = session.get(Job, job_id, with_for_update=True) if job_id is not None else None
-        if job is None or job.factory_id != factory or job.state not in ACTIVE:
+        stale = status.site_job_id is not None and status.site_job_id == (
+            job.lost_site_job_id if job is not None else None
+        )  # the run it had before it was lost (placed here again, it runs anew)
+        if job is None or job.factory_id != factory or job.state not in ACTIVE or stale:
             if not status.state.finished:
                 cancel.append(status.job_id)  # not this factory's (any more): stop it
             continue

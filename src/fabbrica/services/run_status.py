@@ -82,6 +82,7 @@ def requeue_lost(session: Session, job: Job) -> int:
     job.state, job.reason = JobState.QUEUED.value, f"lost at {job.factory_id}; queued again"
     job.factory_id = job.partition_id = None
     job.allocation_id, job.started_at, job.dispatched_at = None, None, None
+    job.lost_site_job_id = job.site_job_id or job.lost_site_job_id
     job.lease_until, job.site_job_id = None, None
     return 1
 

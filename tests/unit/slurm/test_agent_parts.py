@@ -123,3 +123,11 @@ def test_the_sites_own_accounts_and_other_clusters_are_left_alone() -> None:
     assert plan_changes([hostile], actual, "jaif") == []
     odd_user = plan_changes([want(users=("ada; rm -rf /",))], [assoc()], "jaif")
     assert odd_user == []
+
+
+def test_only_accounts_this_agent_made_are_removed() -> None:
+    other = "fab-aif-2026pg11-0002"  # another deployment's project on the same cluster
+    actual = [assoc(), assoc("ada"), assoc(account=other)]
+    changes = plan_changes([], actual, "jaif", owned={ACCOUNT})
+    assert [(c.action, c.account) for c in changes] == [("remove_account", ACCOUNT)]
+    assert plan_changes([], actual, "jaif", owned=set()) == []

@@ -6,14 +6,18 @@ its members' site usernames as users, and `GrpTRESMins=gres/gpu=<grant in GPU-mi
 `AccountingStorageEnforce=limits,safe` a job starts only if its GPU-minutes fit. Actual
 state: `sacctmgr show associations`. `plan` is a pure difference (shown by `fabbrica
 agent check` before anything changes); `apply` runs it. Only accounts named like
-Fabbrica's projects (`fab-...`) are touched; others are the site's own.
+Fabbrica's projects (`fab-...`) are touched, and an account is removed only if this agent
+made it (it keeps their names in `<work dir>/accounts.json`): another Fabbrica
+deployment's accounts on the same cluster are left alone.
 """
 
 from __future__ import annotations
 
+import json
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 from fabbrica.agent.client import Account
@@ -45,9 +49,13 @@ class Change:
 
 
 def plan_changes(
-    desired: Sequence[Account], actual: Iterable[slurm.Association], cluster: str
+    desired: Sequence[Account],
+    actual: Iterable[slurm.Association],
+    cluster: str,
+    owned: Collection[str] | None = None,
 ) -> list[Change]:
-    """What to run so that `actual` (this cluster's associations) matches `desired`."""
+    """What to run so that `actual` (this cluster's associations) matches `desired`;
+    accounts no allocation wants are removed only if in `owned` (None: any)."""
     accounts: dict[str, slurm.Association] = {}
     users: dict[str, set[str]] = {}
     for row in actual:
@@ -106,6 +114,8 @@ def plan_changes(
                 )
             )  # fmt: skip
     for name in sorted(set(accounts) - set(wanted)):
+        if owned is not None and name not in owned:
+            continue  # not made by this agent: another deployment's, or the site's
         changes.append(
             Change(
                 name,
@@ -122,9 +132,23 @@ def _mgr(*words: str) -> tuple[str, ...]:
 
 
 class AccountSync:
-    def __init__(self, runner: SlurmRunner, api: AccountSource) -> None:
+    def __init__(self, runner: SlurmRunner, api: AccountSource, state: Path | None = None) -> None:
         self.runner = runner
         self.api = api
+        self.state = state  # accounts.json: the accounts this agent made
+
+    def owned(self) -> set[str]:
+        if self.state is None:
+            return set()
+        try:
+            return set(json.loads(self.state.read_text()))
+        except (OSError, ValueError):
+            return set()
+
+    def _remember(self, owned: set[str]) -> None:
+        if self.state is not None:
+            self.state.parent.mkdir(parents=True, exist_ok=True)
+            self.state.write_text(json.dumps(sorted(owned)))
 
     def cluster(self) -> str:
         out = self.runner.run(["scontrol", "show", "config"]).stdout
@@ -137,16 +161,23 @@ class AccountSync:
     def plan(self) -> list[Change]:
         cluster = self.cluster()
         actual = slurm.parse_assoc(self.runner.run(slurm.assoc_argv(cluster=cluster)).stdout)
-        return plan_changes(self.api.accounts(), actual, cluster)
+        return plan_changes(self.api.accounts(), actual, cluster, self.owned())
 
     def apply(self) -> list[Change]:
         """Run the plan; a step Slurm refuses (an account with running jobs cannot be
         removed) is left for the next round."""
         done = []
+        owned = self.owned()
         for change in self.plan():
             try:
                 self.runner.run(change.argv)
             except SlurmCommandError:
                 continue
             done.append(change)
+            if change.action == "add_account":
+                owned.add(change.account)
+                self._remember(owned)
+            elif change.action == "remove_account":
+                owned.discard(change.account)
+                self._remember(owned)
         return done

@@ -48,6 +48,7 @@ def upgrade() -> None:
     with op.batch_alter_table("jobs", schema=None) as batch_op:
         batch_op.add_column(sa.Column("lease_until", sa.DateTime(timezone=True), nullable=True))
         batch_op.add_column(sa.Column("site_job_id", sa.String(length=64), nullable=True))
+        batch_op.add_column(sa.Column("lost_site_job_id", sa.String(length=64), nullable=True))
 
     with op.batch_alter_table("usage_records", schema=None) as batch_op:
         batch_op.add_column(sa.Column("factory_id", sa.String(length=64), nullable=True))
@@ -73,6 +74,7 @@ def downgrade() -> None:
         batch_op.drop_column("factory_id")
 
     with op.batch_alter_table("jobs", schema=None) as batch_op:
+        batch_op.drop_column("lost_site_job_id")
         batch_op.drop_column("site_job_id")
         batch_op.drop_column("lease_until")
 
