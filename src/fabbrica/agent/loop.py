@@ -22,7 +22,8 @@ from fabbrica.agent.client import AgentApi, ApiRefused, ApiUnavailable, SyncAnsw
 from fabbrica.backends.protocol import Capacity, Executor, LaunchRequest, RunState, RunStatus
 
 log = logging.getLogger("fabbrica.agent")
-LOG_PART = 256 * 1024  # bytes of a job's log sent per round
+LOG_PART = 256 * 1024  # bytes of a job's log per request
+LOG_ROUND = 64 * 1024 * 1024  # bytes of logs sent per round at most
 MAX_BACKOFF = 30.0
 
 
@@ -92,6 +93,7 @@ class Agent:
 
     def round(self) -> RoundResult:
         capacity, runs = self._observe()
+        self._send_logs()  # before a run is reported ended, its log is on the server
         try:
             answer = self.client.sync(
                 self.backend, sorted(self.executor.capabilities()), capacity, runs
@@ -109,7 +111,6 @@ class Agent:
         if self.sync_accounts is not None and (due or answer.launch):
             self._accounts()  # before a launch: the job's account must exist
         self._launch(answer, result)
-        self._send_logs()
         self._forget_finished()
         return result
 
@@ -177,22 +178,26 @@ class Agent:
         finder = getattr(self.executor, "job_dir", None)
         if finder is None:
             return
+        budget = LOG_ROUND
         for tag, held in self.held.items():
             path = Path(finder(tag)) / "log"
-            try:
-                with path.open("rb") as handle:
-                    handle.seek(held.log_sent)
-                    data = handle.read(LOG_PART)
-            except OSError:
-                continue
-            if not data:
-                continue
-            try:
-                held.log_sent = self.client.send_log(int(tag[4:]), held.log_sent, data)
-            except ApiRefused as exc:
-                log.warning("log of %s refused: %s", tag, exc)
-            except ApiUnavailable:
-                return
+            while budget > 0:  # all of it, in parts, within the round's budget
+                try:
+                    with path.open("rb") as handle:
+                        handle.seek(held.log_sent)
+                        data = handle.read(LOG_PART)
+                except OSError:
+                    break
+                if not data:
+                    break
+                try:
+                    held.log_sent = self.client.send_log(int(tag[4:]), held.log_sent, data)
+                except ApiRefused as exc:
+                    log.warning("log of %s refused: %s", tag, exc)
+                    break
+                except ApiUnavailable:
+                    return
+                budget -= len(data)
 
     def _forget_finished(self) -> None:
         finder = getattr(self.executor, "job_dir", None)

@@ -126,6 +126,8 @@ def _follow(job_id: int) -> dict[str, Any]:
         if job["state"] in ("running", *FINISHED):
             offset = _print_log(api, job_id, offset)
         if job["state"] in FINISHED:
+            while (after := _print_log(api, job_id, offset)) > offset:
+                offset = after  # the rest of the log (1 MiB a request)
             return job
         time.sleep(0.5)
 
@@ -178,10 +180,17 @@ def logs(
     if follow:
         _follow(job_id)
         return
-    response = api.raw("GET", f"/jobs/{job_id}/logs")
-    if response.status_code != 200:
-        api.check(response)
-    sys.stdout.write(response.content.decode("utf-8", errors="replace"))
+    offset, data = 0, b""
+    while True:  # the server sends at most 1 MiB a request: read on until it has no more
+        response = api.raw("GET", f"/jobs/{job_id}/logs", params={"offset": offset})
+        if response.status_code != 200:
+            api.check(response)
+        data += response.content
+        next_offset = int(response.headers.get("X-Next-Offset", offset + len(response.content)))
+        if not response.content or next_offset <= offset:
+            break
+        offset = next_offset
+    sys.stdout.write(data.decode("utf-8", errors="replace"))
 
 
 def cancel(job_id: int, json_out: JsonOpt = False) -> None:
