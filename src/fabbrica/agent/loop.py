@@ -20,6 +20,7 @@ from pathlib import Path
 
 from fabbrica.agent.client import AgentApi, ApiRefused, ApiUnavailable, SyncAnswer
 from fabbrica.backends.protocol import Capacity, Executor, LaunchRequest, RunState, RunStatus
+from fabbrica.core.jobs import job_id_of
 
 log = logging.getLogger("fabbrica.agent")
 LOG_PART = 256 * 1024  # bytes of a job's log per request
@@ -180,6 +181,9 @@ class Agent:
             return
         budget = LOG_ROUND
         for tag, held in self.held.items():
+            job_id = job_id_of(tag)
+            if job_id is None:
+                continue
             path = Path(finder(tag)) / "log"
             while budget > 0:  # all of it, in parts, within the round's budget
                 try:
@@ -191,7 +195,7 @@ class Agent:
                 if not data:
                     break
                 try:
-                    held.log_sent = self.client.send_log(int(tag[4:]), held.log_sent, data)
+                    held.log_sent = self.client.send_log(job_id, held.log_sent, data)
                 except ApiRefused as exc:
                     log.warning("log of %s refused: %s", tag, exc)
                     break

@@ -43,6 +43,14 @@ def run_tag(job_id: int) -> str:
     return f"fab-{job_id}"
 
 
+def job_id_of(tag: str) -> int | None:
+    """The job id in a run tag (`fab-<id>`), or None when `tag` is not one."""
+    digits = tag.removeprefix("fab-")
+    if digits == tag or not digits.isdigit() or len(digits) > 10:
+        return None
+    return int(digits)
+
+
 def job_command(setup: str | None, run: str) -> str:
     """setup, then run if setup succeeded; each may span several lines."""
     if not setup:

@@ -35,7 +35,7 @@ from fabbrica.catalog.model import Catalog
 from fabbrica.core.access import AllocationState
 from fabbrica.core.errors import Conflict, Forbidden, InvalidInput, NotFound
 from fabbrica.core.identity import Role
-from fabbrica.core.jobs import JobState
+from fabbrica.core.jobs import JobState, job_id_of
 from fabbrica.services.identity import issue_token
 from fabbrica.services.run_status import apply_status, launch_request
 from fabbrica.store.db import Database
@@ -171,7 +171,7 @@ def sync(
     cancel: list[str] = []
     held: set[int] = set()
     for status in report.runs:
-        job_id = _job_id(status.job_id)
+        job_id = job_id_of(status.job_id)
         job = session.get(Job, job_id, with_for_update=True) if job_id is not None else None
         stale = status.site_job_id is not None and status.site_job_id == (
             job.lost_site_job_id if job is not None else None
@@ -219,12 +219,6 @@ def _launch(session: Session, job: Job, factory: str) -> LaunchRequest:
         account=slurm_account(job.project.id or ""),
         user=username,
     )
-
-
-def _job_id(tag: str) -> int | None:
-    if not tag.startswith("fab-") or not tag[4:].isdigit() or len(tag) > 14:
-        return None
-    return int(tag[4:])
 
 
 def _capacity_json(c: Capacity) -> dict[str, object]:
@@ -351,7 +345,7 @@ class AgentLink:
         found = []
         with self.db.read_session() as session:
             for tag in job_ids:
-                job_id = _job_id(tag)
+                job_id = job_id_of(tag)
                 job = session.get(Job, job_id) if job_id is not None else None
                 if job is None:
                     found.append(RunStatus(tag, RunState.UNKNOWN))
@@ -369,7 +363,7 @@ class AgentLink:
     def cancel(self, job_id: str) -> RunStatus:
         """A job the agent has not submitted yet (no site id) is cancelled here and now;
         otherwise the agent cancels it at its next sync (the job is marked)."""
-        tag_id = _job_id(job_id)
+        tag_id = job_id_of(job_id)
         with self.db.read_session() as session:
             job = session.get(Job, tag_id) if tag_id is not None else None
             if job is not None and job.state == JobState.DISPATCHED.value and not job.site_job_id:

@@ -32,6 +32,7 @@ from fabbrica.backends.slurm.runner import SlurmCommandError, SlurmRunner
 from fabbrica.backends.slurm.script import BatchJob, parse_sbatch_output, render, scancel_argv
 from fabbrica.backends.slurm.script import sbatch_argv as _sbatch_argv
 from fabbrica.catalog.model import Partition
+from fabbrica.core.jobs import job_id_of
 
 ADOPT_WINDOW = dt.timedelta(days=2)
 _STATES = {
@@ -203,7 +204,7 @@ class SlurmExecutor:
         return self.poll(sorted(tags))
 
     def job_dir(self, job_id: str) -> Path:
-        if not job_id.startswith("fab-") or not job_id[4:].isdigit():
+        if job_id_of(job_id) is None:
             raise ValueError(f"{job_id!r} is not a run tag")
         return self.root / "runs" / job_id
 
@@ -222,7 +223,7 @@ class SlurmExecutor:
         log.touch()
         nodes = max(request.nodes, 1)
         job = BatchJob(
-            job_id=int(request.job_id[4:]),
+            job_id=_job_number(request.job_id),
             name="",  # the job's name is then exactly its run tag
             account=request.account or "",
             partition=mapping.slurm_partition,
@@ -308,6 +309,13 @@ class SlurmExecutor:
 
     def _run(self, argv: list[str]) -> str:
         return self.runner.run(argv, env_overrides=slurm.STATUS_ENV).stdout
+
+
+def _job_number(tag: str) -> int:
+    number = job_id_of(tag)
+    if number is None:
+        raise ValueError(f"{tag!r} is not a run tag")
+    return number
 
 
 def _final_state(job: slurm.SlurmJob) -> RunState:
