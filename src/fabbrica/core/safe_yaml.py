@@ -80,26 +80,16 @@ def _scan(text: str, max_depth: int, max_nodes: int) -> None:
         for event in yaml.parse(text, Loader=_Loader):
             if isinstance(event, yaml.NodeEvent):
                 path = _node_path(stack)
-                mark = event.start_mark
                 if isinstance(event, yaml.AliasEvent) or event.anchor is not None:
-                    raise YamlError(
-                        "anchors and aliases (&name, *name) are not allowed; write the "
-                        "value out in full",
-                        _dotted(path),
-                        mark.line + 1,
-                        mark.column + 1,
-                    )
+                    message = "anchors and aliases (&name, *name) are not allowed"
+                    raise _at(event, f"{message}; write the value out in full", path)
                 nodes += 1
                 if nodes > max_nodes:
-                    raise YamlError(f"more than {max_nodes:,} values", _dotted(path), mark.line + 1)
+                    raise _at(event, f"more than {max_nodes:,} values", path)
                 if isinstance(event, yaml.CollectionStartEvent):
                     if len(stack) >= max_depth:
-                        raise YamlError(
-                            f"nested deeper than {max_depth} levels",
-                            _dotted(path[:1]),  # the top-level key: the rest is noise
-                            mark.line + 1,
-                            mark.column + 1,
-                        )
+                        # named by its top-level key: the rest of the path is noise
+                        raise _at(event, f"nested deeper than {max_depth} levels", path[:1])
                     _advance(stack, None)
                     stack.append(_Frame(path, isinstance(event, yaml.MappingStartEvent)))
                 else:
@@ -109,6 +99,13 @@ def _scan(text: str, max_depth: int, max_nodes: int) -> None:
                 stack.pop()
     except yaml.YAMLError as exc:
         raise _yaml_error(exc) from exc
+
+
+def _at(event: yaml.Event, message: str, path: list[str]) -> YamlError:
+    mark = event.start_mark
+    if mark is None:
+        return YamlError(message, _dotted(path))
+    return YamlError(message, _dotted(path), mark.line + 1, mark.column + 1)
 
 
 def _node_path(stack: list[_Frame]) -> list[str]:
