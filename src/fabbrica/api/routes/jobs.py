@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, Path, Query, Request, status
 from fastapi.concurrency import run_in_threadpool
@@ -67,6 +68,11 @@ def _parse_submission(raw: _Submission) -> tuple[JobSpec, str | None, bytes | No
         if upload is not None and upload.filename is not None:
             archive = bytes(upload.data)
         return _parse(_form_text(spec_part, "spec")), project, archive
+    if raw.content_type.startswith("application/x-www-form-urlencoded"):
+        fields = dict(parse_qsl(raw.body.decode("utf-8", "replace"), keep_blank_values=True))
+        if "spec" not in fields:
+            raise InvalidInput("the form needs a `spec` field (YAML or JSON text)", "spec")
+        return _parse(fields["spec"]), fields.get("project"), None
     try:
         body = JobCreate.model_validate_json(raw.body)
     except ValidationError as exc:
