@@ -317,6 +317,38 @@ def test_every_integer_parameter_is_bounded_and_too_big_is_a_422(world: World) -
         assert_error(r, 422, "invalid", name)
 
 
+def test_every_number_in_a_request_body_has_bounds(world: World) -> None:
+    """The same class of bug in bodies: an unbounded integer would reach the database."""
+    document = world.api.app.openapi()  # type: ignore[attr-defined]
+    schemas = document["components"]["schemas"]
+    names = _refs([op.get("requestBody", {}) for ops in document["paths"].values()
+                   for op in ops.values()])  # fmt: skip
+    while more := _refs([schemas[n] for n in names]) - names:
+        names |= more
+    unbounded = [
+        (name, field)
+        for name in sorted(names)
+        for field, schema in schemas[name].get("properties", {}).items()
+        for kind in [schema, *schema.get("anyOf", [])]
+        if kind.get("type") in ("integer", "number") and "maximum" not in kind
+    ]
+    assert len(names) >= 10 and unbounded == []
+
+
+def _refs(nodes: Any) -> set[str]:
+    found: set[str] = set()
+    stack = [nodes]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            if "$ref" in node:
+                found.add(node["$ref"].rsplit("/", 1)[-1])
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return found
+
+
 # --- what the server builds: output archives ---
 
 
