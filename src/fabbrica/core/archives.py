@@ -21,6 +21,7 @@ from typing import Protocol
 
 from fabbrica.core.jobspec import is_inside
 
+_CHUNK = 1024 * 1024
 HEADER_ALLOWANCE = 2048  # tar bytes per entry beyond its data: header, long names, padding
 
 
@@ -65,7 +66,7 @@ class _Budget(io.RawIOBase):
         return True
 
     def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
-        data = self.inner.read(len(buffer))
+        data = self.inner.read(min(len(buffer), _CHUNK))  # never inflate much at once
         self.seen += len(data)
         if self.seen > self.cap:
             raise ArchiveError(
