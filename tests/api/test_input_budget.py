@@ -272,6 +272,14 @@ def test_nul_and_control_characters_in_a_spec_are_422_naming_the_field(
     assert snapshot(world.db) == before
 
 
+def test_a_project_id_with_a_nul_in_a_form_is_422(world: World) -> None:
+    form = {"spec": (None, "name: t\nrun: x\n"), "project": (None, "FAB\x00x")}
+    r = world.api.post(f"{API}/jobs", headers=world.pi, files=form)
+    assert_error(r, 422, "invalid", "project")
+    as_file = {"spec": ("job.yaml", "name: t\nrun: 'true'\n"), "project": (None, world.project)}
+    assert world.api.post(f"{API}/jobs", headers=world.pi, files=as_file).status_code == 201
+
+
 # --- integer parameters: bounded, 422 in the error shape, never 500 ---
 
 

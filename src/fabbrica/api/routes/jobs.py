@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl
@@ -45,6 +46,9 @@ def job_public(job: Job) -> JobPublic:
     )
 
 
+_PROJECT_ID = re.compile(r"[A-Za-z0-9_-]{0,40}")
+
+
 @dataclass(frozen=True)
 class _Submission:
     """A submission as received: the whole body and its content type; nothing parsed."""
@@ -54,6 +58,13 @@ class _Submission:
 
 
 def _parse_submission(raw: _Submission) -> tuple[JobSpec, str | None, bytes | None]:
+    spec, project, archive = _read_submission(raw)
+    if project is not None and not _PROJECT_ID.fullmatch(project):
+        raise InvalidInput("a project id is 1 to 40 letters, digits, - and _", "project")
+    return spec, project or None, archive
+
+
+def _read_submission(raw: _Submission) -> tuple[JobSpec, str | None, bytes | None]:
     """The spec (YAML text or JSON), the project and the workdir archive of a submission:
     a multipart form (`spec`, `project`, `workdir` file) or a JSON body (JobCreate). Run in
     a worker thread: YAML, JSON and multipart parsing never hold the event loop."""
@@ -61,7 +72,7 @@ def _parse_submission(raw: _Submission) -> tuple[JobSpec, str | None, bytes | No
         form = parse_form(raw.content_type, raw.body)
         spec_part, project_part = form.get("spec"), form.get("project")
         upload = form.get("workdir")
-        if spec_part is None or spec_part.filename is not None:
+        if spec_part is None:  # a plain field, or a file (curl -F spec=@job.yaml)
             raise InvalidInput("the form needs a `spec` field (YAML or JSON text)", "spec")
         project = _form_text(project_part, "project") if project_part is not None else None
         archive = None
