@@ -198,14 +198,15 @@ class ConcurrencyLimit:
     worker-thread hops (dependencies, route, teardown), so a flood of requests each blocked
     on that lock in its own worker could starve the holder of the thread it needs next."""
 
-    def __init__(self, app: ASGIApp, limit: int) -> None:
+    def __init__(self, app: ASGIApp, limit: int, exempt: frozenset[str] = frozenset()) -> None:
         import anyio
 
         self.app = app
         self.slots = anyio.Semaphore(limit)
+        self.exempt = exempt  # paths that take no write lock (the health probe)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or scope.get("path") in self.exempt:
             await self.app(scope, receive, send)
             return
         async with self.slots:
