@@ -22,7 +22,8 @@ from fabbrica.backends.protocol import Executor
 from fabbrica.catalog.loader import load_catalog
 from fabbrica.catalog.local import LOCAL_ID, emulated_federation, local_factory
 from fabbrica.catalog.model import Catalog
-from fabbrica.services import identity
+from fabbrica.core.archives import ArchiveLimits
+from fabbrica.services import identity, job_files
 from fabbrica.services.access.allocations import ExpiryStep
 from fabbrica.services.access.calls import seed_calls
 from fabbrica.services.agents import AgentLink
@@ -106,8 +107,17 @@ def prepare(settings: Settings, catalog: Catalog) -> Prepared:
         executors=executors,
         files=settings.data_dir,
         upload_max_bytes=settings.upload_max_bytes,
+        archive_limits=ArchiveLimits(
+            max_entries=settings.archive_max_entries,
+            max_unpacked_bytes=settings.archive_max_unpacked_bytes,
+            max_ratio=settings.archive_max_ratio,
+        ),
         agent_lease=lease,
     )
+    with db.session() as session:  # what a crash mid-submission left behind
+        swept = job_files.sweep_uploads(session, settings.data_dir)
+    if swept:
+        log.warning("removed %d abandoned upload(s) from %s", len(swept), settings.data_dir)
     return Prepared(ctx, settings, generated, in_process)
 
 

@@ -31,6 +31,9 @@ class Settings(BaseSettings):
     local_gpus: int = Field(default=2, ge=0, le=1024)
     emulate_federation: bool = False
     upload_max_bytes: int = Field(default=100 * 1024 * 1024, ge=1024, le=10 * 1024**3)
+    archive_max_entries: int = Field(default=10_000, ge=1, le=10_000_000)
+    archive_max_unpacked_bytes: int = Field(default=1024**3, ge=1024, le=1024**5)
+    archive_max_ratio: float = Field(default=100.0, ge=1, le=1_000_000)
     agent_lease_seconds: float = Field(default=60.0, ge=5, le=86400)
     smtp_host: str | None = None
     smtp_port: int = Field(default=25, ge=1, le=65535)

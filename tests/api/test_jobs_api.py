@@ -199,7 +199,7 @@ def test_yaml_text_and_oversized_or_nested_specs(world: World) -> None:
     r = world.api.post(
         f"{API}/jobs", headers=world.pi, json={"spec": nested, "project": world.project}
     )
-    assert_error(r, 422, "invalid", "spec")
+    assert_error(r, 422, "invalid", "spec.env")
     huge = world.api.post(
         f"{API}/jobs", headers=world.pi, content=b'{"spec": "' + b"x" * (50 * 1024 * 1024) + b'"}'
     )

@@ -78,7 +78,7 @@ def test_missing_run_and_bad_files() -> None:
         parse_job_spec("name: j\nrun: x\nenv: " + "[" * 5000 + "]" * 5000)
     with pytest.raises(SpecError, match="nested deeper"):
         parse_job_spec("name: j\nrun: x\nx: " + "[" * 40 + "]" * 40)
-    with pytest.raises(SpecError, match="not valid YAML at line 2"):
+    with pytest.raises(SpecError, match="at line 3, column 1: not valid YAML"):
         parse_job_spec("name: j\nrun: [unclosed")
     with pytest.raises(SpecError, match="mapping"):
         parse_job_spec("- a list")

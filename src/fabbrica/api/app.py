@@ -50,7 +50,11 @@ def create_app(
     app.state.ctx = ctx
     install_error_handlers(app)
     if ctx.db.backend == "sqlite":
-        app.add_middleware(ConcurrencyLimit, limit=SQLITE_CONCURRENCY)
+        app.add_middleware(
+            ConcurrencyLimit,
+            limit=SQLITE_CONCURRENCY,
+            exempt=frozenset({f"{API_PREFIX}/health"}),
+        )
     app.add_middleware(
         RequestLimits,
         limit=max_body_bytes,

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from fabbrica.backends.protocol import Executor
 from fabbrica.catalog.model import Catalog
+from fabbrica.core.archives import ArchiveLimits
 from fabbrica.core.errors import Unauthenticated
 from fabbrica.services import identity
 from fabbrica.store.db import Database
@@ -31,6 +32,7 @@ class AppContext:
     executors: dict[str, Executor] = field(default_factory=dict)  # factory id -> executor
     files: Path | None = None  # where uploads and job files live
     upload_max_bytes: int = 100 * 1024 * 1024
+    archive_limits: ArchiveLimits = field(default_factory=ArchiveLimits)  # workdirs, outputs
     agent_lease: dt.timedelta = dt.timedelta(seconds=60)  # how long a site agent's claim holds
     status: dict[str, str] = field(default_factory=lambda: {"control_loop": "not running"})
 

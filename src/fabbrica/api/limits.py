@@ -4,15 +4,24 @@
   soon as it passes the limit).
 - NUL characters in the query or a JSON body get 422: PostgreSQL cannot store
   them, and no name, id or text needs one.
+- JSON bodies nested deeper than MAX_JSON_DEPTH get 422 before any parser sees them
+  (found by a scan of the brackets, no object built; long bodies scanned in a worker
+  thread, off the event loop).
 """
 
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 from urllib.parse import parse_qsl
 
+from anyio import to_thread
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+MAX_JSON_DEPTH = 32
+_INLINE_SCAN = 64 * 1024  # bodies up to this size are scanned on the loop (microseconds)
+_TOKENS = re.compile(rb'\\.|"|[\[\]{}]', re.DOTALL)
 
 
 class RequestLimits:
@@ -50,10 +59,28 @@ class RequestLimits:
         binary = headers.get(b"content-type", b"").startswith(
             (b"multipart/form-data", b"application/octet-stream")
         )  # uploads and agents' logs carry NUL bytes; they are files, not database text
+        if not binary and not headers.get(b"content-type", b"").startswith(_FORM):
+            too_deep = (
+                _too_deep(body)
+                if len(body) <= _INLINE_SCAN
+                else await to_thread.run_sync(_too_deep, body)
+            )
+            if too_deep is not None:
+                message = (
+                    f"the JSON body is nested deeper than {MAX_JSON_DEPTH} levels "
+                    f"(at character {too_deep})"
+                )
+                await _error(send, 422, "invalid", message, None)
+                return
         if not binary and (b"\x00" in body or b"\\u0000" in body):
-            field = _nul_field(body)
-            await _error(send, 422, "invalid", "NUL characters are not allowed", field)
-            return
+            nul, field = (
+                _nul_in_body(body)
+                if len(body) <= _INLINE_SCAN
+                else await to_thread.run_sync(_nul_in_body, body)
+            )
+            if nul:
+                await _error(send, 422, "invalid", "NUL characters are not allowed", field)
+                return
         replayed = False
 
         async def replay() -> Message:
@@ -84,6 +111,31 @@ async def _read(receive: Receive, limit: int) -> bytes | None:
     return b"".join(chunks)
 
 
+_FORM = b"application/x-www-form-urlencoded"
+
+
+def _too_deep(body: bytes, limit: int = MAX_JSON_DEPTH) -> int | None:
+    """Where a JSON text first opens its `limit + 1`-th nested array or object, if it
+    does (strings and their escapes skipped; nothing parsed)."""
+    if body.count(b"[") + body.count(b"{") <= limit:
+        return None
+    depth = 0
+    in_string = False
+    for match in _TOKENS.finditer(body):
+        token = match.group()
+        if token == b'"':
+            in_string = not in_string
+        elif in_string or token[0] == 0x5C:  # inside a string, or an escape
+            continue
+        elif token in (b"[", b"{"):
+            depth += 1
+            if depth > limit:
+                return match.start()
+        else:
+            depth -= 1
+    return None
+
+
 def _too_large(limit: int) -> str:
     return f"the request body is over the limit of {limit:,} bytes"
 
@@ -98,18 +150,21 @@ def _nul_in_url(scope: Scope) -> str | None:
     return None
 
 
-def _nul_field(body: bytes) -> str | None:
-    """The dotted path of the first JSON string holding a NUL, if the body is JSON."""
+def _nul_in_body(body: bytes) -> tuple[bool, str | None]:
+    """Whether the body holds a NUL (a raw byte, or a JSON `\\u0000` escape: not the text
+    `\\u0000` inside a JSON string), and the dotted path of the first JSON string with one."""
     try:
         data = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        return None
-    return _find_nul(data, [])
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return b"\x00" in body, None
+    field = _find_nul(data, [])
+    return field is not None or b"\x00" in body, field or None
 
 
 def _find_nul(node: Any, path: list[str]) -> str | None:
+    """The dotted path of the first string holding a NUL ("" for the top)."""
     if isinstance(node, str):
-        return (".".join(path) or None) if "\x00" in node else None
+        return ".".join(path) if "\x00" in node else None
     if isinstance(node, dict):
         items = [(str(k), v) for k, v in node.items()]
     elif isinstance(node, list):
@@ -120,7 +175,7 @@ def _find_nul(node: Any, path: list[str]) -> str | None:
         if "\x00" in key:
             return ".".join([*path, key.replace("\x00", "")])
         found = _find_nul(value, [*path, key])
-        if found:
+        if found is not None:
             return found
     return None
 
@@ -143,14 +198,15 @@ class ConcurrencyLimit:
     worker-thread hops (dependencies, route, teardown), so a flood of requests each blocked
     on that lock in its own worker could starve the holder of the thread it needs next."""
 
-    def __init__(self, app: ASGIApp, limit: int) -> None:
+    def __init__(self, app: ASGIApp, limit: int, exempt: frozenset[str] = frozenset()) -> None:
         import anyio
 
         self.app = app
         self.slots = anyio.Semaphore(limit)
+        self.exempt = exempt  # paths that take no write lock (the health probe)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or scope.get("path") in self.exempt:
             await self.app(scope, receive, send)
             return
         async with self.slots:

@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import Path
 
 MAX_ID = 2**31 - 1  # PostgreSQL integer; larger ids cannot exist, so they are a 422
+MAX_OFFSET = 2**40  # byte offsets into logs (1 TiB): beyond, a 422, never an OSError
 
 
 UserIdPath = Annotated[int, Path(ge=1, le=MAX_ID, description="a user id")]

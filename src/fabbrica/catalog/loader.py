@@ -6,10 +6,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import ValidationError
 
 from fabbrica.catalog.model import Catalog
+from fabbrica.core.safe_yaml import YamlError, load_yaml
 
 MAX_CATALOG_BYTES = 5 * 1024 * 1024
 
@@ -47,12 +47,10 @@ def load_catalog(path: Path | str | None = None) -> Catalog:
 
 def parse_catalog(text: str, name: str = "<catalog>") -> Catalog:
     try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise CatalogError(name, [f"{where}not valid YAML: {problem}"]) from exc
+        data = load_yaml(text, max_bytes=MAX_CATALOG_BYTES)
+    except YamlError as exc:
+        where = f" ({exc.field})" if exc.field else ""
+        raise CatalogError(name, [f"{exc}{where}"]) from exc
     if not isinstance(data, dict):
         raise CatalogError(name, ["the file must hold a mapping (schema_version, factories ...)"])
     try:

@@ -20,6 +20,13 @@ class InvalidInput(FabbricaError):
     status = 422
 
 
+class TooLarge(FabbricaError):
+    """Over a size budget (a request, an archive's unpacked size or entries)."""
+
+    code = "too_large"
+    status = 413
+
+
 class NotFound(FabbricaError):
     code = "not_found"
     status = 404

@@ -21,13 +21,20 @@ import re
 from pathlib import PurePosixPath
 from typing import Annotated, Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from fabbrica.core.safe_yaml import YamlError, load_yaml
 
 MAX_SPEC_BYTES = 256 * 1024
 MAX_DEPTH = 16
+MAX_NODES = 20_000  # a spec has a few dozen values; env at most 256
 MAX_GPUS = 16_384
 MAX_TIME_LIMIT_S = 14 * 86400
+# NUL cannot be in a command, an environment value or a path; the other control characters
+# (and bidi overrides, which make text read differently than it is) have no place in names,
+# paths and ids. Scripts and environment values may hold tabs, newlines, escapes.
+_NUL = re.compile("\x00")
+_SINGLE_LINE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 _DURATION = re.compile(r"^(?:(?P<d>\d+)d)?(?:(?P<h>\d+)h)?(?:(?P<m>\d+)m)?(?:(?P<s>\d+)s)?$")
 _CLOCK = re.compile(r"^(?:(?P<d>\d+)-)?(?P<h>\d{1,3}):(?P<m>\d{2})(?::(?P<s>\d{2}))?$")
 
@@ -152,6 +159,28 @@ class JobSpec(_Spec):
         return value
 
 
+def _check_characters(node: Any, path: list[str]) -> None:
+    """SpecError naming the first string (key or value) with a character it cannot hold."""
+    if isinstance(node, str):
+        field = ".".join(path) or None
+        free = path in (["run"], ["setup"]) or (len(path) == 2 and path[0] == "env")
+        if (_NUL if free else _SINGLE_LINE).search(node):
+            what = "a NUL character" if "\x00" in node else "a control character"
+            raise SpecError(field, f"contains {what}")
+        return
+    if isinstance(node, dict):
+        items = list(node.items())
+    elif isinstance(node, list | tuple):
+        items = list(enumerate(node))
+    else:
+        return
+    for key, value in items:
+        name = str(key)
+        if _SINGLE_LINE.search(name):
+            raise SpecError(".".join(path) or None, f"the key {name!r} holds a control character")
+        _check_characters(value, [*path, name])
+
+
 def _scalar(value: Any) -> Any:
     """Numbers and booleans in `env` become strings, as a shell would see them."""
     if isinstance(value, bool):
@@ -178,27 +207,19 @@ def parse_job_spec(text: str | bytes, source: str = "job spec") -> JobSpec:
     """Validate a job spec (YAML or JSON text); SpecError names the field."""
     if len(text) > MAX_SPEC_BYTES:
         raise SpecError(None, f"{source} is {len(text):,} bytes; the limit is {MAX_SPEC_BYTES:,}")
-    if isinstance(text, bytes):
-        try:
-            text = text.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise SpecError(None, f"{source} is not UTF-8 text") from exc
     try:
-        data = yaml.safe_load(text)
-    except RecursionError as exc:
-        raise SpecError(None, f"{source} is nested too deeply") from exc
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise SpecError(None, f"{source} is not valid YAML{where}") from exc
+        data = load_yaml(text, max_bytes=MAX_SPEC_BYTES, max_depth=MAX_DEPTH, max_nodes=MAX_NODES)
+    except YamlError as exc:
+        where = f" at line {exc.line}, column {exc.column}" if exc.line is not None else ""
+        raise SpecError(exc.field, f"{source}{where}: {exc.problem}") from exc
     if not isinstance(data, dict):
         raise SpecError(None, f"{source} must be a mapping with at least `name` and `run`")
-    if _depth(data) > MAX_DEPTH:
-        raise SpecError(None, f"{source} is nested deeper than {MAX_DEPTH} levels")
     return spec_from_data(data)
 
 
 def spec_from_data(data: dict[str, Any]) -> JobSpec:
+    """Validate parsed spec data; SpecError names the field (dotted) of the first problem."""
+    _check_characters(data, [])
     try:
         return JobSpec.model_validate(data)
     except ValidationError as exc:
@@ -207,13 +228,3 @@ def spec_from_data(data: dict[str, Any]) -> JobSpec:
         message = "unknown field" if error["type"] == "extra_forbidden" else error["msg"]
         message = message.removeprefix("Value error, ")
         raise SpecError(field, message) from exc
-
-
-def _depth(node: Any, level: int = 1) -> int:
-    if level > MAX_DEPTH:
-        return level
-    if isinstance(node, dict):
-        return max((_depth(v, level + 1) for v in node.values()), default=level)
-    if isinstance(node, list):
-        return max((_depth(v, level + 1) for v in node), default=level)
-    return level

@@ -1,33 +1,79 @@
-"""Where a job's files are: the uploaded workdir, its log and its outputs."""
+"""Where a job's files are: the uploaded workdir, its log and its outputs.
+
+Uploads are checked in memory (core.archives) before anything is written; a stored upload
+is first written under `uploads/.partial/` and renamed when complete, and the submission
+that made it deletes it again if it is refused. Whatever a crash left behind (partial
+files, archives no job refers to) is swept when the server starts (`sweep_uploads`).
+"""
 
 from __future__ import annotations
 
 import io
+import os
+import stat
 import tarfile
 import uuid
 from pathlib import Path
 
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
 from fabbrica.backends.protocol import Executor
-from fabbrica.core.errors import InvalidInput, NotFound
+from fabbrica.core.archives import ArchiveError, ArchiveLimits, check_archive
+from fabbrica.core.errors import InvalidInput, NotFound, TooLarge
 from fabbrica.core.jobs import run_tag
-from fabbrica.core.jobspec import JobSpec, is_inside
+from fabbrica.core.jobspec import JobSpec
 from fabbrica.store.models import Job
 
+UPLOADS = "uploads"
+PARTIAL = ".partial"
 
-def store_upload(files: Path, data: bytes) -> Path:
-    """Keep an uploaded workdir archive (a tar, gzip or not); refuse anything else."""
+
+def check_upload(data: bytes, limits: ArchiveLimits) -> None:
+    """Refuse (naming the field `workdir`) an archive over a budget or holding anything
+    but regular files, directories and links that stay inside it."""
     try:
-        with tarfile.open(fileobj=io.BytesIO(data), mode="r:*") as tar:
-            for member in tar.getmembers():
-                if not is_inside(member.name) or member.issym() or member.islnk():
-                    raise InvalidInput(f"{member.name!r} leaves the workdir", field="workdir")
-    except tarfile.TarError as exc:
-        raise InvalidInput(f"the workdir is not a tar archive: {exc}", field="workdir") from exc
-    folder = files / "uploads"
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{uuid.uuid4().hex}.tar"
-    path.write_bytes(data)
-    return path
+        check_archive(data, limits)
+    except ArchiveError as exc:
+        error = TooLarge if exc.too_large else InvalidInput
+        raise error(f"the workdir archive is refused: {exc.message}", field="workdir") from exc
+
+
+def upload_path(files: Path) -> Path:
+    """A new, unused place for an upload (nothing is written yet)."""
+    return files / UPLOADS / f"{uuid.uuid4().hex}.tar"
+
+
+def store_upload(path: Path, data: bytes) -> None:
+    """Write a checked upload to `path` (from upload_path), completely or not at all."""
+    partial = path.parent / PARTIAL / path.name
+    partial.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        partial.write_bytes(data)
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def discard_upload(path: Path | None) -> None:
+    if path is not None:
+        path.unlink(missing_ok=True)
+
+
+def sweep_uploads(session: Session, files: Path) -> list[Path]:
+    """Delete what no job refers to: partial uploads and archives of submissions that never
+    committed (a crash mid-request). Run at start, before requests are served: one server
+    per data directory. Returns what was deleted."""
+    folder = files / UPLOADS
+    if not folder.is_dir():
+        return []
+    removed = [p for p in (folder / PARTIAL).glob("*") if p.is_file() or p.is_symlink()]
+    query = select(Job.workdir_archive).where(Job.workdir_archive.is_not(None))
+    kept = {Path(p).name for p in session.scalars(query) if p}
+    removed += [p for p in folder.glob("*.tar") if p.name not in kept]
+    for path in removed:
+        path.unlink(missing_ok=True)
+    return removed
 
 
 def job_dir(executors: dict[str, Executor], job: Job) -> Path:
@@ -43,8 +89,12 @@ def job_dir(executors: dict[str, Executor], job: Job) -> Path:
 
 
 def read_log(directory: Path, offset: int, limit: int = 1024 * 1024) -> tuple[bytes, int]:
+    """The log from byte `offset` (at most `limit` bytes) and the offset after it; past the
+    end: nothing, and the same offset."""
     try:
         with (directory / "log").open("rb") as log:
+            if offset >= os.fstat(log.fileno()).st_size:
+                return b"", offset
             log.seek(offset)
             data = log.read(limit)
     except FileNotFoundError:
@@ -52,13 +102,97 @@ def read_log(directory: Path, offset: int, limit: int = 1024 * 1024) -> tuple[by
     return data, offset + len(data)
 
 
-def outputs_archive(directory: Path, spec: JobSpec) -> bytes:
-    """A gzipped tar of the job's outputs (the `outputs` of its spec, and outputs/)."""
-    work = directory / "work"
+def outputs_archive(directory: Path, spec: JobSpec, limits: ArchiveLimits) -> bytes:
+    """A gzipped tar of the job's outputs (the `outputs` of its spec, and outputs/): regular
+    files, directories and relative links that stay inside the job's tree, nothing else
+    (no devices, FIFOs, sockets, absolute or escaping links; links are never followed).
+    TooLarge (field `outputs`) past the archive budgets."""
+    root = os.path.realpath(directory / "work")
     buffer = io.BytesIO()
+    packer = _Packer(root, limits)
     with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
         for name in dict.fromkeys(n.rstrip("/") or "." for n in [*spec.outputs, "outputs"]):
-            path = (work / name).resolve()
-            if work.resolve() in path.parents and path.exists():
-                tar.add(path, arcname=str(path.relative_to(work.resolve())))
+            start = os.path.realpath(os.path.join(root, name))
+            if _within(root, start) and start != root and os.path.lexists(start):
+                packer.add_tree(tar, start)
     return buffer.getvalue()
+
+
+def _within(root: str, path: str) -> bool:
+    return path == root or path.startswith(root.rstrip("/") + "/")
+
+
+class _Packer:
+    def __init__(self, root: str, limits: ArchiveLimits) -> None:
+        self.root = root
+        self.limits = limits
+        self.entries = 0
+        self.total = 0
+        self.seen: set[str] = set()
+
+    def add_tree(self, tar: tarfile.TarFile, start: str) -> None:
+        """`start` and what is under it, depth first, without following links."""
+        pending = [start]
+        while pending:
+            path = pending.pop()
+            name = os.path.relpath(path, self.root)
+            if name in self.seen:
+                continue
+            self.seen.add(name)
+            try:
+                info = os.lstat(path)
+            except OSError:
+                continue  # gone meanwhile
+            if stat.S_ISDIR(info.st_mode):
+                self._count(0)
+                tar.addfile(_entry(name, tarfile.DIRTYPE, info.st_mode, info.st_mtime))
+                with os.scandir(path) as found:
+                    pending.extend(sorted((e.path for e in found), reverse=True))
+            elif stat.S_ISREG(info.st_mode):
+                self._add_file(tar, path, name)
+            elif stat.S_ISLNK(info.st_mode):
+                target = os.readlink(path)
+                if not os.path.isabs(target) and _within(self.root, os.path.realpath(path)):
+                    self._count(0)
+                    link = _entry(name, tarfile.SYMTYPE, 0o777, info.st_mtime)
+                    link.linkname = target
+                    tar.addfile(link)
+            # anything else (FIFO, socket, device) is left out
+
+    def _add_file(self, tar: tarfile.TarFile, path: str, name: str) -> None:
+        try:  # never through a link, never blocking on a FIFO swapped in meanwhile
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except OSError:
+            return
+        with os.fdopen(fd, "rb") as file:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode):
+                return
+            self._count(info.st_size)
+            data = file.read(info.st_size)
+        entry = _entry(name, tarfile.REGTYPE, info.st_mode, info.st_mtime)
+        entry.size = len(data)
+        tar.addfile(entry, io.BytesIO(data))
+
+    def _count(self, size: int) -> None:
+        self.entries += 1
+        self.total += size
+        if self.entries > self.limits.max_entries:
+            raise TooLarge(
+                f"the outputs hold more than {self.limits.max_entries:,} entries; "
+                "fewer, larger files (an archive of them) can be downloaded",
+                field="outputs",
+            )
+        if self.total > self.limits.max_unpacked_bytes:
+            raise TooLarge(
+                f"the outputs add up to more than {self.limits.max_unpacked_bytes:,} bytes",
+                field="outputs",
+            )
+
+
+def _entry(name: str, kind: bytes, mode: int, mtime: float) -> tarfile.TarInfo:
+    entry = tarfile.TarInfo(name)
+    entry.type = kind
+    entry.mode = stat.S_IMODE(mode) & 0o755 if kind != tarfile.SYMTYPE else 0o777
+    entry.mtime = int(mtime)
+    return entry

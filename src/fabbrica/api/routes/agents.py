@@ -8,6 +8,7 @@ from pathlib import Path as FsPath
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
 from sqlalchemy import select
 
@@ -156,14 +157,18 @@ async def agent_log(
 ) -> dict[str, int]:
     """Append the next part of a job's log, written from byte `offset` (a retry of the
     same part rewrites it). 409 when `offset` is past what the server has."""
-    job = agents.agent_job(session, actor, job_id)
     data = await request.body()
-    if len(data) > LOG_CHUNK_MAX:
-        raise Conflict(f"a log part is at most {LOG_CHUNK_MAX} bytes", field="body")
-    link = ctx.executors.get(job.factory_id or "")
-    if not isinstance(link, agents.AgentLink):
-        raise NotFound(f"job {job_id} is not run by an agent", field="job_id")
-    return {"size": _write_log(link.job_dir(run_tag(job.id)), offset, data)}
+
+    def work() -> dict[str, int]:  # the database and the file, off the event loop
+        job = agents.agent_job(session, actor, job_id)
+        if len(data) > LOG_CHUNK_MAX:
+            raise Conflict(f"a log part is at most {LOG_CHUNK_MAX} bytes", field="body")
+        link = ctx.executors.get(job.factory_id or "")
+        if not isinstance(link, agents.AgentLink):
+            raise NotFound(f"job {job_id} is not run by an agent", field="job_id")
+        return {"size": _write_log(link.job_dir(run_tag(job.id)), offset, data)}
+
+    return await run_in_threadpool(work)
 
 
 def _write_log(directory: FsPath, offset: int, data: bytes) -> int:

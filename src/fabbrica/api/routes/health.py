@@ -6,6 +6,7 @@ from sqlalchemy import text
 from fabbrica import __version__
 from fabbrica.api.deps import ContextDep
 from fabbrica.api.schemas import Health
+from fabbrica.store.db import READ_ONLY
 
 router = APIRouter(tags=["health"])
 
@@ -14,7 +15,8 @@ router = APIRouter(tags=["health"])
 def health(ctx: ContextDep) -> Health:
     """Liveness and database reachability; needs no token."""
     try:
-        with ctx.db.engine.connect() as conn:
+        # a read-only transaction: on SQLite it never queues for the write lock
+        with ctx.db.engine.connect().execution_options(**{READ_ONLY: True}) as conn:
             conn.execute(text("SELECT 1"))
         database = "ok"
     except Exception:  # any driver error means "not reachable" to a probe

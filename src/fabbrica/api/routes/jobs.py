@@ -1,6 +1,9 @@
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
 from typing import Any
+from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, Path, Query, Request, status
 from fastapi.concurrency import run_in_threadpool
@@ -9,7 +12,8 @@ from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
 from fabbrica.api.deps import CatalogDep, ContextDep, CurrentUser, SessionDep
-from fabbrica.api.params import MAX_ID
+from fabbrica.api.multipart import Part, parse_form
+from fabbrica.api.params import MAX_ID, MAX_OFFSET
 from fabbrica.api.schemas_jobs import JobCreate, JobPublic, UsageRow
 from fabbrica.core.errors import InvalidInput
 from fabbrica.core.jobspec import JobSpec, SpecError, parse_job_spec, spec_from_data
@@ -42,27 +46,59 @@ def job_public(job: Job) -> JobPublic:
     )
 
 
-async def _read_submission(request: Request) -> tuple[JobSpec, str | None, bytes | None]:
+_PROJECT_ID = re.compile(r"[A-Za-z0-9_-]{0,40}")
+
+
+@dataclass(frozen=True)
+class _Submission:
+    """A submission as received: the whole body and its content type; nothing parsed."""
+
+    body: bytes
+    content_type: str
+
+
+def _parse_submission(raw: _Submission) -> tuple[JobSpec, str | None, bytes | None]:
+    spec, project, archive = _read_submission(raw)
+    if project is not None and not _PROJECT_ID.fullmatch(project):
+        raise InvalidInput("a project id is 1 to 40 letters, digits, - and _", "project")
+    return spec, project or None, archive
+
+
+def _read_submission(raw: _Submission) -> tuple[JobSpec, str | None, bytes | None]:
     """The spec (YAML text or JSON), the project and the workdir archive of a submission:
-    a multipart form (`spec`, `project`, `workdir` file) or a JSON body (JobCreate)."""
-    if request.headers.get("content-type", "").startswith("multipart/form-data"):
-        async with request.form() as form:  # closes the uploaded file afterwards
-            spec_text, project = form.get("spec"), form.get("project")
-            upload = form.get("workdir")
-            if not isinstance(spec_text, str):
-                raise InvalidInput("the form needs a `spec` field (YAML or JSON text)", "spec")
-            archive = None
-            if upload is not None and not isinstance(upload, str):
-                archive = await upload.read()
-        return _parse(spec_text), project if isinstance(project, str) else None, archive
+    a multipart form (`spec`, `project`, `workdir` file) or a JSON body (JobCreate). Run in
+    a worker thread: YAML, JSON and multipart parsing never hold the event loop."""
+    if raw.content_type.startswith("multipart/form-data"):
+        form = parse_form(raw.content_type, raw.body)
+        spec_part, project_part = form.get("spec"), form.get("project")
+        upload = form.get("workdir")
+        if spec_part is None:  # a plain field, or a file (curl -F spec=@job.yaml)
+            raise InvalidInput("the form needs a `spec` field (YAML or JSON text)", "spec")
+        project = _form_text(project_part, "project") if project_part is not None else None
+        archive = None
+        if upload is not None and upload.filename is not None:
+            archive = bytes(upload.data)
+        return _parse(_form_text(spec_part, "spec")), project, archive
+    if raw.content_type.startswith("application/x-www-form-urlencoded"):
+        fields = dict(parse_qsl(raw.body.decode("utf-8", "replace"), keep_blank_values=True))
+        if "spec" not in fields:
+            raise InvalidInput("the form needs a `spec` field (YAML or JSON text)", "spec")
+        return _parse(fields["spec"]), fields.get("project"), None
     try:
-        body = JobCreate.model_validate_json(await request.body())
+        body = JobCreate.model_validate_json(raw.body)
     except ValidationError as exc:
         error = exc.errors()[0]
         field = ".".join(str(p) for p in error["loc"]) or None
         raise InvalidInput(error["msg"], field=field) from exc
     spec = _parse(body.spec) if isinstance(body.spec, str) else _from_data(body.spec)
     return spec, body.project, None
+
+
+def _form_text(part: Part, name: str) -> str:
+    try:
+        return part.data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidInput(f"{name} is not UTF-8 text", field=name) from exc
 
 
 def _parse(text: str) -> JobSpec:
@@ -85,17 +121,21 @@ async def submit_job(
 ) -> JobPublic:
     """Submit a job: JSON `{spec, project}`, or a multipart form with `spec` (YAML or JSON
     text), `project` and a `workdir` tar archive. Refused with 422 when it can never run or
-    its worst case exceeds every eligible allocation."""
-    spec, project, archive = await _read_submission(request)
+    its worst case exceeds every eligible allocation; a workdir archive over its budgets
+    (entries, unpacked size, ratio) or holding anything but files, directories and links
+    inside it is refused naming `workdir`, and nothing of it stays on disk."""
+    raw = _Submission(await request.body(), request.headers.get("content-type", ""))
 
     def work() -> JobPublic:
+        spec, project, archive = _parse_submission(raw)
         path = None
         if archive is not None:
             if ctx.files is None:
                 raise InvalidInput(
                     "this server keeps no files; submit without a workdir", "workdir"
                 )
-            path = str(job_files.store_upload(ctx.files, archive))
+            job_files.check_upload(archive, ctx.archive_limits)
+            path = job_files.upload_path(ctx.files)
         job = jobs.submit(
             session,
             actor,
@@ -103,10 +143,18 @@ async def submit_job(
             spec,
             project_id=project,
             connected=set(ctx.executors),
-            workdir_archive=path,
+            workdir_archive=str(path) if path is not None else None,
             now=ctx.clock(),
         )
-        return job_public(job)
+        try:  # stored only once the job is accepted; gone again if it cannot be kept
+            if path is not None and archive is not None:
+                job_files.store_upload(path, archive)
+            public = job_public(job)
+            session.commit()
+        except BaseException:
+            job_files.discard_upload(path)
+            raise
+        return public
 
     return await run_in_threadpool(work)
 
@@ -150,7 +198,7 @@ def job_logs(
     session: SessionDep,
     actor: CurrentUser,
     job_id: int = Path(ge=1, le=MAX_ID),
-    offset: int = Query(default=0, ge=0),
+    offset: int = Query(default=0, ge=0, le=MAX_OFFSET, description="a byte offset"),
 ) -> Response:
     """The job's output from byte `offset`; `X-Next-Offset` says where to go on."""
     job = _job(session, actor, job_id)
@@ -169,7 +217,9 @@ def job_outputs(
     """The job's outputs as a gzipped tar."""
     job = _job(session, actor, job_id)
     spec = JobSpec.model_validate_json(job.spec)
-    data = job_files.outputs_archive(job_files.job_dir(ctx.executors, job), spec)
+    data = job_files.outputs_archive(
+        job_files.job_dir(ctx.executors, job), spec, ctx.archive_limits
+    )
     return Response(data, media_type="application/gzip")
 
 

@@ -17,8 +17,6 @@ import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
 from fabbrica.backends.protocol import (
     Capability,
     Capacity,
@@ -33,8 +31,10 @@ from fabbrica.backends.slurm.script import BatchJob, parse_sbatch_output, render
 from fabbrica.backends.slurm.script import sbatch_argv as _sbatch_argv
 from fabbrica.catalog.model import Partition
 from fabbrica.core.jobs import job_id_of
+from fabbrica.core.safe_yaml import YamlError, load_yaml
 
 ADOPT_WINDOW = dt.timedelta(days=2)
+MAP_MAX_BYTES = 1024 * 1024  # a partition map names a few partitions
 _STATES = {
     slurm.JobState.PENDING: RunState.PENDING,
     slurm.JobState.RUNNING: RunState.RUNNING,
@@ -66,8 +66,8 @@ def read_partition_map(path: Path | None, partitions: list[Partition]) -> dict[s
     given: dict[str, dict[str, str]] = {}
     if path is not None:
         try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except (OSError, yaml.YAMLError) as exc:
+            data = load_yaml(path.read_bytes(), max_bytes=MAP_MAX_BYTES)
+        except (OSError, YamlError) as exc:
             raise MapError(f"--partition-map {path}: {exc}") from exc
         if not isinstance(data, dict) or not isinstance(data.get("partitions"), dict):
             raise MapError(f"--partition-map {path}: needs a `partitions` mapping")
