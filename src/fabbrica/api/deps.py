@@ -16,6 +16,7 @@ from fabbrica.backends.protocol import Executor
 from fabbrica.catalog.model import Catalog
 from fabbrica.core.errors import Unauthenticated
 from fabbrica.services import identity
+from fabbrica.services.single_user import SingleUser
 from fabbrica.store.db import Database
 from fabbrica.store.models import User
 from fabbrica.store.types import utcnow
@@ -33,6 +34,7 @@ class AppContext:
     upload_max_bytes: int = 100 * 1024 * 1024
     agent_lease: dt.timedelta = dt.timedelta(seconds=60)  # how long a site agent's claim holds
     status: dict[str, str] = field(default_factory=lambda: {"control_loop": "not running"})
+    single_user: SingleUser = field(default_factory=SingleUser)  # factories that cannot isolate
 
 
 def get_context(request: Request) -> AppContext:

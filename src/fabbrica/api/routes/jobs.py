@@ -105,6 +105,7 @@ async def submit_job(
             connected=set(ctx.executors),
             workdir_archive=path,
             now=ctx.clock(),
+            single_user=ctx.single_user,
         )
         return job_public(job)
 
