@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pwd
 import signal
 import socket
 import subprocess
@@ -41,6 +42,18 @@ def fabbrica(
     )
 
 
+def let_job_users_run_python() -> None:
+    """As root, local jobs run as unprivileged users who find this Python first on their
+    PATH (docs/local-isolation.md): let others traverse the directories on its way, as the
+    start message of `fabbrica up` says to (here usually `chmod o+x /root`)."""
+    from fabbrica.backends.isolation import closed_dirs, python_problem
+
+    if os.geteuid() != 0 or python_problem() is None:
+        return
+    for folder in closed_dirs([Path(sys.executable).parent, Path(sys.executable).resolve()]):
+        os.chmod(folder, os.stat(folder).st_mode | 0o001)
+
+
 @dataclass
 class Server:
     data_dir: Path
@@ -49,6 +62,7 @@ class Server:
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
     started_in: float = 0.0
+    user: str | None = None  # the OS user `fabbrica up` runs as (None: this process's)
 
     @property
     def url(self) -> str:
@@ -57,12 +71,16 @@ class Server:
     def start(self, *extra: str) -> Server:
         args = ["up", "--port", str(self.port), "--data-dir", str(self.data_dir), *extra]
         began = time.monotonic()
+        entry = pwd.getpwnam(self.user) if self.user else None
         with self.log.open("ab") as out:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "fabbrica", *args],
                 env=self.env,
                 stdout=out,
                 stderr=subprocess.STDOUT,
+                user=entry.pw_uid if entry else None,
+                group=entry.pw_gid if entry else None,
+                extra_groups=[] if entry else None,
             )
         while time.monotonic() - began < STARTUP_LIMIT * 2:
             if self.process.poll() is not None:

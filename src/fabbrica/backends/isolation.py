@@ -120,7 +120,7 @@ def python_problem(uid: int = NOBODY, gid: int = NOBODY) -> str | None:
         error = (ran.stderr.strip().splitlines() or [f"exit code {ran.returncode}"])[-1]
     except (OSError, subprocess.SubprocessError) as exc:
         error = str(exc)
-    closed = _closed_dirs([Path(sys.executable).parent, Path(os.path.realpath(sys.executable))])
+    closed = closed_dirs([Path(sys.executable).parent, Path(os.path.realpath(sys.executable))])
     fix = (
         f"let others traverse {' and '.join(closed)} (chmod o+x {' '.join(closed)})"
         if closed
@@ -133,7 +133,7 @@ def python_problem(uid: int = NOBODY, gid: int = NOBODY) -> str | None:
     )
 
 
-def _closed_dirs(paths: list[Path]) -> list[str]:
+def closed_dirs(paths: list[Path]) -> list[str]:
     """Directories on the way to `paths` that others may not traverse."""
     closed: list[str] = []
     for path in paths:
