@@ -50,7 +50,7 @@ class Prepared:
     bootstrap_token: str | None  # set only when a token was generated now: print it once
     agents: list[Agent] = field(default_factory=list)  # agents that run in this process
     not_isolated: str | None = None  # why local jobs share the server's OS user (None: they don't)
-    python_problem: str | None = None  # why job users cannot run this Python (None: they can)
+    warnings: list[str] = field(default_factory=list)  # what isolated jobs will miss here
     local_factories: frozenset[str] = frozenset()  # factories whose jobs run on this machine
 
 
@@ -130,8 +130,11 @@ def prepare(settings: Settings, catalog: Catalog) -> Prepared:
         agent_lease=lease,
         single_user=single_user,
     )
-    python = isolation.python_problem() if isolate and here else None
-    return Prepared(ctx, settings, generated, in_process, not_isolated, python, here)
+    warnings = []
+    if isolate and here:
+        problems = (isolation.python_problem(), isolation.reach_problem(settings.data_dir))
+        warnings = [p for p in problems if p is not None]
+    return Prepared(ctx, settings, generated, in_process, not_isolated, warnings, here)
 
 
 def close_data_dir(data_dir: Path) -> None:

@@ -42,15 +42,17 @@ def fabbrica(
     )
 
 
-def let_job_users_run_python() -> None:
-    """As root, local jobs run as unprivileged users who find this Python first on their
-    PATH (docs/local-isolation.md): let others traverse the directories on its way, as the
-    start message of `fabbrica up` says to (here usually `chmod o+x /root`)."""
-    from fabbrica.backends.isolation import closed_dirs, python_problem
+def open_for_job_users(data_dir: Path) -> None:
+    """As root, local jobs run as unprivileged users (docs/local-isolation.md) who find this
+    Python first on their PATH and run in the data directory: let them traverse the
+    directories on the way to both, as the start message of `fabbrica up` says to (here
+    `chmod o+x /root` and pytest's own /tmp/pytest-of-root)."""
+    from fabbrica.backends.isolation import closed_dirs
 
-    if os.geteuid() != 0 or python_problem() is None:
+    if os.geteuid() != 0:
         return
-    for folder in closed_dirs([Path(sys.executable).parent, Path(sys.executable).resolve()]):
+    python = [Path(sys.executable).parent, Path(sys.executable).resolve()]
+    for folder in closed_dirs([*python, data_dir]):
         os.chmod(folder, os.stat(folder).st_mode | 0o001)
 
 

@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.cli.server import Server, clean_env, fabbrica, let_job_users_run_python
+from tests.cli.server import Server, clean_env, fabbrica, open_for_job_users
 from tests.conftest import need_service
 
 pytestmark = pytest.mark.slow
@@ -58,8 +58,8 @@ def top(tmp_path: Path) -> Iterator[Path]:
     of a closed parent (pytest's own temporary folders are root's alone)."""
     if os.geteuid() != 0:
         need_service("these tests start fabbrica up as root (and as nobody)")
-    let_job_users_run_python()
     folder = Path(tempfile.mkdtemp(prefix="fabbrica-e2e-", dir="/tmp"))
+    open_for_job_users(folder / "data")
     folder.chmod(0o755)
     yield folder
     shutil.rmtree(folder, ignore_errors=True)

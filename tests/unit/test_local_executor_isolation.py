@@ -21,7 +21,13 @@ from typing import Any
 import pytest
 
 from fabbrica.backends import LaunchRequest, RunState
-from fabbrica.backends.isolation import ensure_user, python_problem, unavailable, user_name
+from fabbrica.backends.isolation import (
+    ensure_user,
+    python_problem,
+    reach_problem,
+    unavailable,
+    user_name,
+)
 from fabbrica.backends.local import LocalExecutor
 from tests.conftest import need_service
 
@@ -215,3 +221,13 @@ def test_job_users_are_made_once_and_the_python_check_agrees_with_the_shell(
     assert (problem is None) == (shell.returncode == 0), problem
     if problem is not None:
         assert sys.executable in problem and ("chmod o+x" in problem or "readable" in problem)
+
+
+def test_a_closed_parent_of_the_data_directory_is_named(tmp_path: Path) -> None:
+    closed = tmp_path / "closed"
+    (closed / "open").mkdir(parents=True)
+    closed.chmod(0o700)
+    problem = reach_problem(closed / "open" / "data")
+    assert problem is not None and f"chmod o+x {closed}" in problem
+    closed.chmod(0o711)
+    assert str(closed) not in (reach_problem(closed / "open" / "data") or "")

@@ -133,6 +133,19 @@ def python_problem(uid: int = NOBODY, gid: int = NOBODY) -> str | None:
     )
 
 
+def reach_problem(path: Path) -> str | None:
+    """Why job users cannot reach `path` by its name from / (None: they can)."""
+    closed = closed_dirs([path])
+    if not closed:
+        return None
+    return (
+        f"job users cannot pass through {' and '.join(closed)} to reach {path}, so a job "
+        "that opens its own files by absolute path fails (`python train.py` does): let "
+        f"others traverse them (chmod o+x {' '.join(closed)}) or move the data directory "
+        "(FABBRICA_DATA_DIR=/var/lib/fabbrica)"
+    )
+
+
 def closed_dirs(paths: list[Path]) -> list[str]:
     """Directories on the way to `paths` that others may not traverse."""
     closed: list[str] = []

@@ -111,8 +111,7 @@ def isolation_lines(prepared: Prepared) -> list[str]:
     if not prepared.local_factories:
         return []  # nothing runs here
     lines = ["  local jobs: isolated, each user's as system user fab-u<user id>"]
-    if prepared.python_problem:
-        lines.append(f"  warning: {prepared.python_problem}")
+    lines.extend(f"  warning: {problem}" for problem in prepared.warnings)
     return lines
 
 
