@@ -16,10 +16,12 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 USER_PREFIX = "fab-u"
+ATTEMPTS = 5  # useradd tries before a job fails to start
 NOBODY = 65534  # the probe's uid and gid when no job user exists yet
 _made = threading.Lock()  # useradd, one at a time (several executors share this process)
 
@@ -55,37 +57,48 @@ def ensure_user(owner: int) -> JobUser:
     """The job user of `owner`, made now if it does not exist yet."""
     name = user_name(owner)
     with _made:
-        try:
-            entry = pwd.getpwnam(name)
-        except KeyError:
-            shell = "/usr/sbin/nologin" if Path("/usr/sbin/nologin").exists() else "/bin/false"
-            useradd = shutil.which("useradd") or "/usr/sbin/useradd"
-            made = subprocess.run(  # noqa: S603 - fixed arguments
-                [
-                    useradd,
-                    "--system",
-                    "--user-group",
-                    "--no-create-home",
-                    "--home-dir",
-                    "/nonexistent",
-                    "--shell",
-                    shell,
-                    "--comment",
-                    f"Fabbrica jobs of user {owner}",
-                    name,
-                ],
-                capture_output=True,
-                text=True,
-                check=False,
-            )
+        why = ""
+        for attempt in range(ATTEMPTS):  # another process may hold /etc/passwd's lock
+            try:
+                entry = pwd.getpwnam(name)
+                break
+            except KeyError:
+                pass
+            if attempt:
+                time.sleep(0.2 * attempt)
+            why = _useradd(owner, name)
+        else:
             try:
                 entry = pwd.getpwnam(name)
             except KeyError:
-                why = made.stderr.strip()
                 raise OSError(f"could not make the job user {name}: {why}") from None
     if entry.pw_uid == 0 or entry.pw_gid == 0:
         raise OSError(f"{name} is root or in group root: jobs never run as it")
     return JobUser(name, entry.pw_uid, entry.pw_gid)
+
+
+def _useradd(owner: int, name: str) -> str:
+    """Make the system user `name`; what useradd said on failure."""
+    shell = "/usr/sbin/nologin" if Path("/usr/sbin/nologin").exists() else "/bin/false"
+    made = subprocess.run(  # noqa: S603 - fixed arguments
+        [
+            shutil.which("useradd") or "/usr/sbin/useradd",
+            "--system",
+            "--user-group",
+            "--no-create-home",
+            "--home-dir",
+            "/nonexistent",
+            "--shell",
+            shell,
+            "--comment",
+            f"Fabbrica jobs of user {owner}",
+            name,
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return made.stderr.strip()
 
 
 def chown_tree(top: Path, user: JobUser) -> None:
