@@ -79,7 +79,7 @@ def up(
             f"  [yellow]emulated factories[/yellow] (jobs run here): {', '.join(emulated)}"
         )
     for line in isolation_lines(prepared):
-        err_console.print(line, markup=False, highlight=False)
+        err_console.print(line, markup=False, highlight=False, soft_wrap=True)
     if prepared.bootstrap_token:
         err_console.print("[yellow]Created the federation admin. Its token, shown once:[/yellow]")
         console.print(prepared.bootstrap_token, highlight=False)
@@ -102,11 +102,17 @@ def isolation_lines(prepared: Prepared) -> list[str]:
             else "the PI of the project with the oldest live allocation there;"
             " FABBRICA_LOCAL_USER=<email> names another"
         )
+        names = sorted(single.factories)
+        which = (
+            f"the factory {names[0]} runs"
+            if len(names) == 1
+            else f"the factories {', '.join(names)} run"
+        )
         return [
             f"  local jobs: NOT isolated: {prepared.not_isolated}. A job could read the "
-            "database and every other job's files, so "
-            f"{', '.join(sorted(single.factories))} run the jobs of one user only ({holder}). "
-            "Run fabbrica up as root to run each user's jobs as a system user of their own."
+            f"database and every other job's files, so {which} the jobs of one user only "
+            f"({holder}). Run fabbrica up as root to run each user's jobs as a system user "
+            "of their own (docs/local-isolation.md)."
         ]
     if not prepared.local_factories:
         return []  # nothing runs here
