@@ -117,7 +117,7 @@ def python_problem(uid: int = NOBODY, gid: int = NOBODY) -> str | None:
     what Fabbrica was installed with); a job user must be able to reach it."""
     try:
         ran = subprocess.run(
-            [sys.executable, "-c", "import sys"],
+            [sys.executable, "-I", "-S", "-c", ""],  # the interpreter and its stdlib
             user=uid,
             group=gid,
             extra_groups=[],
