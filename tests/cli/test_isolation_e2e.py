@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -110,6 +111,10 @@ def test_as_root_a_job_of_b_cannot_read_as_files_the_database_or_the_servers_env
         alice.run("download", str(job_a["id"]), "--to", str(tmp_path / "out"))
         assert (tmp_path / "out" / "outputs" / "secret.txt").read_text() == "a-secret\n"
         assert "local jobs: isolated" in server.output()
+        assert stat.S_IMODE(data.stat().st_mode) == 0o711  # passable, never listable
+        for child in data.iterdir():  # the database, uploads, agent files: root's alone
+            mode = stat.S_IMODE(child.lstat().st_mode)
+            assert mode == 0o711 if child.name in ("jobs", "emulated") else not mode & 0o077
     finally:
         server.stop()
 
