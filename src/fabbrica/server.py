@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import stat
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from fastapi import FastAPI
 from sqlalchemy import select
@@ -17,6 +19,7 @@ from fabbrica.agent.inprocess import InProcessClient
 from fabbrica.agent.loop import Agent
 from fabbrica.api.app import create_app
 from fabbrica.api.deps import AppContext
+from fabbrica.backends import isolation
 from fabbrica.backends.local import LocalExecutor
 from fabbrica.backends.protocol import Executor
 from fabbrica.catalog.loader import load_catalog
@@ -30,6 +33,7 @@ from fabbrica.services.agents import AgentLink
 from fabbrica.services.control_loop import ControlLoop, LoopStatus, Step
 from fabbrica.services.dispatch import Dispatcher
 from fabbrica.services.notify import SmtpSender
+from fabbrica.services.single_user import SingleUser
 from fabbrica.settings import Settings
 from fabbrica.store.db import Database
 from fabbrica.store.migrate import upgrade
@@ -46,6 +50,9 @@ class Prepared:
     settings: Settings
     bootstrap_token: str | None  # set only when a token was generated now: print it once
     agents: list[Agent] = field(default_factory=list)  # agents that run in this process
+    not_isolated: str | None = None  # why local jobs share the server's OS user (None: they don't)
+    warnings: list[str] = field(default_factory=list)  # what isolated jobs will miss here
+    local_factories: frozenset[str] = frozenset()  # factories whose jobs run on this machine
 
 
 def load_settings_catalog(settings: Settings) -> Catalog:
@@ -56,6 +63,10 @@ def load_settings_catalog(settings: Settings) -> Catalog:
 def prepare(settings: Settings, catalog: Catalog) -> Prepared:
     """Create the data directory and schema, and the first admin on an empty database."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)  # the database (SQLite) and job files
+    not_isolated = isolation.unavailable()  # jobs run as fab-u<user id> when None (root)
+    isolate = not_isolated is None
+    if isolate:
+        close_data_dir(settings.data_dir)
     executors: dict[str, Executor] = {}
     if settings.local_gpus > 0:
         catalog = catalog.with_factory(local_factory(settings.local_gpus))
@@ -68,9 +79,12 @@ def prepare(settings: Settings, catalog: Catalog) -> Prepared:
                 gpu_model=model,
                 name=f"emulated {factory_id}",
                 partition=partition,
+                isolate=isolate,
             )
     db = Database(settings.resolved_database_url())
     upgrade(db.engine)
+    if isolate:
+        close_data_dir(settings.data_dir)  # the database file is there now
     lease = dt.timedelta(seconds=settings.agent_lease_seconds)
     token = (settings.bootstrap_token or "").strip() or None
     with db.session() as session:
@@ -81,7 +95,7 @@ def prepare(settings: Settings, catalog: Catalog) -> Prepared:
     if settings.local_gpus > 0:
         # The embedded factory runs its own agent, in this process: the same agent loop
         # as a site's, driving the local executor (its files stay where the API reads them).
-        local = LocalExecutor(settings.data_dir / "jobs", gpus=settings.local_gpus)
+        local = LocalExecutor(settings.data_dir / "jobs", gpus=settings.local_gpus, isolate=isolate)
         client = InProcessClient(db, catalog, LOCAL_ID, utcnow, lease)
         in_process.append(
             Agent(
@@ -101,6 +115,13 @@ def prepare(settings: Settings, catalog: Catalog) -> Prepared:
                 executors[factory_id] = AgentLink(
                     db, factory_id, utcnow, settings.data_dir, lease=lease
                 )
+    here = frozenset(f for f, e in executors.items() if isinstance(e, LocalExecutor))
+    if settings.local_gpus > 0:
+        here |= {LOCAL_ID}
+    single_user = SingleUser()
+    if not isolate and here:
+        why = f"the server cannot isolate their jobs ({not_isolated})"
+        single_user = SingleUser(here, why, settings.local_user)
     ctx = AppContext(
         db=db,
         catalog=catalog,
@@ -113,12 +134,36 @@ def prepare(settings: Settings, catalog: Catalog) -> Prepared:
             max_ratio=settings.archive_max_ratio,
         ),
         agent_lease=lease,
+        single_user=single_user,
     )
     with db.session() as session:  # what a crash mid-submission left behind
         swept = job_files.sweep_uploads(session, settings.data_dir)
     if swept:
         log.warning("removed %d abandoned upload(s) from %s", len(swept), settings.data_dir)
-    return Prepared(ctx, settings, generated, in_process)
+    warnings = []
+    if isolate and here:
+        problems = (isolation.python_problem(), isolation.reach_problem(settings.data_dir))
+        warnings = [p for p in problems if p is not None]
+    return Prepared(ctx, settings, generated, in_process, not_isolated, warnings, here)
+
+
+def close_data_dir(data_dir: Path) -> None:
+    """What job users may reach of the data directory: nothing but their own job
+    directories. Others may pass through it (0711) but not list it; the database, uploads
+    and agent files are the server's alone; `jobs/` and `emulated/` stay passable, their
+    executors close each job directory to everyone but its owner."""
+    data_dir.chmod(0o711)
+    for name in ("uploads", "agents", "agent"):
+        (data_dir / name).mkdir(mode=0o700, exist_ok=True)
+    (data_dir / "emulated").mkdir(exist_ok=True)
+    for child in data_dir.iterdir():
+        info = child.lstat()
+        if stat.S_ISLNK(info.st_mode):
+            continue
+        if child.name in ("jobs", "emulated"):
+            child.chmod(0o711)
+        else:
+            child.chmod(stat.S_IMODE(info.st_mode) & 0o700)
 
 
 def build_app(prepared: Prepared) -> FastAPI:
@@ -165,7 +210,9 @@ def build_app(prepared: Prepared) -> FastAPI:
 def loop_steps(settings: Settings, ctx: AppContext) -> dict[str, Step]:
     """The control loop's work: jobs (poll, then dispatch), allocation expiry and notices,
     and email when SMTP is set."""
-    dispatcher = Dispatcher(ctx.db, ctx.catalog, ctx.executors, ctx.clock)
+    dispatcher = Dispatcher(
+        ctx.db, ctx.catalog, ctx.executors, ctx.clock, single_user=ctx.single_user
+    )
     steps: dict[str, Step] = {"jobs": dispatcher.step, "expiry": ExpiryStep(ctx.db, ctx.clock)}
     if settings.smtp_host:
         steps["email"] = SmtpSender(

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli.server import Server, clean_env
+from tests.cli.server import Server, clean_env, open_for_job_users
 from tests.conftest import PostgresServer
 
 
@@ -25,6 +25,7 @@ def server_env(request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
 
 @pytest.fixture
 def server(tmp_path: Path, server_env: dict[str, str]) -> Iterator[Server]:
+    open_for_job_users(tmp_path / "data")  # as root, local jobs run as users of their own
     env = {**server_env, "FABBRICA_BOOTSTRAP_TOKEN": "t"}
     srv = Server(data_dir=tmp_path / "data", env=env, log=tmp_path / "up.log")
     yield srv

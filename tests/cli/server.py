@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pwd
 import signal
 import socket
 import subprocess
@@ -41,6 +42,20 @@ def fabbrica(
     )
 
 
+def open_for_job_users(data_dir: Path) -> None:
+    """As root, local jobs run as unprivileged users (docs/local-isolation.md) who find this
+    Python first on their PATH and run in the data directory: let them traverse the
+    directories on the way to both, as the start message of `fabbrica up` says to (here
+    `chmod o+x /root` and pytest's own /tmp/pytest-of-root)."""
+    from fabbrica.backends.isolation import closed_dirs
+
+    if os.geteuid() != 0:
+        return
+    python = [Path(sys.executable).parent, Path(sys.executable).resolve()]
+    for folder in closed_dirs([*python, data_dir]):
+        os.chmod(folder, os.stat(folder).st_mode | 0o001)
+
+
 @dataclass
 class Server:
     data_dir: Path
@@ -49,6 +64,7 @@ class Server:
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
     started_in: float = 0.0
+    user: str | None = None  # the OS user `fabbrica up` runs as (None: this process's)
 
     @property
     def url(self) -> str:
@@ -57,12 +73,16 @@ class Server:
     def start(self, *extra: str) -> Server:
         args = ["up", "--port", str(self.port), "--data-dir", str(self.data_dir), *extra]
         began = time.monotonic()
+        entry = pwd.getpwnam(self.user) if self.user else None
         with self.log.open("ab") as out:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "fabbrica", *args],
                 env=self.env,
                 stdout=out,
                 stderr=subprocess.STDOUT,
+                user=entry.pw_uid if entry else None,
+                group=entry.pw_gid if entry else None,
+                extra_groups=[] if entry else None,
             )
         while time.monotonic() - began < STARTUP_LIMIT * 2:
             if self.process.poll() is not None:

@@ -17,6 +17,7 @@ from fabbrica.catalog.model import Catalog
 from fabbrica.core.archives import ArchiveLimits
 from fabbrica.core.errors import Unauthenticated
 from fabbrica.services import identity
+from fabbrica.services.single_user import SingleUser
 from fabbrica.store.db import Database
 from fabbrica.store.models import User
 from fabbrica.store.types import utcnow
@@ -35,6 +36,7 @@ class AppContext:
     archive_limits: ArchiveLimits = field(default_factory=ArchiveLimits)  # workdirs, outputs
     agent_lease: dt.timedelta = dt.timedelta(seconds=60)  # how long a site agent's claim holds
     status: dict[str, str] = field(default_factory=lambda: {"control_loop": "not running"})
+    single_user: SingleUser = field(default_factory=SingleUser)  # factories that cannot isolate
 
 
 def get_context(request: Request) -> AppContext:

@@ -6,6 +6,13 @@ the process starts, then with its pid) and, when it ends, `exit_code`, written b
 wrapper shell that outlives a crash of Fabbrica itself. A restarted executor finds every
 job again from these files (`adopt`): running ones keep running, finished ones report
 their exit code, nothing is started twice.
+
+Isolated (`isolate=True`, when the server runs as root; see `backends.isolation`), a job
+runs as its owner's system user `fab-u<id>` with no supplementary groups and a scrubbed
+environment. Its directory is then `root:fab-u<id>` mode 0710: the job can enter it and
+read its `log`, but only its `work/`, `status/` (where its wrapper writes `exit_code`) and
+`tmp/` are its own (mode 0700); `run.json` and `ended`, which the executor trusts to stop
+the right process, stay root's. Other users cannot enter the directory at all.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ import datetime as dt
 import json
 import os
 import signal
+import stat
 import subprocess
 import sys
 import tarfile
@@ -22,6 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from fabbrica.backends.isolation import JobUser, chown_tree, ensure_user
 from fabbrica.backends.protocol import (
     Capability,
     Capacity,
@@ -33,6 +42,8 @@ from fabbrica.backends.protocol import (
 
 KILL_GRACE_S = 3.0
 PASSED_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "TZ", "USER")
+ISOLATED_ENV = ("PATH", "LANG", "LC_ALL", "TZ")  # the rest is set for the job user
+OWN_DIRS = ("work", "status", "tmp")  # what an isolated job owns in its directory
 _WRAPPER = 'bash -c "$1"; code=$?; printf "%s" "$code" > "$2.tmp"; mv "$2.tmp" "$2"'
 
 
@@ -47,8 +58,10 @@ class LocalExecutor:
         gpu_model: str = "emulated",
         name: str = "local",
         partition: str = "local",
+        isolate: bool = False,
     ):
         self.name = name
+        self.isolate = isolate  # run each job as its owner's system user (needs root)
         self.partition = partition
         self.root = root
         self.total = gpus
@@ -56,6 +69,8 @@ class LocalExecutor:
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
         self._lock = threading.RLock()  # one start per job, one GPU per job, at a time
         root.mkdir(parents=True, exist_ok=True)
+        if isolate:
+            _close_root(root)
 
     # --- Executor -----------------------------------------------------------------------
 
@@ -76,52 +91,59 @@ class LocalExecutor:
             return self._status(request.job_id)
         if request.nodes != 1:
             raise ValueError("the local executor runs single-node jobs only")
+        user = self._job_user(request)
         gpus = self._free_gpus(request.gpus)
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if user is not None:
+            os.chown(directory, 0, user.gid)
+            directory.chmod(0o710)
         work = directory / "work"
         (work / "outputs").mkdir(parents=True, exist_ok=True)
         if request.workdir_archive:
             _unpack(Path(request.workdir_archive), work)
+        if user is not None:
+            for own in OWN_DIRS:
+                (directory / own).mkdir(exist_ok=True)
+                chown_tree(directory / own, user)
+                (directory / own).chmod(0o700)
         run: dict[str, Any] = {
             "job_id": request.job_id,
             "gpus": gpus,
             "time_limit": request.time_limit.total_seconds(),
             "started_at": time.time(),
             "pid": None,
+            "user": user.name if user is not None else None,
+            "exit_file": "status/exit_code" if user is not None else "exit_code",
         }
         _write_json(directory / "run.json", run)  # state first, then the side effect
-        env = {k: os.environ[k] for k in PASSED_ENV if k in os.environ}
-        # Fabbrica's own Python first: `python train.py` finds what Fabbrica was installed
-        # with (scikit-learn for the examples), however `fabbrica up` was started.
-        python_bin = os.path.dirname(sys.executable)
-        env["PATH"] = os.pathsep.join(p for p in (python_bin, env.get("PATH", "")) if p)
-        env.update(request.env)
-        env.update(
-            CUDA_VISIBLE_DEVICES=",".join(str(g) for g in gpus),
-            FABBRICA_JOB_ID=request.job_id,
-            FABBRICA_NUM_GPUS=str(len(gpus)),
-            FABBRICA_JOB_DIR=str(work),
-        )
+        # an isolated job may not reach the directory's path from /: it names its exit
+        # file from where it starts (work/)
+        exit_file = "../status/exit_code" if user is not None else str(directory / "exit_code")
         with (directory / "log").open("ab") as log:
             proc = subprocess.Popen(  # noqa: S603 - the job's own command, by design
-                [
-                    "/bin/sh",
-                    "-c",
-                    _WRAPPER,
-                    "fabbrica-job",
-                    request.command,
-                    str(directory / "exit_code"),
-                ],
+                ["/bin/sh", "-c", _WRAPPER, "fabbrica-job", request.command, exit_file],
                 cwd=work,
-                env=env,
+                env=_job_env(request, directory, gpus, user),
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                user=user.uid if user is not None else None,
+                group=user.gid if user is not None else None,
+                extra_groups=[] if user is not None else None,
             )
         self._procs[request.job_id] = proc
         run.update(pid=proc.pid, start_ticks=_start_ticks(proc.pid))
         _write_json(directory / "run.json", run)
         return self._status(request.job_id)
+
+    def _job_user(self, request: LaunchRequest) -> JobUser | None:
+        """The system user an isolated job runs as (None: not isolated)."""
+        if not self.isolate:
+            return None
+        if request.owner is None:
+            raise ValueError("this factory isolates jobs: the job's owner is missing")
+        return ensure_user(request.owner)
 
     def poll(self, job_ids: list[str]) -> list[RunStatus]:
         return [self._status(job_id) for job_id in job_ids]
@@ -162,10 +184,11 @@ class LocalExecutor:
         directory = self.root / job_id
         started = dt.datetime.fromtimestamp(run["started_at"], dt.UTC)
         ended_as = _read(directory / "ended")
-        exit_text = _read(directory / "exit_code")
+        exit_path = _exit_path(directory, run)
+        exit_text = _read_small(exit_path)
         alive = self._alive(job_id, run)
         if exit_text is not None or (ended_as is not None and not alive):
-            return self._finished(job_id, started, ended_as, exit_text)
+            return self._finished(job_id, started, ended_as, exit_text, exit_path)
         if alive and ended_as is not None:  # being stopped; the next poll sees it end
             return RunStatus(job_id, RunState.RUNNING, started, reason=f"stopping: {ended_as}")
         if alive:
@@ -184,11 +207,16 @@ class LocalExecutor:
         )
 
     def _finished(
-        self, job_id: str, started: dt.datetime, ended_as: str | None, exit_text: str | None
+        self,
+        job_id: str,
+        started: dt.datetime,
+        ended_as: str | None,
+        exit_text: str | None,
+        exit_path: Path,
     ) -> RunStatus:
         directory = self.root / job_id
         code = int(exit_text) if exit_text and exit_text.strip().lstrip("-").isdigit() else None
-        ended = _mtime(directory / ("ended" if ended_as else "exit_code"))
+        ended = _mtime(directory / "ended" if ended_as else exit_path)
         if ended_as:
             return RunStatus(job_id, RunState(ended_as), started, ended, code)
         state = RunState.SUCCEEDED if code == 0 else RunState.FAILED
@@ -206,7 +234,7 @@ class LocalExecutor:
         if run is None:
             return RunStatus(job_id, RunState.UNKNOWN)
         directory = self.root / job_id
-        if _read(directory / "exit_code") is None and _read(directory / "ended") is None:
+        if _read_small(_exit_path(directory, run)) is None and _read(directory / "ended") is None:
             (directory / "ended").write_text(state.value)  # the record first, then the kill
             self._kill_group(job_id, run)
         return self._status(job_id)
@@ -256,6 +284,60 @@ def _start_ticks(pid: int) -> int | None:
     return int(fields[19])
 
 
+def _job_env(
+    request: LaunchRequest, directory: Path, gpus: list[int], user: JobUser | None
+) -> dict[str, str]:
+    """The job's environment: a few of the server's variables (never FABBRICA_* ones nor
+    a token), the spec's, and what Fabbrica tells every job."""
+    kept = PASSED_ENV if user is None else ISOLATED_ENV
+    env = {k: os.environ[k] for k in kept if k in os.environ}
+    if user is not None:
+        work = str(directory / "work")
+        env.update(HOME=work, USER=user.name, LOGNAME=user.name, TMPDIR=str(directory / "tmp"))
+    # Fabbrica's own Python first: `python train.py` finds what Fabbrica was installed
+    # with (scikit-learn for the examples), however `fabbrica up` was started.
+    python_bin = os.path.dirname(sys.executable)
+    env["PATH"] = os.pathsep.join(p for p in (python_bin, env.get("PATH", "")) if p)
+    env.update(request.env)
+    env.update(
+        CUDA_VISIBLE_DEVICES=",".join(str(g) for g in gpus),
+        FABBRICA_JOB_ID=request.job_id,
+        FABBRICA_NUM_GPUS=str(len(gpus)),
+        FABBRICA_JOB_DIR=str(directory / "work"),
+    )
+    return env
+
+
+def _close_root(root: Path) -> None:
+    """Others may pass through the jobs' root but not list it; directories of jobs that
+    ran before isolation (still root's group) become root's alone."""
+    root.chmod(0o711)
+    for child in root.iterdir():
+        info = child.lstat()
+        if stat.S_ISDIR(info.st_mode) and info.st_gid == 0 and info.st_mode & 0o077:
+            child.chmod(stat.S_IMODE(info.st_mode) & 0o700)
+
+
+def _exit_path(directory: Path, run: dict[str, Any]) -> Path:
+    return directory / str(run.get("exit_file") or "exit_code")
+
+
+def _read_small(path: Path) -> str | None:
+    """A short file a job may have written: never through a link, never a FIFO or device."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        return os.read(fd, 64).decode(errors="replace")
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
 def _unpack(archive: Path, into: Path) -> None:
     with tarfile.open(archive, "r:*") as tar:
         tar.extractall(into, filter="data")  # refuses links and paths that leave `into`
@@ -276,6 +358,6 @@ def _read(path: Path) -> str | None:
 
 def _mtime(path: Path) -> dt.datetime | None:
     try:
-        return dt.datetime.fromtimestamp(path.stat().st_mtime, dt.UTC)
+        return dt.datetime.fromtimestamp(path.lstat().st_mtime, dt.UTC)
     except OSError:
         return None

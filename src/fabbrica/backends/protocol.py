@@ -54,6 +54,8 @@ class LaunchRequest:
     workdir_archive: str | None = None  # a .tar.gz of the job's workdir, unpacked to run in
     account: str | None = None  # the site account to charge (Slurm: the project's account)
     user: str | None = None  # the site username to run as (None: the executor's own user)
+    owner: int | None = None  # the Fabbrica user whose job it is (isolating executors run
+    # each owner's jobs as a system user of their own)
 
 
 @dataclass(frozen=True, slots=True)

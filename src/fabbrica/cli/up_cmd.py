@@ -11,6 +11,7 @@ from fabbrica.cli.errors import BAD_INPUT, CliError
 from fabbrica.cli.output import console, err_console
 
 if TYPE_CHECKING:
+    from fabbrica.server import Prepared
     from fabbrica.settings import Settings
 
 db_app = typer.Typer(help="Database schema (operators on PostgreSQL).", no_args_is_help=True)
@@ -77,6 +78,8 @@ def up(
         err_console.print(
             f"  [yellow]emulated factories[/yellow] (jobs run here): {', '.join(emulated)}"
         )
+    for line in isolation_lines(prepared):
+        err_console.print(line, markup=False, highlight=False, soft_wrap=True)
     if prepared.bootstrap_token:
         err_console.print("[yellow]Created the federation admin. Its token, shown once:[/yellow]")
         console.print(prepared.bootstrap_token, highlight=False)
@@ -87,6 +90,35 @@ def up(
         port=settings.port,
         log_level=settings.log_level,
     )
+
+
+def isolation_lines(prepared: Prepared) -> list[str]:
+    """What `fabbrica up` says about how local jobs are kept apart (docs/local-isolation.md)."""
+    single = prepared.ctx.single_user
+    if single.factories:
+        holder = (
+            f"FABBRICA_LOCAL_USER={single.user_email}"
+            if single.user_email
+            else "the PI of the project with the oldest live allocation there;"
+            " FABBRICA_LOCAL_USER=<email> names another"
+        )
+        names = sorted(single.factories)
+        which = (
+            f"the factory {names[0]} runs"
+            if len(names) == 1
+            else f"the factories {', '.join(names)} run"
+        )
+        return [
+            f"  local jobs: NOT isolated: {prepared.not_isolated}. A job could read the "
+            f"database and every other job's files, so {which} the jobs of one user only "
+            f"({holder}). Run fabbrica up as root to run each user's jobs as a system user "
+            "of their own (docs/local-isolation.md)."
+        ]
+    if not prepared.local_factories:
+        return []  # nothing runs here
+    lines = ["  local jobs: isolated, each user's as system user fab-u<user id>"]
+    lines.extend(f"  warning: {problem}" for problem in prepared.warnings)
+    return lines
 
 
 @db_app.command("upgrade")

@@ -25,10 +25,13 @@ from fabbrica.core.jobs import JobState, run_tag
 from fabbrica.core.jobspec import JobSpec
 from fabbrica.sched import Allocation as SchedAllocation
 from fabbrica.sched import Policy, Running, Snapshot, schedule
+from fabbrica.sched.model import Job as SchedJob
+from fabbrica.sched.model import Partition as SchedPartition
 from fabbrica.services import accounting
 from fabbrica.services.access.allocations import in_force
 from fabbrica.services.jobs import as_sched_job, partitions_of
 from fabbrica.services.run_status import apply_status, launch_request
+from fabbrica.services.single_user import SingleUser
 from fabbrica.store.db import Database
 from fabbrica.store.models import Job, Project, UsageRecord
 
@@ -46,12 +49,14 @@ class Dispatcher:
         executors: dict[str, Executor],
         clock: Callable[[], dt.datetime],
         policy: Policy | None = None,
+        single_user: SingleUser | None = None,
     ) -> None:
         self.db = db
         self.catalog = catalog
         self.executors = executors
         self.clock = clock
         self.policy = policy or Policy()
+        self.single_user = single_user or SingleUser()  # factories that run one user's jobs
 
     # --- steps ---------------------------------------------------------------------------
 
@@ -159,6 +164,8 @@ class Dispatcher:
             as_sched_job(j, JobSpec.model_validate_json(j.spec), j.project.organisation.country)
             for j in queued
         ]
+        if self.single_user.factories:
+            jobs = self._keep_off_held(session, queued, jobs, partitions, now)
         return Snapshot(
             now=now.timestamp(),
             jobs=tuple(jobs),
@@ -167,6 +174,28 @@ class Dispatcher:
             usage=self._usage(session, now),
             policy=self.policy,
         )
+
+    def _keep_off_held(
+        self,
+        session: Session,
+        queued: list[Job],
+        jobs: list[SchedJob],
+        partitions: list[SchedPartition],
+        now: dt.datetime,
+    ) -> list[SchedJob]:
+        """Jobs never go to a factory that runs another user's jobs only."""
+        everywhere = frozenset(p.factory for p in partitions)
+        refused: dict[int, frozenset[str]] = {}
+        kept = []
+        for row, job in zip(queued, jobs, strict=True):
+            if row.user_id not in refused:
+                found = self.single_user.refused(session, row.user_id, now)
+                refused[row.user_id] = frozenset(found)
+            if refused[row.user_id]:
+                allowed = job.factories if job.factories is not None else everywhere
+                job = replace(job, factories=allowed - refused[row.user_id])
+            kept.append(job)
+        return kept
 
     def _usage(self, session: Session, now: dt.datetime) -> dict[str, float]:
         """GPU-hours per project, halved every week of age (fair share's memory)."""

@@ -23,6 +23,7 @@ from fabbrica.services.access.visibility import (
     visible_project_pks,
 )
 from fabbrica.services.accounting import remaining
+from fabbrica.services.single_user import SingleUser
 from fabbrica.store.models import Allocation, Job, Project, ProjectMember, User
 
 
@@ -77,10 +78,12 @@ def submit(
     connected: set[str],
     workdir_archive: str | None,
     now: dt.datetime,
+    single_user: SingleUser | None = None,
 ) -> Job:
     """Queue a job. Refused (InvalidInput, the numbers in the message) when no connected
-    partition could ever run it, or when its worst case exceeds what every eligible
-    allocation of its project has left."""
+    partition could ever run it, when its worst case exceeds what every eligible
+    allocation of its project has left, or when it could run only on factories that run
+    another user's jobs only (`single_user`)."""
     project = _project(session, actor, project_id or spec.project)
     _check_names(catalog, spec)
     job = Job(
@@ -104,6 +107,8 @@ def submit(
         reason = no_candidate_reason(probe, tuple(partitions_of(catalog, connected)))
         raise InvalidInput(f"the job cannot run anywhere: {reason}", field="resources")
     _check_allocations(session, project, probe, parts, now)
+    if single_user is not None:
+        _check_single_user(session, single_user, actor, project, probe, parts, now)
     session.add(job)
     session.flush()
     return job
@@ -181,6 +186,30 @@ def _check_allocations(
         f"{left:,.2f} (on {factory})",
         field="resources",
     )
+
+
+def _check_single_user(
+    session: Session,
+    single_user: SingleUser,
+    actor: User,
+    project: Project,
+    job: SchedJob,
+    parts: list[SchedPartition],
+    now: dt.datetime,
+) -> None:
+    """Refused when every place the job could run is a factory held by another user."""
+    refused = single_user.refused(session, actor.id, now)
+    blocked = [p for p in parts if p.factory in refused]
+    if not blocked:
+        return
+    open_parts = [p for p in parts if p.factory not in refused]
+    if open_parts:
+        try:
+            _check_allocations(session, project, job, open_parts, now)
+            return  # it can run elsewhere; dispatch keeps it off the held factories
+        except InvalidInput:
+            pass
+    raise InvalidInput(refused[blocked[0].factory], field="placement.factories")
 
 
 def get_job(session: Session, actor: User, job_id: int) -> Job:

@@ -71,6 +71,7 @@ def launch_request(job: Job) -> LaunchRequest:
         env=dict(spec.env),
         gpu_model=job.gpu_model,
         workdir_archive=job.workdir_archive,
+        owner=job.user_id,
     )
 
 

@@ -145,6 +145,7 @@ async def submit_job(
             connected=set(ctx.executors),
             workdir_archive=str(path) if path is not None else None,
             now=ctx.clock(),
+            single_user=ctx.single_user,
         )
         try:  # stored only once the job is accepted; gone again if it cannot be kept
             if path is not None and archive is not None:
