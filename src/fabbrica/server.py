@@ -18,10 +18,10 @@ from fabbrica.agent.loop import Agent
 from fabbrica.api.app import create_app
 from fabbrica.api.deps import AppContext
 from fabbrica.backends.local import LocalExecutor
-from fabbrica.backends.protocol import Executor
 from fabbrica.catalog.loader import load_catalog
 from fabbrica.catalog.local import LOCAL_ID, emulated_federation, local_factory
 from fabbrica.catalog.model import Catalog
+from fabbrica.core.executor import Executor
 from fabbrica.services import identity
 from fabbrica.services.access.allocations import ExpiryStep
 from fabbrica.services.access.calls import seed_calls

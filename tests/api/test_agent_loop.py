@@ -19,8 +19,8 @@ from fabbrica.agent.loop import Agent
 from fabbrica.api.app import create_app
 from fabbrica.api.deps import AppContext
 from fabbrica.backends.memory import FakePartition, InMemoryExecutor
-from fabbrica.backends.protocol import RunState
 from fabbrica.catalog.model import Catalog
+from fabbrica.core.executor import RunState
 from fabbrica.services import identity
 from fabbrica.services.access.calls import seed_calls
 from fabbrica.services.dispatch import Dispatcher

@@ -9,7 +9,7 @@ from typing import Any, Protocol
 
 import httpx
 
-from fabbrica.backends.protocol import Capacity, LaunchRequest, RunStatus
+from fabbrica.core.executor import Capacity, LaunchRequest, RunStatus
 
 API = "/api/v1"
 

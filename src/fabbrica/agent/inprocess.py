@@ -9,8 +9,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from fabbrica.agent.client import Account, ApiUnavailable, SyncAnswer
-from fabbrica.backends.protocol import Capacity, RunStatus
 from fabbrica.catalog.model import Catalog
+from fabbrica.core.executor import Capacity, RunStatus
 from fabbrica.services import agents
 from fabbrica.store.db import Database
 from fabbrica.store.models import Job, User

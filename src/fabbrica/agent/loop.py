@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from fabbrica.agent.client import AgentApi, ApiRefused, ApiUnavailable, SyncAnswer
-from fabbrica.backends.protocol import Capacity, Executor, LaunchRequest, RunState, RunStatus
+from fabbrica.core.executor import Capacity, Executor, LaunchRequest, RunState, RunStatus
 from fabbrica.core.jobs import job_id_of
 
 log = logging.getLogger("fabbrica.agent")

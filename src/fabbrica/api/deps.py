@@ -12,9 +12,9 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
-from fabbrica.backends.protocol import Executor
 from fabbrica.catalog.model import Catalog
 from fabbrica.core.errors import Unauthenticated
+from fabbrica.core.executor import Executor
 from fabbrica.services import identity
 from fabbrica.store.db import Database
 from fabbrica.store.models import User

@@ -6,7 +6,7 @@ import datetime as dt
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from fabbrica.backends.protocol import RunState
+from fabbrica.core.executor import RunState
 
 NAME = r"^[A-Za-z0-9_.:-]{1,64}$"
 

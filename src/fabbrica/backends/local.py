@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from fabbrica.backends.protocol import (
+from fabbrica.core.executor import (
     Capability,
     Capacity,
     LaunchRequest,

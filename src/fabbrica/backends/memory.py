@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass, replace
 
-from fabbrica.backends.protocol import (
+from fabbrica.core.executor import (
     Capability,
     Capacity,
     LaunchRequest,

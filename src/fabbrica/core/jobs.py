@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from fabbrica.backends.protocol import RunState
+from fabbrica.core.executor import RunState
 
 
 class JobState(StrEnum):

@@ -23,7 +23,10 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from fabbrica.backends.protocol import (
+from fabbrica.catalog.model import Catalog
+from fabbrica.core.access import AllocationState
+from fabbrica.core.errors import Conflict, Forbidden, InvalidInput, NotFound
+from fabbrica.core.executor import (
     Capability,
     Capacity,
     LaunchRequest,
@@ -31,9 +34,6 @@ from fabbrica.backends.protocol import (
     RunStatus,
     UsageSample,
 )
-from fabbrica.catalog.model import Catalog
-from fabbrica.core.access import AllocationState
-from fabbrica.core.errors import Conflict, Forbidden, InvalidInput, NotFound
 from fabbrica.core.identity import Role
 from fabbrica.core.jobs import JobState, job_id_of
 from fabbrica.services.identity import issue_token

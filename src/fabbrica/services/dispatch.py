@@ -18,9 +18,9 @@ from dataclasses import replace
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from fabbrica.backends.protocol import Executor, RunState, RunStatus
 from fabbrica.catalog.model import Catalog
 from fabbrica.core.errors import Conflict
+from fabbrica.core.executor import Executor, RunState, RunStatus
 from fabbrica.core.jobs import JobState, run_tag
 from fabbrica.core.jobspec import JobSpec
 from fabbrica.sched import Allocation as SchedAllocation

@@ -7,8 +7,8 @@ import tarfile
 import uuid
 from pathlib import Path
 
-from fabbrica.backends.protocol import Executor
 from fabbrica.core.errors import InvalidInput, NotFound
+from fabbrica.core.executor import Executor
 from fabbrica.core.jobs import run_tag
 from fabbrica.core.jobspec import JobSpec, is_inside
 from fabbrica.store.models import Job

@@ -11,9 +11,9 @@ import datetime as dt
 
 from sqlalchemy.orm import Session
 
-from fabbrica.backends.protocol import LaunchRequest, RunState, RunStatus
 from fabbrica.catalog.model import Catalog, Partition
 from fabbrica.core.billing import Request, charged_gpu_hours
+from fabbrica.core.executor import LaunchRequest, RunState, RunStatus
 from fabbrica.core.jobs import FROM_RUN, JobState, job_command, run_tag
 from fabbrica.core.jobspec import JobSpec
 from fabbrica.services import accounting

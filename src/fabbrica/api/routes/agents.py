@@ -24,8 +24,8 @@ from fabbrica.api.schemas_agents import (
     SyncIn,
     SyncOut,
 )
-from fabbrica.backends.protocol import Capacity, RunStatus
 from fabbrica.core.errors import Conflict, NotFound
+from fabbrica.core.executor import Capacity, RunStatus
 from fabbrica.core.jobs import run_tag
 from fabbrica.services import agents
 from fabbrica.store.models import Agent

@@ -19,7 +19,12 @@ from pathlib import Path
 
 import yaml
 
-from fabbrica.backends.protocol import (
+from fabbrica.backends.slurm import status as slurm
+from fabbrica.backends.slurm.runner import SlurmCommandError, SlurmRunner
+from fabbrica.backends.slurm.script import BatchJob, parse_sbatch_output, render, scancel_argv
+from fabbrica.backends.slurm.script import sbatch_argv as _sbatch_argv
+from fabbrica.catalog.model import Partition
+from fabbrica.core.executor import (
     Capability,
     Capacity,
     LaunchRequest,
@@ -27,11 +32,6 @@ from fabbrica.backends.protocol import (
     RunStatus,
     UsageSample,
 )
-from fabbrica.backends.slurm import status as slurm
-from fabbrica.backends.slurm.runner import SlurmCommandError, SlurmRunner
-from fabbrica.backends.slurm.script import BatchJob, parse_sbatch_output, render, scancel_argv
-from fabbrica.backends.slurm.script import sbatch_argv as _sbatch_argv
-from fabbrica.catalog.model import Partition
 from fabbrica.core.jobs import job_id_of
 
 ADOPT_WINDOW = dt.timedelta(days=2)

@@ -1,4 +1,5 @@
-"""The backend protocol: submit, poll, cancel, capacity, usage, capabilities."""
+"""The executor contract (submit, poll, cancel, capacity, usage, capabilities) and the
+types that cross it. The core owns it; backends implement it, services drive it."""
 
 from __future__ import annotations
 
