@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from fabbrica.core.billing import Request, billed_units
+from fabbrica.core.billing import Holding, billed_units
 from tests.conftest import need_service
 from tests.slurm.agents import (
     SITE_USER,
@@ -84,7 +84,7 @@ def billed_seconds(fed: Federation, factory: str, gpus: int, elapsed_s: int) -> 
     """GPU-seconds charged for `gpus` x `elapsed_s` under the partition's billing rule
     (per GPU at it4lia and jaif; whole 8-GCD nodes at half rate at lumi-aif)."""
     part = fed.sites[factory].partition
-    return billed_units(part.billing, part.gpus_per_node, Request(gpus=gpus)) * elapsed_s
+    return billed_units(part.billing, part.gpus_per_node, Holding(gpus=gpus)) * elapsed_s
 
 
 # --- 1. placement ------------------------------------------------------------------------------

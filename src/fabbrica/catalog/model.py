@@ -15,6 +15,7 @@ from typing import Annotated, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from fabbrica.core.access import Intake
 from fabbrica.core.billing import BillingRule
 
 Slug = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")]
@@ -47,11 +48,6 @@ class SystemStatus(StrEnum):
     OPERATING = "operating"
     INSTALLING = "installing"
     PLANNED = "planned"
-
-
-class Intake(StrEnum):
-    CONTINUOUS = "continuous"
-    CUTOFFS = "cutoffs"
 
 
 class Review(StrEnum):

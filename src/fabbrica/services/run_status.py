@@ -12,7 +12,7 @@ import datetime as dt
 from sqlalchemy.orm import Session
 
 from fabbrica.catalog.model import Catalog, Partition
-from fabbrica.core.billing import Request, charged_gpu_hours
+from fabbrica.core.billing import Holding, charged_gpu_hours
 from fabbrica.core.executor import LaunchRequest, RunState, RunStatus
 from fabbrica.core.jobs import FROM_RUN, JobState, job_command, run_tag
 from fabbrica.core.jobspec import JobSpec
@@ -93,7 +93,7 @@ def charge(catalog: Catalog, job: Job, gpus: int, elapsed_s: float) -> float:
     if partition is None:
         return gpus * elapsed_s / 3600.0
     return charged_gpu_hours(
-        partition.billing, partition.gpus_per_node, Request(gpus=gpus), elapsed_s / 3600.0
+        partition.billing, partition.gpus_per_node, Holding(gpus=gpus), elapsed_s / 3600.0
     )
 
 

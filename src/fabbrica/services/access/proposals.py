@@ -15,9 +15,9 @@ from fabbrica.core.access import (
     MAX_ABSTRACT_CHARS,
     Applicant,
     CallState,
+    GrantRequest,
     ProposalState,
     Refusal,
-    Request,
     eligibility_refusals,
     next_cutoff,
 )
@@ -168,7 +168,7 @@ def _check_eligible(
     refusals += eligibility_refusals(
         Applicant(org.country, org.type),
         mode,
-        Request(proposal.gpu_hours, proposal.months, proposal.gpu_model),
+        GrantRequest(proposal.gpu_hours, proposal.months, proposal.gpu_model),
         eligible_countries=catalog.eligibility.countries,
         factory_gpu_models=operating_gpu_models(factory) if factory else set(),
         call_open=call.state == CallState.OPEN,
