@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from fabbrica.agent.client import AgentApi, ApiRefused, ApiUnavailable, SyncAnswer
+from fabbrica.core.agent_api import AgentApi, ApiRefused, ApiUnavailable, SyncAnswer
 from fabbrica.core.executor import Capacity, Executor, LaunchRequest, RunState, RunStatus
 from fabbrica.core.jobs import job_id_of
 

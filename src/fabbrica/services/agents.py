@@ -16,8 +16,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 from sqlalchemy import select
@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 
 from fabbrica.catalog.model import Catalog
 from fabbrica.core.access import AllocationState
+from fabbrica.core.agent_api import SiteAccount, SyncAnswer, SyncReport, site_account
 from fabbrica.core.errors import Conflict, Forbidden, InvalidInput, NotFound
 from fabbrica.core.executor import (
     Capability,
@@ -49,11 +50,6 @@ ACTIVE = (JobState.DISPATCHED.value, JobState.RUNNING.value)
 
 def agent_email(factory_id: str) -> str:
     return f"agent.{factory_id}@localhost"
-
-
-def slurm_account(project_id: str) -> str:
-    """The site account of a project: its id in lower case (Slurm lowers account names)."""
-    return project_id.lower()
 
 
 def require_staff(actor: User) -> None:
@@ -136,26 +132,11 @@ def factory_of(actor: User) -> str:
 # --- the sync -----------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Report:
-    backend: str
-    capabilities: Sequence[str]
-    capacity: Sequence[Capacity]
-    runs: Sequence[RunStatus]
-
-
-@dataclass(frozen=True)
-class SyncAnswer:
-    lease_seconds: float
-    launch: list[LaunchRequest]
-    cancel: list[str]
-
-
 def sync(
     session: Session,
     catalog: Catalog,
     actor: User,
-    report: Report,
+    report: SyncReport,
     *,
     now: dt.datetime,
     lease: dt.timedelta = DEFAULT_LEASE,
@@ -202,7 +183,7 @@ def sync(
             continue  # the control loop cancels it through the link
         job.lease_until = now + lease
         launch.append(_launch(session, job, factory))
-    return SyncAnswer(lease.total_seconds(), launch, cancel)
+    return SyncAnswer(factory, lease.total_seconds(), launch, cancel)
 
 
 def _launch(session: Session, job: Job, factory: str) -> LaunchRequest:
@@ -216,7 +197,7 @@ def _launch(session: Session, job: Job, factory: str) -> LaunchRequest:
     return replace(
         launch_request(job),
         workdir_archive=f"/api/v1/agent/jobs/{job.id}/workdir" if job.workdir_archive else None,
-        account=slurm_account(job.project.id or ""),
+        account=site_account(job.project.id or ""),
         user=username,
     )
 
@@ -243,18 +224,7 @@ def agent_job(session: Session, actor: User, job_id: int) -> Job:
 # --- accounts -----------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class AccountWant:
-    """What Slurm should hold for one project at the factory."""
-
-    account: str
-    project: str
-    state: str  # active | suspended
-    gpu_minutes: int  # GrpTRESMins=gres/gpu=...: the grant, in GPU-minutes
-    users: tuple[str, ...]  # site usernames of the members who have one
-
-
-def desired_accounts(session: Session, actor: User, now: dt.datetime) -> list[AccountWant]:
+def desired_accounts(session: Session, actor: User, now: dt.datetime) -> list[SiteAccount]:
     """Accounts for every allocation at the factory that is active or suspended now."""
     factory = factory_of(actor)
     rows = session.scalars(
@@ -267,10 +237,10 @@ def desired_accounts(session: Session, actor: User, now: dt.datetime) -> list[Ac
         )
         .order_by(Allocation.id)
     )
-    by_account: dict[str, AccountWant] = {}
+    by_account: dict[str, SiteAccount] = {}
     for allocation in rows:
         project = allocation.project
-        account = slurm_account(project.id or "")
+        account = site_account(project.id or "")
         members = session.scalars(
             select(SiteUsername.username)
             .join(ProjectMember, ProjectMember.user_id == SiteUsername.user_id)
@@ -283,7 +253,7 @@ def desired_accounts(session: Session, actor: User, now: dt.datetime) -> list[Ac
         if earlier is not None:  # two allocations of one project: their grants add up
             minutes += earlier.gpu_minutes
             state = "active" if "active" in (state, earlier.state) else state
-        by_account[account] = AccountWant(account, project.id or "", state, minutes, tuple(members))
+        by_account[account] = SiteAccount(account, project.id or "", state, minutes, tuple(members))
     return list(by_account.values())
 
 

@@ -24,6 +24,7 @@ from fabbrica.api.schemas_agents import (
     SyncIn,
     SyncOut,
 )
+from fabbrica.core.agent_api import SyncReport
 from fabbrica.core.errors import Conflict, NotFound
 from fabbrica.core.executor import Capacity, RunStatus
 from fabbrica.core.jobs import run_tag
@@ -90,7 +91,7 @@ def agent_sync(
 ) -> SyncOut:
     """The agent's heartbeat: capacity and the runs it holds in; jobs to launch and runs
     to cancel out."""
-    report = agents.Report(
+    report = SyncReport(
         backend=body.backend,
         capabilities=body.capabilities,
         capacity=[Capacity(**c.model_dump()) for c in body.capacity],
@@ -98,7 +99,7 @@ def agent_sync(
     )
     answer = agents.sync(session, catalog, actor, report, now=ctx.clock(), lease=ctx.agent_lease)
     return SyncOut(
-        factory=agents.factory_of(actor),
+        factory=answer.factory,
         lease_seconds=answer.lease_seconds,
         launch=[
             LaunchOut(

@@ -20,16 +20,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from fabbrica.agent.client import Account
 from fabbrica.backends.slurm import status as slurm
 from fabbrica.backends.slurm.runner import SlurmCommandError, SlurmRunner
+from fabbrica.core.agent_api import SiteAccount
 
 MANAGED = re.compile(r"^fab-[a-z0-9-]{1,60}$")
 SAFE = re.compile(r"^[a-z_][a-z0-9_.-]{0,31}$")
 
 
 class AccountSource(Protocol):
-    def accounts(self) -> list[Account]: ...
+    def accounts(self) -> list[SiteAccount]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,7 +49,7 @@ class Change:
 
 
 def plan_changes(
-    desired: Sequence[Account],
+    desired: Sequence[SiteAccount],
     actual: Iterable[slurm.Association],
     cluster: str,
     owned: Collection[str] | None = None,
