@@ -13,7 +13,6 @@ from fastapi import FastAPI
 from sqlalchemy import select
 from sqlalchemy.engine import make_url
 
-from fabbrica.agent.inprocess import InProcessClient
 from fabbrica.agent.loop import Agent
 from fabbrica.api.app import create_app
 from fabbrica.api.deps import AppContext
@@ -22,6 +21,7 @@ from fabbrica.catalog.loader import load_catalog
 from fabbrica.catalog.local import LOCAL_ID, emulated_federation, local_factory
 from fabbrica.catalog.model import Catalog
 from fabbrica.core.executor import Executor
+from fabbrica.embedded import InProcessClient
 from fabbrica.services import identity
 from fabbrica.services.access.allocations import ExpiryStep
 from fabbrica.services.access.calls import seed_calls

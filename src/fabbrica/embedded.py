@@ -1,5 +1,6 @@
-"""The agent of a factory that runs inside `fabbrica up` (the embedded `local` factory):
-the same agent loop, with calls that go to the services directly instead of over HTTP."""
+"""The embedded default's wiring: the agent of a factory that runs inside `fabbrica up`
+(the `local` factory). It is the same agent loop as a site's, with calls that go to the
+services directly instead of over HTTP; it sits beside `server.py`, above the services."""
 
 from __future__ import annotations
 
