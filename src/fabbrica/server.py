@@ -16,6 +16,7 @@ from sqlalchemy.engine import make_url
 from fabbrica.agent.loop import Agent
 from fabbrica.api.app import create_app
 from fabbrica.api.deps import AppContext
+from fabbrica.backends.agent_link import AgentLink
 from fabbrica.backends.local import LocalExecutor
 from fabbrica.catalog.loader import load_catalog
 from fabbrica.catalog.local import LOCAL_ID, emulated_federation, local_factory
@@ -25,7 +26,6 @@ from fabbrica.embedded import InProcessClient
 from fabbrica.services import identity
 from fabbrica.services.access.allocations import ExpiryStep
 from fabbrica.services.access.calls import seed_calls
-from fabbrica.services.agents import AgentLink
 from fabbrica.services.control_loop import ControlLoop, LoopStatus, Step
 from fabbrica.services.dispatch import Dispatcher
 from fabbrica.services.notify import SmtpSender

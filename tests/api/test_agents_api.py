@@ -16,10 +16,10 @@ from sqlalchemy import func, select
 
 from fabbrica.api.app import create_app
 from fabbrica.api.deps import AppContext
+from fabbrica.backends.agent_link import AgentLink
 from fabbrica.catalog.model import Catalog
 from fabbrica.services import identity
 from fabbrica.services.access.calls import seed_calls
-from fabbrica.services.agents import AgentLink
 from fabbrica.services.dispatch import Dispatcher
 from fabbrica.store.db import Database
 from fabbrica.store.models import Allocation, UsageRecord

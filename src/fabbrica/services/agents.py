@@ -1,5 +1,5 @@
-"""Site agents, central side: factory tokens, the sync an agent runs, and the proxy the
-control loop drives in place of a factory's executor.
+"""Site agents, central side: factory tokens, site usernames, the sync an agent runs and
+the site accounts its factory should hold.
 
 An agent connects out to the API with a factory token. Each sync it reports its capacity
 and the state of every run it holds; the answer lists the jobs placed on its factory that
@@ -7,8 +7,8 @@ it does not hold yet (to launch: launching is idempotent per job) and the runs t
 (cancel requested, or the job is no longer the factory's). Every run the agent reports has
 its lease renewed; a job whose lease runs out is lost and queued again, and if it shows up
 at the old factory afterwards the agent is told to cancel it. The control loop sees a
-factory through `AgentLink`, an `Executor` whose answers come from what the agent
-reported.
+factory through `AgentLink` (backends/agent_link.py), an `Executor` whose answers come
+from what the agent reported.
 """
 
 from __future__ import annotations
@@ -16,34 +16,27 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
-from collections.abc import Callable
 from dataclasses import replace
-from pathlib import Path
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from fabbrica.backends.agent_link import DEFAULT_LEASE
 from fabbrica.catalog.model import Catalog
 from fabbrica.core.access import AllocationState
 from fabbrica.core.agent_api import SiteAccount, SyncAnswer, SyncReport, site_account
 from fabbrica.core.errors import Conflict, Forbidden, InvalidInput, NotFound
 from fabbrica.core.executor import (
-    Capability,
     Capacity,
     LaunchRequest,
     RunState,
-    RunStatus,
-    UsageSample,
 )
 from fabbrica.core.identity import Role
 from fabbrica.core.jobs import JobState, job_id_of
 from fabbrica.services.identity import issue_token
 from fabbrica.services.run_status import apply_status, launch_request
-from fabbrica.store.db import Database
 from fabbrica.store.models import Agent, Allocation, Job, ProjectMember, SiteUsername, User
 
-DEFAULT_LEASE = dt.timedelta(seconds=60)
-STALE_AFTER = dt.timedelta(seconds=30)  # capacity older than this is not used for placement
 USERNAME = re.compile(r"^[a-z_][a-z0-9_.-]{0,31}$")
 ACTIVE = (JobState.DISPATCHED.value, JobState.RUNNING.value)
 
@@ -255,101 +248,3 @@ def desired_accounts(session: Session, actor: User, now: dt.datetime) -> list[Si
             state = "active" if "active" in (state, earlier.state) else state
         by_account[account] = SiteAccount(account, project.id or "", state, minutes, tuple(members))
     return list(by_account.values())
-
-
-# --- the control loop's view of a factory --------------------------------------------------
-
-
-class AgentLink:
-    """An `Executor` for a factory run by a site agent: reads what the agent reported.
-
-    Its calls only read (the control loop calls them while it holds its own transaction,
-    and on SQLite a second writer would wait for it): a job's lease starts when it is
-    dispatched and is renewed by the agent's syncs."""
-
-    def __init__(
-        self,
-        db: Database,
-        factory_id: str,
-        clock: Callable[[], dt.datetime],
-        files: Path | None = None,
-        stale_after: dt.timedelta = STALE_AFTER,
-        lease: dt.timedelta = DEFAULT_LEASE,
-        job_dirs: Callable[[str], Path] | None = None,
-    ) -> None:
-        self.db = db
-        self.factory_id = factory_id
-        self.name = f"agent {factory_id}"
-        self.clock = clock
-        self.files = files
-        self.stale_after = stale_after
-        self.lease = lease
-        self.job_dirs = job_dirs  # an in-process agent's executor keeps the files here
-
-    def _agent(self, session: Session) -> Agent | None:
-        return session.get(Agent, self.factory_id)
-
-    def capabilities(self) -> frozenset[Capability]:
-        with self.db.read_session() as session:
-            agent = self._agent(session)
-            names = json.loads(agent.capabilities) if agent else []
-        return frozenset(Capability(n) for n in names if n in Capability._value2member_map_)
-
-    def capacity(self) -> list[Capacity]:
-        """What the agent last reported, unless it has gone quiet (then nothing: no job is
-        placed on a factory whose agent does not answer)."""
-        with self.db.read_session() as session:
-            agent = self._agent(session)
-            if agent is None or agent.last_seen_at is None:
-                return []
-            if self.clock() - agent.last_seen_at > self.stale_after:
-                return []
-            return [Capacity(**c) for c in json.loads(agent.capacity)]
-
-    def submit(self, request: LaunchRequest) -> RunStatus:
-        """Nothing to do: the job waits for the agent's next sync to take it."""
-        return RunStatus(request.job_id, RunState.PENDING)
-
-    def poll(self, job_ids: list[str]) -> list[RunStatus]:
-        now = self.clock()
-        found = []
-        with self.db.read_session() as session:
-            for tag in job_ids:
-                job_id = job_id_of(tag)
-                job = session.get(Job, job_id) if job_id is not None else None
-                if job is None:
-                    found.append(RunStatus(tag, RunState.UNKNOWN))
-                    continue
-                since = job.dispatched_at or now
-                expiry = job.lease_until or since + self.lease
-                if expiry < now:
-                    found.append(RunStatus(tag, RunState.LOST, reason="the agent's lease ran out"))
-                elif job.state == JobState.RUNNING.value:
-                    found.append(RunStatus(tag, RunState.RUNNING, started_at=job.started_at))
-                else:
-                    found.append(RunStatus(tag, RunState.PENDING))
-        return found
-
-    def cancel(self, job_id: str) -> RunStatus:
-        """A job the agent has not submitted yet (no site id) is cancelled here and now;
-        otherwise the agent cancels it at its next sync (the job is marked)."""
-        tag_id = job_id_of(job_id)
-        with self.db.read_session() as session:
-            job = session.get(Job, tag_id) if tag_id is not None else None
-            if job is not None and job.state == JobState.DISPATCHED.value and not job.site_job_id:
-                return RunStatus(job_id, RunState.CANCELLED, reason="cancelled before it started")
-        return self.poll([job_id])[0]
-
-    def usage(self, job_ids: list[str]) -> list[UsageSample]:
-        return []
-
-    def adopt(self) -> list[RunStatus]:
-        return []
-
-    def job_dir(self, tag: str) -> Path:
-        """Where the agent's uploads of a job's log and outputs are kept on this server."""
-        if self.job_dirs is not None:
-            return self.job_dirs(tag)
-        if self.files is None:
-            raise NotFound("this server keeps no files of agents' jobs", field="job_id")
-        return self.files / "agents" / self.factory_id / tag

@@ -24,6 +24,7 @@ from fabbrica.api.schemas_agents import (
     SyncIn,
     SyncOut,
 )
+from fabbrica.backends.agent_link import AgentLink
 from fabbrica.core.agent_api import SyncReport
 from fabbrica.core.errors import Conflict, NotFound
 from fabbrica.core.executor import Capacity, RunStatus
@@ -48,7 +49,7 @@ def create_agent_token(
     """A new token for the factory's site agent (admin or operator). Shown once."""
     user, secret = agents.create_agent_token(session, catalog, actor, factory_id, now=ctx.clock())
     if factory_id not in ctx.executors:
-        ctx.executors[factory_id] = agents.AgentLink(
+        ctx.executors[factory_id] = AgentLink(
             ctx.db, factory_id, ctx.clock, ctx.files, lease=ctx.agent_lease
         )
     return AgentTokenPublic(factory=factory_id, user_id=user.id, token=secret)
@@ -162,7 +163,7 @@ async def agent_log(
     if len(data) > LOG_CHUNK_MAX:
         raise Conflict(f"a log part is at most {LOG_CHUNK_MAX} bytes", field="body")
     link = ctx.executors.get(job.factory_id or "")
-    if not isinstance(link, agents.AgentLink):
+    if not isinstance(link, AgentLink):
         raise NotFound(f"job {job_id} is not run by an agent", field="job_id")
     return {"size": _write_log(link.job_dir(run_tag(job.id)), offset, data)}
 
