@@ -107,7 +107,7 @@ class AgentClient:
 
 def _run_json(r: RunStatus) -> dict[str, Any]:
     return {
-        "job_id": r.job_id,
+        "run_tag": r.run_tag,
         "state": r.state.value,
         "started_at": _iso(r.started_at),
         "ended_at": _iso(r.ended_at),
@@ -125,7 +125,7 @@ def _iso(value: dt.datetime | None) -> str | None:
 
 def _launch(item: dict[str, Any]) -> LaunchRequest:
     return LaunchRequest(
-        job_id=item["job_id"],
+        run_tag=item["run_tag"],
         partition=item["partition"],
         gpus=int(item["gpus"]),
         nodes=int(item["nodes"]),

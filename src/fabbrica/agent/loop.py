@@ -74,7 +74,7 @@ class Agent:
         """Find the runs the backend holds for Fabbrica (after a restart)."""
         found = self.executor.adopt()
         for status in found:
-            self.held.setdefault(status.job_id, Held(status))
+            self.held.setdefault(status.run_tag, Held(status))
         return len(found)
 
     def run(self, stop: threading.Event) -> None:
@@ -102,7 +102,7 @@ class Agent:
         except (ApiUnavailable, ApiRefused) as exc:
             return RoundResult(ok=False, error=str(exc))
         for status in runs:
-            held = self.held.get(status.job_id)
+            held = self.held.get(status.run_tag)
             if held is not None and status.state.finished:
                 held.finished_reported = True
         result = RoundResult(ok=True, reported=len(runs))
@@ -135,7 +135,7 @@ class Agent:
             return [], []
         self.backend_ok = True
         for status in statuses:
-            held = self.held[status.job_id]
+            held = self.held[status.run_tag]
             if status.state is RunState.UNKNOWN and held.status.state.finished:
                 continue  # it never reached the backend (refused at submission): keep that
             held.status = status
@@ -153,25 +153,25 @@ class Agent:
 
     def _launch(self, answer: SyncAnswer, result: RoundResult) -> None:
         for request in answer.launch:
-            if request.job_id in self.held:
+            if request.run_tag in self.held:
                 continue
             try:
                 status = self.executor.submit(self._with_workdir(request))
             except (ApiUnavailable, ApiRefused) as exc:
-                log.warning("workdir of %s not fetched: %s", request.job_id, exc)
+                log.warning("workdir of %s not fetched: %s", request.run_tag, exc)
                 continue
             except Exception as exc:
-                log.warning("%s could not start: %s", request.job_id, exc)
+                log.warning("%s could not start: %s", request.run_tag, exc)
                 status = RunStatus(
-                    request.job_id, RunState.FAILED, reason=f"could not start: {exc}"
+                    request.run_tag, RunState.FAILED, reason=f"could not start: {exc}"
                 )
-            self.held[request.job_id] = Held(status)
-            result.launched.append(request.job_id)
+            self.held[request.run_tag] = Held(status)
+            result.launched.append(request.run_tag)
 
     def _with_workdir(self, request: LaunchRequest) -> LaunchRequest:
         if not request.workdir_archive:
             return request
-        dest = self.work_dir / "workdirs" / f"{request.job_id}.tar"
+        dest = self.work_dir / "workdirs" / f"{request.run_tag}.tar"
         self.client.download(request.workdir_archive, dest)
         return replace(request, workdir_archive=str(dest))
 

@@ -81,13 +81,13 @@ class AgentLink:
 
     def submit(self, request: LaunchRequest) -> RunStatus:
         """Nothing to do: the job waits for the agent's next sync to take it."""
-        return RunStatus(request.job_id, RunState.PENDING)
+        return RunStatus(request.run_tag, RunState.PENDING)
 
-    def poll(self, job_ids: list[str]) -> list[RunStatus]:
+    def poll(self, run_tags: list[str]) -> list[RunStatus]:
         now = self.clock()
         found = []
         with self.db.read_session() as session:
-            for tag in job_ids:
+            for tag in run_tags:
                 job_id = job_id_of(tag)
                 job = session.get(Job, job_id) if job_id is not None else None
                 if job is None:
@@ -103,17 +103,17 @@ class AgentLink:
                     found.append(RunStatus(tag, RunState.PENDING))
         return found
 
-    def cancel(self, job_id: str) -> RunStatus:
+    def cancel(self, run_tag: str) -> RunStatus:
         """A job the agent has not submitted yet (no site id) is cancelled here and now;
         otherwise the agent cancels it at its next sync (the job is marked)."""
-        tag_id = job_id_of(job_id)
+        job_id = job_id_of(run_tag)
         with self.db.read_session() as session:
-            job = session.get(Job, tag_id) if tag_id is not None else None
+            job = session.get(Job, job_id) if job_id is not None else None
             if job is not None and job.state == JobState.DISPATCHED.value and not job.site_job_id:
-                return RunStatus(job_id, RunState.CANCELLED, reason="cancelled before it started")
-        return self.poll([job_id])[0]
+                return RunStatus(run_tag, RunState.CANCELLED, reason="cancelled before it started")
+        return self.poll([run_tag])[0]
 
-    def usage(self, job_ids: list[str]) -> list[UsageSample]:
+    def usage(self, run_tags: list[str]) -> list[UsageSample]:
         return []
 
     def adopt(self) -> list[RunStatus]:

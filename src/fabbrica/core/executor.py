@@ -42,9 +42,10 @@ class RunState(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class LaunchRequest:
-    """What to run. `job_id` tags the run so a restarted loop can find it again."""
+    """What to run. `run_tag` (`fab-<job id>`) tags the run so that a restarted loop can
+    find it again."""
 
-    job_id: str
+    run_tag: str
     partition: str
     gpus: int
     nodes: int
@@ -59,7 +60,9 @@ class LaunchRequest:
 
 @dataclass(frozen=True, slots=True)
 class RunStatus:
-    job_id: str
+    """A run's state as its backend reports it, known by its run tag."""
+
+    run_tag: str
     state: RunState
     started_at: dt.datetime | None = None
     ended_at: dt.datetime | None = None
@@ -83,7 +86,7 @@ class Capacity:
 
 @dataclass(frozen=True, slots=True)
 class UsageSample:
-    job_id: str
+    run_tag: str
     gpus: int
     elapsed: dt.timedelta
 
@@ -99,17 +102,17 @@ class Executor(Protocol):
     def capacity(self) -> list[Capacity]: ...
 
     def submit(self, request: LaunchRequest) -> RunStatus:
-        """Start (or queue) the run; idempotent for a `job_id` it already has."""
+        """Start (or queue) the run; idempotent for a `run_tag` it already has."""
         ...
 
-    def poll(self, job_ids: list[str]) -> list[RunStatus]:
-        """The current status of each run (UNKNOWN for ids it does not know)."""
+    def poll(self, run_tags: list[str]) -> list[RunStatus]:
+        """The current status of each run (UNKNOWN for tags it does not know)."""
         ...
 
-    def cancel(self, job_id: str) -> RunStatus: ...
+    def cancel(self, run_tag: str) -> RunStatus: ...
 
-    def usage(self, job_ids: list[str]) -> list[UsageSample]: ...
+    def usage(self, run_tags: list[str]) -> list[UsageSample]: ...
 
     def adopt(self) -> list[RunStatus]:
-        """Every run this backend holds that carries a Fabbrica job id (for reconcile)."""
+        """Every run this backend holds that carries a Fabbrica run tag (for reconcile)."""
         ...

@@ -145,18 +145,18 @@ def sync(
     cancel: list[str] = []
     held: set[int] = set()
     for status in report.runs:
-        job_id = job_id_of(status.job_id)
+        job_id = job_id_of(status.run_tag)
         job = session.get(Job, job_id, with_for_update=True) if job_id is not None else None
         stale = status.site_job_id is not None and status.site_job_id == (
             job.lost_site_job_id if job is not None else None
         )  # the run it had before it was lost (placed here again, it runs anew)
         if job is None or job.factory_id != factory or job.state not in ACTIVE or stale:
             if not status.state.finished:
-                cancel.append(status.job_id)  # not this factory's (any more): stop it
+                cancel.append(status.run_tag)  # not this factory's (any more): stop it
             continue
         held.add(job.id)
         if job.cancel_requested and not status.state.finished:
-            cancel.append(status.job_id)
+            cancel.append(status.run_tag)
         if status.state in (RunState.UNKNOWN, RunState.LOST):
             held.discard(job.id)  # the agent lost it before it ran: offer it again
             continue

@@ -199,7 +199,7 @@ class Dispatcher:
             except Exception as exc:  # the backend refused: the job fails, nothing charged
                 log.warning("job %s could not start: %s", job_id, exc)
                 status = RunStatus(
-                    request.job_id, RunState.FAILED, reason=f"could not start: {exc}"
+                    request.run_tag, RunState.FAILED, reason=f"could not start: {exc}"
                 )
             with self.db.session() as session:
                 job = session.get(Job, job_id, with_for_update=True, populate_existing=True)

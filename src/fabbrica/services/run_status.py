@@ -62,7 +62,7 @@ def launch_request(job: Job) -> LaunchRequest:
     """What an executor needs to run `job` (tagged with its run tag)."""
     spec = JobSpec.model_validate_json(job.spec)
     return LaunchRequest(
-        job_id=run_tag(job.id),
+        run_tag=run_tag(job.id),
         partition=job.partition_id or "",
         gpus=job.gpus,
         nodes=job.nodes,

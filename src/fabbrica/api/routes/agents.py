@@ -104,7 +104,7 @@ def agent_sync(
         lease_seconds=answer.lease_seconds,
         launch=[
             LaunchOut(
-                job_id=r.job_id,
+                run_tag=r.run_tag,
                 partition=r.partition,
                 gpus=r.gpus,
                 nodes=r.nodes,
