@@ -29,11 +29,12 @@ from fabbrica.core.agent_api import SyncReport
 from fabbrica.core.errors import Conflict, NotFound
 from fabbrica.core.executor import Capacity, RunStatus
 from fabbrica.core.jobs import run_tag
+from fabbrica.core.text import SLUG_PATTERN
 from fabbrica.services import agents
 from fabbrica.store.models import Agent
 
 router = APIRouter(tags=["agents"])
-FactoryId = Annotated[str, Path(pattern=r"^[a-z0-9][a-z0-9-]{0,63}$")]
+FactoryId = Annotated[str, Path(pattern=SLUG_PATTERN)]
 JobId = Annotated[int, Path(ge=1, le=MAX_ID)]
 LOG_CHUNK_MAX = 512 * 1024  # under the request body limit
 
