@@ -10,7 +10,6 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 from fastapi import FastAPI
-from sqlalchemy import select
 from sqlalchemy.engine import make_url
 
 from fabbrica.agent.loop import Agent
@@ -32,7 +31,6 @@ from fabbrica.services.notify import SmtpSender
 from fabbrica.settings import Settings
 from fabbrica.store.db import Database
 from fabbrica.store.migrate import upgrade
-from fabbrica.store.models import Agent as AgentRow
 from fabbrica.store.types import utcnow
 
 log = logging.getLogger("fabbrica")
@@ -94,16 +92,10 @@ def prepare(settings: Settings, catalog: Catalog) -> Prepared:
         executors[LOCAL_ID] = AgentLink(
             db, LOCAL_ID, utcnow, settings.data_dir, lease=lease, job_dirs=local.job_dir
         )
-    with db.session() as session:
-        for factory_id in session.scalars(select(AgentRow.factory_id)):
-            if factory_id not in executors and catalog.factory(factory_id) is not None:
-                executors[factory_id] = AgentLink(
-                    db, factory_id, utcnow, settings.data_dir, lease=lease
-                )
     ctx = AppContext(
         db=db,
         catalog=catalog,
-        executors=executors,
+        fixed_executors=executors,
         files=settings.data_dir,
         upload_max_bytes=settings.upload_max_bytes,
         agent_lease=lease,

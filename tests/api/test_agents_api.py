@@ -105,6 +105,21 @@ def run(job_id: int, state: str, **extra: Any) -> dict[str, Any]:
     return {"run_tag": f"fab-{job_id}", "state": state, **extra}
 
 
+def test_a_multi_node_job_waits_for_a_factory_whose_backend_declares_it(world: World) -> None:
+    """Placement reads the capability the agent reports for its backend, not the catalog."""
+    world.sync("jaif", capabilities=[])
+    world.sync("it4lia", capabilities=[])
+    job_id = world.submit(gpus=2, nodes=2, gpu_model="gh200")
+    world.dispatcher.step()
+    waiting = world.job(job_id)
+    assert waiting["state"] == "queued"
+    assert "multi-node" in waiting["reason"]
+    world.sync("jaif", capabilities=["multi_node"])
+    world.dispatcher.step()
+    placed = world.job(job_id)
+    assert (placed["state"], placed["factory"]) == ("dispatched", "jaif")
+
+
 def test_a_job_goes_to_the_agent_of_its_factory_and_is_charged_once(world: World) -> None:
     job_id = dispatched_to(world, "gh200")
     assert world.job(job_id)["factory"] == "jaif"

@@ -19,7 +19,14 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from fabbrica.core.agent_api import AgentApi, ApiRefused, ApiUnavailable, SyncAnswer
-from fabbrica.core.executor import Capacity, Executor, LaunchRequest, RunState, RunStatus
+from fabbrica.core.executor import (
+    Capacity,
+    Executor,
+    LaunchRequest,
+    RunState,
+    RunStatus,
+    job_files,
+)
 from fabbrica.core.jobs import job_id_of
 
 log = logging.getLogger("fabbrica.agent")
@@ -176,15 +183,15 @@ class Agent:
         return replace(request, workdir_archive=str(dest))
 
     def _send_logs(self) -> None:
-        finder = getattr(self.executor, "job_dir", None)
-        if finder is None:
+        files = job_files(self.executor)
+        if files is None:
             return
         budget = LOG_ROUND
         for tag, held in self.held.items():
             job_id = job_id_of(tag)
             if job_id is None:
                 continue
-            path = Path(finder(tag)) / "log"
+            path = files.job_dir(tag) / "log"
             while budget > 0:  # all of it, in parts, within the round's budget
                 try:
                     with path.open("rb") as handle:
@@ -204,14 +211,14 @@ class Agent:
                 budget -= len(data)
 
     def _forget_finished(self) -> None:
-        finder = getattr(self.executor, "job_dir", None)
+        files = job_files(self.executor)
         for tag in list(self.held):
             held = self.held[tag]
             if not held.finished_reported:
                 continue
-            if finder is not None:
+            if files is not None:
                 try:
-                    size = (Path(finder(tag)) / "log").stat().st_size
+                    size = (files.job_dir(tag) / "log").stat().st_size
                 except OSError:
                     size = 0
                 if held.log_sent < size:

@@ -7,11 +7,14 @@ import datetime as dt
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 
 class Capability(StrEnum):
-    """What a backend can do beyond one single-node job. Placement respects the absence."""
+    """What a backend can do beyond one single-node job, as `Executor.capabilities()`
+    declares it (an agent reports its backend's). Placement respects the absence: a
+    multi-node job is placed only where MULTI_NODE is declared."""
 
     MULTI_NODE = "multi_node"
     CONTAINERS = "containers"
@@ -116,3 +119,18 @@ class Executor(Protocol):
     def adopt(self) -> list[RunStatus]:
         """Every run this backend holds that carries a Fabbrica run tag (for reconcile)."""
         ...
+
+
+@runtime_checkable
+class JobFiles(Protocol):
+    """An executor that keeps each run's files on this machine, in a directory of its own:
+    `log` (stdout and stderr), `work/` (the unpacked workdir, where outputs are written).
+    The local and Slurm executors do; so does an agent link whose agent uploads the logs
+    here. The agent sends logs, and the API serves logs and outputs, only of these."""
+
+    def job_dir(self, run_tag: str) -> Path: ...
+
+
+def job_files(executor: Executor | None) -> JobFiles | None:
+    """The executor's job files, when it keeps them here (the one probe for them)."""
+    return executor if isinstance(executor, JobFiles) else None

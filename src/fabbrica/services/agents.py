@@ -21,7 +21,7 @@ from dataclasses import replace
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from fabbrica.backends.agent_link import DEFAULT_LEASE
+from fabbrica.backends.agent_link import DEFAULT_LEASE, AgentLink
 from fabbrica.catalog.model import Catalog
 from fabbrica.core.access import AllocationState
 from fabbrica.core.agent_api import SiteAccount, SyncAnswer, SyncReport, site_account
@@ -32,7 +32,8 @@ from fabbrica.core.executor import (
     RunState,
 )
 from fabbrica.core.identity import Role
-from fabbrica.core.jobs import JobState, job_id_of
+from fabbrica.core.jobs import JobState, job_id_of, run_tag
+from fabbrica.services.executors import ExecutorRegistry
 from fabbrica.services.identity import issue_token
 from fabbrica.services.run_status import apply_status, launch_request
 from fabbrica.store.models import Agent, Allocation, Job, ProjectMember, SiteUsername, User
@@ -114,6 +115,12 @@ def set_site_username(
     row.username = username
     session.flush()
     return row
+
+
+def list_agents(session: Session, actor: User) -> list[Agent]:
+    """Every factory's agent, by factory (admin or operator)."""
+    require_staff(actor)
+    return list(session.scalars(select(Agent).order_by(Agent.factory_id)))
 
 
 def factory_of(actor: User) -> str:
@@ -203,6 +210,26 @@ def _capacity_json(c: Capacity) -> dict[str, object]:
         "free_gpus": c.free_gpus,
         "queued": c.queued,
     }
+
+
+def write_log(executors: ExecutorRegistry, job: Job, offset: int, data: bytes) -> int:
+    """Write the part of the job's log an agent sent from byte `offset` (a retry of the
+    same part rewrites it) where the server reads the job's log; the log's size after it.
+    Conflict when `offset` is past what the server has."""
+    link = executors.get(job.factory_id or "")
+    if not isinstance(link, AgentLink):
+        raise NotFound(f"job {job.id} is not run by an agent", field="job_id")
+    directory = link.job_dir(run_tag(job.id))
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "log"
+    size = path.stat().st_size if path.exists() else 0
+    if offset > size:
+        raise Conflict(f"the server has {size} bytes of this log; send from there", "offset")
+    with path.open("r+b" if path.exists() else "wb") as log:
+        log.seek(offset)
+        log.write(data)
+        log.truncate()
+        return log.tell()
 
 
 def agent_job(session: Session, actor: User, job_id: int) -> Job:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 
 from sqlalchemy import select
@@ -20,13 +20,14 @@ from sqlalchemy.orm import Session
 
 from fabbrica.catalog.model import Catalog
 from fabbrica.core.errors import Conflict
-from fabbrica.core.executor import Executor, RunState, RunStatus
+from fabbrica.core.executor import Capability, Executor, RunState, RunStatus
 from fabbrica.core.jobs import JobState, run_tag
 from fabbrica.core.jobspec import JobSpec
 from fabbrica.sched import Allocation as SchedAllocation
 from fabbrica.sched import Policy, Running, Snapshot, schedule
 from fabbrica.services import accounting
 from fabbrica.services.access.allocations import in_force
+from fabbrica.services.executors import ExecutorRegistry, registry_of
 from fabbrica.services.jobs import as_sched_job, partitions_of
 from fabbrica.services.run_status import apply_status, launch_request
 from fabbrica.store.db import Database
@@ -43,13 +44,15 @@ class Dispatcher:
         self,
         db: Database,
         catalog: Catalog,
-        executors: dict[str, Executor],
+        executors: ExecutorRegistry | Mapping[str, Executor],
         clock: Callable[[], dt.datetime],
         policy: Policy | None = None,
     ) -> None:
+        """`executors`: the registry, or the executors to make one of (then factories whose
+        agent is registered are run through their link, as in the registry)."""
         self.db = db
         self.catalog = catalog
-        self.executors = executors
+        self.executors = registry_of(executors, db, catalog, clock)
         self.clock = clock
         self.policy = policy or Policy()
 
@@ -136,8 +139,9 @@ class Dispatcher:
             end = began.timestamp() + job.time_limit_s
             running[(job.factory_id or "", job.partition_id or "")].append(Running(job.gpus, end))
         partitions = []
-        for part in partitions_of(self.catalog, set(self.executors)):
-            capacity = {c.partition: c for c in self.executors[part.factory].capacity()}
+        for part in partitions_of(self.catalog, self.executors.connected(session)):
+            executor = self.executors[part.factory]
+            capacity = {c.partition: c for c in executor.capacity()}
             seen = capacity.get(part.id)
             if seen is None:
                 continue
@@ -147,6 +151,7 @@ class Dispatcher:
                     total_gpus=seen.total_gpus,
                     free_gpus=seen.free_gpus,
                     running=tuple(running[(part.factory, part.id)]),
+                    multi_node=part.multi_node and Capability.MULTI_NODE in executor.capabilities(),
                 )
             )
         allocations = [

@@ -102,7 +102,7 @@ async def submit_job(
             catalog,
             spec,
             project_id=project,
-            connected=set(ctx.executors),
+            connected=ctx.executors.connected(session),
             workdir_archive=path,
             now=ctx.clock(),
         )
