@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from fabbrica.backends.slurm.status import SlurmJob, SlurmState, parse_squeue, squeue_argv
-from tests.slurm.conftest import Cluster, SlurmTestbed, wait_for
+from tests.slurm.conftest import Cluster, SlurmTestbed, poll
 
 pytestmark = pytest.mark.slurm
 
@@ -26,7 +26,7 @@ def finished(cluster: Cluster, job_id: str) -> SlurmJob:
         job = cluster.sacct(job_id)
         return job if job is not None and job.state.finished else None
 
-    return wait_for(f"job {job_id} on {cluster.name} to finish", probe)
+    return poll(f"job {job_id} on {cluster.name} to finish", probe, timeout=30)
 
 
 def queued(cluster: Cluster, job_ids: list[str]) -> list[SlurmJob]:
@@ -90,7 +90,7 @@ def test_four_one_gpu_jobs_share_a_node(testbed: SlurmTestbed) -> None:
             jobs = queued(cluster, ids)
             return jobs if [j.state for j in jobs] == [SlurmState.RUNNING] * len(ids) else None
 
-        jobs = wait_for(f"{len(ids)} jobs running together on {cluster.name}", all_running)
+        jobs = poll(f"{len(ids)} jobs running together on {cluster.name}", all_running, timeout=30)
         assert sum(job.gpus for job in jobs) == cluster.gpus
     finally:
         cluster.run(["scancel", *ids])
@@ -167,14 +167,14 @@ def test_grp_tres_mins_holds_back_a_job_that_would_pass_the_gpu_minutes(
         )  # the new association may take a moment to reach slurmctld
         return done.stdout.strip() if done.returncode == 0 else None
 
-    held_id = wait_for("the new account to be usable", lambda: submit(2), timeout=10)
-    fits_id = wait_for("a second submission", lambda: submit(1), timeout=10)
+    held_id = poll("the new account to be usable", lambda: submit(2), timeout=10)
+    fits_id = poll("a second submission", lambda: submit(1), timeout=10)
 
     def reason() -> str | None:
         (job,) = queued(cluster, [held_id])
         return job.reason if job.state is SlurmState.PENDING and job.reason else None
 
-    assert wait_for("a pending reason", reason) == "AssocGrpGRESMinutes"
+    assert poll("a pending reason", reason, timeout=30) == "AssocGrpGRESMinutes"
     assert finished(cluster, fits_id).state is SlurmState.COMPLETED  # 1 GPU x 1 min fits
     (held,) = queued(cluster, [held_id])
     assert (held.state, held.reason) == (SlurmState.PENDING, "AssocGrpGRESMinutes")
