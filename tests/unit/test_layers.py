@@ -52,6 +52,13 @@ def test_every_layer_rule_is_written_down_and_kept() -> None:
     assert "BROKEN" not in done.stdout
 
 
+def test_docs_architecture_names_every_contract() -> None:
+    config = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["importlinter"]
+    text = (REPO / "docs" / "architecture.md").read_text()
+    missing = [c["id"] for c in config["contracts"] if f"`{c['id']}`" not in text]
+    assert missing == []
+
+
 @pytest.fixture(scope="module")
 def copy(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The package and its contracts, copied where an import can be added."""
