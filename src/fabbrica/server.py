@@ -12,24 +12,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fastapi import FastAPI
-from sqlalchemy import select
 from sqlalchemy.engine import make_url
 
-from fabbrica.agent.inprocess import InProcessClient
 from fabbrica.agent.loop import Agent
 from fabbrica.api.app import create_app
 from fabbrica.api.deps import AppContext
 from fabbrica.backends import isolation
+from fabbrica.backends.agent_link import AgentLink
 from fabbrica.backends.local import LocalExecutor
-from fabbrica.backends.protocol import Executor
 from fabbrica.catalog.loader import load_catalog
 from fabbrica.catalog.local import LOCAL_ID, emulated_federation, local_factory
 from fabbrica.catalog.model import Catalog
 from fabbrica.core.archives import ArchiveLimits
+from fabbrica.core.executor import Executor
+from fabbrica.embedded import InProcessClient
 from fabbrica.services import identity, job_files
 from fabbrica.services.access.allocations import ExpiryStep
 from fabbrica.services.access.calls import seed_calls
-from fabbrica.services.agents import AgentLink
 from fabbrica.services.control_loop import ControlLoop, LoopStatus, Step
 from fabbrica.services.dispatch import Dispatcher
 from fabbrica.services.notify import SmtpSender
@@ -37,7 +36,6 @@ from fabbrica.services.single_user import SingleUser
 from fabbrica.settings import Settings
 from fabbrica.store.db import Database
 from fabbrica.store.migrate import upgrade
-from fabbrica.store.models import Agent as AgentRow
 from fabbrica.store.types import utcnow
 
 log = logging.getLogger("fabbrica")
@@ -109,12 +107,6 @@ def prepare(settings: Settings, catalog: Catalog) -> Prepared:
         executors[LOCAL_ID] = AgentLink(
             db, LOCAL_ID, utcnow, settings.data_dir, lease=lease, job_dirs=local.job_dir
         )
-    with db.session() as session:
-        for factory_id in session.scalars(select(AgentRow.factory_id)):
-            if factory_id not in executors and catalog.factory(factory_id) is not None:
-                executors[factory_id] = AgentLink(
-                    db, factory_id, utcnow, settings.data_dir, lease=lease
-                )
     here = frozenset(f for f, e in executors.items() if isinstance(e, LocalExecutor))
     if settings.local_gpus > 0:
         here |= {LOCAL_ID}
@@ -125,7 +117,7 @@ def prepare(settings: Settings, catalog: Catalog) -> Prepared:
     ctx = AppContext(
         db=db,
         catalog=catalog,
-        executors=executors,
+        fixed_executors=executors,
         files=settings.data_dir,
         upload_max_bytes=settings.upload_max_bytes,
         archive_limits=ArchiveLimits(

@@ -14,13 +14,14 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
-from fabbrica.agent.client import AgentClient, ApiUnavailable
+from fabbrica.agent.client import AgentClient
 from fabbrica.agent.loop import Agent
 from fabbrica.api.app import create_app
 from fabbrica.api.deps import AppContext
 from fabbrica.backends.memory import FakePartition, InMemoryExecutor
-from fabbrica.backends.protocol import RunState
 from fabbrica.catalog.model import Catalog
+from fabbrica.core.agent_api import ApiUnavailable
+from fabbrica.core.executor import RunState
 from fabbrica.services import identity
 from fabbrica.services.access.calls import seed_calls
 from fabbrica.services.dispatch import Dispatcher

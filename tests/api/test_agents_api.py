@@ -16,10 +16,10 @@ from sqlalchemy import func, select
 
 from fabbrica.api.app import create_app
 from fabbrica.api.deps import AppContext
+from fabbrica.backends.agent_link import AgentLink
 from fabbrica.catalog.model import Catalog
 from fabbrica.services import identity
 from fabbrica.services.access.calls import seed_calls
-from fabbrica.services.agents import AgentLink
 from fabbrica.services.dispatch import Dispatcher
 from fabbrica.store.db import Database
 from fabbrica.store.models import Allocation, UsageRecord
@@ -102,7 +102,22 @@ def dispatched_to(w: World, gpu_model: str) -> int:
 
 
 def run(job_id: int, state: str, **extra: Any) -> dict[str, Any]:
-    return {"job_id": f"fab-{job_id}", "state": state, **extra}
+    return {"run_tag": f"fab-{job_id}", "state": state, **extra}
+
+
+def test_a_multi_node_job_waits_for_a_factory_whose_backend_declares_it(world: World) -> None:
+    """Placement reads the capability the agent reports for its backend, not the catalog."""
+    world.sync("jaif", capabilities=[])
+    world.sync("it4lia", capabilities=[])
+    job_id = world.submit(gpus=2, nodes=2, gpu_model="gh200")
+    world.dispatcher.step()
+    waiting = world.job(job_id)
+    assert waiting["state"] == "queued"
+    assert "multi-node" in waiting["reason"]
+    world.sync("jaif", capabilities=["multi_node"])
+    world.dispatcher.step()
+    placed = world.job(job_id)
+    assert (placed["state"], placed["factory"]) == ("dispatched", "jaif")
 
 
 def test_a_job_goes_to_the_agent_of_its_factory_and_is_charged_once(world: World) -> None:
@@ -110,7 +125,7 @@ def test_a_job_goes_to_the_agent_of_its_factory_and_is_charged_once(world: World
     assert world.job(job_id)["factory"] == "jaif"
     assert world.sync("it4lia")["launch"] == []  # another factory's agent is not offered it
     offer = world.sync("jaif")["launch"]
-    assert [o["job_id"] for o in offer] == [f"fab-{job_id}"]
+    assert [o["run_tag"] for o in offer] == [f"fab-{job_id}"]
     assert offer[0]["account"] == world.project.lower()
     assert offer[0]["partition"] == "booster" and offer[0]["gpu_model"] == "gh200"
     # launched: not offered again while the agent reports it
@@ -173,7 +188,7 @@ def test_a_lost_job_placed_again_at_its_old_factory_runs_anew(world: World) -> N
     # its Slurm is back with the old run: that run is stopped, the new one is offered
     answer = world.sync("jaif", [run(job_id, "running", site_job_id="7")])
     assert answer["cancel"] == [f"fab-{job_id}"]
-    assert [o["job_id"] for o in answer["launch"]] == [f"fab-{job_id}"]
+    assert [o["run_tag"] for o in answer["launch"]] == [f"fab-{job_id}"]
     cancelled = run(job_id, "cancelled", site_job_id="7", gpus=1, elapsed_s=80)
     world.sync("jaif", [cancelled])
     assert world.job(job_id)["state"] == "dispatched"  # the old run's end is not its end
@@ -256,7 +271,7 @@ def test_accounts_list_the_factorys_allocations_and_usernames(world: World) -> N
     assert it4lia[0]["users"] == []  # no username mapped there
     offer = dispatched_to(world, "gh200")
     launch = world.sync("jaif")["launch"]
-    assert [(o["job_id"], o["user"]) for o in launch] == [(f"fab-{offer}", "ada")]
+    assert [(o["run_tag"], o["user"]) for o in launch] == [(f"fab-{offer}", "ada")]
 
 
 @pytest.mark.parametrize(
@@ -303,10 +318,10 @@ def test_only_staff_manage_agents_and_only_agents_sync(world: World) -> None:
 @pytest.mark.parametrize(
     "runs",
     [
-        [{"job_id": "fab-x", "state": "running"}],
-        [{"job_id": "fab-1", "state": "exploded"}],
-        [{"job_id": "fab-1", "state": "running", "elapsed_s": -1}],
-        [{"job_id": "fab-1", "state": "running", "site_job_id": "1; rm -rf /"}],
+        [{"run_tag": "fab-x", "state": "running"}],
+        [{"run_tag": "fab-1", "state": "exploded"}],
+        [{"run_tag": "fab-1", "state": "running", "elapsed_s": -1}],
+        [{"run_tag": "fab-1", "state": "running", "site_job_id": "1; rm -rf /"}],
     ],
 )
 def test_a_bad_report_is_refused_and_changes_nothing(

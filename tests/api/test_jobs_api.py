@@ -78,12 +78,12 @@ def world(db: Database, catalog: Catalog, tmp_path: Path) -> Iterator[World]:
         identity.bootstrap(session, now=utcnow(), token=ADMIN_TOKEN)
         seed_calls(session, full, utcnow())
     executors = {"local": LocalExecutor(tmp_path / "jobs", gpus=4)}
-    ctx = AppContext(db=db, catalog=full, executors=executors, files=tmp_path)  # type: ignore[arg-type]
+    ctx = AppContext(db=db, catalog=full, fixed_executors=executors, files=tmp_path)
     with TestClient(create_app(ctx), raise_server_exceptions=True) as api:
         admin = bearer(ADMIN_TOKEN)
         pi, project, allocation = tenant(api, admin, "pi@startup.it", 10)
         other, _, _ = tenant(api, admin, "other@startup.it", 10)
-        dispatcher = Dispatcher(db, full, executors, utcnow)  # type: ignore[arg-type]
+        dispatcher = Dispatcher(db, full, ctx.executors, utcnow)
         yield World(api, db, dispatcher, admin, pi, project, allocation, other)
     stop_all(executors["local"])
 

@@ -21,7 +21,7 @@ from fabbrica.core.errors import Conflict, Forbidden, InvalidInput, NotFound
 from fabbrica.core.identity import Role
 from fabbrica.services import identity
 from fabbrica.services.access import allocations, audit, calls, projects, proposals, reviews
-from fabbrica.services.access.allocations import Change
+from fabbrica.services.access.allocations import AllocationChange
 from fabbrica.services.access.organisations import create_organisation
 from fabbrica.store.models import Allocation, AuditEntry, OutboxEmail, Proposal, Review, User
 from tests.conftest import Clock
@@ -260,8 +260,10 @@ def test_suspended_allocations_expire_terminated_ones_get_no_notice(
     staff = admin_id(ctx)
     with ctx.db.session() as s:
         actor = load_user(s, staff)
-        allocations.change(s, actor, suspended.id, Change("suspend", "misuse"), now=clock())
-        allocations.change(s, actor, other.id, Change("terminate", "done"), now=clock())
+        allocations.change(
+            s, actor, suspended.id, AllocationChange("suspend", "misuse"), now=clock()
+        )
+        allocations.change(s, actor, other.id, AllocationChange("terminate", "done"), now=clock())
     assert run_expiry(ctx, suspended.valid_until - dt.timedelta(days=5)) == 1
     assert run_expiry(ctx, suspended.valid_until + dt.timedelta(days=1)) == 1
     assert load_allocation(ctx, suspended.id).state == "expired"
@@ -280,7 +282,7 @@ def test_extending_resets_the_notices(
             s,
             load_admin(s),
             allocation.id,
-            Change("extend", "more", months=1),
+            AllocationChange("extend", "more", months=1),
             now=clock(),
         )
     extended = load_allocation(ctx, allocation.id)
@@ -294,7 +296,9 @@ def test_extending_resets_the_notices(
 # --- operator changes and the audit log --------------------------------------------------------
 
 
-def change(ctx: AppContext, actor_id: int, allocation_id: int, what: Change) -> Allocation:
+def change(
+    ctx: AppContext, actor_id: int, allocation_id: int, what: AllocationChange
+) -> Allocation:
     with ctx.db.session() as s:
         return allocations.change(s, load_user(s, actor_id), allocation_id, what, now=ctx.clock())
 
@@ -306,26 +310,40 @@ def test_operator_changes_are_applied_and_audited_with_before_and_after(
     operator = new_user(ctx, "op@cineca.it", Role.OPERATOR, "Operator")
 
     clock.advance(days=1)
-    extended = change(ctx, operator, allocation.id, Change("extend", "  delays  ", months=2))
+    extended = change(
+        ctx, operator, allocation.id, AllocationChange("extend", "  delays  ", months=2)
+    )
     assert extended.valid_until == dt.datetime(2027, 2, 21, 12, 0, tzinfo=dt.UTC)
     assert extended.final_report_due == dt.datetime(2027, 5, 21, 12, 0, tzinfo=dt.UTC)
     until = dt.datetime(2027, 3, 31, 0, 0, tzinfo=dt.UTC)
     assert (
-        change(ctx, operator, allocation.id, Change("extend", "to March", until=until)).valid_until
+        change(
+            ctx, operator, allocation.id, AllocationChange("extend", "to March", until=until)
+        ).valid_until
         == until
     )
-    topped = change(ctx, operator, allocation.id, Change("top_up", "scaling", gpu_hours=500.5))
+    topped = change(
+        ctx, operator, allocation.id, AllocationChange("top_up", "scaling", gpu_hours=500.5)
+    )
     assert topped.granted_gpu_hours == 1500.5
-    assert change(ctx, operator, allocation.id, Change("suspend", "security")).state == "suspended"
+    assert (
+        change(ctx, operator, allocation.id, AllocationChange("suspend", "security")).state
+        == "suspended"
+    )
     assert (
         change(
-            ctx, operator, allocation.id, Change("top_up", "ok while suspended", gpu_hours=1)
+            ctx,
+            operator,
+            allocation.id,
+            AllocationChange("top_up", "ok while suspended", gpu_hours=1),
         ).granted_gpu_hours
         == 1501.5
     )
-    assert change(ctx, operator, allocation.id, Change("resume", "fixed")).state == "active"
+    assert (
+        change(ctx, operator, allocation.id, AllocationChange("resume", "fixed")).state == "active"
+    )
     clock.advance(days=10)
-    ended = change(ctx, operator, allocation.id, Change("terminate", "project closed"))
+    ended = change(ctx, operator, allocation.id, AllocationChange("terminate", "project closed"))
     assert ended.state == "terminated"
     assert ended.valid_until == clock()
     assert ended.final_report_due == dt.datetime(2027, 3, 2, 12, 0, tzinfo=dt.UTC)
@@ -383,28 +401,28 @@ def test_operator_changes_are_applied_and_audited_with_before_and_after(
 @pytest.mark.parametrize(
     ("what", "state"),
     [
-        (Change("top_up", "r", gpu_hours=10), "terminated"),
-        (Change("extend", "r", months=1), "terminated"),
-        (Change("suspend", "r"), "terminated"),
-        (Change("resume", "r"), "terminated"),
-        (Change("terminate", "r"), "terminated"),
-        (Change("resume", "r"), "active"),
-        (Change("suspend", "r"), "suspended"),
-        (Change("top_up", "r", gpu_hours=10), "expired"),
-        (Change("terminate", "r"), "expired"),
-        (Change("suspend", "r"), "expired"),
+        (AllocationChange("top_up", "r", gpu_hours=10), "terminated"),
+        (AllocationChange("extend", "r", months=1), "terminated"),
+        (AllocationChange("suspend", "r"), "terminated"),
+        (AllocationChange("resume", "r"), "terminated"),
+        (AllocationChange("terminate", "r"), "terminated"),
+        (AllocationChange("resume", "r"), "active"),
+        (AllocationChange("suspend", "r"), "suspended"),
+        (AllocationChange("top_up", "r", gpu_hours=10), "expired"),
+        (AllocationChange("terminate", "r"), "expired"),
+        (AllocationChange("suspend", "r"), "expired"),
     ],
-    ids=lambda v: v.action if isinstance(v, Change) else v,
+    ids=lambda v: v.action if isinstance(v, AllocationChange) else v,
 )
 def test_a_change_the_state_does_not_allow_is_a_conflict_and_changes_nothing(
-    ctx: AppContext, granted: tuple[Applicant, Allocation], what: Change, state: str
+    ctx: AppContext, granted: tuple[Applicant, Allocation], what: AllocationChange, state: str
 ) -> None:
     _, allocation = granted
     staff = admin_id(ctx)
     if state == "terminated":
-        change(ctx, staff, allocation.id, Change("terminate", "setup"))
+        change(ctx, staff, allocation.id, AllocationChange("terminate", "setup"))
     elif state == "suspended":
-        change(ctx, staff, allocation.id, Change("suspend", "setup"))
+        change(ctx, staff, allocation.id, AllocationChange("suspend", "setup"))
     elif state == "expired":
         run_expiry(ctx, allocation.valid_until)
     before = load_allocation(ctx, allocation.id)
@@ -432,7 +450,9 @@ def test_an_expired_allocation_extended_is_active_again(
     clock.now = allocation.valid_until + dt.timedelta(days=2)
     run_expiry(ctx, clock())
     until = clock() + dt.timedelta(days=30)
-    extended = change(ctx, admin_id(ctx), allocation.id, Change("extend", "grace", until=until))
+    extended = change(
+        ctx, admin_id(ctx), allocation.id, AllocationChange("extend", "grace", until=until)
+    )
     assert (extended.state, extended.valid_until, extended.expiry_notices_sent) == (
         "active",
         until,
@@ -446,7 +466,10 @@ def test_extend_to_a_date_without_a_time_zone_is_invalid_input(
     _, allocation = granted
     with pytest.raises(InvalidInput) as err:
         change(
-            ctx, admin_id(ctx), allocation.id, Change("extend", "r", until=dt.datetime(2030, 1, 1))
+            ctx,
+            admin_id(ctx),
+            allocation.id,
+            AllocationChange("extend", "r", until=dt.datetime(2030, 1, 1)),
         )
     assert err.value.field == "until"
 
@@ -457,32 +480,35 @@ def test_extend_to_the_end_of_time_is_invalid_input(
     _, allocation = granted
     until = dt.datetime(9999, 12, 1, tzinfo=dt.UTC)
     with pytest.raises(InvalidInput) as err:
-        change(ctx, admin_id(ctx), allocation.id, Change("extend", "r", until=until))
+        change(ctx, admin_id(ctx), allocation.id, AllocationChange("extend", "r", until=until))
     assert err.value.field == "until"
 
 
 @pytest.mark.parametrize(
     ("what", "field"),
     [
-        (Change("extend", "r"), "until"),
-        (Change("extend", "r", months=0), "until"),
-        (Change("extend", "r", months=-1), "until"),
-        (Change("extend", "r", until=dt.datetime(2026, 12, 1, tzinfo=dt.UTC)), "until"),
-        (Change("extend", "r", until=dt.datetime(2026, 12, 21, 12, tzinfo=dt.UTC)), "until"),
-        (Change("top_up", "r"), "gpu_hours"),
-        (Change("top_up", "r", gpu_hours=0), "gpu_hours"),
-        (Change("top_up", "r", gpu_hours=-5), "gpu_hours"),
-        (Change("top_up", "r", gpu_hours=math.nan), "gpu_hours"),
-        (Change("top_up", "r", gpu_hours=math.inf), "gpu_hours"),
-        (Change("top_up", "r", gpu_hours=2e7), "gpu_hours"),
-        (Change("delete", "r"), "action"),
-        (Change("suspend", "   "), "reason"),
-        (Change("suspend", "bad\x00reason"), "reason"),
-        (Change("suspend", "x" * 2001), "reason"),
+        (AllocationChange("extend", "r"), "until"),
+        (AllocationChange("extend", "r", months=0), "until"),
+        (AllocationChange("extend", "r", months=-1), "until"),
+        (AllocationChange("extend", "r", until=dt.datetime(2026, 12, 1, tzinfo=dt.UTC)), "until"),
+        (
+            AllocationChange("extend", "r", until=dt.datetime(2026, 12, 21, 12, tzinfo=dt.UTC)),
+            "until",
+        ),
+        (AllocationChange("top_up", "r"), "gpu_hours"),
+        (AllocationChange("top_up", "r", gpu_hours=0), "gpu_hours"),
+        (AllocationChange("top_up", "r", gpu_hours=-5), "gpu_hours"),
+        (AllocationChange("top_up", "r", gpu_hours=math.nan), "gpu_hours"),
+        (AllocationChange("top_up", "r", gpu_hours=math.inf), "gpu_hours"),
+        (AllocationChange("top_up", "r", gpu_hours=2e7), "gpu_hours"),
+        (AllocationChange("delete", "r"), "action"),
+        (AllocationChange("suspend", "   "), "reason"),
+        (AllocationChange("suspend", "bad\x00reason"), "reason"),
+        (AllocationChange("suspend", "x" * 2001), "reason"),
     ],
 )
 def test_invalid_changes_are_refused_naming_the_field(
-    ctx: AppContext, granted: tuple[Applicant, Allocation], what: Change, field: str
+    ctx: AppContext, granted: tuple[Applicant, Allocation], what: AllocationChange, field: str
 ) -> None:
     _, allocation = granted
     with pytest.raises(InvalidInput) as err:
@@ -500,9 +526,11 @@ def test_only_staff_change_allocations(
     reviewer = new_user(ctx, "rev@uni.eu", Role.REVIEWER)
     for who in (applicant.pi_id, reviewer):
         with pytest.raises(Forbidden):
-            change(ctx, who, allocation.id, Change("top_up", "more please", gpu_hours=1e6))
+            change(
+                ctx, who, allocation.id, AllocationChange("top_up", "more please", gpu_hours=1e6)
+            )
     with pytest.raises(NotFound) as err:
-        change(ctx, admin_id(ctx), allocation.id + 1000, Change("suspend", "r"))
+        change(ctx, admin_id(ctx), allocation.id + 1000, AllocationChange("suspend", "r"))
     assert err.value.field == "allocation_id"
     assert load_allocation(ctx, allocation.id).granted_gpu_hours == 1000.0
 

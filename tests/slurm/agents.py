@@ -27,7 +27,6 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,7 +38,7 @@ import yaml
 from fabbrica.catalog.loader import load_catalog
 from fabbrica.catalog.model import Catalog, Partition
 from tests.cli.server import Server, clean_env
-from tests.slurm.conftest import Cluster, SlurmTestbed, mapping_path
+from tests.slurm.conftest import Cluster, SlurmTestbed, mapping_path, poll
 
 T = TypeVar("T")
 ROOT = Path(__file__).resolve().parents[2]
@@ -59,18 +58,6 @@ SACCT_FIELDS = (
 )
 
 
-def poll(what: str, probe: Callable[[], T | None], timeout: float = 60.0, every: float = 0.25) -> T:
-    """Call `probe` until it returns something other than None; fail after `timeout` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        found = probe()
-        if found is not None:
-            return found
-        if time.monotonic() > deadline:
-            raise AssertionError(f"gave up after {timeout:g} s waiting for {what}")
-        time.sleep(every)
-
-
 # --- Slurm ---------------------------------------------------------------------------------
 
 
@@ -78,7 +65,7 @@ def poll(what: str, probe: Callable[[], T | None], timeout: float = 60.0, every:
 class SacctJob:
     """One allocation line of `sacct -X -P`."""
 
-    job_id: str
+    site_job_id: str  # Slurm's id of the job
     name: str
     comment: str  # reaches sacct only some time after the job ended
     user: str
@@ -116,10 +103,17 @@ def sacct_jobs(cluster: Cluster, account: str) -> list[SacctJob]:
     for line in out.splitlines():
         if not line.strip():
             continue
-        job_id, name, comment, user, acct, elapsed, tres, state = line.split("|")
+        site_job_id, name, comment, user, acct, elapsed, tres, state = line.split("|")
         jobs.append(
             SacctJob(
-                job_id, name, comment, user, acct, int(elapsed or 0), _gpus(tres), state.split()[0]
+                site_job_id,
+                name,
+                comment,
+                user,
+                acct,
+                int(elapsed or 0),
+                _gpus(tres),
+                state.split()[0],
             )
         )
     return jobs
@@ -610,7 +604,7 @@ class Federation:
         """The Slurm jobs at `factory` tagged with this job (from squeue and sacct)."""
         cluster = self.sites[factory].cluster
         tag = f"fab-{job_id}"
-        found = {j.job_id for j in sacct_jobs(cluster, self.account) if j.runs(job_id)}
+        found = {j.site_job_id for j in sacct_jobs(cluster, self.account) if j.runs(job_id)}
         out = cluster.run(
             ["squeue", "-h", "--states=all", "-A", self.account, "-o", "%i|%j"], check=False
         ).stdout

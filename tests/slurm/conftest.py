@@ -123,8 +123,8 @@ def testbed() -> SlurmTestbed:
     return bed
 
 
-def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 30.0) -> T:
-    """Poll `probe` until it returns something; fail after `timeout` seconds."""
+def poll(what: str, probe: Callable[[], T | None], timeout: float = 60.0, every: float = 0.25) -> T:
+    """Call `probe` until it returns something other than None; fail after `timeout` s."""
     deadline = time.monotonic() + timeout
     while True:
         found = probe()
@@ -132,7 +132,7 @@ def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 30.0) ->
             return found
         if time.monotonic() > deadline:
             raise AssertionError(f"gave up after {timeout:g} s waiting for {what}")
-        time.sleep(0.25)
+        time.sleep(every)
 
 
 def unique(prefix: str) -> str:

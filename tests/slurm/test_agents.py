@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from fabbrica.core.billing import Request, billed_units
+from fabbrica.core.billing import Holding, billed_units
 from tests.conftest import need_service
 from tests.slurm.agents import (
     SITE_USER,
@@ -28,11 +28,10 @@ from tests.slurm.agents import (
     SacctJob,
     associations,
     foreign_agents,
-    poll,
     sacct_jobs,
     squeue_state,
 )
-from tests.slurm.conftest import SlurmTestbed
+from tests.slurm.conftest import SlurmTestbed, poll
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
@@ -84,7 +83,7 @@ def billed_seconds(fed: Federation, factory: str, gpus: int, elapsed_s: int) -> 
     """GPU-seconds charged for `gpus` x `elapsed_s` under the partition's billing rule
     (per GPU at it4lia and jaif; whole 8-GCD nodes at half rate at lumi-aif)."""
     part = fed.sites[factory].partition
-    return billed_units(part.billing, part.gpus_per_node, Request(gpus=gpus)) * elapsed_s
+    return billed_units(part.billing, part.gpus_per_node, Holding(gpus=gpus)) * elapsed_s
 
 
 # --- 1. placement ------------------------------------------------------------------------------
@@ -118,7 +117,7 @@ def test_a_gh200_job_runs_at_jaif_as_the_member(federation: Make) -> None:
     )
     for other in ("it4lia", "lumi-aif"):
         assert tagged(fed, other, job_id) == []
-    expected = f"hello from {SITE_USER} in slurm job {run.job_id} on gpu"
+    expected = f"hello from {SITE_USER} in slurm job {run.site_job_id} on gpu"
     log = poll("the whole log", lambda: text if "done" in (text := fed.logs(job_id)) else None)
     assert expected in log
 
@@ -198,7 +197,7 @@ def test_what_fabbrica_charges_is_what_sacct_shows(federation: Make) -> None:
     assert runs["jaif-cancelled"].state == "CANCELLED"
     assert runs["it4lia-fails"].state == "FAILED"
     every = [j for site in fed.sites.values() for j in sacct_jobs(site.cluster, fed.account)]
-    assert sorted(j.job_id for j in every) == sorted(r.job_id for r in runs.values())
+    assert sorted(j.site_job_id for j in every) == sorted(r.site_job_id for r in runs.values())
 
     expected = {
         name: billed_seconds(fed, final[name]["factory"], run.gpus, run.elapsed_s)
@@ -225,7 +224,10 @@ def test_what_fabbrica_charges_is_what_sacct_shows(federation: Make) -> None:
     assert sorted(records) == sorted(ids.values())
     for name, run in runs.items():
         record = records[ids[name]]
-        assert (record["site_job_id"], record["factory_id"]) == (run.job_id, final[name]["factory"])
+        assert (record["site_job_id"], record["factory_id"]) == (
+            run.site_job_id,
+            final[name]["factory"],
+        )
         assert record["gpus"] * record["elapsed_s"] == run.gpu_seconds, name
     assert sum(r["gpus"] * r["elapsed_s"] for r in records.values()) == sum(
         r.gpu_seconds for r in runs.values()
@@ -265,7 +267,7 @@ def test_an_agent_killed_while_its_jobs_run_picks_them_up_again(federation: Make
     runs = []
     for job_id in ids:
         found = settled(fed, "jaif", job_id)
-        assert [r.job_id for r in found] == before[job_id], "submitted again"
+        assert [r.site_job_id for r in found] == before[job_id], "submitted again"
         assert found[0].state == "COMPLETED"
         runs.extend(found)
     assert len(sacct_jobs(jaif, fed.account)) == 2
@@ -335,7 +337,7 @@ def test_a_cluster_down_loses_its_jobs_after_the_lease_only(federation: Make) ->
     # the lost job's Slurm job was still running at jaif: the agent is told to cancel it
     poll(
         f"Slurm job {old} cancelled at jaif",
-        lambda: True if [(r.job_id, r.state) for r in tagged(fed, "jaif", held)][:1]
+        lambda: True if [(r.site_job_id, r.state) for r in tagged(fed, "jaif", held)][:1]
         == [(old, "CANCELLED")] else None,
         timeout=60,
     )  # fmt: skip
@@ -344,7 +346,10 @@ def test_a_cluster_down_loses_its_jobs_after_the_lease_only(federation: Make) ->
     again = fed.wait_finished(held, timeout=90)
     assert (again["state"], again["factory"]) == ("succeeded", "jaif"), again
     runs = settled(fed, "jaif", held, count=2)
-    assert [(r.job_id == old, r.state) for r in runs] == [(True, "CANCELLED"), (False, "COMPLETED")]
+    assert [(r.site_job_id == old, r.state) for r in runs] == [
+        (True, "CANCELLED"),
+        (False, "COMPLETED"),
+    ]
     log = poll("the second run's log", lambda: t if "again" in (t := fed.logs(held)) else None)
     assert "again" in log
     usage = fed.cli_json("usage", "--by", "project")  # charged once, for the run it kept

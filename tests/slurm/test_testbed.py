@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from fabbrica.backends.slurm.status import JobState, SlurmJob, parse_squeue, squeue_argv
-from tests.slurm.conftest import Cluster, SlurmTestbed, wait_for
+from fabbrica.backends.slurm.status import SlurmJob, SlurmState, parse_squeue, squeue_argv
+from tests.slurm.conftest import Cluster, SlurmTestbed, poll
 
 pytestmark = pytest.mark.slurm
 
@@ -26,7 +26,7 @@ def finished(cluster: Cluster, job_id: str) -> SlurmJob:
         job = cluster.sacct(job_id)
         return job if job is not None and job.state.finished else None
 
-    return wait_for(f"job {job_id} on {cluster.name} to finish", probe)
+    return poll(f"job {job_id} on {cluster.name} to finish", probe, timeout=30)
 
 
 def queued(cluster: Cluster, job_ids: list[str]) -> list[SlurmJob]:
@@ -51,7 +51,7 @@ def test_each_cluster_runs_a_one_gpu_job_of_its_model(testbed: SlurmTestbed) -> 
     for cluster, job_id, comment in submitted:
         job = finished(cluster, job_id)
         assert (job.state, job.exit_code, job.comment, job.run_tag) == (
-            JobState.COMPLETED,
+            SlurmState.COMPLETED,
             0,
             comment,
             comment,
@@ -60,7 +60,7 @@ def test_each_cluster_runs_a_one_gpu_job_of_its_model(testbed: SlurmTestbed) -> 
         # sacct's first record of a short job may lack the partition for a few seconds
         (known,) = queued(cluster, [job_id])
         assert (known.state, known.partition, known.comment) == (
-            JobState.COMPLETED,
+            SlurmState.COMPLETED,
             cluster.partition,
             comment,
         )
@@ -88,9 +88,9 @@ def test_four_one_gpu_jobs_share_a_node(testbed: SlurmTestbed) -> None:
 
         def all_running() -> list[SlurmJob] | None:
             jobs = queued(cluster, ids)
-            return jobs if [j.state for j in jobs] == [JobState.RUNNING] * len(ids) else None
+            return jobs if [j.state for j in jobs] == [SlurmState.RUNNING] * len(ids) else None
 
-        jobs = wait_for(f"{len(ids)} jobs running together on {cluster.name}", all_running)
+        jobs = poll(f"{len(ids)} jobs running together on {cluster.name}", all_running, timeout=30)
         assert sum(job.gpus for job in jobs) == cluster.gpus
     finally:
         cluster.run(["scancel", *ids])
@@ -136,7 +136,7 @@ def test_a_job_as_a_site_user_runs_as_that_user(
     else:  # root may still submit for another user in 22.05; --gid or the group is root's
         job_id = cluster.sbatch(f"--uid={user}", f"--gid={user}", *args)
     job = finished(cluster, job_id)
-    assert (job.state, job.user, job.account) == (JobState.COMPLETED, user, testbed.account)
+    assert (job.state, job.user, job.account) == (SlurmState.COMPLETED, user, testbed.account)
     assert (out_dir / f"{job_id}.out").read_text().split() == [user, user]
     assert (out_dir / "mine").owner() == user
 
@@ -167,14 +167,14 @@ def test_grp_tres_mins_holds_back_a_job_that_would_pass_the_gpu_minutes(
         )  # the new association may take a moment to reach slurmctld
         return done.stdout.strip() if done.returncode == 0 else None
 
-    held_id = wait_for("the new account to be usable", lambda: submit(2), timeout=10)
-    fits_id = wait_for("a second submission", lambda: submit(1), timeout=10)
+    held_id = poll("the new account to be usable", lambda: submit(2), timeout=10)
+    fits_id = poll("a second submission", lambda: submit(1), timeout=10)
 
     def reason() -> str | None:
         (job,) = queued(cluster, [held_id])
-        return job.reason if job.state is JobState.PENDING and job.reason else None
+        return job.reason if job.state is SlurmState.PENDING and job.reason else None
 
-    assert wait_for("a pending reason", reason) == "AssocGrpGRESMinutes"
-    assert finished(cluster, fits_id).state is JobState.COMPLETED  # 1 GPU x 1 min fits
+    assert poll("a pending reason", reason, timeout=30) == "AssocGrpGRESMinutes"
+    assert finished(cluster, fits_id).state is SlurmState.COMPLETED  # 1 GPU x 1 min fits
     (held,) = queued(cluster, [held_id])
-    assert (held.state, held.reason) == (JobState.PENDING, "AssocGrpGRESMinutes")
+    assert (held.state, held.reason) == (SlurmState.PENDING, "AssocGrpGRESMinutes")

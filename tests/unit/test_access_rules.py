@@ -14,12 +14,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from fabbrica.catalog.loader import load_catalog
-from fabbrica.catalog.model import AccessMode, Intake
+from fabbrica.catalog.model import AccessMode
 from fabbrica.core.access import (
     MAX_GPU_HOURS,
     Applicant,
+    GrantRequest,
+    Intake,
     Refusal,
-    Request,
     add_months,
     eligibility_refusals,
     intake_period,
@@ -48,7 +49,7 @@ STARTUP_IT = Applicant("IT", "startup")
 
 
 def refusals(
-    request: Request,
+    request: GrantRequest,
     *,
     access_mode: AccessMode = PLAYGROUND,
     applicant: Applicant = STARTUP_IT,
@@ -91,23 +92,23 @@ def test_the_catalog_modes_have_the_figures_these_tests_assume() -> None:
 @pytest.mark.parametrize(
     ("access_mode", "applicant", "request_"),
     [
-        (PLAYGROUND, STARTUP_IT, Request(1000, 2, None)),
-        (PLAYGROUND, Applicant("DE", "large_industry"), Request(5000, 3, "a100")),
-        (FAST_LANE, Applicant("NO", "sme"), Request(50000, 1, None)),
-        (LARGE_SCALE, Applicant("FR", "large_industry"), Request(50000, 12, "a100")),
-        (LARGE_SCALE, STARTUP_IT, Request(MAX_GPU_HOURS, 6, None)),
-        (mode("ai_for_science"), Applicant("IT", "academia"), Request(0.5, 6, None)),
+        (PLAYGROUND, STARTUP_IT, GrantRequest(1000, 2, None)),
+        (PLAYGROUND, Applicant("DE", "large_industry"), GrantRequest(5000, 3, "a100")),
+        (FAST_LANE, Applicant("NO", "sme"), GrantRequest(50000, 1, None)),
+        (LARGE_SCALE, Applicant("FR", "large_industry"), GrantRequest(50000, 12, "a100")),
+        (LARGE_SCALE, STARTUP_IT, GrantRequest(MAX_GPU_HOURS, 6, None)),
+        (mode("ai_for_science"), Applicant("IT", "academia"), GrantRequest(0.5, 6, None)),
     ],
 )
 def test_an_eligible_request_has_no_refusal(
-    access_mode: AccessMode, applicant: Applicant, request_: Request
+    access_mode: AccessMode, applicant: Applicant, request_: GrantRequest
 ) -> None:
     assert refusals(request_, access_mode=access_mode, applicant=applicant) == []
 
 
 def test_a_closed_call_is_refused_naming_the_call() -> None:
     refusal = only(
-        refusals(Request(1000, 2, None), call_open=False, call_name="it4lia-large-scale")
+        refusals(GrantRequest(1000, 2, None), call_open=False, call_name="it4lia-large-scale")
     )
     assert refusal.field == "call"
     assert refusal.message == "call it4lia-large-scale is closed; apply when it reopens"
@@ -115,7 +116,7 @@ def test_a_closed_call_is_refused_naming_the_call() -> None:
 
 @pytest.mark.parametrize("country", ["US", "CN", "GB", "XX"])
 def test_a_country_outside_the_eu_and_participating_states_is_refused(country: str) -> None:
-    refusal = only(refusals(Request(1000, 2, None), applicant=Applicant(country, "startup")))
+    refusal = only(refusals(GrantRequest(1000, 2, None), applicant=Applicant(country, "startup")))
     assert refusal.field == "country"
     assert refusal.message.startswith(f"organisation country {country} is not eligible")
     assert "EU member state or a EuroHPC participating state" in refusal.message
@@ -124,7 +125,9 @@ def test_a_country_outside_the_eu_and_participating_states_is_refused(country: s
 def test_an_organisation_type_the_mode_does_not_admit_is_refused_with_the_admitted_ones() -> None:
     refusal = only(
         refusals(
-            Request(1000, 2, None), access_mode=FAST_LANE, applicant=Applicant("IT", "academia")
+            GrantRequest(1000, 2, None),
+            access_mode=FAST_LANE,
+            applicant=Applicant("IT", "academia"),
         )
     )
     assert refusal.field == "organisation_type"
@@ -134,13 +137,13 @@ def test_an_organisation_type_the_mode_does_not_admit_is_refused_with_the_admitt
 
 
 def test_gpu_hours_below_the_minimum_of_large_scale() -> None:
-    refusal = only(refusals(Request(1000, 6, None), access_mode=LARGE_SCALE))
+    refusal = only(refusals(GrantRequest(1000, 6, None), access_mode=LARGE_SCALE))
     assert refusal.field == "gpu_hours"
     assert refusal.message == "Large Scale starts at 50,000 GPU-hours; 1,000 requested"
 
 
 def test_gpu_hours_above_the_maximum_of_fast_lane() -> None:
-    refusal = only(refusals(Request(60000, 2, None), access_mode=FAST_LANE))
+    refusal = only(refusals(GrantRequest(60000, 2, None), access_mode=FAST_LANE))
     assert refusal.field == "gpu_hours"
     assert refusal.message == "Fast Lane grants at most 50,000 GPU-hours; 60,000 requested"
 
@@ -155,7 +158,7 @@ def test_gpu_hours_that_are_no_usable_number_are_refused_with_the_range(hours: f
     for access_mode in (PLAYGROUND, LARGE_SCALE):
         refusal = only(
             refusals(
-                Request(hours, 6 if access_mode is LARGE_SCALE else 2, None),
+                GrantRequest(hours, 6 if access_mode is LARGE_SCALE else 2, None),
                 access_mode=access_mode,
             )
         )
@@ -164,14 +167,14 @@ def test_gpu_hours_that_are_no_usable_number_are_refused_with_the_range(hours: f
 
 
 def test_a_fractional_request_just_below_the_minimum_is_not_shown_as_the_minimum() -> None:
-    refusal = only(refusals(Request(49_999.5, 6, None), access_mode=LARGE_SCALE))
+    refusal = only(refusals(GrantRequest(49_999.5, 6, None), access_mode=LARGE_SCALE))
     assert refusal.field == "gpu_hours"
     assert "50,000 requested" not in refusal.message
 
 
 @given(st.floats(allow_nan=True, allow_infinity=True))
 def test_fast_lane_refuses_gpu_hours_exactly_outside_0_to_50000(hours: float) -> None:
-    found = [r for r in refusals(Request(hours, 2, None), access_mode=FAST_LANE)]
+    found = [r for r in refusals(GrantRequest(hours, 2, None), access_mode=FAST_LANE)]
     assert [r.field for r in found if r.field != "gpu_hours"] == []
     valid = math.isfinite(hours) and 0 < hours <= 50000
     assert len(found) == (0 if valid else 1)
@@ -181,37 +184,39 @@ def test_fast_lane_refuses_gpu_hours_exactly_outside_0_to_50000(hours: float) ->
 def test_large_scale_refuses_gpu_hours_exactly_outside_50000_to_the_global_max(
     hours: float,
 ) -> None:
-    found = refusals(Request(hours, 6, None), access_mode=LARGE_SCALE)
+    found = refusals(GrantRequest(hours, 6, None), access_mode=LARGE_SCALE)
     valid = math.isfinite(hours) and 50000 <= hours <= MAX_GPU_HOURS
     assert [r.field for r in found] == ([] if valid else ["gpu_hours"])
 
 
 @pytest.mark.parametrize("months", [0, 4, 6, 12, -1])
 def test_months_the_mode_does_not_offer_are_refused_with_the_offered_ones(months: int) -> None:
-    refusal = only(refusals(Request(1000, months, None)))
+    refusal = only(refusals(GrantRequest(1000, months, None)))
     assert refusal.field == "months"
     assert refusal.message == f"Playground offers 1, 2, 3 months, not {months}"
 
 
 def test_a_gpu_model_the_factory_does_not_offer_is_refused_with_the_offered_ones() -> None:
-    refusal = only(refusals(Request(1000, 2, "h100"), gpu_models=frozenset({"mi250x", "a100"})))
+    refusal = only(
+        refusals(GrantRequest(1000, 2, "h100"), gpu_models=frozenset({"mi250x", "a100"}))
+    )
     assert refusal.field == "gpu_model"
     assert refusal.message == "this factory does not offer h100 GPUs (offers: a100, mi250x)"
 
 
 def test_a_factory_without_operating_gpus_offers_none() -> None:
-    refusal = only(refusals(Request(1000, 2, "a100"), gpu_models=frozenset()))
+    refusal = only(refusals(GrantRequest(1000, 2, "a100"), gpu_models=frozenset()))
     assert refusal.field == "gpu_model"
     assert refusal.message == "this factory does not offer a100 GPUs (offers: none)"
 
 
 def test_no_gpu_model_asked_for_means_any_model() -> None:
-    assert refusals(Request(1000, 2, None), gpu_models=frozenset()) == []
+    assert refusals(GrantRequest(1000, 2, None), gpu_models=frozenset()) == []
 
 
 def test_every_broken_rule_is_reported_most_basic_first() -> None:
     found = refusals(
-        Request(60000, 6, "h100"),
+        GrantRequest(60000, 6, "h100"),
         access_mode=FAST_LANE,
         applicant=Applicant("US", "academia"),
         call_open=False,
@@ -234,7 +239,7 @@ def test_every_broken_rule_is_reported_most_basic_first() -> None:
 
 
 def test_a_bad_number_and_a_bad_size_are_one_gpu_hours_refusal() -> None:
-    found = refusals(Request(math.nan, 6, None), access_mode=LARGE_SCALE)
+    found = refusals(GrantRequest(math.nan, 6, None), access_mode=LARGE_SCALE)
     assert [r.field for r in found] == ["gpu_hours"]
 
 

@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fabbrica.core.billing import MaxResource, PerGpu, Request, WholeNode, charged_gpu_hours
+from fabbrica.core.billing import Holding, MaxResource, PerGpu, WholeNode, charged_gpu_hours
 
 LUMI_STANDARD_G = WholeNode(rule="whole_node", factor=0.5)
 LUMI_SMALL_G = MaxResource(rule="max_resource", factor=0.5, cpus_per_unit=8, memory_gb_per_unit=64)
@@ -14,23 +14,23 @@ LUMI_SMALL_G = MaxResource(rule="max_resource", factor=0.5, cpus_per_unit=8, mem
     ("rule", "gpus_per_node", "req", "hours", "expected"),
     [
         # LUMI standard-g: a whole node (8 GCDs) is 4 GPU-hours per node-hour
-        (LUMI_STANDARD_G, 8, Request(gpus=8), 1.0, 4.0),
+        (LUMI_STANDARD_G, 8, Holding(gpus=8), 1.0, 4.0),
         # one GCD still takes (and pays for) the whole node
-        (LUMI_STANDARD_G, 8, Request(gpus=1), 2.0, 8.0),
-        (LUMI_STANDARD_G, 8, Request(gpus=9), 1.0, 8.0),
+        (LUMI_STANDARD_G, 8, Holding(gpus=1), 2.0, 8.0),
+        (LUMI_STANDARD_G, 8, Holding(gpus=9), 1.0, 8.0),
         # LUMI small-g: 0.5 x max(ceil(cores/8), ceil(mem/64), GCDs)
-        (LUMI_SMALL_G, 8, Request(gpus=1, cpus=7, memory_gb=60), 1.0, 0.5),
-        (LUMI_SMALL_G, 8, Request(gpus=1, cpus=32, memory_gb=60), 1.0, 2.0),
-        (LUMI_SMALL_G, 8, Request(gpus=2, cpus=8, memory_gb=300), 3.0, 7.5),
-        (PerGpu(rule="per_gpu"), 4, Request(gpus=3), 1.5, 4.5),
-        (PerGpu(rule="per_gpu", factor=2.0), 4, Request(gpus=1), 0.25, 0.5),
-        (PerGpu(rule="per_gpu"), 4, Request(gpus=0, cpus=16), 1.0, 0.0),
+        (LUMI_SMALL_G, 8, Holding(gpus=1, cpus=7, memory_gb=60), 1.0, 0.5),
+        (LUMI_SMALL_G, 8, Holding(gpus=1, cpus=32, memory_gb=60), 1.0, 2.0),
+        (LUMI_SMALL_G, 8, Holding(gpus=2, cpus=8, memory_gb=300), 3.0, 7.5),
+        (PerGpu(rule="per_gpu"), 4, Holding(gpus=3), 1.5, 4.5),
+        (PerGpu(rule="per_gpu", factor=2.0), 4, Holding(gpus=1), 0.25, 0.5),
+        (PerGpu(rule="per_gpu"), 4, Holding(gpus=0, cpus=16), 1.0, 0.0),
     ],
 )
 def test_charged_gpu_hours(
     rule: PerGpu | WholeNode | MaxResource,
     gpus_per_node: int,
-    req: Request,
+    req: Holding,
     hours: float,
     expected: float,
 ) -> None:
@@ -39,9 +39,9 @@ def test_charged_gpu_hours(
 
 def test_negative_inputs_are_refused() -> None:
     with pytest.raises(ValueError, match="hours"):
-        charged_gpu_hours(PerGpu(rule="per_gpu"), 4, Request(gpus=1), -1)
+        charged_gpu_hours(PerGpu(rule="per_gpu"), 4, Holding(gpus=1), -1)
     with pytest.raises(ValueError, match="negative"):
-        charged_gpu_hours(PerGpu(rule="per_gpu"), 4, Request(gpus=-1), 1)
+        charged_gpu_hours(PerGpu(rule="per_gpu"), 4, Holding(gpus=-1), 1)
 
 
 gpus = st.integers(min_value=0, max_value=4096)
@@ -52,7 +52,7 @@ factor = st.floats(min_value=0.01, max_value=10, allow_nan=False)
 
 @given(gpus, per_node, hours, factor)
 def test_whole_node_never_charges_less_than_per_gpu(n: int, k: int, h: float, f: float) -> None:
-    req = Request(gpus=n)
+    req = Holding(gpus=n)
     whole = charged_gpu_hours(WholeNode(rule="whole_node", factor=f), k, req, h)
     per = charged_gpu_hours(PerGpu(rule="per_gpu", factor=f), k, req, h)
     assert whole >= per - 1e-9
@@ -63,6 +63,6 @@ def test_whole_node_never_charges_less_than_per_gpu(n: int, k: int, h: float, f:
 def test_more_gpus_never_cost_less(a: int, b: int, k: int, h: float) -> None:
     small, large = sorted((a, b))
     for rule in (PerGpu(rule="per_gpu"), LUMI_STANDARD_G, LUMI_SMALL_G):
-        assert charged_gpu_hours(rule, k, Request(gpus=small), h) <= charged_gpu_hours(
-            rule, k, Request(gpus=large), h
+        assert charged_gpu_hours(rule, k, Holding(gpus=small), h) <= charged_gpu_hours(
+            rule, k, Holding(gpus=large), h
         )

@@ -16,10 +16,10 @@ from fabbrica.backends.local import LocalExecutor
 
 
 def launch(
-    job_id: str, command: str, gpus: int = 1, seconds: float = 60, nodes: int = 1, **kw: Any
+    run_tag: str, command: str, gpus: int = 1, seconds: float = 60, nodes: int = 1, **kw: Any
 ) -> LaunchRequest:
     return LaunchRequest(
-        job_id=job_id,
+        run_tag=run_tag,
         partition="local",
         gpus=gpus,
         nodes=nodes,
@@ -42,14 +42,14 @@ def live_members(group: int) -> list[int]:
     return found
 
 
-def wait_for(executor: LocalExecutor, job_id: str, timeout: float = 15) -> RunState:
+def wait_for(executor: LocalExecutor, run_tag: str, timeout: float = 15) -> RunState:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        state = executor.poll([job_id])[0].state
+        state = executor.poll([run_tag])[0].state
         if state.finished:
             return state
         time.sleep(0.05)
-    raise AssertionError(f"{job_id} still {state} after {timeout} s")
+    raise AssertionError(f"{run_tag} still {state} after {timeout} s")
 
 
 @pytest.fixture
@@ -118,7 +118,7 @@ def test_a_restarted_executor_adopts_running_and_finished_jobs(tmp_path: Path) -
     wait_for(first, "done")
     # as after kill -9: the processes live on and a new executor starts from the files
     second = LocalExecutor(tmp_path / "jobs", gpus=2)
-    states = {s.job_id: s.state for s in second.adopt()}
+    states = {s.run_tag: s.state for s in second.adopt()}
     assert states == {"done": RunState.SUCCEEDED, "slow": RunState.RUNNING}
     assert second.capacity()[0].free_gpus == 1
     assert second.submit(launch("slow", "echo twice >> ran")).state is RunState.RUNNING

@@ -10,9 +10,9 @@ from fabbrica.backends.memory import FakePartition
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 
 
-def launch(job_id: str, gpus: int, hours: float = 1, nodes: int = 1) -> LaunchRequest:
+def launch(run_tag: str, gpus: int, hours: float = 1, nodes: int = 1) -> LaunchRequest:
     return LaunchRequest(
-        job_id=job_id,
+        run_tag=run_tag,
         partition="gpu",
         gpus=gpus,
         nodes=nodes,

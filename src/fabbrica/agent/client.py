@@ -3,63 +3,20 @@
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import httpx
 
-from fabbrica.backends.protocol import Capacity, LaunchRequest, RunStatus
+from fabbrica.core.agent_api import ApiRefused, ApiUnavailable, SiteAccount, SyncAnswer
+from fabbrica.core.executor import Capacity, LaunchRequest, RunStatus
 
 API = "/api/v1"
 
 
-class ApiUnavailable(RuntimeError):
-    """The API did not answer, or answered with a server error: try again later."""
-
-
-class ApiRefused(RuntimeError):
-    """The API refused the request (4xx): retrying the same request will not help."""
-
-
-@dataclass(frozen=True)
-class SyncAnswer:
-    factory: str
-    lease_seconds: float
-    launch: list[LaunchRequest]
-    cancel: list[str]
-
-
-@dataclass(frozen=True)
-class Account:
-    account: str
-    project: str
-    state: str  # active | suspended
-    gpu_minutes: int
-    users: tuple[str, ...]
-
-
-class AgentApi(Protocol):
-    """What the agent loop needs of the API: over HTTP (`AgentClient`) or in process."""
-
-    def sync(
-        self,
-        backend: str,
-        capabilities: list[str],
-        capacity: list[Capacity],
-        runs: list[RunStatus],
-    ) -> SyncAnswer: ...
-
-    def accounts(self) -> list[Account]: ...
-
-    def download(self, api_path: str, dest: Path) -> Path: ...
-
-    def send_log(self, job_id: int, offset: int, data: bytes) -> int: ...
-
-    def close(self) -> None: ...
-
-
 class AgentClient:
+    """`AgentApi` over HTTP, with the agent's factory token."""
+
     def __init__(
         self, url: str, token: str, *, timeout: float = 30.0, http: httpx.Client | None = None
     ) -> None:
@@ -115,9 +72,9 @@ class AgentClient:
             cancel=list(data["cancel"]),
         )
 
-    def accounts(self) -> list[Account]:
+    def accounts(self) -> list[SiteAccount]:
         return [
-            Account(
+            SiteAccount(
                 a["account"], a["project"], a["state"], int(a["gpu_minutes"]), tuple(a["users"])
             )
             for a in self._call("GET", "/agent/accounts").json()
@@ -150,7 +107,7 @@ class AgentClient:
 
 def _run_json(r: RunStatus) -> dict[str, Any]:
     return {
-        "job_id": r.job_id,
+        "run_tag": r.run_tag,
         "state": r.state.value,
         "started_at": _iso(r.started_at),
         "ended_at": _iso(r.ended_at),
@@ -168,7 +125,7 @@ def _iso(value: dt.datetime | None) -> str | None:
 
 def _launch(item: dict[str, Any]) -> LaunchRequest:
     return LaunchRequest(
-        job_id=item["job_id"],
+        run_tag=item["run_tag"],
         partition=item["partition"],
         gpus=int(item["gpus"]),
         nodes=int(item["nodes"]),

@@ -18,8 +18,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from fabbrica.agent.client import AgentApi, ApiRefused, ApiUnavailable, SyncAnswer
-from fabbrica.backends.protocol import Capacity, Executor, LaunchRequest, RunState, RunStatus
+from fabbrica.core.agent_api import AgentApi, ApiRefused, ApiUnavailable, SyncAnswer
+from fabbrica.core.executor import (
+    Capacity,
+    Executor,
+    LaunchRequest,
+    RunState,
+    RunStatus,
+    job_files,
+)
 from fabbrica.core.jobs import job_id_of
 
 log = logging.getLogger("fabbrica.agent")
@@ -74,7 +81,7 @@ class Agent:
         """Find the runs the backend holds for Fabbrica (after a restart)."""
         found = self.executor.adopt()
         for status in found:
-            self.held.setdefault(status.job_id, Held(status))
+            self.held.setdefault(status.run_tag, Held(status))
         return len(found)
 
     def run(self, stop: threading.Event) -> None:
@@ -102,7 +109,7 @@ class Agent:
         except (ApiUnavailable, ApiRefused) as exc:
             return RoundResult(ok=False, error=str(exc))
         for status in runs:
-            held = self.held.get(status.job_id)
+            held = self.held.get(status.run_tag)
             if held is not None and status.state.finished:
                 held.finished_reported = True
         result = RoundResult(ok=True, reported=len(runs))
@@ -135,7 +142,7 @@ class Agent:
             return [], []
         self.backend_ok = True
         for status in statuses:
-            held = self.held[status.job_id]
+            held = self.held[status.run_tag]
             if status.state is RunState.UNKNOWN and held.status.state.finished:
                 continue  # it never reached the backend (refused at submission): keep that
             held.status = status
@@ -153,38 +160,38 @@ class Agent:
 
     def _launch(self, answer: SyncAnswer, result: RoundResult) -> None:
         for request in answer.launch:
-            if request.job_id in self.held:
+            if request.run_tag in self.held:
                 continue
             try:
                 status = self.executor.submit(self._with_workdir(request))
             except (ApiUnavailable, ApiRefused) as exc:
-                log.warning("workdir of %s not fetched: %s", request.job_id, exc)
+                log.warning("workdir of %s not fetched: %s", request.run_tag, exc)
                 continue
             except Exception as exc:
-                log.warning("%s could not start: %s", request.job_id, exc)
+                log.warning("%s could not start: %s", request.run_tag, exc)
                 status = RunStatus(
-                    request.job_id, RunState.FAILED, reason=f"could not start: {exc}"
+                    request.run_tag, RunState.FAILED, reason=f"could not start: {exc}"
                 )
-            self.held[request.job_id] = Held(status)
-            result.launched.append(request.job_id)
+            self.held[request.run_tag] = Held(status)
+            result.launched.append(request.run_tag)
 
     def _with_workdir(self, request: LaunchRequest) -> LaunchRequest:
         if not request.workdir_archive:
             return request
-        dest = self.work_dir / "workdirs" / f"{request.job_id}.tar"
+        dest = self.work_dir / "workdirs" / f"{request.run_tag}.tar"
         self.client.download(request.workdir_archive, dest)
         return replace(request, workdir_archive=str(dest))
 
     def _send_logs(self) -> None:
-        finder = getattr(self.executor, "job_dir", None)
-        if finder is None:
+        files = job_files(self.executor)
+        if files is None:
             return
         budget = LOG_ROUND
         for tag, held in self.held.items():
             job_id = job_id_of(tag)
             if job_id is None:
                 continue
-            path = Path(finder(tag)) / "log"
+            path = files.job_dir(tag) / "log"
             while budget > 0:  # all of it, in parts, within the round's budget
                 try:
                     with path.open("rb") as handle:
@@ -204,14 +211,14 @@ class Agent:
                 budget -= len(data)
 
     def _forget_finished(self) -> None:
-        finder = getattr(self.executor, "job_dir", None)
+        files = job_files(self.executor)
         for tag in list(self.held):
             held = self.held[tag]
             if not held.finished_reported:
                 continue
-            if finder is not None:
+            if files is not None:
                 try:
-                    size = (Path(finder(tag)) / "log").stat().st_size
+                    size = (files.job_dir(tag) / "log").stat().st_size
                 except OSError:
                     size = 0
                 if held.log_sent < size:

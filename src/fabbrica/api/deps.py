@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import InitVar, dataclass, field
 from pathlib import Path
 from typing import Annotated
 
@@ -12,11 +12,12 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
-from fabbrica.backends.protocol import Executor
 from fabbrica.catalog.model import Catalog
 from fabbrica.core.archives import ArchiveLimits
 from fabbrica.core.errors import Unauthenticated
+from fabbrica.core.executor import Executor
 from fabbrica.services import identity
+from fabbrica.services.executors import ExecutorRegistry
 from fabbrica.services.single_user import SingleUser
 from fabbrica.store.db import Database
 from fabbrica.store.models import User
@@ -25,18 +26,31 @@ from fabbrica.store.types import utcnow
 
 @dataclass
 class AppContext:
-    """What every request may need: the database, the catalog and a clock."""
+    """What every request may need: the database, the catalog, a clock, and `executors`:
+    the registry of every factory's executor (the `fixed_executors` this process drives,
+    and a link to every factory whose site agent is registered in the database)."""
 
     db: Database
     catalog: Catalog
     clock: Callable[[], dt.datetime] = utcnow
-    executors: dict[str, Executor] = field(default_factory=dict)  # factory id -> executor
+    fixed_executors: InitVar[Mapping[str, Executor] | None] = None  # factory id -> executor
     files: Path | None = None  # where uploads and job files live
     upload_max_bytes: int = 100 * 1024 * 1024
     archive_limits: ArchiveLimits = field(default_factory=ArchiveLimits)  # workdirs, outputs
     agent_lease: dt.timedelta = dt.timedelta(seconds=60)  # how long a site agent's claim holds
     status: dict[str, str] = field(default_factory=lambda: {"control_loop": "not running"})
     single_user: SingleUser = field(default_factory=SingleUser)  # factories that cannot isolate
+    executors: ExecutorRegistry = field(init=False)
+
+    def __post_init__(self, fixed_executors: Mapping[str, Executor] | None) -> None:
+        self.executors = ExecutorRegistry(
+            self.db,
+            self.catalog,
+            self.clock,
+            files=self.files,
+            lease=self.agent_lease,
+            fixed=fixed_executors,
+        )
 
 
 def get_context(request: Request) -> AppContext:

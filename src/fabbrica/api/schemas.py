@@ -7,6 +7,7 @@ import datetime as dt
 from pydantic import BaseModel, ConfigDict, Field
 
 from fabbrica.api.params import MAX_ID
+from fabbrica.catalog.summary import FactorySummary as FactorySummary  # one presenter
 from fabbrica.core.identity import Role
 
 
@@ -66,20 +67,6 @@ class SystemPublic(_Out):
     gpus: int
     partitions: list[PartitionPublic]
     uncertain: list[str]
-
-
-class FactorySummary(_Out):
-    id: str
-    name: str
-    host: str | None
-    city: str | None
-    country: str
-    wave: int | None
-    selected: dt.date | None
-    emulated: bool
-    systems: int = Field(description="number of systems")
-    gpus: int
-    gpus_uncertain: bool = Field(description="true when the GPU count rests on estimates")
 
 
 class FactoryDetail(_Out):

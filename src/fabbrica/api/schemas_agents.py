@@ -6,7 +6,8 @@ import datetime as dt
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from fabbrica.backends.protocol import RunState
+from fabbrica.core.executor import RunState
+from fabbrica.core.jobs import RUN_TAG_PATTERN
 
 NAME = r"^[A-Za-z0-9_.:-]{1,64}$"
 
@@ -40,7 +41,7 @@ class CapacityIn(BaseModel):
 
 class RunIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    job_id: str = Field(pattern=r"^fab-[0-9]{1,10}$", description="the run tag, fab-<job id>")
+    run_tag: str = Field(pattern=rf"^{RUN_TAG_PATTERN}$", description="fab-<job id>")
     state: RunState
     started_at: dt.datetime | None = None
     ended_at: dt.datetime | None = None
@@ -60,7 +61,7 @@ class SyncIn(BaseModel):
 
 
 class LaunchOut(BaseModel):
-    job_id: str
+    run_tag: str
     partition: str
     gpus: int
     nodes: int

@@ -5,7 +5,7 @@
 """
 
 from fabbrica.backends.memory import InMemoryExecutor
-from fabbrica.backends.protocol import (
+from fabbrica.core.executor import (
     Capability,
     Capacity,
     Executor,

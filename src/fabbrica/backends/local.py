@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from fabbrica.backends.isolation import JobUser, chown_tree, ensure_user
-from fabbrica.backends.protocol import (
+from fabbrica.core.executor import (
     Capability,
     Capacity,
     LaunchRequest,
@@ -86,9 +86,9 @@ class LocalExecutor:
             return self._submit(request)
 
     def _submit(self, request: LaunchRequest) -> RunStatus:
-        directory = self.root / request.job_id
+        directory = self.root / request.run_tag
         if (directory / "run.json").exists():  # already started: never twice
-            return self._status(request.job_id)
+            return self._status(request.run_tag)
         if request.nodes != 1:
             raise ValueError("the local executor runs single-node jobs only")
         user = self._job_user(request)
@@ -107,7 +107,7 @@ class LocalExecutor:
                 chown_tree(directory / own, user)
                 (directory / own).chmod(0o700)
         run: dict[str, Any] = {
-            "job_id": request.job_id,
+            "run_tag": request.run_tag,
             "gpus": gpus,
             "time_limit": request.time_limit.total_seconds(),
             "started_at": time.time(),
@@ -132,10 +132,10 @@ class LocalExecutor:
                 group=user.gid if user is not None else None,
                 extra_groups=[] if user is not None else None,
             )
-        self._procs[request.job_id] = proc
+        self._procs[request.run_tag] = proc
         run.update(pid=proc.pid, start_ticks=_start_ticks(proc.pid))
         _write_json(directory / "run.json", run)
-        return self._status(request.job_id)
+        return self._status(request.run_tag)
 
     def _job_user(self, request: LaunchRequest) -> JobUser | None:
         """The system user an isolated job runs as (None: not isolated)."""
@@ -145,21 +145,21 @@ class LocalExecutor:
             raise ValueError("this factory isolates jobs: the job's owner is missing")
         return ensure_user(request.owner)
 
-    def poll(self, job_ids: list[str]) -> list[RunStatus]:
-        return [self._status(job_id) for job_id in job_ids]
+    def poll(self, run_tags: list[str]) -> list[RunStatus]:
+        return [self._status(run_tag) for run_tag in run_tags]
 
-    def cancel(self, job_id: str) -> RunStatus:
+    def cancel(self, run_tag: str) -> RunStatus:
         with self._lock:
-            return self._stop(job_id, RunState.CANCELLED)
+            return self._stop(run_tag, RunState.CANCELLED)
 
-    def usage(self, job_ids: list[str]) -> list[UsageSample]:
+    def usage(self, run_tags: list[str]) -> list[UsageSample]:
         samples = []
-        for job_id in job_ids:
-            status, run = self._status(job_id), self._run(job_id)
+        for run_tag in run_tags:
+            status, run = self._status(run_tag), self._run(run_tag)
             if run is None or status.started_at is None:
                 continue
             end = status.ended_at or dt.datetime.now(dt.UTC)
-            samples.append(UsageSample(job_id, len(run["gpus"]), end - status.started_at))
+            samples.append(UsageSample(run_tag, len(run["gpus"]), end - status.started_at))
         return samples
 
     def adopt(self) -> list[RunStatus]:
@@ -167,38 +167,38 @@ class LocalExecutor:
 
     # --- files and processes ------------------------------------------------------------
 
-    def job_dir(self, job_id: str) -> Path:
-        return self.root / job_id
+    def job_dir(self, run_tag: str) -> Path:
+        return self.root / run_tag
 
-    def _run(self, job_id: str) -> dict[str, Any] | None:
+    def _run(self, run_tag: str) -> dict[str, Any] | None:
         try:
-            data: dict[str, Any] = json.loads((self.root / job_id / "run.json").read_text())
+            data: dict[str, Any] = json.loads((self.root / run_tag / "run.json").read_text())
         except (OSError, ValueError):
             return None
         return data
 
-    def _status(self, job_id: str) -> RunStatus:
-        run = self._run(job_id)
+    def _status(self, run_tag: str) -> RunStatus:
+        run = self._run(run_tag)
         if run is None:
-            return RunStatus(job_id, RunState.UNKNOWN)
-        directory = self.root / job_id
+            return RunStatus(run_tag, RunState.UNKNOWN)
+        directory = self.root / run_tag
         started = dt.datetime.fromtimestamp(run["started_at"], dt.UTC)
         ended_as = _read(directory / "ended")
         exit_path = _exit_path(directory, run)
         exit_text = _read_small(exit_path)
-        alive = self._alive(job_id, run)
+        alive = self._alive(run_tag, run)
         if exit_text is not None or (ended_as is not None and not alive):
-            return self._finished(job_id, started, ended_as, exit_text, exit_path)
+            return self._finished(run_tag, started, ended_as, exit_text, exit_path)
         if alive and ended_as is not None:  # being stopped; the next poll sees it end
-            return RunStatus(job_id, RunState.RUNNING, started, reason=f"stopping: {ended_as}")
+            return RunStatus(run_tag, RunState.RUNNING, started, reason=f"stopping: {ended_as}")
         if alive:
             if time.time() - run["started_at"] > run["time_limit"]:
-                return self._stop(job_id, RunState.TIMED_OUT)
-            return RunStatus(job_id, RunState.RUNNING, started_at=started)
+                return self._stop(run_tag, RunState.TIMED_OUT)
+            return RunStatus(run_tag, RunState.RUNNING, started_at=started)
         if run["pid"] is None:  # crashed between writing run.json and starting
-            return RunStatus(job_id, RunState.FAILED, started, started, None, "never started")
+            return RunStatus(run_tag, RunState.FAILED, started, started, None, "never started")
         return RunStatus(
-            job_id,
+            run_tag,
             RunState.FAILED,
             started,
             _mtime(directory / "log"),
@@ -208,40 +208,40 @@ class LocalExecutor:
 
     def _finished(
         self,
-        job_id: str,
+        run_tag: str,
         started: dt.datetime,
         ended_as: str | None,
         exit_text: str | None,
         exit_path: Path,
     ) -> RunStatus:
-        directory = self.root / job_id
+        directory = self.root / run_tag
         code = int(exit_text) if exit_text and exit_text.strip().lstrip("-").isdigit() else None
         ended = _mtime(directory / "ended" if ended_as else exit_path)
         if ended_as:
-            return RunStatus(job_id, RunState(ended_as), started, ended, code)
+            return RunStatus(run_tag, RunState(ended_as), started, ended, code)
         state = RunState.SUCCEEDED if code == 0 else RunState.FAILED
-        return RunStatus(job_id, state, started, ended, code)
+        return RunStatus(run_tag, state, started, ended, code)
 
-    def _alive(self, job_id: str, run: dict[str, Any]) -> bool:
-        proc = self._procs.get(job_id)
+    def _alive(self, run_tag: str, run: dict[str, Any]) -> bool:
+        proc = self._procs.get(run_tag)
         if proc is not None:
             return proc.poll() is None  # also reaps our own children
         pid = run.get("pid")
         return pid is not None and _start_ticks(pid) == run.get("start_ticks")
 
-    def _stop(self, job_id: str, state: RunState) -> RunStatus:
-        run = self._run(job_id)
+    def _stop(self, run_tag: str, state: RunState) -> RunStatus:
+        run = self._run(run_tag)
         if run is None:
-            return RunStatus(job_id, RunState.UNKNOWN)
-        directory = self.root / job_id
+            return RunStatus(run_tag, RunState.UNKNOWN)
+        directory = self.root / run_tag
         if _read_small(_exit_path(directory, run)) is None and _read(directory / "ended") is None:
             (directory / "ended").write_text(state.value)  # the record first, then the kill
-            self._kill_group(job_id, run)
-        return self._status(job_id)
+            self._kill_group(run_tag, run)
+        return self._status(run_tag)
 
-    def _kill_group(self, job_id: str, run: dict[str, Any]) -> None:
+    def _kill_group(self, run_tag: str, run: dict[str, Any]) -> None:
         pid = run.get("pid")
-        if pid is None or not self._alive(job_id, run):
+        if pid is None or not self._alive(run_tag, run):
             return
         for sig in (signal.SIGTERM, signal.SIGKILL):
             try:
@@ -250,16 +250,16 @@ class LocalExecutor:
                 return
             deadline = time.monotonic() + KILL_GRACE_S
             while time.monotonic() < deadline:
-                if not self._alive(job_id, run):
+                if not self._alive(run_tag, run):
                     return
                 time.sleep(0.05)
 
     def _live_runs(self) -> list[dict[str, Any]]:
         runs = []
         for path in self.root.glob("*/run.json"):
-            job_id = path.parent.name
-            if self._status(job_id).state in (RunState.RUNNING, RunState.PENDING):
-                run = self._run(job_id)
+            run_tag = path.parent.name
+            if self._status(run_tag).state in (RunState.RUNNING, RunState.PENDING):
+                run = self._run(run_tag)
                 if run is not None:
                     runs.append(run)
         return runs
@@ -301,7 +301,7 @@ def _job_env(
     env.update(request.env)
     env.update(
         CUDA_VISIBLE_DEVICES=",".join(str(g) for g in gpus),
-        FABBRICA_JOB_ID=request.job_id,
+        FABBRICA_JOB_ID=request.run_tag,
         FABBRICA_NUM_GPUS=str(len(gpus)),
         FABBRICA_JOB_DIR=str(directory / "work"),
     )

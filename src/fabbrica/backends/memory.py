@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass, replace
 
-from fabbrica.backends.protocol import (
+from fabbrica.core.executor import (
     Capability,
     Capacity,
     LaunchRequest,
@@ -58,10 +58,10 @@ class InMemoryExecutor:
                 self._end(run, RunState.TIMED_OUT, None, started + limit)
         self._start_waiting()
 
-    def finish(self, job_id: str, exit_code: int = 0) -> RunStatus:
-        run = self._runs[job_id]
+    def finish(self, run_tag: str, exit_code: int = 0) -> RunStatus:
+        run = self._runs[run_tag]
         if run.status.state is not RunState.RUNNING:
-            raise ValueError(f"{job_id} is {run.status.state}, not running")
+            raise ValueError(f"{run_tag} is {run.status.state}, not running")
         state = RunState.SUCCEEDED if exit_code == 0 else RunState.FAILED
         self._end(run, state, exit_code, self._now)
         self._start_waiting()
@@ -79,8 +79,8 @@ class InMemoryExecutor:
         ]
 
     def submit(self, request: LaunchRequest) -> RunStatus:
-        if request.job_id in self._runs:
-            return self._runs[request.job_id].status
+        if request.run_tag in self._runs:
+            return self._runs[request.run_tag].status
         partition = self._partitions.get(request.partition)
         if partition is None:
             raise ValueError(f"unknown partition {request.partition!r}")
@@ -88,33 +88,33 @@ class InMemoryExecutor:
             raise ValueError(f"{request.gpus} GPUs cannot fit in {partition.name}")
         if request.nodes > 1 and Capability.MULTI_NODE not in self._caps:
             raise ValueError("this executor runs single-node jobs only")
-        self._runs[request.job_id] = _Run(request, RunStatus(request.job_id, RunState.PENDING))
+        self._runs[request.run_tag] = _Run(request, RunStatus(request.run_tag, RunState.PENDING))
         self._start_waiting()
-        return self._runs[request.job_id].status
+        return self._runs[request.run_tag].status
 
-    def poll(self, job_ids: list[str]) -> list[RunStatus]:
+    def poll(self, run_tags: list[str]) -> list[RunStatus]:
         return [
             self._runs[j].status if j in self._runs else RunStatus(j, RunState.UNKNOWN)
-            for j in job_ids
+            for j in run_tags
         ]
 
-    def cancel(self, job_id: str) -> RunStatus:
-        run = self._runs.get(job_id)
+    def cancel(self, run_tag: str) -> RunStatus:
+        run = self._runs.get(run_tag)
         if run is None:
-            return RunStatus(job_id, RunState.UNKNOWN)
+            return RunStatus(run_tag, RunState.UNKNOWN)
         if not run.status.state.finished:
             self._end(run, RunState.CANCELLED, None, self._now)
             self._start_waiting()
         return run.status
 
-    def usage(self, job_ids: list[str]) -> list[UsageSample]:
+    def usage(self, run_tags: list[str]) -> list[UsageSample]:
         samples = []
-        for job_id in job_ids:
-            run = self._runs.get(job_id)
+        for run_tag in run_tags:
+            run = self._runs.get(run_tag)
             if run is None or run.status.started_at is None:
                 continue
             end = run.status.ended_at or self._now
-            samples.append(UsageSample(job_id, run.request.gpus, end - run.status.started_at))
+            samples.append(UsageSample(run_tag, run.request.gpus, end - run.status.started_at))
         return samples
 
     def adopt(self) -> list[RunStatus]:

@@ -15,9 +15,11 @@ from typing import Annotated, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from fabbrica.core.access import Intake
 from fabbrica.core.billing import BillingRule
+from fabbrica.core.text import SLUG_PATTERN
 
-Slug = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")]
+Slug = Annotated[str, Field(pattern=SLUG_PATTERN)]
 CountryCode = Annotated[str, Field(pattern=r"^[A-Z]{2}$")]
 
 
@@ -47,11 +49,6 @@ class SystemStatus(StrEnum):
     OPERATING = "operating"
     INSTALLING = "installing"
     PLANNED = "planned"
-
-
-class Intake(StrEnum):
-    CONTINUOUS = "continuous"
-    CUTOFFS = "cutoffs"
 
 
 class Review(StrEnum):

@@ -161,9 +161,10 @@ def check(
 ) -> None:
     """Show how Slurm's accounts and limits differ from Fabbrica's allocations (changes
     nothing). Exit 0 when they match, 1 when they differ."""
-    from fabbrica.agent.client import AgentClient, ApiRefused, ApiUnavailable
+    from fabbrica.agent.client import AgentClient
     from fabbrica.backends.slurm.accounts import AccountSync
     from fabbrica.backends.slurm.runner import SlurmError, SlurmRunner
+    from fabbrica.core.agent_api import ApiRefused, ApiUnavailable
 
     target = resolve_target()
     if not target.token:

@@ -33,8 +33,8 @@ def catalog(
 ) -> None:
     """List the factories of the federation: id, country, systems, GPUs."""
     if file is not None:
-        from fabbrica.api.routes.catalog import summarise
         from fabbrica.catalog.loader import CatalogError, load_catalog
+        from fabbrica.catalog.summary import summarise
 
         try:
             loaded = load_catalog(file)

@@ -7,8 +7,7 @@ import math
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-
-from fabbrica.catalog.model import AccessMode, Intake
+from typing import Protocol
 
 DECLARATION = (
     "I declare that the resources requested will be used for civilian purposes only, and "
@@ -17,6 +16,33 @@ DECLARATION = (
 )
 MAX_GPU_HOURS = 10_000_000.0  # no request is larger than a gigafactory-year
 MAX_ABSTRACT_CHARS = 20_000
+
+
+class Intake(StrEnum):
+    """How a call takes proposals: at any time, or by cut-offs spread over the year."""
+
+    CONTINUOUS = "continuous"
+    CUTOFFS = "cutoffs"
+
+
+class AccessMode(Protocol):
+    """The rules of an access mode that these functions apply (the catalog's `AccessMode`
+    holds them, with the rest of what an operator writes about the mode)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def organisation_types(self) -> Sequence[str]: ...
+    @property
+    def min_gpu_hours(self) -> float | None: ...
+    @property
+    def max_gpu_hours(self) -> float | None: ...
+    @property
+    def duration_months(self) -> Sequence[int]: ...
+    @property
+    def intake(self) -> Intake: ...
+    @property
+    def cutoffs_per_year(self) -> int | None: ...
 
 
 class ProposalState(StrEnum):
@@ -59,7 +85,9 @@ class Applicant:
 
 
 @dataclass(frozen=True, slots=True)
-class Request:
+class GrantRequest:
+    """What a proposal asks for: GPU-hours, for months, of a GPU model (None: any)."""
+
     gpu_hours: float
     months: int
     gpu_model: str | None
@@ -68,7 +96,7 @@ class Request:
 def eligibility_refusals(
     applicant: Applicant,
     mode: AccessMode,
-    request: Request,
+    request: GrantRequest,
     *,
     eligible_countries: Collection[str],
     factory_gpu_models: Collection[str],
@@ -113,7 +141,7 @@ def eligibility_refusals(
     return refusals
 
 
-def _size_refusals(mode: AccessMode, request: Request) -> list[Refusal]:
+def _size_refusals(mode: AccessMode, request: GrantRequest) -> list[Refusal]:
     hours = request.gpu_hours
     if not math.isfinite(hours) or hours <= 0 or hours > MAX_GPU_HOURS:
         return [Refusal("gpu_hours", f"GPU-hours must be between 0 and {MAX_GPU_HOURS:,.0f}")]

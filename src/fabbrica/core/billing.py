@@ -42,7 +42,7 @@ BillingRule = Annotated[PerGpu | WholeNode | MaxResource, Field(discriminator="r
 
 
 @dataclass(frozen=True, slots=True)
-class Request:
+class Holding:
     """What a job holds for the length of its run."""
 
     gpus: int
@@ -50,29 +50,31 @@ class Request:
     memory_gb: float = 0.0
 
 
-def billed_units(rule: PerGpu | WholeNode | MaxResource, gpus_per_node: int, req: Request) -> float:
-    """Charged GPU-hours for one hour of `req` on a partition with `gpus_per_node`."""
-    if req.gpus < 0 or req.cpus < 0 or req.memory_gb < 0:
-        raise ValueError("a request cannot hold negative resources")
+def billed_units(
+    rule: PerGpu | WholeNode | MaxResource, gpus_per_node: int, held: Holding
+) -> float:
+    """Charged GPU-hours for one hour of `held` on a partition with `gpus_per_node`."""
+    if held.gpus < 0 or held.cpus < 0 or held.memory_gb < 0:
+        raise ValueError("a holding cannot have negative resources")
     if isinstance(rule, PerGpu):
-        units = float(req.gpus)
+        units = float(held.gpus)
     elif isinstance(rule, WholeNode):
-        units = float(math.ceil(req.gpus / gpus_per_node) * gpus_per_node)
+        units = float(math.ceil(held.gpus / gpus_per_node) * gpus_per_node)
     else:
         units = float(
             max(
-                req.gpus,
-                math.ceil(req.cpus / rule.cpus_per_unit),
-                math.ceil(req.memory_gb / rule.memory_gb_per_unit),
+                held.gpus,
+                math.ceil(held.cpus / rule.cpus_per_unit),
+                math.ceil(held.memory_gb / rule.memory_gb_per_unit),
             )
         )
     return units * rule.factor
 
 
 def charged_gpu_hours(
-    rule: PerGpu | WholeNode | MaxResource, gpus_per_node: int, req: Request, hours: float
+    rule: PerGpu | WholeNode | MaxResource, gpus_per_node: int, held: Holding, hours: float
 ) -> float:
-    """Charged GPU-hours for holding `req` for `hours` (wall-clock) on the partition."""
+    """Charged GPU-hours for holding `held` for `hours` (wall-clock) on the partition."""
     if hours < 0:
         raise ValueError("hours cannot be negative")
-    return billed_units(rule, gpus_per_node, req) * hours
+    return billed_units(rule, gpus_per_node, held) * hours

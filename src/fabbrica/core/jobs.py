@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from enum import StrEnum
 
-from fabbrica.backends.protocol import RunState
+from fabbrica.core.executor import RunState
+
+RUN_TAG_PREFIX = "fab-"
+RUN_TAG_PATTERN = RUN_TAG_PREFIX + "[0-9]{1,10}"  # fab-<job id>; no anchors: embed it
+_RUN_TAG = re.compile(RUN_TAG_PATTERN)
 
 
 class JobState(StrEnum):
@@ -40,15 +45,14 @@ FROM_RUN = {
 
 def run_tag(job_id: int) -> str:
     """The id a backend knows a job by: it tags the run, so a restart can find it."""
-    return f"fab-{job_id}"
+    return f"{RUN_TAG_PREFIX}{job_id}"
 
 
 def job_id_of(tag: str) -> int | None:
     """The job id in a run tag (`fab-<id>`), or None when `tag` is not one."""
-    digits = tag.removeprefix("fab-")
-    if digits == tag or not digits.isdigit() or len(digits) > 10:
+    if not _RUN_TAG.fullmatch(tag):
         return None
-    return int(digits)
+    return int(tag.removeprefix(RUN_TAG_PREFIX))
 
 
 def job_command(setup: str | None, run: str) -> str:

@@ -24,6 +24,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from fabbrica.core.safe_yaml import YamlError, load_yaml
+from fabbrica.core.text import SLUG_PATTERN
 
 MAX_SPEC_BYTES = 256 * 1024
 MAX_DEPTH = 16
@@ -83,7 +84,7 @@ class _Spec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-Slug = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")]
+Slug = Annotated[str, Field(pattern=SLUG_PATTERN)]
 
 
 class Resources(_Spec):

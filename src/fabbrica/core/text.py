@@ -6,6 +6,10 @@ import re
 
 from fabbrica.core.errors import InvalidInput
 
+# The ids of factories, systems, partitions, access modes and job names: lower case,
+# digits, _ and -, at most 63 characters (as Slurm partition and account names allow).
+SLUG_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
+
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _CONTROL_SINGLE_LINE = re.compile(r"[\x00-\x1f\x7f]")
 

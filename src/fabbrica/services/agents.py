@@ -1,5 +1,5 @@
-"""Site agents, central side: factory tokens, the sync an agent runs, and the proxy the
-control loop drives in place of a factory's executor.
+"""Site agents, central side: factory tokens, site usernames, the sync an agent runs and
+the site accounts its factory should hold.
 
 An agent connects out to the API with a factory token. Each sync it reports its capacity
 and the state of every run it holds; the answer lists the jobs placed on its factory that
@@ -7,8 +7,8 @@ it does not hold yet (to launch: launching is idempotent per job) and the runs t
 (cancel requested, or the job is no longer the factory's). Every run the agent reports has
 its lease renewed; a job whose lease runs out is lost and queued again, and if it shows up
 at the old factory afterwards the agent is told to cancel it. The control loop sees a
-factory through `AgentLink`, an `Executor` whose answers come from what the agent
-reported.
+factory through `AgentLink` (backends/agent_link.py), an `Executor` whose answers come
+from what the agent reported.
 """
 
 from __future__ import annotations
@@ -16,44 +16,34 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
-from pathlib import Path
+from dataclasses import replace
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from fabbrica.backends.protocol import (
-    Capability,
+from fabbrica.backends.agent_link import DEFAULT_LEASE, AgentLink
+from fabbrica.catalog.model import Catalog
+from fabbrica.core.access import AllocationState
+from fabbrica.core.agent_api import SiteAccount, SyncAnswer, SyncReport, site_account
+from fabbrica.core.errors import Conflict, Forbidden, InvalidInput, NotFound
+from fabbrica.core.executor import (
     Capacity,
     LaunchRequest,
     RunState,
-    RunStatus,
-    UsageSample,
 )
-from fabbrica.catalog.model import Catalog
-from fabbrica.core.access import AllocationState
-from fabbrica.core.errors import Conflict, Forbidden, InvalidInput, NotFound
 from fabbrica.core.identity import Role
-from fabbrica.core.jobs import JobState, job_id_of
+from fabbrica.core.jobs import JobState, job_id_of, run_tag
+from fabbrica.services.executors import ExecutorRegistry
 from fabbrica.services.identity import issue_token
 from fabbrica.services.run_status import apply_status, launch_request
-from fabbrica.store.db import Database
 from fabbrica.store.models import Agent, Allocation, Job, ProjectMember, SiteUsername, User
 
-DEFAULT_LEASE = dt.timedelta(seconds=60)
-STALE_AFTER = dt.timedelta(seconds=30)  # capacity older than this is not used for placement
 USERNAME = re.compile(r"^[a-z_][a-z0-9_.-]{0,31}$")
 ACTIVE = (JobState.DISPATCHED.value, JobState.RUNNING.value)
 
 
 def agent_email(factory_id: str) -> str:
     return f"agent.{factory_id}@localhost"
-
-
-def slurm_account(project_id: str) -> str:
-    """The site account of a project: its id in lower case (Slurm lowers account names)."""
-    return project_id.lower()
 
 
 def require_staff(actor: User) -> None:
@@ -127,6 +117,12 @@ def set_site_username(
     return row
 
 
+def list_agents(session: Session, actor: User) -> list[Agent]:
+    """Every factory's agent, by factory (admin or operator)."""
+    require_staff(actor)
+    return list(session.scalars(select(Agent).order_by(Agent.factory_id)))
+
+
 def factory_of(actor: User) -> str:
     if actor.role != Role.AGENT.value or not actor.factory_id:
         raise Forbidden("only a site agent may do this")
@@ -136,26 +132,11 @@ def factory_of(actor: User) -> str:
 # --- the sync -----------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Report:
-    backend: str
-    capabilities: Sequence[str]
-    capacity: Sequence[Capacity]
-    runs: Sequence[RunStatus]
-
-
-@dataclass(frozen=True)
-class SyncAnswer:
-    lease_seconds: float
-    launch: list[LaunchRequest]
-    cancel: list[str]
-
-
 def sync(
     session: Session,
     catalog: Catalog,
     actor: User,
-    report: Report,
+    report: SyncReport,
     *,
     now: dt.datetime,
     lease: dt.timedelta = DEFAULT_LEASE,
@@ -171,18 +152,18 @@ def sync(
     cancel: list[str] = []
     held: set[int] = set()
     for status in report.runs:
-        job_id = job_id_of(status.job_id)
+        job_id = job_id_of(status.run_tag)
         job = session.get(Job, job_id, with_for_update=True) if job_id is not None else None
         stale = status.site_job_id is not None and status.site_job_id == (
             job.lost_site_job_id if job is not None else None
         )  # the run it had before it was lost (placed here again, it runs anew)
         if job is None or job.factory_id != factory or job.state not in ACTIVE or stale:
             if not status.state.finished:
-                cancel.append(status.job_id)  # not this factory's (any more): stop it
+                cancel.append(status.run_tag)  # not this factory's (any more): stop it
             continue
         held.add(job.id)
         if job.cancel_requested and not status.state.finished:
-            cancel.append(status.job_id)
+            cancel.append(status.run_tag)
         if status.state in (RunState.UNKNOWN, RunState.LOST):
             held.discard(job.id)  # the agent lost it before it ran: offer it again
             continue
@@ -202,7 +183,7 @@ def sync(
             continue  # the control loop cancels it through the link
         job.lease_until = now + lease
         launch.append(_launch(session, job, factory))
-    return SyncAnswer(lease.total_seconds(), launch, cancel)
+    return SyncAnswer(factory, lease.total_seconds(), launch, cancel)
 
 
 def _launch(session: Session, job: Job, factory: str) -> LaunchRequest:
@@ -216,7 +197,7 @@ def _launch(session: Session, job: Job, factory: str) -> LaunchRequest:
     return replace(
         launch_request(job),
         workdir_archive=f"/api/v1/agent/jobs/{job.id}/workdir" if job.workdir_archive else None,
-        account=slurm_account(job.project.id or ""),
+        account=site_account(job.project.id or ""),
         user=username,
     )
 
@@ -231,6 +212,26 @@ def _capacity_json(c: Capacity) -> dict[str, object]:
     }
 
 
+def write_log(executors: ExecutorRegistry, job: Job, offset: int, data: bytes) -> int:
+    """Write the part of the job's log an agent sent from byte `offset` (a retry of the
+    same part rewrites it) where the server reads the job's log; the log's size after it.
+    Conflict when `offset` is past what the server has."""
+    link = executors.get(job.factory_id or "")
+    if not isinstance(link, AgentLink):
+        raise NotFound(f"job {job.id} is not run by an agent", field="job_id")
+    directory = link.job_dir(run_tag(job.id))
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "log"
+    size = path.stat().st_size if path.exists() else 0
+    if offset > size:
+        raise Conflict(f"the server has {size} bytes of this log; send from there", "offset")
+    with path.open("r+b" if path.exists() else "wb") as log:
+        log.seek(offset)
+        log.write(data)
+        log.truncate()
+        return log.tell()
+
+
 def agent_job(session: Session, actor: User, job_id: int) -> Job:
     """A job of the agent's factory (404 for any other: agents see only their own)."""
     factory = factory_of(actor)
@@ -243,18 +244,7 @@ def agent_job(session: Session, actor: User, job_id: int) -> Job:
 # --- accounts -----------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class AccountWant:
-    """What Slurm should hold for one project at the factory."""
-
-    account: str
-    project: str
-    state: str  # active | suspended
-    gpu_minutes: int  # GrpTRESMins=gres/gpu=...: the grant, in GPU-minutes
-    users: tuple[str, ...]  # site usernames of the members who have one
-
-
-def desired_accounts(session: Session, actor: User, now: dt.datetime) -> list[AccountWant]:
+def desired_accounts(session: Session, actor: User, now: dt.datetime) -> list[SiteAccount]:
     """Accounts for every allocation at the factory that is active or suspended now."""
     factory = factory_of(actor)
     rows = session.scalars(
@@ -267,10 +257,10 @@ def desired_accounts(session: Session, actor: User, now: dt.datetime) -> list[Ac
         )
         .order_by(Allocation.id)
     )
-    by_account: dict[str, AccountWant] = {}
+    by_account: dict[str, SiteAccount] = {}
     for allocation in rows:
         project = allocation.project
-        account = slurm_account(project.id or "")
+        account = site_account(project.id or "")
         members = session.scalars(
             select(SiteUsername.username)
             .join(ProjectMember, ProjectMember.user_id == SiteUsername.user_id)
@@ -283,103 +273,5 @@ def desired_accounts(session: Session, actor: User, now: dt.datetime) -> list[Ac
         if earlier is not None:  # two allocations of one project: their grants add up
             minutes += earlier.gpu_minutes
             state = "active" if "active" in (state, earlier.state) else state
-        by_account[account] = AccountWant(account, project.id or "", state, minutes, tuple(members))
+        by_account[account] = SiteAccount(account, project.id or "", state, minutes, tuple(members))
     return list(by_account.values())
-
-
-# --- the control loop's view of a factory --------------------------------------------------
-
-
-class AgentLink:
-    """An `Executor` for a factory run by a site agent: reads what the agent reported.
-
-    Its calls only read (the control loop calls them while it holds its own transaction,
-    and on SQLite a second writer would wait for it): a job's lease starts when it is
-    dispatched and is renewed by the agent's syncs."""
-
-    def __init__(
-        self,
-        db: Database,
-        factory_id: str,
-        clock: Callable[[], dt.datetime],
-        files: Path | None = None,
-        stale_after: dt.timedelta = STALE_AFTER,
-        lease: dt.timedelta = DEFAULT_LEASE,
-        job_dirs: Callable[[str], Path] | None = None,
-    ) -> None:
-        self.db = db
-        self.factory_id = factory_id
-        self.name = f"agent {factory_id}"
-        self.clock = clock
-        self.files = files
-        self.stale_after = stale_after
-        self.lease = lease
-        self.job_dirs = job_dirs  # an in-process agent's executor keeps the files here
-
-    def _agent(self, session: Session) -> Agent | None:
-        return session.get(Agent, self.factory_id)
-
-    def capabilities(self) -> frozenset[Capability]:
-        with self.db.read_session() as session:
-            agent = self._agent(session)
-            names = json.loads(agent.capabilities) if agent else []
-        return frozenset(Capability(n) for n in names if n in Capability._value2member_map_)
-
-    def capacity(self) -> list[Capacity]:
-        """What the agent last reported, unless it has gone quiet (then nothing: no job is
-        placed on a factory whose agent does not answer)."""
-        with self.db.read_session() as session:
-            agent = self._agent(session)
-            if agent is None or agent.last_seen_at is None:
-                return []
-            if self.clock() - agent.last_seen_at > self.stale_after:
-                return []
-            return [Capacity(**c) for c in json.loads(agent.capacity)]
-
-    def submit(self, request: LaunchRequest) -> RunStatus:
-        """Nothing to do: the job waits for the agent's next sync to take it."""
-        return RunStatus(request.job_id, RunState.PENDING)
-
-    def poll(self, job_ids: list[str]) -> list[RunStatus]:
-        now = self.clock()
-        found = []
-        with self.db.read_session() as session:
-            for tag in job_ids:
-                job_id = job_id_of(tag)
-                job = session.get(Job, job_id) if job_id is not None else None
-                if job is None:
-                    found.append(RunStatus(tag, RunState.UNKNOWN))
-                    continue
-                since = job.dispatched_at or now
-                expiry = job.lease_until or since + self.lease
-                if expiry < now:
-                    found.append(RunStatus(tag, RunState.LOST, reason="the agent's lease ran out"))
-                elif job.state == JobState.RUNNING.value:
-                    found.append(RunStatus(tag, RunState.RUNNING, started_at=job.started_at))
-                else:
-                    found.append(RunStatus(tag, RunState.PENDING))
-        return found
-
-    def cancel(self, job_id: str) -> RunStatus:
-        """A job the agent has not submitted yet (no site id) is cancelled here and now;
-        otherwise the agent cancels it at its next sync (the job is marked)."""
-        tag_id = job_id_of(job_id)
-        with self.db.read_session() as session:
-            job = session.get(Job, tag_id) if tag_id is not None else None
-            if job is not None and job.state == JobState.DISPATCHED.value and not job.site_job_id:
-                return RunStatus(job_id, RunState.CANCELLED, reason="cancelled before it started")
-        return self.poll([job_id])[0]
-
-    def usage(self, job_ids: list[str]) -> list[UsageSample]:
-        return []
-
-    def adopt(self) -> list[RunStatus]:
-        return []
-
-    def job_dir(self, tag: str) -> Path:
-        """Where the agent's uploads of a job's log and outputs are kept on this server."""
-        if self.job_dirs is not None:
-            return self.job_dirs(tag)
-        if self.files is None:
-            raise NotFound("this server keeps no files of agents' jobs", field="job_id")
-        return self.files / "agents" / self.factory_id / tag

@@ -12,15 +12,15 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from fabbrica.backends.protocol import Executor, RunState, RunStatus
 from fabbrica.catalog.model import Catalog
 from fabbrica.core.errors import Conflict
+from fabbrica.core.executor import Capability, Executor, RunState, RunStatus
 from fabbrica.core.jobs import JobState, run_tag
 from fabbrica.core.jobspec import JobSpec
 from fabbrica.sched import Allocation as SchedAllocation
@@ -29,6 +29,7 @@ from fabbrica.sched.model import Job as SchedJob
 from fabbrica.sched.model import Partition as SchedPartition
 from fabbrica.services import accounting
 from fabbrica.services.access.allocations import in_force
+from fabbrica.services.executors import ExecutorRegistry, registry_of
 from fabbrica.services.jobs import as_sched_job, partitions_of
 from fabbrica.services.run_status import apply_status, launch_request
 from fabbrica.services.single_user import SingleUser
@@ -46,14 +47,16 @@ class Dispatcher:
         self,
         db: Database,
         catalog: Catalog,
-        executors: dict[str, Executor],
+        executors: ExecutorRegistry | Mapping[str, Executor],
         clock: Callable[[], dt.datetime],
         policy: Policy | None = None,
         single_user: SingleUser | None = None,
     ) -> None:
+        """`executors`: the registry, or the executors to make one of (then factories whose
+        agent is registered are run through their link, as in the registry)."""
         self.db = db
         self.catalog = catalog
-        self.executors = executors
+        self.executors = registry_of(executors, db, catalog, clock)
         self.clock = clock
         self.policy = policy or Policy()
         self.single_user = single_user or SingleUser()  # factories that run one user's jobs
@@ -141,8 +144,9 @@ class Dispatcher:
             end = began.timestamp() + job.time_limit_s
             running[(job.factory_id or "", job.partition_id or "")].append(Running(job.gpus, end))
         partitions = []
-        for part in partitions_of(self.catalog, set(self.executors)):
-            capacity = {c.partition: c for c in self.executors[part.factory].capacity()}
+        for part in partitions_of(self.catalog, self.executors.connected(session)):
+            executor = self.executors[part.factory]
+            capacity = {c.partition: c for c in executor.capacity()}
             seen = capacity.get(part.id)
             if seen is None:
                 continue
@@ -152,6 +156,7 @@ class Dispatcher:
                     total_gpus=seen.total_gpus,
                     free_gpus=seen.free_gpus,
                     running=tuple(running[(part.factory, part.id)]),
+                    multi_node=part.multi_node and Capability.MULTI_NODE in executor.capabilities(),
                 )
             )
         allocations = [
@@ -228,7 +233,7 @@ class Dispatcher:
             except Exception as exc:  # the backend refused: the job fails, nothing charged
                 log.warning("job %s could not start: %s", job_id, exc)
                 status = RunStatus(
-                    request.job_id, RunState.FAILED, reason=f"could not start: {exc}"
+                    request.run_tag, RunState.FAILED, reason=f"could not start: {exc}"
                 )
             with self.db.session() as session:
                 job = session.get(Job, job_id, with_for_update=True, populate_existing=True)

@@ -18,11 +18,12 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from fabbrica.backends.protocol import Executor
 from fabbrica.core.archives import ArchiveError, ArchiveLimits, check_archive
 from fabbrica.core.errors import InvalidInput, NotFound, TooLarge
+from fabbrica.core.executor import job_files
 from fabbrica.core.jobs import run_tag
 from fabbrica.core.jobspec import JobSpec
+from fabbrica.services.executors import ExecutorRegistry
 from fabbrica.store.models import Job
 
 UPLOADS = "uploads"
@@ -76,13 +77,12 @@ def sweep_uploads(session: Session, files: Path) -> list[Path]:
     return removed
 
 
-def job_dir(executors: dict[str, Executor], job: Job) -> Path:
+def job_dir(executors: ExecutorRegistry, job: Job) -> Path:
     """The directory the job ran in, where its executor keeps files on this machine."""
-    executor = executors.get(job.factory_id or "")
-    finder = getattr(executor, "job_dir", None)
-    if finder is None:
+    files = job_files(executors.get(job.factory_id or ""))
+    if files is None:
         raise NotFound(f"job {job.id} has no files on this server", field="job_id")
-    path: Path = finder(run_tag(job.id))
+    path = files.job_dir(run_tag(job.id))
     if not path.exists():
         raise NotFound(f"job {job.id} has not started yet", field="job_id")
     return path

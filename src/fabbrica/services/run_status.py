@@ -11,9 +11,9 @@ import datetime as dt
 
 from sqlalchemy.orm import Session
 
-from fabbrica.backends.protocol import LaunchRequest, RunState, RunStatus
 from fabbrica.catalog.model import Catalog, Partition
-from fabbrica.core.billing import Request, charged_gpu_hours
+from fabbrica.core.billing import Holding, charged_gpu_hours
+from fabbrica.core.executor import LaunchRequest, RunState, RunStatus
 from fabbrica.core.jobs import FROM_RUN, JobState, job_command, run_tag
 from fabbrica.core.jobspec import JobSpec
 from fabbrica.services import accounting
@@ -62,7 +62,7 @@ def launch_request(job: Job) -> LaunchRequest:
     """What an executor needs to run `job` (tagged with its run tag)."""
     spec = JobSpec.model_validate_json(job.spec)
     return LaunchRequest(
-        job_id=run_tag(job.id),
+        run_tag=run_tag(job.id),
         partition=job.partition_id or "",
         gpus=job.gpus,
         nodes=job.nodes,
@@ -94,7 +94,7 @@ def charge(catalog: Catalog, job: Job, gpus: int, elapsed_s: float) -> float:
     if partition is None:
         return gpus * elapsed_s / 3600.0
     return charged_gpu_hours(
-        partition.billing, partition.gpus_per_node, Request(gpus=gpus), elapsed_s / 3600.0
+        partition.billing, partition.gpus_per_node, Holding(gpus=gpus), elapsed_s / 3600.0
     )
 
 

@@ -6,12 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from fabbrica.agent.client import Account
 from fabbrica.backends.slurm.accounts import plan_changes
 from fabbrica.backends.slurm.executor import MapError, parse_nodes, read_partition_map
 from fabbrica.backends.slurm.status import Association
 from fabbrica.catalog.loader import load_catalog
 from fabbrica.catalog.model import Partition
+from fabbrica.core.agent_api import SiteAccount
 
 IDLE = (
     "NodeName=jaifn1 Arch=x86_64 CoresPerSocket=8 CPUAlloc=0 Gres=gpu:gh200:4 "
@@ -73,8 +73,10 @@ def test_a_bad_partition_map_is_refused(tmp_path: Path, text: str, message: str)
 ACCOUNT = "fab-aif-2026pg11-0001"
 
 
-def want(state: str = "active", minutes: int = 6000, users: tuple[str, ...] = ("ada",)) -> Account:
-    return Account(ACCOUNT, "FAB-AIF-2026PG11-0001", state, minutes, users)
+def want(
+    state: str = "active", minutes: int = 6000, users: tuple[str, ...] = ("ada",)
+) -> SiteAccount:
+    return SiteAccount(ACCOUNT, "FAB-AIF-2026PG11-0001", state, minutes, users)
 
 
 def assoc(
@@ -119,7 +121,7 @@ def test_the_sites_own_accounts_and_other_clusters_are_left_alone() -> None:
     ]
     changes = plan_changes([], actual, "jaif")
     assert changes == []
-    hostile = Account("root", "P", "active", 1, ("x",))  # not a Fabbrica account name
+    hostile = SiteAccount("root", "P", "active", 1, ("x",))  # not a Fabbrica account name
     assert plan_changes([hostile], actual, "jaif") == []
     odd_user = plan_changes([want(users=("ada; rm -rf /",))], [assoc()], "jaif")
     assert odd_user == []

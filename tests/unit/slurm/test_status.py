@@ -15,8 +15,8 @@ from fabbrica.backends.slurm.status import (
     SQUEUE_FIELDS,
     STATUS_ENV,
     Association,
-    JobState,
     SlurmJob,
+    SlurmState,
     assoc_argv,
     gpu_model_from_gres,
     gpus_from_tres,
@@ -41,9 +41,9 @@ def sample(name: str) -> str:
 
 
 def by_id(jobs: list[SlurmJob]) -> dict[str, SlurmJob]:
-    ids = [job.job_id for job in jobs]
+    ids = [job.site_job_id for job in jobs]
     assert len(ids) == len(set(ids))
-    return {job.job_id: job for job in jobs}
+    return {job.site_job_id: job for job in jobs}
 
 
 def utc(text: str) -> dt.datetime:
@@ -117,13 +117,13 @@ def test_squeue_live_sample() -> None:
     assert len(jobs) == 11
     done = jobs["3"]
     assert done == SlurmJob(
-        job_id="3",
+        site_job_id="3",
         name="fab-101-train",
         comment="fab-101",
         account="root",
         user="root",
         partition="gpu",
-        state=JobState.COMPLETED,
+        state=SlurmState.COMPLETED,
         raw_state="COMPLETED",
         reason=None,
         exit_code=None,
@@ -136,21 +136,21 @@ def test_squeue_live_sample() -> None:
     )
     assert done.run_tag == "fab-101"
     running = jobs["8"]
-    assert (running.state, running.gpus, running.gpu_model) == (JobState.RUNNING, 2, "gh200")
+    assert (running.state, running.gpus, running.gpu_model) == (SlurmState.RUNNING, 2, "gh200")
     assert running.start == utc("2026-11-22T01:43:21")
     assert running.end is None  # squeue's EndTime of a running job is only its time limit
     assert running.elapsed_seconds == 5
     held = jobs["7"]
     assert (held.state, held.reason, held.account) == (
-        JobState.PENDING,
+        SlurmState.PENDING,
         "AssocGrpGRESMinutes",
         "capacct",
     )
     assert (held.start, held.end, held.gpus) == (None, None, 1)  # requested, not allocated
     assert (jobs["9"].reason, jobs["9"].gpus) == ("Resources", 3)
     assert (jobs["10"].user, jobs["10"].account) == ("fabuser1", "testbed")
-    assert (jobs["4"].state, jobs["4"].reason) == (JobState.FAILED, "NonZeroExitCode")
-    assert jobs["5"].state is JobState.CANCELLED
+    assert (jobs["4"].state, jobs["4"].reason) == (SlurmState.FAILED, "NonZeroExitCode")
+    assert jobs["5"].state is SlurmState.CANCELLED
 
 
 def test_squeue_fields_that_slurm_leaves_empty() -> None:
@@ -169,13 +169,13 @@ def test_squeue_finished_sample() -> None:
     jobs = by_id(parse_squeue(sample("squeue_finished.txt")))
     timeout = jobs["6"]
     assert (timeout.state, timeout.reason, timeout.elapsed_seconds) == (
-        JobState.TIMEOUT,
+        SlurmState.TIMEOUT,
         "TimeLimit",
         69,
     )
     assert timeout.end == utc("2026-11-22T01:44:28")
     assert jobs["11"].gpu_model == "gh200"  # allocated a model once it ran
-    assert jobs["7"].state is JobState.PENDING
+    assert jobs["7"].state is SlurmState.PENDING
 
 
 # --- sacct --------------------------------------------------------------------------------
@@ -185,13 +185,13 @@ def test_sacct_finished_sample() -> None:
     jobs = by_id(parse_sacct(sample("sacct_finished.txt")))
     assert len(jobs) == 11
     assert jobs["3"] == SlurmJob(
-        job_id="3",
+        site_job_id="3",
         name="fab-101-train",
         comment="fab-101",
         account="root",
         user="root",
         partition="gpu",
-        state=JobState.COMPLETED,
+        state=SlurmState.COMPLETED,
         raw_state="COMPLETED",
         reason=None,
         exit_code=0,
@@ -203,12 +203,12 @@ def test_sacct_finished_sample() -> None:
         gpu_model="gh200",
     )
     failed = jobs["4"]
-    assert (failed.state, failed.exit_code, failed.signal) == (JobState.FAILED, 3, 0)
+    assert (failed.state, failed.exit_code, failed.signal) == (SlurmState.FAILED, 3, 0)
     cancelled = jobs["5"]
-    assert (cancelled.state, cancelled.raw_state) == (JobState.CANCELLED, "CANCELLED by 0")
-    assert (jobs["6"].state, jobs["6"].elapsed_seconds) == (JobState.TIMEOUT, 69)
+    assert (cancelled.state, cancelled.raw_state) == (SlurmState.CANCELLED, "CANCELLED by 0")
+    assert (jobs["6"].state, jobs["6"].elapsed_seconds) == (SlurmState.TIMEOUT, 69)
     never_ran = jobs["7"]
-    assert never_ran.state is JobState.CANCELLED
+    assert never_ran.state is SlurmState.CANCELLED
     assert (never_ran.start, never_ran.end) == (None, utc("2026-11-22T01:45:06"))
     assert (never_ran.reason, never_ran.gpus, never_ran.elapsed_seconds) == (
         "AssocGrpGRESMinutes",
@@ -217,7 +217,7 @@ def test_sacct_finished_sample() -> None:
     )
     assert (jobs["8"].gpus, jobs["8"].elapsed_seconds) == (2, 100)
     assert jobs["9"].gpus == 3
-    assert (jobs["10"].user, jobs["10"].state) == ("fabuser1", JobState.CANCELLED)
+    assert (jobs["10"].user, jobs["10"].state) == ("fabuser1", SlurmState.CANCELLED)
     assert jobs["11"].name == "odd|name x"
     assert all(job.partition == "gpu" for job in jobs.values())
 
@@ -226,7 +226,7 @@ def test_sacct_live_sample_has_no_comment_for_unfinished_jobs() -> None:
     jobs = by_id(parse_sacct(sample("sacct_live.txt")))
     running = jobs["6"]
     assert (running.state, running.comment, running.end, running.exit_code) == (
-        JobState.RUNNING,
+        SlurmState.RUNNING,
         "",
         None,
         None,
@@ -234,7 +234,7 @@ def test_sacct_live_sample_has_no_comment_for_unfinished_jobs() -> None:
     assert running.run_tag == "fab-104"  # from the job name
     pending = jobs["9"]
     assert (pending.state, pending.start, pending.gpus, pending.reason) == (
-        JobState.PENDING,
+        SlurmState.PENDING,
         None,
         3,  # from ReqTRES: nothing allocated yet
         None,  # sacct does not know why a job waits; squeue does
@@ -316,7 +316,7 @@ def test_empty_fields_and_unknown_state() -> None:
     fields = dict.fromkeys(SQUEUE_FIELDS, "")
     fields |= {"JobID": "77", "State": "SOME_NEW_STATE", "TimeUsed": "INVALID"}
     (job,) = parse_squeue(SEP.join(fields.values()) + SEP)
-    assert (job.state, job.raw_state) == (JobState.UNKNOWN, "SOME_NEW_STATE")
+    assert (job.state, job.raw_state) == (SlurmState.UNKNOWN, "SOME_NEW_STATE")
     assert not job.state.finished
     assert (job.name, job.comment, job.reason, job.start, job.end) == ("", "", None, None, None)
     assert (job.elapsed_seconds, job.gpus, job.gpu_model, job.run_tag) == (0, 0, None, None)
@@ -325,32 +325,32 @@ def test_empty_fields_and_unknown_state() -> None:
 @pytest.mark.parametrize(
     ("text", "state"),
     [
-        ("PENDING", JobState.PENDING),
-        ("REQUEUED", JobState.PENDING),
-        ("CONFIGURING", JobState.RUNNING),
-        ("COMPLETING", JobState.RUNNING),
-        ("SUSPENDED", JobState.SUSPENDED),
-        ("COMPLETED", JobState.COMPLETED),
-        ("CANCELLED by 1001", JobState.CANCELLED),
-        ("CANCELLED+", JobState.CANCELLED),
-        ("TIMEOUT", JobState.TIMEOUT),
-        ("NODE_FAIL", JobState.NODE_FAIL),
-        ("OUT_OF_MEMORY", JobState.OUT_OF_MEMORY),
-        ("PREEMPTED", JobState.PREEMPTED),
-        ("BOOT_FAIL", JobState.BOOT_FAIL),
-        ("DEADLINE", JobState.DEADLINE),
-        ("failed", JobState.FAILED),
-        ("", JobState.UNKNOWN),
-        ("PD", JobState.UNKNOWN),
+        ("PENDING", SlurmState.PENDING),
+        ("REQUEUED", SlurmState.PENDING),
+        ("CONFIGURING", SlurmState.RUNNING),
+        ("COMPLETING", SlurmState.RUNNING),
+        ("SUSPENDED", SlurmState.SUSPENDED),
+        ("COMPLETED", SlurmState.COMPLETED),
+        ("CANCELLED by 1001", SlurmState.CANCELLED),
+        ("CANCELLED+", SlurmState.CANCELLED),
+        ("TIMEOUT", SlurmState.TIMEOUT),
+        ("NODE_FAIL", SlurmState.NODE_FAIL),
+        ("OUT_OF_MEMORY", SlurmState.OUT_OF_MEMORY),
+        ("PREEMPTED", SlurmState.PREEMPTED),
+        ("BOOT_FAIL", SlurmState.BOOT_FAIL),
+        ("DEADLINE", SlurmState.DEADLINE),
+        ("failed", SlurmState.FAILED),
+        ("", SlurmState.UNKNOWN),
+        ("PD", SlurmState.UNKNOWN),
     ],
 )
-def test_states(text: str, state: JobState) -> None:
+def test_states(text: str, state: SlurmState) -> None:
     assert parse_state(text) == (state, text)
 
 
 def test_finished_states() -> None:
-    unfinished = {JobState.PENDING, JobState.RUNNING, JobState.SUSPENDED, JobState.UNKNOWN}
-    for state in JobState:
+    unfinished = {SlurmState.PENDING, SlurmState.RUNNING, SlurmState.SUSPENDED, SlurmState.UNKNOWN}
+    for state in SlurmState:
         assert state.finished is (state not in unfinished)
 
 

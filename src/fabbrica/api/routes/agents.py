@@ -10,7 +10,6 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
-from sqlalchemy import select
 
 from fabbrica.api.deps import CatalogDep, ContextDep, CurrentUser, SessionDep
 from fabbrica.api.params import MAX_ID
@@ -25,14 +24,14 @@ from fabbrica.api.schemas_agents import (
     SyncIn,
     SyncOut,
 )
-from fabbrica.backends.protocol import Capacity, RunStatus
+from fabbrica.core.agent_api import SyncReport
 from fabbrica.core.errors import Conflict, NotFound
-from fabbrica.core.jobs import run_tag
+from fabbrica.core.executor import Capacity, RunStatus
+from fabbrica.core.text import SLUG_PATTERN
 from fabbrica.services import agents
-from fabbrica.store.models import Agent
 
 router = APIRouter(tags=["agents"])
-FactoryId = Annotated[str, Path(pattern=r"^[a-z0-9][a-z0-9-]{0,63}$")]
+FactoryId = Annotated[str, Path(pattern=SLUG_PATTERN)]
 JobId = Annotated[int, Path(ge=1, le=MAX_ID)]
 LOG_CHUNK_MAX = 512 * 1024  # under the request body limit
 
@@ -47,17 +46,12 @@ def create_agent_token(
 ) -> AgentTokenPublic:
     """A new token for the factory's site agent (admin or operator). Shown once."""
     user, secret = agents.create_agent_token(session, catalog, actor, factory_id, now=ctx.clock())
-    if factory_id not in ctx.executors:
-        ctx.executors[factory_id] = agents.AgentLink(
-            ctx.db, factory_id, ctx.clock, ctx.files, lease=ctx.agent_lease
-        )
     return AgentTokenPublic(factory=factory_id, user_id=user.id, token=secret)
 
 
 @router.get("/agents")
 def list_agents(session: SessionDep, actor: CurrentUser) -> list[AgentPublic]:
     """Every factory's agent: backend, last heartbeat, capacity (admin or operator)."""
-    agents.require_staff(actor)
     return [
         AgentPublic(
             factory=a.factory_id,
@@ -66,7 +60,7 @@ def list_agents(session: SessionDep, actor: CurrentUser) -> list[AgentPublic]:
             capabilities=json.loads(a.capabilities),
             capacity=[CapacityIn(**c) for c in json.loads(a.capacity)],
         )
-        for a in session.scalars(select(Agent).order_by(Agent.factory_id))
+        for a in agents.list_agents(session, actor)
     ]
 
 
@@ -91,7 +85,7 @@ def agent_sync(
 ) -> SyncOut:
     """The agent's heartbeat: capacity and the runs it holds in; jobs to launch and runs
     to cancel out."""
-    report = agents.Report(
+    report = SyncReport(
         backend=body.backend,
         capabilities=body.capabilities,
         capacity=[Capacity(**c.model_dump()) for c in body.capacity],
@@ -99,11 +93,11 @@ def agent_sync(
     )
     answer = agents.sync(session, catalog, actor, report, now=ctx.clock(), lease=ctx.agent_lease)
     return SyncOut(
-        factory=agents.factory_of(actor),
+        factory=answer.factory,
         lease_seconds=answer.lease_seconds,
         launch=[
             LaunchOut(
-                job_id=r.job_id,
+                run_tag=r.run_tag,
                 partition=r.partition,
                 gpus=r.gpus,
                 nodes=r.nodes,
@@ -163,22 +157,6 @@ async def agent_log(
         job = agents.agent_job(session, actor, job_id)
         if len(data) > LOG_CHUNK_MAX:
             raise Conflict(f"a log part is at most {LOG_CHUNK_MAX} bytes", field="body")
-        link = ctx.executors.get(job.factory_id or "")
-        if not isinstance(link, agents.AgentLink):
-            raise NotFound(f"job {job_id} is not run by an agent", field="job_id")
-        return {"size": _write_log(link.job_dir(run_tag(job.id)), offset, data)}
+        return {"size": agents.write_log(ctx.executors, job, offset, data)}
 
     return await run_in_threadpool(work)
-
-
-def _write_log(directory: FsPath, offset: int, data: bytes) -> int:
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / "log"
-    size = path.stat().st_size if path.exists() else 0
-    if offset > size:
-        raise Conflict(f"the server has {size} bytes of this log; send from there", "offset")
-    with path.open("r+b" if path.exists() else "wb") as log:
-        log.seek(offset)
-        log.write(data)
-        log.truncate()
-        return log.tell()

@@ -39,7 +39,7 @@ def change_allocation(
     actor: CurrentUser,
 ) -> AllocationPublic:
     """Operators extend, top up, suspend, resume or terminate, with a reason (audited)."""
-    change = allocations.Change(**body.model_dump())
+    change = allocations.AllocationChange(**body.model_dump())
     return allocation_public(
         allocations.change(session, actor, allocation_id, change, now=ctx.clock())
     )

@@ -4,27 +4,11 @@ from fastapi import APIRouter, Path
 
 from fabbrica.api.deps import CatalogDep, CurrentUser
 from fabbrica.api.params import ID_PATTERN
-from fabbrica.api.schemas import AccessModePublic, FactoryDetail, FactorySummary, SectorPublic
-from fabbrica.catalog.model import Factory
+from fabbrica.api.schemas import AccessModePublic, FactoryDetail, SectorPublic
+from fabbrica.catalog.summary import FactorySummary, summarise
 from fabbrica.core.errors import NotFound
 
 router = APIRouter(tags=["catalog"])
-
-
-def summarise(factory: Factory) -> FactorySummary:
-    return FactorySummary(
-        id=factory.id,
-        name=factory.name,
-        host=factory.host,
-        city=factory.city,
-        country=factory.country,
-        wave=factory.wave,
-        selected=factory.selected,
-        emulated=factory.emulated,
-        systems=len(factory.systems),
-        gpus=factory.gpus,
-        gpus_uncertain=factory.gpus_uncertain,
-    )
 
 
 @router.get("/factories", response_model=list[FactorySummary])

@@ -142,7 +142,7 @@ async def submit_job(
             catalog,
             spec,
             project_id=project,
-            connected=set(ctx.executors),
+            connected=ctx.executors.connected(session),
             workdir_archive=str(path) if path is not None else None,
             now=ctx.clock(),
             single_user=ctx.single_user,

@@ -14,8 +14,7 @@ from fabbrica.api.schemas_access import (
     ReviewerAssign,
 )
 from fabbrica.core.access import ProposalState
-from fabbrica.core.errors import InvalidInput, NotFound
-from fabbrica.core.identity import Role
+from fabbrica.core.errors import InvalidInput
 from fabbrica.services.access import allocations, proposals, reviews
 from fabbrica.store.models import Proposal, User
 
@@ -99,7 +98,7 @@ def review(
     actor: CurrentUser,
 ) -> ProposalPublic:
     """A reviewer scores a proposal in review (1..5), or declares a conflict of interest."""
-    proposal = _for_reviewer(session, actor, proposal_id)
+    proposal = proposals.proposal_to_review(session, actor, proposal_id)
     if body.conflict is not None:
         reviews.declare_conflict(session, actor, proposal, reason=body.conflict, now=ctx.clock())
     elif body.score is None:
@@ -109,20 +108,6 @@ def review(
             session, actor, proposal, score=body.score, comment=body.comment, now=ctx.clock()
         )
     return _out(session, actor, proposal)
-
-
-def _for_reviewer(session: Session, actor: User, proposal_id: int) -> Proposal:
-    """Reviewers reach proposals in review, and those they reviewed (and learn there why
-    they may not review one); others only the proposals they may see."""
-    if Role(actor.role) is Role.REVIEWER:
-        proposal = session.get(Proposal, proposal_id)
-        if proposal is None or not (
-            proposal.state == ProposalState.IN_REVIEW
-            or reviews.has_reviewed(session, actor, proposal)
-        ):
-            raise NotFound(f"no proposal {proposal_id} in review", field="proposal_id")
-        return proposal
-    return proposals.get_proposal(session, actor, proposal_id)
 
 
 @router.post("/proposals/{proposal_id}/reviewers", response_model=ProposalPublic)

@@ -20,20 +20,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from fabbrica.agent.client import Account
 from fabbrica.backends.slurm import status as slurm
 from fabbrica.backends.slurm.runner import SlurmCommandError, SlurmRunner
+from fabbrica.core.agent_api import SiteAccount
 
 MANAGED = re.compile(r"^fab-[a-z0-9-]{1,60}$")
 SAFE = re.compile(r"^[a-z_][a-z0-9_.-]{0,31}$")
 
 
 class AccountSource(Protocol):
-    def accounts(self) -> list[Account]: ...
+    def accounts(self) -> list[SiteAccount]: ...
 
 
 @dataclass(frozen=True, slots=True)
-class Change:
+class AccountChange:
     account: str
     action: str  # add_account | add_user | remove_user | set_limit | remove_account
     detail: str
@@ -49,11 +49,11 @@ class Change:
 
 
 def plan_changes(
-    desired: Sequence[Account],
+    desired: Sequence[SiteAccount],
     actual: Iterable[slurm.Association],
     cluster: str,
     owned: Collection[str] | None = None,
-) -> list[Change]:
+) -> list[AccountChange]:
     """What to run so that `actual` (this cluster's associations) matches `desired`;
     accounts no allocation wants are removed only if in `owned` (None: any)."""
     accounts: dict[str, slurm.Association] = {}
@@ -65,14 +65,14 @@ def plan_changes(
             accounts[row.account] = row
         else:
             users.setdefault(row.account, set()).add(row.user)
-    changes: list[Change] = []
+    changes: list[AccountChange] = []
     wanted = {a.account: a for a in desired if MANAGED.match(a.account)}
     for name, want in sorted(wanted.items()):
         minutes = 0 if want.state != "active" else max(want.gpu_minutes, 0)
         have = accounts.get(name)
         if have is None:
             changes.append(
-                Change(
+                AccountChange(
                     name,
                     "add_account",
                     f"project {want.project}, {minutes:,} GPU-minutes",
@@ -83,7 +83,7 @@ def plan_changes(
         if have is None or have.gpu_minutes != minutes:
             before = "none" if have is None or have.gpu_minutes is None else f"{have.gpu_minutes:,}"
             changes.append(
-                Change(
+                AccountChange(
                     name,
                     "set_limit",
                     f"GrpTRESMins gres/gpu {before} -> {minutes:,}"
@@ -96,7 +96,7 @@ def plan_changes(
         for user in sorted(set(want.users) - present):
             if SAFE.match(user):
                 changes.append(
-                    Change(
+                    AccountChange(
                         name,
                         "add_user",
                         user,
@@ -105,7 +105,7 @@ def plan_changes(
                 )
         for user in sorted(present - set(want.users)):
             changes.append(
-                Change(
+                AccountChange(
                     name,
                     "remove_user",
                     user,
@@ -117,7 +117,7 @@ def plan_changes(
         if owned is not None and name not in owned:
             continue  # not made by this agent: another deployment's, or the site's
         changes.append(
-            Change(
+            AccountChange(
                 name,
                 "remove_account",
                 "no allocation in force",
@@ -158,12 +158,12 @@ class AccountSync:
                 return value.strip()
         raise RuntimeError("scontrol show config printed no ClusterName")
 
-    def plan(self) -> list[Change]:
+    def plan(self) -> list[AccountChange]:
         cluster = self.cluster()
         actual = slurm.parse_assoc(self.runner.run(slurm.assoc_argv(cluster=cluster)).stdout)
         return plan_changes(self.api.accounts(), actual, cluster, self.owned())
 
-    def apply(self) -> list[Change]:
+    def apply(self) -> list[AccountChange]:
         """Run the plan; a step Slurm refuses (an account with running jobs cannot be
         removed) is left for the next round."""
         done = []

@@ -17,7 +17,12 @@ import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from fabbrica.backends.protocol import (
+from fabbrica.backends.slurm import status as slurm
+from fabbrica.backends.slurm.runner import SlurmCommandError, SlurmRunner
+from fabbrica.backends.slurm.script import BatchJob, parse_sbatch_output, render, scancel_argv
+from fabbrica.backends.slurm.script import sbatch_argv as _sbatch_argv
+from fabbrica.catalog.model import Partition
+from fabbrica.core.executor import (
     Capability,
     Capacity,
     LaunchRequest,
@@ -25,22 +30,17 @@ from fabbrica.backends.protocol import (
     RunStatus,
     UsageSample,
 )
-from fabbrica.backends.slurm import status as slurm
-from fabbrica.backends.slurm.runner import SlurmCommandError, SlurmRunner
-from fabbrica.backends.slurm.script import BatchJob, parse_sbatch_output, render, scancel_argv
-from fabbrica.backends.slurm.script import sbatch_argv as _sbatch_argv
-from fabbrica.catalog.model import Partition
 from fabbrica.core.jobs import job_id_of
 from fabbrica.core.safe_yaml import YamlError, load_yaml
 
 ADOPT_WINDOW = dt.timedelta(days=2)
 MAP_MAX_BYTES = 1024 * 1024  # a partition map names a few partitions
 _STATES = {
-    slurm.JobState.PENDING: RunState.PENDING,
-    slurm.JobState.RUNNING: RunState.RUNNING,
-    slurm.JobState.SUSPENDED: RunState.RUNNING,
-    slurm.JobState.CANCELLED: RunState.CANCELLED,
-    slurm.JobState.TIMEOUT: RunState.TIMED_OUT,
+    slurm.SlurmState.PENDING: RunState.PENDING,
+    slurm.SlurmState.RUNNING: RunState.RUNNING,
+    slurm.SlurmState.SUSPENDED: RunState.RUNNING,
+    slurm.SlurmState.CANCELLED: RunState.CANCELLED,
+    slurm.SlurmState.TIMEOUT: RunState.TIMED_OUT,
 }
 
 
@@ -147,43 +147,43 @@ class SlurmExecutor:
         return found
 
     def submit(self, request: LaunchRequest) -> RunStatus:
-        run_dir = self.job_dir(request.job_id)
-        known = self._slurm_id(request.job_id)
+        run_dir = self.job_dir(request.run_tag)
+        known = self._slurm_id(request.run_tag)
         if known is not None:
-            current = self.poll([request.job_id])[0]
+            current = self.poll([request.run_tag])[0]
             if not current.state.finished and current.state is not RunState.UNKNOWN:
                 return current  # already submitted: never twice
             _set_aside(run_dir)
-        live = self._find_live(request.job_id)
+        live = self._find_live(request.run_tag)
         if live is not None:  # submitted before a crash, its id not yet written
             run_dir.mkdir(parents=True, exist_ok=True)
             (run_dir / "slurm_id").write_text(live)
-            return self.poll([request.job_id])[0]
+            return self.poll([request.run_tag])[0]
         return self._submit(request, run_dir)
 
-    def poll(self, job_ids: list[str]) -> list[RunStatus]:
-        ids = {tag: self._slurm_id(tag) for tag in job_ids}
+    def poll(self, run_tags: list[str]) -> list[RunStatus]:
+        ids = {tag: self._slurm_id(tag) for tag in run_tags}
         wanted = [i for i in ids.values() if i]
-        live = {j.job_id: j for j in self._squeue(wanted)} if wanted else {}
-        done = {j.job_id: j for j in self._sacct(wanted)} if wanted else {}
-        return [self._status(tag, ids[tag], live, done) for tag in job_ids]
+        live = {j.site_job_id: j for j in self._squeue(wanted)} if wanted else {}
+        done = {j.site_job_id: j for j in self._sacct(wanted)} if wanted else {}
+        return [self._status(tag, ids[tag], live, done) for tag in run_tags]
 
-    def cancel(self, job_id: str) -> RunStatus:
-        slurm_id = self._slurm_id(job_id)
+    def cancel(self, run_tag: str) -> RunStatus:
+        slurm_id = self._slurm_id(run_tag)
         if slurm_id is None:
-            live = self._find_live(job_id)
+            live = self._find_live(run_tag)
             if live is None:
-                return RunStatus(job_id, RunState.UNKNOWN)
+                return RunStatus(run_tag, RunState.UNKNOWN)
             slurm_id = live
         self._run(scancel_argv(slurm_id))
-        return self.poll([job_id])[0]
+        return self.poll([run_tag])[0]
 
-    def usage(self, job_ids: list[str]) -> list[UsageSample]:
+    def usage(self, run_tags: list[str]) -> list[UsageSample]:
         found = []
-        for status in self.poll(job_ids):
+        for status in self.poll(run_tags):
             if status.elapsed_s is not None and status.gpus is not None:
                 found.append(
-                    UsageSample(status.job_id, status.gpus, dt.timedelta(seconds=status.elapsed_s))
+                    UsageSample(status.run_tag, status.gpus, dt.timedelta(seconds=status.elapsed_s))
                 )
         return found
 
@@ -195,7 +195,7 @@ class SlurmExecutor:
         for job in jobs:
             tag = job.run_tag
             if tag and job.partition in {m.slurm_partition for m in self.partitions.values()}:
-                tags.setdefault(tag, job.job_id)
+                tags.setdefault(tag, job.site_job_id)
         for tag, slurm_id in tags.items():
             run_dir = self.job_dir(tag)
             if self._slurm_id(tag) is None:
@@ -203,10 +203,10 @@ class SlurmExecutor:
                 (run_dir / "slurm_id").write_text(slurm_id)
         return self.poll(sorted(tags))
 
-    def job_dir(self, job_id: str) -> Path:
-        if job_id_of(job_id) is None:
-            raise ValueError(f"{job_id!r} is not a run tag")
-        return self.root / "runs" / job_id
+    def job_dir(self, run_tag: str) -> Path:
+        if job_id_of(run_tag) is None:
+            raise ValueError(f"{run_tag!r} is not a run tag")
+        return self.root / "runs" / run_tag
 
     # --- helpers -----------------------------------------------------------------------
 
@@ -223,7 +223,7 @@ class SlurmExecutor:
         log.touch()
         nodes = max(request.nodes, 1)
         job = BatchJob(
-            job_id=_job_number(request.job_id),
+            job_id=_job_number(request.run_tag),
             name="",  # the job's name is then exactly its run tag
             account=request.account or "",
             partition=mapping.slurm_partition,
@@ -246,7 +246,7 @@ class SlurmExecutor:
         out = self._run(argv)
         slurm_id = parse_sbatch_output(out)
         (run_dir / "slurm_id").write_text(slurm_id)
-        return RunStatus(request.job_id, RunState.PENDING, site_job_id=slurm_id)
+        return RunStatus(request.run_tag, RunState.PENDING, site_job_id=slurm_id)
 
     def _status(
         self,
@@ -265,7 +265,7 @@ class SlurmExecutor:
                 started_at=record.start,
                 ended_at=record.end,
                 exit_code=record.exit_code,
-                reason=None if record.state is slurm.JobState.COMPLETED else record.raw_state,
+                reason=None if record.state is slurm.SlurmState.COMPLETED else record.raw_state,
                 site_job_id=slurm_id,
                 gpus=record.gpus,
                 elapsed_s=float(record.elapsed_seconds),
@@ -292,7 +292,7 @@ class SlurmExecutor:
         # scripts are named exactly after the tag (see _submit): ask for that name only
         for job in self._squeue([], name=tag):
             if job.run_tag == tag and not job.state.finished:
-                return job.job_id
+                return job.site_job_id
         return None
 
     def _squeue(self, ids: list[str], name: str | None = None) -> list[slurm.SlurmJob]:
@@ -319,7 +319,7 @@ def _job_number(tag: str) -> int:
 
 
 def _final_state(job: slurm.SlurmJob) -> RunState:
-    if job.state is slurm.JobState.COMPLETED:
+    if job.state is slurm.SlurmState.COMPLETED:
         return RunState.SUCCEEDED if (job.exit_code or 0) == 0 else RunState.FAILED
     return _STATES.get(job.state, RunState.FAILED)
 

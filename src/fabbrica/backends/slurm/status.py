@@ -28,41 +28,46 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
+from fabbrica.core.jobs import RUN_TAG_PATTERN
+
 SEP = "\x1f"
 STATUS_ENV: Mapping[str, str] = {"TZ": "UTC", "SLURM_TIME_FORMAT": "standard"}
 
-# Column order is the order of the fields of each line; the parsers follow these tuples.
-SQUEUE_FIELDS: tuple[str, ...] = (
-    "JobID",
-    "Name",
-    "Comment",
-    "Account",
-    "UserName",
-    "Partition",
-    "State",
-    "Reason",
-    "StartTime",
-    "EndTime",
-    "TimeUsed",
-    "tres-alloc",
-    "tres-per-node",
+# Each command's columns, in the order it prints them, and the name each one is read as:
+# the parsers see one row shape, whichever command printed it.
+SQUEUE_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("JobID", "site_job_id"),
+    ("Name", "name"),
+    ("Comment", "comment"),
+    ("Account", "account"),
+    ("UserName", "user"),
+    ("Partition", "partition"),
+    ("State", "state"),
+    ("Reason", "reason"),
+    ("StartTime", "start"),
+    ("EndTime", "end"),
+    ("TimeUsed", "elapsed"),
+    ("tres-alloc", "tres"),
+    ("tres-per-node", "tres_requested"),
 )
-SACCT_FIELDS: tuple[str, ...] = (
-    "JobID",
-    "JobName",
-    "Comment",
-    "Account",
-    "User",
-    "Partition",
-    "State",
-    "Reason",
-    "ExitCode",
-    "Start",
-    "End",
-    "ElapsedRaw",
-    "AllocTRES",
-    "ReqTRES",
+SACCT_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("JobID", "site_job_id"),
+    ("JobName", "name"),
+    ("Comment", "comment"),
+    ("Account", "account"),
+    ("User", "user"),
+    ("Partition", "partition"),
+    ("State", "state"),
+    ("Reason", "reason"),
+    ("ExitCode", "exit_code"),
+    ("Start", "start"),
+    ("End", "end"),
+    ("ElapsedRaw", "elapsed"),
+    ("AllocTRES", "tres"),
+    ("ReqTRES", "tres_requested"),
 )
+SQUEUE_FIELDS: tuple[str, ...] = tuple(column for column, _ in SQUEUE_COLUMNS)
+SACCT_FIELDS: tuple[str, ...] = tuple(column for column, _ in SACCT_COLUMNS)
 ASSOC_FIELDS: tuple[str, ...] = ("Cluster", "Account", "User", "GrpTRESMins")
 
 # squeue's answer when the one job asked for is no longer known (exit code 1)
@@ -70,13 +75,13 @@ SQUEUE_INVALID_JOB = "Invalid job id specified"
 
 _JOB_ID = re.compile(r"[0-9]+(?:_[0-9]+|_\[[0-9,\-%]+\]|\+[0-9]+)?")
 _NAME = re.compile(r"[A-Za-z0-9_.@+-]+")
-_RUN_TAG = re.compile(r"(fab-[0-9]+)(?:-|$)")
+_RUN_TAG = re.compile(rf"({RUN_TAG_PATTERN})(?:-|$)")  # in a comment, or a name fab-<id>-...
 _DURATION = re.compile(r"(?:(?P<d>[0-9]+)-)?(?:(?P<h>[0-9]+):)?(?P<m>[0-9]+):(?P<s>[0-9]+)")
 _MEMORY_UNITS = {"K": 1 / 1024, "M": 1, "G": 1024, "T": 1024**2, "P": 1024**3}
 _NO_VALUE = frozenset({"", "None", "none", "(null)", "N/A", "n/a", "Unknown", "INVALID"})
 
 
-class JobState(StrEnum):
+class SlurmState(StrEnum):
     """A Slurm job state, normalised: `raw_state` on the job keeps what Slurm printed."""
 
     PENDING = "pending"
@@ -99,34 +104,34 @@ class JobState(StrEnum):
 
 
 _NOT_FINISHED = frozenset(
-    {JobState.PENDING, JobState.RUNNING, JobState.SUSPENDED, JobState.UNKNOWN}
+    {SlurmState.PENDING, SlurmState.RUNNING, SlurmState.SUSPENDED, SlurmState.UNKNOWN}
 )
 
-_STATES: Mapping[str, JobState] = {
-    "PENDING": JobState.PENDING,
-    "REQUEUED": JobState.PENDING,
-    "REQUEUE_HOLD": JobState.PENDING,
-    "REQUEUE_FED": JobState.PENDING,
-    "RESV_DEL_HOLD": JobState.PENDING,
-    "RUNNING": JobState.RUNNING,
-    "CONFIGURING": JobState.RUNNING,
-    "COMPLETING": JobState.RUNNING,  # the job is over, its final state not yet known
-    "STAGE_OUT": JobState.RUNNING,
-    "SIGNALING": JobState.RUNNING,
-    "RESIZING": JobState.RUNNING,
-    "SUSPENDED": JobState.SUSPENDED,
-    "STOPPED": JobState.SUSPENDED,
-    "COMPLETED": JobState.COMPLETED,
-    "FAILED": JobState.FAILED,
-    "SPECIAL_EXIT": JobState.FAILED,
-    "CANCELLED": JobState.CANCELLED,
-    "REVOKED": JobState.CANCELLED,
-    "TIMEOUT": JobState.TIMEOUT,
-    "NODE_FAIL": JobState.NODE_FAIL,
-    "OUT_OF_MEMORY": JobState.OUT_OF_MEMORY,
-    "PREEMPTED": JobState.PREEMPTED,
-    "BOOT_FAIL": JobState.BOOT_FAIL,
-    "DEADLINE": JobState.DEADLINE,
+_STATES: Mapping[str, SlurmState] = {
+    "PENDING": SlurmState.PENDING,
+    "REQUEUED": SlurmState.PENDING,
+    "REQUEUE_HOLD": SlurmState.PENDING,
+    "REQUEUE_FED": SlurmState.PENDING,
+    "RESV_DEL_HOLD": SlurmState.PENDING,
+    "RUNNING": SlurmState.RUNNING,
+    "CONFIGURING": SlurmState.RUNNING,
+    "COMPLETING": SlurmState.RUNNING,  # the job is over, its final state not yet known
+    "STAGE_OUT": SlurmState.RUNNING,
+    "SIGNALING": SlurmState.RUNNING,
+    "RESIZING": SlurmState.RUNNING,
+    "SUSPENDED": SlurmState.SUSPENDED,
+    "STOPPED": SlurmState.SUSPENDED,
+    "COMPLETED": SlurmState.COMPLETED,
+    "FAILED": SlurmState.FAILED,
+    "SPECIAL_EXIT": SlurmState.FAILED,
+    "CANCELLED": SlurmState.CANCELLED,
+    "REVOKED": SlurmState.CANCELLED,
+    "TIMEOUT": SlurmState.TIMEOUT,
+    "NODE_FAIL": SlurmState.NODE_FAIL,
+    "OUT_OF_MEMORY": SlurmState.OUT_OF_MEMORY,
+    "PREEMPTED": SlurmState.PREEMPTED,
+    "BOOT_FAIL": SlurmState.BOOT_FAIL,
+    "DEADLINE": SlurmState.DEADLINE,
 }
 
 
@@ -139,15 +144,16 @@ class SlurmJob:
     AccountingStorageTRES) or the job asked for a model. `exit_code` and `signal` come
     from sacct's `ExitCode` (`code:signal`) and are None from squeue. A job cancelled
     before it started may have `start` equal to `end` (and `elapsed_seconds` 0).
+    `site_job_id` is Slurm's id of the job (`123`, `123_4` for an array task).
     """
 
-    job_id: str
+    site_job_id: str
     name: str
     comment: str
     account: str
     user: str
     partition: str
-    state: JobState
+    state: SlurmState
     raw_state: str
     reason: str | None
     exit_code: int | None
@@ -193,14 +199,14 @@ class Association:
 # --- command lines ------------------------------------------------------------------------
 
 
-def squeue_argv(job_ids: Iterable[str] = (), *, name: str | None = None) -> list[str]:
+def squeue_argv(site_job_ids: Iterable[str] = (), *, name: str | None = None) -> list[str]:
     """Jobs the controller knows, finished ones included (for MinJobAge after their end).
 
     With exactly one job id that the controller has forgotten, squeue exits 1 with
     `SQUEUE_INVALID_JOB` on stderr: read that as no jobs (`is_invalid_job_error`).
     """
     fmt = ",".join(f"{field}:0{SEP}" for field in SQUEUE_FIELDS)
-    argv = ["squeue", "--noheader", "--states=all", f"--Format={fmt}", *_jobs(job_ids)]
+    argv = ["squeue", "--noheader", "--states=all", f"--Format={fmt}", *_jobs(site_job_ids)]
     if name is not None:
         if not _NAME.fullmatch(name):
             raise ValueError(f"job name {name!r} is not [A-Za-z0-9_.@+-]+")
@@ -208,7 +214,7 @@ def squeue_argv(job_ids: Iterable[str] = (), *, name: str | None = None) -> list
     return argv
 
 
-def sacct_argv(job_ids: Iterable[str] = (), *, since: dt.datetime | None = None) -> list[str]:
+def sacct_argv(site_job_ids: Iterable[str] = (), *, since: dt.datetime | None = None) -> list[str]:
     """Accounting records, one line per job allocation (no steps).
 
     Without `since`, sacct starts at midnight today, unless job ids are given (then at
@@ -224,7 +230,7 @@ def sacct_argv(job_ids: Iterable[str] = (), *, since: dt.datetime | None = None)
     ]
     if since is not None:
         argv.append("--starttime=" + _utc(since).strftime("%Y-%m-%dT%H:%M:%S"))
-    return argv + _jobs(job_ids)
+    return argv + _jobs(site_job_ids)
 
 
 def assoc_argv(cluster: str | None = None, account: str | None = None) -> list[str]:
@@ -242,11 +248,11 @@ def is_invalid_job_error(stderr: str) -> bool:
     return SQUEUE_INVALID_JOB in stderr
 
 
-def _jobs(job_ids: Iterable[str]) -> list[str]:
-    ids = list(job_ids)
-    for job_id in ids:
-        if not _JOB_ID.fullmatch(job_id):
-            raise ValueError(f"{job_id!r} is not a Slurm job id")
+def _jobs(site_job_ids: Iterable[str]) -> list[str]:
+    ids = list(site_job_ids)
+    for site_job_id in ids:
+        if not _JOB_ID.fullmatch(site_job_id):
+            raise ValueError(f"{site_job_id!r} is not a Slurm job id")
     return ["--jobs=" + ",".join(ids)] if ids else []
 
 
@@ -255,65 +261,59 @@ def _jobs(job_ids: Iterable[str]) -> list[str]:
 
 def parse_squeue(text: str, *, tz: dt.tzinfo = dt.UTC) -> list[SlurmJob]:
     """Jobs from `squeue_argv()` output. Times are read in `tz` and returned in UTC."""
-    jobs = []
-    for row in _rows(text, SQUEUE_FIELDS, trailing_sep=True):
-        state, raw = parse_state(row["State"])
-        gpus, model = gpus_from_tres(row["tres-alloc"])
-        started = state is not JobState.PENDING
-        jobs.append(
-            SlurmJob(
-                job_id=row["JobID"],
-                name=_text(row["Name"]),
-                comment=_text(row["Comment"]),
-                account=_text(row["Account"]),
-                user=_text(row["UserName"]),
-                partition=_text(row["Partition"]),
-                state=state,
-                raw_state=raw,
-                reason=_optional(row["Reason"]),
-                exit_code=None,
-                signal=None,
-                start=parse_time(row["StartTime"], tz=tz) if started else None,
-                end=parse_time(row["EndTime"], tz=tz) if state.finished else None,
-                elapsed_seconds=parse_duration(row["TimeUsed"]),
-                gpus=gpus,
-                gpu_model=model or gpu_model_from_gres(row["tres-per-node"]),
-            )
-        )
-    return jobs
+    return [
+        _slurm_job(row, tz=tz, accounted=False)
+        for row in _rows(text, SQUEUE_COLUMNS, trailing_sep=True)
+    ]
 
 
 def parse_sacct(text: str, *, tz: dt.tzinfo = dt.UTC) -> list[SlurmJob]:
     """Jobs from `sacct_argv()` output; step lines (`123.batch`), if any, are skipped."""
-    jobs = []
-    for row in _rows(text, SACCT_FIELDS, trailing_sep=False):
-        if "." in row["JobID"]:
-            continue
-        state, raw = parse_state(row["State"])
-        alloc = gpus_from_tres(row["AllocTRES"])
-        gpus, model = alloc if _optional(row["AllocTRES"]) else gpus_from_tres(row["ReqTRES"])
-        exit_code, signal = parse_exit_code(row["ExitCode"])
-        jobs.append(
-            SlurmJob(
-                job_id=row["JobID"],
-                name=_text(row["JobName"]),
-                comment=_text(row["Comment"]),
-                account=_text(row["Account"]),
-                user=_text(row["User"]),
-                partition=_text(row["Partition"]),
-                state=state,
-                raw_state=raw,
-                reason=_optional(row["Reason"]),
-                exit_code=exit_code if state.finished else None,
-                signal=signal if state.finished else None,
-                start=parse_time(row["Start"], tz=tz),
-                end=parse_time(row["End"], tz=tz) if state.finished else None,
-                elapsed_seconds=_int(row["ElapsedRaw"]),
-                gpus=gpus,
-                gpu_model=model,
-            )
-        )
-    return jobs
+    return [
+        _slurm_job(row, tz=tz, accounted=True)
+        for row in _rows(text, SACCT_COLUMNS, trailing_sep=False)
+        if "." not in row["site_job_id"]
+    ]
+
+
+def _slurm_job(row: Mapping[str, str], *, tz: dt.tzinfo, accounted: bool) -> SlurmJob:
+    """One job from a row of squeue (`accounted` False) or sacct (True) output.
+
+    What differs: sacct alone has the exit code, counts elapsed time in seconds rather
+    than `[days-]h:m:s`, gives a start time to a pending job (a planned one), and lacks
+    allocated TRES before the start (then the requested TRES count); squeue names the GPU
+    model in the per-node request when the allocation does not."""
+    state, raw = parse_state(row["state"])
+    if accounted:
+        allocated = _optional(row["tres"]) is not None
+        gpus, model = gpus_from_tres(row["tres"] if allocated else row["tres_requested"])
+        exit_code, signal = parse_exit_code(row["exit_code"])
+        elapsed = _int(row["elapsed"])
+        start_known = True
+    else:
+        gpus, model = gpus_from_tres(row["tres"])
+        model = model or gpu_model_from_gres(row["tres_requested"])
+        exit_code, signal = None, None
+        elapsed = parse_duration(row["elapsed"])
+        start_known = state is not SlurmState.PENDING
+    return SlurmJob(
+        site_job_id=row["site_job_id"],
+        name=_text(row["name"]),
+        comment=_text(row["comment"]),
+        account=_text(row["account"]),
+        user=_text(row["user"]),
+        partition=_text(row["partition"]),
+        state=state,
+        raw_state=raw,
+        reason=_optional(row["reason"]),
+        exit_code=exit_code if state.finished else None,
+        signal=signal if state.finished else None,
+        start=parse_time(row["start"], tz=tz) if start_known else None,
+        end=parse_time(row["end"], tz=tz) if state.finished else None,
+        elapsed_seconds=elapsed,
+        gpus=gpus,
+        gpu_model=model,
+    )
 
 
 def parse_assoc(text: str) -> list[Association]:
@@ -341,11 +341,11 @@ def parse_assoc(text: str) -> list[Association]:
     return rows
 
 
-def parse_state(text: str) -> tuple[JobState, str]:
-    """(`JobState`, raw) from `CANCELLED by 0`, `COMPLETED`, `PD`...; UNKNOWN if unheard of."""
+def parse_state(text: str) -> tuple[SlurmState, str]:
+    """(`SlurmState`, raw) from `CANCELLED by 0`, `COMPLETED`, `PD`...; UNKNOWN if unheard of."""
     raw = text.strip()
     word = raw.split(" ", 1)[0].rstrip("+").upper()
-    return _STATES.get(word, JobState.UNKNOWN), raw
+    return _STATES.get(word, SlurmState.UNKNOWN), raw
 
 
 def parse_tres(text: str) -> dict[str, str]:
@@ -414,7 +414,11 @@ def parse_exit_code(text: str) -> tuple[int | None, int | None]:
     return int(code), int(signal)
 
 
-def _rows(text: str, fields: tuple[str, ...], *, trailing_sep: bool) -> list[dict[str, str]]:
+def _rows(
+    text: str, columns: tuple[tuple[str, str], ...], *, trailing_sep: bool
+) -> list[dict[str, str]]:
+    """Each line as {name: value}, named after `columns`."""
+    names = [name for _, name in columns]
     rows = []
     for line in text.splitlines():
         if not line.strip():
@@ -422,9 +426,9 @@ def _rows(text: str, fields: tuple[str, ...], *, trailing_sep: bool) -> list[dic
         values = line.split(SEP)
         if trailing_sep and values and values[-1] == "":
             values.pop()
-        if len(values) != len(fields):
-            raise ValueError(f"expected {len(fields)} fields, got {len(values)}: {line!r}")
-        rows.append(dict(zip(fields, values, strict=True)))
+        if len(values) != len(names):
+            raise ValueError(f"expected {len(names)} fields, got {len(values)}: {line!r}")
+        rows.append(dict(zip(names, values, strict=True)))
     return rows
 
 

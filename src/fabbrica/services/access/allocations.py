@@ -105,7 +105,7 @@ def get_allocation(session: Session, actor: User, allocation_id: int) -> Allocat
 
 
 @dataclass(frozen=True)
-class Change:
+class AllocationChange:
     """One operator action: extend (months or until), top_up, suspend, resume, terminate."""
 
     action: str
@@ -116,7 +116,7 @@ class Change:
 
 
 def change(
-    session: Session, actor: User, allocation_id: int, change: Change, *, now: dt.datetime
+    session: Session, actor: User, allocation_id: int, change: AllocationChange, *, now: dt.datetime
 ) -> Allocation:
     require_staff(actor, "change allocations")
     allocation = get_allocation(session, actor, allocation_id)
@@ -137,7 +137,7 @@ def change(
     return allocation
 
 
-def _apply(allocation: Allocation, change: Change, now: dt.datetime) -> None:
+def _apply(allocation: Allocation, change: AllocationChange, now: dt.datetime) -> None:
     state = AllocationState(allocation.state)
     terminal = state in (AllocationState.TERMINATED, AllocationState.EXPIRED)
     if change.action == "extend":

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from fabbrica.catalog.model import AccessMode, Catalog, Decision, Factory, Intake
-from fabbrica.core.access import AllocationState, CallState
+from fabbrica.catalog.model import AccessMode, Catalog, Decision, Factory
+from fabbrica.core.access import AllocationState, CallState, Intake
 from fabbrica.core.errors import InvalidInput, NotFound
 from fabbrica.core.identity import Role
 from fabbrica.core.text import clean_text

@@ -15,13 +15,14 @@ from fabbrica.core.access import (
     MAX_ABSTRACT_CHARS,
     Applicant,
     CallState,
+    GrantRequest,
     ProposalState,
     Refusal,
-    Request,
     eligibility_refusals,
     next_cutoff,
 )
 from fabbrica.core.errors import Conflict, InvalidInput, NotFound
+from fabbrica.core.identity import Role
 from fabbrica.core.lookup import resolve
 from fabbrica.core.text import clean_text
 from fabbrica.services import notify
@@ -168,7 +169,7 @@ def _check_eligible(
     refusals += eligibility_refusals(
         Applicant(org.country, org.type),
         mode,
-        Request(proposal.gpu_hours, proposal.months, proposal.gpu_model),
+        GrantRequest(proposal.gpu_hours, proposal.months, proposal.gpu_model),
         eligible_countries=catalog.eligibility.countries,
         factory_gpu_models=operating_gpu_models(factory) if factory else set(),
         call_open=call.state == CallState.OPEN,
@@ -310,6 +311,20 @@ def get_proposal(session: Session, actor: User, proposal_id: int) -> Proposal:
     proposal = session.get(Proposal, proposal_id)
     if proposal is None or not may_see(session, actor, proposal):
         raise NotFound(f"no proposal {proposal_id}", field="proposal_id")
+    return proposal
+
+
+def proposal_to_review(session: Session, actor: User, proposal_id: int) -> Proposal:
+    """The proposal a review (or a conflict) is about to be given on. Reviewers reach
+    proposals in review and those they reviewed (there they learn why they may not review
+    one); others only the proposals they may see."""
+    if Role(actor.role) is not Role.REVIEWER:
+        return get_proposal(session, actor, proposal_id)
+    proposal = session.get(Proposal, proposal_id)
+    if proposal is None or not (
+        proposal.state == ProposalState.IN_REVIEW or reviews.has_reviewed(session, actor, proposal)
+    ):
+        raise NotFound(f"no proposal {proposal_id} in review", field="proposal_id")
     return proposal
 
 

@@ -1,4 +1,5 @@
-"""The backend protocol: submit, poll, cancel, capacity, usage, capabilities."""
+"""The executor contract (submit, poll, cancel, capacity, usage, capabilities) and the
+types that cross it. The core owns it; backends implement it, services drive it."""
 
 from __future__ import annotations
 
@@ -6,11 +7,14 @@ import datetime as dt
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 
 class Capability(StrEnum):
-    """What a backend can do beyond one single-node job. Placement respects the absence."""
+    """What a backend can do beyond one single-node job, as `Executor.capabilities()`
+    declares it (an agent reports its backend's). Placement respects the absence: a
+    multi-node job is placed only where MULTI_NODE is declared."""
 
     MULTI_NODE = "multi_node"
     CONTAINERS = "containers"
@@ -41,9 +45,10 @@ class RunState(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class LaunchRequest:
-    """What to run. `job_id` tags the run so a restarted loop can find it again."""
+    """What to run. `run_tag` (`fab-<job id>`) tags the run so that a restarted loop can
+    find it again."""
 
-    job_id: str
+    run_tag: str
     partition: str
     gpus: int
     nodes: int
@@ -60,7 +65,9 @@ class LaunchRequest:
 
 @dataclass(frozen=True, slots=True)
 class RunStatus:
-    job_id: str
+    """A run's state as its backend reports it, known by its run tag."""
+
+    run_tag: str
     state: RunState
     started_at: dt.datetime | None = None
     ended_at: dt.datetime | None = None
@@ -84,7 +91,7 @@ class Capacity:
 
 @dataclass(frozen=True, slots=True)
 class UsageSample:
-    job_id: str
+    run_tag: str
     gpus: int
     elapsed: dt.timedelta
 
@@ -100,17 +107,32 @@ class Executor(Protocol):
     def capacity(self) -> list[Capacity]: ...
 
     def submit(self, request: LaunchRequest) -> RunStatus:
-        """Start (or queue) the run; idempotent for a `job_id` it already has."""
+        """Start (or queue) the run; idempotent for a `run_tag` it already has."""
         ...
 
-    def poll(self, job_ids: list[str]) -> list[RunStatus]:
-        """The current status of each run (UNKNOWN for ids it does not know)."""
+    def poll(self, run_tags: list[str]) -> list[RunStatus]:
+        """The current status of each run (UNKNOWN for tags it does not know)."""
         ...
 
-    def cancel(self, job_id: str) -> RunStatus: ...
+    def cancel(self, run_tag: str) -> RunStatus: ...
 
-    def usage(self, job_ids: list[str]) -> list[UsageSample]: ...
+    def usage(self, run_tags: list[str]) -> list[UsageSample]: ...
 
     def adopt(self) -> list[RunStatus]:
-        """Every run this backend holds that carries a Fabbrica job id (for reconcile)."""
+        """Every run this backend holds that carries a Fabbrica run tag (for reconcile)."""
         ...
+
+
+@runtime_checkable
+class JobFiles(Protocol):
+    """An executor that keeps each run's files on this machine, in a directory of its own:
+    `log` (stdout and stderr), `work/` (the unpacked workdir, where outputs are written).
+    The local and Slurm executors do; so does an agent link whose agent uploads the logs
+    here. The agent sends logs, and the API serves logs and outputs, only of these."""
+
+    def job_dir(self, run_tag: str) -> Path: ...
+
+
+def job_files(executor: Executor | None) -> JobFiles | None:
+    """The executor's job files, when it keeps them here (the one probe for them)."""
+    return executor if isinstance(executor, JobFiles) else None

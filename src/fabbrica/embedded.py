@@ -1,5 +1,6 @@
-"""The agent of a factory that runs inside `fabbrica up` (the embedded `local` factory):
-the same agent loop, with calls that go to the services directly instead of over HTTP."""
+"""The embedded default's wiring: the agent of a factory that runs inside `fabbrica up`
+(the `local` factory). It is the same agent loop as a site's, with calls that go to the
+services directly instead of over HTTP; it sits beside `server.py`, above the services."""
 
 from __future__ import annotations
 
@@ -8,9 +9,9 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-from fabbrica.agent.client import Account, ApiUnavailable, SyncAnswer
-from fabbrica.backends.protocol import Capacity, RunStatus
 from fabbrica.catalog.model import Catalog
+from fabbrica.core.agent_api import ApiUnavailable, SiteAccount, SyncAnswer, SyncReport
+from fabbrica.core.executor import Capacity, RunStatus
 from fabbrica.services import agents
 from fabbrica.store.db import Database
 from fabbrica.store.models import Job, User
@@ -45,18 +46,17 @@ class InProcessClient:
         capacity: list[Capacity],
         runs: list[RunStatus],
     ) -> SyncAnswer:
-        report = agents.Report(backend, capabilities, capacity, runs)
+        report = SyncReport(backend, capabilities, capacity, runs)
         try:
             with self.db.session() as session:
                 actor = session.get_one(User, self.user_id)
-                answer = agents.sync(
+                return agents.sync(
                     session, self.catalog, actor, report, now=self.clock(), lease=self.lease
                 )
         except Exception as exc:  # the database is away: the loop backs off and retries
             raise ApiUnavailable(f"sync of {self.factory_id}: {exc}") from exc
-        return SyncAnswer(self.factory_id, answer.lease_seconds, answer.launch, answer.cancel)
 
-    def accounts(self) -> list[Account]:
+    def accounts(self) -> list[SiteAccount]:
         return []
 
     def download(self, api_path: str, dest: Path) -> Path:

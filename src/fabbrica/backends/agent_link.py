@@ -1,0 +1,128 @@
+"""`AgentLink`: the executor of a factory run by a site agent, as the control loop sees it.
+
+Its answers come from what the agent last reported (the `agents` and `jobs` tables), never
+from the site: the agent pulls its work and pushes states, and the central service never
+connects to a site. Its calls only read, because the control loop calls executors while it
+holds its own transaction (on SQLite a second writer would wait for it). A job's lease
+starts when it is dispatched and is renewed by the agent's syncs (services/agents.py).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+from sqlalchemy.orm import Session
+
+from fabbrica.core.errors import NotFound
+from fabbrica.core.executor import (
+    Capability,
+    Capacity,
+    LaunchRequest,
+    RunState,
+    RunStatus,
+    UsageSample,
+)
+from fabbrica.core.jobs import JobState, job_id_of
+from fabbrica.store.db import Database
+from fabbrica.store.models import Agent, Job
+
+DEFAULT_LEASE = dt.timedelta(seconds=60)
+STALE_AFTER = dt.timedelta(seconds=30)  # capacity older than this is not used for placement
+
+
+class AgentLink:
+    """An `Executor` for a factory run by a site agent: reads what the agent reported.
+
+    Its calls only read (the control loop calls them while it holds its own transaction,
+    and on SQLite a second writer would wait for it): a job's lease starts when it is
+    dispatched and is renewed by the agent's syncs."""
+
+    def __init__(
+        self,
+        db: Database,
+        factory_id: str,
+        clock: Callable[[], dt.datetime],
+        files: Path | None = None,
+        stale_after: dt.timedelta = STALE_AFTER,
+        lease: dt.timedelta = DEFAULT_LEASE,
+        job_dirs: Callable[[str], Path] | None = None,
+    ) -> None:
+        self.db = db
+        self.factory_id = factory_id
+        self.name = f"agent {factory_id}"
+        self.clock = clock
+        self.files = files
+        self.stale_after = stale_after
+        self.lease = lease
+        self.job_dirs = job_dirs  # an in-process agent's executor keeps the files here
+
+    def _agent(self, session: Session) -> Agent | None:
+        return session.get(Agent, self.factory_id)
+
+    def capabilities(self) -> frozenset[Capability]:
+        with self.db.read_session() as session:
+            agent = self._agent(session)
+            names = json.loads(agent.capabilities) if agent else []
+        return frozenset(Capability(n) for n in names if n in Capability._value2member_map_)
+
+    def capacity(self) -> list[Capacity]:
+        """What the agent last reported, unless it has gone quiet (then nothing: no job is
+        placed on a factory whose agent does not answer)."""
+        with self.db.read_session() as session:
+            agent = self._agent(session)
+            if agent is None or agent.last_seen_at is None:
+                return []
+            if self.clock() - agent.last_seen_at > self.stale_after:
+                return []
+            return [Capacity(**c) for c in json.loads(agent.capacity)]
+
+    def submit(self, request: LaunchRequest) -> RunStatus:
+        """Nothing to do: the job waits for the agent's next sync to take it."""
+        return RunStatus(request.run_tag, RunState.PENDING)
+
+    def poll(self, run_tags: list[str]) -> list[RunStatus]:
+        now = self.clock()
+        found = []
+        with self.db.read_session() as session:
+            for tag in run_tags:
+                job_id = job_id_of(tag)
+                job = session.get(Job, job_id) if job_id is not None else None
+                if job is None:
+                    found.append(RunStatus(tag, RunState.UNKNOWN))
+                    continue
+                since = job.dispatched_at or now
+                expiry = job.lease_until or since + self.lease
+                if expiry < now:
+                    found.append(RunStatus(tag, RunState.LOST, reason="the agent's lease ran out"))
+                elif job.state == JobState.RUNNING.value:
+                    found.append(RunStatus(tag, RunState.RUNNING, started_at=job.started_at))
+                else:
+                    found.append(RunStatus(tag, RunState.PENDING))
+        return found
+
+    def cancel(self, run_tag: str) -> RunStatus:
+        """A job the agent has not submitted yet (no site id) is cancelled here and now;
+        otherwise the agent cancels it at its next sync (the job is marked)."""
+        job_id = job_id_of(run_tag)
+        with self.db.read_session() as session:
+            job = session.get(Job, job_id) if job_id is not None else None
+            if job is not None and job.state == JobState.DISPATCHED.value and not job.site_job_id:
+                return RunStatus(run_tag, RunState.CANCELLED, reason="cancelled before it started")
+        return self.poll([run_tag])[0]
+
+    def usage(self, run_tags: list[str]) -> list[UsageSample]:
+        return []
+
+    def adopt(self) -> list[RunStatus]:
+        return []
+
+    def job_dir(self, tag: str) -> Path:
+        """Where the agent's uploads of a job's log and outputs are kept on this server."""
+        if self.job_dirs is not None:
+            return self.job_dirs(tag)
+        if self.files is None:
+            raise NotFound("this server keeps no files of agents' jobs", field="job_id")
+        return self.files / "agents" / self.factory_id / tag
