@@ -36,6 +36,7 @@ from fabbrica.core.access import AllocationState
 from fabbrica.core.errors import Conflict, Forbidden, InvalidInput, NotFound
 from fabbrica.core.identity import Role
 from fabbrica.core.jobs import JobState, job_id_of
+from fabbrica.services.access.visibility import require_operator_of, require_staff
 from fabbrica.services.identity import issue_token
 from fabbrica.services.run_status import apply_status, launch_request
 from fabbrica.store.db import Database
@@ -56,18 +57,15 @@ def slurm_account(project_id: str) -> str:
     return project_id.lower()
 
 
-def require_staff(actor: User) -> None:
-    if actor.role not in (Role.ADMIN.value, Role.OPERATOR.value):
-        raise Forbidden("only an admin or an operator may manage site agents")
-
-
 def create_agent_token(
     session: Session, catalog: Catalog, actor: User, factory_id: str, *, now: dt.datetime
 ) -> tuple[User, str]:
-    """A token for `factory_id`'s agent (its agent user is made on first use)."""
-    require_staff(actor)
+    """A token for `factory_id`'s agent (its agent user is made on first use): an admin,
+    or an operator of the factory."""
+    require_staff(actor, "manage site agents")
     if catalog.factory(factory_id) is None:
         raise NotFound(f"no factory {factory_id!r} in the catalog", field="factory")
+    require_operator_of(session, actor, factory_id, "manage site agents")
     user = ensure_agent(session, factory_id, now=now)
     _, secret = issue_token(session, user, name=f"agent {factory_id}", now=now)
     return user, secret
@@ -98,8 +96,9 @@ def ensure_agent(session: Session, factory_id: str, *, now: dt.datetime) -> User
 def set_site_username(
     session: Session, actor: User, factory_id: str, email: str, username: str
 ) -> SiteUsername:
-    """Map a Fabbrica user to their username at a factory (jobs run as it there)."""
-    require_staff(actor)
+    """Map a Fabbrica user to their username at a factory (jobs run as it there): an
+    admin, or an operator of the factory."""
+    require_operator_of(session, actor, factory_id, "manage site agents")
     if not USERNAME.match(username):
         raise InvalidInput(
             f"{username!r} is not a site username (lower case, digits, _ . -)", field="username"

@@ -18,9 +18,8 @@ from fabbrica.sched.placement import fits
 from fabbrica.sched.reasons import no_candidate_reason
 from fabbrica.services.access.allocations import in_force
 from fabbrica.services.access.visibility import (
-    is_staff,
+    job_filter,
     visible_project,
-    visible_project_pks,
 )
 from fabbrica.services.accounting import remaining
 from fabbrica.store.models import Allocation, Job, Project, ProjectMember, User
@@ -185,9 +184,9 @@ def _check_allocations(
 
 def get_job(session: Session, actor: User, job_id: int) -> Job:
     job = session.get(Job, job_id)
-    if job is None or not (
-        is_staff(actor)
-        or session.scalar(visible_project_pks(actor).where(Project.pk == job.project_pk))
+    if (
+        job is None
+        or session.scalar(select(Job.id).where(Job.id == job_id, job_filter(actor))) is None
     ):
         raise NotFound(f"no job {job_id}", field="job_id")
     return job
@@ -199,8 +198,7 @@ def list_jobs(
     query = select(Job).order_by(Job.id.desc()).limit(limit)
     if project_id is not None:
         query = query.where(Job.project_pk == visible_project(session, actor, project_id).pk)
-    elif not is_staff(actor):
-        query = query.where(Job.project_pk.in_(visible_project_pks(actor)))
+    query = query.where(job_filter(actor))
     return list(session.scalars(query))
 
 

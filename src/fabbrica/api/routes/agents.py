@@ -28,6 +28,7 @@ from fabbrica.backends.protocol import Capacity, RunStatus
 from fabbrica.core.errors import Conflict, NotFound
 from fabbrica.core.jobs import run_tag
 from fabbrica.services import agents
+from fabbrica.services.access.visibility import in_operated, require_staff
 from fabbrica.store.models import Agent
 
 router = APIRouter(tags=["agents"])
@@ -55,8 +56,9 @@ def create_agent_token(
 
 @router.get("/agents")
 def list_agents(session: SessionDep, actor: CurrentUser) -> list[AgentPublic]:
-    """Every factory's agent: backend, last heartbeat, capacity (admin or operator)."""
-    agents.require_staff(actor)
+    """Every factory's agent: backend, last heartbeat, capacity (admin; an operator: the
+    agents of the factories they operate)."""
+    require_staff(actor, "manage site agents")
     return [
         AgentPublic(
             factory=a.factory_id,
@@ -65,7 +67,9 @@ def list_agents(session: SessionDep, actor: CurrentUser) -> list[AgentPublic]:
             capabilities=json.loads(a.capabilities),
             capacity=[CapacityIn(**c) for c in json.loads(a.capacity)],
         )
-        for a in session.scalars(select(Agent).order_by(Agent.factory_id))
+        for a in session.scalars(
+            select(Agent).where(in_operated(actor, Agent.factory_id)).order_by(Agent.factory_id)
+        )
     ]
 
 

@@ -14,7 +14,7 @@ from fabbrica.core.errors import InvalidInput, NotFound
 from fabbrica.core.identity import Role
 from fabbrica.core.text import clean_text
 from fabbrica.services.access import audit
-from fabbrica.services.access.visibility import require_staff
+from fabbrica.services.access.visibility import require_operator_of
 from fabbrica.store.models import Allocation, Call, CallReviewer, User
 
 HOURS_PER_MONTH = 720
@@ -117,8 +117,8 @@ class CallChanges:
 def update_call(
     session: Session, actor: User, call_id: str, changes: CallChanges, *, now: dt.datetime
 ) -> Call:
-    require_staff(actor, "change a call")
     call = get_call(session, call_id)
+    require_operator_of(session, actor, call.factory_id, "change a call")
     reason = (
         clean_text(changes.reason, "reason", max_len=500, min_len=0) if changes.reason else None
     )
@@ -167,8 +167,8 @@ def committed_gpu_hours(session: Session, call: Call) -> float:
 def add_reviewer(
     session: Session, actor: User, call_id: str, user_id: int, now: dt.datetime
 ) -> Call:
-    require_staff(actor, "assign reviewers")
     call = get_call(session, call_id)
+    require_operator_of(session, actor, call.factory_id, "assign reviewers")
     reviewer = session.get(User, user_id)
     if reviewer is None or Role(reviewer.role) is not Role.REVIEWER:
         raise InvalidInput(f"user {user_id} is not a reviewer", field="user_id")

@@ -15,10 +15,10 @@ from fabbrica.services import notify
 from fabbrica.services.access import audit
 from fabbrica.services.access.visibility import (
     INVITED_ROLES,
-    is_staff,
-    joined_org_ids,
     org_role,
+    sees_all,
     visible_org,
+    visible_org_ids,
 )
 from fabbrica.services.identity import normalise_email
 from fabbrica.store.models import Organisation, OrganisationMember, User
@@ -63,8 +63,8 @@ def create_organisation(
 
 def list_organisations(session: Session, actor: User) -> list[Organisation]:
     query = select(Organisation).order_by(Organisation.id)
-    if not is_staff(actor):
-        query = query.where(Organisation.id.in_(joined_org_ids(actor)))
+    if not sees_all(actor):
+        query = query.where(Organisation.id.in_(visible_org_ids(actor)))
     return list(session.scalars(query))
 
 

@@ -29,13 +29,12 @@ from fabbrica.services.access import audit, reviews
 from fabbrica.services.access.allocations import create_allocation, overdue_reports
 from fabbrica.services.access.calls import committed_gpu_hours, get_call, operating_gpu_models
 from fabbrica.services.access.visibility import (
-    is_staff,
+    proposal_filter,
     require_pi,
     require_staff,
     visible_project,
-    visible_project_pks,
 )
-from fabbrica.store.models import Call, Project, Proposal, User
+from fabbrica.store.models import Call, Proposal, User
 
 
 @dataclass(frozen=True)
@@ -314,10 +313,11 @@ def get_proposal(session: Session, actor: User, proposal_id: int) -> Proposal:
 
 
 def may_see(session: Session, actor: User, proposal: Proposal) -> bool:
-    """Staff, the project's people, and reviewers while it is in review."""
-    if is_staff(actor) or reviews.may_review(session, actor, proposal):
+    """Admins, operators of the call's factory, the project's people, and reviewers while
+    it is in review."""
+    if reviews.may_review(session, actor, proposal):
         return True
-    query = visible_project_pks(actor).where(Project.pk == proposal.project_pk)
+    query = select(Proposal.id).where(Proposal.id == proposal.id, proposal_filter(actor))
     return session.scalar(query) is not None
 
 
@@ -328,8 +328,7 @@ def list_proposals(
     if project_id is not None:
         project = visible_project(session, actor, project_id)
         query = query.where(Proposal.project_pk == project.pk)
-    elif not is_staff(actor):
-        query = query.where(Proposal.project_pk.in_(visible_project_pks(actor)))
+    query = query.where(proposal_filter(actor))
     if state is not None:
         query = query.where(Proposal.state == state)
     return list(session.scalars(query))
