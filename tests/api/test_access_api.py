@@ -55,8 +55,16 @@ class Applicant:
     project: str
 
 
-def person(api: TestClient, admin: Headers, email: str, role: str = "user") -> Person:
-    body = {"email": email, "name": email.split("@")[0].title(), "role": role}
+def person(
+    api: TestClient,
+    admin: Headers,
+    email: str,
+    role: str = "user",
+    factories: list[str] | None = None,
+) -> Person:
+    body: dict[str, Any] = {"email": email, "name": email.split("@")[0].title(), "role": role}
+    if factories is not None:
+        body["factories"] = factories
     made = ok(api.post(f"{API}/users", headers=admin, json=body), 201)
     return Person(made["id"], made["email"], bearer(made["token"]))
 
@@ -126,7 +134,7 @@ def startup(api: TestClient, admin: Headers) -> Applicant:
 
 @pytest.fixture
 def op(api: TestClient, admin: Headers) -> Person:
-    return person(api, admin, "op@cineca.it", "operator")
+    return person(api, admin, "op@cineca.it", "operator", ["it4lia"])
 
 
 # --- Playground: eligibility and the automatic decision ----------------------------------------

@@ -39,9 +39,23 @@ class Applicant:
     project_id: str
 
 
-def new_user(ctx: AppContext, email: str, role: Role = Role.USER, name: str = "Someone") -> int:
+def new_user(
+    ctx: AppContext,
+    email: str,
+    role: Role = Role.USER,
+    name: str = "Someone",
+    factories: tuple[str, ...] = (),
+) -> int:
     with ctx.db.session() as s:
-        user, _ = identity.create_user(s, email=email, name=name, role=role, now=ctx.clock())
+        user, _ = identity.create_user(
+            s,
+            email=email,
+            name=name,
+            role=role,
+            now=ctx.clock(),
+            factories=factories,
+            known_factories={f.id for f in ctx.catalog.factories},
+        )
         return user.id
 
 
@@ -303,7 +317,7 @@ def test_operator_changes_are_applied_and_audited_with_before_and_after(
     ctx: AppContext, clock: Clock, granted: tuple[Applicant, Allocation]
 ) -> None:
     _, allocation = granted
-    operator = new_user(ctx, "op@cineca.it", Role.OPERATOR, "Operator")
+    operator = new_user(ctx, "op@cineca.it", Role.OPERATOR, "Operator", ("it4lia",))
 
     clock.advance(days=1)
     extended = change(ctx, operator, allocation.id, Change("extend", "  delays  ", months=2))

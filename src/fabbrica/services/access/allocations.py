@@ -16,6 +16,7 @@ from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
 from fabbrica.core.access import MAX_GPU_HOURS, AllocationState, add_months
+from fabbrica.core.billing import gpu_hours_problem
 from fabbrica.core.errors import Conflict, Forbidden, InvalidInput, NotFound
 from fabbrica.core.text import clean_text
 from fabbrica.services import notify
@@ -159,8 +160,11 @@ def _apply(allocation: Allocation, change: Change, now: dt.datetime) -> None:
         if terminal:
             raise Conflict(f"a {state} allocation cannot be topped up", field="state")
         hours = change.gpu_hours
-        if hours is None or not 0 < hours <= MAX_GPU_HOURS:
+        if hours is None:
             raise InvalidInput("top up by a positive number of GPU-hours", field="gpu_hours")
+        problem = gpu_hours_problem(hours, maximum=MAX_GPU_HOURS)
+        if problem is not None:
+            raise InvalidInput(f"top up: {problem}", field="gpu_hours")
         allocation.granted_gpu_hours += hours
     elif change.action == "suspend":
         if state is not AllocationState.ACTIVE:

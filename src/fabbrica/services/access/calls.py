@@ -9,7 +9,8 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from fabbrica.catalog.model import AccessMode, Catalog, Decision, Factory, Intake
-from fabbrica.core.access import AllocationState, CallState
+from fabbrica.core.access import MAX_GPU_HOURS, AllocationState, CallState
+from fabbrica.core.billing import gpu_hours_problem
 from fabbrica.core.errors import InvalidInput, NotFound
 from fabbrica.core.identity import Role
 from fabbrica.core.text import clean_text
@@ -135,7 +136,11 @@ def update_call(
     if changes.decision is not None:
         call.decision = changes.decision.value
     if changes.offered_gpu_hours is not None:
-        call.offered_gpu_hours = changes.offered_gpu_hours
+        offered = changes.offered_gpu_hours
+        problem = gpu_hours_problem(offered, maximum=MAX_GPU_HOURS) if offered else None
+        if problem is not None:  # 0 offers nothing: every proposal waits for an operator
+            raise InvalidInput(f"offered capacity: {problem}", field="offered_gpu_hours")
+        call.offered_gpu_hours = offered
     if changes.min_reviews is not None:
         call.min_reviews = changes.min_reviews
     if changes.min_average_score is not None:

@@ -8,6 +8,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from fabbrica.catalog.model import Catalog
+from fabbrica.core.countries import country_code
 from fabbrica.core.errors import Forbidden, InvalidInput, NotFound
 from fabbrica.core.lookup import resolve
 from fabbrica.core.text import clean_text
@@ -36,9 +37,7 @@ def create_organisation(
     now: dt.datetime,
 ) -> Organisation:
     name = clean_text(name, "name", max_len=200)
-    country = country.strip().upper()
-    if len(country) != 2 or not country.isalpha():
-        raise InvalidInput(f"{country!r} is not a two-letter country code", field="country")
+    country = country_code(country)
     type = type.strip().lower().replace("-", "_").replace(" ", "_")
     if type not in catalog.organisation_types:
         allowed = ", ".join(catalog.organisation_types)

@@ -13,6 +13,7 @@ from fabbrica.catalog.model import Review as ReviewKind
 from fabbrica.core.access import (
     DECLARATION,
     MAX_ABSTRACT_CHARS,
+    ONE_LIVE_ALLOCATION_MODES,
     Applicant,
     CallState,
     ProposalState,
@@ -21,12 +22,13 @@ from fabbrica.core.access import (
     eligibility_refusals,
     next_cutoff,
 )
+from fabbrica.core.billing import gpu_hours_problem
 from fabbrica.core.errors import Conflict, InvalidInput, NotFound
 from fabbrica.core.lookup import resolve
 from fabbrica.core.text import clean_text
 from fabbrica.services import notify
 from fabbrica.services.access import audit, reviews
-from fabbrica.services.access.allocations import create_allocation, overdue_reports
+from fabbrica.services.access.allocations import LIVE, create_allocation, overdue_reports
 from fabbrica.services.access.calls import committed_gpu_hours, get_call, operating_gpu_models
 from fabbrica.services.access.visibility import (
     proposal_filter,
@@ -34,7 +36,7 @@ from fabbrica.services.access.visibility import (
     require_staff,
     visible_project,
 )
-from fabbrica.store.models import Call, Proposal, User
+from fabbrica.store.models import Allocation, Call, Proposal, User
 
 
 @dataclass(frozen=True)
@@ -98,6 +100,7 @@ def submit(
             "the declaration of civilian use and EU AI Act compliance is required: " + DECLARATION,
             field="declare_civilian_ai_act",
         )
+    _check_one_live(session, proposal, now)
     _check_eligible(session, actor, catalog, proposal, now)
     proposal.declaration = DECLARATION
     proposal.declared_at = now
@@ -142,6 +145,50 @@ def _mode(catalog: Catalog, call: Call) -> AccessMode:
     if mode is None:
         raise NotFound(f"call {call.id} names mode {call.mode!r}, not in the catalog", "call_id")
     return mode
+
+
+def _check_one_live(session: Session, proposal: Proposal, now: dt.datetime) -> None:
+    """A Playground call gives a project one live allocation: a second application, while
+    one is live or another waits for its decision, is refused naming it."""
+    call = proposal.call
+    if call.mode not in ONE_LIVE_ALLOCATION_MODES:
+        return
+    # Lock the call: two applications of one project never both pass this check.
+    session.scalars(select(Call).where(Call.id == call.id).with_for_update()).one()
+    project = proposal.project
+    live = session.scalar(
+        select(Allocation)
+        .where(
+            Allocation.project_pk == project.pk,
+            Allocation.call_id == call.id,
+            Allocation.state.in_(LIVE),
+            Allocation.valid_until > now,
+        )
+        .order_by(Allocation.id)
+    )
+    if live is not None:
+        raise Conflict(
+            f"project {project.id} already holds allocation {live.id} from {call.id} "
+            f"({live.state}, until {live.valid_until:%Y-%m-%d}); one live allocation per "
+            "project and call: ask the factory's operator to top it up or extend it",
+            field="call_id",
+        )
+    pending = session.scalar(
+        select(Proposal.id)
+        .where(
+            Proposal.project_pk == project.pk,
+            Proposal.call_id == call.id,
+            Proposal.id != proposal.id,
+            Proposal.state.in_((ProposalState.SUBMITTED.value, ProposalState.IN_REVIEW.value)),
+        )
+        .order_by(Proposal.id)
+    )
+    if pending is not None:
+        raise Conflict(
+            f"project {project.id} has proposal {pending} to {call.id} waiting for a "
+            "decision; one live allocation per project and call",
+            field="call_id",
+        )
 
 
 def _check_eligible(
@@ -248,9 +295,10 @@ def decide(
         )
         return proposal
     granted = proposal.gpu_hours if gpu_hours is None else gpu_hours
-    if not 0 < granted <= proposal.gpu_hours:
+    problem = gpu_hours_problem(granted, maximum=proposal.gpu_hours)
+    if problem is not None:
         raise InvalidInput(
-            f"grant between 0 and the {proposal.gpu_hours:,.0f} GPU-hours requested",
+            f"grant up to the {proposal.gpu_hours:,.12g} GPU-hours requested: {problem}",
             field="gpu_hours",
         )
     _accept(session, actor, proposal, granted, reason, now)

@@ -138,7 +138,12 @@ def visible_org(session: Session, user: User, org_id: int) -> Organisation:
     org = session.get(Organisation, org_id)
     if org is None or not (
         sees_all(user)
-        or session.scalar(visible_org_ids(user).where(Organisation.id == org_id)) is not None
+        or session.scalar(
+            select(Organisation.id).where(
+                Organisation.id == org_id, Organisation.id.in_(visible_org_ids(user))
+            )
+        )
+        is not None
     ):
         raise NotFound(f"no organisation {org_id}", field="org_id")
     return org
