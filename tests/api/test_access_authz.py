@@ -261,7 +261,9 @@ class Case:
 
 
 REPORT = "The model reached the target quality; thanks to the factory staff."
-APPLY = {"call_id": "it4lia-playground", "gpu_hours": 500, "months": 1}
+# A's project holds a live it4lia Playground allocation: one per project and call, so the
+# control applies to Fast Lane
+APPLY = {"call_id": "it4lia-fast-lane", "gpu_hours": 500, "months": 1}
 
 
 def _apply(r: Refs) -> Json:

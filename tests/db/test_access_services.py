@@ -270,7 +270,8 @@ def test_suspended_allocations_expire_terminated_ones_get_no_notice(
     ctx: AppContext, clock: Clock, granted: tuple[Applicant, Allocation]
 ) -> None:
     applicant, suspended = granted
-    other = allocation_for(ctx, apply(ctx, applicant, months=1))
+    second_project = new_project(ctx, applicant, "Second project")
+    other = allocation_for(ctx, apply(ctx, applicant, months=1, project_id=second_project))
     staff = admin_id(ctx)
     with ctx.db.session() as s:
         actor = load_user(s, staff)
@@ -733,7 +734,9 @@ def test_an_overdue_final_report_blocks_new_applications_until_it_is_submitted(
     assert reported.final_report == "We trained three models.\nResults are in the paper."
     assert reported.final_report_at == clock()
 
-    proposal_id = apply(ctx, applicant, project_id=other_project)
+    # (other_project holds a live Playground allocation now: a third project applies)
+    third_project = new_project(ctx, applicant, "Third project")
+    proposal_id = apply(ctx, applicant, project_id=third_project)
     assert proposal_state(ctx, proposal_id) == "accepted"
     assert proposal_count(ctx) == 3
 

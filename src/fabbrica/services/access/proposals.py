@@ -100,8 +100,8 @@ def submit(
             "the declaration of civilian use and EU AI Act compliance is required: " + DECLARATION,
             field="declare_civilian_ai_act",
         )
-    _check_one_live(session, proposal, now)
     _check_eligible(session, actor, catalog, proposal, now)
+    _check_one_live(session, proposal, now)
     proposal.declaration = DECLARATION
     proposal.declared_at = now
     proposal.state = ProposalState.SUBMITTED.value
