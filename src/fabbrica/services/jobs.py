@@ -8,7 +8,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from fabbrica.catalog.model import Catalog
-from fabbrica.core.errors import Conflict, InvalidInput, NotFound
+from fabbrica.core.errors import Conflict, Forbidden, InvalidInput, NotFound
 from fabbrica.core.jobs import JobState
 from fabbrica.core.jobspec import JobSpec
 from fabbrica.sched.capacity import charge
@@ -19,6 +19,7 @@ from fabbrica.sched.reasons import no_candidate_reason
 from fabbrica.services.access.allocations import in_force
 from fabbrica.services.access.visibility import (
     job_filter,
+    member_project_pks,
     visible_project,
 )
 from fabbrica.services.accounting import remaining
@@ -111,7 +112,12 @@ def submit(
 def _project(session: Session, actor: User, project_id: str | None) -> Project:
     """The named project, or, when none is named, the one project the user belongs to."""
     if project_id:
-        return visible_project(session, actor, project_id, field="project")
+        project = visible_project(session, actor, project_id, field="project")
+        # staff see projects (operators: those that applied to their factories), but only
+        # the project's people spend its allocations
+        if session.scalar(member_project_pks(actor).where(Project.pk == project.pk)) is None:
+            raise Forbidden(f"only the members of {project.id} submit jobs to it")
+        return project
     mine = list(
         session.scalars(
             select(Project)
