@@ -63,7 +63,7 @@ def _infer_from_audit_trail(conn: sa.Connection) -> None:
     operators = set(conn.scalars(sa.select(_users.c.id).where(_users.c.role == "operator")))
     if not operators:
         return
-    call_factory = dict(conn.execute(sa.select(_calls.c.id, _calls.c.factory_id)).tuples())
+    call_factory = {c: f for c, f in conn.execute(sa.select(_calls.c.id, _calls.c.factory_id))}
     proposal_call = {
         str(pid): call
         for pid, call in conn.execute(sa.select(_proposals.c.id, _proposals.c.call_id))
