@@ -15,7 +15,6 @@ from hypothesis import strategies as st
 
 from fabbrica.catalog.loader import load_catalog
 from fabbrica.catalog.model import AccessMode, Intake
-from fabbrica.core.billing import MIN_BILLABLE_GPU_HOURS
 from fabbrica.core.access import (
     MAX_GPU_HOURS,
     Applicant,
@@ -28,6 +27,7 @@ from fabbrica.core.access import (
     project_id,
     review_status,
 )
+from fabbrica.core.billing import MIN_BILLABLE_GPU_HOURS
 
 CATALOG = load_catalog()
 EU = CATALOG.eligibility.countries
