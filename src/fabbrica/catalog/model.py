@@ -13,21 +13,12 @@ from collections import Counter
 from enum import StrEnum
 from typing import Annotated, Literal, Self
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from fabbrica.core.billing import BillingRule
-from fabbrica.core.countries import COUNTRY_CODES
 
 Slug = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")]
-
-
-def _known_country(code: str) -> str:
-    if code not in COUNTRY_CODES:
-        raise ValueError(f"{code} is not an ISO 3166-1 alpha-2 code (nor EL or UK)")
-    return code
-
-
-CountryCode = Annotated[str, Field(pattern=r"^[A-Z]{2}$"), AfterValidator(_known_country)]
+CountryCode = Annotated[str, Field(pattern=r"^[A-Z]{2}$")]
 
 
 class _Strict(BaseModel):
