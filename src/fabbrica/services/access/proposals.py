@@ -153,8 +153,10 @@ def _check_one_live(session: Session, proposal: Proposal, now: dt.datetime) -> N
     call = proposal.call
     if call.mode not in ONE_LIVE_ALLOCATION_MODES:
         return
-    # Lock the call: two applications of one project never both pass this check.
-    session.scalars(select(Call).where(Call.id == call.id).with_for_update()).one()
+    # Lock the call: two applications of one project never both pass this check. FOR NO
+    # KEY UPDATE (key_share): the proposal's own row already holds a key-share lock on
+    # the call through its foreign key, and FOR UPDATE would deadlock two applicants.
+    session.scalars(select(Call).where(Call.id == call.id).with_for_update(key_share=True)).one()
     project = proposal.project
     live = session.scalar(
         select(Allocation)
@@ -226,8 +228,11 @@ def _check_eligible(
 
 
 def _auto_decide(session: Session, proposal: Proposal, now: dt.datetime) -> None:
-    # Lock the call: two automatic decisions never both take the last offered hours.
-    call = session.scalars(select(Call).where(Call.id == proposal.call_id).with_for_update()).one()
+    # Lock the call: two automatic decisions never both take the last offered hours (FOR
+    # NO KEY UPDATE, as in _check_one_live).
+    call = session.scalars(
+        select(Call).where(Call.id == proposal.call_id).with_for_update(key_share=True)
+    ).one()
     offered = call.offered_gpu_hours
     left = None if offered is None else offered - committed_gpu_hours(session, call)
     if left is not None and proposal.gpu_hours > left:
