@@ -55,8 +55,16 @@ class Applicant:
     project: str
 
 
-def person(api: TestClient, admin: Headers, email: str, role: str = "user") -> Person:
-    body = {"email": email, "name": email.split("@")[0].title(), "role": role}
+def person(
+    api: TestClient,
+    admin: Headers,
+    email: str,
+    role: str = "user",
+    factories: list[str] | None = None,
+) -> Person:
+    body: dict[str, Any] = {"email": email, "name": email.split("@")[0].title(), "role": role}
+    if factories is not None:
+        body["factories"] = factories
     made = ok(api.post(f"{API}/users", headers=admin, json=body), 201)
     return Person(made["id"], made["email"], bearer(made["token"]))
 
@@ -103,11 +111,15 @@ def apply(api: TestClient, who: Applicant, call: str = "it4lia-playground", **kw
 
 def review(api: TestClient, reviewer: Person, proposal: int, score: int) -> Response:
     body = {"score": score, "comment": f"score {score}"}
-    return api.post(f"{API}/proposals/{proposal}/reviews", headers=reviewer.headers, json=body)
+    r: Response = api.post(
+        f"{API}/proposals/{proposal}/reviews", headers=reviewer.headers, json=body
+    )
+    return r
 
 
 def decide(api: TestClient, op: Person, proposal: int, **body: Any) -> Response:
-    return api.post(f"{API}/proposals/{proposal}/decision", headers=op.headers, json=body)
+    r: Response = api.post(f"{API}/proposals/{proposal}/decision", headers=op.headers, json=body)
+    return r
 
 
 def patch_call(api: TestClient, op: Person, call: str, **body: Any) -> Json:
@@ -126,7 +138,7 @@ def startup(api: TestClient, admin: Headers) -> Applicant:
 
 @pytest.fixture
 def op(api: TestClient, admin: Headers) -> Person:
-    return person(api, admin, "op@cineca.it", "operator")
+    return person(api, admin, "op@cineca.it", "operator", ["it4lia"])
 
 
 # --- Playground: eligibility and the automatic decision ----------------------------------------
@@ -533,12 +545,14 @@ def test_a_playground_switched_to_manual_waits_for_the_operator(
 
 
 def test_when_the_offered_capacity_is_used_up_proposals_wait(
-    api: TestClient, startup: Applicant, op: Person
+    api: TestClient, admin: Headers, startup: Applicant, op: Person
 ) -> None:
     patch_call(api, op, "it4lia-playground", offered_gpu_hours=3000)
     first = apply(api, startup, gpu_hours=2000)
     assert first["state"] == "accepted"
-    second = apply(api, startup, gpu_hours=1500)
+    # one live Playground allocation per project: the others are other startups'
+    others = [applicant(api, admin, f"ceo@startup{i}.it") for i in range(3)]
+    second = apply(api, others[0], gpu_hours=1500)
     assert (second["state"], second["allocation"], second["auto_decided"]) == (
         "submitted",
         None,
@@ -549,8 +563,8 @@ def test_when_the_offered_capacity_is_used_up_proposals_wait(
     call = ok(api.get(f"{API}/calls/it4lia-playground", headers=startup.pi.headers))
     assert (call["offered_gpu_hours"], call["committed_gpu_hours"]) == (3000, 2000)
     # what still fits is decided at once
-    assert apply(api, startup, gpu_hours=1000)["state"] == "accepted"
-    assert apply(api, startup, gpu_hours=1)["state"] == "submitted"
+    assert apply(api, others[1], gpu_hours=1000)["state"] == "accepted"
+    assert apply(api, others[2], gpu_hours=1)["state"] == "submitted"
     # an operator may still grant the waiting one
     assert ok(decide(api, op, second["id"], decision="accept"))["state"] == "accepted"
 
@@ -594,7 +608,8 @@ def granted(api: TestClient, startup: Applicant) -> Json:
 
 def change(api: TestClient, op: Person, allocation: Json, **body: Any) -> Response:
     url = f"{API}/allocations/{allocation['id']}/changes"
-    return api.post(url, headers=op.headers, json=body)
+    r: Response = api.post(url, headers=op.headers, json=body)
+    return r
 
 
 def test_operator_changes_are_applied_and_audited(
@@ -728,7 +743,8 @@ def test_an_overdue_final_report_blocks_new_applications(
     assert snapshot(db) == before
     url = f"{API}/allocations/{allocation['id']}/final-report"
     ok(api.post(url, headers=startup.pi.headers, json={"text": REPORT}))
-    assert apply(api, startup)["state"] == "accepted"
+    # (the second Playground allocation is live: more comes from another call)
+    assert apply(api, startup, "it4lia-fast-lane", months=1)["state"] == "accepted"
 
 
 # --- projects: invitations and the PI -----------------------------------------------------------
@@ -882,7 +898,9 @@ def test_the_access_report_counts_and_times_decisions(
     waits = apply(api, german)
     clock.advance(hours=3)
     ok(decide(api, op, waits["id"], decision="accept"))  # 3 hours
-    refused = apply(api, german)
+    # one live Playground allocation per project: the second waits in another project
+    german2 = applicant(api, admin, "cfo@sme.de", country="DE", type="sme", sector=None)
+    refused = apply(api, german2)
     clock.advance(hours=1)
     ok(decide(api, op, refused["id"], decision="reject", reason="duplicate"))  # 1 hour
     apply(api, startup, "it4lia-large-scale", gpu_hours=50_000, months=3)  # in review

@@ -6,6 +6,7 @@ import datetime as dt
 import json
 from typing import Any
 
+import httpx
 import pytest
 
 from tests.cli.server import Server, fabbrica
@@ -120,6 +121,14 @@ def test_access_journey(server: Server) -> None:
     # Large Scale: in review until two reviews are in; a conflicted reviewer is refused
     reviewers = [cli.user(f"r{i}@review.eu", "reviewer") for i in range(3)]
     operator = cli.user("op@cineca.it", "operator")
+    # an operator acts for the factories it operates, named by an admin (docs/roles.md)
+    me = httpx.get(f"{server.url}/api/v1/me", headers={"Authorization": f"Bearer {operator}"})
+    named = httpx.put(
+        f"{server.url}/api/v1/users/{me.json()['id']}/factories",
+        headers={"Authorization": "Bearer t"},
+        json={"factories": ["it4lia"]},
+    )
+    assert named.json()["factories"] == ["it4lia"], named.text
     large = cli.run(
         giulia,
         "apply",

@@ -39,9 +39,23 @@ class Applicant:
     project_id: str
 
 
-def new_user(ctx: AppContext, email: str, role: Role = Role.USER, name: str = "Someone") -> int:
+def new_user(
+    ctx: AppContext,
+    email: str,
+    role: Role = Role.USER,
+    name: str = "Someone",
+    factories: tuple[str, ...] = (),
+) -> int:
     with ctx.db.session() as s:
-        user, _ = identity.create_user(s, email=email, name=name, role=role, now=ctx.clock())
+        user, _ = identity.create_user(
+            s,
+            email=email,
+            name=name,
+            role=role,
+            now=ctx.clock(),
+            factories=factories,
+            known_factories={f.id for f in ctx.catalog.factories},
+        )
         return user.id
 
 
@@ -256,7 +270,8 @@ def test_suspended_allocations_expire_terminated_ones_get_no_notice(
     ctx: AppContext, clock: Clock, granted: tuple[Applicant, Allocation]
 ) -> None:
     applicant, suspended = granted
-    other = allocation_for(ctx, apply(ctx, applicant, months=1))
+    second_project = new_project(ctx, applicant, "Second project")
+    other = allocation_for(ctx, apply(ctx, applicant, months=1, project_id=second_project))
     staff = admin_id(ctx)
     with ctx.db.session() as s:
         actor = load_user(s, staff)
@@ -307,7 +322,7 @@ def test_operator_changes_are_applied_and_audited_with_before_and_after(
     ctx: AppContext, clock: Clock, granted: tuple[Applicant, Allocation]
 ) -> None:
     _, allocation = granted
-    operator = new_user(ctx, "op@cineca.it", Role.OPERATOR, "Operator")
+    operator = new_user(ctx, "op@cineca.it", Role.OPERATOR, "Operator", ("it4lia",))
 
     clock.advance(days=1)
     extended = change(
@@ -747,7 +762,9 @@ def test_an_overdue_final_report_blocks_new_applications_until_it_is_submitted(
     assert reported.final_report == "We trained three models.\nResults are in the paper."
     assert reported.final_report_at == clock()
 
-    proposal_id = apply(ctx, applicant, project_id=other_project)
+    # (other_project holds a live Playground allocation now: a third project applies)
+    third_project = new_project(ctx, applicant, "Third project")
+    proposal_id = apply(ctx, applicant, project_id=third_project)
     assert proposal_state(ctx, proposal_id) == "accepted"
     assert proposal_count(ctx) == 3
 

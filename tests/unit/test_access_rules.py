@@ -28,6 +28,7 @@ from fabbrica.core.access import (
     project_id,
     review_status,
 )
+from fabbrica.core.billing import MIN_BILLABLE_GPU_HOURS
 
 CATALOG = load_catalog()
 EU = CATALOG.eligibility.countries
@@ -114,12 +115,31 @@ def test_a_closed_call_is_refused_naming_the_call() -> None:
     assert refusal.message == "call it4lia-large-scale is closed; apply when it reopens"
 
 
-@pytest.mark.parametrize("country", ["US", "CN", "GB", "XX"])
+@pytest.mark.parametrize("country", ["US", "CN", "XX"])
 def test_a_country_outside_the_eu_and_participating_states_is_refused(country: str) -> None:
     refusal = only(refusals(GrantRequest(1000, 2, None), applicant=Applicant(country, "startup")))
     assert refusal.field == "country"
     assert refusal.message.startswith(f"organisation country {country} is not eligible")
     assert "EU member state or a EuroHPC participating state" in refusal.message
+
+
+@pytest.mark.parametrize(("written", "catalog"), [("GB", "UK"), ("UK", "UK"), ("EL", "GR")])
+def test_the_eu_codes_el_and_uk_are_the_same_countries_as_iso_gr_and_gb(
+    written: str, catalog: str
+) -> None:
+    """The catalog lists UK (the EU's code) and GR (ISO's); an organisation may write either
+    code of the same country and is eligible alike. The same rule refuses US."""
+    for country, eligible in ((written, True), ("US", False)):
+        found = eligibility_refusals(
+            Applicant(country, "startup"),
+            PLAYGROUND,
+            GrantRequest(1000, 2, None),
+            eligible_countries={catalog, "IT"},
+            factory_gpu_models=set(),
+            call_open=True,
+            call_name="x",
+        )
+        assert [r.field for r in found] == ([] if eligible else ["country"]), country
 
 
 def test_an_organisation_type_the_mode_does_not_admit_is_refused_with_the_admitted_ones() -> None:
@@ -163,7 +183,12 @@ def test_gpu_hours_that_are_no_usable_number_are_refused_with_the_range(hours: f
             )
         )
         assert refusal.field == "gpu_hours"
-        assert refusal.message == "GPU-hours must be between 0 and 10,000,000"
+        if not math.isfinite(hours):
+            assert refusal.message == "GPU-hours must be a finite number"
+        elif hours > 0:
+            assert refusal.message.startswith("GPU-hours must be at most 10,000,000;")
+        else:
+            assert refusal.message.startswith("GPU-hours must be at least 0.0167 (one GPU-minute")
 
 
 def test_a_fractional_request_just_below_the_minimum_is_not_shown_as_the_minimum() -> None:
@@ -176,7 +201,7 @@ def test_a_fractional_request_just_below_the_minimum_is_not_shown_as_the_minimum
 def test_fast_lane_refuses_gpu_hours_exactly_outside_0_to_50000(hours: float) -> None:
     found = [r for r in refusals(GrantRequest(hours, 2, None), access_mode=FAST_LANE)]
     assert [r.field for r in found if r.field != "gpu_hours"] == []
-    valid = math.isfinite(hours) and 0 < hours <= 50000
+    valid = math.isfinite(hours) and MIN_BILLABLE_GPU_HOURS <= hours <= 50000
     assert len(found) == (0 if valid else 1)
 
 

@@ -15,7 +15,7 @@ from fabbrica.api.schemas_access import (
 )
 from fabbrica.services import accounting
 from fabbrica.services.access import calls, projects, reviews
-from fabbrica.services.access.visibility import is_staff
+from fabbrica.services.access.visibility import operates
 from fabbrica.store.models import Allocation, Call, Project, Proposal, User
 
 
@@ -36,12 +36,17 @@ def project_public(session: Session, project: Project) -> ProjectPublic:
 
 
 def call_public(session: Session, viewer: User, call: Call) -> CallPublic:
-    """A call; its reviewer pool only for staff (applicants must not learn reviewers)."""
+    """A call; its reviewer pool only for its factory's operators and admins (applicants
+    must not learn reviewers)."""
     public = CallPublic.model_validate(call)
     return public.model_copy(
         update={
             "committed_gpu_hours": calls.committed_gpu_hours(session, call),
-            "reviewers": calls.reviewers_of(session, call) if is_staff(viewer) else [],
+            "reviewers": (
+                calls.reviewers_of(session, call)
+                if operates(session, viewer, call.factory_id)
+                else []
+            ),
         }
     )
 
@@ -70,7 +75,7 @@ def proposal_public(
 ) -> ProposalPublic:
     rows = reviews.reviews_of(session, proposal)
     shown: list[ReviewPublic] | list[ReviewerReview]
-    if is_staff(viewer):
+    if operates(session, viewer, proposal.call.factory_id):
         shown = [
             ReviewerReview(
                 score=r.score,

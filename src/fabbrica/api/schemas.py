@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -12,7 +13,7 @@ from fabbrica.core.identity import Role
 
 
 class _In(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class _Out(BaseModel):
@@ -115,10 +116,24 @@ class AccessModePublic(_Out):
 # --- identity ----------------------------------------------------------------------------
 
 
+FactoryList = list[Annotated[str, Field(min_length=1, max_length=64)]]
+
+
 class UserCreate(_In):
     email: str = Field(min_length=3, max_length=254)
     name: str = Field(min_length=1, max_length=200)
     role: Role = Role.USER
+    factories: FactoryList = Field(
+        default_factory=list,
+        max_length=100,
+        description="the ids of the factories an operator operates (role operator only)",
+    )
+
+
+class UserFactories(_In):
+    factories: FactoryList = Field(
+        max_length=100, description="the ids of the factories the operator operates (all of them)"
+    )
 
 
 class UserPublic(_Out):
@@ -128,6 +143,9 @@ class UserPublic(_Out):
     role: Role
     active: bool
     created_at: dt.datetime
+    factories: list[str] = Field(
+        default_factory=list, description="factories operated ([] unless role operator)"
+    )
 
 
 class UserCreated(UserPublic):

@@ -9,6 +9,9 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
 
+from fabbrica.core.billing import gpu_hours_problem
+from fabbrica.core.countries import EU_CODES
+
 DECLARATION = (
     "I declare that the resources requested will be used for civilian purposes only, and "
     "that the work complies with Regulation (EU) 2024/1689 (the EU AI Act): no prohibited "
@@ -16,6 +19,9 @@ DECLARATION = (
 )
 MAX_GPU_HOURS = 10_000_000.0  # no request is larger than a gigafactory-year
 MAX_ABSTRACT_CHARS = 20_000
+# Modes where a project holds at most one live allocation per call: a second application
+# while one is live (or pending) is refused; more hours come as an operator's top-up.
+ONE_LIVE_ALLOCATION_MODES = frozenset({"playground"})
 
 
 class Intake(StrEnum):
@@ -107,7 +113,7 @@ def eligibility_refusals(
     refusals: list[Refusal] = []
     if not call_open:
         refusals.append(Refusal("call", f"call {call_name} is closed; apply when it reopens"))
-    if applicant.country not in eligible_countries:
+    if same_country(applicant.country) not in {same_country(c) for c in eligible_countries}:
         refusals.append(
             Refusal(
                 "country",
@@ -141,10 +147,16 @@ def eligibility_refusals(
     return refusals
 
 
+def same_country(code: str) -> str:
+    """One code per country: the EU's EL and UK read as ISO's GR and GB."""
+    return EU_CODES.get(code, code)
+
+
 def _size_refusals(mode: AccessMode, request: GrantRequest) -> list[Refusal]:
     hours = request.gpu_hours
-    if not math.isfinite(hours) or hours <= 0 or hours > MAX_GPU_HOURS:
-        return [Refusal("gpu_hours", f"GPU-hours must be between 0 and {MAX_GPU_HOURS:,.0f}")]
+    problem = gpu_hours_problem(hours, maximum=MAX_GPU_HOURS)
+    if problem is not None:
+        return [Refusal("gpu_hours", problem)]
     if mode.min_gpu_hours is not None and hours < mode.min_gpu_hours:
         return [
             Refusal(

@@ -17,6 +17,26 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+# The smallest amount of GPU-hours that can be requested, granted or topped up: one
+# GPU-minute. Sites account grants in whole GPU-minutes (Slurm's GrpTRESMins=gres/gpu=N,
+# see services.agents.desired_accounts), so a grant below it would be a site account of
+# 0 minutes: an allocation nobody can use. Charges (GPUs x run time x factor) stay exact.
+MIN_BILLABLE_GPU_HOURS = 1 / 60
+
+
+def gpu_hours_problem(hours: float, *, maximum: float) -> str | None:
+    """Why `hours` cannot be an amount of GPU-hours to request or grant, or None."""
+    if not math.isfinite(hours):
+        return "GPU-hours must be a finite number"
+    if hours < MIN_BILLABLE_GPU_HOURS:
+        return (
+            f"GPU-hours must be at least {MIN_BILLABLE_GPU_HOURS:.4f} (one GPU-minute, the "
+            f"smallest unit sites account); {hours:.12g} given"
+        )
+    if hours > maximum:
+        return f"GPU-hours must be at most {maximum:,.0f}; {hours:.12g} given"
+    return None
+
 
 class _Rule(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)

@@ -33,6 +33,7 @@ from fabbrica.core.executor import (
 )
 from fabbrica.core.identity import Role
 from fabbrica.core.jobs import JobState, job_id_of, run_tag
+from fabbrica.services.access.visibility import in_operated, require_operator_of, require_staff
 from fabbrica.services.executors import ExecutorRegistry
 from fabbrica.services.identity import issue_token
 from fabbrica.services.run_status import apply_status, launch_request
@@ -46,18 +47,15 @@ def agent_email(factory_id: str) -> str:
     return f"agent.{factory_id}@localhost"
 
 
-def require_staff(actor: User) -> None:
-    if actor.role not in (Role.ADMIN.value, Role.OPERATOR.value):
-        raise Forbidden("only an admin or an operator may manage site agents")
-
-
 def create_agent_token(
     session: Session, catalog: Catalog, actor: User, factory_id: str, *, now: dt.datetime
 ) -> tuple[User, str]:
-    """A token for `factory_id`'s agent (its agent user is made on first use)."""
-    require_staff(actor)
+    """A token for `factory_id`'s agent (its agent user is made on first use): an admin,
+    or an operator of the factory."""
+    require_staff(actor, "manage site agents")
     if catalog.factory(factory_id) is None:
         raise NotFound(f"no factory {factory_id!r} in the catalog", field="factory")
+    require_operator_of(session, actor, factory_id, "manage site agents")
     user = ensure_agent(session, factory_id, now=now)
     _, secret = issue_token(session, user, name=f"agent {factory_id}", now=now)
     return user, secret
@@ -88,8 +86,9 @@ def ensure_agent(session: Session, factory_id: str, *, now: dt.datetime) -> User
 def set_site_username(
     session: Session, actor: User, factory_id: str, email: str, username: str
 ) -> SiteUsername:
-    """Map a Fabbrica user to their username at a factory (jobs run as it there)."""
-    require_staff(actor)
+    """Map a Fabbrica user to their username at a factory (jobs run as it there): an
+    admin, or an operator of the factory."""
+    require_operator_of(session, actor, factory_id, "manage site agents")
     if not USERNAME.match(username):
         raise InvalidInput(
             f"{username!r} is not a site username (lower case, digits, _ . -)", field="username"
@@ -118,9 +117,11 @@ def set_site_username(
 
 
 def list_agents(session: Session, actor: User) -> list[Agent]:
-    """Every factory's agent, by factory (admin or operator)."""
-    require_staff(actor)
-    return list(session.scalars(select(Agent).order_by(Agent.factory_id)))
+    """Every factory's agent, by factory (admin; an operator: the agents of the factories
+    they operate)."""
+    require_staff(actor, "manage site agents")
+    query = select(Agent).where(in_operated(actor, Agent.factory_id))
+    return list(session.scalars(query.order_by(Agent.factory_id)))
 
 
 def factory_of(actor: User) -> str:

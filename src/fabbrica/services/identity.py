@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import re
 import secrets
+from collections.abc import Collection, Sequence
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -12,7 +14,7 @@ from sqlalchemy.orm import Session
 from fabbrica.core.errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthenticated
 from fabbrica.core.identity import TOKEN_PREFIX, Role, hash_token, may_manage_users, token_hint
 from fabbrica.core.text import clean_text
-from fabbrica.store.models import ApiToken, User
+from fabbrica.store.models import ApiToken, AuditEntry, OperatorFactory, User
 
 # A deliberately plain address: the characters of RFC 5322's dot-atom, no quoting, no
 # comments, no lists, so that the address stored is the one mail is delivered to.
@@ -35,22 +37,83 @@ def normalise_email(email: str) -> str:
 
 
 def create_user(
-    session: Session, *, email: str, name: str, role: Role, now: dt.datetime
+    session: Session,
+    *,
+    email: str,
+    name: str,
+    role: Role,
+    now: dt.datetime,
+    factories: Sequence[str] = (),
+    known_factories: Collection[str] = (),
 ) -> tuple[User, str]:
-    """Create a user and their first API token; returns the token's secret (shown once)."""
+    """Create a user and their first API token; returns the token's secret (shown once).
+    An operator is given the `factories` it operates (ids among `known_factories`)."""
     email = normalise_email(email)
     name = clean_text(name, "name", max_len=200)
     if role is Role.AGENT:
         raise InvalidInput(
             "site agents are not added as users: `fabbrica agent token --factory ID`", "role"
         )
+    operated = _factory_ids(role, factories, known_factories)
     if session.scalar(select(User.id).where(User.email == email)) is not None:
         raise Conflict(f"a user with email {email} already exists", field="email")
     user = User(email=email, name=name, role=role.value, active=True, created_at=now)
+    user.operated = [OperatorFactory(factory_id=f) for f in operated]
     session.add(user)
     session.flush()
     _, secret = issue_token(session, user, name="default", now=now)
     return user, secret
+
+
+def _factory_ids(
+    role: Role, factories: Sequence[str], known_factories: Collection[str]
+) -> list[str]:
+    """The distinct factory ids, each checked against the catalog's (422 `factories`)."""
+    wanted = sorted({f.strip() for f in factories})
+    if not wanted:
+        return []
+    if role is not Role.OPERATOR:
+        raise InvalidInput(
+            f"only an operator operates factories (this user's role is {role.value})",
+            field="factories",
+        )
+    unknown = [f for f in wanted if f not in known_factories]
+    if unknown:
+        raise InvalidInput(
+            f"no factory {', '.join(repr(f[:64]) for f in unknown[:5])} in the catalog "
+            "(see `fabbrica catalog`)",
+            field="factories",
+        )
+    return wanted
+
+
+def set_factories(
+    session: Session,
+    actor: User,
+    user_id: int,
+    factories: Sequence[str],
+    *,
+    known_factories: Collection[str],
+    now: dt.datetime,
+) -> User:
+    """Replace the factories an operator operates (admin only)."""
+    require_admin(actor)
+    user = get_user(session, actor, user_id)
+    operated = _factory_ids(Role(user.role), factories, known_factories)
+    before = user.factories
+    user.operated = [OperatorFactory(factory_id=f) for f in operated]
+    session.flush()
+    session.add(
+        AuditEntry(
+            at=now,
+            actor_id=actor.id,
+            entity="user",
+            entity_id=str(user.id),
+            action="set_factories",
+            detail=json.dumps({"before": before, "after": operated}),
+        )
+    )
+    return user
 
 
 def list_users(session: Session, actor: User) -> list[User]:

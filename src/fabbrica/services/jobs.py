@@ -8,7 +8,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from fabbrica.catalog.model import Catalog
-from fabbrica.core.errors import Conflict, InvalidInput, NotFound
+from fabbrica.core.errors import Conflict, Forbidden, InvalidInput, NotFound
 from fabbrica.core.jobs import JobState
 from fabbrica.core.jobspec import JobSpec
 from fabbrica.sched.capacity import charge
@@ -18,9 +18,9 @@ from fabbrica.sched.placement import fits
 from fabbrica.sched.reasons import no_candidate_reason
 from fabbrica.services.access.allocations import in_force
 from fabbrica.services.access.visibility import (
-    is_staff,
+    job_filter,
+    member_project_pks,
     visible_project,
-    visible_project_pks,
 )
 from fabbrica.services.accounting import remaining
 from fabbrica.services.single_user import SingleUser
@@ -117,7 +117,12 @@ def submit(
 def _project(session: Session, actor: User, project_id: str | None) -> Project:
     """The named project, or, when none is named, the one project the user belongs to."""
     if project_id:
-        return visible_project(session, actor, project_id, field="project")
+        project = visible_project(session, actor, project_id, field="project")
+        # staff see projects (operators: those that applied to their factories), but only
+        # the project's people spend its allocations
+        if session.scalar(member_project_pks(actor).where(Project.pk == project.pk)) is None:
+            raise Forbidden(f"only the members of {project.id} submit jobs to it")
+        return project
     mine = list(
         session.scalars(
             select(Project)
@@ -214,9 +219,9 @@ def _check_single_user(
 
 def get_job(session: Session, actor: User, job_id: int) -> Job:
     job = session.get(Job, job_id)
-    if job is None or not (
-        is_staff(actor)
-        or session.scalar(visible_project_pks(actor).where(Project.pk == job.project_pk))
+    if (
+        job is None
+        or session.scalar(select(Job.id).where(Job.id == job_id, job_filter(actor))) is None
     ):
         raise NotFound(f"no job {job_id}", field="job_id")
     return job
@@ -228,8 +233,7 @@ def list_jobs(
     query = select(Job).order_by(Job.id.desc()).limit(limit)
     if project_id is not None:
         query = query.where(Job.project_pk == visible_project(session, actor, project_id).pk)
-    elif not is_staff(actor):
-        query = query.where(Job.project_pk.in_(visible_project_pks(actor)))
+    query = query.where(job_filter(actor))
     return list(session.scalars(query))
 
 

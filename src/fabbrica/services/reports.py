@@ -9,20 +9,21 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from fabbrica.services.access.visibility import require_staff
+from fabbrica.services.access.visibility import in_operated, require_staff
 from fabbrica.store.models import Call, Organisation, Project, Proposal, User
 
 
 def access_report(session: Session, actor: User) -> dict[str, Any]:
     """Proposals by mode, state, country, organisation type and sector (drafts left out),
-    and the median time from submission to decision per mode."""
+    and the median time from submission to decision per mode. An operator's report counts
+    the proposals to their factories' calls; an admin's the whole federation."""
     require_staff(actor, "read federation reports")
     rows = session.execute(
         select(Proposal, Call.mode, Organisation.country, Organisation.type, Organisation.sector)
         .join(Call, Call.id == Proposal.call_id)
         .join(Project, Project.pk == Proposal.project_pk)
         .join(Organisation, Organisation.id == Project.organisation_id)
-        .where(Proposal.submitted_at.is_not(None))
+        .where(Proposal.submitted_at.is_not(None), in_operated(actor, Call.factory_id))
     ).all()
     waits: dict[str, list[float]] = {}
     for proposal, mode, *_ in rows:

@@ -9,7 +9,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from fabbrica.core.errors import InvalidInput
-from fabbrica.services.access.visibility import is_staff, visible_project, visible_project_pks
+from fabbrica.services.access.visibility import allocation_filter, visible_project
 from fabbrica.store.models import (
     Allocation,
     Call,
@@ -50,8 +50,8 @@ def usage(
     )
     if project_id is not None:
         query = query.where(Project.pk == visible_project(session, actor, project_id).pk)
-    elif not is_staff(actor):
-        query = query.where(Project.pk.in_(visible_project_pks(actor)))
+    # an operator's view: the usage charged to allocations at the factories they operate
+    query = query.where(allocation_filter(actor))
     return [
         {"key": key if key is not None else "none", "jobs": jobs, "gpu_hours": float(hours or 0)}
         for key, jobs, hours in session.execute(query)

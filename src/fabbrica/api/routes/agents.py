@@ -51,7 +51,8 @@ def create_agent_token(
 
 @router.get("/agents")
 def list_agents(session: SessionDep, actor: CurrentUser) -> list[AgentPublic]:
-    """Every factory's agent: backend, last heartbeat, capacity (admin or operator)."""
+    """Every factory's agent: backend, last heartbeat, capacity (admin; an operator: the
+    agents of the factories they operate)."""
     return [
         AgentPublic(
             factory=a.factory_id,

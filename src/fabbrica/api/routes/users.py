@@ -2,9 +2,9 @@ from __future__ import annotations
 
 from fastapi import APIRouter, status
 
-from fabbrica.api.deps import ContextDep, CurrentUser, SessionDep
+from fabbrica.api.deps import CatalogDep, ContextDep, CurrentUser, SessionDep
 from fabbrica.api.params import UserIdPath
-from fabbrica.api.schemas import UserCreate, UserCreated, UserPublic
+from fabbrica.api.schemas import UserCreate, UserCreated, UserFactories, UserPublic
 from fabbrica.services import identity
 
 router = APIRouter(tags=["users"])
@@ -18,14 +18,42 @@ def me(user: CurrentUser) -> UserPublic:
 
 @router.post("/users", response_model=UserCreated, status_code=status.HTTP_201_CREATED)
 def create_user(
-    body: UserCreate, ctx: ContextDep, session: SessionDep, actor: CurrentUser
+    body: UserCreate, ctx: ContextDep, session: SessionDep, catalog: CatalogDep, actor: CurrentUser
 ) -> UserCreated:
-    """Create a user (admin only). The answer carries the user's first token, once."""
+    """Create a user (admin only). The answer carries the user's first token, once. An
+    operator is created with the factories it operates (`factories`)."""
     identity.require_admin(actor)
     user, secret = identity.create_user(
-        session, email=body.email, name=body.name, role=body.role, now=ctx.clock()
+        session,
+        email=body.email,
+        name=body.name,
+        role=body.role,
+        now=ctx.clock(),
+        factories=body.factories,
+        known_factories={f.id for f in catalog.factories},
     )
     return UserCreated.model_validate({**_public(user), "token": secret})
+
+
+@router.put("/users/{user_id}/factories", response_model=UserPublic)
+def set_factories(
+    user_id: UserIdPath,
+    body: UserFactories,
+    ctx: ContextDep,
+    session: SessionDep,
+    catalog: CatalogDep,
+    actor: CurrentUser,
+) -> UserPublic:
+    """Replace the factories an operator operates (admin only; audited)."""
+    user = identity.set_factories(
+        session,
+        actor,
+        user_id,
+        body.factories,
+        known_factories={f.id for f in catalog.factories},
+        now=ctx.clock(),
+    )
+    return UserPublic.model_validate(user)
 
 
 @router.get("/users", response_model=list[UserPublic])

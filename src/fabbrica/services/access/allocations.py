@@ -16,16 +16,17 @@ from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
 from fabbrica.core.access import MAX_GPU_HOURS, AllocationState, add_months
+from fabbrica.core.billing import gpu_hours_problem
 from fabbrica.core.errors import Conflict, Forbidden, InvalidInput, NotFound
 from fabbrica.core.text import clean_text
 from fabbrica.services import notify
 from fabbrica.services.access import audit
 from fabbrica.services.access.visibility import (
+    allocation_filter,
     is_staff,
     require_pi,
     require_staff,
     visible_project,
-    visible_project_pks,
 )
 from fabbrica.store.db import Database
 from fabbrica.store.models import Allocation, Project, Proposal, User
@@ -88,19 +89,15 @@ def list_allocations(
     if project_id is not None:
         project = visible_project(session, actor, project_id)
         query = query.where(Allocation.project_pk == project.pk)
-    elif not is_staff(actor):
-        query = query.where(Allocation.project_pk.in_(visible_project_pks(actor)))
+    query = query.where(allocation_filter(actor))
     return list(session.scalars(query))
 
 
 def get_allocation(session: Session, actor: User, allocation_id: int) -> Allocation:
     allocation = session.get(Allocation, allocation_id)
-    if allocation is None:
+    seen = select(Allocation.id).where(Allocation.id == allocation_id, allocation_filter(actor))
+    if allocation is None or session.scalar(seen) is None:
         raise NotFound(f"no allocation {allocation_id}", field="allocation_id")
-    if not is_staff(actor):
-        query = visible_project_pks(actor).where(Project.pk == allocation.project_pk)
-        if session.scalar(query) is None:
-            raise NotFound(f"no allocation {allocation_id}", field="allocation_id")
     return allocation
 
 
@@ -163,8 +160,11 @@ def _apply(allocation: Allocation, change: AllocationChange, now: dt.datetime) -
         if terminal:
             raise Conflict(f"a {state} allocation cannot be topped up", field="state")
         hours = change.gpu_hours
-        if hours is None or not 0 < hours <= MAX_GPU_HOURS:
+        if hours is None:
             raise InvalidInput("top up by a positive number of GPU-hours", field="gpu_hours")
+        problem = gpu_hours_problem(hours, maximum=MAX_GPU_HOURS)
+        if problem is not None:
+            raise InvalidInput(f"top up: {problem}", field="gpu_hours")
         allocation.granted_gpu_hours += hours
     elif change.action == "suspend":
         if state is not AllocationState.ACTIVE:

@@ -9,12 +9,13 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from fabbrica.catalog.model import AccessMode, Catalog, Decision, Factory
-from fabbrica.core.access import AllocationState, CallState, Intake
+from fabbrica.core.access import MAX_GPU_HOURS, AllocationState, CallState, Intake
+from fabbrica.core.billing import gpu_hours_problem
 from fabbrica.core.errors import InvalidInput, NotFound
 from fabbrica.core.identity import Role
 from fabbrica.core.text import clean_text
 from fabbrica.services.access import audit
-from fabbrica.services.access.visibility import require_staff
+from fabbrica.services.access.visibility import require_operator_of
 from fabbrica.store.models import Allocation, Call, CallReviewer, User
 
 HOURS_PER_MONTH = 720
@@ -117,8 +118,8 @@ class CallChanges:
 def update_call(
     session: Session, actor: User, call_id: str, changes: CallChanges, *, now: dt.datetime
 ) -> Call:
-    require_staff(actor, "change a call")
     call = get_call(session, call_id)
+    require_operator_of(session, actor, call.factory_id, "change a call")
     reason = (
         clean_text(changes.reason, "reason", max_len=500, min_len=0) if changes.reason else None
     )
@@ -135,7 +136,11 @@ def update_call(
     if changes.decision is not None:
         call.decision = changes.decision.value
     if changes.offered_gpu_hours is not None:
-        call.offered_gpu_hours = changes.offered_gpu_hours
+        offered = changes.offered_gpu_hours
+        problem = gpu_hours_problem(offered, maximum=MAX_GPU_HOURS) if offered else None
+        if problem is not None:  # 0 offers nothing: every proposal waits for an operator
+            raise InvalidInput(f"offered capacity: {problem}", field="offered_gpu_hours")
+        call.offered_gpu_hours = offered
     if changes.min_reviews is not None:
         call.min_reviews = changes.min_reviews
     if changes.min_average_score is not None:
@@ -167,8 +172,8 @@ def committed_gpu_hours(session: Session, call: Call) -> float:
 def add_reviewer(
     session: Session, actor: User, call_id: str, user_id: int, now: dt.datetime
 ) -> Call:
-    require_staff(actor, "assign reviewers")
     call = get_call(session, call_id)
+    require_operator_of(session, actor, call.factory_id, "assign reviewers")
     reviewer = session.get(User, user_id)
     if reviewer is None or Role(reviewer.role) is not Role.REVIEWER:
         raise InvalidInput(f"user {user_id} is not a reviewer", field="user_id")

@@ -8,6 +8,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from fabbrica.catalog.model import Catalog
+from fabbrica.core.countries import country_code
 from fabbrica.core.errors import Forbidden, InvalidInput, NotFound
 from fabbrica.core.lookup import resolve
 from fabbrica.core.text import clean_text
@@ -15,10 +16,10 @@ from fabbrica.services import notify
 from fabbrica.services.access import audit
 from fabbrica.services.access.visibility import (
     INVITED_ROLES,
-    is_staff,
-    joined_org_ids,
     org_role,
+    sees_all,
     visible_org,
+    visible_org_ids,
 )
 from fabbrica.services.identity import normalise_email
 from fabbrica.store.models import Organisation, OrganisationMember, User
@@ -36,9 +37,7 @@ def create_organisation(
     now: dt.datetime,
 ) -> Organisation:
     name = clean_text(name, "name", max_len=200)
-    country = country.strip().upper()
-    if len(country) != 2 or not country.isalpha():
-        raise InvalidInput(f"{country!r} is not a two-letter country code", field="country")
+    country = country_code(country)
     type = type.strip().lower().replace("-", "_").replace(" ", "_")
     if type not in catalog.organisation_types:
         allowed = ", ".join(catalog.organisation_types)
@@ -63,8 +62,8 @@ def create_organisation(
 
 def list_organisations(session: Session, actor: User) -> list[Organisation]:
     query = select(Organisation).order_by(Organisation.id)
-    if not is_staff(actor):
-        query = query.where(Organisation.id.in_(joined_org_ids(actor)))
+    if not sees_all(actor):
+        query = query.where(Organisation.id.in_(visible_org_ids(actor)))
     return list(session.scalars(query))
 
 

@@ -16,9 +16,9 @@ from fabbrica.core.text import clean_text
 from fabbrica.services import notify
 from fabbrica.services.access import audit
 from fabbrica.services.access.visibility import (
-    is_staff,
     org_role,
     require_pi,
+    sees_all,
     visible_org,
     visible_project,
     visible_project_pks,
@@ -71,7 +71,7 @@ def create_project(
 
 def list_projects(session: Session, actor: User, org_id: int | None = None) -> list[Project]:
     query = select(Project).order_by(Project.pk)
-    if not is_staff(actor):
+    if not sees_all(actor):
         query = query.where(Project.pk.in_(visible_project_pks(actor)))
     if org_id is not None:
         query = query.where(Project.organisation_id == org_id)

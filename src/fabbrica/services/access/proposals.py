@@ -13,6 +13,7 @@ from fabbrica.catalog.model import Review as ReviewKind
 from fabbrica.core.access import (
     DECLARATION,
     MAX_ABSTRACT_CHARS,
+    ONE_LIVE_ALLOCATION_MODES,
     Applicant,
     CallState,
     GrantRequest,
@@ -21,22 +22,22 @@ from fabbrica.core.access import (
     eligibility_refusals,
     next_cutoff,
 )
+from fabbrica.core.billing import gpu_hours_problem
 from fabbrica.core.errors import Conflict, InvalidInput, NotFound
 from fabbrica.core.identity import Role
 from fabbrica.core.lookup import resolve
 from fabbrica.core.text import clean_text
 from fabbrica.services import notify
 from fabbrica.services.access import audit, reviews
-from fabbrica.services.access.allocations import create_allocation, overdue_reports
+from fabbrica.services.access.allocations import LIVE, create_allocation, overdue_reports
 from fabbrica.services.access.calls import committed_gpu_hours, get_call, operating_gpu_models
 from fabbrica.services.access.visibility import (
-    is_staff,
+    proposal_filter,
     require_pi,
     require_staff,
     visible_project,
-    visible_project_pks,
 )
-from fabbrica.store.models import Call, Project, Proposal, User
+from fabbrica.store.models import Allocation, Call, Proposal, User
 
 
 @dataclass(frozen=True)
@@ -101,6 +102,7 @@ def submit(
             field="declare_civilian_ai_act",
         )
     _check_eligible(session, actor, catalog, proposal, now)
+    _check_one_live(session, proposal, now)
     proposal.declaration = DECLARATION
     proposal.declared_at = now
     proposal.state = ProposalState.SUBMITTED.value
@@ -146,6 +148,52 @@ def _mode(catalog: Catalog, call: Call) -> AccessMode:
     return mode
 
 
+def _check_one_live(session: Session, proposal: Proposal, now: dt.datetime) -> None:
+    """A Playground call gives a project one live allocation: a second application, while
+    one is live or another waits for its decision, is refused naming it."""
+    call = proposal.call
+    if call.mode not in ONE_LIVE_ALLOCATION_MODES:
+        return
+    # Lock the call: two applications of one project never both pass this check. FOR NO
+    # KEY UPDATE (key_share): the proposal's own row already holds a key-share lock on
+    # the call through its foreign key, and FOR UPDATE would deadlock two applicants.
+    session.scalars(select(Call).where(Call.id == call.id).with_for_update(key_share=True)).one()
+    project = proposal.project
+    live = session.scalar(
+        select(Allocation)
+        .where(
+            Allocation.project_pk == project.pk,
+            Allocation.call_id == call.id,
+            Allocation.state.in_(LIVE),
+            Allocation.valid_until > now,
+        )
+        .order_by(Allocation.id)
+    )
+    if live is not None:
+        raise Conflict(
+            f"project {project.id} already holds allocation {live.id} from {call.id} "
+            f"({live.state}, until {live.valid_until:%Y-%m-%d}); one live allocation per "
+            "project and call: ask the factory's operator to top it up or extend it",
+            field="call_id",
+        )
+    pending = session.scalar(
+        select(Proposal.id)
+        .where(
+            Proposal.project_pk == project.pk,
+            Proposal.call_id == call.id,
+            Proposal.id != proposal.id,
+            Proposal.state.in_((ProposalState.SUBMITTED.value, ProposalState.IN_REVIEW.value)),
+        )
+        .order_by(Proposal.id)
+    )
+    if pending is not None:
+        raise Conflict(
+            f"project {project.id} has proposal {pending} to {call.id} waiting for a "
+            "decision; one live allocation per project and call",
+            field="call_id",
+        )
+
+
 def _check_eligible(
     session: Session, actor: User, catalog: Catalog, proposal: Proposal, now: dt.datetime
 ) -> None:
@@ -181,8 +229,11 @@ def _check_eligible(
 
 
 def _auto_decide(session: Session, proposal: Proposal, now: dt.datetime) -> None:
-    # Lock the call: two automatic decisions never both take the last offered hours.
-    call = session.scalars(select(Call).where(Call.id == proposal.call_id).with_for_update()).one()
+    # Lock the call: two automatic decisions never both take the last offered hours (FOR
+    # NO KEY UPDATE, as in _check_one_live).
+    call = session.scalars(
+        select(Call).where(Call.id == proposal.call_id).with_for_update(key_share=True)
+    ).one()
     offered = call.offered_gpu_hours
     left = None if offered is None else offered - committed_gpu_hours(session, call)
     if left is not None and proposal.gpu_hours > left:
@@ -250,9 +301,10 @@ def decide(
         )
         return proposal
     granted = proposal.gpu_hours if gpu_hours is None else gpu_hours
-    if not 0 < granted <= proposal.gpu_hours:
+    problem = gpu_hours_problem(granted, maximum=proposal.gpu_hours)
+    if problem is not None:
         raise InvalidInput(
-            f"grant between 0 and the {proposal.gpu_hours:,.0f} GPU-hours requested",
+            f"grant up to the {proposal.gpu_hours:,.12g} GPU-hours requested: {problem}",
             field="gpu_hours",
         )
     _accept(session, actor, proposal, granted, reason, now)
@@ -329,10 +381,11 @@ def proposal_to_review(session: Session, actor: User, proposal_id: int) -> Propo
 
 
 def may_see(session: Session, actor: User, proposal: Proposal) -> bool:
-    """Staff, the project's people, and reviewers while it is in review."""
-    if is_staff(actor) or reviews.may_review(session, actor, proposal):
+    """Admins, operators of the call's factory, the project's people, and reviewers while
+    it is in review."""
+    if reviews.may_review(session, actor, proposal):
         return True
-    query = visible_project_pks(actor).where(Project.pk == proposal.project_pk)
+    query = select(Proposal.id).where(Proposal.id == proposal.id, proposal_filter(actor))
     return session.scalar(query) is not None
 
 
@@ -343,8 +396,7 @@ def list_proposals(
     if project_id is not None:
         project = visible_project(session, actor, project_id)
         query = query.where(Proposal.project_pk == project.pk)
-    elif not is_staff(actor):
-        query = query.where(Proposal.project_pk.in_(visible_project_pks(actor)))
+    query = query.where(proposal_filter(actor))
     if state is not None:
         query = query.where(Proposal.state == state)
     return list(session.scalars(query))

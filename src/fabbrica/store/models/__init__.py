@@ -16,7 +16,7 @@ from fabbrica.store.models.access import (
 )
 from fabbrica.store.models.agents import Agent, SiteUsername
 from fabbrica.store.models.base import Base
-from fabbrica.store.models.identity import ApiToken, User
+from fabbrica.store.models.identity import ApiToken, OperatorFactory, User
 from fabbrica.store.models.jobs import Job, UsageRecord
 
 __all__ = [
@@ -29,6 +29,7 @@ __all__ = [
     "CallReviewer",
     "Invitation",
     "Job",
+    "OperatorFactory",
     "Organisation",
     "OrganisationMember",
     "OutboxEmail",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import ForeignKey, Index, String
+from sqlalchemy import ForeignKey, Index, PrimaryKeyConstraint, String
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from fabbrica.store.models.base import Base
@@ -27,6 +27,16 @@ class User(Base):
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
     tokens: Mapped[list[ApiToken]] = relationship(back_populates="user")
+    operated: Mapped[list[OperatorFactory]] = relationship(
+        cascade="all, delete-orphan", order_by="OperatorFactory.factory_id"
+    )
+
+    @property
+    def factories(self) -> list[str]:
+        """The ids of the factories this operator operates ([] for other roles)."""
+        if self.role != "operator":
+            return []
+        return [row.factory_id for row in self.operated]
 
 
 class ApiToken(Base):
@@ -44,3 +54,17 @@ class ApiToken(Base):
     revoked_at: Mapped[dt.datetime | None]
 
     user: Mapped[User] = relationship(back_populates="tokens")
+
+
+class OperatorFactory(Base):
+    """A factory an operator operates: operators act on their factories' calls, proposals,
+    allocations and agents only (federation admins on all)."""
+
+    __tablename__ = "operator_factories"
+    __table_args__ = (
+        PrimaryKeyConstraint("user_id", "factory_id", name="pk_operator_factories"),
+        Index("ix_operator_factories_factory_id", "factory_id"),
+    )
+
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    factory_id: Mapped[str] = mapped_column(String(64))
