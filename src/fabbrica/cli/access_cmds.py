@@ -11,9 +11,11 @@ from fabbrica.cli.output import Column, count, print_json, print_record, print_t
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 
-org_app = typer.Typer(help="Organisations (startups, SMEs, industry, academia ...).")
-project_app = typer.Typer(help="Projects: members, invitations, the PI role.")
-call_app = typer.Typer(help="Operators: open, close and tune calls.")
+org_app = typer.Typer(
+    help="Organisations (startups, SMEs, industry, academia ...).", no_args_is_help=True
+)
+project_app = typer.Typer(help="Projects: members, invitations, the PI role.", no_args_is_help=True)
+call_app = typer.Typer(help="Operators: open, close and tune calls.", no_args_is_help=True)
 
 
 def show(data: Any, json_out: bool, *, hide: tuple[str, ...] = ()) -> None:

@@ -23,8 +23,12 @@ from fabbrica.cli.output import (
 )
 from fabbrica.core.access import DECLARATION
 
-allocation_app = typer.Typer(help="Operators: extend, top up, suspend, resume, terminate.")
-report_app = typer.Typer(help="Reports for operators and the federation office.")
+allocation_app = typer.Typer(
+    help="Operators: extend, top up, suspend, resume, terminate.", no_args_is_help=True
+)
+report_app = typer.Typer(
+    help="Reports for operators and the federation office.", no_args_is_help=True
+)
 
 
 def _show_proposal(data: dict[str, Any], json_out: bool) -> None:
