@@ -7,22 +7,21 @@ from typing import Annotated, Any
 import typer
 
 from fabbrica.cli.client import client
-from fabbrica.cli.output import Column, count, print_json, print_record, print_table
-
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+from fabbrica.cli.output import (
+    Column,
+    count,
+    emit,
+    gpu_hours,
+    print_record,
+    print_table,
+)
+from fabbrica.cli.params import JsonOpt, finite, positive
 
 org_app = typer.Typer(
     help="Organisations (startups, SMEs, industry, academia ...).", no_args_is_help=True
 )
 project_app = typer.Typer(help="Projects: members, invitations, the PI role.", no_args_is_help=True)
 call_app = typer.Typer(help="Operators: open, close and tune calls.", no_args_is_help=True)
-
-
-def show(data: Any, json_out: bool, *, hide: tuple[str, ...] = ()) -> None:
-    if json_out:
-        print_json(data)
-    else:
-        print_record(data, hide=hide)
 
 
 # --- organisations -----------------------------------------------------------------------
@@ -41,16 +40,17 @@ def org_add(
 ) -> None:
     """Create an organisation; you become its first admin."""
     body = {"name": name, "country": country, "type": type_, "sector": sector}
-    show(client().post("/organisations", body), json_out)
+    emit(client().post("/organisations", body), json_out)
 
 
 @org_app.command("list")
 def org_list(json_out: JsonOpt = False) -> None:
     """Your organisations."""
     rows = client().get("/organisations")
-    if json_out:
-        print_json(rows)
-        return
+    emit(rows, json_out, _org_table)
+
+
+def _org_table(rows: list[dict[str, Any]]) -> None:
     print_table(
         count(len(rows), "organisation"),
         [
@@ -73,28 +73,29 @@ def org_add_member(
 ) -> None:
     """Add a registered user to your organisation (admins); they join with `org join`."""
     data = client().post(f"/organisations/{org_id}/members", {"email": email, "admin": admin})
-    show(data, json_out)
+    emit(data, json_out)
 
 
 @org_app.command("join")
 def org_join(org_id: int, json_out: JsonOpt = False) -> None:
     """Join an organisation whose admin added you."""
-    show(client().post(f"/organisations/{org_id}/join", {}), json_out)
+    emit(client().post(f"/organisations/{org_id}/join", {}), json_out)
 
 
 @org_app.command("show")
-def org_show(org_id: int, json_out: JsonOpt = False) -> None:
+def org_emit(org_id: int, json_out: JsonOpt = False) -> None:
     """One organisation with its members."""
-    show(client().get(f"/organisations/{org_id}"), json_out)
+    emit(client().get(f"/organisations/{org_id}"), json_out)
 
 
 # --- projects ----------------------------------------------------------------------------
 
 
 def _show_project(data: dict[str, Any], json_out: bool) -> None:
-    if json_out:
-        print_json(data)
-        return
+    emit(data, json_out, _project_record)
+
+
+def _project_record(data: dict[str, Any]) -> None:
     print_record(data, hide=("members",))
     print_table(
         "members",
@@ -131,9 +132,10 @@ def project_list(
 ) -> None:
     """Your projects."""
     rows = client().get("/projects", org_id=org)
-    if json_out:
-        print_json(rows)
-        return
+    emit(rows, json_out, _project_table)
+
+
+def _project_table(rows: list[dict[str, Any]]) -> None:
     print_table(
         count(len(rows), "project"),
         [
@@ -147,7 +149,7 @@ def project_list(
 
 
 @project_app.command("show")
-def project_show(project_id: str, json_out: JsonOpt = False) -> None:
+def project_emit(project_id: str, json_out: JsonOpt = False) -> None:
     """One project with its members."""
     _show_project(client().get(f"/projects/{project_id}"), json_out)
 
@@ -155,7 +157,7 @@ def project_show(project_id: str, json_out: JsonOpt = False) -> None:
 @project_app.command("invite")
 def project_invite(project_id: str, email: str, json_out: JsonOpt = False) -> None:
     """Invite someone by email (PI only); they accept with the token in the email."""
-    show(client().post(f"/projects/{project_id}/invitations", {"email": email}), json_out)
+    emit(client().post(f"/projects/{project_id}/invitations", {"email": email}), json_out)
 
 
 @project_app.command("accept")
@@ -187,23 +189,20 @@ def calls(
 ) -> None:
     """List the open calls: id, mode, factory, decision, capacity."""
     rows = client().get("/calls", state="all" if all_ else "open", factory=factory, mode=mode)
-    if json_out:
-        print_json(rows)
-        return
+    emit(rows, json_out, lambda rows: _call_table(rows, with_state=all_))
+
+
+def _call_table(rows: list[dict[str, Any]], *, with_state: bool) -> None:
     columns: list[Column] = [
         ("id", lambda r: r["id"]),
         ("mode", lambda r: r["mode"]),
         ("decision", lambda r: r["decision"]),
-        ("offered GPU-h", lambda r: _hours(r["offered_gpu_hours"])),
-        ("committed", lambda r: _hours(r["committed_gpu_hours"])),
+        ("offered GPU-h", lambda r: gpu_hours(r["offered_gpu_hours"], unit=False)),
+        ("committed", lambda r: gpu_hours(r["committed_gpu_hours"], unit=False)),
     ]
-    if all_:
+    if with_state:
         columns.insert(2, ("state", lambda r: r["state"]))
     print_table(count(len(rows), "call"), columns, rows)
-
-
-def _hours(value: float | None) -> str:
-    return "" if value is None else f"{value:,.0f}"
 
 
 @call_app.command("set")
@@ -214,10 +213,18 @@ def call_set(
     ] = None,
     decision: Annotated[str | None, typer.Option("--decision", help="automatic or manual.")] = None,
     offered_gpu_hours: Annotated[
-        float | None, typer.Option("--offered-gpu-hours", help="Capacity for auto-decisions.")
+        float | None,
+        typer.Option("--offered-gpu-hours", help="Capacity for auto-decisions.", callback=positive),
     ] = None,
-    min_reviews: Annotated[int | None, typer.Option("--min-reviews")] = None,
-    min_average_score: Annotated[float | None, typer.Option("--min-average-score")] = None,
+    min_reviews: Annotated[
+        int | None, typer.Option("--min-reviews", help="Reviews needed before a decision.")
+    ] = None,
+    min_average_score: Annotated[
+        float | None,
+        typer.Option(
+            "--min-average-score", help="Average score needed to accept.", callback=finite
+        ),
+    ] = None,
     reason: Annotated[
         str | None, typer.Option("--reason", help="Why (shown to applicants).")
     ] = None,
@@ -235,10 +242,10 @@ def call_set(
     data = client().request(
         "PATCH", f"/calls/{call_id}", json={k: v for k, v in body.items() if v is not None}
     )
-    show(data, json_out)
+    emit(data, json_out)
 
 
 @call_app.command("add-reviewer")
 def call_add_reviewer(call_id: str, user_id: int, json_out: JsonOpt = False) -> None:
     """Add a reviewer to a call's round-robin pool (operators)."""
-    show(client().post(f"/calls/{call_id}/reviewers", {"user_id": user_id}), json_out)
+    emit(client().post(f"/calls/{call_id}/reviewers", {"user_id": user_id}), json_out)

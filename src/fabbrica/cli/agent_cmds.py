@@ -12,10 +12,11 @@ import typer
 
 from fabbrica.cli.client import client, resolve_target
 from fabbrica.cli.errors import BAD_INPUT, CliError
-from fabbrica.cli.output import console, err_console, print_json, print_record, print_table, when
+from fabbrica.cli.identity_cmds import show_secret_once
+from fabbrica.cli.output import emit, print_table, say, when
+from fabbrica.cli.params import JsonOpt
 
 BACKENDS = ("slurm", "local")
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 FactoryOpt = Annotated[str, typer.Option("--factory", help="The factory id in the catalog.")]
 
 agent_app = typer.Typer(
@@ -94,10 +95,10 @@ def agent(
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
-    err_console.print(
+    say(
         f"agent of {factory} ({backend}) syncing with {target.url} every {interval:g} s; "
         f"work dir {root}",
-        highlight=False,
+        err=True,
     )
     try:
         loop.run(stop)
@@ -178,33 +179,32 @@ def check(
     finally:
         api.close()
     rows = [c.as_dict() for c in changes]
-    if json_out:
-        print_json({"factory": factory, "in_sync": not rows, "changes": rows})
-    elif not rows:
-        console.print(f"Slurm's accounts match Fabbrica's allocations at {factory}.")
-    else:
-        print_table(
-            f"{len(rows)} differences at {factory} (Fabbrica -> Slurm)",
-            [
-                ("account", lambda r: r["account"]),
-                ("change", lambda r: r["action"]),
-                ("detail", lambda r: r["detail"]),
-            ],
-            rows,
-        )
+    emit({"factory": factory, "in_sync": not rows, "changes": rows}, json_out, _check_table)
     if rows:
         raise typer.Exit(1)
+
+
+def _check_table(data: dict[str, Any]) -> None:
+    rows, factory = data["changes"], data["factory"]
+    if not rows:
+        say(f"Slurm's accounts match Fabbrica's allocations at {factory}.")
+        return
+    print_table(
+        f"{len(rows)} differences at {factory} (Fabbrica -> Slurm)",
+        [
+            ("account", lambda r: r["account"]),
+            ("change", lambda r: r["action"]),
+            ("detail", lambda r: r["detail"]),
+        ],
+        rows,
+    )
 
 
 @agent_app.command("token")
 def token(factory: FactoryOpt, json_out: JsonOpt = False) -> None:
     """Create a token for the factory's agent (admin or operator); shown once."""
     data = client().post(f"/agents/{factory}/token", {})
-    if json_out:
-        print_json(data)
-        return
-    err_console.print("[yellow]The token is shown only now; Fabbrica keeps only its hash.[/yellow]")
-    print_record(data)
+    emit(data, json_out, show_secret_once)
 
 
 @agent_app.command("username")
@@ -218,19 +218,17 @@ def username(
     data = client().request(
         "PUT", f"/agents/{factory}/usernames", json={"email": email, "username": site_username}
     )
-    if json_out:
-        print_json(data)
-    else:
-        print_record(data)
+    emit(data, json_out)
 
 
 @agent_app.command("list")
 def list_agents(json_out: JsonOpt = False) -> None:
     """Every factory's agent: backend, last sync and the capacity it reported."""
     rows = client().get("/agents")
-    if json_out:
-        print_json(rows)
-        return
+    emit(rows, json_out, _agent_table)
+
+
+def _agent_table(rows: list[dict[str, Any]]) -> None:
     print_table(
         "Site agents",
         [

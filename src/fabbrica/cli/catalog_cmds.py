@@ -9,9 +9,8 @@ import typer
 
 from fabbrica.cli.client import client
 from fabbrica.cli.errors import BAD_INPUT, CliError
-from fabbrica.cli.output import console, count, print_json, print_record, print_table
-
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+from fabbrica.cli.output import count, emit, print_record, print_table, say
+from fabbrica.cli.params import JsonOpt
 
 
 def _gpus(row: dict[str, Any]) -> str:
@@ -43,9 +42,10 @@ def catalog(
         rows = [summarise(f).model_dump(mode="json") for f in loaded.factories]
     else:
         rows = client().get("/factories")
-    if json_out:
-        print_json(rows)
-        return
+    emit(rows, json_out, _catalog_table)
+
+
+def _catalog_table(rows: list[dict[str, Any]]) -> None:
     print_table(
         count(len(rows), "factory", "factories"),
         [
@@ -58,15 +58,16 @@ def catalog(
         rows,
     )
     if any(r["gpus_uncertain"] for r in rows):
-        console.print("≈ estimate from public sources; an operator's catalog overrides it")
+        say("≈ estimate from public sources; an operator's catalog overrides it")
 
 
 def factory(factory_id: str, json_out: JsonOpt = False) -> None:
     """Show one factory with its systems and partitions."""
     data = client().get(f"/factories/{factory_id}")
-    if json_out:
-        print_json(data)
-        return
+    emit(data, json_out, _factory_record)
+
+
+def _factory_record(data: dict[str, Any]) -> None:
     print_record(data, hide=("systems", "uncertain"))
     rows = [
         {**p, "system": s["name"], "status": s["status"]}
@@ -94,9 +95,10 @@ def factory(factory_id: str, json_out: JsonOpt = False) -> None:
 def sectors(json_out: JsonOpt = False) -> None:
     """The sectors an organisation may name (`fabbrica org add --sector`)."""
     rows = client().get("/sectors")
-    if json_out:
-        print_json(rows)
-        return
+    emit(rows, json_out, _sector_table)
+
+
+def _sector_table(rows: list[dict[str, Any]]) -> None:
     print_table(
         count(len(rows), "sector"), [("id", lambda r: r["id"]), ("name", lambda r: r["name"])], rows
     )

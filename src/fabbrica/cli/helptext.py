@@ -104,7 +104,7 @@ def spec_fields(model: type[BaseModel] = JobSpec, prefix: str = "") -> list[tupl
             facts.insert(0, "required")
         elif nested is None and (default := _default(path, info)) is not None:
             facts.append(f"default `{default}`")
-        meaning = info.description if path not in SPEC_FIELDS else SPEC_FIELDS[path]
+        meaning = SPEC_FIELDS.get(path, info.description)
         lines.append((path, f"{meaning or ''} ({', '.join(facts)})"))
         if nested is not None:
             lines += spec_fields(nested, f"{path}.")

@@ -8,25 +8,26 @@ import typer
 
 from fabbrica.cli.client import Client, Target, client, resolve_target, write_config
 from fabbrica.cli.errors import BAD_INPUT, CliError
-from fabbrica.cli.output import (
-    count,
-    err_console,
-    print_json,
-    print_record,
-    print_table,
-    when,
-)
+from fabbrica.cli.output import count, emit, print_record, print_table, say, when
+from fabbrica.cli.params import JsonOpt
 from fabbrica.core.identity import Role
-
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 
 user_app = typer.Typer(help="Manage users (federation admins).", no_args_is_help=True)
 token_app = typer.Typer(help="Create, list and revoke API tokens.", no_args_is_help=True)
 
 
-def _show_secret_once(data: dict[str, Any]) -> None:
-    err_console.print("[yellow]The token is shown only now; Fabbrica keeps only its hash.[/yellow]")
+def show_secret_once(data: dict[str, Any]) -> None:
+    say("The token is shown only now; Fabbrica keeps only its hash.", style="yellow", err=True)
     print_record(data)
+
+
+FactoriesOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--factory",
+        help="Operators: a factory they operate (catalog id); repeat for several.",
+    ),
+]
 
 
 @user_app.command("add")
@@ -34,23 +35,44 @@ def user_add(
     email: str,
     name: Annotated[str, typer.Option("--name", help="Full name.")],
     role: Annotated[Role, typer.Option("--role", help="The user's role.")] = Role.USER,
+    factories: FactoriesOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Create a user; prints the user with a one-time `token`."""
-    data = client().post("/users", {"email": email, "name": name, "role": role.value})
-    if json_out:
-        print_json(data)
-    else:
-        _show_secret_once(data)
+    """Create a user; prints the user with a one-time `token`.
+
+    An operator operates only the factories named with `--factory` (their calls, proposals,
+    allocations and agents); federation admins see everything.
+    """
+    body: dict[str, Any] = {"email": email, "name": name, "role": role.value}
+    if factories:
+        body["factories"] = factories
+    data = client().post("/users", body)
+    emit(data, json_out, show_secret_once)
+
+
+@user_app.command("factories")
+def user_factories(
+    user_id: int,
+    factories: Annotated[
+        list[str] | None, typer.Argument(help="Catalog ids; none: no factory.", show_default=False)
+    ] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Set the factories an operator operates (federation admins); replaces the list."""
+    data = client().request(
+        "PUT", f"/users/{user_id}/factories", json={"factories": factories or []}
+    )
+    emit(data, json_out)
 
 
 @user_app.command("list")
 def user_list(json_out: JsonOpt = False) -> None:
     """List users."""
     rows = client().get("/users")
-    if json_out:
-        print_json(rows)
-        return
+    emit(rows, json_out, _user_table)
+
+
+def _user_table(rows: list[dict[str, Any]]) -> None:
     print_table(
         count(len(rows), "user"),
         [
@@ -58,6 +80,7 @@ def user_list(json_out: JsonOpt = False) -> None:
             ("email", lambda r: r["email"]),
             ("name", lambda r: r["name"]),
             ("role", lambda r: r["role"]),
+            ("factories", lambda r: ", ".join(r.get("factories") or ())),
             ("active", lambda r: "yes" if r["active"] else "no"),
         ],
         rows,
@@ -79,10 +102,7 @@ def token_create(
     data = client().post(
         "/tokens", {"name": name, "user_id": user, "expires_in_days": expires_in_days}
     )
-    if json_out:
-        print_json(data)
-    else:
-        _show_secret_once(data)
+    emit(data, json_out, show_secret_once)
 
 
 @token_app.command("list")
@@ -94,9 +114,10 @@ def token_list(
 ) -> None:
     """List your tokens (never their secrets)."""
     rows = client().get("/tokens", user_id=user)
-    if json_out:
-        print_json(rows)
-        return
+    emit(rows, json_out, _token_table)
+
+
+def _token_table(rows: list[dict[str, Any]]) -> None:
     print_table(
         count(len(rows), "token"),
         [
@@ -117,10 +138,7 @@ def token_list(
 def token_revoke(token_id: int, json_out: JsonOpt = False) -> None:
     """Revoke a token at once."""
     data = client().delete(f"/tokens/{token_id}")
-    if json_out:
-        print_json(data)
-    else:
-        print_record(data)
+    emit(data, json_out)
 
 
 def login(
@@ -138,13 +156,10 @@ def login(
         token = typer.prompt("API token", hide_input=True)
     me = Client(Target(url, token)).get("/me")
     path = write_config(url, token)
-    err_console.print(f"Logged in to {url} as {me['email']} ({me['role']}); saved to {path}")
+    say(f"Logged in to {url} as {me['email']} ({me['role']}); saved to {path}", err=True)
 
 
 def whoami(json_out: JsonOpt = False) -> None:
     """Show the user your token belongs to."""
     data = client().get("/me")
-    if json_out:
-        print_json(data)
-    else:
-        print_record(data)
+    emit(data, json_out)

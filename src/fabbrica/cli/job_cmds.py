@@ -8,19 +8,29 @@ import tarfile
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TextColumn,
+    TransferSpeedColumn,
+)
 
-from fabbrica.cli.access_cmds import JsonOpt, show
+from fabbrica.cli.archive import extract_outputs
 from fabbrica.cli.client import client
 from fabbrica.cli.errors import BAD_INPUT, FAILURE, CliError
-from fabbrica.cli.output import count, err_console, print_json, print_table, when
+from fabbrica.cli.helptext import spec_help
+from fabbrica.cli.output import count, emit, err_console, gpu_hours, print_table, say, when
+from fabbrica.cli.params import JsonOpt
 from fabbrica.core.jobspec import SpecError, parse_job_spec
 
 SKIP = {".git", "__pycache__", ".venv", ".mypy_cache", ".pytest_cache", "node_modules"}
+INTERRUPTED = 130  # as a shell reports Ctrl-C
 FINISHED = {"succeeded", "failed", "cancelled", "timed_out"}
 
 
@@ -66,26 +76,33 @@ def run(
     project: Annotated[str | None, typer.Option("--project", help="Overrides the spec's.")] = None,
     wait: Annotated[bool, typer.Option("--wait", help="Return when the job ends.")] = False,
     follow: Annotated[bool, typer.Option("--follow", help="Stream the job's output.")] = False,
+    workdir_opt: Annotated[
+        Path | None,
+        typer.Option(
+            "--workdir",
+            help="Upload this folder instead of the spec's `workdir` (which must stay inside "
+            "the spec's folder).",
+        ),
+    ] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Submit a job: packs and uploads its workdir, prints the job."""
     try:
-        spec = parse_job_spec(file.read_bytes(), str(file))
+        text = file.read_bytes()
+        spec = parse_job_spec(text, str(file))
     except OSError as exc:
         raise CliError(f"cannot read {file}: {exc.strerror}", BAD_INPUT) from exc
     except SpecError as exc:
         raise CliError(f"{file}: {exc}", BAD_INPUT) from exc
-    workdir = (file.parent / spec.workdir).resolve()
-    if not workdir.is_dir():
-        raise CliError(f"{file}: workdir {spec.workdir!r} is not a directory", BAD_INPUT)
+    workdir = _workdir(file, spec.workdir, workdir_opt)
     archive = _pack(workdir)
-    fields = {"spec": file.read_text(encoding="utf-8")}
+    fields = {"spec": text.decode("utf-8")}
     if project:
         fields["project"] = project
     content_type, body = _multipart(fields, archive)
     api = client()
     with Progress(
-        "[progress.description]{task.description}",
+        TextColumn("{task.description}", markup=False),  # a folder name is not markup
         BarColumn(),
         DownloadColumn(),
         TransferSpeedColumn(),
@@ -103,12 +120,67 @@ def run(
         job = _follow(job["id"])
     elif wait:
         job = _wait(job["id"])
-    show(job, json_out)
+    emit(job, json_out)
     if (wait or follow) and job["state"] != "succeeded":
         raise typer.Exit(FAILURE)
 
 
+run.__doc__ = f"""Submit a job: packs and uploads its workdir, prints the job.
+
+Validates the spec (exit 2 naming the field), takes the project from `--project`, the spec's
+`project`, or else the one project you belong to, packs the workdir (`.git`, `.venv`,
+`__pycache__` left out), uploads it with a progress bar and prints the job. A `workdir` that
+resolves outside the spec's folder (`../../etc`) is refused (exit 2) unless `--workdir`
+names the folder on the command line. The server refuses (exit 2, with the numbers) a job that
+can never run or whose worst case (GPUs x time limit under the billing rule) exceeds what every
+eligible allocation has left. `--wait` returns when the job ends, `--follow` streams its
+output; with either, the exit code is 1 unless the job succeeded, and Ctrl-C stops waiting
+(exit 130) while the job runs on.
+
+{spec_help()}
+
+Durations are written `30m`, `2h`, `1h30m`, `1d`, `01:30:00`; see `examples/digits/job.yaml`.
+"""
+
+
+def _workdir(spec_file: Path, written: str, given: Path | None) -> Path:
+    """The folder to upload: `--workdir` as given, else the spec's `workdir`, which must
+    resolve inside the spec's own folder (symlinks followed), so that a spec cannot send a
+    folder its author never meant to share."""
+    if given is not None:
+        workdir = given.resolve()
+        if not workdir.is_dir():
+            raise CliError(f"--workdir: {given} is not a directory", BAD_INPUT)
+        return workdir
+    home = spec_file.parent.resolve()
+    workdir = (home / written).resolve()
+    if not workdir.is_relative_to(home):
+        raise CliError(
+            f"{spec_file}: workdir {written!r} resolves to {workdir}, outside the spec's folder "
+            f"{home}; move the spec, or pass --workdir {workdir} to upload it anyway",
+            BAD_INPUT,
+        )
+    if not workdir.is_dir():
+        raise CliError(f"{spec_file}: workdir {written!r} is not a directory", BAD_INPUT)
+    return workdir
+
+
+@contextmanager
+def _interruptible(job_id: int) -> Iterator[None]:
+    """Ctrl-C while waiting or following: stop waiting (exit 130); the job runs on."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        say(f"stopped waiting; job {job_id} runs on (fabbrica job {job_id})", err=True)
+        raise typer.Exit(INTERRUPTED) from None
+
+
 def _wait(job_id: int, timeout: float | None = None) -> dict[str, Any]:
+    with _interruptible(job_id):
+        return _poll(job_id, timeout)
+
+
+def _poll(job_id: int, timeout: float | None) -> dict[str, Any]:
     api, began = client(), time.monotonic()
     while True:
         job: dict[str, Any] = api.get(f"/jobs/{job_id}")
@@ -120,6 +192,11 @@ def _wait(job_id: int, timeout: float | None = None) -> dict[str, Any]:
 
 
 def _follow(job_id: int) -> dict[str, Any]:
+    with _interruptible(job_id):
+        return _stream(job_id)
+
+
+def _stream(job_id: int) -> dict[str, Any]:
     api, offset = client(), 0
     while True:
         job: dict[str, Any] = api.get(f"/jobs/{job_id}")
@@ -147,9 +224,10 @@ def jobs(
 ) -> None:
     """List jobs, newest first."""
     rows = client().get("/jobs", project_id=project)
-    if json_out:
-        print_json(rows)
-        return
+    emit(rows, json_out, _job_table)
+
+
+def _job_table(rows: list[dict[str, Any]]) -> None:
     print_table(
         count(len(rows), "job"),
         [
@@ -158,7 +236,7 @@ def jobs(
             ("state", lambda r: r["state"]),
             ("factory", lambda r: r["factory"]),
             ("GPUs", lambda r: r["gpus"]),
-            ("GPU-h", lambda r: "" if r["gpu_hours"] is None else f"{r['gpu_hours']:.4f}"),
+            ("GPU-h", lambda r: gpu_hours(r["gpu_hours"], unit=False)),
             ("submitted", lambda r: when(r["submitted_at"])),
             ("reason", lambda r: r["reason"]),
         ],
@@ -168,7 +246,7 @@ def jobs(
 
 def job(job_id: int, json_out: JsonOpt = False) -> None:
     """One job: state, where it runs, why it waits, what it charged."""
-    show(client().get(f"/jobs/{job_id}"), json_out)
+    emit(client().get(f"/jobs/{job_id}"), json_out)
 
 
 def logs(
@@ -199,7 +277,7 @@ def cancel(job_id: int, json_out: JsonOpt = False) -> None:
     job_data = api.post(f"/jobs/{job_id}/cancel", {})
     if job_data["state"] not in FINISHED:
         job_data = _wait(job_id, timeout=10)
-    show(job_data, json_out)
+    emit(job_data, json_out)
 
 
 def download(
@@ -211,11 +289,8 @@ def download(
     response = api.raw("GET", f"/jobs/{job_id}/outputs")
     api.check(response)
     target = to or Path(f"job-{job_id}")
-    target.mkdir(parents=True, exist_ok=True)
-    with tarfile.open(fileobj=io.BytesIO(response.content), mode="r:gz") as tar:
-        names = tar.getnames()
-        tar.extractall(target, filter="data")
-    err_console.print(f"{len(names)} entries from job {job_id} in {target}")
+    entries = extract_outputs(response.content, target, source=f"the outputs of job {job_id}")
+    say(f"{entries} entries from job {job_id} in {target}", err=True)
 
 
 def usage(
@@ -227,15 +302,16 @@ def usage(
 ) -> None:
     """Charged GPU-hours, grouped."""
     rows = client().get("/usage", by=by, project_id=project)
-    if json_out:
-        print_json(rows)
-        return
+    emit(rows, json_out, lambda rows: _usage_table(rows, by))
+
+
+def _usage_table(rows: list[dict[str, Any]], by: str) -> None:
     print_table(
         f"GPU-hours by {by}",
         [
             ("key", lambda r: r["key"]),
             ("jobs", lambda r: r["jobs"]),
-            ("GPU-hours", lambda r: f"{r['gpu_hours']:.4f}"),
+            ("GPU-hours", lambda r: gpu_hours(r["gpu_hours"], unit=False)),
         ],
         rows,
     )

@@ -13,9 +13,8 @@ import json
 import math
 import os
 from collections.abc import Callable, Sequence
-from typing import Annotated, Any
+from typing import Any
 
-import typer
 from rich.console import Console
 from rich.measure import Measurement
 from rich.table import Table
@@ -23,8 +22,6 @@ from rich.text import Text
 
 console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)
-
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 
 
 def print_json(data: Any) -> None:

@@ -8,19 +8,19 @@ from typing import Annotated, Any
 
 import typer
 
-from fabbrica.cli.access_cmds import JsonOpt, show
 from fabbrica.cli.client import client
 from fabbrica.cli.errors import BAD_INPUT, CliError
 from fabbrica.cli.output import (
     Column,
-    console,
     count,
-    err_console,
-    print_json,
+    emit,
+    gpu_hours,
     print_record,
     print_table,
+    say,
     when,
 )
+from fabbrica.cli.params import JsonOpt, positive
 from fabbrica.core.access import DECLARATION
 
 allocation_app = typer.Typer(
@@ -32,9 +32,10 @@ report_app = typer.Typer(
 
 
 def _show_proposal(data: dict[str, Any], json_out: bool) -> None:
-    if json_out:
-        print_json(data)
-        return
+    emit(data, json_out, _proposal_record)
+
+
+def _proposal_record(data: dict[str, Any]) -> None:
     print_record(data, hide=("reviews", "allocation", "declaration", "abstract"))
     if data["reviews"]:
         columns: list[Column] = [
@@ -45,7 +46,7 @@ def _show_proposal(data: dict[str, Any], json_out: bool) -> None:
             columns += [("reviewer", lambda r: r["reviewer_id"]), ("state", lambda r: r["state"])]
         print_table("reviews", columns, data["reviews"])
     if data["allocation"]:
-        console.print("[bold]allocation[/bold]")
+        say("allocation", style="bold")
         print_record(data["allocation"])
 
 
@@ -59,7 +60,7 @@ def _declared(flag: bool) -> bool:
             + DECLARATION,
             BAD_INPUT,
         )
-    err_console.print(DECLARATION)
+    say(DECLARATION, err=True)
     if not typer.confirm("Do you make this declaration?", default=False):
         raise CliError("not submitted: the declaration was not made", BAD_INPUT)
     return True
@@ -68,7 +69,9 @@ def _declared(flag: bool) -> bool:
 def apply(
     project: Annotated[str, typer.Option("--project", help="The project's id.")],
     call: Annotated[str, typer.Option("--call", help="The call's id (see `fabbrica calls`).")],
-    gpu_hours: Annotated[float, typer.Option("--gpu-hours", help="GPU-hours requested.")],
+    gpu_hours: Annotated[
+        float, typer.Option("--gpu-hours", help="GPU-hours requested.", callback=positive)
+    ],
     months: Annotated[int, typer.Option("--months", help="Duration in months.")],
     gpu_model: Annotated[
         str | None, typer.Option("--gpu-model", help="A GPU model the factory offers.")
@@ -103,9 +106,10 @@ def proposals(
 ) -> None:
     """List proposals (yours; staff: all)."""
     rows = client().get("/proposals", project_id=project, state=state)
-    if json_out:
-        print_json(rows)
-        return
+    emit(rows, json_out, _proposal_table)
+
+
+def _proposal_table(rows: list[dict[str, Any]]) -> None:
     print_table(
         count(len(rows), "proposal"),
         [
@@ -113,7 +117,7 @@ def proposals(
             ("project", lambda r: r["project"]),
             ("call", lambda r: r["call"]),
             ("state", lambda r: r["state"]),
-            ("GPU-h", lambda r: f"{r['gpu_hours']:,.0f}"),
+            ("GPU-h", lambda r: gpu_hours(r["gpu_hours"], unit=False)),
             ("submitted", lambda r: when(r["submitted_at"])),
             ("decided", lambda r: when(r["decided_at"])),
         ],
@@ -159,7 +163,8 @@ def decide(
     proposal_id: int,
     decision: Annotated[str, typer.Argument(help="accept or reject")],
     gpu_hours: Annotated[
-        float | None, typer.Option("--gpu-hours", help="Grant fewer than requested.")
+        float | None,
+        typer.Option("--gpu-hours", help="Grant fewer than requested.", callback=positive),
     ] = None,
     reason: Annotated[
         str | None, typer.Option("--reason", help="Why (required to reject).")
@@ -182,18 +187,19 @@ def allocations(
 ) -> None:
     """List allocations: GPU-hours granted, used and reserved, validity, state."""
     rows = client().get("/allocations", project_id=project)
-    if json_out:
-        print_json(rows)
-        return
+    emit(rows, json_out, _allocation_table)
+
+
+def _allocation_table(rows: list[dict[str, Any]]) -> None:
     print_table(
         count(len(rows), "allocation"),
         [
             ("id", lambda r: r["id"]),
             ("project", lambda r: r["project"]),
             ("factory", lambda r: r["factory"]),
-            ("GPU-h", lambda r: f"{r['gpu_hours']:,.0f}"),
-            ("used", lambda r: f"{r['used_gpu_hours']:,.1f}"),
-            ("reserved", lambda r: f"{r['reserved_gpu_hours']:,.1f}"),
+            ("GPU-h", lambda r: gpu_hours(r["gpu_hours"], unit=False)),
+            ("used", lambda r: gpu_hours(r["used_gpu_hours"], unit=False)),
+            ("reserved", lambda r: gpu_hours(r["reserved_gpu_hours"], unit=False)),
             ("valid until", lambda r: when(r["valid_until"])[:10]),
             ("state", lambda r: r["state"]),
         ],
@@ -203,7 +209,7 @@ def allocations(
 
 def _change(allocation_id: int, body: dict[str, Any], json_out: bool) -> None:
     clean = {k: v for k, v in body.items() if v is not None}
-    show(client().post(f"/allocations/{allocation_id}/changes", clean), json_out)
+    emit(client().post(f"/allocations/{allocation_id}/changes", clean), json_out)
 
 
 Reason = Annotated[str, typer.Option("--reason", help="Why (kept in the audit log).")]
@@ -212,7 +218,7 @@ Reason = Annotated[str, typer.Option("--reason", help="Why (kept in the audit lo
 @allocation_app.command("show")
 def allocation_show(allocation_id: int, json_out: JsonOpt = False) -> None:
     """One allocation."""
-    show(client().get(f"/allocations/{allocation_id}"), json_out)
+    emit(client().get(f"/allocations/{allocation_id}"), json_out)
 
 
 @allocation_app.command("extend")
@@ -235,7 +241,9 @@ def allocation_extend(
 @allocation_app.command("top-up")
 def allocation_top_up(
     allocation_id: int,
-    gpu_hours: Annotated[float, typer.Option("--gpu-hours", help="GPU-hours to add.")],
+    gpu_hours: Annotated[
+        float, typer.Option("--gpu-hours", help="GPU-hours to add.", callback=positive)
+    ],
     reason: Reason,
     json_out: JsonOpt = False,
 ) -> None:
@@ -266,16 +274,17 @@ def allocation_report(
         text = file.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise CliError(f"cannot read {file}: {exc}", BAD_INPUT) from exc
-    show(client().post(f"/allocations/{allocation_id}/final-report", {"text": text}), json_out)
+    emit(client().post(f"/allocations/{allocation_id}/final-report", {"text": text}), json_out)
 
 
 @allocation_app.command("audit")
 def allocation_audit(allocation_id: int, json_out: JsonOpt = False) -> None:
     """Every change of an allocation: who, when, what, why."""
     rows = client().get(f"/allocations/{allocation_id}/audit")
-    if json_out:
-        print_json(rows)
-        return
+    emit(rows, json_out, _audit_table)
+
+
+def _audit_table(rows: list[dict[str, Any]]) -> None:
     print_table(
         count(len(rows), "change"),
         [
@@ -292,9 +301,10 @@ def allocation_audit(allocation_id: int, json_out: JsonOpt = False) -> None:
 def report_access(json_out: JsonOpt = False) -> None:
     """Proposals by mode, state, country, organisation type and sector; decision times."""
     data = client().get("/reports/access")
-    if json_out:
-        print_json(data)
-        return
+    emit(data, json_out, _access_report)
+
+
+def _access_report(data: dict[str, Any]) -> None:
     rows = [
         {"by": key.removeprefix("by_").replace("_", " "), "value": value, "n": n}
         for key in ("by_mode", "by_state", "by_country", "by_organisation_type", "by_sector")

@@ -11,7 +11,8 @@ from typing import Annotated, Any
 import typer
 
 from fabbrica.cli.errors import BAD_INPUT, CliError
-from fabbrica.cli.output import console, err_console, print_json, print_table
+from fabbrica.cli.output import emit, print_table, say
+from fabbrica.cli.params import JsonOpt
 
 PLOT_SUFFIXES = (".png", ".svg", ".pdf")
 
@@ -40,7 +41,6 @@ LimitOpt = Annotated[
         max=100.0,
     ),
 ]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 DepthOpt = Annotated[
     int,
     typer.Option(
@@ -118,35 +118,34 @@ def simulate(
     note = study.attribution(data)
     if plot is not None:
         _plot(jobs, points, plot, note)
-    if as_json:
-        print_json(
-            {
-                "trace": _trace_json(data, len(jobs), scale),
-                "limit_factor": limit_factor,
-                "queue_depth": queue_depth,
-                "points": [study.point_json(p) for p in points],
-                "wall_seconds": wall,
-                "events": events,
-                "events_per_second": events / sim_seconds if sim_seconds else None,
-                "plot": str(plot) if plot else None,
-                "attribution": note,
-            }
+    summary = {
+        "trace": _trace_json(data, len(jobs), scale),
+        "limit_factor": limit_factor,
+        "queue_depth": queue_depth,
+        "points": [study.point_json(p) for p in points],
+        "wall_seconds": wall,
+        "events": events,
+        "events_per_second": events / sim_seconds if sim_seconds else None,
+        "plot": str(plot) if plot else None,
+        "attribution": note,
+    }
+
+    def human(_: Any) -> None:
+        _print_trace(data, len(jobs), scale)
+        for point in points:
+            _print_point(point)
+        say(
+            f"wall time {wall:.1f} s; {events:,} events replayed at "
+            f"{events / sim_seconds:,.0f} events/s"
+            if sim_seconds
+            else f"wall time {wall:.1f} s"
         )
-        return
-    _print_trace(data, len(jobs), scale)
-    for point in points:
-        _print_point(point)
-    console.print(
-        f"wall time {wall:.1f} s; {events:,} events replayed at {events / sim_seconds:,.0f} "
-        "events/s"
-        if sim_seconds
-        else f"wall time {wall:.1f} s",
-        highlight=False,
-    )
-    if plot is not None:
-        console.print(f"plot: {plot}", highlight=False)
-    if note:
-        console.print(note, style="dim", highlight=False)
+        if plot is not None:
+            say(f"plot: {plot}")
+        if note:
+            say(note, style="dim")
+
+    emit(summary, as_json, human)
 
 
 def plan(
@@ -207,30 +206,30 @@ def plan(
     wall = time.perf_counter() - began
     point = found.point
     note = study.attribution(data)
-    if as_json:
-        print_json(
-            {
-                "trace": _trace_json(data, len(data.jobs), 1),
-                "policy": chosen,
-                "target_p95_wait": target,
-                "gpus": point.federation.gpus,
-                "steps": found.steps,
-                "wall_seconds": wall,
-                "point": study.point_json(point),
-                "attribution": note,
-            }
+    summary = {
+        "trace": _trace_json(data, len(data.jobs), 1),
+        "policy": chosen,
+        "target_p95_wait": target,
+        "gpus": point.federation.gpus,
+        "steps": found.steps,
+        "wall_seconds": wall,
+        "point": study.point_json(point),
+        "attribution": note,
+    }
+
+    def human(_: Any) -> None:
+        _print_trace(data, len(data.jobs), 1)
+        say(
+            f"{point.federation.gpus:,} GPUs meet a p95 wait of {_human(target)} "
+            f"under {chosen} (offered load {point.offered_load:.2f}; {found.steps} "
+            f"simulations, {wall:.1f} s)",
+            style="bold",
         )
-        return
-    _print_trace(data, len(data.jobs), 1)
-    console.print(
-        f"[bold]{point.federation.gpus:,} GPUs[/bold] meet a p95 wait of {_human(target)} "
-        f"under {chosen} (offered load {point.offered_load:.2f}; {found.steps} simulations, "
-        f"{wall:.1f} s)",
-        highlight=False,
-    )
-    _print_point(point)
-    if note:
-        console.print(note, style="dim", highlight=False)
+        _print_point(point)
+        if note:
+            say(note, style="dim")
+
+    emit(summary, as_json, human)
 
 
 # --- input -------------------------------------------------------------------------------
@@ -289,7 +288,7 @@ def _input_errors() -> Iterator[None]:
 
 
 def _progress(message: str) -> None:
-    err_console.print(f"[dim]{message}[/dim]", highlight=False)
+    say(message, style="dim", err=True)
 
 
 def _plot(jobs: Any, points: list[Any], path: Path, note: str | None) -> None:
@@ -321,11 +320,10 @@ def _trace_json(data: Any, replayed: int, scale: int) -> dict[str, Any]:
 def _print_trace(data: Any, replayed: int, scale: int) -> None:
     skipped = ", ".join(f"{n:,} {k}" for k, n in data.skipped.items()) or "none"
     copies = f" x {scale} copies = {replayed:,} jobs" if scale > 1 else ""
-    console.print(
+    say(
         f"trace {data.source}: {len(data.jobs):,} jobs{copies} from {len(data.clusters())} "
         f"clusters over {data.span / 86400:.1f} days; skipped rows: {skipped}; "
-        f"{data.out_of_order:,} out of order (sorted)",
-        highlight=False,
+        f"{data.out_of_order:,} out of order (sorted)"
     )
 
 
@@ -374,13 +372,12 @@ def _print_point(point: Any) -> None:
     }.items():
         ratio = point.ratio(a, b)
         if ratio is not None:
-            console.print(f"mean wait {label}: {ratio:.4f}", highlight=False)
+            say(f"mean wait {label}: {ratio:.4f}")
     for entry in beats_pooled(point):
-        console.print(
+        say(
             f"{entry['policy']} waits {entry['below_pooled_by']:.1%} less than pooled on "
             "average: pooled is a reference, not a bound (one queue blocks behind a large "
-            "job where separate queues do not)",
-            highlight=False,
+            "job where separate queues do not)"
         )
 
 

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from fabbrica.cli.errors import BAD_INPUT, CliError
-from fabbrica.cli.output import console, err_console
+from fabbrica.cli.output import say
 
 if TYPE_CHECKING:
     from fabbrica.settings import Settings
@@ -66,21 +66,20 @@ def up(
         raise CliError(str(exc), BAD_INPUT) from exc
     prepared = prepare(settings, loaded)
     url = f"http://{settings.host}:{settings.port}"
-    err_console.print(f"[bold]Fabbrica[/bold] on {url}  (API docs: {url}/docs)")
-    err_console.print(f"  database: {describe_database(prepared.ctx.db.url)}")
-    err_console.print(
+    say(f"Fabbrica on {url}  (API docs: {url}/docs)", err=True)
+    say(f"  database: {describe_database(prepared.ctx.db.url)}", err=True)
+    say(
         f"  catalog:  {settings.catalog or 'shipped EuroHPC catalog'}"
-        f" ({len(loaded.factories)} factories)"
+        f" ({len(loaded.factories)} factories)",
+        err=True,
     )
     if settings.emulate_federation:
         emulated = sorted(f for f in prepared.ctx.executors if f != "local")
-        err_console.print(
-            f"  [yellow]emulated factories[/yellow] (jobs run here): {', '.join(emulated)}"
-        )
+        say(f"  emulated factories (jobs run here): {', '.join(emulated)}", err=True)
     if prepared.bootstrap_token:
-        err_console.print("[yellow]Created the federation admin. Its token, shown once:[/yellow]")
-        console.print(prepared.bootstrap_token, highlight=False)
-        err_console.print(f"  export FABBRICA_URL={url} FABBRICA_TOKEN=<the token above>")
+        say("Created the federation admin. Its token, shown once:", style="yellow", err=True)
+        say(prepared.bootstrap_token)
+        say(f"  export FABBRICA_URL={url} FABBRICA_TOKEN=<the token above>", err=True)
     uvicorn.run(
         build_app(prepared),
         host=settings.host,
@@ -102,8 +101,6 @@ def db_upgrade() -> None:
     db = Database(settings.resolved_database_url())
     try:
         upgrade(db.engine)
-        err_console.print(
-            f"{describe_database(db.url)} is at revision {current_revision(db.engine)}"
-        )
+        say(f"{describe_database(db.url)} is at revision {current_revision(db.engine)}", err=True)
     finally:
         db.dispose()
