@@ -30,22 +30,35 @@ call_app = typer.Typer(help="Operators: open, close and tune calls.", no_args_is
 @org_app.command("add")
 def org_add(
     name: str,
-    country: Annotated[str, typer.Option("--country", help="Legal country, e.g. IT.")],
+    country: Annotated[
+        str, typer.Option("--country", metavar="CC", help="Legal country, e.g. IT.")
+    ],
     type_: Annotated[
         str,
-        typer.Option("--type", help="startup, sme, large_industry, academia or public_sector."),
+        typer.Option(
+            "--type",
+            metavar="TYPE",
+            help="startup, sme, large_industry, academia or public_sector.",
+        ),
     ],
-    sector: Annotated[str | None, typer.Option("--sector", help="A catalog sector id.")] = None,
+    sector: Annotated[
+        str | None, typer.Option("--sector", metavar="SECTOR", help="A catalog sector id.")
+    ] = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Create an organisation; you become its first admin."""
+    """Create an organisation; you become its first admin.
+
+    The organisation has a legal country, a type (`startup`, `sme`, `large_industry`,
+    `academia` or `public_sector`) and a sector from `fabbrica sectors`; it is printed with
+    its `id`.
+    """
     body = {"name": name, "country": country, "type": type_, "sector": sector}
     emit(client().post("/organisations", body), json_out)
 
 
 @org_app.command("list")
 def org_list(json_out: JsonOpt = False) -> None:
-    """Your organisations."""
+    """Your organisations (operators and admins: all)."""
     rows = client().get("/organisations")
     emit(rows, json_out, _org_table)
 
@@ -71,7 +84,12 @@ def org_add_member(
     admin: Annotated[bool, typer.Option("--admin", help="Make them an admin too.")] = False,
     json_out: JsonOpt = False,
 ) -> None:
-    """Add a registered user to your organisation (admins); they join with `org join`."""
+    """Add a registered user to your organisation (admins); they join with `org join`.
+
+    Organisation admins add a registered user, who is told by email and becomes a member only
+    by joining (`fabbrica org join`): nobody is enrolled without consent. A reviewer who belongs
+    to an organisation can never review its proposals.
+    """
     data = client().post(f"/organisations/{org_id}/members", {"email": email, "admin": admin})
     emit(data, json_out)
 
@@ -83,7 +101,7 @@ def org_join(org_id: int, json_out: JsonOpt = False) -> None:
 
 
 @org_app.command("show")
-def org_emit(org_id: int, json_out: JsonOpt = False) -> None:
+def org_show(org_id: int, json_out: JsonOpt = False) -> None:
     """One organisation with its members."""
     emit(client().get(f"/organisations/{org_id}"), json_out)
 
@@ -112,14 +130,25 @@ def _project_record(data: dict[str, Any]) -> None:
 @project_app.command("add")
 def project_add(
     title: str,
-    org: Annotated[int, typer.Option("--org", help="The organisation's id.")],
+    org: Annotated[int, typer.Option("--org", metavar="ORG_ID", help="The organisation's id.")],
     mode: Annotated[
         str | None,
-        typer.Option("--mode", help="Access mode the project is opened for (default playground)."),
+        typer.Option(
+            "--mode",
+            metavar="MODE",
+            help="Access mode the project is opened for (default playground).",
+        ),
     ] = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Create a project; you become its principal investigator."""
+    """Create a project; you become its principal investigator.
+
+    Creates a project and prints it with its `id`, in EuroHPC's style:
+    `FAB-AIF-2026PG11-0007` is the access mode the project is opened for (`--mode`, default
+    `playground`; PG, FL, LS, SC ...), the year, the intake period (the month for continuous
+    intake, the cut-off number otherwise) and a sequence number. The id never changes, whatever
+    the project applies to later. You become its principal investigator (PI).
+    """
     _show_project(
         client().post("/projects", {"title": title, "org_id": org, "mode": mode}), json_out
     )
@@ -127,10 +156,15 @@ def project_add(
 
 @project_app.command("list")
 def project_list(
-    org: Annotated[int | None, typer.Option("--org", help="Only this organisation's.")] = None,
+    org: Annotated[
+        int | None, typer.Option("--org", metavar="ORG_ID", help="Only this organisation's.")
+    ] = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Your projects."""
+    """Your projects.
+
+    Projects you belong to, directly or through your organisation.
+    """
     rows = client().get("/projects", org_id=org)
     emit(rows, json_out, _project_table)
 
@@ -149,32 +183,45 @@ def _project_table(rows: list[dict[str, Any]]) -> None:
 
 
 @project_app.command("show")
-def project_emit(project_id: str, json_out: JsonOpt = False) -> None:
-    """One project with its members."""
+def project_show(project_id: str, json_out: JsonOpt = False) -> None:
+    """One project with its members and their roles."""
     _show_project(client().get(f"/projects/{project_id}"), json_out)
 
 
 @project_app.command("invite")
 def project_invite(project_id: str, email: str, json_out: JsonOpt = False) -> None:
-    """Invite someone by email (PI only); they accept with the token in the email."""
+    """Invite someone by email (PI only); they accept with the token in the email.
+
+    The PI invites someone by email. The email carries a token (valid 14 days), also printed
+    once here.
+    """
     emit(client().post(f"/projects/{project_id}/invitations", {"email": email}), json_out)
 
 
 @project_app.command("accept")
 def project_accept(token: str, json_out: JsonOpt = False) -> None:
-    """Accept an invitation sent to your email."""
+    """Accept an invitation sent to your email.
+
+    Accept an invitation sent to your email address; you join as a member.
+    """
     _show_project(client().post("/invitations/accept", {"token": token}), json_out)
 
 
 @project_app.command("remove")
 def project_remove(project_id: str, user_id: int, json_out: JsonOpt = False) -> None:
-    """Remove a member (PI only)."""
+    """Remove a member (PI only).
+
+    The PI removes a member (not the PI).
+    """
     _show_project(client().delete(f"/projects/{project_id}/members/{user_id}"), json_out)
 
 
 @project_app.command("transfer-pi")
 def project_transfer_pi(project_id: str, user_id: int, json_out: JsonOpt = False) -> None:
-    """Hand the PI role to a member (PI only)."""
+    """Hand the PI role to a member (PI only).
+
+    The PI hands the PI role to a member, and becomes a member.
+    """
     _show_project(client().post(f"/projects/{project_id}/pi", {"user_id": user_id}), json_out)
 
 
@@ -183,11 +230,21 @@ def project_transfer_pi(project_id: str, user_id: int, json_out: JsonOpt = False
 
 def calls(
     all_: Annotated[bool, typer.Option("--all", help="Closed calls too.")] = False,
-    factory: Annotated[str | None, typer.Option("--factory", help="One factory's.")] = None,
-    mode: Annotated[str | None, typer.Option("--mode", help="One access mode's.")] = None,
+    factory: Annotated[
+        str | None, typer.Option("--factory", metavar="FACTORY", help="One factory's.")
+    ] = None,
+    mode: Annotated[
+        str | None, typer.Option("--mode", metavar="MODE", help="One access mode's.")
+    ] = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """List the open calls: id, mode, factory, decision, capacity."""
+    """List the open calls: id, mode, factory, decision, capacity.
+
+    The open calls (`--all`: closed ones too) with `id` (`it4lia-playground`), `mode`,
+    `factory`, decision (automatic or manual), the GPU-hours offered to automatic decisions and
+    those already committed. Every factory with operating GPUs gets one call per access mode;
+    legacy modes with cut-offs (Regular, Extreme Scale) start closed.
+    """
     rows = client().get("/calls", state="all" if all_ else "open", factory=factory, mode=mode)
     emit(rows, json_out, lambda rows: _call_table(rows, with_state=all_))
 
@@ -211,7 +268,10 @@ def call_set(
     open_: Annotated[
         bool | None, typer.Option("--open/--close", help="Open or close the call.")
     ] = None,
-    decision: Annotated[str | None, typer.Option("--decision", help="automatic or manual.")] = None,
+    decision: Annotated[
+        str | None,
+        typer.Option("--decision", metavar="automatic|manual", help="automatic or manual."),
+    ] = None,
     offered_gpu_hours: Annotated[
         float | None,
         typer.Option("--offered-gpu-hours", help="Capacity for auto-decisions.", callback=positive),
@@ -226,11 +286,15 @@ def call_set(
         ),
     ] = None,
     reason: Annotated[
-        str | None, typer.Option("--reason", help="Why (shown to applicants).")
+        str | None, typer.Option("--reason", metavar="TEXT", help="Why (shown to applicants).")
     ] = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Change a call (operators)."""
+    """Change a call (operators).
+
+    Operators open or close a call (the reason is shown to applicants who are refused), switch
+    it to manual decisions, and set the capacity automatic decisions may commit.
+    """
     body: dict[str, Any] = {
         "state": None if open_ is None else ("open" if open_ else "closed"),
         "decision": decision,
@@ -247,5 +311,9 @@ def call_set(
 
 @call_app.command("add-reviewer")
 def call_add_reviewer(call_id: str, user_id: int, json_out: JsonOpt = False) -> None:
-    """Add a reviewer to a call's round-robin pool (operators)."""
+    """Add a reviewer to a call's round-robin pool (operators).
+
+    Operators add a reviewer to the call's pool; proposals in review are assigned round-robin
+    (fewest assignments first, never a conflicted reviewer).
+    """
     emit(client().post(f"/calls/{call_id}/reviewers", {"user_id": user_id}), json_out)

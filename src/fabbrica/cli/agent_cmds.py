@@ -17,7 +17,9 @@ from fabbrica.cli.output import emit, print_table, say, when
 from fabbrica.cli.params import JsonOpt
 
 BACKENDS = ("slurm", "local")
-FactoryOpt = Annotated[str, typer.Option("--factory", help="The factory id in the catalog.")]
+FactoryOpt = Annotated[
+    str, typer.Option("--factory", metavar="FACTORY", help="The factory id in the catalog.")
+]
 
 agent_app = typer.Typer(
     help="Run a factory's site agent (`fabbrica agent --factory ID --backend slurm`), and "
@@ -30,22 +32,29 @@ agent_app = typer.Typer(
 def agent(
     ctx: typer.Context,
     factory: Annotated[
-        str | None, typer.Option("--factory", help="The factory this agent runs.")
+        str | None,
+        typer.Option("--factory", metavar="FACTORY", help="The factory this agent runs."),
     ] = None,
-    backend: Annotated[str, typer.Option("--backend", help="slurm or local.")] = "slurm",
+    backend: Annotated[
+        str, typer.Option("--backend", metavar="slurm|local", help="slurm or local.")
+    ] = "slurm",
     slurm_conf: Annotated[
-        Path | None, typer.Option("--slurm-conf", help="The cluster's slurm.conf (SLURM_CONF).")
+        Path | None,
+        typer.Option("--slurm-conf", metavar="FILE", help="The cluster's slurm.conf (SLURM_CONF)."),
     ] = None,
     partition_map: Annotated[
         Path | None,
         typer.Option(
             "--partition-map",
+            metavar="FILE",
             help="JSON or YAML: catalog partition id -> Slurm partition and GRES type.",
         ),
     ] = None,
     work_dir: Annotated[
         Path | None,
-        typer.Option("--work-dir", help="Where job scripts, workdirs and logs are kept."),
+        typer.Option(
+            "--work-dir", metavar="DIR", help="Where job scripts, workdirs and logs are kept."
+        ),
     ] = None,
     gpus: Annotated[
         int, typer.Option("--gpus", help="GPUs of the local backend.", min=1, max=1024)
@@ -61,9 +70,24 @@ def agent(
             min=0,
         ),
     ] = 10,
-    catalog: Annotated[Path | None, typer.Option("--catalog", help="Your catalog file.")] = None,
+    catalog: Annotated[
+        Path | None, typer.Option("--catalog", metavar="FILE", help="Your catalog file.")
+    ] = None,
 ) -> None:
-    """Run the site agent of one factory until stopped (SIGINT/SIGTERM)."""
+    """Run the site agent of one factory until stopped (SIGINT/SIGTERM).
+
+    Runs the site agent of one factory until SIGINT/SIGTERM, with the factory token in
+    `FABBRICA_TOKEN` and the API in `FABBRICA_URL`. Every `--interval` seconds (default 1) it
+    sends one sync (capacity per partition, the state of every run it holds), cancels and
+    launches what the answer says, and uploads new log output. With `--backend slurm` it also
+    brings Slurm's accounts and limits in line every `--accounts-every` syncs (default 10) and
+    before every launch. `--partition-map` (JSON or YAML) maps catalog partition ids to Slurm
+    partitions and GRES types: `{"partitions": {"booster": {"slurm_partition": "gpu",
+    "gres_type": "gh200"}}}`; without it, each catalog partition is the Slurm partition of the
+    same name. `--backend local` runs jobs on this machine (`--gpus` emulated GPUs). When the
+    API is away it keeps its runs running and retries with backoff (up to 30 s). Exit 2 for an
+    unknown factory, a bad map or a missing token.
+    """
     if ctx.invoked_subcommand is not None:
         return
     if factory is None:
@@ -153,15 +177,21 @@ def _backend(
 def check(
     factory: FactoryOpt,
     slurm_conf: Annotated[
-        Path | None, typer.Option("--slurm-conf", help="The cluster's slurm.conf.")
+        Path | None, typer.Option("--slurm-conf", metavar="FILE", help="The cluster's slurm.conf.")
     ] = None,
     work_dir: Annotated[
-        Path | None, typer.Option("--work-dir", help="The agent's work dir (its accounts).")
+        Path | None,
+        typer.Option("--work-dir", metavar="DIR", help="The agent's work dir (its accounts)."),
     ] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Show how Slurm's accounts and limits differ from Fabbrica's allocations (changes
-    nothing). Exit 0 when they match, 1 when they differ."""
+    nothing). Exit 0 when they match, 1 when they differ.
+
+    Shows, without changing anything, how Slurm's accounts, users and `GrpTRESMins` differ from
+    the factory's allocations (`changes[]` with `account`, `action`, `detail`, `command`;
+    `in_sync`). Exit 0 when they match, 1 when they differ.
+    """
     from fabbrica.agent.client import AgentClient, ApiRefused, ApiUnavailable
     from fabbrica.backends.slurm.accounts import AccountSync
     from fabbrica.backends.slurm.runner import SlurmError, SlurmRunner
@@ -210,8 +240,10 @@ def token(factory: FactoryOpt, json_out: JsonOpt = False) -> None:
 @agent_app.command("username")
 def username(
     factory: FactoryOpt,
-    email: Annotated[str, typer.Option("--email", help="The Fabbrica user.")],
-    site_username: Annotated[str, typer.Option("--username", help="Their username there.")],
+    email: Annotated[str, typer.Option("--email", metavar="EMAIL", help="The Fabbrica user.")],
+    site_username: Annotated[
+        str, typer.Option("--username", metavar="USERNAME", help="Their username there.")
+    ],
     json_out: JsonOpt = False,
 ) -> None:
     """Map a user to their username at a factory: their jobs run as it there."""

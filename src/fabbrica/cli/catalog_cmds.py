@@ -25,12 +25,18 @@ def catalog(
         Path | None,
         typer.Option(
             "--file",
+            metavar="FILE",
             help="Validate and show a catalog file here, without a server (operators: check "
             "your own file before `fabbrica up --catalog`).",
         ),
     ] = None,
 ) -> None:
-    """List the factories of the federation: id, country, systems, GPUs."""
+    """List the factories of the federation: id, country, systems, GPUs.
+
+    The federation's factories: id, name, country, systems and GPUs (`≈` marks estimates,
+    `unknown` a factory whose size is not published). With `--file`, validates and shows a
+    catalog file locally, without a server: operators check their own file this way.
+    """
     if file is not None:
         from fabbrica.api.routes.catalog import summarise
         from fabbrica.catalog.loader import CatalogError, load_catalog
@@ -62,7 +68,10 @@ def _catalog_table(rows: list[dict[str, Any]]) -> None:
 
 
 def factory(factory_id: str, json_out: JsonOpt = False) -> None:
-    """Show one factory with its systems and partitions."""
+    """Show one factory with its systems and partitions.
+
+    One factory with its systems and partitions: GPU model, nodes x GPUs per node, billing rule.
+    """
     data = client().get(f"/factories/{factory_id}")
     emit(data, json_out, _factory_record)
 
@@ -93,7 +102,11 @@ def _factory_record(data: dict[str, Any]) -> None:
 
 
 def sectors(json_out: JsonOpt = False) -> None:
-    """The sectors an organisation may name (`fabbrica org add --sector`)."""
+    """The sectors an organisation may name (`fabbrica org add --sector`).
+
+    The sectors an organisation may name with `fabbrica org add --sector`: by id, by name, or
+    by a unique start of either (`health` is `health-life-sciences`).
+    """
     rows = client().get("/sectors")
     emit(rows, json_out, _sector_table)
 

@@ -28,7 +28,7 @@ class _Option(TyperOption):
             return None
         if self.metavar is not None:
             return self.metavar
-        return placeholder(self.display_type(ctx)) + ("..." if self.multiple else "")
+        return placeholder(self.display_type(ctx))  # repeatable options say so in their help
 
 
 class _Argument(TyperArgument):

@@ -25,6 +25,7 @@ FactoriesOpt = Annotated[
     list[str] | None,
     typer.Option(
         "--factory",
+        metavar="FACTORY",
         help="Operators: a factory they operate (catalog id); repeat for several.",
     ),
 ]
@@ -38,7 +39,7 @@ def user_add(
     factories: FactoriesOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Create a user; prints the user with a one-time `token`.
+    """Create a user; prints the user with a one-time `token` (admins).
 
     An operator operates only the factories named with `--factory` (their calls, proposals,
     allocations and agents); federation admins see everything.
@@ -67,7 +68,7 @@ def user_factories(
 
 @user_app.command("list")
 def user_list(json_out: JsonOpt = False) -> None:
-    """List users."""
+    """List users with their role and, for operators, their factories (admins)."""
     rows = client().get("/users")
     emit(rows, json_out, _user_table)
 
@@ -91,14 +92,21 @@ def _user_table(rows: list[dict[str, Any]]) -> None:
 def token_create(
     name: Annotated[str, typer.Option("--name", help="What the token is for.")] = "cli",
     user: Annotated[
-        int | None, typer.Option("--user", help="Admins: the id of the user to create it for.")
+        int | None,
+        typer.Option(
+            "--user", metavar="USER_ID", help="Admins: the id of the user to create it for."
+        ),
     ] = None,
     expires_in_days: Annotated[
-        int | None, typer.Option("--expires-in-days", min=1, max=3650, help="Expiry.")
+        int | None,
+        typer.Option("--expires-in-days", min=1, max=3650, help="Days until it expires."),
     ] = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Create an API token; prints it once."""
+    """Create an API token; prints it once.
+
+    A new API token for yourself (admins: `--user` for someone else), printed once.
+    """
     data = client().post(
         "/tokens", {"name": name, "user_id": user, "expires_in_days": expires_in_days}
     )
@@ -108,11 +116,16 @@ def token_create(
 @token_app.command("list")
 def token_list(
     user: Annotated[
-        int | None, typer.Option("--user", help="Admins: another user's id, or 0 for all.")
+        int | None,
+        typer.Option("--user", metavar="USER_ID", help="Admins: another user's id, or 0 for all."),
     ] = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """List your tokens (never their secrets)."""
+    """List your tokens (never their secrets).
+
+    Your tokens with their hint (first characters), creation, last use, expiry and revocation;
+    never the secret. Admins: `--user ID`, or `--user 0` for everyone's.
+    """
     rows = client().get("/tokens", user_id=user)
     emit(rows, json_out, _token_table)
 
@@ -136,7 +149,11 @@ def _token_table(rows: list[dict[str, Any]]) -> None:
 
 @token_app.command("revoke")
 def token_revoke(token_id: int, json_out: JsonOpt = False) -> None:
-    """Revoke a token at once."""
+    """Revoke a token at once.
+
+    Revokes a token at once; revoking twice is harmless. Another user's token is reported as
+    not found.
+    """
     data = client().delete(f"/tokens/{token_id}")
     emit(data, json_out)
 
@@ -147,7 +164,11 @@ def login(
         str | None, typer.Option("--token", help="An API token (asked for when not given).")
     ] = None,
 ) -> None:
-    """Check a URL and token against the API and save them in the config file."""
+    """Check a URL and token against the API and save them in the config file.
+
+    Checks the token against the API (`GET /api/v1/me`) and saves URL and token in the config
+    file (mode 600). Without `--token` it asks on the terminal; with no terminal it exits 2.
+    """
     current = resolve_target()
     url = (url or current.url).rstrip("/")
     if token is None:

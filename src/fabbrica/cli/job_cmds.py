@@ -73,13 +73,16 @@ def _chunks(body: bytes, progress: Progress, task: Any) -> Iterator[bytes]:
 
 def run(
     file: Annotated[Path, typer.Argument(help="The job spec (YAML or JSON).")],
-    project: Annotated[str | None, typer.Option("--project", help="Overrides the spec's.")] = None,
+    project: Annotated[
+        str | None, typer.Option("--project", metavar="PROJECT_ID", help="Overrides the spec's.")
+    ] = None,
     wait: Annotated[bool, typer.Option("--wait", help="Return when the job ends.")] = False,
     follow: Annotated[bool, typer.Option("--follow", help="Stream the job's output.")] = False,
     workdir_opt: Annotated[
         Path | None,
         typer.Option(
             "--workdir",
+            metavar="DIR",
             help="Upload this folder instead of the spec's `workdir` (which must stay inside "
             "the spec's folder).",
         ),
@@ -219,10 +222,15 @@ def _print_log(api: Any, job_id: int, offset: int) -> int:
 
 
 def jobs(
-    project: Annotated[str | None, typer.Option("--project", help="One project's.")] = None,
+    project: Annotated[
+        str | None, typer.Option("--project", metavar="PROJECT_ID", help="One project's.")
+    ] = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """List jobs, newest first."""
+    """List jobs, newest first.
+
+    Jobs of your projects, newest first, with the reason each waiting job waits.
+    """
     rows = client().get("/jobs", project_id=project)
     emit(rows, json_out, _job_table)
 
@@ -245,7 +253,11 @@ def _job_table(rows: list[dict[str, Any]]) -> None:
 
 
 def job(job_id: int, json_out: JsonOpt = False) -> None:
-    """One job: state, where it runs, why it waits, what it charged."""
+    """One job: state, where it runs, why it waits, what it charged.
+
+    One job: `id`, `state`, `reason`, `factory`, `partition`, `gpus`, `gpu_hours` (charged),
+    `submitted_at`, `started_at`, `ended_at`, `exit_code`.
+    """
     emit(client().get(f"/jobs/{job_id}"), json_out)
 
 
@@ -253,7 +265,10 @@ def logs(
     job_id: int,
     follow: Annotated[bool, typer.Option("--follow", help="Keep printing until it ends.")] = False,
 ) -> None:
-    """Print a job's output."""
+    """Print a job's output.
+
+    The job's output (stdout and stderr).
+    """
     api = client()
     if follow:
         _follow(job_id)
@@ -272,7 +287,10 @@ def logs(
 
 
 def cancel(job_id: int, json_out: JsonOpt = False) -> None:
-    """Cancel a job; waits (up to 10 s) until it has stopped."""
+    """Cancel a job; waits (up to 10 s) until it has stopped.
+
+    Cancels a job and waits (up to 10 s) until it has stopped; charged for the time used only.
+    """
     api = client()
     job_data = api.post(f"/jobs/{job_id}/cancel", {})
     if job_data["state"] not in FINISHED:
@@ -282,9 +300,16 @@ def cancel(job_id: int, json_out: JsonOpt = False) -> None:
 
 def download(
     job_id: int,
-    to: Annotated[Path | None, typer.Option("--to", help="Folder (default ./job-ID).")] = None,
+    to: Annotated[
+        Path | None, typer.Option("--to", metavar="DIR", help="Folder (default ./job-ID).")
+    ] = None,
 ) -> None:
-    """Download a job's outputs into a folder."""
+    """Download a job's outputs into a folder (default `./job-ID`).
+
+    The archive is checked before anything is written: a member that would land outside the
+    folder (an absolute or escaping path or link), a device or a FIFO refuses the whole
+    download (exit 1, naming the member), and nothing is extracted.
+    """
     api = client()
     response = api.raw("GET", f"/jobs/{job_id}/outputs")
     api.check(response)
@@ -294,13 +319,20 @@ def download(
 
 
 def usage(
-    project: Annotated[str | None, typer.Option("--project", help="One project's.")] = None,
+    project: Annotated[
+        str | None, typer.Option("--project", metavar="PROJECT_ID", help="One project's.")
+    ] = None,
     by: Annotated[
-        str, typer.Option("--by", help="project, factory, org, country, sector or mode.")
+        str,
+        typer.Option(
+            "--by",
+            metavar="project|factory|org|country|sector|mode",
+            help="project, factory, org, country, sector or mode.",
+        ),
     ] = "project",
     json_out: JsonOpt = False,
 ) -> None:
-    """Charged GPU-hours, grouped."""
+    """Charged GPU-hours and job counts, grouped."""
     rows = client().get("/usage", by=by, project_id=project)
     emit(rows, json_out, lambda rows: _usage_table(rows, by))
 

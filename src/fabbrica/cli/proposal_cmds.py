@@ -67,14 +67,19 @@ def _declared(flag: bool) -> bool:
 
 
 def apply(
-    project: Annotated[str, typer.Option("--project", help="The project's id.")],
-    call: Annotated[str, typer.Option("--call", help="The call's id (see `fabbrica calls`).")],
+    project: Annotated[
+        str, typer.Option("--project", metavar="PROJECT_ID", help="The project's id.")
+    ],
+    call: Annotated[
+        str, typer.Option("--call", metavar="CALL_ID", help="The call's id (see `fabbrica calls`).")
+    ],
     gpu_hours: Annotated[
         float, typer.Option("--gpu-hours", help="GPU-hours requested.", callback=positive)
     ],
     months: Annotated[int, typer.Option("--months", help="Duration in months.")],
     gpu_model: Annotated[
-        str | None, typer.Option("--gpu-model", help="A GPU model the factory offers.")
+        str | None,
+        typer.Option("--gpu-model", metavar="GPU_MODEL", help="A GPU model the factory offers."),
     ] = None,
     abstract: Annotated[str, typer.Option("--abstract", help="What the GPUs are for.")] = "",
     declare: Annotated[
@@ -86,7 +91,19 @@ def apply(
     ] = False,
     json_out: JsonOpt = False,
 ) -> None:
-    """Apply to a call; Playground and Fast Lane are decided at once."""
+    """Apply to a call; Playground and Fast Lane are decided at once.
+
+    Submits a proposal (PI) and prints it with `id` and `state`. `--gpu-model` takes the
+    factory's model id or its name (`a100`, `A100`, `NVIDIA A100`). Without
+    `--declare-civilian-ai-act` the CLI shows the declaration of civilian use and EU AI Act
+    compliance and asks; with no terminal it refuses with exit code 2. Eligibility is checked
+    at once, with every broken rule named (exit 2, nothing stored): country, organisation type,
+    GPU-hours range, duration, GPU model, a closed call (with its reason and next cut-off), an
+    overdue final report. Playground and Fast Lane proposals are decided at once within the
+    call's offered capacity: the state is `accepted` and the object carries its `allocation`.
+    Peer-reviewed modes (Large Scale, AI for Science, Regular, Extreme Scale) go `in_review`;
+    the others wait `submitted` for an operator.
+    """
     body = {
         "project_id": project,
         "call_id": call,
@@ -100,11 +117,18 @@ def apply(
 
 
 def proposals(
-    project: Annotated[str | None, typer.Option("--project", help="One project's.")] = None,
-    state: Annotated[str | None, typer.Option("--state", help="Only in this state.")] = None,
+    project: Annotated[
+        str | None, typer.Option("--project", metavar="PROJECT_ID", help="One project's.")
+    ] = None,
+    state: Annotated[
+        str | None, typer.Option("--state", metavar="STATE", help="Only in this state.")
+    ] = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """List proposals (yours; staff: all)."""
+    """List proposals (yours; staff: all).
+
+    Proposals of your projects (operators: all).
+    """
     rows = client().get("/proposals", project_id=project, state=state)
     emit(rows, json_out, _proposal_table)
 
@@ -126,7 +150,11 @@ def _proposal_table(rows: list[dict[str, Any]]) -> None:
 
 
 def proposal(proposal_id: int, json_out: JsonOpt = False) -> None:
-    """One proposal with its reviews and allocation."""
+    """One proposal with its reviews and allocation.
+
+    One proposal, its reviews (scores and comments; reviewer identities only for operators)
+    and its allocation.
+    """
     _show_proposal(client().get(f"/proposals/{proposal_id}"), json_out)
 
 
@@ -146,7 +174,12 @@ def review(
     ] = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Review a proposal (reviewers), or declare a conflict of interest."""
+    """Review a proposal (reviewers), or declare a conflict of interest.
+
+    A reviewer scores a proposal in review, or declares a conflict of interest (another
+    reviewer is then assigned). A reviewer from the applicant's organisation or project, or
+    who declared a conflict, is refused.
+    """
     if score is None and conflict is None:
         raise CliError("give --score 1..5, or --conflict REASON", BAD_INPUT)
     body = {"score": score, "comment": comment, "conflict": conflict}
@@ -154,7 +187,10 @@ def review(
 
 
 def assign(proposal_id: int, reviewer_id: int, json_out: JsonOpt = False) -> None:
-    """Assign a reviewer to a proposal (operators)."""
+    """Assign a reviewer to a proposal (operators).
+
+    Operators assign a reviewer; a conflicted one is refused.
+    """
     body = {"reviewer_id": reviewer_id}
     _show_proposal(client().post(f"/proposals/{proposal_id}/reviewers", body), json_out)
 
@@ -167,11 +203,16 @@ def decide(
         typer.Option("--gpu-hours", help="Grant fewer than requested.", callback=positive),
     ] = None,
     reason: Annotated[
-        str | None, typer.Option("--reason", help="Why (required to reject).")
+        str | None, typer.Option("--reason", metavar="TEXT", help="Why (required to reject).")
     ] = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Accept or reject a proposal (operators)."""
+    """Accept or reject a proposal (operators).
+
+    Operators accept (with the requested or fewer GPU-hours) or reject (a reason is required).
+    A proposal in review can be decided only once the call's minimum number of reviews is in,
+    and accepted only if their average reaches the call's minimum score.
+    """
     if decision not in ("accept", "reject"):
         raise CliError(f"decision must be accept or reject, not {decision!r}", BAD_INPUT)
     body = {"decision": decision, "gpu_hours": gpu_hours, "reason": reason}
@@ -182,10 +223,17 @@ def decide(
 
 
 def allocations(
-    project: Annotated[str | None, typer.Option("--project", help="One project's.")] = None,
+    project: Annotated[
+        str | None, typer.Option("--project", metavar="PROJECT_ID", help="One project's.")
+    ] = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """List allocations: GPU-hours granted, used and reserved, validity, state."""
+    """List allocations: GPU-hours granted, used and reserved, validity, state.
+
+    Allocations with `id`, `project`, `factory`, `gpu_hours` (granted), `used_gpu_hours`,
+    `reserved_gpu_hours`, `remaining_gpu_hours`, `valid_from`, `valid_until`, `state`
+    (`active|suspended|terminated|expired`) and `final_report_due`.
+    """
     rows = client().get("/allocations", project_id=project)
     emit(rows, json_out, _allocation_table)
 
@@ -212,7 +260,9 @@ def _change(allocation_id: int, body: dict[str, Any], json_out: bool) -> None:
     emit(client().post(f"/allocations/{allocation_id}/changes", clean), json_out)
 
 
-Reason = Annotated[str, typer.Option("--reason", help="Why (kept in the audit log).")]
+Reason = Annotated[
+    str, typer.Option("--reason", metavar="TEXT", help="Why (kept in the audit log).")
+]
 
 
 @allocation_app.command("show")
@@ -225,13 +275,18 @@ def allocation_show(allocation_id: int, json_out: JsonOpt = False) -> None:
 def allocation_extend(
     allocation_id: int,
     reason: Reason,
-    months: Annotated[int | None, typer.Option("--months", min=1, max=60)] = None,
+    months: Annotated[
+        int | None, typer.Option("--months", min=1, max=60, help="Months to add.")
+    ] = None,
     until: Annotated[
-        dt.datetime | None, typer.Option("--until", help="New end (ISO date).")
+        dt.datetime | None, typer.Option("--until", metavar="DATE", help="New end (ISO date).")
     ] = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Extend an allocation by months or to a date."""
+    """Extend an allocation by months or to a date.
+
+    Operators extend an allocation (an expired one becomes active again).
+    """
     body = {"action": "extend", "reason": reason, "months": months}
     if until is not None:
         body["until"] = (until if until.tzinfo else until.replace(tzinfo=dt.UTC)).isoformat()
@@ -251,11 +306,18 @@ def allocation_top_up(
     _change(allocation_id, {"action": "top_up", "reason": reason, "gpu_hours": gpu_hours}, json_out)
 
 
+_SIMPLE = {
+    "suspend": "Suspend an active allocation (operators).",
+    "resume": "Resume a suspended allocation (operators).",
+    "terminate": "End an allocation now (operators); the final report falls due 3 months later.",
+}
+
+
 def _simple(action: str) -> Any:
     def command(allocation_id: int, reason: Reason, json_out: JsonOpt = False) -> None:
         _change(allocation_id, {"action": action, "reason": reason}, json_out)
 
-    command.__doc__ = f"{action.capitalize()} an allocation."
+    command.__doc__ = _SIMPLE[action]
     return command
 
 
@@ -266,10 +328,16 @@ for _action in ("suspend", "resume", "terminate"):
 @allocation_app.command("report")
 def allocation_report(
     allocation_id: int,
-    file: Annotated[Path, typer.Option("--file", help="The final report, as text.")],
+    file: Annotated[
+        Path, typer.Option("--file", metavar="FILE", help="The final report, as text.")
+    ],
     json_out: JsonOpt = False,
 ) -> None:
-    """Submit the final report (PI), due within 3 months of the end."""
+    """Submit the final report (PI), due within 3 months of the end.
+
+    The PI submits the final report (text), due within 3 months of the end. A PI with an
+    overdue report cannot submit a new proposal; the refusal names the project.
+    """
     try:
         text = file.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
@@ -299,7 +367,11 @@ def _audit_table(rows: list[dict[str, Any]]) -> None:
 
 @report_app.command("access")
 def report_access(json_out: JsonOpt = False) -> None:
-    """Proposals by mode, state, country, organisation type and sector; decision times."""
+    """Proposals by mode, state, country, organisation type and sector; decision times.
+
+    Operators and the federation office: submitted proposals by mode, state, country,
+    organisation type and sector, and the median time from submission to decision per mode.
+    """
     data = client().get("/reports/access")
     emit(data, json_out, _access_report)
 

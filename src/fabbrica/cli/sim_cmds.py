@@ -20,6 +20,7 @@ TraceOpt = Annotated[
     Path,
     typer.Option(
         "--trace",
+        metavar="FILE",
         help="CSV with columns timestamp, duration, num_gpus, cluster.",
         show_default=False,
     ),
@@ -28,6 +29,7 @@ FederationOpt = Annotated[
     Path | None,
     typer.Option(
         "--federation",
+        metavar="FILE",
         help="JSON or CSV of factories (id, gpus, optional country and clusters). "
         "Default: one factory per cluster of the trace, sized for --load.",
     ),
@@ -60,6 +62,7 @@ def simulate(
         str | None,
         typer.Option(
             "--load",
+            metavar="X[,Y...]",
             help="Offered load of the busiest 7-day window; a list such as 0.9,1.0,1.2 runs "
             "a sweep. Default 0.9 (with --federation: the file's sizes as given).",
         ),
@@ -74,19 +77,44 @@ def simulate(
         list[str] | None,
         typer.Option(
             "--policy",
+            metavar="POLICY",
             help="site-fifo, site-backfill, federated or pooled; repeat for several. "
             "Default: all four.",
         ),
     ] = None,
     limit_factor: LimitOpt = 1.0,
     queue_depth: DepthOpt = 500,
-    as_json: JsonOpt = False,
+    json_out: JsonOpt = False,
     plot: Annotated[
         Path | None,
-        typer.Option("--plot", help="Draw wait-time CDFs per policy to this .png/.svg/.pdf."),
+        typer.Option(
+            "--plot", metavar="FILE", help="Draw wait-time CDFs per policy to this .png/.svg/.pdf."
+        ),
     ] = None,
 ) -> None:
-    """Replay a GPU-cluster trace through the placement core under several policies."""
+    """Replay a GPU-cluster trace through the placement core under several policies.
+
+    Replays a trace (CSV columns `timestamp, duration, num_gpus, cluster`) through the
+    placement core under `site-fifo`, `site-backfill`, `federated` and `pooled` (all four unless
+    `--policy` is repeated). Without `--federation`, each virtual cluster is a home factory and
+    the federation is sized so that the busiest 7-day window's offered load is `--load`
+    (default 0.9); a list such as `--load 0.9,1.0,1.2` runs a sweep. With `--federation`, the
+    file's sizes are used as given, or rescaled to `--load` when it is given. `--scale K`
+    replays K copies of the trace (spread over one week) on K times the GPUs. Time limits are
+    the run time x `--limit-factor` (default 1), rounded up to the next hour.
+
+    Prints per policy: jobs, mean / p50 / p95 / p99 / max wait, mean job completion time, mean
+    bounded slowdown (run time floor 10 s), GPU utilisation and makespan, the same by job size
+    (1, 2-8, more than 8 GPUs), the ratios `federated / site-backfill` and `federated / pooled`
+    of mean waits, any policy that beats `pooled` and by how much, the wall time and the events
+    per second. Progress goes to stderr. `--json` prints all of it (`trace`, `points[]` with
+    `federation`, `policies.<name>` metrics and `by_size`, `ratios`, `beats_pooled`, then
+    `wall_seconds`, `events`, `events_per_second`, `attribution`). `--plot` draws the wait-time
+    CDFs per policy (needs the `plot` extra: matplotlib). Rows that cannot be used are skipped
+    and counted by kind (`missing_value`, `bad_timestamp`, `bad_duration`,
+    `negative_duration`, `bad_num_gpus`, `non_positive_gpus`); unsorted rows are sorted and
+    counted; a missing column or a trace with no usable row exits 2.
+    """
     from fabbrica.sim import study
     from fabbrica.sim.engine import POLICIES
 
@@ -145,7 +173,7 @@ def simulate(
         if note:
             say(note, style="dim")
 
-    emit(summary, as_json, human)
+    emit(summary, json_out, human)
 
 
 def plan(
@@ -153,10 +181,15 @@ def plan(
     target_p95_wait: Annotated[
         str,
         typer.Option(
-            "--target-p95-wait", help="The p95 wait to meet, e.g. 1h, 30m.", show_default=False
+            "--target-p95-wait",
+            metavar="DURATION",
+            help="The p95 wait to meet, e.g. 1h, 30m.",
+            show_default=False,
         ),
     ],
-    policy: Annotated[str, typer.Option("--policy", help="The policy to size for.")] = "federated",
+    policy: Annotated[
+        str, typer.Option("--policy", metavar="POLICY", help="The policy to size for.")
+    ] = "federated",
     federation: FederationOpt = None,
     tolerance: Annotated[
         float,
@@ -166,9 +199,16 @@ def plan(
     ] = 0.01,
     limit_factor: LimitOpt = 1.0,
     queue_depth: DepthOpt = 500,
-    as_json: JsonOpt = False,
+    json_out: JsonOpt = False,
 ) -> None:
-    """The smallest federation (in GPUs, from the default shares) meeting a p95 wait."""
+    """The smallest federation (in GPUs, from the default shares) meeting a p95 wait.
+
+    Finds by bisection the smallest federation (in GPUs, scaled from the default shares, or
+    from `--federation`'s proportions; each factory at least its largest home job) whose p95
+    wait under `--policy` (default `federated`) is at most the target (`1h`, `30m`, ...), to
+    within `--tolerance` (default 1 %) of its size, and prints it with its metrics. Exit 1 when
+    no size up to 2^20 times the start meets the target.
+    """
     from fabbrica.core.jobspec import parse_duration
     from fabbrica.sim import federation as fed
     from fabbrica.sim import study
@@ -229,7 +269,7 @@ def plan(
         if note:
             say(note, style="dim")
 
-    emit(summary, as_json, human)
+    emit(summary, json_out, human)
 
 
 # --- input -------------------------------------------------------------------------------

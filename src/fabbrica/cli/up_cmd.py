@@ -34,10 +34,10 @@ def up(
     port: Annotated[int | None, typer.Option(help="Port to listen on.", min=1, max=65535)] = None,
     data_dir: Annotated[
         Path | None,
-        typer.Option("--data-dir", help="Where the embedded SQLite database lives."),
+        typer.Option("--data-dir", metavar="DIR", help="Where the embedded SQLite database lives."),
     ] = None,
     catalog: Annotated[
-        Path | None, typer.Option("--catalog", help="Your own catalog file (YAML).")
+        Path | None, typer.Option("--catalog", metavar="FILE", help="Your own catalog file (YAML).")
     ] = None,
     emulate_federation: Annotated[
         bool | None,
@@ -47,7 +47,21 @@ def up(
         ),
     ] = None,
 ) -> None:
-    """Run the API and the control loop in one process (SQLite unless FABBRICA_DATABASE_URL)."""
+    """Run the API and the control loop in one process (SQLite unless FABBRICA_DATABASE_URL).
+
+    Runs the API and the control loop in one process: the embedded default, on SQLite in the
+    data directory (or on `FABBRICA_DATABASE_URL`). On start it validates the catalog (a bad
+    file: exit 2, nothing written), creates the data directory, migrates the schema, and on an
+    empty database creates the federation admin (`admin@localhost`) with
+    `FABBRICA_BOOTSTRAP_TOKEN` as its token, or prints a generated token once. API docs are at
+    `/docs`, the OpenAPI document at `/openapi.json`.
+
+    It also adds the `local` factory (this machine, `FABBRICA_LOCAL_GPUS` emulated GPUs, its own
+    open calls) and runs its jobs, as process groups in their own job directories, with the
+    Python that runs Fabbrica first on their `PATH`. `--emulate-federation` stands in for
+    every catalog factory with operating GPUs too (up to 4 emulated GPUs each, marked
+    `emulated`), so that placement across factories can be tried on one machine.
+    """
     import uvicorn
 
     from fabbrica.catalog.loader import CatalogError
@@ -90,7 +104,11 @@ def up(
 
 @db_app.command("upgrade")
 def db_upgrade() -> None:
-    """Apply the schema migrations to FABBRICA_DATABASE_URL (or the embedded database)."""
+    """Apply the schema migrations to FABBRICA_DATABASE_URL (or the embedded database).
+
+    Applies the schema migrations to `FABBRICA_DATABASE_URL` (or the embedded database) and
+    prints the revision. For operators who migrate before rolling out API processes.
+    """
     from fabbrica.server import describe_database
     from fabbrica.store.db import Database
     from fabbrica.store.migrate import current_revision, upgrade
