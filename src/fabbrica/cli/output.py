@@ -54,16 +54,20 @@ def print_table(title: str | None, columns: Sequence[Column], rows: Sequence[Any
         table.add_column(Text(header), no_wrap=index == 0, overflow="fold")
     for row in rows:
         table.add_row(*(Text(cell(get(row))) for _, get in columns))
-    console.print(table, width=table_width(console, table))
+    width = table_width(console, table)
+    if width == console.width:
+        console.print(table)
+    else:  # Console.print cannot go wider than the console: a console of the width needed
+        Console(width=width, highlight=False, file=console.file).print(table)
 
 
 def table_width(target: Console, table: Table) -> int:
     """The width to print a table at: the terminal's (or `COLUMNS`), never less than the
     table needs to keep every word whole; into a pipe without `COLUMNS`, its natural width."""
-    needed = Measurement.get(target, target.options, table)
+    needed = Measurement.get(target, target.options.update_width(1_000_000), table)
     if target.is_terminal or os.environ.get("COLUMNS", "").isdigit():
         return max(target.width, needed.minimum)
-    return max(needed.maximum, needed.minimum, 1)
+    return max(needed.maximum, 1)
 
 
 def print_record(data: dict[str, Any], *, hide: Sequence[str] = ()) -> None:
