@@ -169,3 +169,20 @@ def test_outputs_within_the_folder_are_extracted(tmp_path: Path) -> None:
     assert (tmp_path / "out/outputs/link").read_text() == "ok"
     with pytest.raises(CliError, match="cannot unpack"):
         extract_outputs(b"not a tar at all", tmp_path / "bad")
+
+
+def test_unusable_storage_is_a_message_not_a_traceback(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    trace = tmp_path / "t.csv"
+    trace.write_text("timestamp,duration,num_gpus,cluster\n0,100,1,a\n")
+    cases = [
+        (["db", "upgrade"], {"FABBRICA_DATABASE_URL": "not a url"}, 2, "FABBRICA_DATABASE_URL"),
+        (["up", "--data-dir", str(blocker / "data"), "--port", str(free_port())], {}, 1,
+         "data directory"),
+        (["simulate", "--trace", str(trace), "--plot", str(blocker) + "/x.png"], {}, 2, "--plot"),
+    ]  # fmt: skip
+    for args, env, code, words in cases:
+        result = fabbrica(*args, env=offline_env(**env))
+        assert result.returncode == code, (args, result.stderr)
+        assert words in result.stderr and "Traceback" not in result.stderr, result.stderr

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -80,6 +81,20 @@ def test_cancel_and_bad_specs_from_the_cli(server: Server, tmp_path: Path) -> No
         if cli.run("job", str(job["id"]), "--json")["state"] == "running":
             break
         time.sleep(0.1)
+    # Ctrl-C while following: a clean exit 130, the job runs on (issue 10, item 5)
+    follower = subprocess.Popen(
+        [sys.executable, "-m", "fabbrica", "logs", str(job["id"]), "--follow"],
+        env=server.client_env(cli.token),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(3)
+    follower.send_signal(signal.SIGINT)
+    _, stderr = follower.communicate(timeout=30)
+    assert follower.returncode == 130 and "Traceback" not in stderr, stderr
+    assert "runs on" in stderr
+    assert cli.run("job", str(job["id"]), "--json")["state"] == "running"
     began = time.monotonic()
     cancelled = cli.run("cancel", str(job["id"]), "--json")
     assert time.monotonic() - began < 5
@@ -179,7 +194,21 @@ def test_follow_streams_the_output_and_big_workdirs_are_refused(
     spec.write_text("name: hi\nrun: echo hello-from-the-job\n")
     followed = cli.run("run", str(spec), "--follow")
     assert "hello-from-the-job" in followed.stdout
+    # outputs holding an absolute symlink: no traceback, nothing half extracted (finding 8)
+    spec.write_text("name: links\noutputs: [outputs/]\nrun: mkdir -p outputs && echo hi > "
+                    "outputs/a.txt && ln -s /etc/passwd outputs/passwd\n")  # fmt: skip
+    linked = cli.run("run", str(spec), "--project", project, "--wait", "--json")
+    into = tmp_path / "linked"
+    result = fabbrica("download", str(linked["id"]), "--to", str(into),
+                      env=server.client_env(cli.token))  # fmt: skip
+    assert "Traceback" not in result.stderr, result.stderr
+    if result.returncode == 0:  # the server left the link out of the archive
+        assert not (into / "outputs" / "passwd").is_symlink()
+    else:
+        assert result.returncode == 1 and "outputs/passwd" in result.stderr
+        assert not into.exists()
+    spec.write_text("name: hi\nrun: echo hello-from-the-job\n")
     (tmp_path / "big.bin").write_bytes(os.urandom(100_000))
     refused = cli.run("run", str(spec), "--project", project, code=2)
     assert "over the limit of 20,000 bytes" in refused.stderr
-    assert len(cli.run("jobs", "--json")) == 1
+    assert len(cli.run("jobs", "--json")) == 2  # hi and links

@@ -103,7 +103,12 @@ def agent(
             "no agent token: set FABBRICA_TOKEN (from `fabbrica agent token`)", BAD_INPUT
         )
     root = (work_dir or Path.home() / ".fabbrica-agent" / factory).resolve()
-    root.mkdir(parents=True, exist_ok=True)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CliError(
+            f"--work-dir: cannot create {root}: {exc.strerror or exc}", BAD_INPUT
+        ) from exc
     executor, accounts = _backend(backend, factory, catalog, slurm_conf, partition_map, root, gpus)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     api = AgentClient(target.url, target.token)

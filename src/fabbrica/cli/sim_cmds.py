@@ -338,6 +338,8 @@ def _plot(jobs: Any, points: list[Any], path: Path, note: str | None) -> None:
         wait_cdfs(jobs, points, path, note)
     except PlotUnavailable as exc:
         raise CliError(str(exc), BAD_INPUT) from exc
+    except OSError as exc:
+        raise CliError(f"--plot: cannot write {path}: {exc.strerror or exc}") from exc
 
 
 # --- output ------------------------------------------------------------------------------

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -27,6 +29,23 @@ def _settings(**overrides: Any) -> Settings:
         err = exc.errors()[0]
         field = ".".join(str(p) for p in err["loc"])
         raise CliError(f"bad setting {field}: {err['msg']}", BAD_INPUT) from exc
+
+
+@contextmanager
+def storage_errors() -> Iterator[None]:
+    """The data directory or the database unusable: a message, not a traceback."""
+    from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+
+    try:
+        yield
+    except ArgumentError as exc:
+        raise CliError(f"FABBRICA_DATABASE_URL: {exc}", BAD_INPUT) from exc
+    except SQLAlchemyError as exc:
+        cause = getattr(exc, "orig", None) or exc
+        raise CliError(f"cannot use the database: {' '.join(str(cause).split())}") from exc
+    except OSError as exc:
+        where = f" {exc.filename}" if exc.filename else ""
+        raise CliError(f"cannot use the data directory{where}: {exc.strerror or exc}") from exc
 
 
 def up(
@@ -78,7 +97,8 @@ def up(
         loaded = load_settings_catalog(settings)  # before anything is written
     except CatalogError as exc:
         raise CliError(str(exc), BAD_INPUT) from exc
-    prepared = prepare(settings, loaded)
+    with storage_errors():
+        prepared = prepare(settings, loaded)
     url = f"http://{settings.host}:{settings.port}"
     say(f"Fabbrica on {url}  (API docs: {url}/docs)", err=True)
     say(f"  database: {describe_database(prepared.ctx.db.url)}", err=True)
@@ -104,21 +124,23 @@ def up(
 
 @db_app.command("upgrade")
 def db_upgrade() -> None:
-    """Apply the schema migrations to FABBRICA_DATABASE_URL (or the embedded database).
+    """Apply the schema migrations to `FABBRICA_DATABASE_URL` (or the embedded database).
 
-    Applies the schema migrations to `FABBRICA_DATABASE_URL` (or the embedded database) and
-    prints the revision. For operators who migrate before rolling out API processes.
+    Prints the revision. For operators who migrate before rolling out API processes.
     """
     from fabbrica.server import describe_database
     from fabbrica.store.db import Database
     from fabbrica.store.migrate import current_revision, upgrade
 
     settings = _settings()
-    if settings.database_url is None:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
-    db = Database(settings.resolved_database_url())
+    with storage_errors():
+        if settings.database_url is None:
+            settings.data_dir.mkdir(parents=True, exist_ok=True)
+        db = Database(settings.resolved_database_url())
     try:
-        upgrade(db.engine)
-        say(f"{describe_database(db.url)} is at revision {current_revision(db.engine)}", err=True)
+        with storage_errors():
+            upgrade(db.engine)
+            revision = current_revision(db.engine)
+        say(f"{describe_database(db.url)} is at revision {revision}", err=True)
     finally:
         db.dispose()
