@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -75,12 +76,13 @@ def test_the_digits_example_from_spec_to_model(server: Server, tmp_path: Path) -
 def test_cancel_and_bad_specs_from_the_cli(server: Server, tmp_path: Path) -> None:
     cli, project = startup(server)
     spec = tmp_path / "job.yaml"
-    spec.write_text("name: sleeper\nrun: sleep 120\nresources: {time_limit: 10m}\n")
+    spec.write_text("name: sleeper\nrun: echo started; sleep 120\nresources: {time_limit: 10m}\n")
     job = cli.run("run", str(spec), "--project", project, "--json")
     for _ in range(100):
         if cli.run("job", str(job["id"]), "--json")["state"] == "running":
             break
         time.sleep(0.1)
+    running = time.monotonic()
     # Ctrl-C while following: a clean exit 130, the job runs on (issue 10, item 5)
     follower = subprocess.Popen(
         [sys.executable, "-m", "fabbrica", "logs", str(job["id"]), "--follow"],
@@ -89,7 +91,9 @@ def test_cancel_and_bad_specs_from_the_cli(server: Server, tmp_path: Path) -> No
         stderr=subprocess.PIPE,
         text=True,
     )
-    time.sleep(3)
+    assert follower.stdout is not None
+    assert select.select([follower.stdout], [], [], 60)[0]  # following: it printed the log
+    assert follower.stdout.readline() == "started\n"
     follower.send_signal(signal.SIGINT)
     _, stderr = follower.communicate(timeout=30)
     assert follower.returncode == 130 and "Traceback" not in stderr, stderr
@@ -98,7 +102,8 @@ def test_cancel_and_bad_specs_from_the_cli(server: Server, tmp_path: Path) -> No
     began = time.monotonic()
     cancelled = cli.run("cancel", str(job["id"]), "--json")
     assert time.monotonic() - began < 5
-    assert cancelled["state"] == "cancelled" and cancelled["gpu_hours"] < 10 / 3600
+    used = time.monotonic() - running + 10  # seconds, with a margin for the poll above
+    assert cancelled["state"] == "cancelled" and cancelled["gpu_hours"] < used / 3600
     for text, field in [("name: x\nrun: y\ncolour: blue\n", "colour"),
                         ("name: x\nrun: y\nresources: {gpus: 0}\n", "resources.gpus"),
                         ("name: x\nrun: y\nresources: {time_limit: forever}\n", "time_limit"),
@@ -195,9 +200,11 @@ def test_follow_streams_the_output_and_big_workdirs_are_refused(
     followed = cli.run("run", str(spec), "--follow")
     assert "hello-from-the-job" in followed.stdout
     # outputs holding an absolute symlink: no traceback, nothing half extracted (finding 8)
-    spec.write_text("name: links\noutputs: [outputs/]\nrun: mkdir -p outputs && echo hi > "
-                    "outputs/a.txt && ln -s /etc/passwd outputs/passwd\n")  # fmt: skip
-    linked = cli.run("run", str(spec), "--project", project, "--wait", "--json")
+    links = tmp_path / "links" / "job.yaml"  # its own folder: tmp_path holds the server's data
+    links.parent.mkdir()
+    links.write_text("name: links\noutputs: [outputs/]\nrun: mkdir -p outputs && echo hi > "
+                     "outputs/a.txt && ln -s /etc/passwd outputs/passwd\n")  # fmt: skip
+    linked = cli.run("run", str(links), "--project", project, "--wait", "--json")
     into = tmp_path / "linked"
     result = fabbrica("download", str(linked["id"]), "--to", str(into),
                       env=server.client_env(cli.token))  # fmt: skip
@@ -207,7 +214,6 @@ def test_follow_streams_the_output_and_big_workdirs_are_refused(
     else:
         assert result.returncode == 1 and "outputs/passwd" in result.stderr
         assert not into.exists()
-    spec.write_text("name: hi\nrun: echo hello-from-the-job\n")
     (tmp_path / "big.bin").write_bytes(os.urandom(100_000))
     refused = cli.run("run", str(spec), "--project", project, code=2)
     assert "over the limit of 20,000 bytes" in refused.stderr

@@ -21,11 +21,7 @@ FactoryOpt = Annotated[
     str, typer.Option("--factory", metavar="FACTORY", help="The factory id in the catalog.")
 ]
 
-agent_app = typer.Typer(
-    help="Run a factory's site agent (`fabbrica agent --factory ID --backend slurm`), and "
-    "manage agents.",
-    invoke_without_command=True,
-)
+agent_app = typer.Typer(invoke_without_command=True)  # help: the callback's docstring
 
 
 @agent_app.callback()
@@ -74,7 +70,8 @@ def agent(
         Path | None, typer.Option("--catalog", metavar="FILE", help="Your catalog file.")
     ] = None,
 ) -> None:
-    """Run the site agent of one factory until stopped (SIGINT/SIGTERM).
+    """Run a factory's site agent until stopped; `check`, `token`, `username`, `list` manage
+    agents.
 
     Runs the site agent of one factory until SIGINT/SIGTERM, with the factory token in
     `FABBRICA_TOKEN` and the API in `FABBRICA_URL`. Every `--interval` seconds (default 1) it
@@ -190,12 +187,11 @@ def check(
     ] = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Show how Slurm's accounts and limits differ from Fabbrica's allocations (changes
-    nothing). Exit 0 when they match, 1 when they differ.
+    """Show how Slurm's accounts and limits differ from the allocations (changes nothing).
 
-    Shows, without changing anything, how Slurm's accounts, users and `GrpTRESMins` differ from
-    the factory's allocations (`changes[]` with `account`, `action`, `detail`, `command`;
-    `in_sync`). Exit 0 when they match, 1 when they differ.
+    Compares Slurm's accounts, users and `GrpTRESMins` with the factory's allocations
+    (`--json`: `changes[]` with `account`, `action`, `detail`, `command`; `in_sync`). Exit 0
+    when they match, 1 when they differ.
     """
     from fabbrica.agent.client import AgentClient, ApiRefused, ApiUnavailable
     from fabbrica.backends.slurm.accounts import AccountSync

@@ -47,6 +47,8 @@ GROUP_INTROS = {
     "for installing an agent next to a real Slurm.",
     "Simulate": "These run locally (no server). See [simulator.md](simulator.md) for the model.",
 }
+# Section titles that differ from the group's name (other pages link to these anchors).
+TITLES = {"Simulate": "Simulation and capacity planning"}
 MAX_LISTED_OPTIONS = 4  # a synopsis names this many optional options, else says [OPTIONS]
 
 
@@ -64,7 +66,8 @@ def render(root: Command | None = None) -> str:
     parts = [INTRO]
     for panel, sections in groups.items():
         intro = GROUP_INTROS.get(panel)
-        parts.append(f"## {panel}\n" + (f"\n{intro}\n" if intro else ""))
+        title = TITLES.get(panel, panel)
+        parts.append(f"## {title}\n" + (f"\n{intro}\n" if intro else ""))
         parts.extend(sections)
     return "\n".join(parts)
 

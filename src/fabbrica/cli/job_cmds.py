@@ -26,7 +26,7 @@ from fabbrica.cli.client import client
 from fabbrica.cli.errors import BAD_INPUT, FAILURE, CliError
 from fabbrica.cli.helptext import spec_help
 from fabbrica.cli.output import count, emit, err_console, gpu_hours, print_table, say, when
-from fabbrica.cli.params import JsonOpt
+from fabbrica.cli.params import JsonOpt, ProjectFilterOpt
 from fabbrica.core.jobspec import SpecError, parse_job_spec
 
 SKIP = {".git", "__pycache__", ".venv", ".mypy_cache", ".pytest_cache", "node_modules"}
@@ -222,9 +222,7 @@ def _print_log(api: Any, job_id: int, offset: int) -> int:
 
 
 def jobs(
-    project: Annotated[
-        str | None, typer.Option("--project", metavar="PROJECT_ID", help="One project's.")
-    ] = None,
+    project: ProjectFilterOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """List jobs, newest first.
@@ -319,9 +317,7 @@ def download(
 
 
 def usage(
-    project: Annotated[
-        str | None, typer.Option("--project", metavar="PROJECT_ID", help="One project's.")
-    ] = None,
+    project: ProjectFilterOpt = None,
     by: Annotated[
         str,
         typer.Option(

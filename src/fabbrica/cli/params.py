@@ -8,6 +8,9 @@ from typing import Annotated
 import typer
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+ProjectFilterOpt = Annotated[
+    str | None, typer.Option("--project", metavar="PROJECT_ID", help="Only this project's.")
+]
 
 
 def finite(value: float | None) -> float | None:

@@ -20,7 +20,7 @@ from fabbrica.cli.output import (
     say,
     when,
 )
-from fabbrica.cli.params import JsonOpt, positive
+from fabbrica.cli.params import JsonOpt, ProjectFilterOpt, positive
 from fabbrica.core.access import DECLARATION
 
 allocation_app = typer.Typer(
@@ -117,9 +117,7 @@ def apply(
 
 
 def proposals(
-    project: Annotated[
-        str | None, typer.Option("--project", metavar="PROJECT_ID", help="One project's.")
-    ] = None,
+    project: ProjectFilterOpt = None,
     state: Annotated[
         str | None, typer.Option("--state", metavar="STATE", help="Only in this state.")
     ] = None,
@@ -223,9 +221,7 @@ def decide(
 
 
 def allocations(
-    project: Annotated[
-        str | None, typer.Option("--project", metavar="PROJECT_ID", help="One project's.")
-    ] = None,
+    project: ProjectFilterOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """List allocations: GPU-hours granted, used and reserved, validity, state.
