@@ -98,7 +98,10 @@ def run(
     except SpecError as exc:
         raise CliError(f"{file}: {exc}", BAD_INPUT) from exc
     workdir = _workdir(file, spec.workdir, workdir_opt)
-    archive = _pack(workdir)
+    try:
+        archive = _pack(workdir)
+    except OSError as exc:  # an unreadable file in the workdir
+        raise CliError(f"cannot pack {workdir}: {exc}", BAD_INPUT) from exc
     fields = {"spec": text.decode("utf-8")}
     if project:
         fields["project"] = project
