@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Annotated, Any
 
 import typer
@@ -38,14 +39,13 @@ def org_add(
     json_out: JsonOpt = False,
 ) -> None:
     """Create an organisation; you become its first admin."""
-    body = {"name": name, "country": country, "type": type_, "sector": sector}
-    show(client().post("/organisations", body), json_out)
+    show(client().create_organisation(name, country=country, type=type_, sector=sector), json_out)
 
 
 @org_app.command("list")
 def org_list(json_out: JsonOpt = False) -> None:
     """Your organisations."""
-    rows = client().get("/organisations")
+    rows = client().organisations()
     if json_out:
         print_json(rows)
         return
@@ -70,26 +70,26 @@ def org_add_member(
     json_out: JsonOpt = False,
 ) -> None:
     """Add a registered user to your organisation (admins); they join with `org join`."""
-    data = client().post(f"/organisations/{org_id}/members", {"email": email, "admin": admin})
+    data = client().add_organisation_member(org_id, email, admin=admin)
     show(data, json_out)
 
 
 @org_app.command("join")
 def org_join(org_id: int, json_out: JsonOpt = False) -> None:
     """Join an organisation whose admin added you."""
-    show(client().post(f"/organisations/{org_id}/join", {}), json_out)
+    show(client().join_organisation(org_id), json_out)
 
 
 @org_app.command("show")
 def org_show(org_id: int, json_out: JsonOpt = False) -> None:
     """One organisation with its members."""
-    show(client().get(f"/organisations/{org_id}"), json_out)
+    show(client().organisation(org_id), json_out)
 
 
 # --- projects ----------------------------------------------------------------------------
 
 
-def _show_project(data: dict[str, Any], json_out: bool) -> None:
+def _show_project(data: Mapping[str, Any], json_out: bool) -> None:
     if json_out:
         print_json(data)
         return
@@ -117,9 +117,7 @@ def project_add(
     json_out: JsonOpt = False,
 ) -> None:
     """Create a project; you become its principal investigator."""
-    _show_project(
-        client().post("/projects", {"title": title, "org_id": org, "mode": mode}), json_out
-    )
+    _show_project(client().create_project(title, org_id=org, mode=mode), json_out)
 
 
 @project_app.command("list")
@@ -128,7 +126,7 @@ def project_list(
     json_out: JsonOpt = False,
 ) -> None:
     """Your projects."""
-    rows = client().get("/projects", org_id=org)
+    rows = client().projects(org)
     if json_out:
         print_json(rows)
         return
@@ -147,31 +145,31 @@ def project_list(
 @project_app.command("show")
 def project_show(project_id: str, json_out: JsonOpt = False) -> None:
     """One project with its members."""
-    _show_project(client().get(f"/projects/{project_id}"), json_out)
+    _show_project(client().project(project_id), json_out)
 
 
 @project_app.command("invite")
 def project_invite(project_id: str, email: str, json_out: JsonOpt = False) -> None:
     """Invite someone by email (PI only); they accept with the token in the email."""
-    show(client().post(f"/projects/{project_id}/invitations", {"email": email}), json_out)
+    show(client().invite(project_id, email), json_out)
 
 
 @project_app.command("accept")
 def project_accept(token: str, json_out: JsonOpt = False) -> None:
     """Accept an invitation sent to your email."""
-    _show_project(client().post("/invitations/accept", {"token": token}), json_out)
+    _show_project(client().accept_invitation(token), json_out)
 
 
 @project_app.command("remove")
 def project_remove(project_id: str, user_id: int, json_out: JsonOpt = False) -> None:
     """Remove a member (PI only)."""
-    _show_project(client().delete(f"/projects/{project_id}/members/{user_id}"), json_out)
+    _show_project(client().remove_member(project_id, user_id), json_out)
 
 
 @project_app.command("transfer-pi")
 def project_transfer_pi(project_id: str, user_id: int, json_out: JsonOpt = False) -> None:
     """Hand the PI role to a member (PI only)."""
-    _show_project(client().post(f"/projects/{project_id}/pi", {"user_id": user_id}), json_out)
+    _show_project(client().transfer_pi(project_id, user_id), json_out)
 
 
 # --- calls -------------------------------------------------------------------------------
@@ -184,7 +182,7 @@ def calls(
     json_out: JsonOpt = False,
 ) -> None:
     """List the open calls: id, mode, factory, decision, capacity."""
-    rows = client().get("/calls", state="all" if all_ else "open", factory=factory, mode=mode)
+    rows = client().calls(state="all" if all_ else "open", factory=factory, mode=mode)
     if json_out:
         print_json(rows)
         return
@@ -222,16 +220,14 @@ def call_set(
     json_out: JsonOpt = False,
 ) -> None:
     """Change a call (operators)."""
-    body: dict[str, Any] = {
-        "state": None if open_ is None else ("open" if open_ else "closed"),
-        "decision": decision,
-        "offered_gpu_hours": offered_gpu_hours,
-        "min_reviews": min_reviews,
-        "min_average_score": min_average_score,
-        "reason": reason,
-    }
-    data = client().request(
-        "PATCH", f"/calls/{call_id}", json={k: v for k, v in body.items() if v is not None}
+    data = client().update_call(
+        call_id,
+        open=open_,
+        decision=decision,
+        offered_gpu_hours=offered_gpu_hours,
+        min_reviews=min_reviews,
+        min_average_score=min_average_score,
+        reason=reason,
     )
     show(data, json_out)
 
@@ -239,4 +235,4 @@ def call_set(
 @call_app.command("add-reviewer")
 def call_add_reviewer(call_id: str, user_id: int, json_out: JsonOpt = False) -> None:
     """Add a reviewer to a call's round-robin pool (operators)."""
-    show(client().post(f"/calls/{call_id}/reviewers", {"user_id": user_id}), json_out)
+    show(client().add_call_reviewer(call_id, user_id), json_out)

@@ -10,9 +10,10 @@ from typing import Annotated, Any
 
 import typer
 
-from fabbrica.cli.client import client, resolve_target
+from fabbrica.cli.client import client
 from fabbrica.cli.errors import BAD_INPUT, CliError
 from fabbrica.cli.output import console, err_console, print_json, print_record, print_table, when
+from fabbrica.client import resolve_target
 
 BACKENDS = ("slurm", "local")
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
@@ -199,7 +200,7 @@ def check(
 @agent_app.command("token")
 def token(factory: FactoryOpt, json_out: JsonOpt = False) -> None:
     """Create a token for the factory's agent (admin or operator); shown once."""
-    data = client().post(f"/agents/{factory}/token", {})
+    data = client().create_agent_token(factory)
     if json_out:
         print_json(data)
         return
@@ -215,9 +216,7 @@ def username(
     json_out: JsonOpt = False,
 ) -> None:
     """Map a user to their username at a factory: their jobs run as it there."""
-    data = client().request(
-        "PUT", f"/agents/{factory}/usernames", json={"email": email, "username": site_username}
-    )
+    data = client().set_site_username(factory, email=email, username=site_username)
     if json_out:
         print_json(data)
     else:
@@ -227,7 +226,7 @@ def username(
 @agent_app.command("list")
 def list_agents(json_out: JsonOpt = False) -> None:
     """Every factory's agent: backend, last sync and the capacity it reported."""
-    rows = client().get("/agents")
+    rows = client().agents()
     if json_out:
         print_json(rows)
         return

@@ -40,9 +40,9 @@ def catalog(
             loaded = load_catalog(file)
         except CatalogError as exc:
             raise CliError(str(exc), BAD_INPUT) from exc
-        rows = [summarise(f).model_dump(mode="json") for f in loaded.factories]
+        rows: list[Any] = [summarise(f).model_dump(mode="json") for f in loaded.factories]
     else:
-        rows = client().get("/factories")
+        rows = client().factories()
     if json_out:
         print_json(rows)
         return
@@ -63,7 +63,7 @@ def catalog(
 
 def factory(factory_id: str, json_out: JsonOpt = False) -> None:
     """Show one factory with its systems and partitions."""
-    data = client().get(f"/factories/{factory_id}")
+    data = client().factory(factory_id)
     if json_out:
         print_json(data)
         return
@@ -93,7 +93,7 @@ def factory(factory_id: str, json_out: JsonOpt = False) -> None:
 
 def sectors(json_out: JsonOpt = False) -> None:
     """The sectors an organisation may name (`fabbrica org add --sector`)."""
-    rows = client().get("/sectors")
+    rows = client().sectors()
     if json_out:
         print_json(rows)
         return

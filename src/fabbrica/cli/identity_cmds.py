@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Annotated, Any
 
 import typer
 
-from fabbrica.cli.client import Client, Target, client, resolve_target, write_config
+from fabbrica.cli.client import client
 from fabbrica.cli.errors import BAD_INPUT, CliError
 from fabbrica.cli.output import (
     count,
@@ -16,6 +17,7 @@ from fabbrica.cli.output import (
     print_table,
     when,
 )
+from fabbrica.client import Client, resolve_target, write_config
 from fabbrica.core.identity import Role
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
@@ -24,7 +26,7 @@ user_app = typer.Typer(help="Manage users (federation admins).", no_args_is_help
 token_app = typer.Typer(help="Create, list and revoke API tokens.", no_args_is_help=True)
 
 
-def _show_secret_once(data: dict[str, Any]) -> None:
+def _show_secret_once(data: Mapping[str, Any]) -> None:
     err_console.print("[yellow]The token is shown only now; Fabbrica keeps only its hash.[/yellow]")
     print_record(data)
 
@@ -37,7 +39,7 @@ def user_add(
     json_out: JsonOpt = False,
 ) -> None:
     """Create a user; prints the user with a one-time `token`."""
-    data = client().post("/users", {"email": email, "name": name, "role": role.value})
+    data = client().create_user(email, name, role.value)
     if json_out:
         print_json(data)
     else:
@@ -47,7 +49,7 @@ def user_add(
 @user_app.command("list")
 def user_list(json_out: JsonOpt = False) -> None:
     """List users."""
-    rows = client().get("/users")
+    rows = client().users()
     if json_out:
         print_json(rows)
         return
@@ -76,9 +78,7 @@ def token_create(
     json_out: JsonOpt = False,
 ) -> None:
     """Create an API token; prints it once."""
-    data = client().post(
-        "/tokens", {"name": name, "user_id": user, "expires_in_days": expires_in_days}
-    )
+    data = client().create_token(name, user_id=user, expires_in_days=expires_in_days)
     if json_out:
         print_json(data)
     else:
@@ -93,7 +93,7 @@ def token_list(
     json_out: JsonOpt = False,
 ) -> None:
     """List your tokens (never their secrets)."""
-    rows = client().get("/tokens", user_id=user)
+    rows = client().tokens(user)
     if json_out:
         print_json(rows)
         return
@@ -116,7 +116,7 @@ def token_list(
 @token_app.command("revoke")
 def token_revoke(token_id: int, json_out: JsonOpt = False) -> None:
     """Revoke a token at once."""
-    data = client().delete(f"/tokens/{token_id}")
+    data = client().revoke_token(token_id)
     if json_out:
         print_json(data)
     else:
@@ -136,14 +136,15 @@ def login(
         if not typer.get_text_stream("stdin").isatty():
             raise CliError("no --token given and no terminal to ask for one", BAD_INPUT)
         token = typer.prompt("API token", hide_input=True)
-    me = Client(Target(url, token)).get("/me")
+    with Client(url, token) as api:
+        me = api.me()
     path = write_config(url, token)
     err_console.print(f"Logged in to {url} as {me['email']} ({me['role']}); saved to {path}")
 
 
 def whoami(json_out: JsonOpt = False) -> None:
     """Show the user your token belongs to."""
-    data = client().get("/me")
+    data = client().me()
     if json_out:
         print_json(data)
     else:

@@ -2,63 +2,33 @@
 
 from __future__ import annotations
 
-import io
 import sys
-import tarfile
-import time
-import uuid
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
-from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
+from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TransferSpeedColumn
 
 from fabbrica.cli.access_cmds import JsonOpt, show
 from fabbrica.cli.client import client
-from fabbrica.cli.errors import BAD_INPUT, FAILURE, CliError
+from fabbrica.cli.errors import FAILURE
 from fabbrica.cli.output import count, err_console, print_json, print_table, when
-from fabbrica.core.jobspec import SpecError, parse_job_spec
-
-SKIP = {".git", "__pycache__", ".venv", ".mypy_cache", ".pytest_cache", "node_modules"}
-FINISHED = {"succeeded", "failed", "cancelled", "timed_out"}
-
-
-def _pack(workdir: Path) -> bytes:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
-        for path in sorted(workdir.rglob("*")):
-            relative = path.relative_to(workdir)
-            if SKIP & set(relative.parts) or path.is_symlink() or not path.is_file():
-                continue
-            tar.add(path, arcname=str(relative))
-    return buffer.getvalue()
+from fabbrica.client import FINISHED_STATES as FINISHED
+from fabbrica.client import UploadProgress
+from fabbrica.client.types import Job
 
 
-def _multipart(fields: dict[str, str], archive: bytes) -> tuple[str, bytes]:
-    boundary = uuid.uuid4().hex
-    parts = []
-    for name, value in fields.items():
-        parts.append(
-            f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n'.encode()
-            + value.encode()
-            + b"\r\n"
-        )
-    parts.append(
-        f'--{boundary}\r\nContent-Disposition: form-data; name="workdir"; '
-        f'filename="workdir.tar.gz"\r\nContent-Type: application/gzip\r\n\r\n'.encode()
-        + archive
-        + f"\r\n--{boundary}--\r\n".encode()
-    )
-    return f"multipart/form-data; boundary={boundary}", b"".join(parts)
+def _uploading(progress: Progress) -> Callable[[UploadProgress], None]:
+    """A progress bar of the workdir's upload."""
+    task: list[TaskID] = []
 
+    def update(sent: UploadProgress) -> None:
+        if not task:
+            task.append(progress.add_task(f"uploading {sent.workdir.name}", total=sent.total))
+        progress.update(task[0], completed=sent.sent)
 
-def _chunks(body: bytes, progress: Progress, task: Any) -> Iterator[bytes]:
-    step = 256 * 1024
-    for start in range(0, len(body), step):
-        chunk = body[start : start + step]
-        progress.advance(task, len(chunk))
-        yield chunk
+    return update
 
 
 def run(
@@ -69,20 +39,6 @@ def run(
     json_out: JsonOpt = False,
 ) -> None:
     """Submit a job: packs and uploads its workdir, prints the job."""
-    try:
-        spec = parse_job_spec(file.read_bytes(), str(file))
-    except OSError as exc:
-        raise CliError(f"cannot read {file}: {exc.strerror}", BAD_INPUT) from exc
-    except SpecError as exc:
-        raise CliError(f"{file}: {exc}", BAD_INPUT) from exc
-    workdir = (file.parent / spec.workdir).resolve()
-    if not workdir.is_dir():
-        raise CliError(f"{file}: workdir {spec.workdir!r} is not a directory", BAD_INPUT)
-    archive = _pack(workdir)
-    fields = {"spec": file.read_text(encoding="utf-8")}
-    if project:
-        fields["project"] = project
-    content_type, body = _multipart(fields, archive)
     api = client()
     with Progress(
         "[progress.description]{task.description}",
@@ -92,53 +48,23 @@ def run(
         console=err_console,
         transient=True,
     ) as progress:
-        task = progress.add_task(f"uploading {workdir.name}", total=len(body))
-        job = api.request(
-            "POST",
-            "/jobs",
-            content=_chunks(body, progress, task),
-            headers={"Content-Type": content_type, "Content-Length": str(len(body))},
-        )
+        job = api.submit(file, project=project, progress=_uploading(progress))
     if follow:
         job = _follow(job["id"])
     elif wait:
-        job = _wait(job["id"])
+        job = api.wait(job["id"])
     show(job, json_out)
     if (wait or follow) and job["state"] != "succeeded":
         raise typer.Exit(FAILURE)
 
 
-def _wait(job_id: int, timeout: float | None = None) -> dict[str, Any]:
-    api, began = client(), time.monotonic()
-    while True:
-        job: dict[str, Any] = api.get(f"/jobs/{job_id}")
-        if job["state"] in FINISHED:
-            return job
-        if timeout is not None and time.monotonic() - began > timeout:
-            return job
-        time.sleep(0.5)
-
-
-def _follow(job_id: int) -> dict[str, Any]:
-    api, offset = client(), 0
-    while True:
-        job: dict[str, Any] = api.get(f"/jobs/{job_id}")
-        if job["state"] in ("running", *FINISHED):
-            offset = _print_log(api, job_id, offset)
-        if job["state"] in FINISHED:
-            while (after := _print_log(api, job_id, offset)) > offset:
-                offset = after  # the rest of the log (1 MiB a request)
-            return job
-        time.sleep(0.5)
-
-
-def _print_log(api: Any, job_id: int, offset: int) -> int:
-    response = api.raw("GET", f"/jobs/{job_id}/logs", params={"offset": offset})
-    if response.status_code == 404:
-        return offset
-    sys.stdout.write(response.content.decode("utf-8", errors="replace"))
-    sys.stdout.flush()
-    return int(response.headers.get("X-Next-Offset", offset))
+def _follow(job_id: int) -> Job:
+    """Print the job's output as it comes; the job once it has finished."""
+    api = client()
+    for text in api.follow(job_id):
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    return api.job(job_id)
 
 
 def jobs(
@@ -146,7 +72,7 @@ def jobs(
     json_out: JsonOpt = False,
 ) -> None:
     """List jobs, newest first."""
-    rows = client().get("/jobs", project_id=project)
+    rows = client().jobs(project)
     if json_out:
         print_json(rows)
         return
@@ -168,7 +94,7 @@ def jobs(
 
 def job(job_id: int, json_out: JsonOpt = False) -> None:
     """One job: state, where it runs, why it waits, what it charged."""
-    show(client().get(f"/jobs/{job_id}"), json_out)
+    show(client().job(job_id), json_out)
 
 
 def logs(
@@ -176,29 +102,18 @@ def logs(
     follow: Annotated[bool, typer.Option("--follow", help="Keep printing until it ends.")] = False,
 ) -> None:
     """Print a job's output."""
-    api = client()
     if follow:
         _follow(job_id)
         return
-    offset, data = 0, b""
-    while True:  # the server sends at most 1 MiB a request: read on until it has no more
-        response = api.raw("GET", f"/jobs/{job_id}/logs", params={"offset": offset})
-        if response.status_code != 200:
-            api.check(response)
-        data += response.content
-        next_offset = int(response.headers.get("X-Next-Offset", offset + len(response.content)))
-        if not response.content or next_offset <= offset:
-            break
-        offset = next_offset
-    sys.stdout.write(data.decode("utf-8", errors="replace"))
+    sys.stdout.write(client().logs(job_id))
 
 
 def cancel(job_id: int, json_out: JsonOpt = False) -> None:
     """Cancel a job; waits (up to 10 s) until it has stopped."""
     api = client()
-    job_data = api.post(f"/jobs/{job_id}/cancel", {})
+    job_data = api.cancel(job_id)
     if job_data["state"] not in FINISHED:
-        job_data = _wait(job_id, timeout=10)
+        job_data = api.wait(job_id, timeout=10)
     show(job_data, json_out)
 
 
@@ -207,15 +122,8 @@ def download(
     to: Annotated[Path | None, typer.Option("--to", help="Folder (default ./job-ID).")] = None,
 ) -> None:
     """Download a job's outputs into a folder."""
-    api = client()
-    response = api.raw("GET", f"/jobs/{job_id}/outputs")
-    api.check(response)
-    target = to or Path(f"job-{job_id}")
-    target.mkdir(parents=True, exist_ok=True)
-    with tarfile.open(fileobj=io.BytesIO(response.content), mode="r:gz") as tar:
-        names = tar.getnames()
-        tar.extractall(target, filter="data")
-    err_console.print(f"{len(names)} entries from job {job_id} in {target}")
+    got = client().download(job_id, to)
+    err_console.print(f"{len(got.names)} entries from job {job_id} in {got.folder}")
 
 
 def usage(
@@ -226,7 +134,7 @@ def usage(
     json_out: JsonOpt = False,
 ) -> None:
     """Charged GPU-hours, grouped."""
-    rows = client().get("/usage", by=by, project_id=project)
+    rows = client().usage(by, project_id=project)
     if json_out:
         print_json(rows)
         return

@@ -18,8 +18,10 @@ from fabbrica.cli import (
     sim_cmds,
     up_cmd,
 )
+from fabbrica.cli.client import cli_error
 from fabbrica.cli.errors import CliError
 from fabbrica.cli.output import err_console
+from fabbrica.client import ClientError
 
 app = typer.Typer(
     name="fabbrica",
@@ -86,6 +88,7 @@ app.add_typer(agent_cmds.agent_app, name="agent")
 def main() -> None:
     try:
         app()
-    except CliError as exc:
-        err_console.print(f"[red]error:[/red] {exc.message}", highlight=False, soft_wrap=True)
-        sys.exit(exc.exit_code)
+    except (CliError, ClientError) as exc:
+        error = exc if isinstance(exc, CliError) else cli_error(exc)  # the SDK's, translated
+        err_console.print(f"[red]error:[/red] {error.message}", highlight=False, soft_wrap=True)
+        sys.exit(error.exit_code)

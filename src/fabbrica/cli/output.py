@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from rich.console import Console
@@ -31,7 +31,7 @@ def print_table(title: str | None, columns: Sequence[Column], rows: Sequence[Any
     console.print(table)
 
 
-def print_record(data: dict[str, Any], *, hide: Sequence[str] = ()) -> None:
+def print_record(data: Mapping[str, Any], *, hide: Sequence[str] = ()) -> None:
     """A single object as `key: value` lines."""
     width = max((len(k) for k in data), default=0)
     for key, value in data.items():

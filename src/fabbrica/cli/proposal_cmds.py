@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -27,7 +28,7 @@ allocation_app = typer.Typer(help="Operators: extend, top up, suspend, resume, t
 report_app = typer.Typer(help="Reports for operators and the federation office.")
 
 
-def _show_proposal(data: dict[str, Any], json_out: bool) -> None:
+def _show_proposal(data: Mapping[str, Any], json_out: bool) -> None:
     if json_out:
         print_json(data)
         return
@@ -80,16 +81,16 @@ def apply(
     json_out: JsonOpt = False,
 ) -> None:
     """Apply to a call; Playground and Fast Lane are decided at once."""
-    body = {
-        "project_id": project,
-        "call_id": call,
-        "gpu_hours": gpu_hours,
-        "months": months,
-        "gpu_model": gpu_model,
-        "abstract": abstract,
-        "declare_civilian_ai_act": _declared(declare),
-    }
-    _show_proposal(client().post("/proposals", body), json_out)
+    data = client().apply(
+        project=project,
+        call=call,
+        gpu_hours=gpu_hours,
+        months=months,
+        gpu_model=gpu_model,
+        abstract=abstract,
+        declare_civilian_ai_act=_declared(declare),
+    )
+    _show_proposal(data, json_out)
 
 
 def proposals(
@@ -98,7 +99,7 @@ def proposals(
     json_out: JsonOpt = False,
 ) -> None:
     """List proposals (yours; staff: all)."""
-    rows = client().get("/proposals", project_id=project, state=state)
+    rows = client().proposals(project_id=project, state=state)
     if json_out:
         print_json(rows)
         return
@@ -119,12 +120,12 @@ def proposals(
 
 def proposal(proposal_id: int, json_out: JsonOpt = False) -> None:
     """One proposal with its reviews and allocation."""
-    _show_proposal(client().get(f"/proposals/{proposal_id}"), json_out)
+    _show_proposal(client().proposal(proposal_id), json_out)
 
 
 def withdraw(proposal_id: int, json_out: JsonOpt = False) -> None:
     """Withdraw a proposal that is not decided yet (PI)."""
-    _show_proposal(client().post(f"/proposals/{proposal_id}/withdraw", {}), json_out)
+    _show_proposal(client().withdraw(proposal_id), json_out)
 
 
 def review(
@@ -141,14 +142,13 @@ def review(
     """Review a proposal (reviewers), or declare a conflict of interest."""
     if score is None and conflict is None:
         raise CliError("give --score 1..5, or --conflict REASON", BAD_INPUT)
-    body = {"score": score, "comment": comment, "conflict": conflict}
-    _show_proposal(client().post(f"/proposals/{proposal_id}/reviews", body), json_out)
+    data = client().review(proposal_id, score=score, comment=comment, conflict=conflict)
+    _show_proposal(data, json_out)
 
 
 def assign(proposal_id: int, reviewer_id: int, json_out: JsonOpt = False) -> None:
     """Assign a reviewer to a proposal (operators)."""
-    body = {"reviewer_id": reviewer_id}
-    _show_proposal(client().post(f"/proposals/{proposal_id}/reviewers", body), json_out)
+    _show_proposal(client().assign_reviewer(proposal_id, reviewer_id), json_out)
 
 
 def decide(
@@ -165,8 +165,8 @@ def decide(
     """Accept or reject a proposal (operators)."""
     if decision not in ("accept", "reject"):
         raise CliError(f"decision must be accept or reject, not {decision!r}", BAD_INPUT)
-    body = {"decision": decision, "gpu_hours": gpu_hours, "reason": reason}
-    _show_proposal(client().post(f"/proposals/{proposal_id}/decision", body), json_out)
+    data = client().decide(proposal_id, decision, gpu_hours=gpu_hours, reason=reason)
+    _show_proposal(data, json_out)
 
 
 # --- allocations -------------------------------------------------------------------------
@@ -177,7 +177,7 @@ def allocations(
     json_out: JsonOpt = False,
 ) -> None:
     """List allocations: GPU-hours granted, used and reserved, validity, state."""
-    rows = client().get("/allocations", project_id=project)
+    rows = client().allocations(project)
     if json_out:
         print_json(rows)
         return
@@ -198,8 +198,7 @@ def allocations(
 
 
 def _change(allocation_id: int, body: dict[str, Any], json_out: bool) -> None:
-    clean = {k: v for k, v in body.items() if v is not None}
-    show(client().post(f"/allocations/{allocation_id}/changes", clean), json_out)
+    show(client().change_allocation(allocation_id, **body), json_out)
 
 
 Reason = Annotated[str, typer.Option("--reason", help="Why (kept in the audit log).")]
@@ -208,7 +207,7 @@ Reason = Annotated[str, typer.Option("--reason", help="Why (kept in the audit lo
 @allocation_app.command("show")
 def allocation_show(allocation_id: int, json_out: JsonOpt = False) -> None:
     """One allocation."""
-    show(client().get(f"/allocations/{allocation_id}"), json_out)
+    show(client().allocation(allocation_id), json_out)
 
 
 @allocation_app.command("extend")
@@ -222,9 +221,7 @@ def allocation_extend(
     json_out: JsonOpt = False,
 ) -> None:
     """Extend an allocation by months or to a date."""
-    body = {"action": "extend", "reason": reason, "months": months}
-    if until is not None:
-        body["until"] = (until if until.tzinfo else until.replace(tzinfo=dt.UTC)).isoformat()
+    body = {"action": "extend", "reason": reason, "months": months, "until": until}
     _change(allocation_id, body, json_out)
 
 
@@ -262,13 +259,13 @@ def allocation_report(
         text = file.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise CliError(f"cannot read {file}: {exc}", BAD_INPUT) from exc
-    show(client().post(f"/allocations/{allocation_id}/final-report", {"text": text}), json_out)
+    show(client().submit_final_report(allocation_id, text), json_out)
 
 
 @allocation_app.command("audit")
 def allocation_audit(allocation_id: int, json_out: JsonOpt = False) -> None:
     """Every change of an allocation: who, when, what, why."""
-    rows = client().get(f"/allocations/{allocation_id}/audit")
+    rows = client().allocation_audit(allocation_id)
     if json_out:
         print_json(rows)
         return
@@ -287,7 +284,7 @@ def allocation_audit(allocation_id: int, json_out: JsonOpt = False) -> None:
 @report_app.command("access")
 def report_access(json_out: JsonOpt = False) -> None:
     """Proposals by mode, state, country, organisation type and sector; decision times."""
-    data = client().get("/reports/access")
+    data = client().access_report()
     if json_out:
         print_json(data)
         return
