@@ -239,3 +239,11 @@ def test_the_sdk_imports_neither_the_cli_nor_the_server() -> None:
     for name in ("typer", "fastapi", "sqlalchemy", "fabbrica.cli", "fabbrica.api",
                  "fabbrica.services", "fabbrica.store", "fabbrica.agent"):  # fmt: skip
         assert name not in loaded, name
+
+
+def test_every_public_method_of_the_client_is_in_docs_sdk() -> None:
+    text = (Path(__file__).resolve().parents[2] / "docs" / "sdk.md").read_text()
+    methods = [m for m in dir(Client) if not m.startswith("_") and callable(getattr(Client, m))]
+    assert len(methods) > 50
+    missing = [m for m in methods if f"`{m}(" not in text]
+    assert missing == []

@@ -79,7 +79,7 @@ class JobsApi(Http):
         """Submit a job and return it (queued, usually).
 
         `spec` is the path of a job spec file (YAML or JSON), or the spec as a dict
-        (`{"name": ..., "run": ..., "resources": {...}}`, see docs/jobs.md). The spec is
+        (`{"name": ..., "run": ..., "resources": {...}}`; docs/sdk.md shows the fields). The spec is
         checked here first: JobSpecError names the field at fault before anything is sent.
         `project` overrides the spec's (without either, your only project is taken).
 
