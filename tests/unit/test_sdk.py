@@ -71,6 +71,7 @@ def test_arguments_win_over_the_environment_which_wins_over_the_config_file(
     with Client("http://arg:3/", "arg-token") as fab:
         assert (fab.url, fab.token) == ("http://arg:3", "arg-token")
         assert fab._http.headers["Authorization"] == "Bearer arg-token"
+        assert "arg-token" not in repr(fab)  # a notebook shows reprs
     assert fab._http.is_closed  # the `with` closed it
 
 

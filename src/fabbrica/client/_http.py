@@ -7,7 +7,7 @@ from typing import Any, Self
 
 import httpx
 
-from fabbrica.client._config import Target, resolve_target
+from fabbrica.client._config import resolve_target
 from fabbrica.client._errors import ApiError, ConnectError, NoTokenError
 
 DEFAULT_TIMEOUT = 30.0
@@ -24,10 +24,6 @@ class Http:
         self.token: str | None = target.token
         headers = {"Authorization": f"Bearer {target.token}"} if target.token else {}
         self._http = httpx.Client(base_url=f"{target.url}/api/v1", headers=headers, timeout=timeout)
-
-    @property
-    def target(self) -> Target:
-        return Target(self.url, self.token)
 
     # --- lifetime --------------------------------------------------------------------
 
@@ -46,7 +42,7 @@ class Http:
     ) -> None:
         self.close()
 
-    def __repr__(self) -> str:
+    def __repr__(self) -> str:  # never the token itself: notebooks show reprs
         return f"Client(url={self.url!r}, token={'set' if self.token else None})"
 
     # --- requests --------------------------------------------------------------------
