@@ -11,11 +11,14 @@ import sys
 import tarfile
 from pathlib import Path
 
+import httpx
 import pytest
 
-from fabbrica.cli.archive import extract_outputs
-from fabbrica.cli.errors import CliError
+from fabbrica.cli.client import cli_error
+from fabbrica.cli.errors import FAILURE
 from fabbrica.cli.output import gpu_hours, number, print_record
+from fabbrica.client import Client, OutputsError
+from fabbrica.client._archive import extract_outputs
 from tests.cli.server import clean_env, fabbrica, free_port
 
 MARKUP = "[bold red]x[/]"
@@ -146,6 +149,18 @@ def _archive(*members: tuple[str, str | None]) -> bytes:
     return buffer.getvalue()
 
 
+def _serving(archive: bytes) -> Client:
+    """A real Client whose transport answers every request with `archive` (httpx
+    MockTransport: the server cannot be made to send a hostile archive)."""
+    api = Client("http://fabbrica.test", "t")
+    api._http.close()
+    api._http = httpx.Client(
+        base_url="http://fabbrica.test/api/v1",
+        transport=httpx.MockTransport(lambda _: httpx.Response(200, content=archive)),
+    )
+    return api
+
+
 @pytest.mark.parametrize(
     ("member", "target"),
     [("outputs/passwd", "/etc/passwd"), ("outputs/up", "../../x"), ("../evil", None)],
@@ -155,19 +170,27 @@ def test_outputs_that_leave_the_folder_refuse_the_whole_download(
 ) -> None:
     data = _archive(("outputs/a.txt", None), (member, target), ("outputs/z.txt", None))
     into = tmp_path / "job-1"
-    with pytest.raises(CliError) as refused:
+    with pytest.raises(OutputsError) as direct:
         extract_outputs(data, into)
-    assert repr(member) in refused.value.message
-    assert "nothing was extracted" in refused.value.message
+    with _serving(data) as api, pytest.raises(OutputsError) as refused:
+        api.download(1, into)  # the SDK's download path, which `fabbrica download` calls
+    for error in (direct.value, refused.value):
+        assert repr(member) in error.message and error.member == member
+        assert "nothing was extracted" in error.message
+    assert "job 1" in refused.value.message
     assert not into.exists()  # nothing written, not even the folder
     assert os.listdir(tmp_path) == []
+    shown = cli_error(refused.value)  # what `fabbrica download` prints
+    assert shown.exit_code == FAILURE and repr(member) in shown.message
 
 
 def test_outputs_within_the_folder_are_extracted(tmp_path: Path) -> None:
     data = _archive(("outputs/a.txt", None), ("outputs/link", "a.txt"))
-    assert extract_outputs(data, tmp_path / "out") == 2
+    with _serving(data) as api:
+        got = api.download(3, tmp_path / "out")
+    assert got.folder == tmp_path / "out" and got.names == ["outputs/a.txt", "outputs/link"]
     assert (tmp_path / "out/outputs/link").read_text() == "ok"
-    with pytest.raises(CliError, match="cannot unpack"):
+    with pytest.raises(OutputsError, match="cannot unpack"):
         extract_outputs(b"not a tar at all", tmp_path / "bad")
 
 

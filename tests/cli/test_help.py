@@ -12,9 +12,9 @@ import pytest
 from pydantic import BaseModel
 
 from fabbrica.cli import docgen, identity_cmds
-from fabbrica.cli.client import Client, Target
 from fabbrica.cli.helptext import SPEC_FIELDS, spec_fields
 from fabbrica.cli.main import _GROUPS, command
+from fabbrica.client import Client
 from fabbrica.core.identity import Role
 from fabbrica.core.jobspec import JobSpec
 from tests.conftest import REPO
@@ -96,8 +96,9 @@ def test_operator_factories_are_sent_as_the_api_expects(
         user = {"id": 7, "email": "op@it4lia.it", "role": "operator", "factories": ["it4lia"]}
         return httpx.Response(200, json={**user, **body})
 
-    def fake_client() -> Client:
-        api = Client(Target("http://fabbrica.test", "t"))
+    def fake_client() -> Client:  # the SDK's Client, on a transport that records requests
+        api = Client("http://fabbrica.test", "t")
+        api._http.close()
         api._http = httpx.Client(
             base_url="http://fabbrica.test/api/v1", transport=httpx.MockTransport(answer)
         )
@@ -115,3 +116,8 @@ def test_operator_factories_are_sent_as_the_api_expects(
     assert seen[2] == ("PUT", "/api/v1/users/7/factories", {"factories": []})
     out = capsys.readouterr().out
     assert "factories  it4lia, jaif" in out  # the user's factories shown
+    with fake_client() as api:  # the SDK's methods behind the commands, called directly
+        assert api.set_user_factories(7, ("jaif",))["factories"] == ["jaif"]
+        api.create_user("u@x.eu", "U")  # no factories: the key is left out
+    assert seen[3] == ("PUT", "/api/v1/users/7/factories", {"factories": ["jaif"]})
+    assert "factories" not in seen[4][2] and seen[4][2]["role"] == "user"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Annotated, Any
 
 import typer
@@ -52,14 +53,14 @@ def org_add(
     `academia` or `public_sector`) and a sector from `fabbrica sectors`; it is printed with
     its `id`.
     """
-    body = {"name": name, "country": country, "type": type_, "sector": sector}
-    emit(client().post("/organisations", body), json_out)
+    data = client().create_organisation(name, country=country, type=type_, sector=sector)
+    emit(data, json_out)
 
 
 @org_app.command("list")
 def org_list(json_out: JsonOpt = False) -> None:
     """Your organisations (operators and admins: all)."""
-    rows = client().get("/organisations")
+    rows = client().organisations()
     emit(rows, json_out, _org_table)
 
 
@@ -90,30 +91,30 @@ def org_add_member(
     by joining (`fabbrica org join`): nobody is enrolled without consent. A reviewer who belongs
     to an organisation can never review its proposals.
     """
-    data = client().post(f"/organisations/{org_id}/members", {"email": email, "admin": admin})
+    data = client().add_organisation_member(org_id, email, admin=admin)
     emit(data, json_out)
 
 
 @org_app.command("join")
 def org_join(org_id: int, json_out: JsonOpt = False) -> None:
     """Join an organisation whose admin added you."""
-    emit(client().post(f"/organisations/{org_id}/join", {}), json_out)
+    emit(client().join_organisation(org_id), json_out)
 
 
 @org_app.command("show")
 def org_show(org_id: int, json_out: JsonOpt = False) -> None:
     """One organisation with its members."""
-    emit(client().get(f"/organisations/{org_id}"), json_out)
+    emit(client().organisation(org_id), json_out)
 
 
 # --- projects ----------------------------------------------------------------------------
 
 
-def _show_project(data: dict[str, Any], json_out: bool) -> None:
+def _show_project(data: Mapping[str, Any], json_out: bool) -> None:
     emit(data, json_out, _project_record)
 
 
-def _project_record(data: dict[str, Any]) -> None:
+def _project_record(data: Mapping[str, Any]) -> None:
     print_record(data, hide=("members",))
     print_table(
         "members",
@@ -149,9 +150,7 @@ def project_add(
     intake, the cut-off number otherwise) and a sequence number. The id never changes, whatever
     the project applies to later. You become its principal investigator (PI).
     """
-    _show_project(
-        client().post("/projects", {"title": title, "org_id": org, "mode": mode}), json_out
-    )
+    _show_project(client().create_project(title, org_id=org, mode=mode), json_out)
 
 
 @project_app.command("list")
@@ -165,7 +164,7 @@ def project_list(
 
     Projects you belong to, directly or through your organisation.
     """
-    rows = client().get("/projects", org_id=org)
+    rows = client().projects(org)
     emit(rows, json_out, _project_table)
 
 
@@ -185,7 +184,7 @@ def _project_table(rows: list[dict[str, Any]]) -> None:
 @project_app.command("show")
 def project_show(project_id: str, json_out: JsonOpt = False) -> None:
     """One project with its members and their roles."""
-    _show_project(client().get(f"/projects/{project_id}"), json_out)
+    _show_project(client().project(project_id), json_out)
 
 
 @project_app.command("invite")
@@ -195,7 +194,7 @@ def project_invite(project_id: str, email: str, json_out: JsonOpt = False) -> No
     The PI invites someone by email. The email carries a token (valid 14 days), also printed
     once here.
     """
-    emit(client().post(f"/projects/{project_id}/invitations", {"email": email}), json_out)
+    emit(client().invite(project_id, email), json_out)
 
 
 @project_app.command("accept")
@@ -204,7 +203,7 @@ def project_accept(token: str, json_out: JsonOpt = False) -> None:
 
     Accept an invitation sent to your email address; you join as a member.
     """
-    _show_project(client().post("/invitations/accept", {"token": token}), json_out)
+    _show_project(client().accept_invitation(token), json_out)
 
 
 @project_app.command("remove")
@@ -213,7 +212,7 @@ def project_remove(project_id: str, user_id: int, json_out: JsonOpt = False) -> 
 
     The PI removes a member (not the PI).
     """
-    _show_project(client().delete(f"/projects/{project_id}/members/{user_id}"), json_out)
+    _show_project(client().remove_member(project_id, user_id), json_out)
 
 
 @project_app.command("transfer-pi")
@@ -222,7 +221,7 @@ def project_transfer_pi(project_id: str, user_id: int, json_out: JsonOpt = False
 
     The PI hands the PI role to a member, and becomes a member.
     """
-    _show_project(client().post(f"/projects/{project_id}/pi", {"user_id": user_id}), json_out)
+    _show_project(client().transfer_pi(project_id, user_id), json_out)
 
 
 # --- calls -------------------------------------------------------------------------------
@@ -245,7 +244,7 @@ def calls(
     those already committed. Every factory with operating GPUs gets one call per access mode;
     legacy modes with cut-offs (Regular, Extreme Scale) start closed.
     """
-    rows = client().get("/calls", state="all" if all_ else "open", factory=factory, mode=mode)
+    rows = client().calls(state="all" if all_ else "open", factory=factory, mode=mode)
     emit(rows, json_out, lambda rows: _call_table(rows, with_state=all_))
 
 
@@ -295,16 +294,14 @@ def call_set(
     Operators open or close a call (the reason is shown to applicants who are refused), switch
     it to manual decisions, and set the capacity automatic decisions may commit.
     """
-    body: dict[str, Any] = {
-        "state": None if open_ is None else ("open" if open_ else "closed"),
-        "decision": decision,
-        "offered_gpu_hours": offered_gpu_hours,
-        "min_reviews": min_reviews,
-        "min_average_score": min_average_score,
-        "reason": reason,
-    }
-    data = client().request(
-        "PATCH", f"/calls/{call_id}", json={k: v for k, v in body.items() if v is not None}
+    data = client().update_call(
+        call_id,
+        open=open_,
+        decision=decision,
+        offered_gpu_hours=offered_gpu_hours,
+        min_reviews=min_reviews,
+        min_average_score=min_average_score,
+        reason=reason,
     )
     emit(data, json_out)
 
@@ -316,4 +313,4 @@ def call_add_reviewer(call_id: str, user_id: int, json_out: JsonOpt = False) -> 
     Operators add a reviewer to the call's pool; proposals in review are assigned round-robin
     (fewest assignments first, never a conflicted reviewer).
     """
-    emit(client().post(f"/calls/{call_id}/reviewers", {"user_id": user_id}), json_out)
+    emit(client().add_call_reviewer(call_id, user_id), json_out)

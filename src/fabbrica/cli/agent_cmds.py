@@ -10,11 +10,12 @@ from typing import Annotated, Any
 
 import typer
 
-from fabbrica.cli.client import client, resolve_target
+from fabbrica.cli.client import client
 from fabbrica.cli.errors import BAD_INPUT, CliError
 from fabbrica.cli.identity_cmds import show_secret_once
 from fabbrica.cli.output import emit, print_table, say, when
 from fabbrica.cli.params import JsonOpt
+from fabbrica.client import resolve_target
 
 BACKENDS = ("slurm", "local")
 FactoryOpt = Annotated[
@@ -234,7 +235,7 @@ def _check_table(data: dict[str, Any]) -> None:
 @agent_app.command("token")
 def token(factory: FactoryOpt, json_out: JsonOpt = False) -> None:
     """Create a token for the factory's agent (admin or operator); shown once."""
-    data = client().post(f"/agents/{factory}/token", {})
+    data = client().create_agent_token(factory)
     emit(data, json_out, show_secret_once)
 
 
@@ -248,16 +249,14 @@ def username(
     json_out: JsonOpt = False,
 ) -> None:
     """Map a user to their username at a factory: their jobs run as it there."""
-    data = client().request(
-        "PUT", f"/agents/{factory}/usernames", json={"email": email, "username": site_username}
-    )
+    data = client().set_site_username(factory, email=email, username=site_username)
     emit(data, json_out)
 
 
 @agent_app.command("list")
 def list_agents(json_out: JsonOpt = False) -> None:
     """Every factory's agent: backend, last sync and the capacity it reported."""
-    rows = client().get("/agents")
+    rows = client().agents()
     emit(rows, json_out, _agent_table)
 
 

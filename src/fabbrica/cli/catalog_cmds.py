@@ -45,9 +45,9 @@ def catalog(
             loaded = load_catalog(file)
         except CatalogError as exc:
             raise CliError(str(exc), BAD_INPUT) from exc
-        rows = [summarise(f).model_dump(mode="json") for f in loaded.factories]
+        rows: list[Any] = [summarise(f).model_dump(mode="json") for f in loaded.factories]
     else:
-        rows = client().get("/factories")
+        rows = client().factories()
     emit(rows, json_out, _catalog_table)
 
 
@@ -72,7 +72,7 @@ def factory(factory_id: str, json_out: JsonOpt = False) -> None:
 
     One factory with its systems and partitions: GPU model, nodes x GPUs per node, billing rule.
     """
-    data = client().get(f"/factories/{factory_id}")
+    data = client().factory(factory_id)
     emit(data, json_out, _factory_record)
 
 
@@ -107,7 +107,7 @@ def sectors(json_out: JsonOpt = False) -> None:
     The sectors an organisation may name with `fabbrica org add --sector`: by id, by name, or
     by a unique start of either (`health` is `health-life-sciences`).
     """
-    rows = client().get("/sectors")
+    rows = client().sectors()
     emit(rows, json_out, _sector_table)
 
 

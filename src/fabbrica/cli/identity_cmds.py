@@ -2,21 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Annotated, Any
 
 import typer
 
-from fabbrica.cli.client import Client, Target, client, resolve_target, write_config
+from fabbrica.cli.client import client
 from fabbrica.cli.errors import BAD_INPUT, CliError
 from fabbrica.cli.output import count, emit, print_record, print_table, say, when
 from fabbrica.cli.params import JsonOpt
+from fabbrica.client import Client, resolve_target, write_config
 from fabbrica.core.identity import Role
 
 user_app = typer.Typer(help="Manage users (federation admins).", no_args_is_help=True)
 token_app = typer.Typer(help="Create, list and revoke API tokens.", no_args_is_help=True)
 
 
-def show_secret_once(data: dict[str, Any]) -> None:
+def show_secret_once(data: Mapping[str, Any]) -> None:
     say("The token is shown only now; Fabbrica keeps only its hash.", style="yellow", err=True)
     print_record(data)
 
@@ -44,10 +46,7 @@ def user_add(
     An operator operates only the factories named with `--factory` (their calls, proposals,
     allocations and agents); federation admins see everything.
     """
-    body: dict[str, Any] = {"email": email, "name": name, "role": role.value}
-    if factories:
-        body["factories"] = factories
-    data = client().post("/users", body)
+    data = client().create_user(email, name, role.value, factories=factories or ())
     emit(data, json_out, show_secret_once)
 
 
@@ -60,16 +59,14 @@ def user_factories(
     json_out: JsonOpt = False,
 ) -> None:
     """Set the factories an operator operates (federation admins); replaces the list."""
-    data = client().request(
-        "PUT", f"/users/{user_id}/factories", json={"factories": factories or []}
-    )
+    data = client().set_user_factories(user_id, factories or [])
     emit(data, json_out)
 
 
 @user_app.command("list")
 def user_list(json_out: JsonOpt = False) -> None:
     """List users with their role and, for operators, their factories (admins)."""
-    rows = client().get("/users")
+    rows = client().users()
     emit(rows, json_out, _user_table)
 
 
@@ -107,9 +104,7 @@ def token_create(
 
     A new API token for yourself (admins: `--user` for someone else), printed once.
     """
-    data = client().post(
-        "/tokens", {"name": name, "user_id": user, "expires_in_days": expires_in_days}
-    )
+    data = client().create_token(name, user_id=user, expires_in_days=expires_in_days)
     emit(data, json_out, show_secret_once)
 
 
@@ -126,7 +121,7 @@ def token_list(
     Your tokens with their hint (first characters), creation, last use, expiry and revocation;
     never the secret. Admins: `--user ID`, or `--user 0` for everyone's.
     """
-    rows = client().get("/tokens", user_id=user)
+    rows = client().tokens(user)
     emit(rows, json_out, _token_table)
 
 
@@ -154,7 +149,7 @@ def token_revoke(token_id: int, json_out: JsonOpt = False) -> None:
     Revokes a token at once; revoking twice is harmless. Another user's token is reported as
     not found.
     """
-    data = client().delete(f"/tokens/{token_id}")
+    data = client().revoke_token(token_id)
     emit(data, json_out)
 
 
@@ -175,12 +170,13 @@ def login(
         if not typer.get_text_stream("stdin").isatty():
             raise CliError("no --token given and no terminal to ask for one", BAD_INPUT)
         token = typer.prompt("API token", hide_input=True)
-    me = Client(Target(url, token)).get("/me")
+    with Client(url, token) as api:
+        me = api.me()
     path = write_config(url, token)
     say(f"Logged in to {url} as {me['email']} ({me['role']}); saved to {path}", err=True)
 
 
 def whoami(json_out: JsonOpt = False) -> None:
     """Show the user your token belongs to."""
-    data = client().get("/me")
+    data = client().me()
     emit(data, json_out)

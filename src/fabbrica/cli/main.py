@@ -20,12 +20,14 @@ from fabbrica.cli import (
     sim_cmds,
     up_cmd,
 )
+from fabbrica.cli.client import cli_error
 from fabbrica.cli.errors import CliError
 from fabbrica.cli.helptext import plain_placeholders
+from fabbrica.cli.output import err_console
+from fabbrica.client import ClientError
 
 if TYPE_CHECKING:
     from typer._click.core import Command
-from fabbrica.cli.output import err_console
 
 CATALOG = "Catalog and access"
 JOBS = "Jobs"
@@ -118,7 +120,8 @@ def command() -> Command:
 def main() -> None:
     try:
         command()()
-    except CliError as exc:
+    except (CliError, ClientError) as exc:
+        error = exc if isinstance(exc, CliError) else cli_error(exc)  # the SDK's, translated
         # The message is user text (server errors, names, patterns): printed as written.
-        err_console.print(Text.assemble(("error:", "red"), " ", exc.message), soft_wrap=True)
-        sys.exit(exc.exit_code)
+        err_console.print(Text.assemble(("error:", "red"), " ", error.message), soft_wrap=True)
+        sys.exit(error.exit_code)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from rich.console import Console
@@ -70,7 +70,7 @@ def table_width(target: Console, table: Table) -> int:
     return max(needed.maximum, 1)
 
 
-def print_record(data: dict[str, Any], *, hide: Sequence[str] = ()) -> None:
+def print_record(data: Mapping[str, Any], *, hide: Sequence[str] = ()) -> None:
     """A single object as `key: value` lines."""
     width = max((len(k) for k in data), default=0)
     for key, value in data.items():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -31,11 +32,11 @@ report_app = typer.Typer(
 )
 
 
-def _show_proposal(data: dict[str, Any], json_out: bool) -> None:
+def _show_proposal(data: Mapping[str, Any], json_out: bool) -> None:
     emit(data, json_out, _proposal_record)
 
 
-def _proposal_record(data: dict[str, Any]) -> None:
+def _proposal_record(data: Mapping[str, Any]) -> None:
     print_record(data, hide=("reviews", "allocation", "declaration", "abstract"))
     if data["reviews"]:
         columns: list[Column] = [
@@ -104,16 +105,16 @@ def apply(
     Peer-reviewed modes (Large Scale, AI for Science, Regular, Extreme Scale) go `in_review`;
     the others wait `submitted` for an operator.
     """
-    body = {
-        "project_id": project,
-        "call_id": call,
-        "gpu_hours": gpu_hours,
-        "months": months,
-        "gpu_model": gpu_model,
-        "abstract": abstract,
-        "declare_civilian_ai_act": _declared(declare),
-    }
-    _show_proposal(client().post("/proposals", body), json_out)
+    data = client().apply(
+        project=project,
+        call=call,
+        gpu_hours=gpu_hours,
+        months=months,
+        gpu_model=gpu_model,
+        abstract=abstract,
+        declare_civilian_ai_act=_declared(declare),
+    )
+    _show_proposal(data, json_out)
 
 
 def proposals(
@@ -127,7 +128,7 @@ def proposals(
 
     Proposals of your projects (operators: all).
     """
-    rows = client().get("/proposals", project_id=project, state=state)
+    rows = client().proposals(project_id=project, state=state)
     emit(rows, json_out, _proposal_table)
 
 
@@ -153,12 +154,12 @@ def proposal(proposal_id: int, json_out: JsonOpt = False) -> None:
     One proposal, its reviews (scores and comments; reviewer identities only for operators)
     and its allocation.
     """
-    _show_proposal(client().get(f"/proposals/{proposal_id}"), json_out)
+    _show_proposal(client().proposal(proposal_id), json_out)
 
 
 def withdraw(proposal_id: int, json_out: JsonOpt = False) -> None:
     """Withdraw a proposal that is not decided yet (PI)."""
-    _show_proposal(client().post(f"/proposals/{proposal_id}/withdraw", {}), json_out)
+    _show_proposal(client().withdraw(proposal_id), json_out)
 
 
 def review(
@@ -180,8 +181,8 @@ def review(
     """
     if score is None and conflict is None:
         raise CliError("give --score 1..5, or --conflict REASON", BAD_INPUT)
-    body = {"score": score, "comment": comment, "conflict": conflict}
-    _show_proposal(client().post(f"/proposals/{proposal_id}/reviews", body), json_out)
+    data = client().review(proposal_id, score=score, comment=comment, conflict=conflict)
+    _show_proposal(data, json_out)
 
 
 def assign(proposal_id: int, reviewer_id: int, json_out: JsonOpt = False) -> None:
@@ -189,8 +190,7 @@ def assign(proposal_id: int, reviewer_id: int, json_out: JsonOpt = False) -> Non
 
     Operators assign a reviewer; a conflicted one is refused.
     """
-    body = {"reviewer_id": reviewer_id}
-    _show_proposal(client().post(f"/proposals/{proposal_id}/reviewers", body), json_out)
+    _show_proposal(client().assign_reviewer(proposal_id, reviewer_id), json_out)
 
 
 def decide(
@@ -213,8 +213,8 @@ def decide(
     """
     if decision not in ("accept", "reject"):
         raise CliError(f"decision must be accept or reject, not {decision!r}", BAD_INPUT)
-    body = {"decision": decision, "gpu_hours": gpu_hours, "reason": reason}
-    _show_proposal(client().post(f"/proposals/{proposal_id}/decision", body), json_out)
+    data = client().decide(proposal_id, decision, gpu_hours=gpu_hours, reason=reason)
+    _show_proposal(data, json_out)
 
 
 # --- allocations -------------------------------------------------------------------------
@@ -230,7 +230,7 @@ def allocations(
     `reserved_gpu_hours`, `remaining_gpu_hours`, `valid_from`, `valid_until`, `state`
     (`active|suspended|terminated|expired`) and `final_report_due`.
     """
-    rows = client().get("/allocations", project_id=project)
+    rows = client().allocations(project)
     emit(rows, json_out, _allocation_table)
 
 
@@ -252,8 +252,7 @@ def _allocation_table(rows: list[dict[str, Any]]) -> None:
 
 
 def _change(allocation_id: int, body: dict[str, Any], json_out: bool) -> None:
-    clean = {k: v for k, v in body.items() if v is not None}
-    emit(client().post(f"/allocations/{allocation_id}/changes", clean), json_out)
+    emit(client().change_allocation(allocation_id, **body), json_out)
 
 
 Reason = Annotated[
@@ -264,7 +263,7 @@ Reason = Annotated[
 @allocation_app.command("show")
 def allocation_show(allocation_id: int, json_out: JsonOpt = False) -> None:
     """One allocation."""
-    emit(client().get(f"/allocations/{allocation_id}"), json_out)
+    emit(client().allocation(allocation_id), json_out)
 
 
 @allocation_app.command("extend")
@@ -283,9 +282,7 @@ def allocation_extend(
 
     Operators extend an allocation (an expired one becomes active again).
     """
-    body = {"action": "extend", "reason": reason, "months": months}
-    if until is not None:
-        body["until"] = (until if until.tzinfo else until.replace(tzinfo=dt.UTC)).isoformat()
+    body = {"action": "extend", "reason": reason, "months": months, "until": until}
     _change(allocation_id, body, json_out)
 
 
@@ -338,13 +335,13 @@ def allocation_report(
         text = file.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise CliError(f"cannot read {file}: {exc}", BAD_INPUT) from exc
-    emit(client().post(f"/allocations/{allocation_id}/final-report", {"text": text}), json_out)
+    emit(client().submit_final_report(allocation_id, text), json_out)
 
 
 @allocation_app.command("audit")
 def allocation_audit(allocation_id: int, json_out: JsonOpt = False) -> None:
     """Every change of an allocation: who, when, what, why."""
-    rows = client().get(f"/allocations/{allocation_id}/audit")
+    rows = client().allocation_audit(allocation_id)
     emit(rows, json_out, _audit_table)
 
 
@@ -368,7 +365,7 @@ def report_access(json_out: JsonOpt = False) -> None:
     Operators and the federation office: submitted proposals by mode, state, country,
     organisation type and sector, and the median time from submission to decision per mode.
     """
-    data = client().get("/reports/access")
+    data = client().access_report()
     emit(data, json_out, _access_report)
 
 

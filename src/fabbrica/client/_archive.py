@@ -6,15 +6,16 @@ import io
 import tarfile
 from pathlib import Path
 
-from fabbrica.cli.errors import FAILURE, CliError
+from fabbrica.client._errors import OutputsError
 
 
-def extract_outputs(data: bytes, target: Path, *, source: str = "the outputs") -> int:
-    """Unpack a gzip'd tar into `target` and return its number of entries.
+def extract_outputs(data: bytes, target: Path, *, source: str = "the outputs") -> list[str]:
+    """Unpack a gzipped tar into `target` and return the names of its entries.
 
     Every member is checked first with the `data` filter (no absolute or escaping paths or
-    links, no devices or FIFOs, no set-uid bits); one refused member refuses the whole archive,
-    named in the error, before anything is written (not even `target` is created).
+    links, no devices or FIFOs, no set-uid bits); one refused member refuses the whole
+    archive, named in the error, before anything is written (not even `target` is created).
+    Raises OutputsError.
     """
     try:
         with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
@@ -24,12 +25,12 @@ def extract_outputs(data: bytes, target: Path, *, source: str = "the outputs") -
                 try:
                     tarfile.data_filter(member, destination)
                 except tarfile.FilterError as exc:
-                    raise CliError(
+                    raise OutputsError(
                         f"{source}: refused {member.name!r} ({exc}); nothing was extracted",
-                        FAILURE,
+                        member.name,
                     ) from exc
             target.mkdir(parents=True, exist_ok=True)
             tar.extractall(target, members=members, filter="data")
     except (tarfile.TarError, EOFError, OSError) as exc:
-        raise CliError(f"{source}: cannot unpack into {target}: {exc}", FAILURE) from exc
-    return len(members)
+        raise OutputsError(f"{source}: cannot unpack into {target}: {exc}") from exc
+    return [member.name for member in members]
