@@ -117,6 +117,10 @@ def test_access_journey(server: Server) -> None:
     assert "country" in us.stderr and "US" in us.stderr and "eligible" in us.stderr
     assert cli.run(acme, "proposals", "--json") == []
     assert cli.run(acme, "allocations", "--json") == []
+    # stored names print as written, never as Rich markup (issue 10, finding 7)
+    marked = cli.run(acme, "org", "add", "[bold red]x[/]", "--country", "US", "--type", "sme")
+    assert "[bold red]x[/]" in marked.stdout
+    assert "[bold red]x[/]" in cli.run(acme, "org", "list").stdout
 
     # Large Scale: in review until two reviews are in; a conflicted reviewer is refused
     reviewers = [cli.user(f"r{i}@review.eu", "reviewer") for i in range(3)]
@@ -191,6 +195,8 @@ def test_access_journey(server: Server) -> None:
         "state",
     }
     assert keys <= set(allocations[0])
+    table = cli.run(giulia, "allocations").stdout  # into a pipe: ids whole, one row a line
+    assert sum(project["id"] in line for line in table.splitlines()) == 2
 
     report = cli.run("t", "report", "access", "--json")
     assert report["by_mode"] == {"large_scale": 1, "playground": 1}

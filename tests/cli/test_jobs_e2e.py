@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -74,16 +76,34 @@ def test_the_digits_example_from_spec_to_model(server: Server, tmp_path: Path) -
 def test_cancel_and_bad_specs_from_the_cli(server: Server, tmp_path: Path) -> None:
     cli, project = startup(server)
     spec = tmp_path / "job.yaml"
-    spec.write_text("name: sleeper\nrun: sleep 120\nresources: {time_limit: 10m}\n")
+    spec.write_text("name: sleeper\nrun: echo started; sleep 120\nresources: {time_limit: 10m}\n")
     job = cli.run("run", str(spec), "--project", project, "--json")
     for _ in range(100):
         if cli.run("job", str(job["id"]), "--json")["state"] == "running":
             break
         time.sleep(0.1)
+    running = time.monotonic()
+    # Ctrl-C while following: a clean exit 130, the job runs on (issue 10, item 5)
+    follower = subprocess.Popen(
+        [sys.executable, "-m", "fabbrica", "logs", str(job["id"]), "--follow"],
+        env=server.client_env(cli.token),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert follower.stdout is not None
+    assert select.select([follower.stdout], [], [], 60)[0]  # following: it printed the log
+    assert follower.stdout.readline() == "started\n"
+    follower.send_signal(signal.SIGINT)
+    _, stderr = follower.communicate(timeout=30)
+    assert follower.returncode == 130 and "Traceback" not in stderr, stderr
+    assert "runs on" in stderr
+    assert cli.run("job", str(job["id"]), "--json")["state"] == "running"
     began = time.monotonic()
     cancelled = cli.run("cancel", str(job["id"]), "--json")
     assert time.monotonic() - began < 5
-    assert cancelled["state"] == "cancelled" and cancelled["gpu_hours"] < 10 / 3600
+    used = time.monotonic() - running + 10  # seconds, with a margin for the poll above
+    assert cancelled["state"] == "cancelled" and cancelled["gpu_hours"] < used / 3600
     for text, field in [("name: x\nrun: y\ncolour: blue\n", "colour"),
                         ("name: x\nrun: y\nresources: {gpus: 0}\n", "resources.gpus"),
                         ("name: x\nrun: y\nresources: {time_limit: forever}\n", "time_limit"),
@@ -97,7 +117,7 @@ def test_cancel_and_bad_specs_from_the_cli(server: Server, tmp_path: Path) -> No
 
 def test_kill_9_then_restart_runs_nothing_twice_and_charges_once(server: Server) -> None:
     cli, project = startup(server, gpus=8)
-    ids = []
+    ids: list[int] = []
     for seconds in SLEEPS:
         spec = Path(server.data_dir.parent / f"job{len(ids)}.yaml")
         spec.write_text(f"name: j{len(ids)}\nrun: echo start >> outputs/runs; sleep {seconds}; "
@@ -179,7 +199,22 @@ def test_follow_streams_the_output_and_big_workdirs_are_refused(
     spec.write_text("name: hi\nrun: echo hello-from-the-job\n")
     followed = cli.run("run", str(spec), "--follow")
     assert "hello-from-the-job" in followed.stdout
+    # outputs holding an absolute symlink: no traceback, nothing half extracted (finding 8)
+    links = tmp_path / "links" / "job.yaml"  # its own folder: tmp_path holds the server's data
+    links.parent.mkdir()
+    links.write_text("name: links\noutputs: [outputs/]\nrun: mkdir -p outputs && echo hi > "
+                     "outputs/a.txt && ln -s /etc/passwd outputs/passwd\n")  # fmt: skip
+    linked = cli.run("run", str(links), "--project", project, "--wait", "--json")
+    into = tmp_path / "linked"
+    result = fabbrica("download", str(linked["id"]), "--to", str(into),
+                      env=server.client_env(cli.token))  # fmt: skip
+    assert "Traceback" not in result.stderr, result.stderr
+    if result.returncode == 0:  # the server left the link out of the archive
+        assert not (into / "outputs" / "passwd").is_symlink()
+    else:
+        assert result.returncode == 1 and "outputs/passwd" in result.stderr
+        assert not into.exists()
     (tmp_path / "big.bin").write_bytes(os.urandom(100_000))
     refused = cli.run("run", str(spec), "--project", project, code=2)
     assert "over the limit of 20,000 bytes" in refused.stderr
-    assert len(cli.run("jobs", "--json")) == 1
+    assert len(cli.run("jobs", "--json")) == 2  # hi and links

@@ -10,41 +10,48 @@ from typing import Annotated, Any
 
 import typer
 
-from fabbrica.cli.client import client, resolve_target
+from fabbrica.cli.client import client
 from fabbrica.cli.errors import BAD_INPUT, CliError
-from fabbrica.cli.output import console, err_console, print_json, print_record, print_table, when
+from fabbrica.cli.identity_cmds import show_secret_once
+from fabbrica.cli.output import emit, print_table, say, when
+from fabbrica.cli.params import JsonOpt
+from fabbrica.client import resolve_target
 
 BACKENDS = ("slurm", "local")
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
-FactoryOpt = Annotated[str, typer.Option("--factory", help="The factory id in the catalog.")]
+FactoryOpt = Annotated[
+    str, typer.Option("--factory", metavar="FACTORY", help="The factory id in the catalog.")
+]
 
-agent_app = typer.Typer(
-    help="Run a factory's site agent (`fabbrica agent --factory ID --backend slurm`), and "
-    "manage agents.",
-    invoke_without_command=True,
-)
+agent_app = typer.Typer(invoke_without_command=True)  # help: the callback's docstring
 
 
 @agent_app.callback()
 def agent(
     ctx: typer.Context,
     factory: Annotated[
-        str | None, typer.Option("--factory", help="The factory this agent runs.")
+        str | None,
+        typer.Option("--factory", metavar="FACTORY", help="The factory this agent runs."),
     ] = None,
-    backend: Annotated[str, typer.Option("--backend", help="slurm or local.")] = "slurm",
+    backend: Annotated[
+        str, typer.Option("--backend", metavar="slurm|local", help="slurm or local.")
+    ] = "slurm",
     slurm_conf: Annotated[
-        Path | None, typer.Option("--slurm-conf", help="The cluster's slurm.conf (SLURM_CONF).")
+        Path | None,
+        typer.Option("--slurm-conf", metavar="FILE", help="The cluster's slurm.conf (SLURM_CONF)."),
     ] = None,
     partition_map: Annotated[
         Path | None,
         typer.Option(
             "--partition-map",
+            metavar="FILE",
             help="JSON or YAML: catalog partition id -> Slurm partition and GRES type.",
         ),
     ] = None,
     work_dir: Annotated[
         Path | None,
-        typer.Option("--work-dir", help="Where job scripts, workdirs and logs are kept."),
+        typer.Option(
+            "--work-dir", metavar="DIR", help="Where job scripts, workdirs and logs are kept."
+        ),
     ] = None,
     gpus: Annotated[
         int, typer.Option("--gpus", help="GPUs of the local backend.", min=1, max=1024)
@@ -60,9 +67,25 @@ def agent(
             min=0,
         ),
     ] = 10,
-    catalog: Annotated[Path | None, typer.Option("--catalog", help="Your catalog file.")] = None,
+    catalog: Annotated[
+        Path | None, typer.Option("--catalog", metavar="FILE", help="Your catalog file.")
+    ] = None,
 ) -> None:
-    """Run the site agent of one factory until stopped (SIGINT/SIGTERM)."""
+    """Run a factory's site agent until stopped; `check`, `token`, `username`, `list` manage
+    agents.
+
+    Runs the site agent of one factory until SIGINT/SIGTERM, with the factory token in
+    `FABBRICA_TOKEN` and the API in `FABBRICA_URL`. Every `--interval` seconds (default 1) it
+    sends one sync (capacity per partition, the state of every run it holds), cancels and
+    launches what the answer says, and uploads new log output. With `--backend slurm` it also
+    brings Slurm's accounts and limits in line every `--accounts-every` syncs (default 10) and
+    before every launch. `--partition-map` (JSON or YAML) maps catalog partition ids to Slurm
+    partitions and GRES types: `{"partitions": {"booster": {"slurm_partition": "gpu",
+    "gres_type": "gh200"}}}`; without it, each catalog partition is the Slurm partition of the
+    same name. `--backend local` runs jobs on this machine (`--gpus` emulated GPUs). When the
+    API is away it keeps its runs running and retries with backoff (up to 30 s). Exit 2 for an
+    unknown factory, a bad map or a missing token.
+    """
     if ctx.invoked_subcommand is not None:
         return
     if factory is None:
@@ -78,7 +101,12 @@ def agent(
             "no agent token: set FABBRICA_TOKEN (from `fabbrica agent token`)", BAD_INPUT
         )
     root = (work_dir or Path.home() / ".fabbrica-agent" / factory).resolve()
-    root.mkdir(parents=True, exist_ok=True)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CliError(
+            f"--work-dir: cannot create {root}: {exc.strerror or exc}", BAD_INPUT
+        ) from exc
     executor, accounts = _backend(backend, factory, catalog, slurm_conf, partition_map, root, gpus)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     api = AgentClient(target.url, target.token)
@@ -94,10 +122,10 @@ def agent(
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
-    err_console.print(
+    say(
         f"agent of {factory} ({backend}) syncing with {target.url} every {interval:g} s; "
         f"work dir {root}",
-        highlight=False,
+        err=True,
     )
     try:
         loop.run(stop)
@@ -152,15 +180,20 @@ def _backend(
 def check(
     factory: FactoryOpt,
     slurm_conf: Annotated[
-        Path | None, typer.Option("--slurm-conf", help="The cluster's slurm.conf.")
+        Path | None, typer.Option("--slurm-conf", metavar="FILE", help="The cluster's slurm.conf.")
     ] = None,
     work_dir: Annotated[
-        Path | None, typer.Option("--work-dir", help="The agent's work dir (its accounts).")
+        Path | None,
+        typer.Option("--work-dir", metavar="DIR", help="The agent's work dir (its accounts)."),
     ] = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Show how Slurm's accounts and limits differ from Fabbrica's allocations (changes
-    nothing). Exit 0 when they match, 1 when they differ."""
+    """Show how Slurm's accounts and limits differ from the allocations (changes nothing).
+
+    Compares Slurm's accounts, users and `GrpTRESMins` with the factory's allocations
+    (`--json`: `changes[]` with `account`, `action`, `detail`, `command`; `in_sync`). Exit 0
+    when they match, 1 when they differ.
+    """
     from fabbrica.agent.client import AgentClient
     from fabbrica.backends.slurm.accounts import AccountSync
     from fabbrica.backends.slurm.runner import SlurmError, SlurmRunner
@@ -179,59 +212,56 @@ def check(
     finally:
         api.close()
     rows = [c.as_dict() for c in changes]
-    if json_out:
-        print_json({"factory": factory, "in_sync": not rows, "changes": rows})
-    elif not rows:
-        console.print(f"Slurm's accounts match Fabbrica's allocations at {factory}.")
-    else:
-        print_table(
-            f"{len(rows)} differences at {factory} (Fabbrica -> Slurm)",
-            [
-                ("account", lambda r: r["account"]),
-                ("change", lambda r: r["action"]),
-                ("detail", lambda r: r["detail"]),
-            ],
-            rows,
-        )
+    emit({"factory": factory, "in_sync": not rows, "changes": rows}, json_out, _check_table)
     if rows:
         raise typer.Exit(1)
+
+
+def _check_table(data: dict[str, Any]) -> None:
+    rows, factory = data["changes"], data["factory"]
+    if not rows:
+        say(f"Slurm's accounts match Fabbrica's allocations at {factory}.")
+        return
+    print_table(
+        f"{len(rows)} differences at {factory} (Fabbrica -> Slurm)",
+        [
+            ("account", lambda r: r["account"]),
+            ("change", lambda r: r["action"]),
+            ("detail", lambda r: r["detail"]),
+        ],
+        rows,
+    )
 
 
 @agent_app.command("token")
 def token(factory: FactoryOpt, json_out: JsonOpt = False) -> None:
     """Create a token for the factory's agent (admin or operator); shown once."""
-    data = client().post(f"/agents/{factory}/token", {})
-    if json_out:
-        print_json(data)
-        return
-    err_console.print("[yellow]The token is shown only now; Fabbrica keeps only its hash.[/yellow]")
-    print_record(data)
+    data = client().create_agent_token(factory)
+    emit(data, json_out, show_secret_once)
 
 
 @agent_app.command("username")
 def username(
     factory: FactoryOpt,
-    email: Annotated[str, typer.Option("--email", help="The Fabbrica user.")],
-    site_username: Annotated[str, typer.Option("--username", help="Their username there.")],
+    email: Annotated[str, typer.Option("--email", metavar="EMAIL", help="The Fabbrica user.")],
+    site_username: Annotated[
+        str, typer.Option("--username", metavar="USERNAME", help="Their username there.")
+    ],
     json_out: JsonOpt = False,
 ) -> None:
     """Map a user to their username at a factory: their jobs run as it there."""
-    data = client().request(
-        "PUT", f"/agents/{factory}/usernames", json={"email": email, "username": site_username}
-    )
-    if json_out:
-        print_json(data)
-    else:
-        print_record(data)
+    data = client().set_site_username(factory, email=email, username=site_username)
+    emit(data, json_out)
 
 
 @agent_app.command("list")
 def list_agents(json_out: JsonOpt = False) -> None:
     """Every factory's agent: backend, last sync and the capacity it reported."""
-    rows = client().get("/agents")
-    if json_out:
-        print_json(rows)
-        return
+    rows = client().agents()
+    emit(rows, json_out, _agent_table)
+
+
+def _agent_table(rows: list[dict[str, Any]]) -> None:
     print_table(
         "Site agents",
         [

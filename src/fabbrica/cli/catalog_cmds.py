@@ -9,9 +9,8 @@ import typer
 
 from fabbrica.cli.client import client
 from fabbrica.cli.errors import BAD_INPUT, CliError
-from fabbrica.cli.output import console, count, print_json, print_record, print_table
-
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+from fabbrica.cli.output import count, emit, print_record, print_table, say
+from fabbrica.cli.params import JsonOpt
 
 
 def _gpus(row: dict[str, Any]) -> str:
@@ -26,12 +25,18 @@ def catalog(
         Path | None,
         typer.Option(
             "--file",
+            metavar="FILE",
             help="Validate and show a catalog file here, without a server (operators: check "
             "your own file before `fabbrica up --catalog`).",
         ),
     ] = None,
 ) -> None:
-    """List the factories of the federation: id, country, systems, GPUs."""
+    """List the factories of the federation: id, country, systems, GPUs.
+
+    The federation's factories: id, name, country, systems and GPUs (`≈` marks estimates,
+    `unknown` a factory whose size is not published). With `--file`, validates and shows a
+    catalog file locally, without a server: operators check their own file this way.
+    """
     if file is not None:
         from fabbrica.catalog.loader import CatalogError, load_catalog
         from fabbrica.catalog.summary import summarise
@@ -40,12 +45,13 @@ def catalog(
             loaded = load_catalog(file)
         except CatalogError as exc:
             raise CliError(str(exc), BAD_INPUT) from exc
-        rows = [summarise(f).model_dump(mode="json") for f in loaded.factories]
+        rows: list[Any] = [summarise(f).model_dump(mode="json") for f in loaded.factories]
     else:
-        rows = client().get("/factories")
-    if json_out:
-        print_json(rows)
-        return
+        rows = client().factories()
+    emit(rows, json_out, _catalog_table)
+
+
+def _catalog_table(rows: list[dict[str, Any]]) -> None:
     print_table(
         count(len(rows), "factory", "factories"),
         [
@@ -58,15 +64,19 @@ def catalog(
         rows,
     )
     if any(r["gpus_uncertain"] for r in rows):
-        console.print("≈ estimate from public sources; an operator's catalog overrides it")
+        say("≈ estimate from public sources; an operator's catalog overrides it")
 
 
 def factory(factory_id: str, json_out: JsonOpt = False) -> None:
-    """Show one factory with its systems and partitions."""
-    data = client().get(f"/factories/{factory_id}")
-    if json_out:
-        print_json(data)
-        return
+    """Show one factory with its systems and partitions.
+
+    One factory with its systems and partitions: GPU model, nodes x GPUs per node, billing rule.
+    """
+    data = client().factory(factory_id)
+    emit(data, json_out, _factory_record)
+
+
+def _factory_record(data: dict[str, Any]) -> None:
     print_record(data, hide=("systems", "uncertain"))
     rows = [
         {**p, "system": s["name"], "status": s["status"]}
@@ -92,11 +102,16 @@ def factory(factory_id: str, json_out: JsonOpt = False) -> None:
 
 
 def sectors(json_out: JsonOpt = False) -> None:
-    """The sectors an organisation may name (`fabbrica org add --sector`)."""
-    rows = client().get("/sectors")
-    if json_out:
-        print_json(rows)
-        return
+    """The sectors an organisation may name (`fabbrica org add --sector`).
+
+    The sectors an organisation may name with `fabbrica org add --sector`: by id, by name, or
+    by a unique start of either (`health` is `health-life-sciences`).
+    """
+    rows = client().sectors()
+    emit(rows, json_out, _sector_table)
+
+
+def _sector_table(rows: list[dict[str, Any]]) -> None:
     print_table(
         count(len(rows), "sector"), [("id", lambda r: r["id"]), ("name", lambda r: r["name"])], rows
     )

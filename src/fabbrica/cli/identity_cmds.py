@@ -2,31 +2,35 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Annotated, Any
 
 import typer
 
-from fabbrica.cli.client import Client, Target, client, resolve_target, write_config
+from fabbrica.cli.client import client
 from fabbrica.cli.errors import BAD_INPUT, CliError
-from fabbrica.cli.output import (
-    count,
-    err_console,
-    print_json,
-    print_record,
-    print_table,
-    when,
-)
+from fabbrica.cli.output import count, emit, print_record, print_table, say, when
+from fabbrica.cli.params import JsonOpt
+from fabbrica.client import Client, resolve_target, write_config
 from fabbrica.core.identity import Role
-
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 
 user_app = typer.Typer(help="Manage users (federation admins).", no_args_is_help=True)
 token_app = typer.Typer(help="Create, list and revoke API tokens.", no_args_is_help=True)
 
 
-def _show_secret_once(data: dict[str, Any]) -> None:
-    err_console.print("[yellow]The token is shown only now; Fabbrica keeps only its hash.[/yellow]")
+def show_secret_once(data: Mapping[str, Any]) -> None:
+    say("The token is shown only now; Fabbrica keeps only its hash.", style="yellow", err=True)
     print_record(data)
+
+
+FactoriesOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--factory",
+        metavar="FACTORY",
+        help="Operators: a factory they operate (catalog id); repeat for several.",
+    ),
+]
 
 
 @user_app.command("add")
@@ -34,23 +38,39 @@ def user_add(
     email: str,
     name: Annotated[str, typer.Option("--name", help="Full name.")],
     role: Annotated[Role, typer.Option("--role", help="The user's role.")] = Role.USER,
+    factories: FactoriesOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Create a user; prints the user with a one-time `token`."""
-    data = client().post("/users", {"email": email, "name": name, "role": role.value})
-    if json_out:
-        print_json(data)
-    else:
-        _show_secret_once(data)
+    """Create a user; prints the user with a one-time `token` (admins).
+
+    An operator operates only the factories named with `--factory` (their calls, proposals,
+    allocations and agents); federation admins see everything.
+    """
+    data = client().create_user(email, name, role.value, factories=factories or ())
+    emit(data, json_out, show_secret_once)
+
+
+@user_app.command("factories")
+def user_factories(
+    user_id: int,
+    factories: Annotated[
+        list[str] | None, typer.Argument(help="Catalog ids; none: no factory.", show_default=False)
+    ] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Set the factories an operator operates (federation admins); replaces the list."""
+    data = client().set_user_factories(user_id, factories or [])
+    emit(data, json_out)
 
 
 @user_app.command("list")
 def user_list(json_out: JsonOpt = False) -> None:
-    """List users."""
-    rows = client().get("/users")
-    if json_out:
-        print_json(rows)
-        return
+    """List users with their role and, for operators, their factories (admins)."""
+    rows = client().users()
+    emit(rows, json_out, _user_table)
+
+
+def _user_table(rows: list[dict[str, Any]]) -> None:
     print_table(
         count(len(rows), "user"),
         [
@@ -58,6 +78,7 @@ def user_list(json_out: JsonOpt = False) -> None:
             ("email", lambda r: r["email"]),
             ("name", lambda r: r["name"]),
             ("role", lambda r: r["role"]),
+            ("factories", lambda r: ", ".join(r.get("factories") or ())),
             ("active", lambda r: "yes" if r["active"] else "no"),
         ],
         rows,
@@ -68,35 +89,43 @@ def user_list(json_out: JsonOpt = False) -> None:
 def token_create(
     name: Annotated[str, typer.Option("--name", help="What the token is for.")] = "cli",
     user: Annotated[
-        int | None, typer.Option("--user", help="Admins: the id of the user to create it for.")
+        int | None,
+        typer.Option(
+            "--user", metavar="USER_ID", help="Admins: the id of the user to create it for."
+        ),
     ] = None,
     expires_in_days: Annotated[
-        int | None, typer.Option("--expires-in-days", min=1, max=3650, help="Expiry.")
+        int | None,
+        typer.Option("--expires-in-days", min=1, max=3650, help="Days until it expires."),
     ] = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Create an API token; prints it once."""
-    data = client().post(
-        "/tokens", {"name": name, "user_id": user, "expires_in_days": expires_in_days}
-    )
-    if json_out:
-        print_json(data)
-    else:
-        _show_secret_once(data)
+    """Create an API token; prints it once.
+
+    A new API token for yourself (admins: `--user` for someone else), printed once.
+    """
+    data = client().create_token(name, user_id=user, expires_in_days=expires_in_days)
+    emit(data, json_out, show_secret_once)
 
 
 @token_app.command("list")
 def token_list(
     user: Annotated[
-        int | None, typer.Option("--user", help="Admins: another user's id, or 0 for all.")
+        int | None,
+        typer.Option("--user", metavar="USER_ID", help="Admins: another user's id, or 0 for all."),
     ] = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """List your tokens (never their secrets)."""
-    rows = client().get("/tokens", user_id=user)
-    if json_out:
-        print_json(rows)
-        return
+    """List your tokens (never their secrets).
+
+    Your tokens with their hint (first characters), creation, last use, expiry and revocation;
+    never the secret. Admins: `--user ID`, or `--user 0` for everyone's.
+    """
+    rows = client().tokens(user)
+    emit(rows, json_out, _token_table)
+
+
+def _token_table(rows: list[dict[str, Any]]) -> None:
     print_table(
         count(len(rows), "token"),
         [
@@ -115,12 +144,13 @@ def token_list(
 
 @token_app.command("revoke")
 def token_revoke(token_id: int, json_out: JsonOpt = False) -> None:
-    """Revoke a token at once."""
-    data = client().delete(f"/tokens/{token_id}")
-    if json_out:
-        print_json(data)
-    else:
-        print_record(data)
+    """Revoke a token at once.
+
+    Revokes a token at once; revoking twice is harmless. Another user's token is reported as
+    not found.
+    """
+    data = client().revoke_token(token_id)
+    emit(data, json_out)
 
 
 def login(
@@ -129,22 +159,24 @@ def login(
         str | None, typer.Option("--token", help="An API token (asked for when not given).")
     ] = None,
 ) -> None:
-    """Check a URL and token against the API and save them in the config file."""
+    """Check a URL and token against the API and save them in the config file.
+
+    Checks the token against the API (`GET /api/v1/me`) and saves URL and token in the config
+    file (mode 600). Without `--token` it asks on the terminal; with no terminal it exits 2.
+    """
     current = resolve_target()
     url = (url or current.url).rstrip("/")
     if token is None:
         if not typer.get_text_stream("stdin").isatty():
             raise CliError("no --token given and no terminal to ask for one", BAD_INPUT)
         token = typer.prompt("API token", hide_input=True)
-    me = Client(Target(url, token)).get("/me")
+    with Client(url, token) as api:
+        me = api.me()
     path = write_config(url, token)
-    err_console.print(f"Logged in to {url} as {me['email']} ({me['role']}); saved to {path}")
+    say(f"Logged in to {url} as {me['email']} ({me['role']}); saved to {path}", err=True)
 
 
 def whoami(json_out: JsonOpt = False) -> None:
     """Show the user your token belongs to."""
-    data = client().get("/me")
-    if json_out:
-        print_json(data)
-    else:
-        print_record(data)
+    data = client().me()
+    emit(data, json_out)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import sys
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+import typer.main
+from rich.text import Text
 
 from fabbrica import __version__
 from fabbrica.cli import (
@@ -18,14 +20,28 @@ from fabbrica.cli import (
     sim_cmds,
     up_cmd,
 )
+from fabbrica.cli.client import cli_error
 from fabbrica.cli.errors import CliError
+from fabbrica.cli.helptext import plain_placeholders
 from fabbrica.cli.output import err_console
+from fabbrica.client import ClientError
+
+if TYPE_CHECKING:
+    from typer._click.core import Command
+
+CATALOG = "Catalog and access"
+JOBS = "Jobs"
+DATA = "Data and models"
+OPERATE = "Operate"
+SIMULATE = "Simulate"
+ACCOUNT = "Your account"
 
 app = typer.Typer(
     name="fabbrica",
     help="Fabbrica: the one-stop shop of a federation of AI Factories.",
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
+    rich_markup_mode="markdown",
 )
 
 
@@ -45,47 +61,67 @@ def _root(
     """Client commands read FABBRICA_URL and FABBRICA_TOKEN, or what `fabbrica login` saved."""
 
 
-app.command()(up_cmd.up)
-app.command()(catalog_cmds.catalog)
-app.command()(catalog_cmds.factory)
-app.command()(catalog_cmds.sectors)
-app.command()(identity_cmds.login)
-app.command()(identity_cmds.whoami)
-app.add_typer(identity_cmds.user_app, name="user")
-app.add_typer(identity_cmds.token_app, name="token")
-app.add_typer(up_cmd.db_app, name="db")
-app.add_typer(access_cmds.org_app, name="org", no_args_is_help=True)
-app.add_typer(access_cmds.project_app, name="project", no_args_is_help=True)
-app.command()(access_cmds.calls)
-app.add_typer(access_cmds.call_app, name="call", no_args_is_help=True)
-for _command in (
-    proposal_cmds.apply,
-    proposal_cmds.proposals,
-    proposal_cmds.proposal,
-    proposal_cmds.withdraw,
-    proposal_cmds.review,
-    proposal_cmds.assign,
-    proposal_cmds.decide,
-    proposal_cmds.allocations,
-    job_cmds.run,
-    job_cmds.jobs,
-    job_cmds.job,
-    job_cmds.logs,
-    job_cmds.cancel,
-    job_cmds.download,
-    job_cmds.usage,
-    sim_cmds.simulate,
-    sim_cmds.plan,
-):
-    app.command()(_command)
-app.add_typer(proposal_cmds.allocation_app, name="allocation", no_args_is_help=True)
-app.add_typer(proposal_cmds.report_app, name="report", no_args_is_help=True)
-app.add_typer(agent_cmds.agent_app, name="agent")
+# Commands grouped by what a person does with them; `fabbrica --help` shows the groups.
+_GROUPS: dict[str, list[tuple[str, Any]]] = {
+    ACCOUNT: [
+        ("login", identity_cmds.login),
+        ("whoami", identity_cmds.whoami),
+        ("token", identity_cmds.token_app),
+    ],
+    CATALOG: [
+        ("catalog", catalog_cmds.catalog),
+        ("factory", catalog_cmds.factory),
+        ("sectors", catalog_cmds.sectors),
+        ("org", access_cmds.org_app),
+        ("project", access_cmds.project_app),
+        ("calls", access_cmds.calls),
+        ("apply", proposal_cmds.apply),
+        ("proposals", proposal_cmds.proposals),
+        ("proposal", proposal_cmds.proposal),
+        ("withdraw", proposal_cmds.withdraw),
+        ("review", proposal_cmds.review),
+        ("allocations", proposal_cmds.allocations),
+        ("allocation", proposal_cmds.allocation_app),
+    ],
+    JOBS: [
+        ("run", job_cmds.run),
+        ("jobs", job_cmds.jobs),
+        ("job", job_cmds.job),
+        ("logs", job_cmds.logs),
+        ("cancel", job_cmds.cancel),
+        ("usage", job_cmds.usage),
+    ],
+    DATA: [("download", job_cmds.download)],
+    OPERATE: [
+        ("up", up_cmd.up),
+        ("db", up_cmd.db_app),
+        ("user", identity_cmds.user_app),
+        ("call", access_cmds.call_app),
+        ("assign", proposal_cmds.assign),
+        ("decide", proposal_cmds.decide),
+        ("report", proposal_cmds.report_app),
+        ("agent", agent_cmds.agent_app),
+    ],
+    SIMULATE: [("simulate", sim_cmds.simulate), ("plan", sim_cmds.plan)],
+}
+for _panel, _entries in _GROUPS.items():
+    for _name, _target in _entries:
+        if isinstance(_target, typer.Typer):
+            app.add_typer(_target, name=_name, rich_help_panel=_panel)
+        else:
+            app.command(_name, rich_help_panel=_panel)(_target)
+
+
+def command() -> Command:
+    """The `fabbrica` command as Click runs it (help with plain placeholders)."""
+    return plain_placeholders(typer.main.get_command(app))
 
 
 def main() -> None:
     try:
-        app()
-    except CliError as exc:
-        err_console.print(f"[red]error:[/red] {exc.message}", highlight=False, soft_wrap=True)
-        sys.exit(exc.exit_code)
+        command()()
+    except (CliError, ClientError) as exc:
+        error = exc if isinstance(exc, CliError) else cli_error(exc)  # the SDK's, translated
+        # The message is user text (server errors, names, patterns): printed as written.
+        err_console.print(Text.assemble(("error:", "red"), " ", error.message), soft_wrap=True)
+        sys.exit(error.exit_code)

@@ -3,34 +3,40 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from fabbrica.cli.access_cmds import JsonOpt, show
 from fabbrica.cli.client import client
 from fabbrica.cli.errors import BAD_INPUT, CliError
 from fabbrica.cli.output import (
     Column,
-    console,
     count,
-    err_console,
-    print_json,
+    emit,
+    gpu_hours,
     print_record,
     print_table,
+    say,
     when,
 )
+from fabbrica.cli.params import JsonOpt, ProjectFilterOpt, positive
 from fabbrica.core.access import DECLARATION
 
-allocation_app = typer.Typer(help="Operators: extend, top up, suspend, resume, terminate.")
-report_app = typer.Typer(help="Reports for operators and the federation office.")
+allocation_app = typer.Typer(
+    help="Operators: extend, top up, suspend, resume, terminate.", no_args_is_help=True
+)
+report_app = typer.Typer(
+    help="Reports for operators and the federation office.", no_args_is_help=True
+)
 
 
-def _show_proposal(data: dict[str, Any], json_out: bool) -> None:
-    if json_out:
-        print_json(data)
-        return
+def _show_proposal(data: Mapping[str, Any], json_out: bool) -> None:
+    emit(data, json_out, _proposal_record)
+
+
+def _proposal_record(data: Mapping[str, Any]) -> None:
     print_record(data, hide=("reviews", "allocation", "declaration", "abstract"))
     if data["reviews"]:
         columns: list[Column] = [
@@ -41,7 +47,7 @@ def _show_proposal(data: dict[str, Any], json_out: bool) -> None:
             columns += [("reviewer", lambda r: r["reviewer_id"]), ("state", lambda r: r["state"])]
         print_table("reviews", columns, data["reviews"])
     if data["allocation"]:
-        console.print("[bold]allocation[/bold]")
+        say("allocation", style="bold")
         print_record(data["allocation"])
 
 
@@ -55,19 +61,26 @@ def _declared(flag: bool) -> bool:
             + DECLARATION,
             BAD_INPUT,
         )
-    err_console.print(DECLARATION)
+    say(DECLARATION, err=True)
     if not typer.confirm("Do you make this declaration?", default=False):
         raise CliError("not submitted: the declaration was not made", BAD_INPUT)
     return True
 
 
 def apply(
-    project: Annotated[str, typer.Option("--project", help="The project's id.")],
-    call: Annotated[str, typer.Option("--call", help="The call's id (see `fabbrica calls`).")],
-    gpu_hours: Annotated[float, typer.Option("--gpu-hours", help="GPU-hours requested.")],
+    project: Annotated[
+        str, typer.Option("--project", metavar="PROJECT_ID", help="The project's id.")
+    ],
+    call: Annotated[
+        str, typer.Option("--call", metavar="CALL_ID", help="The call's id (see `fabbrica calls`).")
+    ],
+    gpu_hours: Annotated[
+        float, typer.Option("--gpu-hours", help="GPU-hours requested.", callback=positive)
+    ],
     months: Annotated[int, typer.Option("--months", help="Duration in months.")],
     gpu_model: Annotated[
-        str | None, typer.Option("--gpu-model", help="A GPU model the factory offers.")
+        str | None,
+        typer.Option("--gpu-model", metavar="GPU_MODEL", help="A GPU model the factory offers."),
     ] = None,
     abstract: Annotated[str, typer.Option("--abstract", help="What the GPUs are for.")] = "",
     declare: Annotated[
@@ -79,29 +92,47 @@ def apply(
     ] = False,
     json_out: JsonOpt = False,
 ) -> None:
-    """Apply to a call; Playground and Fast Lane are decided at once."""
-    body = {
-        "project_id": project,
-        "call_id": call,
-        "gpu_hours": gpu_hours,
-        "months": months,
-        "gpu_model": gpu_model,
-        "abstract": abstract,
-        "declare_civilian_ai_act": _declared(declare),
-    }
-    _show_proposal(client().post("/proposals", body), json_out)
+    """Apply to a call; Playground and Fast Lane are decided at once.
+
+    Submits a proposal (PI) and prints it with `id` and `state`. `--gpu-model` takes the
+    factory's model id or its name (`a100`, `A100`, `NVIDIA A100`). Without
+    `--declare-civilian-ai-act` the CLI shows the declaration of civilian use and EU AI Act
+    compliance and asks; with no terminal it refuses with exit code 2. Eligibility is checked
+    at once, with every broken rule named (exit 2, nothing stored): country, organisation type,
+    GPU-hours range, duration, GPU model, a closed call (with its reason and next cut-off), an
+    overdue final report. Playground and Fast Lane proposals are decided at once within the
+    call's offered capacity: the state is `accepted` and the object carries its `allocation`.
+    Peer-reviewed modes (Large Scale, AI for Science, Regular, Extreme Scale) go `in_review`;
+    the others wait `submitted` for an operator.
+    """
+    data = client().apply(
+        project=project,
+        call=call,
+        gpu_hours=gpu_hours,
+        months=months,
+        gpu_model=gpu_model,
+        abstract=abstract,
+        declare_civilian_ai_act=_declared(declare),
+    )
+    _show_proposal(data, json_out)
 
 
 def proposals(
-    project: Annotated[str | None, typer.Option("--project", help="One project's.")] = None,
-    state: Annotated[str | None, typer.Option("--state", help="Only in this state.")] = None,
+    project: ProjectFilterOpt = None,
+    state: Annotated[
+        str | None, typer.Option("--state", metavar="STATE", help="Only in this state.")
+    ] = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """List proposals (yours; staff: all)."""
-    rows = client().get("/proposals", project_id=project, state=state)
-    if json_out:
-        print_json(rows)
-        return
+    """List proposals (yours; staff: all).
+
+    Proposals of your projects (operators: all).
+    """
+    rows = client().proposals(project_id=project, state=state)
+    emit(rows, json_out, _proposal_table)
+
+
+def _proposal_table(rows: list[dict[str, Any]]) -> None:
     print_table(
         count(len(rows), "proposal"),
         [
@@ -109,7 +140,7 @@ def proposals(
             ("project", lambda r: r["project"]),
             ("call", lambda r: r["call"]),
             ("state", lambda r: r["state"]),
-            ("GPU-h", lambda r: f"{r['gpu_hours']:,.0f}"),
+            ("GPU-h", lambda r: gpu_hours(r["gpu_hours"], unit=False)),
             ("submitted", lambda r: when(r["submitted_at"])),
             ("decided", lambda r: when(r["decided_at"])),
         ],
@@ -118,13 +149,17 @@ def proposals(
 
 
 def proposal(proposal_id: int, json_out: JsonOpt = False) -> None:
-    """One proposal with its reviews and allocation."""
-    _show_proposal(client().get(f"/proposals/{proposal_id}"), json_out)
+    """One proposal with its reviews and allocation.
+
+    One proposal, its reviews (scores and comments; reviewer identities only for operators)
+    and its allocation.
+    """
+    _show_proposal(client().proposal(proposal_id), json_out)
 
 
 def withdraw(proposal_id: int, json_out: JsonOpt = False) -> None:
     """Withdraw a proposal that is not decided yet (PI)."""
-    _show_proposal(client().post(f"/proposals/{proposal_id}/withdraw", {}), json_out)
+    _show_proposal(client().withdraw(proposal_id), json_out)
 
 
 def review(
@@ -138,58 +173,77 @@ def review(
     ] = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Review a proposal (reviewers), or declare a conflict of interest."""
+    """Review a proposal (reviewers), or declare a conflict of interest.
+
+    A reviewer scores a proposal in review, or declares a conflict of interest (another
+    reviewer is then assigned). A reviewer from the applicant's organisation or project, or
+    who declared a conflict, is refused.
+    """
     if score is None and conflict is None:
         raise CliError("give --score 1..5, or --conflict REASON", BAD_INPUT)
-    body = {"score": score, "comment": comment, "conflict": conflict}
-    _show_proposal(client().post(f"/proposals/{proposal_id}/reviews", body), json_out)
+    data = client().review(proposal_id, score=score, comment=comment, conflict=conflict)
+    _show_proposal(data, json_out)
 
 
 def assign(proposal_id: int, reviewer_id: int, json_out: JsonOpt = False) -> None:
-    """Assign a reviewer to a proposal (operators)."""
-    body = {"reviewer_id": reviewer_id}
-    _show_proposal(client().post(f"/proposals/{proposal_id}/reviewers", body), json_out)
+    """Assign a reviewer to a proposal (operators).
+
+    Operators assign a reviewer; a conflicted one is refused.
+    """
+    _show_proposal(client().assign_reviewer(proposal_id, reviewer_id), json_out)
 
 
 def decide(
     proposal_id: int,
     decision: Annotated[str, typer.Argument(help="accept or reject")],
     gpu_hours: Annotated[
-        float | None, typer.Option("--gpu-hours", help="Grant fewer than requested.")
+        float | None,
+        typer.Option("--gpu-hours", help="Grant fewer than requested.", callback=positive),
     ] = None,
     reason: Annotated[
-        str | None, typer.Option("--reason", help="Why (required to reject).")
+        str | None, typer.Option("--reason", metavar="TEXT", help="Why (required to reject).")
     ] = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Accept or reject a proposal (operators)."""
+    """Accept or reject a proposal (operators).
+
+    Operators accept (with the requested or fewer GPU-hours) or reject (a reason is required).
+    A proposal in review can be decided only once the call's minimum number of reviews is in,
+    and accepted only if their average reaches the call's minimum score.
+    """
     if decision not in ("accept", "reject"):
         raise CliError(f"decision must be accept or reject, not {decision!r}", BAD_INPUT)
-    body = {"decision": decision, "gpu_hours": gpu_hours, "reason": reason}
-    _show_proposal(client().post(f"/proposals/{proposal_id}/decision", body), json_out)
+    data = client().decide(proposal_id, decision, gpu_hours=gpu_hours, reason=reason)
+    _show_proposal(data, json_out)
 
 
 # --- allocations -------------------------------------------------------------------------
 
 
 def allocations(
-    project: Annotated[str | None, typer.Option("--project", help="One project's.")] = None,
+    project: ProjectFilterOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """List allocations: GPU-hours granted, used and reserved, validity, state."""
-    rows = client().get("/allocations", project_id=project)
-    if json_out:
-        print_json(rows)
-        return
+    """List allocations: GPU-hours granted, used and reserved, validity, state.
+
+    Allocations with `id`, `project`, `factory`, `gpu_hours` (granted), `used_gpu_hours`,
+    `reserved_gpu_hours`, `remaining_gpu_hours`, `valid_from`, `valid_until`, `state`
+    (`active|suspended|terminated|expired`) and `final_report_due`.
+    """
+    rows = client().allocations(project)
+    emit(rows, json_out, _allocation_table)
+
+
+def _allocation_table(rows: list[dict[str, Any]]) -> None:
     print_table(
         count(len(rows), "allocation"),
         [
             ("id", lambda r: r["id"]),
             ("project", lambda r: r["project"]),
             ("factory", lambda r: r["factory"]),
-            ("GPU-h", lambda r: f"{r['gpu_hours']:,.0f}"),
-            ("used", lambda r: f"{r['used_gpu_hours']:,.1f}"),
-            ("reserved", lambda r: f"{r['reserved_gpu_hours']:,.1f}"),
+            ("GPU-h", lambda r: gpu_hours(r["gpu_hours"], unit=False)),
+            ("used", lambda r: gpu_hours(r["used_gpu_hours"], unit=False)),
+            ("reserved", lambda r: gpu_hours(r["reserved_gpu_hours"], unit=False)),
             ("valid until", lambda r: when(r["valid_until"])[:10]),
             ("state", lambda r: r["state"]),
         ],
@@ -198,40 +252,46 @@ def allocations(
 
 
 def _change(allocation_id: int, body: dict[str, Any], json_out: bool) -> None:
-    clean = {k: v for k, v in body.items() if v is not None}
-    show(client().post(f"/allocations/{allocation_id}/changes", clean), json_out)
+    emit(client().change_allocation(allocation_id, **body), json_out)
 
 
-Reason = Annotated[str, typer.Option("--reason", help="Why (kept in the audit log).")]
+Reason = Annotated[
+    str, typer.Option("--reason", metavar="TEXT", help="Why (kept in the audit log).")
+]
 
 
 @allocation_app.command("show")
 def allocation_show(allocation_id: int, json_out: JsonOpt = False) -> None:
     """One allocation."""
-    show(client().get(f"/allocations/{allocation_id}"), json_out)
+    emit(client().allocation(allocation_id), json_out)
 
 
 @allocation_app.command("extend")
 def allocation_extend(
     allocation_id: int,
     reason: Reason,
-    months: Annotated[int | None, typer.Option("--months", min=1, max=60)] = None,
+    months: Annotated[
+        int | None, typer.Option("--months", min=1, max=60, help="Months to add.")
+    ] = None,
     until: Annotated[
-        dt.datetime | None, typer.Option("--until", help="New end (ISO date).")
+        dt.datetime | None, typer.Option("--until", metavar="DATE", help="New end (ISO date).")
     ] = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Extend an allocation by months or to a date."""
-    body = {"action": "extend", "reason": reason, "months": months}
-    if until is not None:
-        body["until"] = (until if until.tzinfo else until.replace(tzinfo=dt.UTC)).isoformat()
+    """Extend an allocation by months or to a date.
+
+    Operators extend an allocation (an expired one becomes active again).
+    """
+    body = {"action": "extend", "reason": reason, "months": months, "until": until}
     _change(allocation_id, body, json_out)
 
 
 @allocation_app.command("top-up")
 def allocation_top_up(
     allocation_id: int,
-    gpu_hours: Annotated[float, typer.Option("--gpu-hours", help="GPU-hours to add.")],
+    gpu_hours: Annotated[
+        float, typer.Option("--gpu-hours", help="GPU-hours to add.", callback=positive)
+    ],
     reason: Reason,
     json_out: JsonOpt = False,
 ) -> None:
@@ -239,11 +299,18 @@ def allocation_top_up(
     _change(allocation_id, {"action": "top_up", "reason": reason, "gpu_hours": gpu_hours}, json_out)
 
 
+_SIMPLE = {
+    "suspend": "Suspend an active allocation (operators).",
+    "resume": "Resume a suspended allocation (operators).",
+    "terminate": "End an allocation now (operators); the final report falls due 3 months later.",
+}
+
+
 def _simple(action: str) -> Any:
     def command(allocation_id: int, reason: Reason, json_out: JsonOpt = False) -> None:
         _change(allocation_id, {"action": action, "reason": reason}, json_out)
 
-    command.__doc__ = f"{action.capitalize()} an allocation."
+    command.__doc__ = _SIMPLE[action]
     return command
 
 
@@ -254,24 +321,31 @@ for _action in ("suspend", "resume", "terminate"):
 @allocation_app.command("report")
 def allocation_report(
     allocation_id: int,
-    file: Annotated[Path, typer.Option("--file", help="The final report, as text.")],
+    file: Annotated[
+        Path, typer.Option("--file", metavar="FILE", help="The final report, as text.")
+    ],
     json_out: JsonOpt = False,
 ) -> None:
-    """Submit the final report (PI), due within 3 months of the end."""
+    """Submit the final report (PI), due within 3 months of the end.
+
+    The PI submits the final report (text), due within 3 months of the end. A PI with an
+    overdue report cannot submit a new proposal; the refusal names the project.
+    """
     try:
         text = file.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise CliError(f"cannot read {file}: {exc}", BAD_INPUT) from exc
-    show(client().post(f"/allocations/{allocation_id}/final-report", {"text": text}), json_out)
+    emit(client().submit_final_report(allocation_id, text), json_out)
 
 
 @allocation_app.command("audit")
 def allocation_audit(allocation_id: int, json_out: JsonOpt = False) -> None:
     """Every change of an allocation: who, when, what, why."""
-    rows = client().get(f"/allocations/{allocation_id}/audit")
-    if json_out:
-        print_json(rows)
-        return
+    rows = client().allocation_audit(allocation_id)
+    emit(rows, json_out, _audit_table)
+
+
+def _audit_table(rows: list[dict[str, Any]]) -> None:
     print_table(
         count(len(rows), "change"),
         [
@@ -286,11 +360,16 @@ def allocation_audit(allocation_id: int, json_out: JsonOpt = False) -> None:
 
 @report_app.command("access")
 def report_access(json_out: JsonOpt = False) -> None:
-    """Proposals by mode, state, country, organisation type and sector; decision times."""
-    data = client().get("/reports/access")
-    if json_out:
-        print_json(data)
-        return
+    """Proposals by mode, state, country, organisation type and sector; decision times.
+
+    Operators and the federation office: submitted proposals by mode, state, country,
+    organisation type and sector, and the median time from submission to decision per mode.
+    """
+    data = client().access_report()
+    emit(data, json_out, _access_report)
+
+
+def _access_report(data: dict[str, Any]) -> None:
     rows = [
         {"by": key.removeprefix("by_").replace("_", " "), "value": value, "n": n}
         for key in ("by_mode", "by_state", "by_country", "by_organisation_type", "by_sector")

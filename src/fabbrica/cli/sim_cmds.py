@@ -11,7 +11,8 @@ from typing import Annotated, Any
 import typer
 
 from fabbrica.cli.errors import BAD_INPUT, CliError
-from fabbrica.cli.output import console, err_console, print_json, print_table
+from fabbrica.cli.output import emit, print_table, say
+from fabbrica.cli.params import JsonOpt
 
 PLOT_SUFFIXES = (".png", ".svg", ".pdf")
 
@@ -19,6 +20,7 @@ TraceOpt = Annotated[
     Path,
     typer.Option(
         "--trace",
+        metavar="FILE",
         help="CSV with columns timestamp, duration, num_gpus, cluster.",
         show_default=False,
     ),
@@ -27,6 +29,7 @@ FederationOpt = Annotated[
     Path | None,
     typer.Option(
         "--federation",
+        metavar="FILE",
         help="JSON or CSV of factories (id, gpus, optional country and clusters). "
         "Default: one factory per cluster of the trace, sized for --load.",
     ),
@@ -40,7 +43,6 @@ LimitOpt = Annotated[
         max=100.0,
     ),
 ]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 DepthOpt = Annotated[
     int,
     typer.Option(
@@ -60,6 +62,7 @@ def simulate(
         str | None,
         typer.Option(
             "--load",
+            metavar="X[,Y...]",
             help="Offered load of the busiest 7-day window; a list such as 0.9,1.0,1.2 runs "
             "a sweep. Default 0.9 (with --federation: the file's sizes as given).",
         ),
@@ -74,19 +77,44 @@ def simulate(
         list[str] | None,
         typer.Option(
             "--policy",
+            metavar="POLICY",
             help="site-fifo, site-backfill, federated or pooled; repeat for several. "
             "Default: all four.",
         ),
     ] = None,
     limit_factor: LimitOpt = 1.0,
     queue_depth: DepthOpt = 500,
-    as_json: JsonOpt = False,
+    json_out: JsonOpt = False,
     plot: Annotated[
         Path | None,
-        typer.Option("--plot", help="Draw wait-time CDFs per policy to this .png/.svg/.pdf."),
+        typer.Option(
+            "--plot", metavar="FILE", help="Draw wait-time CDFs per policy to this .png/.svg/.pdf."
+        ),
     ] = None,
 ) -> None:
-    """Replay a GPU-cluster trace through the placement core under several policies."""
+    """Replay a GPU-cluster trace through the placement core under several policies.
+
+    Replays a trace (CSV columns `timestamp, duration, num_gpus, cluster`) through the
+    placement core under `site-fifo`, `site-backfill`, `federated` and `pooled` (all four unless
+    `--policy` is repeated). Without `--federation`, each virtual cluster is a home factory and
+    the federation is sized so that the busiest 7-day window's offered load is `--load`
+    (default 0.9); a list such as `--load 0.9,1.0,1.2` runs a sweep. With `--federation`, the
+    file's sizes are used as given, or rescaled to `--load` when it is given. `--scale K`
+    replays K copies of the trace (spread over one week) on K times the GPUs. Time limits are
+    the run time x `--limit-factor` (default 1), rounded up to the next hour.
+
+    Prints per policy: jobs, mean / p50 / p95 / p99 / max wait, mean job completion time, mean
+    bounded slowdown (run time floor 10 s), GPU utilisation and makespan, the same by job size
+    (1, 2-8, more than 8 GPUs), the ratios `federated / site-backfill` and `federated / pooled`
+    of mean waits, any policy that beats `pooled` and by how much, the wall time and the events
+    per second. Progress goes to stderr. `--json` prints all of it (`trace`, `points[]` with
+    `federation`, `policies.<name>` metrics and `by_size`, `ratios`, `beats_pooled`, then
+    `wall_seconds`, `events`, `events_per_second`, `attribution`). `--plot` draws the wait-time
+    CDFs per policy (needs the `plot` extra: matplotlib). Rows that cannot be used are skipped
+    and counted by kind (`missing_value`, `bad_timestamp`, `bad_duration`,
+    `negative_duration`, `bad_num_gpus`, `non_positive_gpus`); unsorted rows are sorted and
+    counted; a missing column or a trace with no usable row exits 2.
+    """
     from fabbrica.sim import study
     from fabbrica.sim.engine import POLICIES
 
@@ -118,35 +146,34 @@ def simulate(
     note = study.attribution(data)
     if plot is not None:
         _plot(jobs, points, plot, note)
-    if as_json:
-        print_json(
-            {
-                "trace": _trace_json(data, len(jobs), scale),
-                "limit_factor": limit_factor,
-                "queue_depth": queue_depth,
-                "points": [study.point_json(p) for p in points],
-                "wall_seconds": wall,
-                "events": events,
-                "events_per_second": events / sim_seconds if sim_seconds else None,
-                "plot": str(plot) if plot else None,
-                "attribution": note,
-            }
+    summary = {
+        "trace": _trace_json(data, len(jobs), scale),
+        "limit_factor": limit_factor,
+        "queue_depth": queue_depth,
+        "points": [study.point_json(p) for p in points],
+        "wall_seconds": wall,
+        "events": events,
+        "events_per_second": events / sim_seconds if sim_seconds else None,
+        "plot": str(plot) if plot else None,
+        "attribution": note,
+    }
+
+    def human(_: Any) -> None:
+        _print_trace(data, len(jobs), scale)
+        for point in points:
+            _print_point(point)
+        say(
+            f"wall time {wall:.1f} s; {events:,} events replayed at "
+            f"{events / sim_seconds:,.0f} events/s"
+            if sim_seconds
+            else f"wall time {wall:.1f} s"
         )
-        return
-    _print_trace(data, len(jobs), scale)
-    for point in points:
-        _print_point(point)
-    console.print(
-        f"wall time {wall:.1f} s; {events:,} events replayed at {events / sim_seconds:,.0f} "
-        "events/s"
-        if sim_seconds
-        else f"wall time {wall:.1f} s",
-        highlight=False,
-    )
-    if plot is not None:
-        console.print(f"plot: {plot}", highlight=False)
-    if note:
-        console.print(note, style="dim", highlight=False)
+        if plot is not None:
+            say(f"plot: {plot}")
+        if note:
+            say(note, style="dim")
+
+    emit(summary, json_out, human)
 
 
 def plan(
@@ -154,10 +181,15 @@ def plan(
     target_p95_wait: Annotated[
         str,
         typer.Option(
-            "--target-p95-wait", help="The p95 wait to meet, e.g. 1h, 30m.", show_default=False
+            "--target-p95-wait",
+            metavar="DURATION",
+            help="The p95 wait to meet, e.g. 1h, 30m.",
+            show_default=False,
         ),
     ],
-    policy: Annotated[str, typer.Option("--policy", help="The policy to size for.")] = "federated",
+    policy: Annotated[
+        str, typer.Option("--policy", metavar="POLICY", help="The policy to size for.")
+    ] = "federated",
     federation: FederationOpt = None,
     tolerance: Annotated[
         float,
@@ -167,9 +199,16 @@ def plan(
     ] = 0.01,
     limit_factor: LimitOpt = 1.0,
     queue_depth: DepthOpt = 500,
-    as_json: JsonOpt = False,
+    json_out: JsonOpt = False,
 ) -> None:
-    """The smallest federation (in GPUs, from the default shares) meeting a p95 wait."""
+    """The smallest federation (in GPUs, from the default shares) meeting a p95 wait.
+
+    Finds by bisection the smallest federation (in GPUs, scaled from the default shares, or
+    from `--federation`'s proportions; each factory at least its largest home job) whose p95
+    wait under `--policy` (default `federated`) is at most the target (`1h`, `30m`, ...), to
+    within `--tolerance` (default 1 %) of its size, and prints it with its metrics. Exit 1 when
+    no size up to 2^20 times the start meets the target.
+    """
     from fabbrica.core.jobspec import parse_duration
     from fabbrica.sim import federation as fed
     from fabbrica.sim import study
@@ -207,30 +246,30 @@ def plan(
     wall = time.perf_counter() - began
     point = found.point
     note = study.attribution(data)
-    if as_json:
-        print_json(
-            {
-                "trace": _trace_json(data, len(data.jobs), 1),
-                "policy": chosen,
-                "target_p95_wait": target,
-                "gpus": point.federation.gpus,
-                "steps": found.steps,
-                "wall_seconds": wall,
-                "point": study.point_json(point),
-                "attribution": note,
-            }
+    summary = {
+        "trace": _trace_json(data, len(data.jobs), 1),
+        "policy": chosen,
+        "target_p95_wait": target,
+        "gpus": point.federation.gpus,
+        "steps": found.steps,
+        "wall_seconds": wall,
+        "point": study.point_json(point),
+        "attribution": note,
+    }
+
+    def human(_: Any) -> None:
+        _print_trace(data, len(data.jobs), 1)
+        say(
+            f"{point.federation.gpus:,} GPUs meet a p95 wait of {_human(target)} "
+            f"under {chosen} (offered load {point.offered_load:.2f}; {found.steps} "
+            f"simulations, {wall:.1f} s)",
+            style="bold",
         )
-        return
-    _print_trace(data, len(data.jobs), 1)
-    console.print(
-        f"[bold]{point.federation.gpus:,} GPUs[/bold] meet a p95 wait of {_human(target)} "
-        f"under {chosen} (offered load {point.offered_load:.2f}; {found.steps} simulations, "
-        f"{wall:.1f} s)",
-        highlight=False,
-    )
-    _print_point(point)
-    if note:
-        console.print(note, style="dim", highlight=False)
+        _print_point(point)
+        if note:
+            say(note, style="dim")
+
+    emit(summary, json_out, human)
 
 
 # --- input -------------------------------------------------------------------------------
@@ -289,7 +328,7 @@ def _input_errors() -> Iterator[None]:
 
 
 def _progress(message: str) -> None:
-    err_console.print(f"[dim]{message}[/dim]", highlight=False)
+    say(message, style="dim", err=True)
 
 
 def _plot(jobs: Any, points: list[Any], path: Path, note: str | None) -> None:
@@ -299,6 +338,8 @@ def _plot(jobs: Any, points: list[Any], path: Path, note: str | None) -> None:
         wait_cdfs(jobs, points, path, note)
     except PlotUnavailable as exc:
         raise CliError(str(exc), BAD_INPUT) from exc
+    except OSError as exc:
+        raise CliError(f"--plot: cannot write {path}: {exc.strerror or exc}") from exc
 
 
 # --- output ------------------------------------------------------------------------------
@@ -321,11 +362,10 @@ def _trace_json(data: Any, replayed: int, scale: int) -> dict[str, Any]:
 def _print_trace(data: Any, replayed: int, scale: int) -> None:
     skipped = ", ".join(f"{n:,} {k}" for k, n in data.skipped.items()) or "none"
     copies = f" x {scale} copies = {replayed:,} jobs" if scale > 1 else ""
-    console.print(
+    say(
         f"trace {data.source}: {len(data.jobs):,} jobs{copies} from {len(data.clusters())} "
         f"clusters over {data.span / 86400:.1f} days; skipped rows: {skipped}; "
-        f"{data.out_of_order:,} out of order (sorted)",
-        highlight=False,
+        f"{data.out_of_order:,} out of order (sorted)"
     )
 
 
@@ -374,13 +414,12 @@ def _print_point(point: Any) -> None:
     }.items():
         ratio = point.ratio(a, b)
         if ratio is not None:
-            console.print(f"mean wait {label}: {ratio:.4f}", highlight=False)
+            say(f"mean wait {label}: {ratio:.4f}")
     for entry in beats_pooled(point):
-        console.print(
+        say(
             f"{entry['policy']} waits {entry['below_pooled_by']:.1%} less than pooled on "
             "average: pooled is a reference, not a bound (one queue blocks behind a large "
-            "job where separate queues do not)",
-            highlight=False,
+            "job where separate queues do not)"
         )
 
 

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from fabbrica.cli.errors import BAD_INPUT, CliError
-from fabbrica.cli.output import console, err_console
+from fabbrica.cli.output import say
 
 if TYPE_CHECKING:
     from fabbrica.server import Prepared
@@ -30,15 +32,32 @@ def _settings(**overrides: Any) -> Settings:
         raise CliError(f"bad setting {field}: {err['msg']}", BAD_INPUT) from exc
 
 
+@contextmanager
+def storage_errors() -> Iterator[None]:
+    """The data directory or the database unusable: a message, not a traceback."""
+    from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+
+    try:
+        yield
+    except ArgumentError as exc:
+        raise CliError(f"FABBRICA_DATABASE_URL: {exc}", BAD_INPUT) from exc
+    except SQLAlchemyError as exc:
+        cause = getattr(exc, "orig", None) or exc
+        raise CliError(f"cannot use the database: {' '.join(str(cause).split())}") from exc
+    except OSError as exc:
+        where = f" {exc.filename}" if exc.filename else ""
+        raise CliError(f"cannot use the data directory{where}: {exc.strerror or exc}") from exc
+
+
 def up(
     host: Annotated[str | None, typer.Option(help="Address to listen on.")] = None,
     port: Annotated[int | None, typer.Option(help="Port to listen on.", min=1, max=65535)] = None,
     data_dir: Annotated[
         Path | None,
-        typer.Option("--data-dir", help="Where the embedded SQLite database lives."),
+        typer.Option("--data-dir", metavar="DIR", help="Where the embedded SQLite database lives."),
     ] = None,
     catalog: Annotated[
-        Path | None, typer.Option("--catalog", help="Your own catalog file (YAML).")
+        Path | None, typer.Option("--catalog", metavar="FILE", help="Your own catalog file (YAML).")
     ] = None,
     emulate_federation: Annotated[
         bool | None,
@@ -48,7 +67,21 @@ def up(
         ),
     ] = None,
 ) -> None:
-    """Run the API and the control loop in one process (SQLite unless FABBRICA_DATABASE_URL)."""
+    """Run the API and the control loop in one process (SQLite unless FABBRICA_DATABASE_URL).
+
+    Runs the API and the control loop in one process: the embedded default, on SQLite in the
+    data directory (or on `FABBRICA_DATABASE_URL`). On start it validates the catalog (a bad
+    file: exit 2, nothing written), creates the data directory, migrates the schema, and on an
+    empty database creates the federation admin (`admin@localhost`) with
+    `FABBRICA_BOOTSTRAP_TOKEN` as its token, or prints a generated token once. API docs are at
+    `/docs`, the OpenAPI document at `/openapi.json`.
+
+    It also adds the `local` factory (this machine, `FABBRICA_LOCAL_GPUS` emulated GPUs, its own
+    open calls) and runs its jobs, as process groups in their own job directories, with the
+    Python that runs Fabbrica first on their `PATH`. `--emulate-federation` stands in for
+    every catalog factory with operating GPUs too (up to 4 emulated GPUs each, marked
+    `emulated`), so that placement across factories can be tried on one machine.
+    """
     import uvicorn
 
     from fabbrica.catalog.loader import CatalogError
@@ -65,25 +98,25 @@ def up(
         loaded = load_settings_catalog(settings)  # before anything is written
     except CatalogError as exc:
         raise CliError(str(exc), BAD_INPUT) from exc
-    prepared = prepare(settings, loaded)
+    with storage_errors():
+        prepared = prepare(settings, loaded)
     url = f"http://{settings.host}:{settings.port}"
-    err_console.print(f"[bold]Fabbrica[/bold] on {url}  (API docs: {url}/docs)")
-    err_console.print(f"  database: {describe_database(prepared.ctx.db.url)}")
-    err_console.print(
+    say(f"Fabbrica on {url}  (API docs: {url}/docs)", err=True)
+    say(f"  database: {describe_database(prepared.ctx.db.url)}", err=True)
+    say(
         f"  catalog:  {settings.catalog or 'shipped EuroHPC catalog'}"
-        f" ({len(loaded.factories)} factories)"
+        f" ({len(loaded.factories)} factories)",
+        err=True,
     )
     if settings.emulate_federation:
         emulated = sorted(f for f in prepared.ctx.executors if f != "local")
-        err_console.print(
-            f"  [yellow]emulated factories[/yellow] (jobs run here): {', '.join(emulated)}"
-        )
+        say(f"  emulated factories (jobs run here): {', '.join(emulated)}", err=True)
     for line in isolation_lines(prepared):
-        err_console.print(line, markup=False, highlight=False, soft_wrap=True)
+        say(line, err=True)
     if prepared.bootstrap_token:
-        err_console.print("[yellow]Created the federation admin. Its token, shown once:[/yellow]")
-        console.print(prepared.bootstrap_token, highlight=False)
-        err_console.print(f"  export FABBRICA_URL={url} FABBRICA_TOKEN=<the token above>")
+        say("Created the federation admin. Its token, shown once:", style="yellow", err=True)
+        say(prepared.bootstrap_token)
+        say(f"  export FABBRICA_URL={url} FABBRICA_TOKEN=<the token above>", err=True)
     uvicorn.run(
         build_app(prepared),
         host=settings.host,
@@ -123,19 +156,23 @@ def isolation_lines(prepared: Prepared) -> list[str]:
 
 @db_app.command("upgrade")
 def db_upgrade() -> None:
-    """Apply the schema migrations to FABBRICA_DATABASE_URL (or the embedded database)."""
+    """Apply the schema migrations to `FABBRICA_DATABASE_URL` (or the embedded database).
+
+    Prints the revision. For operators who migrate before rolling out API processes.
+    """
     from fabbrica.server import describe_database
     from fabbrica.store.db import Database
     from fabbrica.store.migrate import current_revision, upgrade
 
     settings = _settings()
-    if settings.database_url is None:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
-    db = Database(settings.resolved_database_url())
+    with storage_errors():
+        if settings.database_url is None:
+            settings.data_dir.mkdir(parents=True, exist_ok=True)
+        db = Database(settings.resolved_database_url())
     try:
-        upgrade(db.engine)
-        err_console.print(
-            f"{describe_database(db.url)} is at revision {current_revision(db.engine)}"
-        )
+        with storage_errors():
+            upgrade(db.engine)
+            revision = current_revision(db.engine)
+        say(f"{describe_database(db.url)} is at revision {revision}", err=True)
     finally:
         db.dispose()
