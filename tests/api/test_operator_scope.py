@@ -205,7 +205,7 @@ def _tenant(
         return int(job["id"])
 
     job = dispatched()
-    done = {"job_id": f"fab-{job}", "state": "succeeded", "site_job_id": "7",
+    done = {"run_tag": f"fab-{job}", "state": "succeeded", "site_job_id": "7",
             "started_at": "2026-11-21T12:00:00+00:00", "ended_at": "2026-11-21T12:06:00+00:00",
             "exit_code": 0, "gpus": 1, "elapsed_s": 360}  # fmt: skip
     r = api.post(f"{API}/agent/jobs/{job}/log", headers=agents[factory], content=b"hi\n")

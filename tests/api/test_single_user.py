@@ -58,7 +58,7 @@ def pair(db: Database, catalog: Catalog, tmp_path: Path) -> Iterator[Pair]:
     ctx = AppContext(
         db=db,
         catalog=full,
-        executors=executors,
+        fixed_executors=executors,
         files=tmp_path,
         single_user=SingleUser(frozenset({"local"}), WHY),
     )

@@ -35,7 +35,7 @@ from tests.conftest import need_service
 
 def launch(job_id: str, command: str, owner: int | None, **kw: Any) -> LaunchRequest:
     return LaunchRequest(
-        job_id=job_id,
+        run_tag=job_id,
         partition="local",
         gpus=1,
         nodes=1,
@@ -171,7 +171,7 @@ def test_cancel_adoption_and_the_exit_code_work_across_uids(
     assert {u for _, u in group_members(run["pid"])} == {uid}
     # as after kill -9 of the server: a new executor starts from the files
     second = LocalExecutor(root, gpus=4, isolate=True)
-    states = {s.job_id: s.state for s in second.adopt()}
+    states = {s.run_tag: s.state for s in second.adopt()}
     assert states == {"short": RunState.RUNNING, "long": RunState.RUNNING}
     assert wait_for(second, "short") is RunState.FAILED
     assert second.poll(["short"])[0].exit_code == 5  # the wrapper, as the job user, wrote it

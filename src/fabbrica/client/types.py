@@ -63,8 +63,8 @@ class _UserFields(TypedDict):
     created_at: str
 
 
-class User(_UserFields, total=False):
-    """A user; `factories` (operators: the factories they operate) when the API sends it."""
+class User(_UserFields):
+    """A user; `factories`: the factories an operator operates ([] for other roles)."""
 
     factories: list[str]
 
