@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -77,14 +78,20 @@ async def _on_http(request: Request, exc: Exception) -> JSONResponse:
 
 
 def _allowed(request: Request) -> str:
-    """Every method the request's path takes. (Starlette's own `Allow` names only those of
-    the first route matching the path, while GET /jobs and POST /jobs are two routes.)"""
+    """Every method the request's path takes: those its operations in the OpenAPI document
+    name, and those of the app's own routes (the document itself, /docs). (Starlette's own
+    `Allow` names only the first route matching the path, while GET /jobs and POST /jobs
+    are two routes.)"""
     methods: set[str] = set()
     for route in request.app.router.routes:
         if isinstance(route, Route) and route.methods:
             match, _ = route.matches(request.scope)
             if match is not Match.NONE:
                 methods |= route.methods
+    path = request.url.path
+    for template, operations in request.app.openapi().get("paths", {}).items():
+        if re.fullmatch(re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(template)), path):
+            methods |= {method.upper() for method in operations}
     return ", ".join(sorted(methods))
 
 
