@@ -146,7 +146,16 @@ def error_codes() -> list[str]:
     return sorted({*STATUS_CODES.values(), OTHER_CODE})
 
 
+_ABOUT = (
+    'Every error answers in one shape, `ErrorResponse`: `{"error": {"code", "message", '
+    '"field"}}`, with `field` naming the offending field. Each operation lists the errors '
+    "it can answer; a method a path does not take gets 405 `method_not_allowed` with an "
+    "`Allow` header naming those it takes. See docs/api.md."
+)
+
+
 def complete(schema: Schema, prefix: str) -> Schema:
+    schema.setdefault("info", {}).setdefault("description", _ABOUT)
     components = schema.setdefault("components", {}).setdefault("schemas", {})
     _add_models(components)
     for (method, path), operation in _operations(schema, prefix):
