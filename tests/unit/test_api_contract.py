@@ -280,3 +280,18 @@ def test_route_errors_list_what_each_route_can_raise() -> None:
         if statuses - ROUTE_ERRORS.get(op, frozenset())
     }
     assert not missing, f"add to fabbrica.api.openapi.ROUTE_ERRORS: {missing}"
+
+
+def test_the_route_table_in_the_docs_is_one_table_of_real_routes(
+    openapi: dict[str, Any],
+) -> None:
+    """docs/api.md's routes form one table (a blank line would end it, and Markdown would
+    show the rest as text), and every route it lists exists; test_docs checks the converse."""
+    lines = (REPO / "docs" / "api.md").read_text().splitlines()
+    rows = [i for i, line in enumerate(lines) if re.match(r"^\| `[A-Z]+ /api/v1/", line)]
+    assert len(rows) >= 50
+    assert rows == list(range(rows[0], rows[0] + len(rows))), "the route table is split"
+    assert lines[rows[0] - 2].startswith("| method and path |")
+    documented = {re.findall(r"^\| `([A-Z]+) (\S+)`", lines[i])[0] for i in rows}
+    real = {(m, API_PREFIX + p) for m, p in _operations(openapi)}
+    assert documented - real == set(), sorted(documented - real)
