@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any, get_args
+from typing import Annotated, Any, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    model_validator,
+)
 
 from fabbrica.api.params import MAX_ID
 from fabbrica.core.identity import Role
@@ -15,7 +22,7 @@ class In(BaseModel):
     """A request body. Unknown fields are refused, and scalars are read as the OpenAPI
     schema states them: `true` is no integer and "1" no number, while 2.0 is the integer 2
     (as JSON Schema reads it). Enums and datetimes, which arrive as strings, opt out of
-    strictness field by field (`Field(strict=False)`)."""
+    strictness field by field (`Field(strict=False)`, or `Timestamp`)."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
@@ -41,6 +48,17 @@ def _integer_fields(model: type[BaseModel]) -> frozenset[str]:
 
 
 _In = In
+
+
+def _text(value: Any) -> Any:
+    if isinstance(value, int | float):  # lax datetimes read numbers as Unix times
+        raise ValueError("a date-time is written as ISO 8601 text, e.g. 2027-01-31T00:00:00Z")
+    return value
+
+
+# A date-time in a request body: ISO 8601 text, as its schema (format: date-time) says.
+Timestamp = Annotated[dt.datetime, Field(strict=False), BeforeValidator(_text)]
+AwareTimestamp = Annotated[AwareDatetime, Field(strict=False), BeforeValidator(_text)]
 
 
 class _Out(BaseModel):

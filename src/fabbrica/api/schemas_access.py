@@ -5,9 +5,10 @@ from __future__ import annotations
 import datetime as dt
 from typing import Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from fabbrica.api.params import MAX_ID
+from fabbrica.api.schemas import AwareTimestamp
 from fabbrica.api.schemas import In as _In
 from fabbrica.catalog.model import Decision
 from fabbrica.core.access import MAX_ABSTRACT_CHARS, MAX_GPU_HOURS, CallState
@@ -205,7 +206,7 @@ class AllocationChange(_In):
     action: Literal["extend", "top_up", "suspend", "resume", "terminate"]
     reason: str = Field(min_length=1, max_length=2000)
     months: int | None = Field(default=None, ge=1, le=60)
-    until: AwareDatetime | None = Field(default=None, strict=False)
+    until: AwareTimestamp | None = None
     gpu_hours: float | None = Field(default=None, gt=0, le=MAX_GPU_HOURS, allow_inf_nan=False)
 
 

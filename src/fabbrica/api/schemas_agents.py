@@ -6,7 +6,7 @@ import datetime as dt
 
 from pydantic import BaseModel, Field
 
-from fabbrica.api.schemas import In
+from fabbrica.api.schemas import In, Timestamp
 from fabbrica.backends.protocol import RunState
 from fabbrica.services.agents import USERNAME
 
@@ -41,8 +41,8 @@ class CapacityIn(In):
 class RunIn(In):
     job_id: str = Field(pattern=r"^fab-[0-9]{1,10}$", description="the run tag, fab-<job id>")
     state: RunState = Field(strict=False)
-    started_at: dt.datetime | None = Field(default=None, strict=False)
-    ended_at: dt.datetime | None = Field(default=None, strict=False)
+    started_at: Timestamp | None = None
+    ended_at: Timestamp | None = None
     exit_code: int | None = Field(default=None, ge=-1000, le=1000)
     reason: str | None = Field(default=None, max_length=2000)
     site_job_id: str | None = Field(default=None, pattern=NAME)
