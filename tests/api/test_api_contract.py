@@ -89,3 +89,10 @@ def test_usage_groups_by_an_enum(api: TestClient, admin: Headers) -> None:
     assert_error(
         api.get(f"{API}/usage", headers=admin, params={"by": "planet"}), 422, "invalid", "by"
     )
+
+
+@pytest.mark.parametrize("until", [0, 1.9e9, True])
+def test_a_date_time_is_text_not_a_number(api: TestClient, admin: Headers, until: object) -> None:
+    body = {"action": "extend", "reason": "more time", "until": until}
+    r = api.post(f"{API}/allocations/1/changes", headers=admin, json=body)
+    assert_error(r, 422, "invalid", "until")
