@@ -159,7 +159,7 @@ def complete(schema: Schema, prefix: str) -> Schema:
     components = schema.setdefault("components", {}).setdefault("schemas", {})
     _add_models(components)
     for (method, path), operation in _operations(schema, prefix):
-        _special_bodies(method, path, operation, components)
+        _special_bodies(method, path, operation)
         _document_errors(method, path, operation)
         _no_nul(operation, components)
     for unused in ("HTTPValidationError", "ValidationError"):
@@ -199,7 +199,7 @@ def _add_models(components: Schema) -> None:
     }
 
 
-def _special_bodies(method: str, path: str, operation: Schema, components: Schema) -> None:
+def _special_bodies(method: str, path: str, operation: Schema) -> None:
     ok = operation.get("responses", {})
     if (method, path) == ("POST", "/jobs"):
         operation["requestBody"] = {
