@@ -60,6 +60,13 @@ class FuzzRun:
     def test_cases(self) -> int:
         return self.count(r"(\d+) generated")
 
+    def report(self) -> str:
+        """The command, and what schemathesis found (or the end of its output)."""
+        text = self.output
+        start = text.find("= FAILURES =")
+        shown = text[max(0, start - 100) : start + 20000] if start >= 0 else text[-6000:]
+        return f"{' '.join(self.command)}\n{shown}"
+
     @property
     def failures(self) -> int:
         return max(self.count(r"(\d+) failures?,"), self.count(r"(\d+) failures? in"), 0)

@@ -43,8 +43,9 @@ def _agent(url: str) -> str:
     return token
 
 
-def _check(run: FuzzRun, operations: int, who: str) -> None:
-    report = f"{' '.join(run.command)}\n{run.output[-6000:]}"
+def _check(run: FuzzRun, operations: int, who: str, server: Server) -> None:
+    log = server.output()
+    report = run.report() + (f"\nserver log:\n{log[-8000:]}" if "Traceback" in log else "")
     print(
         f"schemathesis as {who}: {run.operations} operations, {run.test_cases} test cases, "
         f"{run.failures} failures, {run.seconds:.0f} s"
@@ -68,8 +69,8 @@ def test_the_api_keeps_its_openapi_contract(server: Server, tmp_path: Path) -> N
     for who, token in (("user", user), ("agent", agent), ("admin", ADMIN)):
         work = tmp_path / who
         work.mkdir()
-        _check(schemathesis(server.url, token, work, last=False), total - 1, who)
+        _check(schemathesis(server.url, token, work, last=False), total - 1, who, server)
         if who != "agent":  # its own tokens are an admin's to revoke
-            _check(schemathesis(server.url, token, work, last=True), 1, who)
+            _check(schemathesis(server.url, token, work, last=True), 1, who, server)
     log = server.output()
     assert "Traceback" not in log, log[-4000:]

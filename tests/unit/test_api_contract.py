@@ -15,6 +15,7 @@ from fabbrica.api.app import API_PREFIX, create_app
 from fabbrica.api.deps import AppContext
 from fabbrica.api.errors import OTHER_CODE, STATUS_CODES
 from fabbrica.api.openapi import ROUTE_ERRORS, error_codes
+from fabbrica.api.params import RUN_TAG_PATTERN, digits_at_most
 from fabbrica.api.schemas_jobs import UsageGroup
 from fabbrica.catalog.loader import load_catalog
 from fabbrica.services.usage import GROUPS
@@ -295,3 +296,15 @@ def test_the_route_table_in_the_docs_is_one_table_of_real_routes(
     documented = {re.findall(r"^\| `([A-Z]+) (\S+)`", lines[i])[0] for i in rows}
     real = {(m, API_PREFIX + p) for m, p in _operations(openapi)}
     assert documented - real == set(), sorted(documented - real)
+
+
+@pytest.mark.parametrize(
+    ("number", "fits"),
+    [(0, True), (7, True), (999_999_999, True), (2**31 - 1, True), (2**31, False),
+     (3_025_145_195, False), (9_999_999_999, False), (10**12, False)],
+)  # fmt: skip
+def test_a_run_tag_names_only_ids_a_database_integer_holds(number: int, fits: bool) -> None:
+    """fab-3025145195 once reached PostgreSQL's integer and answered 500 (schemathesis)."""
+    assert bool(re.match(RUN_TAG_PATTERN, f"fab-{number}")) is fits
+    assert re.fullmatch(digits_at_most(1234), "1235") is None
+    assert re.fullmatch(digits_at_most(1234), "0999") is not None

@@ -6,6 +6,7 @@ import datetime as dt
 
 from pydantic import BaseModel, Field
 
+from fabbrica.api.params import RUN_TAG_PATTERN
 from fabbrica.api.schemas import In, Timestamp
 from fabbrica.backends.protocol import RunState
 from fabbrica.services.agents import USERNAME
@@ -39,7 +40,7 @@ class CapacityIn(In):
 
 
 class RunIn(In):
-    job_id: str = Field(pattern=r"^fab-[0-9]{1,10}$", description="the run tag, fab-<job id>")
+    job_id: str = Field(pattern=RUN_TAG_PATTERN, description="the run tag, fab-<job id>")
     state: RunState = Field(strict=False)
     started_at: Timestamp | None = None
     ended_at: Timestamp | None = None
