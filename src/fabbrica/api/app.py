@@ -11,6 +11,7 @@ from fabbrica import __version__
 from fabbrica.api.deps import AppContext
 from fabbrica.api.errors import install_error_handlers
 from fabbrica.api.limits import ConcurrencyLimit, RequestLimits
+from fabbrica.api.openapi import install_openapi
 from fabbrica.api.routes import (
     agents,
     allocations,
@@ -64,4 +65,5 @@ def create_app(
     routers = (health, catalog, users, tokens, organisations, projects, calls, proposals)
     for module in (*routers, allocations, reports, jobs, agents):
         app.include_router(module.router, prefix=API_PREFIX)
+    install_openapi(app, API_PREFIX)
     return app

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import re
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match, Route
 
 from fabbrica.core.errors import FabbricaError
 
-_CODES = {
+# The `code` of each HTTP status the API answers with. docs/api.md lists these codes (a test
+# checks both ways), and the OpenAPI document's error schema enumerates them.
+STATUS_CODES: dict[int, str] = {
     400: "bad_request",
     401: "unauthenticated",
     403: "forbidden",
@@ -20,16 +24,23 @@ _CODES = {
     405: "method_not_allowed",
     409: "conflict",
     413: "too_large",
-    415: "unsupported_media_type",
     422: "invalid",
-    429: "too_many_requests",
 }
+OTHER_CODE = "error"  # any status missing above (none is sent today)
 
 
-def error_response(status: int, code: str, message: str, field: str | None = None) -> JSONResponse:
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+def error_response(
+    status: int,
+    code: str,
+    message: str,
+    field: str | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> JSONResponse:
+    sent = dict(headers or {})
+    if status == 401:
+        sent.setdefault("WWW-Authenticate", "Bearer")
     body = {"error": {"code": code, "message": message, "field": field}}
-    return JSONResponse(body, status_code=status, headers=headers)
+    return JSONResponse(body, status_code=status, headers=sent or None)
 
 
 def _field(loc: Sequence[Any]) -> str | None:
@@ -57,10 +68,31 @@ async def _on_validation(_: Request, exc: Exception) -> JSONResponse:
     return error_response(422, "invalid", f"{field}: {message}" if field else message, field)
 
 
-async def _on_http(_: Request, exc: Exception) -> JSONResponse:
+async def _on_http(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
-    code = _CODES.get(exc.status_code, "error")
-    return error_response(exc.status_code, code, str(exc.detail))
+    code = STATUS_CODES.get(exc.status_code, OTHER_CODE)
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:
+        headers["Allow"] = _allowed(request)
+    return error_response(exc.status_code, code, str(exc.detail), headers=headers)
+
+
+def _allowed(request: Request) -> str:
+    """Every method the request's path takes: those its operations in the OpenAPI document
+    name, and those of the app's own routes (the document itself, /docs). (Starlette's own
+    `Allow` names only the first route matching the path, while GET /jobs and POST /jobs
+    are two routes.)"""
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        if isinstance(route, Route) and route.methods:
+            match, _ = route.matches(request.scope)
+            if match is not Match.NONE:
+                methods |= route.methods
+    path = request.url.path
+    for template, operations in request.app.openapi().get("paths", {}).items():
+        if re.fullmatch(re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(template)), path):
+            methods |= {method.upper() for method in operations}
+    return ", ".join(sorted(methods))
 
 
 def install_error_handlers(app: FastAPI) -> None:

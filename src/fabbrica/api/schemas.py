@@ -3,17 +3,63 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated
+from typing import Annotated, Any, get_args
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    model_validator,
+)
 
 from fabbrica.api.params import MAX_ID
 from fabbrica.catalog.summary import FactorySummary as FactorySummary  # one presenter
 from fabbrica.core.identity import Role
 
 
-class _In(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+class In(BaseModel):
+    """A request body. Unknown fields are refused, and scalars are read as the OpenAPI
+    schema states them: `true` is no integer and "1" no number, while 2.0 is the integer 2
+    (as JSON Schema reads it). Enums and datetimes, which arrive as strings, opt out of
+    strictness field by field (`Field(strict=False)`, or `Timestamp`)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _integral_floats(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        ints = _integer_fields(cls)
+        return {
+            k: int(v) if k in ints and isinstance(v, float) and v.is_integer() else v
+            for k, v in data.items()
+        }
+
+
+def _integer_fields(model: type[BaseModel]) -> frozenset[str]:
+    found = set()
+    for name, info in model.model_fields.items():
+        kinds = set(get_args(info.annotation) or (info.annotation,)) - {type(None)}
+        if kinds == {int}:
+            found.add(name)
+    return frozenset(found)
+
+
+_In = In
+
+
+def _text(value: Any) -> Any:
+    if isinstance(value, int | float):  # lax datetimes read numbers as Unix times
+        raise ValueError("a date-time is written as ISO 8601 text, e.g. 2027-01-31T00:00:00Z")
+    return value
+
+
+# A date-time in a request body: ISO 8601 text, as its schema (format: date-time) says.
+Timestamp = Annotated[dt.datetime, Field(strict=False), BeforeValidator(_text)]
+AwareTimestamp = Annotated[AwareDatetime, Field(strict=False), BeforeValidator(_text)]
 
 
 class _Out(BaseModel):
@@ -122,7 +168,7 @@ FactoryList = list[Annotated[str, Field(min_length=1, max_length=64)]]
 class UserCreate(_In):
     email: str = Field(min_length=3, max_length=254)
     name: str = Field(min_length=1, max_length=200)
-    role: Role = Role.USER
+    role: Role = Field(default=Role.USER, strict=False)
     factories: FactoryList = Field(
         default_factory=list,
         max_length=100,

@@ -5,17 +5,15 @@ from __future__ import annotations
 import datetime as dt
 from typing import Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from fabbrica.api.params import MAX_ID
+from fabbrica.api.schemas import AwareTimestamp
+from fabbrica.api.schemas import In as _In
 from fabbrica.catalog.model import Decision
 from fabbrica.core.access import MAX_ABSTRACT_CHARS, MAX_GPU_HOURS, CallState
 
 GpuHours = float
-
-
-class _In(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class _Out(BaseModel):
@@ -113,8 +111,8 @@ class CallPublic(_Out):
 
 
 class CallUpdate(_In):
-    state: CallState | None = None
-    decision: Decision | None = None
+    state: CallState | None = Field(default=None, strict=False)
+    decision: Decision | None = Field(default=None, strict=False)
     offered_gpu_hours: float | None = Field(default=None, ge=0, le=MAX_GPU_HOURS)
     min_reviews: int | None = Field(default=None, ge=0, le=20)
     min_average_score: float | None = Field(default=None, ge=1, le=5)
@@ -208,7 +206,7 @@ class AllocationChange(_In):
     action: Literal["extend", "top_up", "suspend", "resume", "terminate"]
     reason: str = Field(min_length=1, max_length=2000)
     months: int | None = Field(default=None, ge=1, le=60)
-    until: AwareDatetime | None = None
+    until: AwareTimestamp | None = None
     gpu_hours: float | None = Field(default=None, gt=0, le=MAX_GPU_HOURS, allow_inf_nan=False)
 
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import datetime as dt
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
+from fabbrica.api.params import RUN_TAG_IN
+from fabbrica.api.schemas import In, Timestamp
 from fabbrica.core.executor import RunState
-from fabbrica.core.jobs import RUN_TAG_PATTERN
+from fabbrica.services.agents import USERNAME
 
 NAME = r"^[A-Za-z0-9_.:-]{1,64}$"
 
@@ -18,10 +20,9 @@ class AgentTokenPublic(BaseModel):
     token: str = Field(description="shown once: the agent's API token")
 
 
-class SiteUsernameSet(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class SiteUsernameSet(In):
     email: str = Field(max_length=254)
-    username: str = Field(max_length=32)
+    username: str = Field(max_length=32, pattern=USERNAME.pattern)
 
 
 class SiteUsernamePublic(BaseModel):
@@ -30,8 +31,7 @@ class SiteUsernamePublic(BaseModel):
     username: str
 
 
-class CapacityIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class CapacityIn(In):
     partition: str = Field(pattern=NAME)
     gpu_model: str = Field(pattern=NAME)
     total_gpus: int = Field(ge=0, le=10_000_000)
@@ -39,12 +39,11 @@ class CapacityIn(BaseModel):
     queued: int = Field(default=0, ge=0, le=10_000_000)
 
 
-class RunIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    run_tag: str = Field(pattern=rf"^{RUN_TAG_PATTERN}$", description="fab-<job id>")
-    state: RunState
-    started_at: dt.datetime | None = None
-    ended_at: dt.datetime | None = None
+class RunIn(In):
+    run_tag: str = Field(pattern=RUN_TAG_IN, description="the run tag, fab-<job id>")
+    state: RunState = Field(strict=False)
+    started_at: Timestamp | None = None
+    ended_at: Timestamp | None = None
     exit_code: int | None = Field(default=None, ge=-1000, le=1000)
     reason: str | None = Field(default=None, max_length=2000)
     site_job_id: str | None = Field(default=None, pattern=NAME)
@@ -52,8 +51,7 @@ class RunIn(BaseModel):
     elapsed_s: float | None = Field(default=None, ge=0, le=10 * 365 * 86400)
 
 
-class SyncIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class SyncIn(In):
     backend: str = Field(pattern=NAME)
     capabilities: list[str] = Field(default_factory=list, max_length=16)
     capacity: list[CapacityIn] = Field(default_factory=list, max_length=256)

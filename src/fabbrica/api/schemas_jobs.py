@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+# What GET /usage groups by (services.usage.GROUPS; a test keeps the two equal).
+UsageGroup = Literal["project", "factory", "org", "country", "sector", "mode"]
 
 
 class JobCreate(BaseModel):

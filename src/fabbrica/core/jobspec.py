@@ -17,6 +17,7 @@ Parsing is pure (text in, a validated spec or a SpecError naming the field out).
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import PurePosixPath
 from typing import Annotated, Any
@@ -52,9 +53,11 @@ class SpecError(ValueError):
 def parse_duration(text: str | int | float) -> int:
     """Seconds from `30m`, `2h`, `1h30m`, `1d`, `90s`, `01:30:00`, `2-00:00` or a number
     of minutes (as Slurm reads a bare number)."""
-    if isinstance(text, bool):
-        raise ValueError("not a duration")
+    if isinstance(text, bool) or not isinstance(text, str | int | float):
+        raise ValueError("not a duration (examples: 30m, 2h, 1h30m, 1d)")
     if isinstance(text, int | float):
+        if not math.isfinite(text) or abs(text) > MAX_TIME_LIMIT_S:  # int(inf) raises
+            raise ValueError(f"at most {MAX_TIME_LIMIT_S // 86400} days")
         seconds = int(text * 60)
     else:
         value = text.strip().lower().replace(" ", "")

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from fabbrica.api.deps import CatalogDep, ContextDep, CurrentUser, SessionDep
 from fabbrica.api.multipart import Part, parse_form
 from fabbrica.api.params import MAX_ID, MAX_OFFSET
-from fabbrica.api.schemas_jobs import JobCreate, JobPublic, UsageRow
+from fabbrica.api.schemas_jobs import JobCreate, JobPublic, UsageGroup, UsageRow
 from fabbrica.core.errors import InvalidInput
 from fabbrica.core.jobspec import JobSpec, SpecError, parse_job_spec, spec_from_data
 from fabbrica.services import job_files, jobs, usage
@@ -228,7 +228,7 @@ def job_outputs(
 def usage_report(
     session: SessionDep,
     actor: CurrentUser,
-    by: str = Query(default="project"),
+    by: UsageGroup = Query(default="project"),
     project_id: str | None = Query(default=None, max_length=40),
 ) -> list[UsageRow]:
     """Charged GPU-hours by project, factory, org, country, sector or mode."""

@@ -1,0 +1,76 @@
+"""schemathesis against a real `fabbrica up`, as a plain user, a site agent and a federation
+admin, on SQLite and PostgreSQL: every operation, every default check (server errors, status
+codes, content types, response schemas and headers, positive and negative data, unsupported
+methods and `Allow`, authentication, stateful links), bounded in examples per operation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.cli.fuzz import FuzzRun, schemathesis
+from tests.cli.server import Server
+
+pytestmark = pytest.mark.slow
+
+ADMIN = "t"  # FABBRICA_BOOTSTRAP_TOKEN of the `server` fixture
+
+
+def _plain_user(url: str) -> str:
+    answer = httpx.post(
+        f"{url}/api/v1/users",
+        json={"email": "fuzz@example.eu", "name": "Fuzz", "role": "user"},
+        headers={"Authorization": f"Bearer {ADMIN}"},
+        timeout=30,
+    )
+    assert answer.status_code == 201, answer.text
+    token = answer.json()["token"]
+    assert isinstance(token, str)
+    return token
+
+
+def _agent(url: str) -> str:
+    answer = httpx.post(
+        f"{url}/api/v1/agents/it4lia/token",
+        headers={"Authorization": f"Bearer {ADMIN}"},
+        timeout=30,
+    )
+    assert answer.status_code == 201, answer.text
+    token = answer.json()["token"]
+    assert isinstance(token, str)
+    return token
+
+
+def _check(run: FuzzRun, operations: int, who: str, server: Server) -> None:
+    log = server.output()
+    report = run.report() + (f"\nserver log:\n{log[-8000:]}" if "Traceback" in log else "")
+    print(
+        f"schemathesis as {who}: {run.operations} operations, {run.test_cases} test cases, "
+        f"{run.failures} failures, {run.seconds:.0f} s"
+    )
+    assert run.returncode == 0, report
+    assert run.failures == 0, report
+    assert run.operations == operations, report
+    assert run.test_cases > 0, report
+
+
+def test_the_api_keeps_its_openapi_contract(server: Server, tmp_path: Path) -> None:
+    # No local factory: schema-valid specs are random shell commands; they are refused,
+    # never run.
+    server.env["FABBRICA_LOCAL_GPUS"] = "0"
+    server.start()
+    paths = httpx.get(f"{server.url}/openapi.json", timeout=30).json()["paths"]
+    total = sum(len(operations) for operations in paths.values())
+    assert total >= 50
+    # made before the admin's run: it may revoke the admin's token and remake the agent's
+    user, agent = _plain_user(server.url), _agent(server.url)
+    for who, token in (("user", user), ("agent", agent), ("admin", ADMIN)):
+        work = tmp_path / who
+        work.mkdir()
+        _check(schemathesis(server.url, token, work, last=False), total - 1, who, server)
+        if who != "agent":  # its own tokens are an admin's to revoke
+            _check(schemathesis(server.url, token, work, last=True), 1, who, server)
+    log = server.output()
+    assert "Traceback" not in log, log[-4000:]
