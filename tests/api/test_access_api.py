@@ -103,11 +103,15 @@ def apply(api: TestClient, who: Applicant, call: str = "it4lia-playground", **kw
 
 def review(api: TestClient, reviewer: Person, proposal: int, score: int) -> Response:
     body = {"score": score, "comment": f"score {score}"}
-    return api.post(f"{API}/proposals/{proposal}/reviews", headers=reviewer.headers, json=body)
+    r: Response = api.post(
+        f"{API}/proposals/{proposal}/reviews", headers=reviewer.headers, json=body
+    )
+    return r
 
 
 def decide(api: TestClient, op: Person, proposal: int, **body: Any) -> Response:
-    return api.post(f"{API}/proposals/{proposal}/decision", headers=op.headers, json=body)
+    r: Response = api.post(f"{API}/proposals/{proposal}/decision", headers=op.headers, json=body)
+    return r
 
 
 def patch_call(api: TestClient, op: Person, call: str, **body: Any) -> Json:
@@ -594,7 +598,8 @@ def granted(api: TestClient, startup: Applicant) -> Json:
 
 def change(api: TestClient, op: Person, allocation: Json, **body: Any) -> Response:
     url = f"{API}/allocations/{allocation['id']}/changes"
-    return api.post(url, headers=op.headers, json=body)
+    r: Response = api.post(url, headers=op.headers, json=body)
+    return r
 
 
 def test_operator_changes_are_applied_and_audited(

@@ -363,9 +363,12 @@ CASES = [
 
 
 def send(api: TestClient, method: str, url: str, headers: Headers, body: Json = None) -> Response:
+    r: Response
     if body is None:
-        return api.request(method, f"{API}{url}", headers=headers)
-    return api.request(method, f"{API}{url}", headers=headers, json=body)
+        r = api.request(method, f"{API}{url}", headers=headers)
+    else:
+        r = api.request(method, f"{API}{url}", headers=headers, json=body)
+    return r
 
 
 def request(api: TestClient, case: Case, headers: Headers, refs: Refs) -> Response:

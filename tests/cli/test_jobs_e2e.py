@@ -97,7 +97,7 @@ def test_cancel_and_bad_specs_from_the_cli(server: Server, tmp_path: Path) -> No
 
 def test_kill_9_then_restart_runs_nothing_twice_and_charges_once(server: Server) -> None:
     cli, project = startup(server, gpus=8)
-    ids = []
+    ids: list[int] = []
     for seconds in SLEEPS:
         spec = Path(server.data_dir.parent / f"job{len(ids)}.yaml")
         spec.write_text(f"name: j{len(ids)}\nrun: echo start >> outputs/runs; sleep {seconds}; "
