@@ -13,7 +13,10 @@ from pathlib import Path
 
 import httpx
 
-STARTUP_LIMIT = 15.0  # seconds, as the foundation issue asks
+STARTUP_LIMIT = 15.0  # seconds, as the foundation issue asks (test_up checks it)
+# How long start() waits: longer, so that a loaded machine (tests in parallel) does not fail
+# the tests that only need a server.
+START_PATIENCE = 90.0
 
 
 PORT_ATTEMPTS = 3
@@ -82,7 +85,7 @@ class Server:
                 stdout=out,
                 stderr=subprocess.STDOUT,
             )
-        while time.monotonic() - began < STARTUP_LIMIT * 2:
+        while time.monotonic() - began < START_PATIENCE:
             if self.process.poll() is not None:
                 said = self.log.read_bytes()[logged:].decode(errors="replace")
                 if "address already in use" in said.lower():
