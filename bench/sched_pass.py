@@ -93,7 +93,7 @@ def queue(rng: random.Random, n: int, parts: list[Partition]) -> tuple[list[Job]
     models = sorted({p.gpu_model for p in parts})
     countries = sorted({p.country for p in parts})
     projects = [f"FAB-AIF-2026PG11-{i:04d}" for i in range(400)]
-    allocations = []
+    allocations: list[Allocation] = []
     for project in projects:
         for factory in rng.sample(factories, k=rng.randint(1, 4)):
             allocations.append(

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Sourced by scripts/up and scripts/test: makes sure uv and the locked environment exist.
 # Needs only python3 (3.11+) and pip; everything else comes from uv.lock.
 export UV_PYTHON_DOWNLOADS=never

@@ -7,7 +7,7 @@ import datetime as dt
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import pytest
@@ -75,7 +75,8 @@ def site(db: Database, catalog: Catalog, clock: Clock, tmp_path: Path) -> Iterat
         assert applied.json()["state"] == "accepted", applied.text
         token = api.post(f"{API}/agents/jaif/token", headers=admin).json()["token"]
         executor = InMemoryExecutor([FakePartition("booster", "gh200", 4)], now=clock())
-        client = AgentClient("http://testserver", token, http=api)
+        # starlette's TestClient is an httpx2 client: the same interface as httpx's
+        client = AgentClient("http://testserver", token, http=cast("httpx.Client", api))
         dispatcher = Dispatcher(db, catalog, ctx.executors, clock)
         yield Site(api, db, clock, dispatcher, user, executor, client)
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -24,9 +23,14 @@ def server_env(request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
 
 
 @pytest.fixture
-def server(tmp_path: Path, server_env: dict[str, str]) -> Iterator[Server]:
-    open_for_job_users(tmp_path / "data")  # as root, local jobs run as users of their own
+def server(
+    tmp_path_factory: pytest.TempPathFactory, server_env: dict[str, str]
+) -> Iterator[Server]:
+    """A server whose data and log live in their own directory, not in the test's
+    tmp_path: a job spec there has a workdir of its own, not the server's database."""
     env = {**server_env, "FABBRICA_BOOTSTRAP_TOKEN": "t"}
-    srv = Server(data_dir=tmp_path / "data", env=env, log=tmp_path / "up.log")
+    home = tmp_path_factory.mktemp("server")
+    open_for_job_users(home / "data")  # as root, local jobs run as users of their own
+    srv = Server(data_dir=home / "data", env=env, log=home / "up.log")
     yield srv
     srv.stop()

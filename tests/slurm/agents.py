@@ -352,15 +352,12 @@ class Federation:
             self.start_agent(site.factory)
         for site in self.sites.values():
             self.wait_capacity(site.factory)
-            poll(
-                f"account {self.account} with {SITE_USER} on {site.cluster.name}",
-                lambda c=site.cluster: (
-                    True
-                    if any(u == SITE_USER for _, _, u, _ in associations(c, self.account))
-                    else None
-                ),
-                timeout=60,
-            )
+
+            def joined(c: Cluster = site.cluster) -> bool | None:
+                users = (u for _, _, u, _ in associations(c, self.account))
+                return True if SITE_USER in users else None
+
+            poll(f"account {self.account} with {SITE_USER} on {site.cluster.name}", joined, 60)
         return self
 
     def hours(self, factory: str) -> float:
@@ -571,7 +568,8 @@ class Federation:
         return int(self.cli_json("run", str(spec))["id"])
 
     def job(self, job_id: int) -> dict[str, Any]:
-        return _ok(self.http(self.user_token).get(f"/jobs/{job_id}"))
+        job: dict[str, Any] = _ok(self.http(self.user_token).get(f"/jobs/{job_id}"))
+        return job
 
     def wait_job(
         self,

@@ -276,7 +276,12 @@ def test_an_agent_killed_while_its_jobs_run_picks_them_up_again(federation: Make
     assert round(usage[0]["gpu_hours"] * 3600) == sum(r.gpu_seconds for r in runs)
     for job_id in ids:  # the log is whole, and once
         n = ids.index(job_id) + 1
-        log = poll("the whole log", lambda i=job_id: t if "end" in (t := fed.logs(i)) else None)
+
+        def whole(i: int = job_id) -> str | None:
+            text = fed.logs(i)
+            return text if "end" in text else None
+
+        log = poll("the whole log", whole)
         assert log.count(f"begin {n}") == 1 and log.count(f"end {n}") == 1, log
 
 

@@ -3,13 +3,21 @@ from __future__ import annotations
 import datetime as dt
 import threading
 
-from fabbrica.services.control_loop import ControlLoop
+from fabbrica.services.control_loop import ControlLoop, LoopStatus
 
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+T1 = T0 + dt.timedelta(seconds=5)
+
+
+def seen(status: LoopStatus) -> tuple[int, dict[str, int], str | None, dt.datetime | None]:
+    """The status's values at this moment (tick() returns the same object each time)."""
+    return status.ticks, dict(status.changes), status.last_error, status.last_tick_at
 
 
 def test_tick_runs_every_step_and_survives_a_failing_one() -> None:
     calls: list[str] = []
+    now = [T0]
+    published: list[tuple[int, dict[str, int], str | None, dt.datetime | None]] = []
 
     def good() -> int:
         calls.append("good")
@@ -19,13 +27,20 @@ def test_tick_runs_every_step_and_survives_a_failing_one() -> None:
         calls.append("bad")
         raise RuntimeError("boom")
 
-    loop = ControlLoop({"bad": bad, "good": good}, interval=1, clock=lambda: T0)
-    status = loop.tick()
-    loop.tick()
+    loop = ControlLoop(
+        {"bad": bad, "good": good},
+        interval=1,
+        clock=lambda: now[0],
+        on_status=lambda s: published.append(seen(s)),
+    )
+    first = seen(loop.tick())
+    assert calls == ["bad", "good"]  # the step after the failing one still ran
+    assert first == (1, {"good": 2}, "bad: boom", T0)
+    now[0] = T1
+    second = seen(loop.tick())
     assert calls == ["bad", "good", "bad", "good"]
-    assert status.changes["good"] == 4
-    assert status.last_error == "bad: boom"
-    assert status.ticks == 2 and status.last_tick_at == T0
+    assert second == (2, {"good": 4}, "bad: boom", T1)  # changes add up; the tick's time
+    assert published == [first, second]  # each tick publishes what it did
 
 
 def test_thread_starts_ticks_and_stops() -> None:

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from fabbrica.backends import Executor, LaunchRequest, RunState
+from fabbrica.backends import Capacity, Executor, LaunchRequest, RunState
 from fabbrica.backends.local import LocalExecutor
 
 
@@ -58,7 +58,30 @@ def local(tmp_path: Path) -> LocalExecutor:
 
 
 def test_it_is_an_executor(local: LocalExecutor) -> None:
-    assert isinstance(local, Executor)
+    """Driven only through the `Executor` protocol (mypy checks the signatures: tests are
+    strict), it keeps the contract's promises, which isinstance on a Protocol never looks at."""
+    executor: Executor = local
+    assert executor.name == "local" and executor.capabilities() == frozenset()
+    assert executor.capacity() == [Capacity("local", "emulated", 4, 4)]
+    try:
+        first = executor.submit(launch("c1", "sleep 300", gpus=3))
+        assert (first.run_tag, first.state) == ("c1", RunState.RUNNING)
+        again = executor.submit(launch("c1", "sleep 300", gpus=3))  # idempotent: one run
+        assert (again.run_tag, again.state) == ("c1", RunState.RUNNING)
+        assert executor.capacity()[0].free_gpus == 1
+        polled = executor.poll(["c1", "nobody"])
+        assert [(s.run_tag, s.state) for s in polled] == [
+            ("c1", RunState.RUNNING),
+            ("nobody", RunState.UNKNOWN),
+        ]
+        assert [(s.run_tag, s.state) for s in executor.adopt()] == [("c1", RunState.RUNNING)]
+    finally:
+        cancelled = executor.cancel("c1")
+    assert cancelled.state is RunState.CANCELLED
+    assert executor.poll(["c1"])[0].state is RunState.CANCELLED
+    assert executor.capacity()[0].free_gpus == 4
+    (usage,) = executor.usage(["c1", "nobody"])
+    assert (usage.run_tag, usage.gpus) == ("c1", 3)
 
 
 def test_a_job_runs_with_its_gpus_env_and_directory(local: LocalExecutor, tmp_path: Path) -> None:

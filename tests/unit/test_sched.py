@@ -2,34 +2,40 @@
 
 from __future__ import annotations
 
-from fabbrica.sched import Allocation, Job, Partition, Policy, Running, Snapshot, schedule
+from dataclasses import replace
+from typing import Any
+
+from fabbrica.sched import (
+    Allocation,
+    Decision,
+    Job,
+    Partition,
+    Policy,
+    Running,
+    Snapshot,
+    schedule,
+)
 from fabbrica.sched.reasons import after
 
 H = 3600.0
 
 
-def part(factory: str, total: int, free: int | None = None, **kw: object) -> Partition:
-    defaults: dict[str, object] = {
-        "id": "gpu",
-        "country": "DE",
-        "gpu_model": "h100",
-        "gpus_per_node": 16,
-        "total_gpus": total,
-        "free_gpus": total if free is None else free,
-    }
-    defaults.update(kw)
-    return Partition(factory=factory, **defaults)  # type: ignore[arg-type]
+def part(factory: str, total: int, free: int | None = None, **kw: Any) -> Partition:
+    base = Partition(
+        factory=factory,
+        id="gpu",
+        country="DE",
+        gpu_model="h100",
+        gpus_per_node=16,
+        total_gpus=total,
+        free_gpus=total if free is None else free,
+    )
+    return replace(base, **kw)
 
 
-def job(id: str, gpus: int, hours: float = 1, at: float = 0, **kw: object) -> Job:
-    return Job(
-        id=id,
-        project=str(kw.pop("project", "p")),
-        gpus=gpus,
-        time_limit=hours * H,
-        submitted_at=at,
-        **kw,
-    )  # type: ignore[arg-type]
+def job(id: str, gpus: int, hours: float = 1, at: float = 0, **kw: Any) -> Job:
+    base = Job(id=id, project="p", gpus=gpus, time_limit=hours * H, submitted_at=at)
+    return replace(base, **kw)
 
 
 def grants(*factories: str, hours: float = 1e6, project: str = "p") -> tuple[Allocation, ...]:
@@ -40,24 +46,19 @@ def snap(
     jobs: list[Job],
     parts: list[Partition],
     allocs: tuple[Allocation, ...] | None = None,
-    **kw: object,
+    **kw: Any,
 ) -> Snapshot:
     allocs = allocs if allocs is not None else grants(*{p.factory for p in parts})
-    return Snapshot(
-        now=kw.pop("now", 0.0),
-        jobs=tuple(jobs),
-        partitions=tuple(parts),  # type: ignore[arg-type]
-        allocations=allocs,
-        **kw,
-    )  # type: ignore[arg-type]
+    base = Snapshot(now=0.0, jobs=tuple(jobs), partitions=tuple(parts), allocations=allocs)
+    return replace(base, **kw)
 
 
-def placed(decision: object) -> dict[str, str]:
-    return {a.job: a.factory for a in decision.assignments}  # type: ignore[attr-defined]
+def placed(decision: Decision) -> dict[str, str]:
+    return {a.job: a.factory for a in decision.assignments}
 
 
-def reason(decision: object, job_id: str) -> str:
-    return next(w.reason for w in decision.waiting if w.job == job_id)  # type: ignore[attr-defined]
+def reason(decision: Decision, job_id: str) -> str:
+    return next(w.reason for w in decision.waiting if w.job == job_id)
 
 
 def test_first_come_first_served_when_all_else_is_equal() -> None:

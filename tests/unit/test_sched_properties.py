@@ -75,7 +75,7 @@ def snapshots(draw: st.DrawFn) -> Snapshot:
     return Snapshot(
         now=1000.0,
         jobs=queue,
-        partitions=parts,
+        partitions=tuple(parts),
         allocations=allocs,
         policy=Policy(backfill=draw(st.booleans())),
     )

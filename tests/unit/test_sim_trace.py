@@ -528,10 +528,29 @@ def test_an_unreadable_federation_file_is_refused(tmp_path: Path) -> None:
 
 
 def test_clusters_left_out_go_where_their_jobs_fit(tmp_path: Path) -> None:
-    jobs = jobs_of((0, 100 * H, 1, "big"), (1, H, 8, "wide"))
-    path = fed_json(tmp_path, {"factories": [{"id": "x", "gpus": 100}, {"id": "y", "gpus": 4}]})
-    federation = fed.load_file(path, jobs)
+    # x: 64 GPUs; y: 4 GPUs, with the listed cluster (1 GPU-hour). Left out, by demand:
+    # heavy (640 GPU-hours of 1-GPU jobs), wide (an 8-GPU job), small (1 GPU-hour).
+    jobs = jobs_of(
+        (0, H, 1, "listed"), (1, 640 * H, 1, "heavy"), (2, H, 8, "wide"), (3, H, 1, "small")
+    )
+    factories = [{"id": "x", "gpus": 64}, {"id": "y", "gpus": 4, "clusters": ["listed"]}]
+    federation = fed.load_file(fed_json(tmp_path, {"factories": factories}), jobs)
+    assert federation.home() == {
+        "listed": "y",  # as the file says
+        "heavy": "x",  # the least loaded per GPU (y has 1/4 GPU-hour per GPU, x none)
+        "wide": "x",  # y is less loaded, but its 4 GPUs cannot run an 8-GPU job
+        "small": "y",  # back to the least loaded: x now has 10 GPU-hours per GPU
+    }
     fed.check_fits(federation, jobs, at_home=True)
+
+
+def test_a_cluster_too_wide_for_every_factory_goes_to_the_largest(tmp_path: Path) -> None:
+    jobs = jobs_of((0, 640 * H, 1, "busy"), (1, H, 128, "huge"))
+    factories = [{"id": "x", "gpus": 64, "clusters": ["busy"]}, {"id": "y", "gpus": 4}]
+    federation = fed.load_file(fed_json(tmp_path, {"factories": factories}), jobs)
+    assert federation.home()["huge"] == "x"  # the largest, though y is idle
+    with pytest.raises(FederationError, match="cluster huge has a 128-GPU job but its home"):
+        fed.check_fits(federation, jobs, at_home=True)
 
 
 # --- check_fits -------------------------------------------------------------------------
