@@ -36,7 +36,11 @@ def free_port() -> int:
 
 
 def clean_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FABBRICA_")}
+    # pytest-xdist workers set COLUMNS=80: the CLI would take it for a terminal's width
+    dropped = {"COLUMNS", "LINES"}
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith("FABBRICA_") and k not in dropped
+    }
     env.update(extra)
     return env
 
@@ -93,6 +97,8 @@ class Server:
         return self._start(extra)
 
     def _start(self, extra: tuple[str, ...]) -> Server:
+        if self.user is None:  # as root, its local jobs run as users of their own
+            open_for_job_users(self.data_dir)
         args = ["up", "--port", str(self.port), "--data-dir", str(self.data_dir), *extra]
         began = time.monotonic()
         entry = pwd.getpwnam(self.user) if self.user else None

@@ -19,10 +19,11 @@ from fabbrica.cli.errors import FAILURE
 from fabbrica.cli.output import gpu_hours, number, print_record
 from fabbrica.client import Client, OutputsError
 from fabbrica.client._archive import extract_outputs
+from fabbrica.core.text import SLUG_PATTERN
 from tests.cli.server import clean_env, fabbrica, free_port
 
 MARKUP = "[bold red]x[/]"
-PATTERN = "^[a-z0-9][a-z0-9_-]{0,63}$"
+PATTERN = SLUG_PATTERN  # the pattern of job names, which a refusal quotes
 
 
 def offline_env(**extra: str) -> dict[str, str]:

@@ -22,7 +22,7 @@ from fastapi.openapi.utils import get_openapi
 from fabbrica.api.errors import OTHER_CODE, STATUS_CODES
 from fabbrica.api.schemas import ErrorResponse
 from fabbrica.api.schemas_jobs import JobCreate
-from fabbrica.core.jobspec import JobSpec
+from fabbrica.core.jobspec import MAX_TIME_LIMIT_S, JobSpec
 
 Schema = dict[str, Any]
 
@@ -38,19 +38,20 @@ ROUTE_ERRORS: dict[tuple[str, str], frozenset[int]] = {
     ("GET", "/access-modes"): frozenset(),
     ("GET", "/sectors"): frozenset(),
     ("GET", "/me"): frozenset(),
-    ("POST", "/users"): frozenset({403, 409, 422}),
+    ("POST", "/users"): frozenset({403, 404, 409, 422}),
+    ("PUT", "/users/{user_id}/factories"): frozenset({403, 404, 422}),
     ("GET", "/users"): frozenset({403}),
     ("GET", "/users/{user_id}"): frozenset({403, 404}),
     ("POST", "/tokens"): frozenset({403, 404, 409, 422}),
     ("GET", "/tokens"): frozenset({403, 404}),
     ("DELETE", "/tokens/{token_id}"): frozenset({404}),
     ("POST", "/organisations"): frozenset({404, 422}),
-    ("GET", "/organisations"): frozenset(),
+    ("GET", "/organisations"): frozenset({404}),
     ("GET", "/organisations/{org_id}"): frozenset({404}),
     ("POST", "/organisations/{org_id}/members"): frozenset({403, 404, 422}),
     ("POST", "/organisations/{org_id}/join"): frozenset({404}),
     ("POST", "/projects"): frozenset({404, 422}),
-    ("GET", "/projects"): frozenset(),
+    ("GET", "/projects"): frozenset({404}),
     ("GET", "/projects/{project_id}"): frozenset({404}),
     ("POST", "/projects/{project_id}/invitations"): frozenset({403, 404, 409, 422}),
     ("POST", "/invitations/accept"): frozenset({404, 409}),
@@ -74,7 +75,7 @@ ROUTE_ERRORS: dict[tuple[str, str], frozenset[int]] = {
     ("POST", "/allocations/{allocation_id}/final-report"): frozenset({403, 404, 422}),
     ("GET", "/allocations/{allocation_id}/audit"): frozenset({404}),
     ("GET", "/reports/access"): frozenset({403, 404}),
-    ("POST", "/jobs"): frozenset({400, 404, 422}),
+    ("POST", "/jobs"): frozenset({400, 403, 404, 422}),
     ("GET", "/jobs"): frozenset({404}),
     ("GET", "/jobs/{job_id}"): frozenset({404}),
     ("POST", "/jobs/{job_id}/cancel"): frozenset({404, 409}),
@@ -191,7 +192,12 @@ def _add_models(components: Schema) -> None:
     resources = components["Resources"]["properties"]
     resources["time_limit"] = {
         "anyOf": [
-            {"type": "number", "exclusiveMinimum": 0, "description": "minutes"},
+            {
+                "type": "number",
+                "exclusiveMinimum": 0,
+                "maximum": MAX_TIME_LIMIT_S // 60,
+                "description": "minutes",
+            },
             {"type": "string", "description": "30m, 2h, 1h30m, 1d, 01:30:00, 2-00:00"},
         ],
         "default": "60m",
