@@ -34,14 +34,6 @@ POSTGRES_ADMIN_URL = os.environ.get(
 ADMIN_TOKEN = "test-admin-token"
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The Slurm tests share one testbed: one xdist group, so that `--dist loadgroup`
-    (scripts/test) runs them one after another on a single worker."""
-    for item in items:
-        if item.get_closest_marker("slurm") is not None:
-            item.add_marker(pytest.mark.xdist_group("slurm"))
-
-
 def on_ci() -> bool:
     return os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
