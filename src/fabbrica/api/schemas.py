@@ -48,9 +48,6 @@ def _integer_fields(model: type[BaseModel]) -> frozenset[str]:
     return frozenset(found)
 
 
-_In = In
-
-
 def _text(value: Any) -> Any:
     if isinstance(value, int | float):  # lax datetimes read numbers as Unix times
         raise ValueError("a date-time is written as ISO 8601 text, e.g. 2027-01-31T00:00:00Z")
@@ -165,7 +162,7 @@ class AccessModePublic(_Out):
 FactoryList = list[Annotated[str, Field(min_length=1, max_length=64)]]
 
 
-class UserCreate(_In):
+class UserCreate(In):
     email: str = Field(min_length=3, max_length=254)
     name: str = Field(min_length=1, max_length=200)
     role: Role = Field(default=Role.USER, strict=False)
@@ -176,7 +173,7 @@ class UserCreate(_In):
     )
 
 
-class UserFactories(_In):
+class UserFactories(In):
     factories: FactoryList = Field(
         max_length=100, description="the ids of the factories the operator operates (all of them)"
     )
@@ -198,7 +195,7 @@ class UserCreated(UserPublic):
     token: str = Field(description="the user's first API token; shown only in this answer")
 
 
-class TokenCreate(_In):
+class TokenCreate(In):
     name: str = Field(default="cli", min_length=1, max_length=100)
     user_id: int | None = Field(
         default=None, ge=1, le=MAX_ID, description="admin only: a token for someone else"

@@ -8,8 +8,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from fabbrica.api.params import MAX_ID
-from fabbrica.api.schemas import AwareTimestamp
-from fabbrica.api.schemas import In as _In
+from fabbrica.api.schemas import AwareTimestamp, In
 from fabbrica.catalog.model import Decision
 from fabbrica.core.access import MAX_ABSTRACT_CHARS, MAX_GPU_HOURS, CallState
 
@@ -20,7 +19,7 @@ class _Out(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
 
-class OrganisationCreate(_In):
+class OrganisationCreate(In):
     name: str = Field(min_length=1, max_length=200)
     country: str = Field(min_length=2, max_length=2, description="ISO 3166 alpha-2")
     type: str = Field(min_length=1, max_length=20)
@@ -36,7 +35,7 @@ class OrganisationPublic(_Out):
     created_at: dt.datetime
 
 
-class OrganisationMemberAdd(_In):
+class OrganisationMemberAdd(In):
     email: str = Field(min_length=3, max_length=254)
     admin: bool = False
 
@@ -52,7 +51,7 @@ class OrganisationDetail(OrganisationPublic):
     members: list[OrganisationMemberPublic]
 
 
-class ProjectCreate(_In):
+class ProjectCreate(In):
     title: str = Field(min_length=1, max_length=300)
     org_id: int = Field(ge=1, le=MAX_ID)
     mode: str | None = Field(default=None, max_length=64, description="default: playground")
@@ -76,7 +75,7 @@ class ProjectPublic(BaseModel):
     members: list[MemberPublic]
 
 
-class InvitationCreate(_In):
+class InvitationCreate(In):
     email: str = Field(min_length=3, max_length=254)
 
 
@@ -88,11 +87,11 @@ class InvitationPublic(BaseModel):
     token: str = Field(description="sent by email; shown once here too")
 
 
-class InvitationAccept(_In):
+class InvitationAccept(In):
     token: str = Field(min_length=10, max_length=200)
 
 
-class UserRef(_In):
+class UserRef(In):
     user_id: int = Field(ge=1, le=MAX_ID)
 
 
@@ -110,7 +109,7 @@ class CallPublic(_Out):
     reviewers: list[int] = []
 
 
-class CallUpdate(_In):
+class CallUpdate(In):
     state: CallState | None = Field(default=None, strict=False)
     decision: Decision | None = Field(default=None, strict=False)
     offered_gpu_hours: float | None = Field(default=None, ge=0, le=MAX_GPU_HOURS)
@@ -119,7 +118,7 @@ class CallUpdate(_In):
     reason: str | None = Field(default=None, max_length=500)
 
 
-class ProposalCreate(_In):
+class ProposalCreate(In):
     project_id: str = Field(min_length=1, max_length=40)
     call_id: str = Field(min_length=1, max_length=140)
     gpu_hours: float = Field(gt=0, le=MAX_GPU_HOURS, allow_inf_nan=False)
@@ -184,7 +183,7 @@ class ProposalPublic(BaseModel):
     allocation: AllocationPublic | None
 
 
-class ReviewCreate(_In):
+class ReviewCreate(In):
     score: int | None = Field(default=None, ge=1, le=5)
     comment: str | None = Field(default=None, max_length=20_000)
     conflict: str | None = Field(
@@ -192,17 +191,17 @@ class ReviewCreate(_In):
     )
 
 
-class ReviewerAssign(_In):
+class ReviewerAssign(In):
     reviewer_id: int = Field(ge=1, le=MAX_ID)
 
 
-class DecisionCreate(_In):
+class DecisionCreate(In):
     decision: Literal["accept", "reject"]
     gpu_hours: float | None = Field(default=None, gt=0, le=MAX_GPU_HOURS, allow_inf_nan=False)
     reason: str | None = Field(default=None, max_length=5000)
 
 
-class AllocationChange(_In):
+class AllocationChange(In):
     action: Literal["extend", "top_up", "suspend", "resume", "terminate"]
     reason: str = Field(min_length=1, max_length=2000)
     months: int | None = Field(default=None, ge=1, le=60)
@@ -210,7 +209,7 @@ class AllocationChange(_In):
     gpu_hours: float | None = Field(default=None, gt=0, le=MAX_GPU_HOURS, allow_inf_nan=False)
 
 
-class FinalReport(_In):
+class FinalReport(In):
     text: str = Field(min_length=20, max_length=200_000)
 
 
