@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.cli.server import Server, clean_env, open_for_job_users
+from tests.cli.server import Server, clean_env
 from tests.conftest import PostgresServer
 
 
@@ -30,7 +30,6 @@ def server(
     tmp_path: a job spec there has a workdir of its own, not the server's database."""
     env = {**server_env, "FABBRICA_BOOTSTRAP_TOKEN": "t"}
     home = tmp_path_factory.mktemp("server")
-    open_for_job_users(home / "data")  # as root, local jobs run as users of their own
     srv = Server(data_dir=home / "data", env=env, log=home / "up.log")
     yield srv
     srv.stop()
