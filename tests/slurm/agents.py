@@ -578,12 +578,17 @@ class Federation:
         what: str,
         timeout: float = 120.0,
     ) -> dict[str, Any]:
-        return poll(
-            f"job {job_id} {what}",
-            lambda: job if until(job := self.job(job_id)) else None,
-            timeout,
-            every=0.2,
-        )
+        last: list[dict[str, Any]] = []
+
+        def probe() -> dict[str, Any] | None:
+            job = self.job(job_id)
+            last[:] = [job]
+            return job if until(job) else None
+
+        try:
+            return poll(f"job {job_id} {what}", probe, timeout, every=0.2)
+        except AssertionError as failure:
+            raise AssertionError(f"{failure}\nlast seen: {last}\n{self.output()}") from None
 
     def wait_state(self, job_id: int, *states: str, timeout: float = 120.0) -> dict[str, Any]:
         return self.wait_job(
@@ -675,11 +680,20 @@ class Federation:
         return [dict(r) for r in rows]
 
     def output(self) -> str:
-        """The server's and the agents' logs (for failure messages)."""
-        parts = [f"--- up.log\n{self.server.output() if self.server else ''}"]
+        """The server's and the agents' logs and what each cluster shows (for failure
+        messages)."""
+        parts = [f"--- up.log\n{(self.server.output() if self.server else '')[-6000:]}"]
         for site in self.sites.values():
             text = site.log.read_text(errors="replace") if site.log.exists() else ""
             parts.append(f"--- agent {site.factory}\n{text[-4000:]}")
+            for command in (
+                ["squeue", "-h", "--states=all", "-o", "%i|%j|%T|%r|%b"],
+                ["sinfo", "-h", "-N", "-o", "%N|%T|%E|%G"],
+            ):
+                shown = site.cluster.run(command, check=False)
+                parts.append(
+                    f"--- {site.factory}: {' '.join(command)}\n{shown.stdout}{shown.stderr}"
+                )
         return "\n".join(parts)
 
 

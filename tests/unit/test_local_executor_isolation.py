@@ -3,12 +3,14 @@ their own, with real processes and real users (removed afterwards)."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import grp
 import os
 import pwd
 import random
 import shutil
+import signal
 import stat
 import subprocess
 import sys
@@ -164,23 +166,27 @@ def test_cancel_adoption_and_the_exit_code_work_across_uids(
     first = LocalExecutor(root, gpus=4, isolate=True)
     first.submit(launch("short", "sleep 1; exit 5", owners[0]))
     first.submit(launch("long", "sleep 300 & sleep 300 & wait", owners[0]))
-    time.sleep(0.3)
-    run = first._run("long")
-    assert run is not None
-    uid = pwd.getpwnam(user_name(owners[0])).pw_uid
-    assert {u for _, u in group_members(run["pid"])} == {uid}
-    # as after kill -9 of the server: a new executor starts from the files
-    second = LocalExecutor(root, gpus=4, isolate=True)
-    states = {s.run_tag: s.state for s in second.adopt()}
-    assert states == {"short": RunState.RUNNING, "long": RunState.RUNNING}
-    assert wait_for(second, "short") is RunState.FAILED
-    assert second.poll(["short"])[0].exit_code == 5  # the wrapper, as the job user, wrote it
-    began = time.monotonic()
-    assert second.cancel("long").state is RunState.CANCELLED
-    assert time.monotonic() - began < 5
-    assert group_members(run["pid"]) == []
-    for proc in first._procs.values():
-        proc.wait(5)
+    try:
+        time.sleep(0.3)
+        run = first._run("long")
+        assert run is not None
+        uid = pwd.getpwnam(user_name(owners[0])).pw_uid
+        assert {u for _, u in group_members(run["pid"])} == {uid}
+        # as after kill -9 of the server: a new executor starts from the files
+        second = LocalExecutor(root, gpus=4, isolate=True)
+        states = {s.run_tag: s.state for s in second.adopt()}
+        assert states == {"short": RunState.RUNNING, "long": RunState.RUNNING}
+        assert wait_for(second, "short") is RunState.FAILED
+        assert second.poll(["short"])[0].exit_code == 5  # the wrapper, as the job user, wrote it
+        began = time.monotonic()
+        assert second.cancel("long").state is RunState.CANCELLED
+        assert time.monotonic() - began < 5
+        assert group_members(run["pid"]) == []
+    finally:  # whatever failed above, no process outlives the test (nor warns later)
+        for proc in first._procs.values():
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(5)
 
 
 def test_a_job_cannot_hang_or_fool_the_executor_through_its_exit_file(

@@ -250,7 +250,10 @@ class LocalExecutor:
                 return
             deadline = time.monotonic() + KILL_GRACE_S
             while time.monotonic() < deadline:
-                if not self._alive(run_tag, run):
+                # the leader first (which reaps our own child), then every process it
+                # started: a signal is delivered when the process next runs, and on a
+                # busy machine a child can outlive its leader by a moment
+                if not self._alive(run_tag, run) and not _group_alive(pid):
                     return
                 time.sleep(0.05)
 
@@ -270,6 +273,18 @@ class LocalExecutor:
         if count > len(free):
             raise ValueError(f"{count} GPUs asked, {len(free)} of {self.total} free")
         return free[:count]
+
+
+def _group_alive(pgid: int) -> bool:
+    """Whether a process of the group is still running (zombies have ended)."""
+    for stat_file in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat_file.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
+            return True
+    return False
 
 
 def _start_ticks(pid: int) -> int | None:
