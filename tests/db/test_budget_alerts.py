@@ -109,7 +109,7 @@ def test_one_jump_to_100_percent_tells_each_member_three_times_in_order(
     body = emails[0].body
     assert f"Project: {pid} (Project of pi@startup.it)" in body
     assert "Factory: it4lia (call it4lia-playground)" in body
-    assert "GPU-hours: 1,000.0 used, 0.0 reserved by running jobs, 1,000.0 granted" in body
+    assert "GPU-hours: 1,000.0 used, 0 reserved by running jobs, 1,000.0 granted" in body
     assert "Valid until: 2026-12-21 (30 days left)" in body
     assert "What to do: if the project needs more, its PI asks the operator" in body
     assert "top-up" in body

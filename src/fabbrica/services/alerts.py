@@ -54,6 +54,11 @@ def days_threshold(days: int) -> str:
     return f"days_{days}"
 
 
+def hours(value: float) -> str:
+    """GPU-hours for people: 1,000.0 or 750.0; three digits for small ones (0.0178)."""
+    return f"{value:,.1f}" if value >= 10 else f"{value:.3g}"
+
+
 def _past(percent: float) -> ColumnElement[bool]:
     return Allocation.used_gpu_hours >= Allocation.granted_gpu_hours * (percent / 100) - EPSILON
 
@@ -114,7 +119,7 @@ def _alert(session: Session, allocation: Allocation, now: dt.datetime) -> int:
         emailed.append(
             _Alert(
                 threshold,
-                f"{where}: {used:,.1f} of {granted:,.1f} GPU-hours used ({percent}%)",
+                f"{where}: {hours(used)} of {hours(granted)} GPU-hours used ({percent}%)",
                 _USED_ADVICE if percent < 100 else _SPENT_ADVICE,
             )
         )
@@ -142,8 +147,8 @@ def _alert(session: Session, allocation: Allocation, now: dt.datetime) -> int:
             f"{alert.message}.\n\n"
             f"Project: {project.id} ({project.title})\n"
             f"Factory: {allocation.factory_id} (call {allocation.call_id})\n"
-            f"GPU-hours: {used:,.1f} used, {allocation.reserved_gpu_hours:,.1f} reserved by "
-            f"running jobs, {granted:,.1f} granted\n"
+            f"GPU-hours: {hours(used)} used, {hours(allocation.reserved_gpu_hours)} reserved "
+            f"by running jobs, {hours(granted)} granted\n"
             f"Valid until: {end} ({max(days_left, 0):.0f} days left)\n\n"
             f"What to do: {alert.advice}\n"
         )
@@ -276,7 +281,7 @@ def _digest_body(high: list[Allocation], now: dt.datetime) -> str:
         days = (a.valid_until - now).total_seconds() / 86400
         lines.append(
             f"- {a.factory_id}: allocation {a.id} of {a.project.id} ({a.state}), "
-            f"{a.used_gpu_hours:,.1f} of {a.granted_gpu_hours:,.1f} GPU-hours used "
+            f"{hours(a.used_gpu_hours)} of {hours(a.granted_gpu_hours)} GPU-hours used "
             f"({percent:.0f}%), ends {a.valid_until:%Y-%m-%d} ({days:.0f} days left)"
         )
     lines += [
