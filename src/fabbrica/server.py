@@ -29,6 +29,7 @@ from fabbrica.embedded import InProcessClient
 from fabbrica.services import identity, job_files
 from fabbrica.services.access.allocations import ExpiryStep
 from fabbrica.services.access.calls import seed_calls
+from fabbrica.services.alerts import AlertStep
 from fabbrica.services.control_loop import ControlLoop, LoopStatus, Step
 from fabbrica.services.dispatch import Dispatcher
 from fabbrica.services.notify import SmtpSender
@@ -200,12 +201,17 @@ def build_app(prepared: Prepared) -> FastAPI:
 
 
 def loop_steps(settings: Settings, ctx: AppContext) -> dict[str, Step]:
-    """The control loop's work: jobs (poll, then dispatch), allocation expiry and notices,
-    and email when SMTP is set."""
+    """The control loop's work: jobs (poll, then dispatch), allocation expiry, budget
+    alerts and operators' digests, and email when SMTP is set (last: it sends what the
+    steps before it wrote in the same tick)."""
     dispatcher = Dispatcher(
         ctx.db, ctx.catalog, ctx.executors, ctx.clock, single_user=ctx.single_user
     )
-    steps: dict[str, Step] = {"jobs": dispatcher.step, "expiry": ExpiryStep(ctx.db, ctx.clock)}
+    steps: dict[str, Step] = {
+        "jobs": dispatcher.step,
+        "expiry": ExpiryStep(ctx.db, ctx.clock),
+        "alerts": AlertStep(ctx.db, ctx.clock),  # after jobs: the usage they were charged
+    }
     if settings.smtp_host:
         steps["email"] = SmtpSender(
             ctx.db, host=settings.smtp_host, port=settings.smtp_port, sender=settings.smtp_from

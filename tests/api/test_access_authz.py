@@ -356,6 +356,7 @@ CASES = [
     Case("list-proposals-in-review", "GET", "/proposals", lambda r: "/proposals?state=in_review",
          status=200),
     Case("list-allocations", "GET", "/allocations", lambda r: "/allocations", status=200),
+    Case("list-notices", "GET", "/notices", lambda r: "/notices", status=200),
     # calls are public to every user; only staff change them
     Case("list-calls", "GET", "/calls", lambda r: "/calls?state=all", status=200),
     Case("get-call", "GET", "/calls/{call_id}", lambda r: "/calls/it4lia-large-scale", status=200),

@@ -64,6 +64,7 @@ NOT_FACTORY_SCOPED = {
     ("POST", "/invitations/accept"),
     ("DELETE", "/projects/{project_id}/members/{user_id}"),
     ("POST", "/projects/{project_id}/pi"),
+    ("GET", "/notices"),  # a member's own projects' alerts; operators get emailed digests
     ("POST", "/agent/sync"),
     ("GET", "/agent/accounts"),
     ("GET", "/agent/jobs/{job_id}/workdir"),

@@ -1,6 +1,7 @@
 """The access services on a real database (SQLite and PostgreSQL): allocation expiry and its
-notices, operator changes and their audit trail, the grant CHECK constraint, round-robin
-review assignment with conflicts of interest, and the block on overdue final reports."""
+notice (the alerts before it: test_budget_alerts.py), operator changes and their audit
+trail, the grant CHECK constraint, round-robin review assignment with conflicts of
+interest, and the block on overdue final reports."""
 
 from __future__ import annotations
 
@@ -168,7 +169,7 @@ def expiry_emails(ctx: AppContext) -> list[OutboxEmail]:
 
 def run_expiry(ctx: AppContext, now: dt.datetime) -> int:
     with ctx.db.session() as s:
-        return allocations.expire_and_warn(s, now)
+        return allocations.expire(s, now)
 
 
 def history(ctx: AppContext, entity: str, entity_id: object) -> list[AuditEntry]:
@@ -190,67 +191,33 @@ def granted(ctx: AppContext) -> tuple[Applicant, Allocation]:
 # --- expiry and notices ---------------------------------------------------------------------
 
 
-def test_expiry_notices_at_14_and_3_days_then_expiry(
+def test_expiry_at_the_end_tells_the_pi_once(
     ctx: AppContext, granted: tuple[Applicant, Allocation]
 ) -> None:
     applicant, allocation = granted
     end = allocation.valid_until
 
     assert run_expiry(ctx, end - dt.timedelta(days=20)) == 0
-    assert run_expiry(ctx, end - dt.timedelta(days=14, minutes=1)) == 0
+    assert run_expiry(ctx, end - dt.timedelta(minutes=1)) == 0
     assert expiry_emails(ctx) == []
-    assert load_allocation(ctx, allocation.id).expiry_notices_sent == 0
-
-    assert run_expiry(ctx, end - dt.timedelta(days=14)) == 1
-    [first] = expiry_emails(ctx)
-    assert first.to_address == applicant.email
-    assert first.kind == "expiry"
-    assert first.sent_at is None
-    assert first.subject == (
-        f"[Fabbrica] Allocation {allocation.id} of {applicant.project_id} expires in 14 days"
-    )
-    assert "1,000 GPU-hours" in first.body
-    assert "(end: 2026-12-21)" in first.body
-    assert "The final report is due by 2027-03-21." in first.body
-    assert load_allocation(ctx, allocation.id).expiry_notices_sent == 1
-
-    assert run_expiry(ctx, end - dt.timedelta(days=10)) == 0
-    assert run_expiry(ctx, end - dt.timedelta(days=3, minutes=1)) == 0
-    assert len(expiry_emails(ctx)) == 1
-
-    assert run_expiry(ctx, end - dt.timedelta(days=3)) == 1
-    assert run_expiry(ctx, end - dt.timedelta(days=3)) == 0
-    assert run_expiry(ctx, end - dt.timedelta(days=1)) == 0
     assert run_expiry(ctx, end) == 1  # the end itself is past: expired
     assert run_expiry(ctx, end + dt.timedelta(days=1)) == 0
     assert run_expiry(ctx, end + dt.timedelta(days=40)) == 0
 
-    emails = expiry_emails(ctx)
-    prefix = f"[Fabbrica] Allocation {allocation.id} of {applicant.project_id}"
-    assert [e.subject for e in emails] == [
-        f"{prefix} expires in 14 days",
-        f"{prefix} expires in 3 days",
-        f"{prefix} has expired",
-    ]
-    assert "has expired (end: 2026-12-21)" in emails[2].body
-    assert {e.to_address for e in emails} == {applicant.email}
+    [email] = expiry_emails(ctx)
+    assert email.to_address == applicant.email
+    assert email.sent_at is None
+    assert email.subject == (
+        f"[Fabbrica] Allocation {allocation.id} of {applicant.project_id} has expired"
+    )
+    assert "1,000 GPU-hours" in email.body
+    assert "has expired (end: 2026-12-21)" in email.body
+    assert "The final report is due by 2027-03-21." in email.body
     stored = load_allocation(ctx, allocation.id)
     assert stored.state == "expired"
-    assert stored.expiry_notices_sent == 2
     [expire] = [e for e in history(ctx, "allocation", allocation.id) if e.action == "expire"]
     assert expire.actor_id is None
     assert expire.at == end
-
-
-def test_a_late_first_run_sends_one_notice_not_two(
-    ctx: AppContext, granted: tuple[Applicant, Allocation]
-) -> None:
-    _, allocation = granted
-    assert run_expiry(ctx, allocation.valid_until - dt.timedelta(days=2)) == 1
-    [notice] = expiry_emails(ctx)
-    assert notice.subject.endswith("expires in 2 days")
-    assert load_allocation(ctx, allocation.id).expiry_notices_sent == 2
-    assert run_expiry(ctx, allocation.valid_until - dt.timedelta(days=1)) == 0
 
 
 def test_the_expiry_step_uses_its_clock(
@@ -279,33 +246,11 @@ def test_suspended_allocations_expire_terminated_ones_get_no_notice(
             s, actor, suspended.id, AllocationChange("suspend", "misuse"), now=clock()
         )
         allocations.change(s, actor, other.id, AllocationChange("terminate", "done"), now=clock())
-    assert run_expiry(ctx, suspended.valid_until - dt.timedelta(days=5)) == 1
+    assert run_expiry(ctx, suspended.valid_until - dt.timedelta(days=5)) == 0
     assert run_expiry(ctx, suspended.valid_until + dt.timedelta(days=1)) == 1
     assert load_allocation(ctx, suspended.id).state == "expired"
     assert load_allocation(ctx, other.id).state == "terminated"
-    assert [e.subject.split(" ")[2] for e in expiry_emails(ctx)] == [str(suspended.id)] * 2
-
-
-def test_extending_resets_the_notices(
-    ctx: AppContext, clock: Clock, granted: tuple[Applicant, Allocation]
-) -> None:
-    _, allocation = granted
-    clock.now = allocation.valid_until - dt.timedelta(days=3)
-    assert run_expiry(ctx, clock()) == 1
-    with ctx.db.session() as s:
-        allocations.change(
-            s,
-            load_admin(s),
-            allocation.id,
-            AllocationChange("extend", "more", months=1),
-            now=clock(),
-        )
-    extended = load_allocation(ctx, allocation.id)
-    assert extended.valid_until == dt.datetime(2027, 1, 21, 12, 0, tzinfo=dt.UTC)
-    assert extended.expiry_notices_sent == 0
-    assert run_expiry(ctx, clock()) == 0
-    assert run_expiry(ctx, extended.valid_until - dt.timedelta(days=14)) == 1
-    assert expiry_emails(ctx)[-1].subject.endswith("expires in 14 days")
+    assert [e.subject.split(" ")[2] for e in expiry_emails(ctx)] == [str(suspended.id)]
 
 
 # --- operator changes and the audit log --------------------------------------------------------
@@ -468,11 +413,7 @@ def test_an_expired_allocation_extended_is_active_again(
     extended = change(
         ctx, admin_id(ctx), allocation.id, AllocationChange("extend", "grace", until=until)
     )
-    assert (extended.state, extended.valid_until, extended.expiry_notices_sent) == (
-        "active",
-        until,
-        0,
-    )
+    assert (extended.state, extended.valid_until) == ("active", until)
 
 
 def test_extend_to_a_date_without_a_time_zone_is_invalid_input(

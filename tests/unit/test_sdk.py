@@ -225,6 +225,7 @@ SCHEMAS: list[tuple[Any, type[BaseModel]]] = [
     (types.Invitation, schemas_access.InvitationPublic),
     (types.Call, schemas_access.CallPublic),
     (types.Allocation, schemas_access.AllocationPublic),
+    (types.Notice, schemas_access.NoticePublic),
     (types.Proposal, schemas_access.ProposalPublic),
     (types.AuditEntry, schemas_access.AuditPublic),
     (types.Job, schemas_jobs.JobPublic),

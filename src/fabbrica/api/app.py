@@ -19,6 +19,7 @@ from fabbrica.api.routes import (
     catalog,
     health,
     jobs,
+    notices,
     organisations,
     projects,
     proposals,
@@ -63,7 +64,7 @@ def create_app(
         upload_paths=frozenset({f"{API_PREFIX}/jobs"}),
     )
     routers = (health, catalog, users, tokens, organisations, projects, calls, proposals)
-    for module in (*routers, allocations, reports, jobs, agents):
+    for module in (*routers, allocations, notices, reports, jobs, agents):
         app.include_router(module.router, prefix=API_PREFIX)
     install_openapi(app, API_PREFIX)
     return app

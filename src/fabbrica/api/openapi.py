@@ -74,6 +74,7 @@ ROUTE_ERRORS: dict[tuple[str, str], frozenset[int]] = {
     ("POST", "/allocations/{allocation_id}/changes"): frozenset({403, 404, 409, 422}),
     ("POST", "/allocations/{allocation_id}/final-report"): frozenset({403, 404, 422}),
     ("GET", "/allocations/{allocation_id}/audit"): frozenset({404}),
+    ("GET", "/notices"): frozenset({404}),
     ("GET", "/reports/access"): frozenset({403, 404}),
     ("POST", "/jobs"): frozenset({400, 403, 404, 422}),
     ("GET", "/jobs"): frozenset({404}),

@@ -8,6 +8,7 @@ from fabbrica.api.schemas_access import (
     AllocationPublic,
     CallPublic,
     MemberPublic,
+    NoticePublic,
     ProjectPublic,
     ProposalPublic,
     ReviewerReview,
@@ -16,7 +17,7 @@ from fabbrica.api.schemas_access import (
 from fabbrica.services import accounting
 from fabbrica.services.access import calls, projects, reviews
 from fabbrica.services.access.visibility import operates
-from fabbrica.store.models import Allocation, Call, Project, Proposal, User
+from fabbrica.store.models import Allocation, BudgetAlert, Call, Project, Proposal, User
 
 
 def project_public(session: Session, project: Project) -> ProjectPublic:
@@ -67,6 +68,22 @@ def allocation_public(allocation: Allocation) -> AllocationPublic:
         state=allocation.state,
         final_report_due=allocation.final_report_due,
         final_report_submitted=allocation.final_report is not None,
+    )
+
+
+def notice_public(alert: BudgetAlert) -> NoticePublic:
+    allocation = alert.allocation
+    return NoticePublic(
+        id=alert.id,
+        allocation=allocation.id,
+        project=allocation.project.id or "",
+        factory=allocation.factory_id,
+        threshold=alert.threshold,
+        message=alert.message,
+        used_gpu_hours=alert.used_gpu_hours,
+        gpu_hours=alert.granted_gpu_hours,
+        valid_until=alert.valid_until,
+        created_at=alert.created_at,
     )
 
 

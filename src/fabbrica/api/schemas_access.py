@@ -162,6 +162,21 @@ class AllocationPublic(BaseModel):
     final_report_submitted: bool
 
 
+class NoticePublic(BaseModel):
+    """A budget alert of one of your projects' allocations (also sent by email)."""
+
+    id: int
+    allocation: int
+    project: str
+    factory: str
+    threshold: str = Field(description="used_75, used_90, used_100, days_14 or days_3")
+    message: str
+    used_gpu_hours: float = Field(description="when the alert was written")
+    gpu_hours: float = Field(description="granted, when the alert was written")
+    valid_until: dt.datetime
+    created_at: dt.datetime
+
+
 class ProposalPublic(BaseModel):
     id: int
     project: str

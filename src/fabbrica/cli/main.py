@@ -82,6 +82,7 @@ _GROUPS: dict[str, list[tuple[str, Any]]] = {
         ("review", proposal_cmds.review),
         ("allocations", proposal_cmds.allocations),
         ("allocation", proposal_cmds.allocation_app),
+        ("notices", proposal_cmds.notices),
     ],
     JOBS: [
         ("run", job_cmds.run),

@@ -251,6 +251,35 @@ def _allocation_table(rows: list[dict[str, Any]]) -> None:
     )
 
 
+def notices(
+    limit: Annotated[int, typer.Option("--limit", min=1, max=500, help="At most this many.")] = 50,
+    json_out: JsonOpt = False,
+) -> None:
+    """Budget alerts of your projects' allocations, newest first.
+
+    The notices of the emails members get once when an allocation passes 75, 90 and 100 %
+    of its granted GPU-hours and when it has 14 and 3 days left: `id`, `allocation`,
+    `project`, `factory`, `threshold` (`used_75|used_90|used_100|days_14|days_3`),
+    `message`, `used_gpu_hours` and `gpu_hours` (granted) when it was written,
+    `valid_until`, `created_at`.
+    """
+    emit(client().notices(limit), json_out, _notice_table)
+
+
+def _notice_table(rows: list[dict[str, Any]]) -> None:
+    print_table(
+        count(len(rows), "notice"),
+        [
+            ("when", lambda r: when(r["created_at"])[:16]),
+            ("allocation", lambda r: r["allocation"]),
+            ("project", lambda r: r["project"]),
+            ("threshold", lambda r: r["threshold"]),
+            ("message", lambda r: r["message"]),
+        ],
+        rows,
+    )
+
+
 def _change(allocation_id: int, body: dict[str, Any], json_out: bool) -> None:
     emit(client().change_allocation(allocation_id, **body), json_out)
 

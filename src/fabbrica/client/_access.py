@@ -18,6 +18,7 @@ from fabbrica.client.types import (
     FactoryDetail,
     Health,
     Invitation,
+    Notice,
     Organisation,
     OrganisationDetail,
     Project,
@@ -278,6 +279,10 @@ class AccessApi(Http):
     def allocation(self, allocation_id: int) -> Allocation:
         """One allocation."""
         return cast(Allocation, self._get(f"/allocations/{allocation_id}"))
+
+    def notices(self, limit: int = 50) -> list[Notice]:
+        """Budget alerts of your projects' allocations, newest first (the emails' notices)."""
+        return cast(list[Notice], self._get("/notices", limit=limit))
 
     def change_allocation(
         self,

@@ -162,6 +162,21 @@ class Allocation(TypedDict):
     final_report_submitted: bool
 
 
+class Notice(TypedDict):
+    """A budget alert: `threshold` is used_75, used_90, used_100, days_14 or days_3."""
+
+    id: int
+    allocation: int
+    project: str
+    factory: str
+    threshold: str
+    message: str
+    used_gpu_hours: float
+    gpu_hours: float
+    valid_until: str
+    created_at: str
+
+
 class Proposal(TypedDict):
     """A proposal; `reviews` carry `reviewer_id`, `state` and `conflict_reason` for staff."""
 

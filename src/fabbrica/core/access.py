@@ -71,6 +71,10 @@ class AllocationState(StrEnum):
     EXPIRED = "expired"
 
 
+# live: not ended (an allocation suspended for a while is still the project's)
+LIVE = (AllocationState.ACTIVE.value, AllocationState.SUSPENDED.value)
+
+
 class CallState(StrEnum):
     OPEN = "open"
     CLOSED = "closed"

@@ -2,8 +2,8 @@
 
 granted, reserved and used GPU-hours with used + reserved <= granted (a CHECK constraint
 too); operators extend, top up, suspend, resume and terminate; every change is audited.
-Expiry is automatic, with notices to the PI 14 and 3 days before; a final report is due
-within 3 months of the end.
+Expiry is automatic (the PI is told); the budget alerts before it (GPU-hours used, days
+left) are services/alerts.py's. A final report is due within 3 months of the end.
 """
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ from dataclasses import dataclass
 from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
-from fabbrica.core.access import MAX_GPU_HOURS, AllocationState, add_months
+from fabbrica.core.access import LIVE, MAX_GPU_HOURS, AllocationState, add_months
 from fabbrica.core.billing import gpu_hours_problem
 from fabbrica.core.errors import Conflict, Forbidden, InvalidInput, NotFound
 from fabbrica.core.text import clean_text
-from fabbrica.services import notify
+from fabbrica.services import alerts, notify
 from fabbrica.services.access import audit
 from fabbrica.services.access.visibility import (
     allocation_filter,
@@ -32,10 +32,8 @@ from fabbrica.store.db import Database
 from fabbrica.store.models import Allocation, Project, Proposal, User
 
 REPORT_DUE_MONTHS = 3
-NOTICE_DAYS = (14, 3)
 MAX_REPORT_CHARS = 200_000
 MAX_EXTENSION = dt.timedelta(days=10 * 365)
-LIVE = (AllocationState.ACTIVE.value, AllocationState.SUSPENDED.value)
 
 
 def create_allocation(
@@ -120,6 +118,8 @@ def change(
     reason = clean_text(change.reason, "reason", max_len=2000, multiline=True)
     before = _snapshot(allocation)
     _apply(allocation, change, now)
+    if change.action in ("extend", "top_up"):
+        alerts.rearm(session, allocation)
     audit.record(
         session,
         actor=actor,
@@ -153,7 +153,6 @@ def _apply(allocation: Allocation, change: AllocationChange, now: dt.datetime) -
             )
         allocation.valid_until = until
         allocation.final_report_due = add_months(until, REPORT_DUE_MONTHS)
-        allocation.expiry_notices_sent = 0
         if state is AllocationState.EXPIRED:
             allocation.state = AllocationState.ACTIVE.value
     elif change.action == "top_up":
@@ -230,7 +229,7 @@ def overdue_reports(session: Session, pi: User, now: dt.datetime) -> list[tuple[
 
 
 class ExpiryStep:
-    """Control-loop step: expire allocations past their end; warn PIs 14 and 3 days before."""
+    """Control-loop step: expire allocations past their end, and tell their PIs."""
 
     def __init__(self, db: Database, clock: Callable[[], dt.datetime]) -> None:
         self.db = db
@@ -238,33 +237,24 @@ class ExpiryStep:
 
     def __call__(self) -> int:
         with self.db.session() as session:
-            return expire_and_warn(session, self.clock())
+            return expire(session, self.clock())
 
 
-def expire_and_warn(session: Session, now: dt.datetime) -> int:
+def expire(session: Session, now: dt.datetime) -> int:
     changed = 0
-    horizon = now + dt.timedelta(days=max(NOTICE_DAYS))
-    live = select(Allocation).where(Allocation.state.in_(LIVE), Allocation.valid_until <= horizon)
+    live = select(Allocation).where(Allocation.state.in_(LIVE), Allocation.valid_until <= now)
     for allocation in session.scalars(live.with_for_update()):
-        if allocation.valid_until <= now:
-            allocation.state = AllocationState.EXPIRED.value
-            audit.record(
-                session,
-                actor=None,
-                entity="allocation",
-                entity_id=allocation.id,
-                action="expire",
-                now=now,
-            )
-            _tell_pi(session, allocation, "has expired", now)
-            changed += 1
-            continue
-        days_left = (allocation.valid_until - now).total_seconds() / 86400
-        due = sum(1 for d in NOTICE_DAYS if days_left <= d)
-        if due > allocation.expiry_notices_sent:
-            allocation.expiry_notices_sent = due
-            _tell_pi(session, allocation, f"expires in {days_left:.0f} days", now)
-            changed += 1
+        allocation.state = AllocationState.EXPIRED.value
+        audit.record(
+            session,
+            actor=None,
+            entity="allocation",
+            entity_id=allocation.id,
+            action="expire",
+            now=now,
+        )
+        _tell_pi(session, allocation, "has expired", now)
+        changed += 1
     return changed
 
 

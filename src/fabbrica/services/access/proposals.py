@@ -12,6 +12,7 @@ from fabbrica.catalog.model import AccessMode, Catalog, Decision
 from fabbrica.catalog.model import Review as ReviewKind
 from fabbrica.core.access import (
     DECLARATION,
+    LIVE,
     MAX_ABSTRACT_CHARS,
     ONE_LIVE_ALLOCATION_MODES,
     Applicant,
@@ -29,7 +30,7 @@ from fabbrica.core.lookup import resolve
 from fabbrica.core.text import clean_text
 from fabbrica.services import notify
 from fabbrica.services.access import audit, reviews
-from fabbrica.services.access.allocations import LIVE, create_allocation, overdue_reports
+from fabbrica.services.access.allocations import create_allocation, overdue_reports
 from fabbrica.services.access.calls import committed_gpu_hours, get_call, operating_gpu_models
 from fabbrica.services.access.visibility import (
     proposal_filter,

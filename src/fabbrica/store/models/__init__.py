@@ -15,6 +15,7 @@ from fabbrica.store.models.access import (
     Review,
 )
 from fabbrica.store.models.agents import Agent, SiteUsername
+from fabbrica.store.models.alerts import BudgetAlert, OperatorDigest
 from fabbrica.store.models.base import Base
 from fabbrica.store.models.identity import ApiToken, OperatorFactory, User
 from fabbrica.store.models.jobs import Job, UsageRecord
@@ -25,10 +26,12 @@ __all__ = [
     "ApiToken",
     "AuditEntry",
     "Base",
+    "BudgetAlert",
     "Call",
     "CallReviewer",
     "Invitation",
     "Job",
+    "OperatorDigest",
     "OperatorFactory",
     "Organisation",
     "OrganisationMember",

@@ -179,7 +179,6 @@ class Allocation(Base):
     valid_from: Mapped[dt.datetime]
     valid_until: Mapped[dt.datetime]
     state: Mapped[str] = mapped_column(String(12))
-    expiry_notices_sent: Mapped[int] = mapped_column(default=0)  # 14-day, then 3-day
     final_report_due: Mapped[dt.datetime]
     final_report: Mapped[str | None] = mapped_column(Text)
     final_report_at: Mapped[dt.datetime | None]
