@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import html
 import io
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -100,8 +101,9 @@ def charts(data: dict[str, Any]) -> list[str]:
             ax.legend()
         figure.tight_layout()
         out = io.StringIO()
-        figure.savefig(out, format="svg")
+        figure.savefig(out, format="svg", metadata={"Date": None})
         text = out.getvalue()
+        text = re.sub(r"<metadata>.*?</metadata>", "", text, flags=re.S)  # no RDF, no date
         return text[text.index("<svg") :]  # inline: no XML declaration or doctype
 
     by = data["by"]
