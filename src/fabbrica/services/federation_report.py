@@ -17,7 +17,7 @@ import statistics
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, func, select, true
+from sqlalchemy import ColumnElement, and_, case, func, literal, null, or_, select, true, union_all
 from sqlalchemy.orm import Session
 
 from fabbrica.catalog.model import Catalog, Channel
@@ -109,10 +109,9 @@ def report_between(
         return in_operated(actor, column) if not sees_all(actor) else true()
 
     period_hours = (end - start).total_seconds() / 3600
-    cells = _cells(session, start, end, in_scope)
-    by = {dimension: _roll_up(cells, DIMENSIONS.index(dimension)) for dimension in DIMENSIONS}
-    totals = _sums(cells)
-    small = _sums(c for c in cells if c[3] in SMALL_FIRMS)
+    by, granted_by_mode = _grouped(session, start, end, in_scope)
+    totals = _sums(by["factory"])  # every allocation has one factory: the rows sum to all
+    small = _sums(r for r in by["organisation_type"] if r["key"] in SMALL_FIRMS)
     used_by_factory = {row["key"]: row["used_gpu_hours"] for row in by["factory"]}
     return {
         "period": {
@@ -134,7 +133,7 @@ def report_between(
         "utilisation": [
             _utilisation(catalog, f, period_hours, used_by_factory.get(f, 0.0)) for f in scope
         ],
-        "funding": _funding(cells, catalog, scope),
+        "funding": _funding(granted_by_mode, catalog, scope),
     }
 
 
@@ -151,40 +150,17 @@ def _scope(session: Session, actor: User, catalog: Catalog, factory: str | None)
     return [factory]
 
 
-# a cell: (member state, factory, sector, organisation type, access mode) and its sums
-Cell = tuple[str, str, str, str, str, float, int, float, int]
+Row = dict[str, Any]
 
 
-def _cells(session: Session, start: dt.datetime, end: dt.datetime, in_scope: Any) -> list[Cell]:
-    """Granted and used GPU-hours for every combination of the five dimensions: two
-    grouped queries (allocations made in the period; usage records created in it)."""
-    keys = (
-        Organisation.country,
-        Allocation.factory_id,
-        Organisation.sector,
-        Organisation.type,
-        Call.mode,
-    )
-
-    def grouped(query: Any) -> dict[tuple[str, ...], tuple[float, int]]:
-        query = (
-            query.join(Project, Project.pk == Allocation.project_pk)
-            .join(Organisation, Organisation.id == Project.organisation_id)
-            .join(Call, Call.id == Allocation.call_id)
-            .where(in_scope(Allocation.factory_id))
-            .group_by(*keys)
-        )
-        return {
-            tuple(NONE if k is None else str(k) for k in row[:5]): (float(row[5] or 0), row[6])
-            for row in session.execute(query)
-        }
-
-    granted = grouped(
-        select(*keys, func.sum(Allocation.granted_gpu_hours), func.count(Allocation.id)).where(
-            Allocation.created_at >= start, Allocation.created_at < end
-        )
-    )
-    # the usage records summed per allocation first: the joins then see one row per allocation
+def _grouped(
+    session: Session, start: dt.datetime, end: dt.datetime, in_scope: Any
+) -> tuple[dict[str, list[Row]], dict[tuple[str, str], float]]:
+    """Granted and used GPU-hours by each dimension, and granted by factory and mode: one
+    statement. Its common table has a row per allocation made in the period or charged in
+    it, with its usage in the period summed first; each dimension is a GROUP BY over it,
+    so the usage records are read once, by the database."""
+    in_period = and_(Allocation.created_at >= start, Allocation.created_at < end)
     usage = (
         select(
             UsageRecord.allocation_id.label("allocation_id"),
@@ -193,37 +169,73 @@ def _cells(session: Session, start: dt.datetime, end: dt.datetime, in_scope: Any
         )
         .where(UsageRecord.created_at >= start, UsageRecord.created_at < end)
         .group_by(UsageRecord.allocation_id)
-        .subquery()
+        .subquery("usage")
     )
-    used = grouped(
-        select(*keys, func.sum(usage.c.gpu_hours), func.sum(usage.c.records)).join(
-            Allocation, Allocation.id == usage.c.allocation_id
+    base = (
+        select(
+            Organisation.country.label("member_state"),
+            Allocation.factory_id.label("factory"),
+            Organisation.sector.label("sector"),
+            Organisation.type.label("organisation_type"),
+            Call.mode.label("access_mode"),
+            case((in_period, Allocation.granted_gpu_hours), else_=0.0).label("granted"),
+            case((in_period, 1), else_=0).label("made"),
+            func.coalesce(usage.c.gpu_hours, 0.0).label("used"),
+            func.coalesce(usage.c.records, 0).label("records"),
+        )
+        .join(Project, Project.pk == Allocation.project_pk)
+        .join(Organisation, Organisation.id == Project.organisation_id)
+        .join(Call, Call.id == Allocation.call_id)
+        .outerjoin(usage, usage.c.allocation_id == Allocation.id)
+        .where(or_(in_period, usage.c.allocation_id.is_not(None)), in_scope(Allocation.factory_id))
+        .cte("base")
+    )
+    sums = (
+        func.sum(base.c.granted),
+        func.sum(base.c.made),
+        func.sum(base.c.used),
+        func.sum(base.c.records),
+    )
+    parts = [
+        select(literal(name), base.c[name], null(), *sums).group_by(base.c[name])
+        for name in DIMENSIONS
+    ]
+    parts.append(
+        select(literal("funding"), base.c.factory, base.c.access_mode, *sums).group_by(
+            base.c.factory, base.c.access_mode
         )
     )
-    return [
-        (*key, *granted.get(key, (0.0, 0)), *used.get(key, (0.0, 0)))  # type: ignore[misc]
-        for key in sorted(granted.keys() | used.keys())
-    ]
+    by: dict[str, list[Row]] = {name: [] for name in DIMENSIONS}
+    funding: dict[tuple[str, str], float] = {}
+    for name, key, mode, granted, made, used, records in session.execute(union_all(*parts)):
+        if name == "funding":
+            funding[(key, mode)] = float(granted or 0)
+            continue
+        by[name].append(
+            {
+                "key": NONE if key is None else str(key),
+                "granted_gpu_hours": float(granted or 0),
+                "allocations": int(made or 0),
+                "used_gpu_hours": float(used or 0),
+                "usage_records": int(records or 0),
+            }
+        )
+    for rows in by.values():
+        rows.sort(key=lambda row: str(row["key"]))
+    return by, funding
 
 
-def _sums(cells: Iterable[Cell]) -> dict[str, Any]:
-    granted, allocations, used, records = 0.0, 0, 0.0, 0
-    for cell in cells:
-        granted += cell[5]
-        allocations += cell[6]
-        used += cell[7]
-        records += int(cell[8])
-    return {
-        "granted_gpu_hours": granted,
-        "allocations": allocations,
-        "used_gpu_hours": used,
-        "usage_records": records,
+def _sums(rows: Iterable[Row]) -> Row:
+    totals: Row = {
+        "granted_gpu_hours": 0.0,
+        "allocations": 0,
+        "used_gpu_hours": 0.0,
+        "usage_records": 0,
     }
-
-
-def _roll_up(cells: Sequence[Cell], index: int) -> list[dict[str, Any]]:
-    keys = sorted({cell[index] for cell in cells})
-    return [{"key": key, **_sums(c for c in cells if c[index] == key)} for key in keys]
+    for row in rows:
+        for field in totals:
+            totals[field] += row[field]
+    return totals
 
 
 def _share(part: float, whole: float) -> float | None:
@@ -293,9 +305,14 @@ def _first_jobs(
 ) -> list[dict[str, Any]]:
     """Per access mode, for the allocations made in the period: how many have run a job,
     and the hours from the allocation (the acceptance) to its first job's start."""
+    made = select(Allocation.id).where(
+        Allocation.created_at >= start,
+        Allocation.created_at < end,
+        in_scope(Allocation.factory_id),
+    )
     first = (
         select(Job.allocation_id.label("allocation_id"), func.min(Job.started_at).label("at"))
-        .where(Job.started_at.is_not(None))
+        .where(Job.started_at.is_not(None), Job.allocation_id.in_(made))
         .group_by(Job.allocation_id)
         .subquery()
     )
@@ -355,14 +372,16 @@ def _utilisation(
     }
 
 
-def _funding(cells: Sequence[Cell], catalog: Catalog, scope: Sequence[str]) -> list[dict[str, Any]]:
+def _funding(
+    granted: dict[tuple[str, str], float], catalog: Catalog, scope: Sequence[str]
+) -> list[Row]:
     """Per factory: GPU-hours granted through modes of the EU channel and of the national
     one, against the factory's `eu_share` in the catalog."""
     national = {m.id for m in catalog.access_modes if m.channel is Channel.NATIONAL}
     report = []
     for factory_id in scope:
-        eu = sum(c[5] for c in cells if c[1] == factory_id and c[4] not in national)
-        home = sum(c[5] for c in cells if c[1] == factory_id and c[4] in national)
+        eu = sum(g for (f, m), g in granted.items() if f == factory_id and m not in national)
+        home = sum(g for (f, m), g in granted.items() if f == factory_id and m in national)
         factory = catalog.factory(factory_id)
         report.append(
             {
