@@ -76,11 +76,11 @@ def fill(db: Database, records: int, seed: int) -> float:
                 "COPY calls (id, mode, factory_id, state, decision, min_reviews, created_at) "
                 "FROM STDIN"
             ) as copy:
-                for factory in catalog.factories:
+                for site in catalog.factories:
                     for mode in catalog.access_modes:
-                        call = call_id_for(factory.id, mode.id)
-                        calls.append((call, factory.id))
-                        copy.write_row((call, mode.id, factory.id, "open", "manual", 0, YEAR))
+                        call = call_id_for(site.id, mode.id)
+                        calls.append((call, site.id))
+                        copy.write_row((call, mode.id, site.id, "open", "manual", 0, YEAR))
             allocations = []
             with cur.copy(
                 "COPY allocations (id, project_pk, call_id, factory_id, granted_gpu_hours, "
