@@ -312,7 +312,8 @@ def _first_jobs(
     )
     first = (
         select(Job.allocation_id.label("allocation_id"), func.min(Job.started_at).label("at"))
-        .where(Job.started_at.is_not(None), Job.allocation_id.in_(made))
+        # a job of an allocation made in the period starts after it: at `start` or later
+        .where(Job.started_at >= start, Job.allocation_id.in_(made))
         .group_by(Job.allocation_id)
         .subquery()
     )
