@@ -184,6 +184,8 @@ def main() -> None:
                     "ok" if median < TARGET_S else f"OVER {TARGET_S} s",
                 )
         console.print(table)
+        load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+        console.print(f"load average (1, 5, 15 min) at the end: {load} on {os.cpu_count()} cores")
         db.dispose()
     finally:
         with admin.connect() as conn:

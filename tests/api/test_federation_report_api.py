@@ -38,6 +38,8 @@ def test_the_report_of_a_period(api: TestClient, admin: dict[str, str]) -> None:
         ({"to": "not-a-date"}, "to"),
         ({"from": "2026-11-02", "to": "2026-11-01"}, "from"),
         ({"from": "2026-11-01", "to": "2026-11-01"}, "from"),
+        ({"to": "0001-01-01"}, "to"),
+        ({"from": "9999-12-31"}, "from"),
         ({"factory": "atlantis"}, "factory"),
         ({"factory": "it4lia/../x"}, "factory"),
     ],

@@ -76,6 +76,8 @@ def report_period(
     if end is None:
         end = today + dt.timedelta(days=1)
     if start is None:
+        if end == dt.date.min:
+            raise InvalidInput(f"to ({end}) leaves no day before it", field="to")
         start = (end - dt.timedelta(days=1)).replace(day=1)
     if end <= start:
         raise InvalidInput(f"from ({start}) must be before to ({end})", field="from")
