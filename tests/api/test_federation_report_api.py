@@ -36,6 +36,9 @@ def test_the_report_of_a_period(api: TestClient, admin: dict[str, str]) -> None:
     [
         ({"from": "2026-13-01"}, "from"),
         ({"to": "not-a-date"}, "to"),
+        ({"to": "0"}, "to"),  # not a Unix time either
+        ({"from": "2026-11-01T00:00:00"}, "from"),
+        ({"from": "2026-02-30"}, "from"),
         ({"from": "2026-11-02", "to": "2026-11-01"}, "from"),
         ({"from": "2026-11-01", "to": "2026-11-01"}, "from"),
         ({"to": "0001-01-01"}, "to"),

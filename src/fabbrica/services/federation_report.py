@@ -65,6 +65,18 @@ def federation_report(
     )
 
 
+def day(text: str | None, field: str) -> dt.date | None:
+    """A day written YYYY-MM-DD (None stays None); anything else is invalid input."""
+    if text is None:
+        return None
+    try:
+        if len(text) != 10:
+            raise ValueError(text)
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise InvalidInput(f"{field}: not a day as YYYY-MM-DD: {text!r}", field=field) from None
+
+
 def report_period(
     start: dt.date | None, end: dt.date | None, today: dt.date
 ) -> tuple[dt.date, dt.date]:

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import datetime as dt
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
@@ -10,6 +9,7 @@ from fabbrica.api.params import ID_PATTERN
 from fabbrica.services import federation_report, reports
 
 router = APIRouter(tags=["reports"])
+DAY_PATTERN = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"  # a day, as YYYY-MM-DD only (no timestamps)
 
 
 @router.get("/reports/access")
@@ -26,12 +26,22 @@ def report_federation(
     catalog: CatalogDep,
     ctx: ContextDep,
     start: Annotated[
-        dt.date | None,
-        Query(alias="from", description="first day (UTC), included; default: last month's"),
+        str | None,
+        Query(
+            alias="from",
+            pattern=DAY_PATTERN,
+            description="first day, YYYY-MM-DD (UTC), included; default: last month's",
+            json_schema_extra={"format": "date"},
+        ),
     ] = None,
     end: Annotated[
-        dt.date | None,
-        Query(alias="to", description="day after the last (UTC), excluded"),
+        str | None,
+        Query(
+            alias="to",
+            pattern=DAY_PATTERN,
+            description="the day after the last, YYYY-MM-DD (UTC), excluded",
+            json_schema_extra={"format": "date"},
+        ),
     ] = None,
     factory: Annotated[
         str | None, Query(max_length=64, pattern=ID_PATTERN, description="one factory only")
@@ -40,5 +50,11 @@ def report_federation(
     """GPU-hours granted and used, decision times, utilisation and funding channels over
     a period [from, to) (operators: their factories; federation admins: all)."""
     return federation_report.federation_report(
-        session, actor, catalog, now=ctx.clock(), start=start, end=end, factory=factory
+        session,
+        actor,
+        catalog,
+        now=ctx.clock(),
+        start=federation_report.day(start, "from"),
+        end=federation_report.day(end, "to"),
+        factory=factory,
     )
