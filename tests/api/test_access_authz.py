@@ -367,6 +367,8 @@ CASES = [
          status=403, control="op"),
     Case("access-report", "GET", "/reports/access", lambda r: "/reports/access", status=403,
          control="op"),
+    Case("federation-report", "GET", "/reports/federation", lambda r: "/reports/federation",
+         status=403, control="op"),
 ]  # fmt: skip
 
 
@@ -609,6 +611,7 @@ STAFF_ONLY = [
     StaffCase("terminate", "POST", lambda t: f"/allocations/{t.alloc}/changes",
               lambda w: {"action": "terminate", "reason": "ended"}),
     StaffCase("access-report", "GET", lambda t: "/reports/access"),
+    StaffCase("federation-report", "GET", lambda t: "/reports/federation"),
 ]  # fmt: skip
 
 

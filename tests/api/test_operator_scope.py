@@ -274,6 +274,18 @@ def report_counts(w: World, refs: Refs, role: str, data: Json) -> None:
                                else {"large_scale": 1, "playground": 1})  # fmt: skip
 
 
+def federation_by_factory(w: World, refs: Refs, role: str, data: Json) -> None:
+    """The factory's playground grant and job are in the report of its operator and the
+    admin, never in the other operator's."""
+    keys = {row["key"] for row in data["by"]["factory"]}
+    assert (refs.factory in keys) == (role in ("admin", "op_own")), (role, keys)
+    assert (refs.factory in data["factories"]) == (role in ("admin", "op_own")), role
+    if refs.factory in keys:
+        row = next(r for r in data["by"]["factory"] if r["key"] == refs.factory)
+        assert row["allocations"] == 1 and row["granted_gpu_hours"] == 100, row
+        assert row["usage_records"] == 1, row
+
+
 def usage_by_factory(w: World, refs: Refs, role: str, data: Json) -> None:
     keys = {row["key"] for row in data}
     assert (refs.factory in keys) == (role in SEES_TENANT), (role, keys)
@@ -367,6 +379,12 @@ CASES = [
     # reports and usage
     Case("access-report", "GET", "/reports/access", lambda r, w: "/reports/access",
          {"admin": 200, "op_own": 200, "op_other": 200, **REFUSED}, check=report_counts),
+    Case("federation-report", "GET", "/reports/federation",
+         lambda r, w: "/reports/federation?from=2026-11-01&to=2026-12-01",
+         {"admin": 200, "op_own": 200, "op_other": 200, **REFUSED}, check=federation_by_factory),
+    Case("federation-report-of-factory", "GET", "/reports/federation",
+         lambda r, w: f"/reports/federation?from=2026-11-01&to=2026-12-01&factory={r.factory}",
+         {"admin": 200, "op_own": 200, "op_other": 403, **REFUSED}, check=federation_by_factory),
     Case("usage", "GET", "/usage", lambda r, w: "/usage?by=factory", LISTING,
          check=usage_by_factory),
     # jobs

@@ -76,6 +76,7 @@ ROUTE_ERRORS: dict[tuple[str, str], frozenset[int]] = {
     ("GET", "/allocations/{allocation_id}/audit"): frozenset({404}),
     ("GET", "/notices"): frozenset({404}),
     ("GET", "/reports/access"): frozenset({403, 404}),
+    ("GET", "/reports/federation"): frozenset({403, 404, 422}),
     ("POST", "/jobs"): frozenset({400, 403, 404, 422}),
     ("GET", "/jobs"): frozenset({404}),
     ("GET", "/jobs/{job_id}"): frozenset({404}),

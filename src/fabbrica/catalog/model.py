@@ -62,6 +62,14 @@ class Decision(StrEnum):
     MANUAL = "manual"
 
 
+class Channel(StrEnum):
+    """Who funds the GPU-hours a mode grants: the EU's calls or the hosting state's
+    national access (the federation report compares them with a factory's `eu_share`)."""
+
+    EU = "eu"
+    NATIONAL = "national"
+
+
 class Partition(_Strict):
     """Nodes of one kind: one GPU model, the same GPUs and memory per node."""
 
@@ -111,6 +119,12 @@ class Factory(_Strict):
     selected: dt.date | None = None
     focus_areas: tuple[str, ...] = ()
     emulated: bool = False
+    eu_share: float = Field(
+        default=0.5,
+        ge=0,
+        le=1,
+        description="the share of the factory's GPU-hours funded for EU calls (the rest national)",
+    )
     systems: tuple[System, ...] = ()
 
     @model_validator(mode="after")
@@ -163,6 +177,7 @@ class AccessMode(_Strict):
     decision_target_working_days: int | None = Field(default=None, ge=0, le=365)
     requires: tuple[Slug, ...] = ()
     legacy: bool = False
+    channel: Channel = Channel.EU
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:

@@ -22,6 +22,7 @@ from fabbrica.cli.output import (
     when,
 )
 from fabbrica.cli.params import JsonOpt, ProjectFilterOpt, positive
+from fabbrica.cli.report_cmds import report_federation
 from fabbrica.core.access import DECLARATION
 
 allocation_app = typer.Typer(
@@ -30,6 +31,7 @@ allocation_app = typer.Typer(
 report_app = typer.Typer(
     help="Reports for operators and the federation office.", no_args_is_help=True
 )
+report_app.command("federation")(report_federation)
 
 
 def _show_proposal(data: Mapping[str, Any], json_out: bool) -> None:

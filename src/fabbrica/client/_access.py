@@ -323,6 +323,24 @@ class AccessApi(Http):
         from submission to decision (operators and the federation office)."""
         return cast(dict[str, Any], self._get("/reports/access"))
 
+    def federation_report(
+        self,
+        *,
+        start: dt.date | None = None,
+        end: dt.date | None = None,
+        factory: str | None = None,
+    ) -> dict[str, Any]:
+        """The federation report over the days [start, end) in UTC (default: the last full
+        month): GPU-hours granted and used by member state, factory, sector, organisation
+        type and access mode; decision times; utilisation; EU versus national access
+        (operators: their factories; federation admins: all). docs/reporting.md."""
+        params = {
+            "from": None if start is None else start.isoformat(),
+            "to": None if end is None else end.isoformat(),
+            "factory": factory,
+        }
+        return cast(dict[str, Any], self._get("/reports/federation", **params))
+
     def agents(self) -> list[Agent]:
         """Every factory's site agent: backend, last sync and the capacity it reported."""
         return cast(list[Agent], self._get("/agents"))
