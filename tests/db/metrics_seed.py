@@ -42,13 +42,14 @@ def seed(session: Session) -> None:
     session.add(project)
     for call_id, factory, mode in [
         ("it4lia-playground", "it4lia", "playground"),
-        ("it4lia-fast-lane", "it4lia", "fast-lane"),
-        ("lumi-ai-playground", "lumi-ai", "playground"),
+        ("it4lia-fast-lane", "it4lia", "fast_lane"),
+        ("lumi-aif-playground", "lumi-aif", "playground"),
     ]:
-        session.add(
-            Call(id=call_id, mode=mode, factory_id=factory, state="open", decision="automatic",
-                 min_reviews=0, created_at=NOW)
-        )  # fmt: skip
+        if session.get(Call, call_id) is None:  # seed_calls may have made it (same mode)
+            session.add(
+                Call(id=call_id, mode=mode, factory_id=factory, state="open",
+                     decision="automatic", min_reviews=0, created_at=NOW)
+            )  # fmt: skip
     session.flush()
     _proposals(session, project.pk, user.id)
     _allocations(session, project.pk)
@@ -65,7 +66,7 @@ def _proposals(session: Session, project_pk: int, user_id: int) -> None:
         ("it4lia-playground", "accepted", 30.0),
         ("it4lia-fast-lane", "rejected", 2 * 86400.0),
         ("it4lia-fast-lane", "submitted", None),
-        ("lumi-ai-playground", "draft", None),
+        ("lumi-aif-playground", "draft", None),
     ]:
         submitted = NOW - dt.timedelta(days=3) if state != "draft" else None
         session.add(
@@ -83,7 +84,7 @@ def _allocations(session: Session, project_pk: int) -> None:
         ("it4lia-playground", "it4lia", "active", 1000.0, 250.5, 10.0),
         ("it4lia-playground", "it4lia", "active", 500.0, 0.25, 0.0),
         ("it4lia-fast-lane", "it4lia", "expired", 2000.0, 1999.0, 0.0),
-        ("lumi-ai-playground", "lumi-ai", "active", 300.0, 12.0, 2.0),
+        ("lumi-aif-playground", "lumi-aif", "active", 300.0, 12.0, 2.0),
     ]:
         session.add(
             Allocation(
@@ -102,11 +103,11 @@ JOBS: list[tuple[str | None, str, float | None, str | None]] = [
     ("it4lia", "failed", 4000.0, None),
     ("it4lia", "running", 1.0, None),
     ("it4lia", "dispatched", None, None),
-    ("lumi-ai", "succeeded", 90.0, None),
-    ("lumi-ai", "cancelled", None, None),
+    ("lumi-aif", "succeeded", 90.0, None),
+    ("lumi-aif", "cancelled", None, None),
     (None, "queued", None, "waiting for 8 GPUs"),
-    (None, "queued", None, "lost at lumi-ai; queued again: waiting for 8 GPUs"),
-    (None, "queued", None, "lost at lumi-ai; queued again"),
+    (None, "queued", None, "lost at lumi-aif; queued again: waiting for 8 GPUs"),
+    (None, "queued", None, "lost at lumi-aif; queued again"),
     (None, "queued", None, "lost at it4lia; queued again: no partition fits"),
 ]
 
@@ -135,7 +136,7 @@ def _agents(session: Session, user_id: int) -> None:
         Agent(factory_id="it4lia", user_id=user_id, capacity=json.dumps(capacity),
               last_seen_at=NOW - seconds(42))
     )  # fmt: skip
-    session.add(Agent(factory_id="lumi-ai", user_id=user_id, capacity="[]", last_seen_at=None))
+    session.add(Agent(factory_id="lumi-aif", user_id=user_id, capacity="[]", last_seen_at=None))
 
 
 def _outbox(session: Session) -> None:

@@ -41,10 +41,10 @@ def test_jobs_by_state_and_factory_are_the_rows(db: Database, registry: Collecto
     assert rows[("it4lia", "succeeded")] == 2  # the seed is what the test thinks
     for (factory, state), count in rows.items():
         assert value(registry, "fabbrica_jobs", factory=factory, state=state) == count
-    assert value(registry, "fabbrica_jobs", factory="lumi-ai", state="running") is None
+    assert value(registry, "fabbrica_jobs", factory="lumi-aif", state="running") is None
     assert value(registry, "fabbrica_queue_depth_jobs", factory=UNPLACED) == 4
     assert value(registry, "fabbrica_queue_depth_jobs", factory="it4lia") == 1  # dispatched
-    assert value(registry, "fabbrica_queue_depth_jobs", factory="lumi-ai") is None
+    assert value(registry, "fabbrica_queue_depth_jobs", factory="lumi-aif") is None
 
 
 def test_wait_time_histogram_by_factory(registry: CollectorRegistry) -> None:
@@ -60,7 +60,7 @@ def test_wait_time_histogram_by_factory(registry: CollectorRegistry) -> None:
     assert value(registry, "fabbrica_job_wait_seconds_sum", factory="it4lia") == pytest.approx(
         4021.5, abs=0.01
     )
-    assert bucket("lumi-ai", "60.0") == 0 and bucket("lumi-ai", "120.0") == 1
+    assert bucket("lumi-aif", "60.0") == 0 and bucket("lumi-aif", "120.0") == 1
     assert len([b for b in WAIT_BUCKETS if bucket("it4lia", repr(float(b))) is not None]) == len(
         WAIT_BUCKETS
     )
@@ -73,25 +73,30 @@ def test_gpus_and_agent_age_from_the_capacity_reports(registry: CollectorRegistr
     assert value(registry, "fabbrica_gpus", factory="it4lia", gpu_model="A100") == 4
     assert value(registry, "fabbrica_gpus_free", factory="it4lia", gpu_model="A100") == 0
     assert value(registry, "fabbrica_gpus", factory="it4lia", gpu_model="unknown") == 0
-    assert value(registry, "fabbrica_gpus", factory="lumi-ai", gpu_model="H100") is None
+    assert value(registry, "fabbrica_gpus", factory="lumi-aif", gpu_model="H100") is None
     assert value(registry, "fabbrica_agent_last_sync_age_seconds", factory="it4lia") == 42
-    assert value(registry, "fabbrica_agent_last_sync_age_seconds", factory="lumi-ai") is None
+    assert value(registry, "fabbrica_agent_last_sync_age_seconds", factory="lumi-aif") is None
 
 
 def test_lost_jobs_by_the_factory_that_lost_them(registry: CollectorRegistry) -> None:
-    assert value(registry, "fabbrica_jobs_lost", factory="lumi-ai") == 2
+    assert value(registry, "fabbrica_jobs_lost", factory="lumi-aif") == 2
     assert value(registry, "fabbrica_jobs_lost", factory="it4lia") == 1
 
 
-def test_gpu_hours_by_factory_mode_and_state(registry: CollectorRegistry) -> None:
+def test_gpu_hours_in_seconds_by_factory_mode_and_state(registry: CollectorRegistry) -> None:
+    def hours(name: str, **labels: str) -> float | None:
+        seconds = value(registry, f"fabbrica_allocation_{name}_gpu_seconds", **labels)
+        return None if seconds is None else seconds / 3600
+
     labels = {"factory": "it4lia", "mode": "playground", "state": "active"}
-    assert value(registry, "fabbrica_allocation_granted_gpu_hours", **labels) == 1500
-    assert value(registry, "fabbrica_allocation_used_gpu_hours", **labels) == 250.75
-    assert value(registry, "fabbrica_allocation_reserved_gpu_hours", **labels) == 10
-    expired = {"factory": "it4lia", "mode": "fast-lane", "state": "expired"}
-    assert value(registry, "fabbrica_allocation_used_gpu_hours", **expired) == 1999
-    lumi = {"factory": "lumi-ai", "mode": "playground", "state": "active"}
-    assert value(registry, "fabbrica_allocation_granted_gpu_hours", **lumi) == 300
+    assert hours("granted", **labels) == 1500
+    assert hours("used", **labels) == 250.75
+    assert hours("reserved", **labels) == 10
+    expired = {"factory": "it4lia", "mode": "fast_lane", "state": "expired"}
+    assert hours("used", **expired) == 1999
+    lumi = {"factory": "lumi-aif", "mode": "playground", "state": "active"}
+    assert hours("granted", **lumi) == 300
+    assert hours("granted", factory="lumi-aif", mode="fast_lane", state="active") is None
 
 
 def test_proposals_and_decision_latency_by_mode(registry: CollectorRegistry) -> None:
@@ -99,16 +104,16 @@ def test_proposals_and_decision_latency_by_mode(registry: CollectorRegistry) -> 
         return value(registry, "fabbrica_proposals", factory=factory, mode=mode, state=state)
 
     assert proposals("it4lia", "playground", "accepted") == 2
-    assert proposals("it4lia", "fast-lane", "rejected") == 1
-    assert proposals("it4lia", "fast-lane", "submitted") == 1
-    assert proposals("lumi-ai", "playground", "draft") == 1
+    assert proposals("it4lia", "fast_lane", "rejected") == 1
+    assert proposals("it4lia", "fast_lane", "submitted") == 1
+    assert proposals("lumi-aif", "playground", "draft") == 1
 
     def bucket(mode: str, le: str) -> float | None:
         return value(registry, "fabbrica_proposal_decision_seconds_bucket", mode=mode, le=le)
 
     assert [bucket("playground", le) for le in ("1.0", "10.0", "60.0", "+Inf")] == [1, 1, 2, 2]
-    assert bucket("fast-lane", "86400.0") == 0 and bucket("fast-lane", "259200.0") == 1
-    assert value(registry, "fabbrica_proposal_decision_seconds_count", mode="fast-lane") == 1
+    assert bucket("fast_lane", "86400.0") == 0 and bucket("fast_lane", "259200.0") == 1
+    assert value(registry, "fabbrica_proposal_decision_seconds_count", mode="fast_lane") == 1
     assert value(registry, "fabbrica_proposal_decision_seconds_sum", mode="playground") == (
         pytest.approx(30.5, abs=0.01)
     )

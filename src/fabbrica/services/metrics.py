@@ -38,6 +38,7 @@ WAIT_BUCKETS: tuple[float, ...] = (
 DECISION_BUCKETS: tuple[float, ...] = (
     1, 10, 60, 300, 900, 3600, 14400, 86400, 259200, 604800, 1209600, 2592000, 5184000, 7776000,
 )  # fmt: skip
+SECONDS_PER_HOUR = 3600.0
 WAITING = (JobState.QUEUED.value, JobState.DISPATCHED.value)  # not started: the queue
 
 
@@ -235,14 +236,15 @@ def _lost(session: Session) -> Metric:
 
 
 def _allocations(session: Session) -> list[Metric]:
+    """GPU-hours in Prometheus' base unit: GPU-seconds (3600 a GPU-hour)."""
     names = {
-        "granted": "GPU-hours granted",
-        "used": "GPU-hours charged to",
-        "reserved": "GPU-hours reserved by running jobs on",
+        "granted": "GPU-seconds granted (3600 a GPU-hour) to",
+        "used": "GPU-seconds (3600 a GPU-hour) charged to",
+        "reserved": "GPU-seconds (3600 a GPU-hour) reserved by running jobs on",
     }
     families = {
         key: GaugeMetricFamily(
-            f"fabbrica_allocation_{key}_gpu_hours",
+            f"fabbrica_allocation_{key}_gpu_seconds",
             f"{what} allocations, by factory, access mode and allocation state.",
             labels=["factory", "mode", "state"],
         )
@@ -262,9 +264,9 @@ def _allocations(session: Session) -> list[Metric]:
     )
     for factory, mode, state, granted, used, reserved in session.execute(query):
         labels = [factory, mode, state]
-        families["granted"].add_metric(labels, float(granted or 0))
-        families["used"].add_metric(labels, float(used or 0))
-        families["reserved"].add_metric(labels, float(reserved or 0))
+        families["granted"].add_metric(labels, float(granted or 0) * SECONDS_PER_HOUR)
+        families["used"].add_metric(labels, float(used or 0) * SECONDS_PER_HOUR)
+        families["reserved"].add_metric(labels, float(reserved or 0) * SECONDS_PER_HOUR)
     return list(families.values())
 
 
