@@ -140,7 +140,12 @@ def _agents(session: Session, user_id: int) -> None:
 
 
 def _outbox(session: Session) -> None:
-    for minutes_ago, sent, attempts in [(30, False, 0), (10, False, 2), (5, True, 1), (60, False, 5)]:
+    for minutes_ago, sent, attempts in [
+        (30, False, 0),
+        (10, False, 2),
+        (5, True, 1),
+        (60, False, 5),
+    ]:
         created = NOW - dt.timedelta(minutes=minutes_ago)
         session.add(
             OutboxEmail(to_address="a@b.eu", subject="s", body="b", kind="decision",

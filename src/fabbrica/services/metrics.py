@@ -330,4 +330,3 @@ def _outbox(session: Session, now: dt.datetime) -> list[Metric]:
     age = (now - first).total_seconds() if first is not None else 0.0
     oldest.add_metric([], max(0.0, age))
     return [backlog, oldest]
-
