@@ -17,7 +17,7 @@ import pytest
 
 from tests.api.test_grafana_dashboard import DASHBOARD, exprs
 from tests.cli.server import Server, free_port
-from tests.cli.test_jobs_e2e import Cli, startup
+from tests.cli.test_jobs_e2e import startup
 from tests.conftest import need_service
 
 pytestmark = pytest.mark.slow

@@ -21,7 +21,18 @@ from typing import Any
 
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
-from sqlalchemy import ColumnElement, Float, case, cast, extract, func, select
+from sqlalchemy import (
+    ColumnElement,
+    Float,
+    Integer,
+    Interval,
+    case,
+    cast,
+    extract,
+    func,
+    literal,
+    select,
+)
 from sqlalchemy.orm import Session
 
 from fabbrica.core.jobs import JobState
@@ -42,17 +53,48 @@ SECONDS_PER_HOUR = 3600.0
 WAITING = (JobState.QUEUED.value, JobState.DISPATCHED.value)  # not started: the queue
 
 
-def seconds_between(later: Any, earlier: Any, dialect: str) -> ColumnElement[float]:
-    """`later - earlier` in seconds, as SQL (UTC datetimes on both databases)."""
-    if dialect == "sqlite":  # julianday's doubles: about 50 microseconds of noise, rounded off
-        days = func.julianday(later) - func.julianday(earlier)
-        return cast(func.round(days * 86400.0, 3), Float)
-    return cast(extract("epoch", later - earlier), Float)
+@dataclass(frozen=True)
+class Span:
+    """`later - earlier` as SQL, in the form each database compares fastest: an interval on
+    PostgreSQL (no per-row conversion to seconds), seconds on SQLite (julianday's doubles,
+    rounded to the millisecond: they carry about 50 microseconds of noise)."""
 
+    later: Any
+    earlier: Any
+    dialect: str
 
-def bucket_index(seconds: ColumnElement[float], bounds: Sequence[float]) -> ColumnElement[int]:
-    """The index of the first bound `seconds` is at most, or len(bounds) (only +Inf)."""
-    return case(*((seconds <= bound, i) for i, bound in enumerate(bounds)), else_=len(bounds))
+    def value(self) -> ColumnElement[Any]:
+        if self.dialect == "sqlite":
+            days = func.julianday(self.later) - func.julianday(self.earlier)
+            return func.round(days * 86400.0, 3)
+        return self.later - self.earlier
+
+    def bound(self, seconds: float) -> ColumnElement[Any]:
+        if self.dialect == "sqlite":
+            return literal(float(seconds), Float())
+        return literal(dt.timedelta(seconds=seconds), Interval())
+
+    def total_seconds(self) -> ColumnElement[float]:
+        """The sum over a group, in seconds (converted once per group on PostgreSQL)."""
+        if self.dialect == "sqlite":
+            return cast(func.sum(self.value()), Float)
+        return cast(extract("epoch", func.sum(self.later - self.earlier)), Float)
+
+    def bucket(self, bounds: Sequence[float]) -> ColumnElement[int]:
+        """The index of the first bound the span is at most, len(bounds) past the last: a
+        binary search of CASEs, so each row is compared about log2(len(bounds)) times."""
+        span = self.value()
+
+        def search(low: int, high: int) -> ColumnElement[int]:
+            if low == high:
+                return literal(low, Integer())
+            middle = (low + high) // 2
+            return case(
+                (span <= self.bound(bounds[middle]), search(low, middle)),
+                else_=search(middle + 1, high),
+            )
+
+        return search(0, len(bounds))
 
 
 @dataclass(frozen=True)
@@ -115,8 +157,7 @@ class DatabaseCollector(Collector):
 def collect_families(session: Session, dialect: str, now: dt.datetime) -> list[Metric]:
     """Every metric family the database answers, at `now`."""
     return [
-        *_jobs(session),
-        _job_wait(session, dialect),
+        *_jobs(session, dialect),
         *_capacity(session, now),
         _lost(session),
         *_allocations(session),
@@ -130,7 +171,9 @@ def _factory(value: str | None) -> str:
     return value or UNPLACED
 
 
-def _jobs(session: Session) -> list[Metric]:
+def _jobs(session: Session, dialect: str) -> list[Metric]:
+    """Jobs by factory and state, the queue, and the wait histogram: one scan of the jobs
+    table, grouped by factory, state and wait bucket (-1: not started)."""
     jobs = GaugeMetricFamily(
         "fabbrica_jobs",
         f"Jobs by state and factory ({UNPLACED}: not placed on a factory).",
@@ -142,34 +185,33 @@ def _jobs(session: Session) -> list[Metric]:
         f"({UNPLACED}: not placed yet).",
         labels=["factory"],
     )
-    waiting: dict[str, int] = {}
-    query = select(Job.factory_id, Job.state, func.count()).group_by(Job.factory_id, Job.state)
-    for factory, state, count in session.execute(query):
-        jobs.add_metric([_factory(factory), state], count)
-        if state in WAITING:
-            waiting[_factory(factory)] = waiting.get(_factory(factory), 0) + count
-    for factory, count in sorted(waiting.items()):
-        queue.add_metric([factory], count)
-    return [jobs, queue]
-
-
-def _job_wait(session: Session, dialect: str) -> Metric:
-    wait = seconds_between(Job.started_at, Job.submitted_at, dialect)
-    index = bucket_index(wait, WAIT_BUCKETS).label("bucket")
-    query = (
-        select(Job.factory_id, index, func.count(), func.sum(wait))
-        .where(Job.started_at.is_not(None))
-        .group_by(Job.factory_id, index)
-    )
-    family = HistogramMetricFamily(
+    wait = HistogramMetricFamily(
         "fabbrica_job_wait_seconds",
         "Time from submission to start of the jobs that started, by factory.",
         labels=["factory"],
     )
-    rows = ((_factory(f), i, n, s) for f, i, n, s in session.execute(query))
-    for key, histogram in sorted(cumulate(rows, WAIT_BUCKETS).items()):
-        family.add_metric(list(key), histogram.buckets, histogram.total)
-    return family
+    span = Span(Job.started_at, Job.submitted_at, dialect)
+    index = case((Job.started_at.is_(None), -1), else_=span.bucket(WAIT_BUCKETS)).label("bucket")
+    query = select(Job.factory_id, Job.state, index, func.count(), span.total_seconds()).group_by(
+        Job.factory_id, Job.state, index
+    )
+    by_state: dict[tuple[str, str], int] = {}
+    waiting: dict[str, int] = {}
+    started: list[tuple[str, int, int, float]] = []
+    for factory_id, state, bucket, count, seconds in session.execute(query):
+        factory = _factory(factory_id)
+        by_state[(factory, state)] = by_state.get((factory, state), 0) + count
+        if state in WAITING:
+            waiting[factory] = waiting.get(factory, 0) + count
+        if bucket >= 0:
+            started.append((factory, bucket, count, seconds))
+    for (factory, state), count in sorted(by_state.items()):
+        jobs.add_metric([factory, state], count)
+    for factory, count in sorted(waiting.items()):
+        queue.add_metric([factory], count)
+    for key, histogram in sorted(cumulate(started, WAIT_BUCKETS).items()):
+        wait.add_metric(list(key), histogram.buckets, histogram.total)
+    return [jobs, queue, wait]
 
 
 def _capacity(session: Session, now: dt.datetime) -> list[Metric]:
@@ -287,10 +329,10 @@ def _proposals(session: Session) -> Metric:
 
 
 def _decision_latency(session: Session, dialect: str) -> Metric:
-    took = seconds_between(Proposal.decided_at, Proposal.submitted_at, dialect)
-    index = bucket_index(took, DECISION_BUCKETS).label("bucket")
+    span = Span(Proposal.decided_at, Proposal.submitted_at, dialect)
+    index = span.bucket(DECISION_BUCKETS).label("bucket")
     query = (
-        select(Call.mode, index, func.count(), func.sum(took))
+        select(Call.mode, index, func.count(), span.total_seconds())
         .join(Call, Call.id == Proposal.call_id)
         .where(Proposal.decided_at.is_not(None), Proposal.submitted_at.is_not(None))
         .group_by(Call.mode, index)
