@@ -110,10 +110,11 @@ def prometheus(
         one.stop()
 
 
-def eventually(read: Callable[[], float | None], expected: float, what: str) -> None:
+def eventually(prom: Prometheus, expr: str, expected: float, what: str) -> None:
+    """`expr` comes to answer `expected` (the scrapes catch up with the database)."""
     began, seen = time.monotonic(), None
     while time.monotonic() - began < PATIENCE:
-        seen = read()
+        seen = prom.scalar(expr)
         if seen is not None and seen == pytest.approx(expected, rel=1e-6, abs=1e-6):
             return
         time.sleep(0.5)
@@ -138,13 +139,15 @@ def test_prometheus_scrapes_what_the_database_holds(
     assert by_state == {"succeeded": 2, "failed": 1}, by_state
     for state, count in by_state.items():
         eventually(
-            lambda s=state: prom.scalar(f'sum(fabbrica_jobs{{state="{s}",factory="local"}})'),
+            prom,
+            f'sum(fabbrica_jobs{{state="{state}",factory="local"}})',
             count,
             f"{state} jobs",
         )
-    eventually(lambda: prom.scalar('up{job="fabbrica"}'), 1, "the scrape (with its token)")
+    eventually(prom, 'up{job="fabbrica"}', 1, "the scrape (with its token)")
     eventually(
-        lambda: prom.scalar('sum(fabbrica_job_wait_seconds_count{factory="local"})'),
+        prom,
+        'sum(fabbrica_job_wait_seconds_count{factory="local"})',
         len([j for j in listed if j["started_at"]]),
         "started jobs",
     )
@@ -153,18 +156,20 @@ def test_prometheus_scrapes_what_the_database_holds(
     matcher = ",".join(f'{k}="{v}"' for k, v in mode.items())
     for key in ("granted", "used"):
         eventually(
-            lambda k=key: prom.scalar(f"sum(fabbrica_allocation_{k}_gpu_seconds{{{matcher}}})"),
+            prom,
+            f"sum(fabbrica_allocation_{key}_gpu_seconds{{{matcher}}})",
             allocation["gpu_hours" if key == "granted" else "used_gpu_hours"] * 3600,
             f"{key} GPU-hours",
         )
-    eventually(lambda: prom.scalar('sum(fabbrica_proposals{state="accepted"})'), 1, "proposals")
+    eventually(prom, 'sum(fabbrica_proposals{state="accepted"})', 1, "proposals")
     eventually(
-        lambda: prom.scalar('sum(fabbrica_proposal_decision_seconds_count{mode="playground"})'),
+        prom,
+        'sum(fabbrica_proposal_decision_seconds_count{mode="playground"})',
         1,
         "decisions",
     )
-    eventually(lambda: prom.scalar('sum(fabbrica_gpus{factory="local"})'), 4, "GPUs")
-    eventually(lambda: prom.scalar('sum(fabbrica_gpus_free{factory="local"})'), 4, "free GPUs")
+    eventually(prom, 'sum(fabbrica_gpus{factory="local"})', 4, "GPUs")
+    eventually(prom, 'sum(fabbrica_gpus_free{factory="local"})', 4, "free GPUs")
     age = prom.scalar('fabbrica_agent_last_sync_age_seconds{factory="local"}')
     assert age is not None and 0 <= age < 30
     routes = {

@@ -67,7 +67,8 @@ class Span:
         if self.dialect == "sqlite":
             days = func.julianday(self.later) - func.julianday(self.earlier)
             return func.round(days * 86400.0, 3)
-        return self.later - self.earlier
+        interval: ColumnElement[Any] = self.later - self.earlier
+        return interval
 
     def bound(self, seconds: float) -> ColumnElement[Any]:
         if self.dialect == "sqlite":
