@@ -128,6 +128,7 @@ def prepare(settings: Settings, catalog: Catalog) -> Prepared:
         ),
         agent_lease=lease,
         single_user=single_user,
+        metrics_token=(settings.metrics_token or "").strip() or None,
     )
     with db.session() as session:  # what a crash mid-submission left behind
         swept = job_files.sweep_uploads(session, settings.data_dir)

@@ -39,6 +39,7 @@ class Settings(BaseSettings):
     smtp_host: str | None = None
     smtp_port: int = Field(default=25, ge=1, le=65535)
     smtp_from: str = "fabbrica@localhost"
+    metrics_token: str | None = Field(default=None, repr=False)  # /metrics: Bearer, when set
 
     def resolved_database_url(self) -> str:
         """FABBRICA_DATABASE_URL, or the embedded SQLite file in the data directory."""

@@ -11,6 +11,7 @@ from fabbrica import __version__
 from fabbrica.api.deps import AppContext
 from fabbrica.api.errors import install_error_handlers
 from fabbrica.api.limits import ConcurrencyLimit, RequestLimits
+from fabbrica.api.metrics import METRICS_PATH, install_metrics
 from fabbrica.api.openapi import install_openapi
 from fabbrica.api.routes import (
     agents,
@@ -55,7 +56,7 @@ def create_app(
         app.add_middleware(
             ConcurrencyLimit,
             limit=SQLITE_CONCURRENCY,
-            exempt=frozenset({f"{API_PREFIX}/health"}),
+            exempt=frozenset({f"{API_PREFIX}/health", METRICS_PATH}),
         )
     app.add_middleware(
         RequestLimits,
@@ -66,5 +67,6 @@ def create_app(
     routers = (health, catalog, users, tokens, organisations, projects, calls, proposals)
     for module in (*routers, allocations, notices, reports, jobs, agents):
         app.include_router(module.router, prefix=API_PREFIX)
+    install_metrics(app)  # after the guards: its latency includes their waits
     install_openapi(app, API_PREFIX)
     return app

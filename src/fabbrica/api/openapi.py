@@ -9,6 +9,9 @@ one place with what it cannot see.
   workdir archive) and an agent's log part (octet-stream).
 - Responses that are not JSON: logs (text, with their headers), outputs and workdir archives.
 - Request strings cannot hold NUL characters (RequestLimits refuses them), and say so.
+
+`/metrics` (api/metrics.py) is not in the document: it answers Prometheus' text format to
+a scraper, outside the JSON API under /api/v1 (docs/observability.md).
 """
 
 from __future__ import annotations
