@@ -22,13 +22,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import llm_trace  # noqa: E402
+import llm_trace
 
-from fabbrica.sim.engine import simulate  # noqa: E402
-from fabbrica.sim.federation import offered_load, sized_for_load  # noqa: E402
-from fabbrica.sim.metrics import summarise  # noqa: E402
-from fabbrica.sim.study import PHILLY_ATTRIBUTION  # noqa: E402
-from fabbrica.sim.trace import Trace, load  # noqa: E402
+from fabbrica.sim.engine import simulate
+from fabbrica.sim.federation import offered_load, sized_for_load
+from fabbrica.sim.metrics import summarise
+from fabbrica.sim.study import PHILLY_ATTRIBUTION
+from fabbrica.sim.trace import Trace, load
 
 PHILLY = Path(__file__).resolve().parents[2] / "shared" / "data" / "traces" / "philly.csv"
 POLICIES = ("naive", "federated", "federated-single", "pooled")

@@ -2,9 +2,11 @@
 
 Seven teams (virtual clusters) submit jobs for four weeks, a Poisson stream with a daily
 cycle. A team's job sizes are powers of two up to its largest (4,096 GPUs for the frontier
-team, 16 for research), P(2^k) proportional to 2^(-0.6 k): most jobs take 1 to 8 GPUs, most
-GPU-hours go to the large ones. Run times are log-normal, longer for larger jobs (median
-20 min x (1 + k / 2), sigma 1.4, at most 3 days). The same seed gives the same trace.
+team, 16 for research), P(2^k) proportional to 2^(-0.55 k): most jobs take 1 to 8 GPUs, most
+GPU-hours go to jobs of 128 GPUs and more. Run times are log-normal, longer for larger jobs
+(median 1 h x 2^(k/2), sigma 1.4, at most 7 days). The same seed gives the same trace; at
+load 0.9 the default federation has 10,305 GPUs, only the frontier team's factory (4,688)
+fits its 4,096-GPU jobs.
 
     uv run python bench/llm_trace.py [--seed 2026] [--jobs 12000] [--days 28] > llm.csv
 """
@@ -43,7 +45,7 @@ def rows(
     span = days * 86400.0
     teams = list(TEAMS)
     weights = [TEAMS[t][0] for t in teams]
-    found = []
+    found: list[tuple[float, float, int, str]] = []
     t = 0.0
     rate = jobs / span
     while len(found) < jobs:

@@ -152,9 +152,7 @@ class _Pass:
 
     def _update_free(self) -> None:
         held = self.held
-        self.max_free = max(
-            (s.free for s in self.states if s.partition.key not in held), default=0
-        )
+        self.max_free = max((s.free for s in self.states if s.partition.key not in held), default=0)
 
     def _might_start(self, job: Job) -> bool:
         """A quick necessary condition for `_may_start_now` on some partition."""

@@ -302,7 +302,8 @@ def _lost_runs(part: _Part, starts: list[float]) -> list[int]:
     excess = part.down - part.free
     if excess <= 0:
         return []
-    running = sorted(((starts[j], j, r.gpus) for (_, j), r in zip(part.keys, part.runs)))
+    pairs = zip(part.keys, part.runs, strict=True)
+    running = sorted((starts[j], j, r.gpus) for (_, j), r in pairs)
     found = []
     while excess > 0 and running:
         _, index, gpus = running.pop()
