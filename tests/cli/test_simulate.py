@@ -180,19 +180,25 @@ def test_scale_keeps_the_load(tmp_path: Path) -> None:
     """--scale 10 --load 0.9: ten copies over the trace's own span, on a federation sized
     for them: the offered load stays 0.9 and the federation grows about tenfold."""
     trace = random_trace(
-        tmp_path / "t.csv", seed=7, jobs=60, clusters=["a", "b", "c"], gpus=[1, 2, 4, 8]
+        tmp_path / "t.csv",
+        seed=7,
+        jobs=300,
+        clusters=["a", "b", "c"],
+        gpus=[1, 2, 4],
+        durations=(2 * H, 12 * H),
     )
     one = simulate_json("--trace", str(trace), "--load", "0.9", "--policy", "pooled")
     data = simulate_json(
         "--trace", str(trace), "--scale", "10", "--load", "0.9", "--policy", "pooled"
     )
-    assert data["trace"]["replayed_jobs"] == 600
+    assert data["trace"]["replayed_jobs"] == 3000
     assert data["trace"]["scale"] == 10
     [point] = data["points"]
     assert point["offered_load"] == pytest.approx(0.9, abs=0.02)
-    assert point["policies"]["pooled"]["jobs"] == 600
+    assert point["policies"]["pooled"]["jobs"] == 3000
+    assert one["points"][0]["offered_load"] == pytest.approx(0.9, abs=0.02)
     grown = point["federation"]["gpus"] / one["points"][0]["federation"]["gpus"]
-    assert 8 <= grown <= 11
+    assert 9 <= grown <= 11
     result = simulate("--trace", str(trace), "--scale", "10", "--load", "0.9", "--policy", "pooled")
     assert "offered load 0.90" in flat(result.stdout)
 
