@@ -134,8 +134,8 @@ def simulate(
 
     Prints per policy: jobs, mean / p50 / p95 / p99 / max wait, mean job completion time, mean
     bounded slowdown (run time floor 10 s), GPU utilisation and makespan, the same by job size
-    (1, 2-8, more than 8 GPUs), the ratios `federated / site-backfill` and `federated / pooled`
-    of mean waits, any policy that beats `pooled` and by how much, the wall time and the events
+    (1, 2-8, more than 8 GPUs), the ratios `federated / site-backfill`, `federated / pooled`
+    and `federated / naive` of mean waits, any policy that beats `pooled` and by how much, the wall time and the events
     per second. Progress goes to stderr. `--json` prints all of it (`trace`, `points[]` with
     `offered_load`, `federation`, `policies.<name>` metrics, `by_size` and `outage`, `ratios`,
     `beats_pooled`, then
