@@ -135,14 +135,14 @@ def simulate(
     Prints per policy: jobs, mean / p50 / p95 / p99 / max wait, mean job completion time, mean
     bounded slowdown (run time floor 10 s), GPU utilisation and makespan, the same by job size
     (1, 2-8, more than 8 GPUs), the ratios `federated / site-backfill`, `federated / pooled`
-    and `federated / naive` of mean waits, any policy that beats `pooled` and by how much, the wall time and the events
-    per second. Progress goes to stderr. `--json` prints all of it (`trace`, `points[]` with
-    `offered_load`, `federation`, `policies.<name>` metrics, `by_size` and `outage`, `ratios`,
-    `beats_pooled`, then
-    `wall_seconds`, `events`, `events_per_second`, `attribution`). `--plot` draws the wait-time
-    CDFs per policy (needs the `plot` extra: matplotlib). Rows that cannot be used are skipped
-    and counted by kind (`missing_value`, `bad_timestamp`, `bad_duration`,
-    `negative_duration`, `bad_num_gpus`, `non_positive_gpus`); unsorted rows are sorted and
+    and `federated / naive` of mean waits, any policy that beats `pooled` and by how much,
+    the wall time and the events per second. Progress goes to stderr. `--json` prints all of
+    it (`trace`, `outages`, `points[]` with `offered_load`, `federation`, `policies.<name>`
+    metrics, `by_size` and `outage`, `ratios`, `beats_pooled`, then `wall_seconds`, `events`,
+    `events_per_second`, `attribution`). `--plot` draws the wait-time CDFs per policy (needs
+    the `plot` extra: matplotlib). Rows that cannot be used are skipped and counted by kind
+    (`missing_value`, `bad_timestamp`, `bad_duration`, `negative_duration`, `bad_num_gpus`,
+    `non_positive_gpus`); unsorted rows are sorted and
     counted; a missing column or a trace with no usable row exits 2.
     """
     from fabbrica.sim import study
