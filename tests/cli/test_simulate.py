@@ -20,7 +20,7 @@ pytestmark = pytest.mark.slow
 
 SAMPLE = Path(__file__).resolve().parents[1] / "data" / "traces" / "philly-sample.csv"
 SAMPLE_ROWS = 1500
-POLICIES = ("site-fifo", "site-backfill", "federated", "pooled")
+POLICIES = ("site-fifo", "site-backfill", "naive", "federated", "federated-single", "pooled")
 METRICS = (
     "jobs",
     "mean_wait",
@@ -84,7 +84,7 @@ def write_federation(path: Path, factories: list[dict[str, Any]]) -> Path:
 
 @pytest.fixture(scope="module")
 def sample() -> dict[str, Any]:
-    """The sample under all four policies at the default load."""
+    """The sample under every policy at the default load."""
     return simulate_json("--trace", str(SAMPLE))
 
 
@@ -96,7 +96,8 @@ def test_sample_json_has_the_documented_fields(sample: dict[str, Any]) -> None:
     assert trace["rows"] == SAMPLE_ROWS
     assert trace["jobs"] == SAMPLE_ROWS - sum(trace["skipped"].values())
     assert trace["jobs"] == trace["replayed_jobs"] == SAMPLE_ROWS
-    assert trace["scale"] == 1
+    assert trace["scale"] == trace["copies"] == 1
+    assert sample["outages"] == []
     assert trace["clusters"] == 9
     assert trace["out_of_order"] > 0  # the Philly rows are not sorted
     assert sample["limit_factor"] == 1.0
@@ -121,6 +122,7 @@ def test_sample_json_has_the_documented_fields(sample: dict[str, Any]) -> None:
         assert result["makespan"] > 0
         assert result["wall_seconds"] > 0
         assert result["events_per_second"] > 0
+        assert result["outage"] is None
         assert set(result["by_size"]) == SIZES
         assert sum(m["jobs"] for m in result["by_size"].values()) == SAMPLE_ROWS
         assert result["by_size"][">8"]["jobs"] == 0  # the sample's largest job has 8 GPUs
@@ -174,11 +176,38 @@ def test_a_load_sweep_gives_one_point_per_load() -> None:
     assert low["policies"]["pooled"]["mean_wait"] < high["policies"]["pooled"]["mean_wait"]
 
 
-def test_scale_replays_copies_on_as_many_times_the_gpus(sample: dict[str, Any]) -> None:
-    data = simulate_json("--trace", str(SAMPLE), "--scale", "3", "--policy", "federated")
+def test_scale_keeps_the_load(tmp_path: Path) -> None:
+    """--scale 10 --load 0.9: ten copies over the trace's own span, on a federation sized
+    for them: the offered load stays 0.9 and the federation grows about tenfold."""
+    trace = random_trace(
+        tmp_path / "t.csv",
+        seed=7,
+        jobs=300,
+        clusters=["a", "b", "c"],
+        gpus=[1, 2, 4],
+        durations=(2 * H, 12 * H),
+    )
+    one = simulate_json("--trace", str(trace), "--load", "0.9", "--policy", "pooled")
+    data = simulate_json(
+        "--trace", str(trace), "--scale", "10", "--load", "0.9", "--policy", "pooled"
+    )
+    assert data["trace"]["replayed_jobs"] == 3000
+    assert data["trace"]["scale"] == 10
+    [point] = data["points"]
+    assert point["offered_load"] == pytest.approx(0.9, abs=0.02)
+    assert point["policies"]["pooled"]["jobs"] == 3000
+    assert one["points"][0]["offered_load"] == pytest.approx(0.9, abs=0.02)
+    grown = point["federation"]["gpus"] / one["points"][0]["federation"]["gpus"]
+    assert 9 <= grown <= 11
+    result = simulate("--trace", str(trace), "--scale", "10", "--load", "0.9", "--policy", "pooled")
+    assert "offered load 0.90" in flat(result.stdout)
+
+
+def test_copies_replay_copies_on_as_many_times_the_gpus(sample: dict[str, Any]) -> None:
+    data = simulate_json("--trace", str(SAMPLE), "--copies", "3", "--policy", "federated")
     assert data["trace"]["jobs"] == SAMPLE_ROWS
     assert data["trace"]["replayed_jobs"] == 3 * SAMPLE_ROWS
-    assert data["trace"]["scale"] == 3
+    assert data["trace"]["copies"] == 3
     [point] = data["points"]
     assert set(point["policies"]) == {"federated"}
     assert point["policies"]["federated"]["jobs"] == 3 * SAMPLE_ROWS
@@ -207,6 +236,12 @@ def test_an_unknown_policy_exits_2_naming_the_choices() -> None:
         (("--load", "0"), "--load"),
         (("--load", "abc"), "not a number"),
         (("--scale", "0"), "--scale"),
+        (("--scale", "2", "--copies", "2"), "do not go together"),
+        (("--outage", "a3d+1d"), "FACTORY@START+DURATION"),
+        (("--outage", "a@3d"), "+DURATION"),
+        (("--outage", "a@soon+1d"), "START"),
+        (("--outage", "a@1d+0"), "DURATION"),
+        (("--outage", "zz@1d+1d"), "no factory 'zz'"),
         (("--plot", "{tmp}/out.txt"), "--plot"),
         (("--plot", "{tmp}/no/such/dir/out.png"), "does not exist"),
     ],
@@ -454,3 +489,45 @@ def test_plan_refuses_bad_input() -> None:
     policy = plan("--trace", str(SAMPLE), "--target-p95-wait", "1h", "--policy", "nope")
     assert policy.returncode == 2
     assert "choose from" in flat(policy.stderr)
+
+
+# --- outages ----------------------------------------------------------------------------
+
+
+def test_a_day_long_outage_of_the_busiest_factory_is_reported(tmp_path: Path) -> None:
+    """The largest factory down for a day at load 0.9: runs there are lost and queued
+    again, every job still completes once, and the report gives the cost."""
+    trace = random_trace(
+        tmp_path / "t.csv",
+        seed=11,
+        jobs=300,
+        clusters=["a", "a", "a", "b", "c"],
+        gpus=[1, 2, 4, 8],
+        span=3 * 86400.0,
+        durations=(1800.0, 12 * H),
+    )
+    policies = ("federated", "naive", "site-backfill", "pooled")
+    plain = simulate_json("--trace", str(trace), "--load", "0.9", "--policy", "federated")
+    busiest = plain["points"][0]["federation"]["factories"][0]["id"]  # the largest first
+    args = ["--trace", str(trace), "--load", "0.9", "--outage", f"{busiest}@1d+24"]
+    data = simulate_json(*args, *(a for p in policies for a in ("--policy", p)))
+    assert data["outages"] == [{"factory": busiest, "start": 86400.0, "duration": 86400.0}]
+    [point] = data["points"]
+    for name in policies:
+        result = point["policies"][name]
+        outage = result["outage"]
+        assert result["jobs"] == 300  # every job completed (the engine checks: once)
+        assert outage["requeued_runs"] > 0, name
+        assert outage["lost_gpu_hours"] > 0, name
+        assert outage["mean_wait"] == result["mean_wait"]
+        assert outage["extra_mean_wait"] == pytest.approx(
+            outage["mean_wait"] - outage["mean_wait_without_outage"]
+        )
+        assert outage["mean_wait"] > outage["mean_wait_without_outage"], name
+    # the run without the outage is the plain run
+    assert point["policies"]["federated"]["outage"]["mean_wait_without_outage"] == pytest.approx(
+        plain["points"][0]["policies"]["federated"]["mean_wait"]
+    )
+    table = flat(simulate(*args, "--policy", "federated").stdout)
+    assert "what the outage cost" in table
+    assert "GPU-hours lost" in table

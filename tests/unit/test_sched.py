@@ -196,3 +196,22 @@ def test_after() -> None:
         "in 2 h 10 min",
         "in 3.0 days",
     ]
+
+
+def test_each_partition_protects_its_own_blocked_job() -> None:
+    # x and y are full for 2 h (x) and 3 h (y). "big1" reserves x at 2 h; "big2" cannot
+    # take x any more and reserves y at 3 h. "small" (4 GPUs, 4 h) fits the 4 free GPUs of
+    # either, but would delay a reservation on both: it waits.
+    x = part("x", 8, free=4, running=(Running(4, 2 * H),))
+    y = part("y", 8, free=4, running=(Running(4, 3 * H),))
+    jobs = [job("big1", 8, at=0), job("big2", 8, at=1), job("small", 4, hours=4, at=2)]
+    d = schedule(snap(jobs, [x, y]))
+    assert [(r.job, r.factory, r.start) for r in d.reservations] == [
+        ("big1", "x", 2 * H),
+        ("big2", "y", 3 * H),
+    ]
+    assert placed(d) == {}
+    # with one reservation for the federation, big2 is unprotected and small takes y
+    one = schedule(snap(jobs, [x, y], policy=Policy(reservations="federation")))
+    assert [r.job for r in one.reservations] == ["big1"]
+    assert placed(one) == {"small": "y"}

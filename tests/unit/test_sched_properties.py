@@ -77,7 +77,10 @@ def snapshots(draw: st.DrawFn) -> Snapshot:
         jobs=queue,
         partitions=tuple(parts),
         allocations=allocs,
-        policy=Policy(backfill=draw(st.booleans())),
+        policy=Policy(
+            backfill=draw(st.booleans()),
+            reservations=draw(st.sampled_from(("partition", "federation"))),
+        ),
     )
 
 
@@ -116,9 +119,11 @@ def test_invariants(snapshot: Snapshot) -> None:
     for allocation_id, hours in charged.items():
         assert hours <= allocs[allocation_id].remaining_gpu_hours + 1e-6
 
-    # backfill never delays the reserved job
-    held = decision.reservation
-    if held is not None:
+    # backfill never delays a reserved job; at most one reservation per partition
+    assert decision.reservation == (decision.reservations[0] if decision.reservations else None)
+    held_at = [(r.factory, r.partition) for r in decision.reservations]
+    assert len(held_at) == len(set(held_at))
+    for held in decision.reservations:
         state = PartitionState.of(parts[(held.factory, held.partition)])
         for a in decision.assignments:
             if (a.factory, a.partition) == (held.factory, held.partition):
@@ -133,7 +138,11 @@ def test_quiet_pass_places_the_same_jobs(snapshot: Snapshot) -> None:
     """The simulator's passes (explain off, with their shortcuts) start exactly the jobs a
     production pass starts, at the same partitions, and hold the same reservation."""
     loud = schedule(snapshot)
-    quiet_policy = Policy(backfill=snapshot.policy.backfill, explain=False)
+    quiet_policy = Policy(
+        backfill=snapshot.policy.backfill,
+        reservations=snapshot.policy.reservations,
+        explain=False,
+    )
     quiet = schedule(
         Snapshot(
             now=snapshot.now,
@@ -145,6 +154,7 @@ def test_quiet_pass_places_the_same_jobs(snapshot: Snapshot) -> None:
     )
     assert quiet.assignments == loud.assignments
     assert quiet.reservation == loud.reservation
+    assert quiet.reservations == loud.reservations
     assert quiet.waiting == ()
     assert quiet.order == loud.order
 

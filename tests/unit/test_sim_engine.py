@@ -6,7 +6,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fabbrica.sim.engine import POLICIES, SimulationError, _Part, simulate, time_limit
+from fabbrica.sim.engine import (
+    LEASE,
+    POLICIES,
+    Outage,
+    SimulationError,
+    _Part,
+    simulate,
+    time_limit,
+)
 from fabbrica.sim.federation import Federation, Site
 from fabbrica.sim.trace import TraceJob
 
@@ -157,3 +165,55 @@ def test_skipped_passes_change_nothing(
     assert every.starts == skipping.starts
     assert every.factories == skipping.factories
     assert every.passes >= skipping.passes
+
+
+def test_naive_sends_each_job_to_the_least_loaded_factory_that_fits() -> None:
+    # a (2 GPUs, home x) goes to the emptier y; b (4 GPUs) fits only y, and waits there
+    # behind a although x is free; c (1 GPU) goes to x, now the least loaded
+    jobs = [TraceJob(0, 100, 2, "x"), TraceJob(1, 100, 4, "x"), TraceJob(2, 100, 1, "y")]
+    run = simulate(jobs, two_sites(2, 4), "naive")
+    assert run.factories == ("y", "y", "x")
+    assert run.starts == (0, 100, 2)
+
+
+def test_an_outage_loses_what_runs_there_after_the_lease_and_queues_it_again() -> None:
+    # a runs on x from 0; x is down from 1000 to 5000; a is lost at 1060 after 1060 s on
+    # 2 GPUs, queued again, and restarts on y; b arriving during the outage avoids x
+    jobs = [TraceJob(0, 3000, 2, "x"), TraceJob(2000, 100, 1, "x")]
+    outage = Outage("x", 1000.0, 4000.0)
+    run = simulate(jobs, two_sites(2, 3), "federated", outages=[outage])
+    assert run.starts == (1000 + LEASE, 2000)
+    assert run.factories == ("y", "y")
+    assert run.requeued == 1
+    assert run.lost_gpu_hours == pytest.approx(2 * (1000 + LEASE) / H)
+    # under site-backfill both wait for x to come back, then run one after the other
+    site = simulate(jobs, two_sites(2, 3), "site-backfill", outages=[outage])
+    assert site.starts == (5000, 8000)
+    # an outage shorter than the lease loses nothing
+    short = simulate(jobs, two_sites(2, 2), "federated", outages=[Outage("x", 1000.0, 30.0)])
+    assert short.starts == (0, 2000) and short.requeued == 0
+
+
+def test_an_outage_shrinks_the_pool_and_loses_the_latest_runs() -> None:
+    # pool of 4 (x 2 + y 2); x down at 1000: the pool has 2 GPUs, so of a (started 0) and
+    # b (started 10), b is lost and waits for x's return
+    jobs = [TraceJob(0, 9000, 2, "x"), TraceJob(10, 9000, 2, "y")]
+    run = simulate(jobs, two_sites(2, 2), "pooled", outages=[Outage("x", 1000.0, 2000.0)])
+    assert run.starts == (0, 3000)
+    assert run.requeued == 1
+    assert run.lost_gpu_hours == pytest.approx(2 * (1000 + LEASE - 10) / H)
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+def test_every_job_completes_once_through_outages(policy: str) -> None:
+    jobs = [TraceJob(t * 7.0, 50 + (t * 37) % 400, 1 + t % 3, "xy"[t % 2]) for t in range(200)]
+    outages = [Outage("x", 100.0, 300.0), Outage("y", 350.0, 500.0), Outage("x", 900.0, 90.0)]
+    run = simulate(jobs, two_sites(4, 4), policy, outages=outages)
+    assert all(s >= j.submit for s, j in zip(run.starts, jobs, strict=True))
+    assert run.requeued > 0
+    assert run.events == 400 + 2 * run.requeued
+
+
+def test_an_outage_of_an_unknown_factory_is_refused() -> None:
+    with pytest.raises(ValueError, match="no such factory"):
+        simulate([TraceJob(0, 1, 1, "x")], one_site(1), "federated", outages=[Outage("z", 0, 1)])

@@ -70,16 +70,39 @@ def simulate(
     scale: Annotated[
         int,
         typer.Option(
-            "--scale", help="Replay K time-shifted copies on K times the GPUs.", min=1, max=100
+            "--scale",
+            help="Replay K copies over the trace's own span (shifted by under an hour) on a "
+            "federation sized for them: K times the work at the same load.",
+            min=1,
+            max=100,
         ),
     ] = 1,
+    copies: Annotated[
+        int,
+        typer.Option(
+            "--copies",
+            help="Throughput benchmark: K copies spread over one week on K times the GPUs "
+            "(the load falls).",
+            min=1,
+            max=100,
+        ),
+    ] = 1,
+    outage: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--outage",
+            metavar="FACTORY@START+DURATION",
+            help="A factory down from START for DURATION after the trace's first submission "
+            "(hours as a number, or 90m, 36h, 1d12h, P1DT12H); repeat for several.",
+        ),
+    ] = None,
     policy: Annotated[
         list[str] | None,
         typer.Option(
             "--policy",
             metavar="POLICY",
-            help="site-fifo, site-backfill, federated or pooled; repeat for several. "
-            "Default: all four.",
+            help="site-fifo, site-backfill, naive, federated, federated-single or pooled; "
+            "repeat for several. Default: all six.",
         ),
     ] = None,
     limit_factor: LimitOpt = 1.0,
@@ -95,24 +118,31 @@ def simulate(
     """Replay a GPU-cluster trace through the placement core under several policies.
 
     Replays a trace (CSV columns `timestamp, duration, num_gpus, cluster`) through the
-    placement core under `site-fifo`, `site-backfill`, `federated` and `pooled` (all four unless
-    `--policy` is repeated). Without `--federation`, each virtual cluster is a home factory and
-    the federation is sized so that the busiest 7-day window's offered load is `--load`
-    (default 0.9); a list such as `--load 0.9,1.0,1.2` runs a sweep. With `--federation`, the
-    file's sizes are used as given, or rescaled to `--load` when it is given. `--scale K`
-    replays K copies of the trace (spread over one week) on K times the GPUs. Time limits are
-    the run time x `--limit-factor` (default 1), rounded up to the next hour.
+    placement core under `site-fifo`, `site-backfill`, `naive`, `federated`, `federated-single`
+    and `pooled` (all six unless `--policy` is repeated). Without `--federation`, each virtual
+    cluster is a home factory and the federation is sized so that the busiest 7-day window's
+    offered load is `--load` (default 0.9); a list such as `--load 0.9,1.0,1.2` runs a sweep.
+    With `--federation`, the file's sizes are used as given, or rescaled to `--load` when it is
+    given. `--scale K` replays K copies of the trace over its own span (copy k shifted by k/K
+    of an hour) on a federation sized for them, so the offered load stays `--load`; `--copies
+    K` replays K copies spread over one week on K times the GPUs (a throughput benchmark: the
+    load falls). `--outage FACTORY@START+DURATION` (repeatable) takes a factory down: its
+    running jobs are lost after the 60 s lease and queued again, and the report adds what the
+    outage cost (runs requeued, GPU-hours lost, mean and p95 wait against the same run without
+    the outage). Time limits are the run time x `--limit-factor` (default 1), rounded up to
+    the next hour.
 
     Prints per policy: jobs, mean / p50 / p95 / p99 / max wait, mean job completion time, mean
     bounded slowdown (run time floor 10 s), GPU utilisation and makespan, the same by job size
-    (1, 2-8, more than 8 GPUs), the ratios `federated / site-backfill` and `federated / pooled`
-    of mean waits, any policy that beats `pooled` and by how much, the wall time and the events
-    per second. Progress goes to stderr. `--json` prints all of it (`trace`, `points[]` with
-    `federation`, `policies.<name>` metrics and `by_size`, `ratios`, `beats_pooled`, then
-    `wall_seconds`, `events`, `events_per_second`, `attribution`). `--plot` draws the wait-time
-    CDFs per policy (needs the `plot` extra: matplotlib). Rows that cannot be used are skipped
-    and counted by kind (`missing_value`, `bad_timestamp`, `bad_duration`,
-    `negative_duration`, `bad_num_gpus`, `non_positive_gpus`); unsorted rows are sorted and
+    (1, 2-8, more than 8 GPUs), the ratios `federated / site-backfill`, `federated / pooled`
+    and `federated / naive` of mean waits, any policy that beats `pooled` and by how much,
+    the wall time and the events per second. Progress goes to stderr. `--json` prints all of
+    it (`trace`, `outages`, `points[]` with `offered_load`, `federation`, `policies.<name>`
+    metrics, `by_size` and `outage`, `ratios`, `beats_pooled`, then `wall_seconds`, `events`,
+    `events_per_second`, `attribution`). `--plot` draws the wait-time CDFs per policy (needs
+    the `plot` extra: matplotlib). Rows that cannot be used are skipped and counted by kind
+    (`missing_value`, `bad_timestamp`, `bad_duration`, `negative_duration`, `bad_num_gpus`,
+    `non_positive_gpus`); unsorted rows are sorted and
     counted; a missing column or a trace with no usable row exits 2.
     """
     from fabbrica.sim import study
@@ -120,15 +150,18 @@ def simulate(
 
     policies = _policies(policy, POLICIES)
     loads = _loads(load)
+    outages = _outages(outage or [])
+    if scale > 1 and copies > 1:
+        raise CliError("--scale and --copies do not go together; choose one", BAD_INPUT)
     if plot is not None:
         _check_plot_path(plot)
     began = time.perf_counter()
     data = _load_trace(trace)
-    jobs = study.replay_jobs(data, scale)
+    jobs = study.replay_jobs(data, scale, copies)
     points = []
     for value in loads:
         with _input_errors():
-            base = study.federation_for(data, value, scale, federation)
+            base = study.federation_for(data, value, scale, federation, copies, jobs)
             points.append(
                 study.run_point(
                     jobs,
@@ -137,6 +170,7 @@ def simulate(
                     load=value,
                     limit_factor=limit_factor,
                     queue_depth=queue_depth,
+                    outages=outages,
                     progress=_progress,
                 )
             )
@@ -147,7 +181,10 @@ def simulate(
     if plot is not None:
         _plot(jobs, points, plot, note)
     summary = {
-        "trace": _trace_json(data, len(jobs), scale),
+        "trace": _trace_json(data, len(jobs), scale, copies),
+        "outages": [
+            {"factory": o.factory, "start": o.start, "duration": o.duration} for o in outages
+        ],
         "limit_factor": limit_factor,
         "queue_depth": queue_depth,
         "points": [study.point_json(p) for p in points],
@@ -159,7 +196,7 @@ def simulate(
     }
 
     def human(_: Any) -> None:
-        _print_trace(data, len(jobs), scale)
+        _print_trace(data, len(jobs), scale, copies)
         for point in points:
             _print_point(point)
         say(
@@ -300,6 +337,18 @@ def _loads(text: str | None) -> list[float | None]:
     return values
 
 
+def _outages(texts: list[str]) -> list[Any]:
+    from fabbrica.sim.outage import parse
+
+    found = []
+    for text in texts:
+        try:
+            found.append(parse(text))
+        except ValueError as exc:
+            raise CliError(f"--outage: {exc}", BAD_INPUT) from None
+    return found
+
+
 def _check_plot_path(path: Path) -> None:
     if path.suffix.lower() not in PLOT_SUFFIXES:
         raise CliError(f"--plot: the file must end in {', '.join(PLOT_SUFFIXES)}", BAD_INPUT)
@@ -345,13 +394,14 @@ def _plot(jobs: Any, points: list[Any], path: Path, note: str | None) -> None:
 # --- output ------------------------------------------------------------------------------
 
 
-def _trace_json(data: Any, replayed: int, scale: int) -> dict[str, Any]:
+def _trace_json(data: Any, replayed: int, scale: int, copies: int = 1) -> dict[str, Any]:
     return {
         "path": data.source,
         "rows": data.rows,
         "jobs": len(data.jobs),
         "replayed_jobs": replayed,
         "scale": scale,
+        "copies": copies,
         "skipped": data.skipped,
         "out_of_order": data.out_of_order,
         "clusters": len(data.clusters()),
@@ -359,11 +409,17 @@ def _trace_json(data: Any, replayed: int, scale: int) -> dict[str, Any]:
     }
 
 
-def _print_trace(data: Any, replayed: int, scale: int) -> None:
+def _print_trace(data: Any, replayed: int, scale: int, copies: int = 1) -> None:
     skipped = ", ".join(f"{n:,} {k}" for k, n in data.skipped.items()) or "none"
-    copies = f" x {scale} copies = {replayed:,} jobs" if scale > 1 else ""
+    times = (
+        f" x {scale} (scale) = {replayed:,} jobs"
+        if scale > 1
+        else f" x {copies} copies over a week = {replayed:,} jobs"
+        if copies > 1
+        else ""
+    )
     say(
-        f"trace {data.source}: {len(data.jobs):,} jobs{copies} from {len(data.clusters())} "
+        f"trace {data.source}: {len(data.jobs):,} jobs{times} from {len(data.clusters())} "
         f"clusters over {data.span / 86400:.1f} days; skipped rows: {skipped}; "
         f"{data.out_of_order:,} out of order (sorted)"
     )
@@ -408,9 +464,25 @@ def _print_point(point: Any) -> None:
         ],
         sizes,
     )
+    lost = [(name, r) for name, r in results if r.without_outage is not None]
+    if lost:
+        print_table(
+            "what the outage cost",
+            [
+                ("policy", lambda r: r[0]),
+                ("runs requeued", lambda r: f"{r[1].run.requeued:,}"),
+                ("GPU-hours lost", lambda r: f"{r[1].run.lost_gpu_hours:,.1f}"),
+                ("mean wait", lambda r: _human(r[1].summary.overall.mean_wait)),
+                ("without outage", lambda r: _human(r[1].without_outage.overall.mean_wait)),
+                ("p95 wait", lambda r: _human(r[1].summary.overall.p95_wait)),
+                ("without outage ", lambda r: _human(r[1].without_outage.overall.p95_wait)),
+            ],
+            lost,
+        )
     for label, (a, b) in {
         "federated / site-backfill": ("federated", "site-backfill"),
         "federated / pooled": ("federated", "pooled"),
+        "federated / naive": ("federated", "naive"),
     }.items():
         ratio = point.ratio(a, b)
         if ratio is not None:

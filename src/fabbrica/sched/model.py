@@ -65,6 +65,10 @@ class Policy:
     age_weight: float = 100.0
     age_saturation: Seconds = 7 * 86400.0  # age counts fully after a week
     backfill: bool = True
+    # EASY backfill's reservations: "partition" (each partition protects the highest-priority
+    # job that cannot start and whose earliest start is there, as each site's Slurm does) or
+    # "federation" (one reservation for the whole pass).
+    reservations: str = "partition"
     # Reasons and estimated starts for waiting jobs. The simulator turns them off: it needs
     # only the starts, and a pass then skips jobs that cannot start in what is free.
     explain: bool = True
@@ -113,5 +117,6 @@ class Waiting:
 class Decision:
     assignments: tuple[Assignment, ...]
     waiting: tuple[Waiting, ...]  # empty when the policy does not explain
-    reservation: Reservation | None
+    reservation: Reservation | None  # the highest-priority job's (the first of reservations)
     order: tuple[str, ...]  # job ids by priority, highest first
+    reservations: tuple[Reservation, ...] = ()  # at most one per partition, by priority

@@ -5,12 +5,15 @@ For each job, highest priority first:
    allocation of its project there with enough GPU-hours for its worst case;
 2. among those that can start it now (without delaying the reservation), the best: home
    country first, then the least loaded, then the id;
-3. if none can, the first such job holds a reservation at its earliest estimated start
-   (EASY backfill: a later job may start first only if it cannot delay that start); with
-   backfill off, its partitions are closed to every later job (strict FIFO).
+3. if none can, it holds a reservation at its earliest estimated start on a partition no
+   higher-priority job holds (EASY backfill per partition, as every site's Slurm does: a
+   later job may start there first only if it cannot delay that start); with
+   `Policy(reservations="federation")` only the first such job holds one, for the whole
+   pass. With backfill off, its partitions are closed to every later job (strict FIFO).
 Every job left waiting gets a reason a person can read, unless the policy says not to
 explain (the simulator): then a job that cannot fit in any free GPUs is passed over as soon
-as it can no longer change the pass (a reservation is held, or every partition is closed).
+as it can no longer change the pass (it cannot take a reservation, or every partition is
+closed).
 """
 
 from __future__ import annotations
@@ -63,11 +66,13 @@ class _Pass:
         self.allocations: dict[tuple[str, str], list[Allocation]] = defaultdict(list)
         for allocation in snapshot.allocations:
             self.allocations[(allocation.project, allocation.factory)].append(allocation)
-        self.held: _Held | None = None
+        self.per_partition = snapshot.policy.reservations != "federation"
+        self.held: dict[tuple[str, str], _Held] = {}  # partition key -> its reservation
+        self.reserved: list[Reservation] = []  # in priority order
         # partitions a job of a given shape fits (what fits does not change in a pass)
         self.fitting: dict[tuple[object, ...], list[PartitionState]] = {}
         self.explain = snapshot.policy.explain
-        self.max_free = 0  # most free GPUs of any partition but the reserved one
+        self.max_free = 0  # most free GPUs of any partition without a reservation
         self._update_free()
         self.closed: set[tuple[str, str]] = set()  # strict FIFO: partitions behind a blocked job
         self.assignments: list[Assignment] = []
@@ -82,17 +87,23 @@ class _Pass:
         backfill = snapshot.policy.backfill
         for job in ranked:
             if not self.explain:
-                if backfill and self.held is not None and not self._might_start(job):
-                    continue  # it would only wait, and the reservation is taken
+                if backfill and self._no_reservation_left() and not self._might_start(job):
+                    continue  # it would only wait, and no reservation is left to take
                 if not backfill and len(self.closed) == len(self.states):
                     break  # strict FIFO: every partition is behind a blocked job
             self._place(job)
         return Decision(
             assignments=tuple(self.assignments),
             waiting=tuple(self.waiting),
-            reservation=self.held.reservation if self.held else None,
+            reservation=self.reserved[0] if self.reserved else None,
             order=tuple([j.id for j in ranked]),
+            reservations=tuple(self.reserved),
         )
+
+    def _no_reservation_left(self) -> bool:
+        if self.per_partition:
+            return len(self.held) == len(self.states)
+        return bool(self.held)
 
     # --- one job -----------------------------------------------------------------------
 
@@ -140,23 +151,24 @@ class _Pass:
         return found
 
     def _update_free(self) -> None:
-        held = self.held.state if self.held else None
-        self.max_free = max((s.free for s in self.states if s is not held), default=0)
+        held = self.held
+        self.max_free = max((s.free for s in self.states if s.partition.key not in held), default=0)
 
     def _might_start(self, job: Job) -> bool:
         """A quick necessary condition for `_may_start_now` on some partition."""
         if job.gpus <= self.max_free:
             return True
-        held = self.held
-        if held is None or job.gpus > held.state.free:
-            return False
-        return self.now + job.time_limit <= held.reservation.start or job.gpus <= held.extra
+        end = self.now + job.time_limit
+        return any(
+            job.gpus <= h.state.free and (end <= h.reservation.start or job.gpus <= h.extra)
+            for h in self.held.values()
+        )
 
     def _may_start_now(self, job: Job, state: PartitionState) -> bool:
         if job.gpus > state.free or state.partition.key in self.closed:
             return False
-        held = self.held
-        if held is None or held.state is not state:
+        held = self.held.get(state.partition.key)
+        if held is None:
             return True
         return self.now + job.time_limit <= held.reservation.start or job.gpus <= held.extra
 
@@ -167,9 +179,9 @@ class _Pass:
 
     def _start(self, job: Job, c: _Candidate) -> None:
         state, end = c.state, self.now + job.time_limit
-        held = self.held
-        backfilled = held is not None
-        if held is not None and held.state is state and end > held.reservation.start:
+        held = self.held.get(state.partition.key)
+        backfilled = bool(self.held)
+        if held is not None and end > held.reservation.start:
             held.extra -= job.gpus
         state.start(job.gpus, end)
         self._update_free()
@@ -188,22 +200,32 @@ class _Pass:
         )
 
     def _block(self, job: Job, candidates: list[_Candidate]) -> None:
-        if not self.explain and self.held is not None and self.snapshot.policy.backfill:
+        backfill = self.snapshot.policy.backfill
+        if backfill and self.held and not self.per_partition:
+            candidates_to_hold: list[_Candidate] = []
+        else:
+            candidates_to_hold = [c for c in candidates if c.state.partition.key not in self.held]
+        if not self.explain and backfill and not candidates_to_hold:
             return  # it would only wait: nothing to estimate
-        starts = [(c.state.earliest(job.gpus, self.now), c) for c in candidates]
-        known = [(t, c) for t, c in starts if t is not None]
-        if not known:
+        reserve = self._earliest(job, candidates_to_hold) if backfill else None
+        if not self.explain and reserve is None and backfill:
+            return
+        found = self._earliest(job, candidates)
+        if found is None:
             if self.explain:
                 self._wait(job, f"{job.gpus} GPUs never free up on its allowed partitions")
             return
-        start, best = min(known, key=lambda tc: (tc[0], self._rank(job, tc[1])))
+        start, best = found
         partition = best.state.partition
-        if not self.snapshot.policy.backfill:
+        if not backfill:
             self.closed.update(c.state.partition.key for c in candidates)
-        elif self.held is None:
+        elif reserve is not None:
+            start, best = reserve
+            partition = best.state.partition
             reservation = Reservation(job.id, partition.factory, partition.id, start, job.gpus)
             extra = best.state.free_at(start) - job.gpus
-            self.held = _Held(reservation, best.state, extra)
+            self.held[partition.key] = _Held(reservation, best.state, extra)
+            self.reserved.append(reservation)
             self._update_free()
             if not self.explain:
                 return
@@ -225,6 +247,16 @@ class _Pass:
             start,
             partition.factory,
         )
+
+    def _earliest(
+        self, job: Job, candidates: list[_Candidate]
+    ) -> tuple[Seconds, _Candidate] | None:
+        """The candidate where the job could start first (if running work ends on time)."""
+        starts = [(c.state.earliest(job.gpus, self.now), c) for c in candidates]
+        known = [(t, c) for t, c in starts if t is not None]
+        if not known:
+            return None
+        return min(known, key=lambda tc: (tc[0], self._rank(job, tc[1])))
 
     def _allocation_reason(self, job: Job, states: list[PartitionState]) -> str:
         best: tuple[float, float, str] | None = None

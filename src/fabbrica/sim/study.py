@@ -7,12 +7,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fabbrica.sim import federation as fed
-from fabbrica.sim.engine import QUEUE_DEPTH, Run, simulate
+from fabbrica.sim.engine import QUEUE_DEPTH, Outage, Run, simulate
 from fabbrica.sim.metrics import Summary, summarise
 from fabbrica.sim.trace import Trace, TraceJob, shifted_copies
 
 DEFAULT_LOAD = 0.9
-SCALE_SPREAD = fed.WEEK  # --scale copies are spread over one week
+COPIES_SPREAD = fed.WEEK  # --copies: the copies are spread over one week
+SCALE_SPREAD = 3600.0  # --scale: the copies are shifted by less than an hour
 
 PHILLY_ATTRIBUTION = (
     "Philly trace: Microsoft Research, msr-fiddle/philly-traces (CC-BY 4.0); Jeon et al., "
@@ -27,6 +28,23 @@ Progress = Callable[[str], None]
 class PolicyResult:
     run: Run
     summary: Summary
+    without_outage: Summary | None = None  # the same run with no outage, when there was one
+
+    def outage_json(self) -> dict[str, object] | None:
+        """What the outages cost: runs lost and requeued, GPU-hours lost, extra wait."""
+        base = self.without_outage
+        if base is None:
+            return None
+        now, before = self.summary.overall, base.overall
+        return {
+            "requeued_runs": self.run.requeued,
+            "lost_gpu_hours": self.run.lost_gpu_hours,
+            "mean_wait": now.mean_wait,
+            "mean_wait_without_outage": before.mean_wait,
+            "extra_mean_wait": now.mean_wait - before.mean_wait,
+            "p95_wait": now.p95_wait,
+            "p95_wait_without_outage": before.p95_wait,
+        }
 
 
 @dataclass
@@ -50,25 +68,42 @@ def attribution(trace: Trace) -> str | None:
     return PHILLY_ATTRIBUTION if "philly" in Path(trace.source).name.lower() else None
 
 
-def replay_jobs(trace: Trace, scale: int) -> tuple[TraceJob, ...]:
+def replay_jobs(trace: Trace, scale: int = 1, copies: int = 1) -> tuple[TraceJob, ...]:
+    """The jobs replayed: `scale` copies over the trace's own span (copy k shifted by
+    k/scale of an hour, so the busiest week holds `scale` times the work), or `copies`
+    copies spread over one week (the old `--scale`, a throughput benchmark)."""
+    if scale > 1 and copies > 1:
+        raise fed.FederationError("--scale and --copies do not go together")
+    if copies > 1:
+        return shifted_copies(trace, copies, COPIES_SPREAD)
     return shifted_copies(trace, scale, SCALE_SPREAD)
 
 
 def federation_for(
-    trace: Trace, load: float | None, scale: int, federation_file: Path | None
+    trace: Trace,
+    load: float | None,
+    scale: int,
+    federation_file: Path | None,
+    copies: int = 1,
+    jobs: Sequence[TraceJob] | None = None,
 ) -> fed.Federation:
-    """The federation one point runs on: sized for `load` on the original trace (or a file,
-    rescaled to `load` when one is given), then `scale` times larger."""
-    jobs = trace.jobs
+    """The federation one point runs on. With `scale`, sized for `load` on the replayed
+    jobs (`jobs`: `scale` superposed copies), so the offered load is `load`; a federation
+    file is rescaled to `load` when one is given, else its sizes times `scale`. With
+    `copies`, sized on the original trace, then `copies` times larger."""
+    replayed = trace.jobs if jobs is None or copies > 1 else jobs
     if federation_file is None:
-        base = fed.sized_for_load(jobs, load if load is not None else DEFAULT_LOAD)
+        base = fed.sized_for_load(replayed, load if load is not None else DEFAULT_LOAD)
     else:
-        base = fed.load_file(federation_file, jobs)
+        base = fed.load_file(federation_file, replayed)
         if load is not None:
             base = base.scaled(
-                fed.offered_load(jobs, base.gpus) / load, fed.largest_per_site(base, jobs)
+                fed.offered_load(replayed, base.gpus) / load,
+                fed.largest_per_site(base, replayed),
             )
-    return base.scaled(scale, {}) if scale > 1 else base
+        elif scale > 1:
+            base = base.scaled(scale, {})
+    return base.scaled(copies, {}) if copies > 1 else base
 
 
 def run_point(
@@ -79,15 +114,35 @@ def run_point(
     load: float | None,
     limit_factor: float,
     queue_depth: int = QUEUE_DEPTH,
+    outages: Sequence[Outage] = (),
     progress: Progress | None = None,
 ) -> Point:
     if any(p.startswith("site-") for p in policies):
         fed.check_fits(federation, jobs, at_home=True)
     fed.check_fits(federation, jobs, at_home=False)
+    known = {s.id for s in federation.sites}
+    for outage in outages:
+        if outage.factory not in known:
+            raise fed.FederationError(
+                f"--outage: no factory {outage.factory!r} (factories: {', '.join(sorted(known))})"
+            )
     point = Point(load, federation, fed.offered_load(jobs, federation.gpus))
     for policy in policies:
-        run = simulate(jobs, federation, policy, limit_factor=limit_factor, queue_depth=queue_depth)
-        point.results[policy] = PolicyResult(run, summarise(jobs, run))
+        run = simulate(
+            jobs,
+            federation,
+            policy,
+            limit_factor=limit_factor,
+            queue_depth=queue_depth,
+            outages=outages,
+        )
+        base = None
+        if outages:
+            plain = simulate(
+                jobs, federation, policy, limit_factor=limit_factor, queue_depth=queue_depth
+            )
+            base = summarise(jobs, plain)
+        point.results[policy] = PolicyResult(run, summarise(jobs, run), base)
         if progress:
             progress(
                 f"{policy} at load {point.offered_load:.2f}: {run.wall_seconds:.1f} s, "
@@ -106,6 +161,7 @@ def point_json(point: Point) -> dict[str, object]:
             "events": run.events,
             "passes": run.passes,
             "events_per_second": run.events / run.wall_seconds if run.wall_seconds else None,
+            "outage": result.outage_json(),
         }
     return {
         "load": point.load,
@@ -121,6 +177,7 @@ def point_json(point: Point) -> dict[str, object]:
         "ratios": {
             "federated/site-backfill": point.ratio("federated", "site-backfill"),
             "federated/pooled": point.ratio("federated", "pooled"),
+            "federated/naive": point.ratio("federated", "naive"),
         },
         "beats_pooled": beats_pooled(point),
     }
