@@ -18,6 +18,7 @@ from fabbrica.store.models.agents import Agent, SiteUsername
 from fabbrica.store.models.base import Base
 from fabbrica.store.models.identity import ApiToken, OperatorFactory, User
 from fabbrica.store.models.jobs import Job, UsageRecord
+from fabbrica.store.models.portal import PortalSession, SignInLink
 
 __all__ = [
     "Agent",
@@ -33,10 +34,12 @@ __all__ = [
     "Organisation",
     "OrganisationMember",
     "OutboxEmail",
+    "PortalSession",
     "Project",
     "ProjectMember",
     "Proposal",
     "Review",
+    "SignInLink",
     "SiteUsername",
     "UsageRecord",
     "User",
