@@ -11,7 +11,10 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 epochs = int(os.environ.get("EPOCHS", "200"))
-print(f"job {os.environ.get('FABBRICA_JOB_ID')} on GPU(s) {os.environ.get('CUDA_VISIBLE_DEVICES')}")
+print(
+    f"job {os.environ.get('FABBRICA_JOB_ID')} on GPU(s) {os.environ.get('CUDA_VISIBLE_DEVICES')}",
+    flush=True,  # seen at once by `fabbrica logs --follow` and the portal
+)
 X, y = load_digits(return_X_y=True)
 X_train, X_test, y_train, y_test = train_test_split(X, y, test_size=0.25, random_state=0)
 model = make_pipeline(
@@ -19,7 +22,7 @@ model = make_pipeline(
 )
 model.fit(X_train, y_train)
 accuracy = model.score(X_test, y_test)
-print(f"test accuracy: {accuracy:.4f}")
+print(f"test accuracy: {accuracy:.4f}", flush=True)
 Path("outputs").mkdir(exist_ok=True)
 with open("outputs/model.pkl", "wb") as handle:
     pickle.dump(model, handle)

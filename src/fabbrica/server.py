@@ -26,13 +26,14 @@ from fabbrica.catalog.model import Catalog
 from fabbrica.core.archives import ArchiveLimits
 from fabbrica.core.executor import Executor
 from fabbrica.embedded import InProcessClient
-from fabbrica.services import identity, job_files
+from fabbrica.portal import install_portal
+from fabbrica.services import identity, job_files, portal_sessions
 from fabbrica.services.access.allocations import ExpiryStep
 from fabbrica.services.access.calls import seed_calls
 from fabbrica.services.alerts import AlertStep
 from fabbrica.services.control_loop import ControlLoop, LoopStatus, Step
 from fabbrica.services.dispatch import Dispatcher
-from fabbrica.services.notify import SmtpSender
+from fabbrica.services.notify import ConsoleSender, SmtpSender
 from fabbrica.services.single_user import SingleUser
 from fabbrica.settings import Settings
 from fabbrica.store.db import Database
@@ -48,6 +49,7 @@ class Prepared:
     ctx: AppContext
     settings: Settings
     bootstrap_token: str | None  # set only when a token was generated now: print it once
+    admin_link: str | None = None  # the first admin's one-time portal sign-in secret
     agents: list[Agent] = field(default_factory=list)  # agents that run in this process
     not_isolated: str | None = None  # why local jobs share the server's OS user (None: they don't)
     warnings: list[str] = field(default_factory=list)  # what isolated jobs will miss here
@@ -88,6 +90,8 @@ def prepare(settings: Settings, catalog: Catalog) -> Prepared:
     token = (settings.bootstrap_token or "").strip() or None
     with db.session() as session:
         made = identity.bootstrap(session, now=utcnow(), token=token)
+        admin = made[0] if made is not None else None
+        admin_link = portal_sessions.first_admin_link(session, admin, utcnow()) if admin else None
         seed_calls(session, catalog, utcnow())
     generated = made[1] if made is not None and token is None else None
     in_process = []  # after bootstrap: its agent user must not make the database look used
@@ -129,6 +133,7 @@ def prepare(settings: Settings, catalog: Catalog) -> Prepared:
         agent_lease=lease,
         single_user=single_user,
         metrics_token=(settings.metrics_token or "").strip() or None,
+        public_url=settings.public_url,
     )
     with db.session() as session:  # what a crash mid-submission left behind
         swept = job_files.sweep_uploads(session, settings.data_dir)
@@ -138,7 +143,7 @@ def prepare(settings: Settings, catalog: Catalog) -> Prepared:
     if isolate and here:
         problems = (isolation.python_problem(), isolation.reach_problem(settings.data_dir))
         warnings = [p for p in problems if p is not None]
-    return Prepared(ctx, settings, generated, in_process, not_isolated, warnings, here)
+    return Prepared(ctx, settings, generated, admin_link, in_process, not_isolated, warnings, here)
 
 
 def close_data_dir(data_dir: Path) -> None:
@@ -198,7 +203,9 @@ def build_app(prepared: Prepared) -> FastAPI:
                 thread.join(10)
             ctx.db.dispose()
 
-    return create_app(ctx, lifespan=lifespan, max_body_bytes=prepared.settings.max_request_bytes)
+    app = create_app(ctx, lifespan=lifespan, max_body_bytes=prepared.settings.max_request_bytes)
+    install_portal(app)
+    return app
 
 
 def loop_steps(settings: Settings, ctx: AppContext) -> dict[str, Step]:
@@ -218,7 +225,13 @@ def loop_steps(settings: Settings, ctx: AppContext) -> dict[str, Step]:
             ctx.db, host=settings.smtp_host, port=settings.smtp_port, sender=settings.smtp_from
         )
     else:
-        log.warning("FABBRICA_SMTP_HOST is not set: email stays in the outbox, unsent")
+        log.warning(
+            "FABBRICA_SMTP_HOST is not set: sign-in links are printed here, other email "
+            "stays in the outbox, unsent"
+        )
+        steps["email"] = ConsoleSender(
+            ctx.db, kinds=frozenset({portal_sessions.SIGN_IN_KIND}), write=log.warning
+        )
     return steps
 
 

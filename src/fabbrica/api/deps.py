@@ -41,6 +41,7 @@ class AppContext:
     status: dict[str, str] = field(default_factory=lambda: {"control_loop": "not running"})
     single_user: SingleUser = field(default_factory=SingleUser)  # factories that cannot isolate
     metrics_token: str | None = field(default=None, repr=False)  # /metrics wants it when set
+    public_url: str | None = None  # where people reach the portal (links in emails)
     executors: ExecutorRegistry = field(init=False)
 
     def __post_init__(self, fixed_executors: Mapping[str, Executor] | None) -> None:

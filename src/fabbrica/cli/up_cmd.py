@@ -113,6 +113,10 @@ def up(
         say(f"  emulated factories (jobs run here): {', '.join(emulated)}", err=True)
     for line in isolation_lines(prepared):
         say(line, err=True)
+    if prepared.admin_link:
+        base = settings.public_url or url
+        say("Sign in to the portal as the federation admin (this link works once):", err=True)
+        say(f"  {base.rstrip('/')}/sign-in/{prepared.admin_link}", style="bold", err=True)
     if prepared.bootstrap_token:
         say("Created the federation admin. Its token, shown once:", style="yellow", err=True)
         say(prepared.bootstrap_token)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import smtplib
+from collections.abc import Callable
 from email.message import EmailMessage
 
 from sqlalchemy import select
@@ -30,6 +31,33 @@ def enqueue(
     )
     session.add(email)
     return email
+
+
+class ConsoleSender:
+    """Without SMTP: writes the pending messages of some kinds (sign-in links) to the
+    server's console instead, and marks them sent; the others stay in the outbox."""
+
+    def __init__(
+        self, db: Database, *, kinds: frozenset[str], write: Callable[[str], None]
+    ) -> None:
+        self.db = db
+        self.kinds = kinds
+        self.write = write
+
+    def __call__(self) -> int:
+        with self.db.session() as session:
+            pending = list(
+                session.scalars(
+                    select(OutboxEmail)
+                    .where(OutboxEmail.sent_at.is_(None), OutboxEmail.kind.in_(self.kinds))
+                    .order_by(OutboxEmail.id)
+                    .limit(100)
+                )
+            )
+            for email in pending:
+                self.write(f"email to {email.to_address} (no SMTP server set): {email.body}")
+                email.sent_at = utcnow()
+            return len(pending)
 
 
 class SmtpSender:

@@ -17,7 +17,7 @@ from fabbrica.api.params import MAX_ID, MAX_OFFSET
 from fabbrica.api.schemas_jobs import JobCreate, JobPublic, UsageGroup, UsageRow
 from fabbrica.core.errors import InvalidInput
 from fabbrica.core.jobspec import JobSpec, SpecError, parse_job_spec, spec_from_data
-from fabbrica.services import job_files, jobs, usage
+from fabbrica.services import job_files, jobs, submission, usage
 from fabbrica.store.models import Job
 
 router = APIRouter(tags=["jobs"])
@@ -128,34 +128,20 @@ async def submit_job(
 
     def work() -> JobPublic:
         spec, project, archive = _parse_submission(raw)
-        path = None
-        if archive is not None:
-            if ctx.files is None:
-                raise InvalidInput(
-                    "this server keeps no files; submit without a workdir", "workdir"
-                )
-            job_files.check_upload(archive, ctx.archive_limits)
-            path = job_files.upload_path(ctx.files)
-        job = jobs.submit(
+        return submission.submit_and_commit(
             session,
             actor,
             catalog,
             spec,
             project_id=project,
+            archive=archive,
+            files=ctx.files,
+            limits=ctx.archive_limits,
             connected=ctx.executors.connected(session),
-            workdir_archive=str(path) if path is not None else None,
-            now=ctx.clock(),
             single_user=ctx.single_user,
+            now=ctx.clock(),
+            present=job_public,
         )
-        try:  # stored only once the job is accepted; gone again if it cannot be kept
-            if path is not None and archive is not None:
-                job_files.store_upload(path, archive)
-            public = job_public(job)
-            session.commit()
-        except BaseException:
-            job_files.discard_upload(path)
-            raise
-        return public
 
     return await run_in_threadpool(work)
 

@@ -19,6 +19,7 @@ from fabbrica.store.models.alerts import BudgetAlert, OperatorDigest
 from fabbrica.store.models.base import Base
 from fabbrica.store.models.identity import ApiToken, OperatorFactory, User
 from fabbrica.store.models.jobs import Job, UsageRecord
+from fabbrica.store.models.portal import PortalSession, SignInLink
 
 __all__ = [
     "Agent",
@@ -36,10 +37,12 @@ __all__ = [
     "Organisation",
     "OrganisationMember",
     "OutboxEmail",
+    "PortalSession",
     "Project",
     "ProjectMember",
     "Proposal",
     "Review",
+    "SignInLink",
     "SiteUsername",
     "UsageRecord",
     "User",

@@ -1,0 +1,20 @@
+"""The portal: server-rendered pages (Jinja2, htmx for the live parts) at `/`, served by
+the same process and the same services as the REST API."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
+
+from fabbrica.portal import jobs, public, signin
+
+STATIC = Path(__file__).parent / "static"
+
+
+def install_portal(app: FastAPI) -> None:
+    """Add the portal's pages and its static files (CSS, the vendored htmx) to `app`."""
+    for module in (public, signin, jobs):
+        app.include_router(module.router)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
