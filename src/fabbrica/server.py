@@ -187,6 +187,7 @@ def build_app(prepared: Prepared) -> FastAPI:
         clock=ctx.clock,
         on_status=publish,
     )
+    ctx.wake = loop.wake  # a job submitted here is dispatched at once, not at the next tick
 
     stop = threading.Event()
     threads = [

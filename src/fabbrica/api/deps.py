@@ -40,6 +40,7 @@ class AppContext:
     agent_lease: dt.timedelta = dt.timedelta(seconds=60)  # how long a site agent's claim holds
     status: dict[str, str] = field(default_factory=lambda: {"control_loop": "not running"})
     single_user: SingleUser = field(default_factory=SingleUser)  # factories that cannot isolate
+    wake: Callable[[], None] = field(default=lambda: None)  # a submission: run the loop now
     executors: ExecutorRegistry = field(init=False)
 
     def __post_init__(self, fixed_executors: Mapping[str, Executor] | None) -> None:
