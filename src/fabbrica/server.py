@@ -31,7 +31,7 @@ from fabbrica.catalog.model import Catalog
 from fabbrica.core.archives import ArchiveLimits
 from fabbrica.core.executor import Executor
 from fabbrica.embedded import InProcessClient
-from fabbrica.services import identity, job_files
+from fabbrica.services import agents, identity, job_files
 from fabbrica.services.access.allocations import ExpiryStep
 from fabbrica.services.access.calls import seed_calls
 from fabbrica.services.control_loop import ControlLoop, LoopStatus, Step
@@ -100,6 +100,9 @@ def prepare(settings: Settings, catalog: Catalog, role: str = ALL) -> Prepared:
         with db.session() as session:
             made = identity.bootstrap(session, now=utcnow(), token=token)
             seed_calls(session, catalog, utcnow())
+        if role != API and settings.local_gpus > 0:  # after bootstrap: not a user of its own
+            with db.session() as session:  # two controllers starting at once make it once
+                agents.ensure_agent(session, LOCAL_ID, now=utcnow())
     if isolate:
         close_data_dir(settings.data_dir)  # the database file is there now
     lease = dt.timedelta(seconds=settings.agent_lease_seconds)
