@@ -71,9 +71,9 @@ def load_settings_catalog(settings: Settings) -> Catalog:
 def prepare(settings: Settings, catalog: Catalog, role: str = ALL) -> Prepared:
     """Create the data directory and schema, and the first admin on an empty database.
 
-    `role` API: no agent runs here (the controller runs the local factory's); the uploads
-    abandoned by a crash are swept only by a process that serves the API alone on its data
-    directory (`fabbrica up`), never while other replicas may be mid-upload."""
+    With `role` API no agent runs here (the controller runs the local factory's). Uploads
+    abandoned by a crash are swept only by `fabbrica up` (ALL), the one server of its data
+    directory: beside replicas, an upload may be another replica's, still in progress."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)  # the database (SQLite) and job files
     not_isolated = isolation.unavailable()  # jobs run as fab-u<user id> when None (root)
     isolate = not_isolated is None
