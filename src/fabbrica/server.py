@@ -1,4 +1,9 @@
-"""Wiring for `fabbrica up`: catalog, database, migrations, bootstrap, API, control loop."""
+"""Wiring of the server processes: catalog, database, migrations, bootstrap, API, control loop.
+
+`fabbrica up` runs everything in one process (the embedded default); `fabbrica serve` runs
+the API only (stateless, any number of replicas) and `fabbrica controller` the control loop
+(any number; one leads, through a PostgreSQL advisory lock). See docs/deploy.md.
+"""
 
 from __future__ import annotations
 
@@ -27,7 +32,7 @@ from fabbrica.core.archives import ArchiveLimits
 from fabbrica.core.executor import Executor
 from fabbrica.embedded import InProcessClient
 from fabbrica.portal import install_portal
-from fabbrica.services import identity, job_files, portal_sessions
+from fabbrica.services import agents, identity, job_files, portal_sessions
 from fabbrica.services.access.allocations import ExpiryStep
 from fabbrica.services.access.calls import seed_calls
 from fabbrica.services.alerts import AlertStep
@@ -37,11 +42,16 @@ from fabbrica.services.notify import ConsoleSender, SmtpSender
 from fabbrica.services.single_user import SingleUser
 from fabbrica.settings import Settings
 from fabbrica.store.db import Database
+from fabbrica.store.leader import Leadership, setup_lock
 from fabbrica.store.migrate import upgrade
 from fabbrica.store.types import utcnow
 
 log = logging.getLogger("fabbrica")
 LOCAL_AGENT_INTERVAL = 0.5  # seconds between the embedded agent's syncs
+
+# What a process runs: everything (`fabbrica up`), the API (`fabbrica serve`), or the
+# control loop and the agents of the factories that run on this machine (`fabbrica controller`)
+ALL, API, CONTROLLER = "all", "api", "controller"
 
 
 @dataclass
@@ -61,8 +71,12 @@ def load_settings_catalog(settings: Settings) -> Catalog:
     return load_catalog(settings.catalog)
 
 
-def prepare(settings: Settings, catalog: Catalog) -> Prepared:
-    """Create the data directory and schema, and the first admin on an empty database."""
+def prepare(settings: Settings, catalog: Catalog, role: str = ALL) -> Prepared:
+    """Create the data directory and schema, and the first admin on an empty database.
+
+    With `role` API no agent runs here (the controller runs the local factory's). Uploads
+    abandoned by a crash are swept only by `fabbrica up` (ALL), the one server of its data
+    directory: beside replicas, an upload may be another replica's, still in progress."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)  # the database (SQLite) and job files
     not_isolated = isolation.unavailable()  # jobs run as fab-u<user id> when None (root)
     isolate = not_isolated is None
@@ -83,32 +97,39 @@ def prepare(settings: Settings, catalog: Catalog) -> Prepared:
                 isolate=isolate,
             )
     db = Database(settings.resolved_database_url())
-    upgrade(db.engine)
+    token = (settings.bootstrap_token or "").strip() or None
+    with setup_lock(db.engine):  # replicas and controllers may start at once
+        upgrade(db.engine)
+        with db.session() as session:
+            made = identity.bootstrap(session, now=utcnow(), token=token)
+            admin = made[0] if made is not None else None
+            admin_link = (
+                portal_sessions.first_admin_link(session, admin, utcnow()) if admin else None
+            )
+            seed_calls(session, catalog, utcnow())
+        if role != API and settings.local_gpus > 0:  # after bootstrap: not a user of its own
+            with db.session() as session:  # two controllers starting at once make it once
+                agents.ensure_agent(session, LOCAL_ID, now=utcnow())
     if isolate:
         close_data_dir(settings.data_dir)  # the database file is there now
     lease = dt.timedelta(seconds=settings.agent_lease_seconds)
-    token = (settings.bootstrap_token or "").strip() or None
-    with db.session() as session:
-        made = identity.bootstrap(session, now=utcnow(), token=token)
-        admin = made[0] if made is not None else None
-        admin_link = portal_sessions.first_admin_link(session, admin, utcnow()) if admin else None
-        seed_calls(session, catalog, utcnow())
     generated = made[1] if made is not None and token is None else None
     in_process = []  # after bootstrap: its agent user must not make the database look used
     if settings.local_gpus > 0:
         # The embedded factory runs its own agent, in this process: the same agent loop
         # as a site's, driving the local executor (its files stay where the API reads them).
         local = LocalExecutor(settings.data_dir / "jobs", gpus=settings.local_gpus, isolate=isolate)
-        client = InProcessClient(db, catalog, LOCAL_ID, utcnow, lease)
-        in_process.append(
-            Agent(
-                client,
-                local,
-                backend="local",
-                interval=LOCAL_AGENT_INTERVAL,
-                work_dir=settings.data_dir / "agent",
+        if role != API:
+            client = InProcessClient(db, catalog, LOCAL_ID, utcnow, lease)
+            in_process.append(
+                Agent(
+                    client,
+                    local,
+                    backend="local",
+                    interval=LOCAL_AGENT_INTERVAL,
+                    work_dir=settings.data_dir / "agent",
+                )
             )
-        )
         executors[LOCAL_ID] = AgentLink(
             db, LOCAL_ID, utcnow, settings.data_dir, lease=lease, job_dirs=local.job_dir
         )
@@ -135,10 +156,11 @@ def prepare(settings: Settings, catalog: Catalog) -> Prepared:
         metrics_token=(settings.metrics_token or "").strip() or None,
         public_url=settings.public_url,
     )
-    with db.session() as session:  # what a crash mid-submission left behind
-        swept = job_files.sweep_uploads(session, settings.data_dir)
-    if swept:
-        log.warning("removed %d abandoned upload(s) from %s", len(swept), settings.data_dir)
+    if role == ALL:
+        with db.session() as session:  # what a crash mid-submission left behind
+            swept = job_files.sweep_uploads(session, settings.data_dir)
+        if swept:
+            log.warning("removed %d abandoned upload(s) from %s", len(swept), settings.data_dir)
     warnings = []
     if isolate and here:
         problems = (isolation.python_problem(), isolation.reach_problem(settings.data_dir))
@@ -177,6 +199,7 @@ def build_app(prepared: Prepared) -> FastAPI:
         clock=ctx.clock,
         on_status=publish,
     )
+    ctx.wake = loop.wake  # a job submitted here is dispatched at once, not at the next tick
 
     stop = threading.Event()
     threads = [
@@ -206,6 +229,103 @@ def build_app(prepared: Prepared) -> FastAPI:
     app = create_app(ctx, lifespan=lifespan, max_body_bytes=prepared.settings.max_request_bytes)
     install_portal(app)
     return app
+
+
+def build_api(prepared: Prepared) -> FastAPI:
+    """`fabbrica serve`: the API and the portal, holding no state of their own; the control
+    loop runs in `fabbrica controller`."""
+    ctx = prepared.ctx
+    ctx.status["control_loop"] = "separate"  # GET /health: not in this process
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            ctx.db.dispose()
+
+    app = create_app(ctx, lifespan=lifespan, max_body_bytes=prepared.settings.max_request_bytes)
+    install_portal(app)
+    return app
+
+
+class Controller:
+    """`fabbrica controller`: the control loop, and the agents of the factories that run on
+    this machine, while this process leads (a PostgreSQL advisory lock, held on a connection
+    of its own). The others check the lock every interval and take over when it is free:
+    the leader died, or its connection did. A leader whose connection fails stops acting at
+    once (its lock may already be another's) and tries again like the others."""
+
+    def __init__(self, prepared: Prepared, leadership: Leadership | None = None) -> None:
+        self.prepared = prepared
+        ctx = prepared.ctx
+        self.leadership = leadership or Leadership(ctx.db.url)
+        self.interval = prepared.settings.loop_interval_seconds
+        self.loop = ControlLoop(
+            loop_steps(prepared.settings, ctx), interval=self.interval, clock=ctx.clock
+        )
+        self.terms = 0  # how many times this process took the lead
+        self._agents_stop: threading.Event | None = None
+        self._threads: list[threading.Thread] = []
+
+    @property
+    def leading(self) -> bool:
+        return self._agents_stop is not None
+
+    def run(self, stop: threading.Event) -> None:
+        """Lead or wait, every interval, until `stop` is set; then give the lead up."""
+        try:
+            while not stop.is_set():
+                self.step()
+                stop.wait(self.interval)
+        finally:
+            self._follow()
+            self.leadership.dispose()
+            self.prepared.ctx.db.dispose()
+
+    def step(self) -> bool:
+        """One round: when this process leads (still, or from now), one tick of the loop."""
+        if self.leadership.hold():
+            if not self.leading:
+                self._lead()
+            self.loop.tick()
+            return True
+        if self.leading:
+            self._follow()
+        return False
+
+    def _lead(self) -> None:
+        self.terms += 1
+        log.info("leading: this controller runs the control loop (term %d)", self.terms)
+        for agent in self.prepared.agents:
+            agent.failures = 0  # no backoff left over from the last term
+            try:  # as in `fabbrica up`: runs seen (leases renewed) before the loop looks
+                agent.adopt()
+                agent.round()
+            except Exception:  # the database may be away again: the agent's loop retries
+                log.exception("agent %s: first round of the term failed", agent.backend)
+        self._agents_stop = threading.Event()
+        self._threads = [
+            threading.Thread(
+                target=agent.run,
+                args=(self._agents_stop,),
+                name=f"agent {agent.backend}",
+                daemon=True,
+            )
+            for agent in self.prepared.agents
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def _follow(self) -> None:
+        if self._agents_stop is None:
+            return
+        log.warning("standing by: this controller no longer leads")
+        self._agents_stop.set()
+        for thread in self._threads:
+            thread.join(10)
+        self._agents_stop, self._threads = None, []
+        self.leadership.release()
 
 
 def loop_steps(settings: Settings, ctx: AppContext) -> dict[str, Step]:

@@ -200,7 +200,12 @@ def test_a_lost_job_placed_again_at_its_old_factory_runs_anew(world: World) -> N
 
 def test_a_quiet_agent_gets_no_new_work(world: World) -> None:
     world.sync("jaif")
-    world.clock.advance(seconds=31)  # its capacity is stale now
+    world.clock.advance(seconds=LEASE.total_seconds() / 2 - 1)  # fresh for half its lease
+    job_id = world.submit(gpus=1, gpu_model="gh200")
+    world.dispatcher.step()
+    assert world.job(job_id)["state"] == "dispatched"
+    world.sync("jaif")
+    world.clock.advance(seconds=LEASE.total_seconds() / 2 + 1)  # its capacity is stale now
     job_id = world.submit(gpus=1, gpu_model="gh200")
     world.dispatcher.step()
     assert world.job(job_id)["state"] == "queued"

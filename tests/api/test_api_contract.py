@@ -10,8 +10,12 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from fabbrica.api.app import API_PREFIX
+from fabbrica.api.app import API_PREFIX, create_app
+from fabbrica.api.deps import AppContext
+from fabbrica.catalog.model import Catalog
+from fabbrica.store.db import Database
 from tests.api.helpers import API, JSON, Headers, assert_error
+from tests.conftest import bearer
 
 
 def _operations(api: TestClient) -> dict[str, set[str]]:
@@ -96,3 +100,17 @@ def test_a_date_time_is_text_not_a_number(api: TestClient, admin: Headers, until
     body = {"action": "extend", "reason": "more time", "until": until}
     r = api.post(f"{API}/allocations/1/changes", headers=admin, json=body)
     assert_error(r, 422, "invalid", "until")
+
+
+def test_without_its_database_a_replica_answers_503_never_500(catalog: Catalog) -> None:
+    # a PostgreSQL that is not there (nothing listens on port 1): the driver fails at once
+    away = AppContext(db=Database("postgresql://fabbrica@127.0.0.1:1/gone"), catalog=catalog)
+    with TestClient(create_app(away), raise_server_exceptions=False) as client:
+        for method, path in [("GET", "/me"), ("GET", "/jobs"), ("POST", "/organisations")]:
+            body = {"name": "S", "country": "IT", "type": "startup"} if method == "POST" else None
+            r = client.request(method, f"{API}{path}", json=body, headers=bearer("fab_x"))
+            assert_error(r, 503, "unavailable")
+            assert int(r.headers["Retry-After"]) > 0
+        health = client.get(f"{API}/health").json()
+        assert health["status"] == "degraded" and health["database"] == "unreachable"
+    away.db.dispose()

@@ -141,12 +141,14 @@ def test_every_operation_documents_its_errors_in_the_error_shape(
         documented = {int(s) for s in responses if not s.startswith("2")}
         expected = set(ROUTE_ERRORS[(method, path)])
         if op.get("security"):
-            expected.add(401)
+            expected |= {401, 503}
         if op.get("parameters") or op.get("requestBody"):
             expected.add(422)
         if op.get("requestBody"):
             expected.add(413)
         assert expected <= documented, (method, path, sorted(expected - documented))
+        if 503 in documented:
+            assert "Retry-After" in responses["503"]["headers"]
         for status in documented:
             assert responses[str(status)]["content"]["application/json"]["schema"] == error
         if 401 in documented:

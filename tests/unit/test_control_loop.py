@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
+import time
 
 from fabbrica.services.control_loop import ControlLoop, LoopStatus
 
@@ -59,3 +60,24 @@ def test_thread_starts_ticks_and_stops() -> None:
     loop.stop()
     assert states[0] == "running" and states[-1] == "stopped"
     assert loop.status.ticks >= 1
+
+
+def test_a_wake_ticks_at_once_and_a_stop_ends_the_wait() -> None:
+    ticks: list[float] = []
+    second = threading.Event()
+
+    def step() -> int:
+        ticks.append(time.monotonic())
+        if len(ticks) == 2:
+            second.set()
+        return 0
+
+    loop = ControlLoop({"s": step}, interval=3600, clock=lambda: T0)  # an hour between ticks
+    loop.start()
+    while not ticks:
+        time.sleep(0.01)
+    loop.wake()  # a job was submitted
+    assert second.wait(5)
+    began = time.monotonic()
+    loop.stop()
+    assert time.monotonic() - began < 5 and len(ticks) == 2

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+import json
 import tarfile
 import time
 from pathlib import Path
@@ -149,6 +150,28 @@ def test_a_restarted_executor_adopts_running_and_finished_jobs(tmp_path: Path) -
     assert second.poll(["slow"])[0].exit_code == 7
     assert not (second.job_dir("slow") / "work" / "ran").exists()
     for proc in first._procs.values():  # reap what the first executor started
+        proc.wait(5)
+
+
+def test_a_run_whose_pid_a_crash_left_unrecorded_is_found_by_its_own(tmp_path: Path) -> None:
+    first = LocalExecutor(tmp_path / "jobs", gpus=2)
+    first.submit(launch("slow", "sleep 1; exit 7"))
+    run_json = first.job_dir("slow") / "run.json"
+
+    def forget_pid() -> None:  # as after kill -9 between starting the job and recording it
+        run_json.write_text(json.dumps({**json.loads(run_json.read_text()), "pid": None}))
+
+    forget_pid()
+    second = LocalExecutor(tmp_path / "jobs", gpus=2)
+    assert [s.state for s in second.adopt()] == [RunState.RUNNING]
+    assert json.loads(run_json.read_text())["pid"] is not None  # recorded now
+    assert wait_for(second, "slow") is RunState.FAILED and second.poll(["slow"])[0].exit_code == 7
+    forget_pid()  # and had it never started at all:
+    for name in ("exit_code", "exit_code.pid"):
+        (second.job_dir("slow") / name).unlink()
+    status = LocalExecutor(tmp_path / "jobs", gpus=2).poll(["slow"])[0]
+    assert status.state is RunState.RUNNING and status.reason == "starting"  # for a while
+    for proc in first._procs.values():
         proc.wait(5)
 
 

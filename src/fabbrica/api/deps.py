@@ -42,6 +42,7 @@ class AppContext:
     single_user: SingleUser = field(default_factory=SingleUser)  # factories that cannot isolate
     metrics_token: str | None = field(default=None, repr=False)  # /metrics wants it when set
     public_url: str | None = None  # where people reach the portal (links in emails)
+    wake: Callable[[], None] = field(default=lambda: None)  # a submission: run the loop now
     executors: ExecutorRegistry = field(init=False)
 
     def __post_init__(self, fixed_executors: Mapping[str, Executor] | None) -> None:

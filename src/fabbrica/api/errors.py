@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -9,10 +10,14 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match, Route
 
 from fabbrica.core.errors import FabbricaError
+
+log = logging.getLogger("fabbrica.api")
 
 # The `code` of each HTTP status the API answers with. docs/api.md lists these codes (a test
 # checks both ways), and the OpenAPI document's error schema enumerates them.
@@ -25,8 +30,10 @@ STATUS_CODES: dict[int, str] = {
     409: "conflict",
     413: "too_large",
     422: "invalid",
+    503: "unavailable",
 }
 OTHER_CODE = "error"  # any status missing above (none is sent today)
+RETRY_AFTER_S = 5  # what a 503 tells clients to wait before they try again
 
 
 def error_response(
@@ -95,7 +102,22 @@ def _allowed(request: Request) -> str:
     return ", ".join(sorted(methods))
 
 
+async def _on_database_away(_: Request, exc: Exception) -> JSONResponse:
+    """The database cannot be reached (down, restarting, failing over, the network): 503,
+    never 500; the request changed nothing (its transaction did not commit). The pool
+    checks each connection before use (pool_pre_ping), so service resumes by itself."""
+    log.warning("database unavailable: %s", " ".join(str(exc).split())[:300])
+    return error_response(
+        503,
+        "unavailable",
+        "the database is unavailable; nothing was changed, try again shortly",
+        headers={"Retry-After": str(RETRY_AFTER_S)},
+    )
+
+
 def install_error_handlers(app: FastAPI) -> None:
+    for away in (OperationalError, InterfaceError, PoolTimeout):
+        app.add_exception_handler(away, _on_database_away)
     app.add_exception_handler(FabbricaError, _on_domain)
     app.add_exception_handler(RequestValidationError, _on_validation)
     app.add_exception_handler(StarletteHTTPException, _on_http)

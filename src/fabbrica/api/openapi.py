@@ -2,9 +2,10 @@
 one place with what it cannot see.
 
 - Every operation lists the errors it can answer, in the one error shape (`ErrorResponse`,
-  whose `code` is an enum): 401 when it needs a token, 422 when it takes parameters or a
-  body, 413 when it takes a body, and the 400/403/404/409 its route and services raise
-  (`ROUTE_ERRORS`; tests/unit/test_api_contract.py checks that table against the code).
+  whose `code` is an enum): 401 and 503 (the database unavailable) when it needs a token,
+  422 when it takes parameters or a body, 413 when it takes a body, and the 400/403/404/409
+  its route and services raise (`ROUTE_ERRORS`; tests/unit/test_api_contract.py checks that
+  table against the code).
 - Request bodies the routes read by hand: POST /jobs (JSON or a multipart form with the
   workdir archive) and an agent's log part (octet-stream).
 - Responses that are not JSON: logs (text, with their headers), outputs and workdir archives.
@@ -104,6 +105,7 @@ _WHY = {
     409: "It conflicts with the current state (a duplicate, a decided proposal ...).",
     413: "The request body is over the server's limit.",
     422: "A parameter or field is invalid; `field` names it.",
+    503: "The database is unavailable; nothing was changed. Try again after `Retry-After`.",
 }
 _NO_NUL = "^[^\\u0000]*$"  # RequestLimits refuses NUL characters in queries and JSON bodies
 _FORMATS = ("binary", "date-time", "date")  # strings whose format already rules out a NUL
@@ -251,6 +253,7 @@ def _document_errors(method: str, path: str, operation: Schema) -> None:
     statuses = set(raised)
     if operation.get("security"):
         statuses.add(401)
+        statuses.add(503)  # a token is looked up in the database
     if operation.get("parameters") or operation.get("requestBody"):
         statuses.add(422)
     if operation.get("requestBody"):
@@ -271,6 +274,13 @@ def _document_errors(method: str, path: str, operation: Schema) -> None:
         if status == 401:
             answer["headers"] = {
                 "WWW-Authenticate": {"description": "`Bearer`", "schema": {"type": "string"}}
+            }
+        if status == 503:
+            answer["headers"] = {
+                "Retry-After": {
+                    "description": "seconds to wait",
+                    "schema": {"type": "string", "pattern": "^[0-9]+$"},
+                }
             }
         responses[str(status)] = answer
 

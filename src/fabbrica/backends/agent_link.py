@@ -30,7 +30,9 @@ from fabbrica.store.db import Database
 from fabbrica.store.models import Agent, Job
 
 DEFAULT_LEASE = dt.timedelta(seconds=60)
-STALE_AFTER = dt.timedelta(seconds=30)  # capacity older than this is not used for placement
+# Capacity older than this share of the agent lease is not used for placement (30 s of the
+# default 60 s lease): an agent that has missed syncs for half its lease gets no new work.
+STALE_SHARE_OF_LEASE = 0.5
 
 
 class AgentLink:
@@ -46,7 +48,7 @@ class AgentLink:
         factory_id: str,
         clock: Callable[[], dt.datetime],
         files: Path | None = None,
-        stale_after: dt.timedelta = STALE_AFTER,
+        stale_after: dt.timedelta | None = None,  # None: STALE_SHARE_OF_LEASE of the lease
         lease: dt.timedelta = DEFAULT_LEASE,
         job_dirs: Callable[[str], Path] | None = None,
     ) -> None:
@@ -55,7 +57,7 @@ class AgentLink:
         self.name = f"agent {factory_id}"
         self.clock = clock
         self.files = files
-        self.stale_after = stale_after
+        self.stale_after = stale_after or lease * STALE_SHARE_OF_LEASE
         self.lease = lease
         self.job_dirs = job_dirs  # an in-process agent's executor keeps the files here
 

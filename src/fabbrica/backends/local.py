@@ -44,7 +44,13 @@ KILL_GRACE_S = 3.0
 PASSED_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "TZ", "USER")
 ISOLATED_ENV = ("PATH", "LANG", "LC_ALL", "TZ")  # the rest is set for the job user
 OWN_DIRS = ("work", "status", "tmp")  # what an isolated job owns in its directory
-_WRAPPER = 'bash -c "$1"; code=$?; printf "%s" "$code" > "$2.tmp"; mv "$2.tmp" "$2"'
+# The job's shell records its own pid first (`<exit file>.pid`): a server killed between
+# starting it and writing run.json again leaves the run findable (see _recover_pid).
+_WRAPPER = (
+    'printf "%s" "$$" > "$2.pid"; bash -c "$1"; code=$?; printf "%s" "$code" > "$2.tmp"; '
+    'mv "$2.tmp" "$2"'
+)
+STARTING_GRACE_S = 10.0  # a run.json without a pid this young may still be starting
 
 
 class LocalExecutor:
@@ -182,6 +188,8 @@ class LocalExecutor:
         if run is None:
             return RunStatus(run_tag, RunState.UNKNOWN)
         directory = self.root / run_tag
+        if run["pid"] is None:
+            run = self._recover_pid(directory, run)
         started = dt.datetime.fromtimestamp(run["started_at"], dt.UTC)
         ended_as = _read(directory / "ended")
         exit_path = _exit_path(directory, run)
@@ -196,6 +204,8 @@ class LocalExecutor:
                 return self._stop(run_tag, RunState.TIMED_OUT)
             return RunStatus(run_tag, RunState.RUNNING, started_at=started)
         if run["pid"] is None:  # crashed between writing run.json and starting
+            if time.time() - run["started_at"] < STARTING_GRACE_S:
+                return RunStatus(run_tag, RunState.RUNNING, started, reason="starting")
             return RunStatus(run_tag, RunState.FAILED, started, started, None, "never started")
         return RunStatus(
             run_tag,
@@ -228,6 +238,25 @@ class LocalExecutor:
             return proc.poll() is None  # also reaps our own children
         pid = run.get("pid")
         return pid is not None and _start_ticks(pid) == run.get("start_ticks")
+
+    def _recover_pid(self, directory: Path, run: dict[str, Any]) -> dict[str, Any]:
+        """A run.json without a pid: the server died between starting the job and recording
+        its pid. The job's shell wrote its pid itself; when that process still runs the
+        wrapper, record it as the launch would have."""
+        text = _read_small(Path(f"{_exit_path(directory, run)}.pid"))
+        if text is None or not text.isdigit():
+            return run
+        pid = int(text)
+        ticks = _start_ticks(pid)
+        try:
+            ours = b"fabbrica-job" in Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            ours = False
+        if ticks is None or not ours:
+            return run
+        run = {**run, "pid": pid, "start_ticks": ticks}
+        _write_json(directory / "run.json", run)
+        return run
 
     def _stop(self, run_tag: str, state: RunState) -> RunStatus:
         run = self._run(run_tag)

@@ -16,6 +16,7 @@ from fabbrica.cli import (
     catalog_cmds,
     identity_cmds,
     job_cmds,
+    plane_cmds,
     proposal_cmds,
     sim_cmds,
     up_cmd,
@@ -95,6 +96,8 @@ _GROUPS: dict[str, list[tuple[str, Any]]] = {
     DATA: [("download", job_cmds.download)],
     OPERATE: [
         ("up", up_cmd.up),
+        ("serve", plane_cmds.serve),
+        ("controller", plane_cmds.controller),
         ("db", up_cmd.db_app),
         ("user", identity_cmds.user_app),
         ("call", access_cmds.call_app),

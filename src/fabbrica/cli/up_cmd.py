@@ -113,13 +113,8 @@ def up(
         say(f"  emulated factories (jobs run here): {', '.join(emulated)}", err=True)
     for line in isolation_lines(prepared):
         say(line, err=True)
-    if prepared.admin_link:
-        base = settings.public_url or url
-        say("Sign in to the portal as the federation admin (this link works once):", err=True)
-        say(f"  {base.rstrip('/')}/sign-in/{prepared.admin_link}", style="bold", err=True)
+    admin_banner(prepared, settings.public_url)
     if prepared.bootstrap_token:
-        say("Created the federation admin. Its token, shown once:", style="yellow", err=True)
-        say(prepared.bootstrap_token)
         say(f"  export FABBRICA_URL={url} FABBRICA_TOKEN=<the token above>", err=True)
     uvicorn.run(
         build_app(prepared),
@@ -180,3 +175,15 @@ def db_upgrade() -> None:
         say(f"{describe_database(db.url)} is at revision {revision}", err=True)
     finally:
         db.dispose()
+
+
+def admin_banner(prepared: Prepared, public_url: str | None) -> None:
+    """What the process that made the first admin prints once: the portal URL that signs
+    the admin in (once) and the admin's API token."""
+    if prepared.admin_link:
+        base = public_url or f"http://{prepared.settings.host}:{prepared.settings.port}"
+        say("Sign in to the portal as the federation admin (this link works once):", err=True)
+        say(f"  {base.rstrip('/')}/sign-in/{prepared.admin_link}", style="bold", err=True)
+    if prepared.bootstrap_token:
+        say("Created the federation admin. Its token, shown once:", style="yellow", err=True)
+        say(prepared.bootstrap_token)

@@ -130,6 +130,7 @@ def submit_job(
     except (InvalidInput, NotFound) as exc:
         session.rollback()
         return _jobs_page(request, who, user, session, 422, exc, spec)
+    ctx.wake()  # a control loop in this process (`fabbrica up`) dispatches it now
     return RedirectResponse(f"/jobs/{job_id}", status_code=303)
 
 

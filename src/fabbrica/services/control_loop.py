@@ -42,6 +42,7 @@ class ControlLoop:
         self.status = LoopStatus()
         self._on_status = on_status
         self._stop = threading.Event()
+        self._wake = threading.Event()  # stop waiting: a stop, or work to do now
         self._thread: threading.Thread | None = None
 
     def tick(self) -> LoopStatus:
@@ -64,8 +65,13 @@ class ControlLoop:
         self._thread = threading.Thread(target=self._run, name="fabbrica-loop", daemon=True)
         self._thread.start()
 
+    def wake(self) -> None:
+        """Tick now rather than at the end of the interval (a job was submitted)."""
+        self._wake.set()
+
     def stop(self, timeout: float = 10.0) -> None:
         self._stop.set()
+        self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout)
         self.status.state = "stopped"
@@ -73,8 +79,9 @@ class ControlLoop:
 
     def _run(self) -> None:
         while not self._stop.is_set():
+            self._wake.clear()  # a wake during the tick still counts: cleared before it
             self.tick()
-            self._stop.wait(self.interval)
+            self._wake.wait(self.interval)
 
     def _publish(self) -> None:
         if self._on_status is not None:

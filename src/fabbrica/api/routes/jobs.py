@@ -143,7 +143,9 @@ async def submit_job(
             present=job_public,
         )
 
-    return await run_in_threadpool(work)
+    public = await run_in_threadpool(work)
+    ctx.wake()  # a control loop in this process (`fabbrica up`) dispatches it now
+    return public
 
 
 @router.get("/jobs", response_model=list[JobPublic])
