@@ -74,8 +74,11 @@ def test_alias_bombs_are_quick_422s_and_health_stays_fast_meanwhile(server: Serv
     )
     print(numbers)
     assert not failures, failures[:3]
-    assert statistics.median(alone) < 0.1, numbers
-    assert statistics.median(health) < 0.1, numbers
+    # Bounds a frozen server cannot meet (before the fix: /health 25 s behind one bomb of 8
+    # levels) and a machine busy with other tests always does; the figures themselves are
+    # printed, and measured quietly in bench/, not asserted here.
+    assert statistics.median(alone) < 1.0, numbers
+    assert statistics.median(health) < 1.0, numbers
     assert statistics.quantiles(health, n=10)[-1] < 1.0, numbers  # no probe starves either
 
 
