@@ -120,6 +120,21 @@ def test_a_multi_node_job_waits_for_a_factory_whose_backend_declares_it(world: W
     assert (placed["state"], placed["factory"]) == ("dispatched", "jaif")
 
 
+def test_jobs_dispatched_since_the_agents_report_count_against_its_free_gpus(
+    world: World,
+) -> None:
+    """The agent last said 4 GPUs free; passes before its next sync must not place more
+    than those 4, however many jobs arrive meanwhile (each pass sees the report again)."""
+    world.sync("jaif")
+    world.sync("it4lia")
+    ids = []
+    for _ in range(6):  # one pass per submission, as when a submission wakes the loop
+        ids.append(world.submit(gpus=1, gpu_model="gh200"))
+        world.dispatcher.step()
+    states = [world.job(i)["state"] for i in ids]
+    assert states == ["dispatched"] * 4 + ["queued"] * 2
+
+
 def test_a_job_goes_to_the_agent_of_its_factory_and_is_charged_once(world: World) -> None:
     job_id = dispatched_to(world, "gh200")
     assert world.job(job_id)["factory"] == "jaif"

@@ -150,11 +150,15 @@ class Dispatcher:
             seen = capacity.get(part.id)
             if seen is None:
                 continue
+            # the agent's report may predate jobs dispatched since: never more free than
+            # what the jobs Fabbrica has dispatched or running there leave
+            ours = sum(r.gpus for r in running[(part.factory, part.id)])
+            free = max(0, min(seen.free_gpus, seen.total_gpus - ours))
             partitions.append(
                 replace(
                     part,
                     total_gpus=seen.total_gpus,
-                    free_gpus=seen.free_gpus,
+                    free_gpus=free,
                     running=tuple(running[(part.factory, part.id)]),
                     multi_node=part.multi_node and Capability.MULTI_NODE in executor.capabilities(),
                 )
