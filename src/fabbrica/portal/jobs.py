@@ -185,12 +185,16 @@ def cancel_job(request: Request, user: UserDep, session: DbSession, job_id: int)
     return RedirectResponse(f"/jobs/{job_id}", status_code=303)
 
 
-def _outputs(request: Request, job: Job) -> tarfile.TarFile:
+def _archive(request: Request, job: Job) -> bytes:
+    """The job's outputs as a gzipped tar, as the API's download packs them."""
     ctx = context(request)
     spec = JobSpec.model_validate_json(job.spec)
     directory = job_files.job_dir(ctx.executors, job)
-    data = job_files.outputs_archive(directory, spec, ctx.archive_limits)
-    return tarfile.open(fileobj=io.BytesIO(data), mode="r:gz")
+    return job_files.outputs_archive(directory, spec, ctx.archive_limits)
+
+
+def _outputs(request: Request, job: Job) -> tarfile.TarFile:
+    return tarfile.open(fileobj=io.BytesIO(_archive(request, job)), mode="r:gz")
 
 
 def _output_names(request: Request, job: Job) -> list[str]:
@@ -212,13 +216,10 @@ def download_outputs(
     """One output file (`path`), or all of them as a gzipped tar."""
     job = jobs.get_job(session, user, job_id)
     if not path:
-        ctx = context(request)
-        spec = JobSpec.model_validate_json(job.spec)
-        data = job_files.outputs_archive(
-            job_files.job_dir(ctx.executors, job), spec, ctx.archive_limits
-        )
         name = f"job-{job.id}-outputs.tar.gz"
-        return Response(data, media_type="application/gzip", headers=_attachment(name))
+        return Response(
+            _archive(request, job), media_type="application/gzip", headers=_attachment(name)
+        )
     with _outputs(request, job) as tar:
         member = next((m for m in tar.getmembers() if m.isfile() and m.name == path), None)
         extracted = tar.extractfile(member) if member is not None else None
