@@ -33,6 +33,8 @@ NOT_ACCESS_ROUTES = {
     ("GET", "/jobs"),
     ("GET", "/jobs/{job_id}"),
     ("POST", "/jobs/{job_id}/cancel"),
+    ("POST", "/jobs/{job_id}/cancel-array"),  # arrays: tests/api/test_job_arrays.py
+    ("POST", "/jobs/batch"),
     ("GET", "/jobs/{job_id}/logs"),
     ("GET", "/jobs/{job_id}/outputs"),
     ("GET", "/usage"),

@@ -39,6 +39,27 @@ class JobPublic(BaseModel):
     ended_at: dt.datetime | None
     exit_code: int | None
     cancel_requested: bool
+    array_id: int | None = Field(
+        default=None, description="a task of a job array: the array's id (its first task's)"
+    )
+    array_index: int | None = Field(default=None, description="the task's FABBRICA_ARRAY_INDEX")
+
+
+MAX_BATCH = 1000  # jobs in one batch submission
+
+
+class JobBatchCreate(BaseModel):
+    """Several jobs in one request (specs without a workdir), accepted all or none."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    jobs: list[JobCreate] = Field(min_length=1, max_length=MAX_BATCH)
+
+
+class ArrayCancelled(BaseModel):
+    array_id: int
+    cancelled: int = Field(description="queued tasks cancelled at once")
+    stopping: int = Field(description="dispatched or running tasks asked to stop")
 
 
 class UsageRow(BaseModel):

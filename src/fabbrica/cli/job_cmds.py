@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,7 +20,7 @@ from rich.progress import (
 )
 
 from fabbrica.cli.client import client
-from fabbrica.cli.errors import FAILURE
+from fabbrica.cli.errors import BAD_INPUT, FAILURE, CliError
 from fabbrica.cli.helptext import spec_help
 from fabbrica.cli.output import count, emit, err_console, gpu_hours, print_table, say, when
 from fabbrica.cli.params import JsonOpt, ProjectFilterOpt
@@ -62,6 +63,10 @@ def run(
 ) -> None:
     """Submit a job: packs and uploads its workdir, prints the job."""
     api = client()
+    if follow and _is_array(file):
+        raise CliError(
+            "an array has a log per task: follow one with fabbrica logs ID --follow", BAD_INPUT
+        )
     with Progress(
         TextColumn("{task.description}", markup=False),  # a folder name is not markup
         BarColumn(),
@@ -71,6 +76,19 @@ def run(
         transient=True,
     ) as progress:
         job = api.submit(file, project=project, workdir=workdir_opt, progress=_uploading(progress))
+    array_id = job.get("array_id")
+    if array_id is not None:
+        say(
+            f"job {job['id']} is the first task of array {array_id}; all of them: "
+            f"fabbrica jobs --array {array_id}",
+            err=True,
+        )
+        if wait:
+            tasks = _wait_array(array_id)
+            emit(tasks, json_out, _job_table)
+            if any(t["state"] != "succeeded" for t in tasks):
+                raise typer.Exit(FAILURE)
+            return
     if follow:
         job = _follow(job["id"])
     elif wait:
@@ -78,6 +96,28 @@ def run(
     emit(job, json_out)
     if (wait or follow) and job["state"] != "succeeded":
         raise typer.Exit(FAILURE)
+
+
+def _is_array(file: Path) -> bool:
+    """Whether the spec file asks for an array (a spec that does not parse: the
+    submission says why)."""
+    from fabbrica.core.jobspec import SpecError, parse_job_spec
+
+    try:
+        return parse_job_spec(file.read_bytes()).array is not None
+    except (OSError, SpecError):
+        return False
+
+
+def _wait_array(array_id: int, poll: float = 1.0) -> list[Job]:
+    """Every task of the array, once all have ended."""
+    with _interruptible(array_id):
+        api = client()
+        while True:
+            tasks = api.jobs(array_id=array_id)
+            if all(t["state"] in FINISHED for t in tasks):
+                return tasks
+            time.sleep(poll)
 
 
 run.__doc__ = f"""Submit a job: packs and uploads its workdir, prints the job.
@@ -90,7 +130,10 @@ names the folder on the command line. The server refuses (exit 2, with the numbe
 can never run or whose worst case (GPUs x time limit under the billing rule) exceeds what every
 eligible allocation has left. `--wait` returns when the job ends, `--follow` streams its
 output; with either, the exit code is 1 unless the job succeeded, and Ctrl-C stops waiting
-(exit 130) while the job runs on.
+(exit 130) while the job runs on. A spec with `array: 1-100` queues 100 tasks in one request
+(each sees its index in `FABBRICA_ARRAY_INDEX`; their worst case together must fit an
+allocation); the first task is printed, `--wait` waits for all of them (exit 1 unless all
+succeeded), `--follow` is refused (exit 2): follow one task with `fabbrica logs ID --follow`.
 
 {spec_help()}
 
@@ -125,13 +168,18 @@ def _follow(job_id: int) -> Job:
 
 def jobs(
     project: ProjectFilterOpt = None,
+    array: Annotated[
+        int | None,
+        typer.Option("--array", metavar="ARRAY_ID", min=1, help="The tasks of this array."),
+    ] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """List jobs, newest first.
 
-    Jobs of your projects, newest first, with the reason each waiting job waits.
+    Jobs of your projects, newest first, with the reason each waiting job waits; with
+    `--array ID`, every task of that job array in index order.
     """
-    rows = client().jobs(project)
+    rows = client().jobs(project, array_id=array)
     emit(rows, json_out, _job_table)
 
 
@@ -140,7 +188,7 @@ def _job_table(rows: list[Job]) -> None:
         count(len(rows), "job"),
         [
             ("id", lambda r: r["id"]),
-            ("name", lambda r: r["name"]),
+            ("name", lambda r: _task_name(r)),
             ("state", lambda r: r["state"]),
             ("factory", lambda r: r["factory"]),
             ("GPUs", lambda r: r["gpus"]),
@@ -150,6 +198,11 @@ def _job_table(rows: list[Job]) -> None:
         ],
         rows,
     )
+
+
+def _task_name(row: Job) -> str:
+    index = row.get("array_index")
+    return f"{row['name']}[{index}]" if index is not None else row["name"]
 
 
 def job(job_id: int, json_out: JsonOpt = False) -> None:
@@ -175,12 +228,31 @@ def logs(
     sys.stdout.write(client().logs(job_id))
 
 
-def cancel(job_id: int, json_out: JsonOpt = False) -> None:
+def cancel(
+    job_id: int,
+    array: Annotated[
+        bool, typer.Option("--array", help="Cancel every unfinished task of the job's array.")
+    ] = False,
+    json_out: JsonOpt = False,
+) -> None:
     """Cancel a job; waits (up to 10 s) until it has stopped.
 
     Cancels a job and waits (up to 10 s) until it has stopped; charged for the time used only.
+    With `--array`, every unfinished task of the array the job belongs to: queued tasks at
+    once, running ones within seconds (prints how many of each; does not wait).
     """
     api = client()
+    if array:
+        done = api.cancel_array(job_id)
+        emit(
+            done,
+            json_out,
+            lambda d: say(
+                f"array {d['array_id']}: {d['cancelled']} queued tasks cancelled, "
+                f"{d['stopping']} running tasks stopping"
+            ),
+        )
+        return
     job_data = api.cancel(job_id)
     if job_data["state"] not in FINISHED:
         job_data = _wait(job_id, timeout=10)

@@ -17,7 +17,7 @@ from typing import Any, cast
 from fabbrica.client._archive import extract_outputs
 from fabbrica.client._errors import ApiError, JobSpecError
 from fabbrica.client._http import Http
-from fabbrica.client.types import Job, UsageRow
+from fabbrica.client.types import ArrayCancelled, Job, UsageRow
 from fabbrica.core.jobspec import JobSpec, SpecError, parse_job_spec, spec_from_data
 
 #: The states a job ends in; it changes no more once it has one of them.
@@ -121,9 +121,27 @@ class JobsApi(Http):
             ),
         )
 
-    def jobs(self, project_id: str | None = None) -> list[Job]:
-        """Jobs of your projects (staff: all), newest first."""
-        return cast(list[Job], self._get("/jobs", project_id=project_id))
+    def submit_batch(
+        self, specs: list[Mapping[str, Any] | str], *, project: str | None = None
+    ) -> list[Job]:
+        """Submit several jobs (specs as dicts or YAML text, without workdirs) in one
+        request; all are queued or none (ApiError names `jobs.N.field`)."""
+        items: list[dict[str, Any]] = []
+        for spec in specs:
+            item: dict[str, Any] = {"spec": spec if isinstance(spec, str) else dict(spec)}
+            if project:
+                item["project"] = project
+            items.append(item)
+        return cast(list[Job], self._json("POST", "/jobs/batch", json={"jobs": items}))
+
+    def jobs(self, project_id: str | None = None, *, array_id: int | None = None) -> list[Job]:
+        """Jobs of your projects (staff: all), newest first; with `array_id`, the tasks of
+        that array in index order."""
+        return cast(list[Job], self._get("/jobs", project_id=project_id, array_id=array_id))
+
+    def cancel_array(self, job_id: int) -> ArrayCancelled:
+        """Cancel every unfinished task of the array `job_id` belongs to."""
+        return cast(ArrayCancelled, self._post(f"/jobs/{job_id}/cancel-array"))
 
     def job(self, job_id: int) -> Job:
         """One job: its state, where it runs, why it waits, what it charged."""

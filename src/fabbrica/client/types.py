@@ -231,6 +231,16 @@ class Job(TypedDict):
     ended_at: str | None
     exit_code: int | None
     cancel_requested: bool
+    array_id: int | None
+    array_index: int | None
+
+
+class ArrayCancelled(TypedDict):
+    """What cancelling an array did: queued tasks `cancelled`, running ones `stopping`."""
+
+    array_id: int
+    cancelled: int
+    stopping: int
 
 
 class UsageRow(TypedDict):

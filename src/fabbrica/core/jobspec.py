@@ -10,6 +10,7 @@ setup: pip install -r requirements.txt
 run: python train.py
 env: {EPOCHS: "3"}
 outputs: [outputs/]
+array: 1-100                        # optional: 100 tasks, FABBRICA_ARRAY_INDEX=1..100
 ```
 
 Parsing is pure (text in, a validated spec or a SpecError naming the field out).
@@ -24,6 +25,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from fabbrica.core.arrays import parse_array
 from fabbrica.core.safe_yaml import YamlError, load_yaml
 from fabbrica.core.text import SLUG_PATTERN
 
@@ -139,6 +141,24 @@ class JobSpec(_Spec):
         default_factory=dict, max_length=256
     )
     outputs: tuple[Annotated[str, Field(min_length=1, max_length=1024)], ...] = ()
+    array: str | None = Field(
+        default=None,
+        max_length=1024,
+        description="run as an array of tasks: 1-1000, 0-15:4, 1,3,7 (as sbatch --array)",
+    )
+
+    @field_validator("array", mode="before")
+    @classmethod
+    def _array(cls, value: Any) -> Any:
+        if value is None:
+            return None
+        parse_array(value)  # ValueError says what is wrong
+        return str(value).replace(" ", "")
+
+    @property
+    def array_indices(self) -> tuple[int, ...]:
+        """The task indices; empty for a plain job."""
+        return parse_array(self.array) if self.array is not None else ()
 
     @field_validator("outputs")
     @classmethod

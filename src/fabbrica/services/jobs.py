@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from fabbrica.catalog.model import Catalog
+from fabbrica.core.arrays import INDEX_VARIABLE, MAX_TASKS
 from fabbrica.core.errors import Conflict, Forbidden, InvalidInput, NotFound
 from fabbrica.core.jobs import JobState
 from fabbrica.core.jobspec import JobSpec
@@ -80,17 +83,20 @@ def submit(
     now: dt.datetime,
     single_user: SingleUser | None = None,
 ) -> Job:
-    """Queue a job. Refused (InvalidInput, the numbers in the message) when no connected
-    partition could ever run it, when its worst case exceeds what every eligible
-    allocation of its project has left, or when it could run only on factories that run
-    another user's jobs only (`single_user`)."""
+    """Queue a job (or, for a spec with `array`, all its tasks at once: the first task is
+    returned, the others share its `array_id`). Refused (InvalidInput, the numbers in the
+    message) when no connected partition could ever run it, when its worst case (every
+    task's, for an array) exceeds what every eligible allocation of its project has left,
+    or when it could run only on factories that run another user's jobs only
+    (`single_user`)."""
     project = _project(session, actor, project_id or spec.project)
     _check_names(catalog, spec)
+    indices = spec.array_indices
     job = Job(
         project_pk=project.pk,
         user_id=actor.id,
         name=spec.name,
-        spec=spec.model_dump_json(),
+        spec=_task_spec(spec, indices[0]) if indices else spec.model_dump_json(),
         state=JobState.QUEUED.value,
         gpus=spec.resources.gpus,
         nodes=spec.resources.nodes,
@@ -99,6 +105,7 @@ def submit(
         workdir_archive=workdir_archive,
         submitted_at=now,
         reserved_gpu_hours=0.0,
+        array_index=indices[0] if indices else None,
     )
     job.project = project
     probe = as_sched_job(job, spec, project.organisation.country)
@@ -106,12 +113,54 @@ def submit(
     if not parts:
         reason = no_candidate_reason(probe, tuple(partitions_of(catalog, connected)))
         raise InvalidInput(f"the job cannot run anywhere: {reason}", field="resources")
-    _check_allocations(session, project, probe, parts, now)
+    tasks = max(len(indices), 1)
+    _check_allocations(session, project, probe, parts, now, tasks=tasks)
     if single_user is not None:
         _check_single_user(session, single_user, actor, project, probe, parts, now)
     session.add(job)
     session.flush()
+    if indices:
+        _add_tasks(session, job, spec, indices)
     return job
+
+
+def _task_spec(spec: JobSpec, index: int) -> str:
+    """The spec one task of an array runs: the array's, with its index in the environment
+    and no `array` of its own."""
+    data = spec.model_dump(mode="json")
+    data["array"] = None
+    data["env"] = {**data["env"], INDEX_VARIABLE: str(index)}
+    return json.dumps(data, separators=(",", ":"))
+
+
+def _add_tasks(session: Session, first: Job, spec: JobSpec, indices: tuple[int, ...]) -> None:
+    """The array's other tasks, in one bulk insert; every task points at the first."""
+    first.array_id = first.id
+    template = spec.model_dump(mode="json")
+    template["array"] = None
+    env = template["env"]
+    common: dict[str, Any] = {
+        "project_pk": first.project_pk,
+        "user_id": first.user_id,
+        "name": first.name,
+        "state": first.state,
+        "gpus": first.gpus,
+        "nodes": first.nodes,
+        "gpu_model": first.gpu_model,
+        "time_limit_s": first.time_limit_s,
+        "workdir_archive": first.workdir_archive,
+        "submitted_at": first.submitted_at,
+        "reserved_gpu_hours": 0.0,
+        "cancel_requested": False,
+        "array_id": first.id,
+    }
+    rows = []
+    for index in indices[1:]:
+        template["env"] = {**env, INDEX_VARIABLE: str(index)}
+        spec_json = json.dumps(template, separators=(",", ":"))
+        rows.append({**common, "spec": spec_json, "array_index": index})
+    if rows:
+        session.execute(insert(Job), rows)
 
 
 def _project(session: Session, actor: User, project_id: str | None) -> Project:
@@ -163,11 +212,14 @@ def _check_allocations(
     job: SchedJob,
     parts: list[SchedPartition],
     now: dt.datetime,
+    *,
+    tasks: int = 1,
 ) -> None:
+    """Some eligible allocation has left the worst case of `tasks` such jobs."""
     live = list(session.scalars(in_force(now).where(Allocation.project_pk == project.pk)))
     best: tuple[float, float, str] | None = None
     for part in parts:
-        worst = charge(part, job)
+        worst = charge(part, job) * tasks
         for allocation in live:
             if allocation.factory_id != part.factory:
                 continue
@@ -185,11 +237,12 @@ def _check_allocations(
             field="project",
         )
     left, worst, factory = best
+    times = f"{tasks:,} tasks x " if tasks > 1 else ""
     raise InvalidInput(
-        f"the job's worst case is {worst:,.2f} GPU-hours ({job.gpus} GPUs x "
+        f"the job's worst case is {worst:,.2f} GPU-hours ({times}{job.gpus} GPUs x "
         f"{job.time_limit / 3600:,.2f} h); the most any eligible allocation has left is "
         f"{left:,.2f} (on {factory})",
-        field="resources",
+        field="array" if tasks > 1 else "resources",
     )
 
 
@@ -227,10 +280,55 @@ def get_job(session: Session, actor: User, job_id: int) -> Job:
     return job
 
 
-def list_jobs(
-    session: Session, actor: User, *, project_id: str | None = None, limit: int = 200
+def submit_batch(
+    session: Session,
+    actor: User,
+    catalog: Catalog,
+    batch: list[tuple[JobSpec, str | None]],
+    *,
+    connected: set[str],
+    now: dt.datetime,
+    single_user: SingleUser | None = None,
 ) -> list[Job]:
+    """Queue several jobs (without workdirs), each checked as if submitted alone; the first
+    refusal names its place in the batch (`jobs.N.field`). The caller commits all or none."""
+    queued = []
+    for n, (spec, project_id) in enumerate(batch):
+        try:
+            job = submit(
+                session,
+                actor,
+                catalog,
+                spec,
+                project_id=project_id,
+                connected=connected,
+                workdir_archive=None,
+                now=now,
+                single_user=single_user,
+            )
+        except (InvalidInput, Forbidden, NotFound) as exc:
+            if exc.field is None:
+                raise type(exc)(f"job {n} of the batch: {exc.message}") from exc
+            raise type(exc)(exc.message, field=f"jobs.{n}.{exc.field}") from exc
+        queued.append(job)
+    return queued
+
+
+def list_jobs(
+    session: Session,
+    actor: User,
+    *,
+    project_id: str | None = None,
+    array_id: int | None = None,
+    limit: int = 200,
+) -> list[Job]:
+    """Jobs the actor may see, newest first; with `array_id`, that array's tasks (all of
+    them, up to its size) in index order."""
     query = select(Job).order_by(Job.id.desc()).limit(limit)
+    if array_id is not None:
+        query = (
+            select(Job).where(Job.array_id == array_id).order_by(Job.array_index).limit(MAX_TASKS)
+        )
     if project_id is not None:
         query = query.where(Job.project_pk == visible_project(session, actor, project_id).pk)
     query = query.where(job_filter(actor))
@@ -249,3 +347,28 @@ def cancel(session: Session, actor: User, job_id: int, *, now: dt.datetime) -> J
     else:
         job.cancel_requested = True
     return job
+
+
+def cancel_array(
+    session: Session, actor: User, job_id: int, *, now: dt.datetime
+) -> tuple[int, int, int]:
+    """Cancel every unfinished task of the array `job_id` belongs to: (the array's id,
+    queued tasks cancelled, running ones asked to stop)."""
+    job = get_job(session, actor, job_id)
+    if job.array_id is None:
+        raise Conflict(f"job {job.id} is not a task of an array", field="job_id")
+    tasks = session.scalars(
+        select(Job).where(Job.array_id == job.array_id, job_filter(actor)).order_by(Job.id)
+    )
+    cancelled = stopping = 0
+    for task in tasks:
+        state = JobState(task.state)
+        if state.finished:
+            continue
+        if state is JobState.QUEUED:
+            task.state, task.ended_at, task.reason = JobState.CANCELLED.value, now, "cancelled"
+            cancelled += 1
+        elif not task.cancel_requested:
+            task.cancel_requested = True
+            stopping += 1
+    return job.array_id, cancelled, stopping

@@ -14,7 +14,14 @@ from sqlalchemy.orm import Session
 from fabbrica.api.deps import CatalogDep, ContextDep, CurrentUser, SessionDep
 from fabbrica.api.multipart import Part, parse_form
 from fabbrica.api.params import MAX_ID, MAX_OFFSET
-from fabbrica.api.schemas_jobs import JobCreate, JobPublic, UsageGroup, UsageRow
+from fabbrica.api.schemas_jobs import (
+    ArrayCancelled,
+    JobBatchCreate,
+    JobCreate,
+    JobPublic,
+    UsageGroup,
+    UsageRow,
+)
 from fabbrica.core.errors import InvalidInput
 from fabbrica.core.jobspec import JobSpec, SpecError, parse_job_spec, spec_from_data
 from fabbrica.services import job_files, jobs, submission, usage
@@ -43,6 +50,8 @@ def job_public(job: Job) -> JobPublic:
         ended_at=job.ended_at,
         exit_code=job.exit_code,
         cancel_requested=job.cancel_requested,
+        array_id=job.array_id,
+        array_index=job.array_index,
     )
 
 
@@ -148,14 +157,52 @@ async def submit_job(
     return public
 
 
+@router.post("/jobs/batch", response_model=list[JobPublic], status_code=status.HTTP_201_CREATED)
+def submit_batch(
+    batch: JobBatchCreate,
+    ctx: ContextDep,
+    session: SessionDep,
+    actor: CurrentUser,
+    catalog: CatalogDep,
+) -> list[JobPublic]:
+    """Submit up to 1,000 jobs in one request: `{"jobs": [{spec, project}, ...]}`, specs
+    without a workdir (a spec with `array` queues all its tasks). All are accepted or none:
+    the first refusal names its place (`jobs.3.spec.resources`) and nothing is queued."""
+    parsed = []
+    for n, item in enumerate(batch.jobs):
+        try:
+            spec = _parse(item.spec) if isinstance(item.spec, str) else _from_data(item.spec)
+        except InvalidInput as exc:
+            raise InvalidInput(exc.message, field=f"jobs.{n}.{exc.field}") from exc
+        parsed.append((spec, item.project))
+    queued = jobs.submit_batch(
+        session,
+        actor,
+        catalog,
+        parsed,
+        connected=ctx.executors.connected(session),
+        single_user=ctx.single_user,
+        now=ctx.clock(),
+    )
+    shown = [job_public(j) for j in queued]
+    session.commit()
+    ctx.wake()
+    return shown
+
+
 @router.get("/jobs", response_model=list[JobPublic])
 def list_jobs(
     session: SessionDep,
     actor: CurrentUser,
     project_id: str | None = Query(default=None, max_length=40),
+    array_id: int | None = Query(
+        default=None, ge=1, le=MAX_ID, description="the tasks of this array, by index"
+    ),
 ) -> list[JobPublic]:
-    """Jobs of your projects, newest first (staff: all)."""
-    return [job_public(j) for j in jobs.list_jobs(session, actor, project_id=project_id)]
+    """Jobs of your projects, newest first (staff: all); with `array_id`, every task of
+    that array in index order."""
+    found = jobs.list_jobs(session, actor, project_id=project_id, array_id=array_id)
+    return [job_public(j) for j in found]
 
 
 def _job(session: Session, actor: Any, job_id: int) -> Job:
@@ -179,6 +226,19 @@ def cancel_job(
 ) -> JobPublic:
     """Cancel: a queued job at once, a running one on the control loop's next round."""
     return job_public(jobs.cancel(session, actor, job_id, now=ctx.clock()))
+
+
+@router.post("/jobs/{job_id}/cancel-array", response_model=ArrayCancelled)
+def cancel_array(
+    ctx: ContextDep,
+    session: SessionDep,
+    actor: CurrentUser,
+    job_id: int = Path(ge=1, le=MAX_ID),
+) -> ArrayCancelled:
+    """Cancel every unfinished task of the array this job belongs to (as `scancel` of an
+    array's id): queued tasks at once, running ones on the control loop's next round."""
+    array_id, cancelled, stopping = jobs.cancel_array(session, actor, job_id, now=ctx.clock())
+    return ArrayCancelled(array_id=array_id, cancelled=cancelled, stopping=stopping)
 
 
 @router.get("/jobs/{job_id}/logs")

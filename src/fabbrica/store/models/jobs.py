@@ -16,6 +16,7 @@ class Job(Base):
     __table_args__ = (
         Index("ix_jobs_state", "state"),
         Index("ix_jobs_project_pk", "project_pk"),
+        Index("ix_jobs_array_id", "array_id"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -46,6 +47,9 @@ class Job(Base):
     started_at: Mapped[dt.datetime | None]
     ended_at: Mapped[dt.datetime | None]
     exit_code: Mapped[int | None]
+    # a task of a job array: the array's first task (its own id for that one), its index
+    array_id: Mapped[int | None]
+    array_index: Mapped[int | None]
 
     project: Mapped[Project] = relationship()
     allocation: Mapped[Allocation | None] = relationship()
