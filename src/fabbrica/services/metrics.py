@@ -1,11 +1,12 @@
 """Federation metrics for Prometheus, read from the database when `/metrics` is scraped.
 
-`DatabaseCollector` is a prometheus_client custom collector: each scrape runs a few GROUP BY
-queries in one read-only transaction (on SQLite it takes no write lock) and turns their
-rows into metric families. Aggregation happens in SQL, histograms included: a job's wait
-and a proposal's decision time are put in their bucket by a CASE in the query, so the
-Python side handles one row per (label set, bucket), never one per job. Label sets are
-bounded: factories, GPU models, access modes, states; never a user, project or job id.
+`DatabaseCollector` is a prometheus_client custom collector: a collection runs a few
+GROUP BY queries in one read-only transaction (on SQLite it takes no write lock) and turns
+their rows into metric families; scrapes within FABBRICA_METRICS_CACHE_SECONDS of one share
+it. Aggregation happens in SQL, histograms included: a job's wait and a proposal's decision
+time are put in their bucket by the query (width_bucket on PostgreSQL, CASEs elsewhere),
+so the Python side handles one row per (label set, bucket), never one per job. Label sets
+are bounded: factories, GPU models, access modes, states; never a user, project or job id.
 
 docs/observability.md lists every metric.
 """
