@@ -154,6 +154,7 @@ def prepare(settings: Settings, catalog: Catalog, role: str = ALL) -> Prepared:
         agent_lease=lease,
         single_user=single_user,
         metrics_token=(settings.metrics_token or "").strip() or None,
+        metrics_cache_seconds=settings.metrics_cache_seconds,
         public_url=settings.public_url,
     )
     if role == ALL:

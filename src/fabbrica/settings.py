@@ -40,6 +40,7 @@ class Settings(BaseSettings):
     smtp_port: int = Field(default=25, ge=1, le=65535)
     smtp_from: str = "fabbrica@localhost"
     metrics_token: str | None = Field(default=None, repr=False)  # /metrics: Bearer, when set
+    metrics_cache_seconds: float = Field(default=5.0, ge=0, le=300)  # /metrics: reuse for
     public_url: str | None = Field(default=None, max_length=500, pattern=r"^https?://[^\s]+$")
 
     def resolved_database_url(self) -> str:

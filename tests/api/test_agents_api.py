@@ -22,7 +22,7 @@ from fabbrica.services import identity
 from fabbrica.services.access.calls import seed_calls
 from fabbrica.services.dispatch import Dispatcher
 from fabbrica.store.db import Database
-from fabbrica.store.models import Allocation, UsageRecord
+from fabbrica.store.models import Allocation, JobLoss, UsageRecord
 from tests.api.helpers import API, Headers, assert_error, snapshot
 from tests.conftest import ADMIN_TOKEN, Clock, bearer
 
@@ -183,6 +183,8 @@ def test_a_job_whose_lease_runs_out_is_queued_again_and_cancelled_where_it_shows
     with world.db.session() as s:
         allocation = s.scalar(select(Allocation).where(Allocation.factory_id == "jaif"))
         assert allocation is not None and allocation.reserved_gpu_hours == pytest.approx(0)
+        losses = s.execute(select(JobLoss.job_id, JobLoss.factory_id, JobLoss.lost_at)).all()
+        assert [tuple(loss) for loss in losses] == [(job_id, "jaif", world.clock())]  # counted
     # the agent comes back still running it: told to cancel, nothing charged
     answer = world.sync("jaif", [run(job_id, "running", site_job_id="7")])
     assert answer["cancel"] == [f"fab-{job_id}"]

@@ -56,6 +56,8 @@ def exposed(text: str) -> set[str]:
     for family in text_string_to_metric_families(text):
         found.add(family.name)
         found |= {sample.name for sample in family.samples}
+        if family.type == "counter":  # its samples are `<name>_total`, with or without rows
+            found.add(family.name + "_total")
         if family.type == "histogram":
             found |= {family.name + suffix for suffix in HISTOGRAM_SUFFIXES}
     return found

@@ -14,6 +14,7 @@ from fabbrica.store.models import (
     Allocation,
     Call,
     Job,
+    JobLoss,
     Organisation,
     OutboxEmail,
     Project,
@@ -113,9 +114,10 @@ JOBS: list[tuple[str | None, str, float | None, str | None]] = [
 
 
 def _jobs(session: Session, project_pk: int, user_id: int) -> None:
+    made = []
     for factory, state, wait, reason in JOBS:
         submitted = NOW - dt.timedelta(hours=5)
-        session.add(
+        made.append(
             Job(
                 project_pk=project_pk, user_id=user_id, name="j", spec="{}", state=state,
                 reason=reason, gpus=1, nodes=1, time_limit_s=3600, factory_id=factory,
@@ -123,6 +125,12 @@ def _jobs(session: Session, project_pk: int, user_id: int) -> None:
                 started_at=submitted + seconds(wait) if wait is not None else None,
             )
         )  # fmt: skip
+    session.add_all(made)
+    session.flush()
+    # every loss: the three waiting again, and lumi-aif's succeeded job, lost once before
+    for job, factory in ((made[8], "lumi-aif"), (made[9], "lumi-aif"), (made[10], "it4lia"),
+                         (made[5], "lumi-aif")):  # fmt: skip
+        session.add(JobLoss(job_id=job.id, factory_id=factory, lost_at=NOW - seconds(60)))
 
 
 def _agents(session: Session, user_id: int) -> None:
@@ -137,6 +145,7 @@ def _agents(session: Session, user_id: int) -> None:
               last_seen_at=NOW - seconds(42))
     )  # fmt: skip
     session.add(Agent(factory_id="lumi-aif", user_id=user_id, capacity="[]", last_seen_at=None))
+    session.add(Agent(factory_id="jaif", user_id=user_id, capacity="[]", last_seen_at=None))
 
 
 def _outbox(session: Session) -> None:

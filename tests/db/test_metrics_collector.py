@@ -15,7 +15,7 @@ from fabbrica.services.metrics import (
     DatabaseCollector,
 )
 from fabbrica.store.db import Database
-from fabbrica.store.models import Job
+from fabbrica.store.models import Agent, Job
 from tests.db.metrics_seed import NOW, seed
 
 
@@ -78,9 +78,46 @@ def test_gpus_and_agent_age_from_the_capacity_reports(registry: CollectorRegistr
     assert value(registry, "fabbrica_agent_last_sync_age_seconds", factory="lumi-aif") is None
 
 
-def test_lost_jobs_by_the_factory_that_lost_them(registry: CollectorRegistry) -> None:
-    assert value(registry, "fabbrica_jobs_lost", factory="lumi-aif") == 2
-    assert value(registry, "fabbrica_jobs_lost", factory="it4lia") == 1
+def test_lost_jobs_by_the_factory_that_lost_them(db: Database, registry: CollectorRegistry) -> None:
+    # every loss, a counter (the job lumi-aif lost and then ran included)
+    assert value(registry, "fabbrica_jobs_lost_total", factory="lumi-aif") == 3
+    assert value(registry, "fabbrica_jobs_lost_total", factory="it4lia") == 1
+    # the jobs waiting again after a loss, now
+    assert value(registry, "fabbrica_jobs_lost_waiting", factory="lumi-aif") == 2
+    assert value(registry, "fabbrica_jobs_lost_waiting", factory="it4lia") == 1
+    assert value(registry, "fabbrica_jobs_lost", factory="it4lia") is None  # no such gauge
+    with db.read_session() as session:
+        agents = set(session.scalars(select(Agent.factory_id)))
+    for factory in agents - {"lumi-aif", "it4lia"}:  # a factory with an agent counts from 0
+        assert value(registry, "fabbrica_jobs_lost_total", factory=factory) == 0
+    assert agents - {"lumi-aif", "it4lia"}, agents
+
+
+def test_a_cache_serves_one_collection_again_for_its_max_age(db: Database) -> None:
+    """With a max age, scrapes within it share one collection (their age says so); after
+    it, the next scrape reads the database again. Without one, every scrape reads it."""
+    with db.session() as session:
+        seed(session)
+    at = [1000.0]
+    cached, fresh = CollectorRegistry(auto_describe=False), CollectorRegistry(auto_describe=False)
+    cached.register(DatabaseCollector(db, lambda: NOW, max_age=5.0, timer=lambda: at[0]))
+    fresh.register(DatabaseCollector(db, lambda: NOW))
+    queued = {"factory": UNPLACED, "state": "queued"}
+    assert value(cached, "fabbrica_jobs", **queued) == 4
+    assert value(cached, "fabbrica_metrics_age_seconds") == 0
+    with db.session() as session:
+        project_pk, user_id = session.execute(select(Job.project_pk, Job.user_id)).first()
+        session.add(
+            Job(project_pk=project_pk, user_id=user_id, name="n", spec="{}", state="queued",
+                gpus=1, nodes=1, time_limit_s=60, submitted_at=NOW)
+        )  # fmt: skip
+    at[0] += 4.5
+    assert value(cached, "fabbrica_jobs", **queued) == 4  # the same collection
+    assert value(cached, "fabbrica_metrics_age_seconds") == 4.5
+    assert value(fresh, "fabbrica_jobs", **queued) == 5
+    at[0] += 0.5
+    assert value(cached, "fabbrica_jobs", **queued) == 5  # read again
+    assert value(cached, "fabbrica_metrics_age_seconds") == 0
 
 
 def test_gpu_hours_in_seconds_by_factory_mode_and_state(registry: CollectorRegistry) -> None:

@@ -41,6 +41,7 @@ class AppContext:
     status: dict[str, str] = field(default_factory=lambda: {"control_loop": "not running"})
     single_user: SingleUser = field(default_factory=SingleUser)  # factories that cannot isolate
     metrics_token: str | None = field(default=None, repr=False)  # /metrics wants it when set
+    metrics_cache_seconds: float = 0.0  # /metrics: serve a collection again for this long
     public_url: str | None = None  # where people reach the portal (links in emails)
     wake: Callable[[], None] = field(default=lambda: None)  # a submission: run the loop now
     executors: ExecutorRegistry = field(init=False)

@@ -94,7 +94,8 @@ def install_metrics(app: FastAPI) -> CollectorRegistry:
         buckets=LATENCY_BUCKETS,
         registry=registry,
     )
-    registry.register(DatabaseCollector(app.state.ctx.db, app.state.ctx.clock))
+    ctx = app.state.ctx
+    registry.register(DatabaseCollector(ctx.db, ctx.clock, max_age=ctx.metrics_cache_seconds))
     app.state.metrics_registry = registry
     app.add_middleware(RequestLatency, histogram=latency)
     app.include_router(router)

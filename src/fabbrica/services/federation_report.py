@@ -319,22 +319,17 @@ def _first_jobs(
 ) -> list[dict[str, Any]]:
     """Per access mode, for the allocations made in the period: how many have run a job,
     and the hours from the allocation (the acceptance) to its first job's start."""
-    made = select(Allocation.id).where(
-        Allocation.created_at >= start,
-        Allocation.created_at < end,
-        in_scope(Allocation.factory_id),
-    )
+    # each allocation's first start, found by ix_jobs_allocation_id_started_at (one probe
+    # per allocation, not a read of the jobs); a job of an allocation made in the period
+    # starts after it: at `start` or later
     first = (
-        select(Job.allocation_id.label("allocation_id"), func.min(Job.started_at).label("at"))
-        # a job of an allocation made in the period starts after it: at `start` or later
-        .where(Job.started_at >= start, Job.allocation_id.in_(made))
-        .group_by(Job.allocation_id)
-        .subquery()
+        select(func.min(Job.started_at))
+        .where(Job.allocation_id == Allocation.id, Job.started_at >= start)
+        .scalar_subquery()
     )
     rows = session.execute(
-        select(Call.mode, Allocation.created_at, first.c.at)
+        select(Call.mode, Allocation.created_at, first)
         .join(Call, Call.id == Allocation.call_id)
-        .outerjoin(first, first.c.allocation_id == Allocation.id)
         .where(
             and_(Allocation.created_at >= start, Allocation.created_at < end),
             in_scope(Allocation.factory_id),

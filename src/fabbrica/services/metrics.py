@@ -1,11 +1,12 @@
 """Federation metrics for Prometheus, read from the database when `/metrics` is scraped.
 
-`DatabaseCollector` is a prometheus_client custom collector: each scrape runs a few GROUP BY
-queries in one read-only transaction (on SQLite it takes no write lock) and turns their
-rows into metric families. Aggregation happens in SQL, histograms included: a job's wait
-and a proposal's decision time are put in their bucket by a CASE in the query, so the
-Python side handles one row per (label set, bucket), never one per job. Label sets are
-bounded: factories, GPU models, access modes, states; never a user, project or job id.
+`DatabaseCollector` is a prometheus_client custom collector: a collection runs a few
+GROUP BY queries in one read-only transaction (on SQLite it takes no write lock) and turns
+their rows into metric families; scrapes within FABBRICA_METRICS_CACHE_SECONDS of one share
+it. Aggregation happens in SQL, histograms included: a job's wait and a proposal's decision
+time are put in their bucket by the query (width_bucket on PostgreSQL, CASEs elsewhere),
+so the Python side handles one row per (label set, bucket), never one per job. Label sets
+are bounded: factories, GPU models, access modes, states; never a user, project or job id.
 
 docs/observability.md lists every metric.
 """
@@ -14,14 +15,21 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 from sqlalchemy import (
+    ARRAY,
     ColumnElement,
     Float,
     Integer,
@@ -38,7 +46,15 @@ from sqlalchemy.orm import Session
 from fabbrica.core.jobs import JobState
 from fabbrica.services.notify import MAX_ATTEMPTS
 from fabbrica.store.db import Database
-from fabbrica.store.models import Agent, Allocation, Call, Job, OutboxEmail, Proposal
+from fabbrica.store.models import (
+    Agent,
+    Allocation,
+    Call,
+    Job,
+    JobLoss,
+    OutboxEmail,
+    Proposal,
+)
 
 UNPLACED = "unplaced"  # the factory label of jobs the scheduler has not placed (yet, or again)
 UNKNOWN_MODEL = "unknown"  # the gpu_model label of a partition that reports no model
@@ -82,9 +98,18 @@ class Span:
         return cast(extract("epoch", func.sum(self.later - self.earlier)), Float)
 
     def bucket(self, bounds: Sequence[float]) -> ColumnElement[int]:
-        """The index of the first bound the span is at most, len(bounds) past the last: a
-        binary search of CASEs, so each row is compared about log2(len(bounds)) times."""
+        """The index of the first bound the span is at most, len(bounds) past the last.
+
+        On PostgreSQL, width_bucket's binary search (in C) over the negated bounds, which
+        counts the bounds at least the span (Prometheus' `le` is inclusive; width_bucket
+        counts thresholds at most its operand); elsewhere a binary search of CASEs, so
+        each row is compared about log2(len(bounds)) times."""
         span = self.value()
+        if self.dialect == "postgresql":
+            negated = [dt.timedelta(seconds=-b) for b in reversed(bounds)]
+            minus: ColumnElement[Any] = self.earlier - self.later  # the span, negated
+            at_least = func.width_bucket(minus, literal(negated, ARRAY(Interval())))
+            return len(bounds) - at_least
 
         def search(low: int, high: int) -> ColumnElement[int]:
             if low == high:
@@ -133,26 +158,62 @@ def _le(bound: float) -> str:
 
 class DatabaseCollector(Collector):
     """Every federation metric, read from `db` at each scrape; `clock` gives `now` (the
-    ages). Registered in one app's own CollectorRegistry, never the global one."""
+    ages). Registered in one app's own CollectorRegistry, never the global one.
 
-    def __init__(self, db: Database, clock: Callable[[], dt.datetime]) -> None:
+    With `max_age` > 0 (seconds, FABBRICA_METRICS_CACHE_SECONDS), a scrape within
+    `max_age` of the last collection gets its families again instead of querying the
+    database: several Prometheus servers (an HA pair) or a burst of scrapes cost one set of
+    queries. One collection at a time (concurrent scrapes wait for it); the served data's
+    age is exported, so a dashboard can tell how fresh it is."""
+
+    def __init__(
+        self,
+        db: Database,
+        clock: Callable[[], dt.datetime],
+        max_age: float = 0.0,
+        timer: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.db = db
         self.clock = clock
+        self.max_age = max_age
+        self.timer = timer
+        self._lock = threading.Lock()
+        self._cached: tuple[float, list[Metric], float] | None = None  # taken, families, took
 
     def describe(self) -> list[Metric]:
         return []  # nothing to query at registration: collect() runs only when scraped
 
     def collect(self) -> Iterator[Metric]:
-        began = time.perf_counter()
-        with self.db.read_session() as session:
-            families = collect_families(session, self.db.backend, self.clock())
-        took = GaugeMetricFamily(
+        families, took, age = self._families()
+        duration = GaugeMetricFamily(
             "fabbrica_metrics_collect_duration_seconds",
-            "How long this scrape's database queries took.",
+            "How long the database queries behind this scrape's figures took.",
         )
-        took.add_metric([], time.perf_counter() - began)
+        duration.add_metric([], took)
+        cached = GaugeMetricFamily(
+            "fabbrica_metrics_age_seconds",
+            "Age of this scrape's database figures (0: read for this scrape; at most "
+            "FABBRICA_METRICS_CACHE_SECONDS when a recent collection was served again).",
+        )
+        cached.add_metric([], age)
         yield from families
-        yield took
+        yield duration
+        yield cached
+
+    def _families(self) -> tuple[list[Metric], float, float]:
+        """The families, how long collecting them took, and their age (seconds)."""
+        with self._lock:
+            now = self.timer()
+            if self._cached is not None and now - self._cached[0] < self.max_age:
+                taken, families, took = self._cached
+                return families, took, now - taken
+            began = time.perf_counter()
+            with self.db.read_session() as session:
+                families = collect_families(session, self.db.backend, self.clock())
+            took = time.perf_counter() - began
+            if self.max_age > 0:
+                self._cached = (now, families, took)
+            return families, took, 0.0
 
 
 def collect_families(session: Session, dialect: str, now: dt.datetime) -> list[Metric]:
@@ -160,7 +221,7 @@ def collect_families(session: Session, dialect: str, now: dt.datetime) -> list[M
     return [
         *_jobs(session, dialect),
         *_capacity(session, now),
-        _lost(session),
+        *_lost(session),
         *_allocations(session),
         _proposals(session),
         _decision_latency(session, dialect),
@@ -255,13 +316,28 @@ def _partitions(capacity: str | None) -> list[dict[str, Any]]:
     return [p for p in found if isinstance(p, dict)] if isinstance(found, list) else []
 
 
-def _lost(session: Session) -> Metric:
-    """Jobs waiting again because the factory running them lost them: requeue_lost writes
-    "lost at <factory>; queued again" into the reason, which dispatch keeps while it waits."""
-    family = GaugeMetricFamily(
+def _lost(session: Session) -> list[Metric]:
+    """Every loss (a JobLoss row each time a factory lost a job), and the jobs waiting again
+    after one: requeue_lost writes "lost at <factory>; queued again" into the reason, which
+    dispatch keeps while it waits."""
+    losses = CounterMetricFamily(
         "fabbrica_jobs_lost",
-        "Jobs queued again after the factory running them lost them (site gone quiet, or no "
-        "trace of the run), by that factory, while they wait.",
+        "Times a factory lost a job it was running (site gone quiet, lease run out, or no "
+        "trace of the run) and the job was queued again, by that factory.",
+        labels=["factory"],
+    )
+    # a factory with a site agent counts from 0, so that its first loss is an increase
+    counted = dict.fromkeys(session.scalars(select(Agent.factory_id)), 0)
+    for factory, count in session.execute(
+        select(JobLoss.factory_id, func.count()).group_by(JobLoss.factory_id)
+    ):
+        counted[factory] = count
+    for factory, count in sorted(counted.items()):
+        losses.add_metric([factory], count)
+    waiting = GaugeMetricFamily(
+        "fabbrica_jobs_lost_waiting",
+        "Jobs queued again after the factory running them lost them, by that factory, while "
+        "they wait.",
         labels=["factory"],
     )
     query = (
@@ -274,8 +350,8 @@ def _lost(session: Session) -> Metric:
         factory = str(reason).removeprefix("lost at ").split(";", 1)[0].split(":", 1)[0]
         counts[factory] = counts.get(factory, 0) + count
     for factory, count in sorted(counts.items()):
-        family.add_metric([factory], count)
-    return family
+        waiting.add_metric([factory], count)
+    return [losses, waiting]
 
 
 def _allocations(session: Session) -> list[Metric]:

@@ -17,7 +17,9 @@ from fabbrica.core.executor import LaunchRequest, RunState, RunStatus
 from fabbrica.core.jobs import FROM_RUN, JobState, job_command, run_tag
 from fabbrica.core.jobspec import JobSpec
 from fabbrica.services import accounting
-from fabbrica.store.models import Job
+from fabbrica.store.models import Job, JobLoss
+
+UNPLACED = "unplaced"  # a job lost before it had a factory (never seen: it had one)
 
 
 def apply_status(
@@ -25,7 +27,7 @@ def apply_status(
 ) -> int:
     """Record what the backend says; charge a job that ended. 1 if the job changed."""
     if status.state in (RunState.UNKNOWN, RunState.LOST):
-        return requeue_lost(session, job)
+        return requeue_lost(session, job, now)
     state = FROM_RUN[status.state]
     if status.site_job_id:
         job.site_job_id = status.site_job_id
@@ -75,10 +77,11 @@ def launch_request(job: Job) -> LaunchRequest:
     )
 
 
-def requeue_lost(session: Session, job: Job) -> int:
+def requeue_lost(session: Session, job: Job, now: dt.datetime) -> int:
     """The site has no trace of the run, or stopped answering: give its hours back and
-    queue the job again (it may be placed elsewhere)."""
+    queue the job again (it may be placed elsewhere); the loss is counted (JobLoss)."""
     accounting.release(session, job)
+    session.add(JobLoss(job_id=job.id, factory_id=job.factory_id or UNPLACED, lost_at=now))
     # dispatch keeps the "lost at X; queued again" head while the job waits again
     job.state, job.reason = JobState.QUEUED.value, f"lost at {job.factory_id}; queued again"
     job.factory_id = job.partition_id = None

@@ -18,7 +18,7 @@ from fabbrica.store.models.agents import Agent, SiteUsername
 from fabbrica.store.models.alerts import BudgetAlert, OperatorDigest
 from fabbrica.store.models.base import Base
 from fabbrica.store.models.identity import ApiToken, OperatorFactory, User
-from fabbrica.store.models.jobs import Job, UsageRecord
+from fabbrica.store.models.jobs import Job, JobLoss, UsageRecord
 from fabbrica.store.models.portal import PortalSession, SignInLink
 
 __all__ = [
@@ -32,6 +32,7 @@ __all__ = [
     "CallReviewer",
     "Invitation",
     "Job",
+    "JobLoss",
     "OperatorDigest",
     "OperatorFactory",
     "Organisation",

@@ -17,6 +17,8 @@ class Job(Base):
         Index("ix_jobs_state", "state"),
         Index("ix_jobs_project_pk", "project_pk"),
         Index("ix_jobs_array_id", "array_id"),
+        # the first job of each allocation (federation report): a range per allocation
+        Index("ix_jobs_allocation_id_started_at", "allocation_id", "started_at"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -60,7 +62,11 @@ class UsageRecord(Base):
     at a site (a usage report sent twice is charged once)."""
 
     __tablename__ = "usage_records"
-    __table_args__ = (UniqueConstraint("factory_id", "site_job_id"),)
+    __table_args__ = (
+        UniqueConstraint("factory_id", "site_job_id"),
+        # the usage of a period by allocation (federation report), read from the index alone
+        Index("ix_usage_records_created_at", "created_at", "allocation_id", "gpu_hours"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id"), unique=True)
@@ -71,3 +77,16 @@ class UsageRecord(Base):
     created_at: Mapped[dt.datetime]
     factory_id: Mapped[str | None] = mapped_column(String(64))
     site_job_id: Mapped[str | None] = mapped_column(String(64))
+
+
+class JobLoss(Base):
+    """A factory lost a job (its site went quiet, the claim ran out, or the site had no
+    trace of the run) and it was queued again: one row each time, never updated, so that
+    `fabbrica_jobs_lost_total` counts every loss, after restarts and on every replica."""
+
+    __tablename__ = "job_losses"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    factory_id: Mapped[str] = mapped_column(String(64))
+    lost_at: Mapped[dt.datetime]
