@@ -30,11 +30,12 @@ Format = Callable[[float], str]
 
 
 def gpu_hours(value: float) -> str:
-    return f"{value:,.1f}" if 0 < abs(value) < 10 else f"{value:,.0f}"
+    """Whole GPU-hours, with one decimal below 100 (a small use is not shown as 0)."""
+    return f"{value:,.1f}" if 0 < abs(value) < 100 and value != int(value) else f"{value:,.0f}"
 
 
 def percent(value: float) -> str:
-    return f"{value:.0%}"
+    return f"{value:.1%}" if 0 < value < 0.1 else f"{value:.0%}"
 
 
 @dataclass(frozen=True)

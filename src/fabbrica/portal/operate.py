@@ -7,6 +7,7 @@ what concerns the factories they operate (anything else: 404); a federation admi
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, Request
@@ -53,9 +54,12 @@ def _number(text: str, field: str) -> float | None:
     if not text:
         return None
     try:
-        return float(text)
+        number = float(text)
     except ValueError:
         raise InvalidInput(f"not a number: {text!r}", field=field) from None
+    if not math.isfinite(number):
+        raise InvalidInput(f"not a finite number: {text!r}", field=field)
+    return number
 
 
 @router.get("/operate", response_class=HTMLResponse)
@@ -118,19 +122,19 @@ def decide(
 ) -> Response:
     worklists.operated_proposal(session, user, proposal_id)  # another factory's: 404
     try:
-        if decision not in ("accept", "reject"):
-            raise InvalidInput("choose accept or reject", field="decision")
-        proposals.decide(
-            session,
-            user,
-            proposal_id,
-            accept=decision == "accept",
-            gpu_hours=_number(gpu_hours, "gpu_hours") if decision == "accept" else None,
-            reason=reason or None,
-            now=context(request).clock(),
-        )
+        with session.begin_nested():  # refused: nothing of it stays
+            if decision not in ("accept", "reject"):
+                raise InvalidInput("choose accept or reject", field="decision")
+            proposals.decide(
+                session,
+                user,
+                proposal_id,
+                accept=decision == "accept",
+                gpu_hours=_number(gpu_hours, "gpu_hours") if decision == "accept" else None,
+                reason=reason or None,
+                now=context(request).clock(),
+            )
     except (InvalidInput, Conflict) as exc:
-        session.rollback()
         form = {"decision": decision, "gpu_hours": gpu_hours, "reason": reason}
         return _proposal_page(request, who, user, session, proposal_id, 422, exc, form)
     session.commit()
@@ -189,10 +193,10 @@ def change_call(
 ) -> Response:
     worklists.operated_call(session, user, call_id)  # another factory's: 404
     try:
-        changes = _call_changes(action, reason, offered_gpu_hours)
-        calls.update_call(session, user, call_id, changes, now=context(request).clock())
+        with session.begin_nested():  # refused: nothing of it stays
+            changes = _call_changes(action, reason, offered_gpu_hours)
+            calls.update_call(session, user, call_id, changes, now=context(request).clock())
     except (InvalidInput, Conflict) as exc:
-        session.rollback()
         return _call_page(request, who, user, session, call_id, 422, exc)
     session.commit()
     return RedirectResponse(f"/operate/calls/{call_id}", status_code=303)
@@ -278,20 +282,20 @@ def change_allocation(
 ) -> Response:
     worklists.operated_allocation(session, user, allocation_id)  # another factory's: 404
     try:
-        if action not in ALLOCATION_ACTIONS:
-            raise InvalidInput(f"choose one of: {', '.join(ALLOCATION_ACTIONS)}", "action")
-        extend_by = _number(months, "months") if action == "extend" else None
-        if extend_by is not None and (extend_by != int(extend_by) or not 1 <= extend_by <= 60):
-            raise InvalidInput("extend by 1 to 60 whole months", field="months")
-        change = allocations.AllocationChange(
-            action=action,
-            reason=reason,
-            months=int(extend_by) if extend_by is not None else None,
-            gpu_hours=_number(gpu_hours, "gpu_hours") if action == "top_up" else None,
-        )
-        allocations.change(session, user, allocation_id, change, now=context(request).clock())
+        with session.begin_nested():  # refused: nothing of it stays
+            if action not in ALLOCATION_ACTIONS:
+                raise InvalidInput(f"choose one of: {', '.join(ALLOCATION_ACTIONS)}", "action")
+            extend_by = _number(months, "months") if action == "extend" else None
+            if extend_by is not None and (extend_by != int(extend_by) or not 1 <= extend_by <= 60):
+                raise InvalidInput("extend by 1 to 60 whole months", field="months")
+            change = allocations.AllocationChange(
+                action=action,
+                reason=reason,
+                months=int(extend_by) if extend_by is not None else None,
+                gpu_hours=_number(gpu_hours, "gpu_hours") if action == "top_up" else None,
+            )
+            allocations.change(session, user, allocation_id, change, now=context(request).clock())
     except (InvalidInput, Conflict) as exc:
-        session.rollback()
         return _allocation_page(request, who, user, session, allocation_id, 422, exc)
     session.commit()
     return RedirectResponse(f"/operate/allocations/{allocation_id}", status_code=303)

@@ -84,18 +84,18 @@ def score(
 ) -> Response:
     proposal = worklists.assignment(session, user, proposal_id).proposal
     try:
-        if not score.strip().isdigit():
-            raise InvalidInput("give a score from 1 to 5", field="score")
-        reviews.submit_review(
-            session,
-            user,
-            proposal,
-            score=int(score),
-            comment=comment or None,
-            now=context(request).clock(),
-        )
+        with session.begin_nested():  # refused: nothing of it stays
+            if not score.strip().isdigit():
+                raise InvalidInput("give a score from 1 to 5", field="score")
+            reviews.submit_review(
+                session,
+                user,
+                proposal,
+                score=int(score),
+                comment=comment or None,
+                now=context(request).clock(),
+            )
     except (InvalidInput, Conflict, Forbidden) as exc:
-        session.rollback()
         form = {"score": score, "comment": comment}
         return _page(request, who, user, session, proposal_id, 422, exc, form)
     session.commit()
@@ -115,11 +115,11 @@ def declare_conflict(
 ) -> Response:
     proposal = worklists.assignment(session, user, proposal_id).proposal
     try:
-        reviews.declare_conflict(
-            session, user, proposal, reason=reason, now=context(request).clock()
-        )
+        with session.begin_nested():  # refused: nothing of it stays
+            reviews.declare_conflict(
+                session, user, proposal, reason=reason, now=context(request).clock()
+            )
     except (InvalidInput, Conflict, Forbidden) as exc:
-        session.rollback()
         return _page(request, who, user, session, proposal_id, 422, exc, {"reason": reason})
     session.commit()
     return RedirectResponse("/review", status_code=303)
