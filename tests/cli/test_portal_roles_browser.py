@@ -124,4 +124,7 @@ def test_a_reviewer_scores_an_operator_decides_with_fewer_gpu_hours(
         assert page.locator("svg[role=img]").count() == 6
         assert "60,000" in page.inner_text("#chart-access-mode table")
         page.screenshot(path=str(SCREENSHOTS / "portal-dashboard.png"), full_page=True)
+        page.set_viewport_size({"width": 390, "height": 844})  # a phone: nothing wider
+        page.reload()
+        assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
         assert browsed.errors == []
