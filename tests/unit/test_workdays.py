@@ -7,6 +7,7 @@ import datetime as dt
 import pytest
 
 from fabbrica.core.workdays import (
+    add_working_days,
     is_working_day,
     percentile,
     working_days,
@@ -65,3 +66,21 @@ def test_percentile_is_nearest_rank() -> None:
     assert percentile([1, 2, 3, 4], 0.9) == 4
     assert percentile(list(range(1, 11)), 0.9) == 9
     assert percentile([5], 0.9) == 5
+
+
+@pytest.mark.parametrize(
+    ("start", "days", "deadline"),
+    [
+        (dt.date(2026, 11, 20), 0, dt.date(2026, 11, 20)),  # a Friday: no day to count
+        (dt.date(2026, 11, 20), 1, dt.date(2026, 11, 23)),  # the weekend skipped
+        (dt.date(2026, 11, 30), 10, dt.date(2026, 12, 15)),  # 8 Dec is a holiday in Italy
+        (dt.date(2026, 12, 23), 2, dt.date(2026, 12, 28)),  # Christmas and St Stephen's
+    ],
+)
+def test_a_deadline_in_working_days_is_the_first_day_that_reaches_them(
+    start: dt.date, days: int, deadline: dt.date
+) -> None:
+    assert add_working_days(start, days, "IT") == deadline
+    assert working_days(start, deadline, "IT") == days
+    if days:
+        assert working_days(start, deadline - dt.timedelta(days=1), "IT") == days - 1

@@ -50,6 +50,16 @@ def working_days(start: dt.date, end: dt.date, country: str) -> int:
     return weekdays - off
 
 
+def add_working_days(start: dt.date, days: int, country: str) -> dt.date:
+    """The first date `d` with `working_days(start, d, country) == days` (`start` for 0):
+    the deadline of a target of `days` working days counted from `start`."""
+    day, counted = start, 0
+    while counted < days:
+        day += dt.timedelta(days=1)
+        counted += is_working_day(day, country)
+    return day
+
+
 def working_days_between(start: dt.datetime, end: dt.datetime, country: str) -> int:
     """`working_days` between two instants, taken as their UTC dates."""
     return working_days(_utc_date(start), _utc_date(end), country)
