@@ -522,3 +522,30 @@ def test_an_operator_of_it4lia_cannot_open_decide_or_close_anything_of_jaif(worl
         ("POST", f"/allocations/{it4lia.alloc}/changes", {"action": "terminate", "reason": "x"}),
     ]:
         assert send(w, method, url, op, body).status_code == 200, url
+
+
+def test_an_operator_who_is_a_member_elsewhere_still_decides_only_for_its_factories(
+    world: World,
+) -> None:
+    """Membership of a project lets an operator see its proposal and allocation at another
+    factory, not decide, change or staff them."""
+    w, jaif = world, world.refs["jaif"]
+    op = w.actors["op-it4lia"]
+    invited = ok(w.api.post(f"{API}/projects/{jaif.project}/invitations",
+                            headers=w.actors["pi-jaif"],
+                            json={"email": "op-it4lia@fabbrica.example"}), 201)  # fmt: skip
+    ok(w.api.post(f"{API}/invitations/accept", headers=op, json={"token": invited["token"]}))
+    assert ok(w.api.get(f"{API}/proposals/{jaif.review}", headers=op))["id"] == jaif.review
+    before = snapshot(w.db)
+    for url, body in [
+        (f"/proposals/{jaif.review}/decision", {"decision": "accept"}),
+        (f"/allocations/{jaif.alloc}/changes", {"action": "suspend", "reason": "x"}),
+        (f"/proposals/{jaif.review}/reviewers", {"reviewer_id": w.ids["rev3"]}),
+    ]:
+        r = send(w, "POST", url, op, body)
+        assert_error(r, 403, "forbidden")
+        assert "jaif" in r.json()["error"]["message"], r.text
+        assert snapshot(w.db) == before, url
+    decided = send(w, "POST", f"/proposals/{jaif.review}/decision", w.actors["op-jaif"],
+                   {"decision": "accept"})  # fmt: skip
+    assert decided.status_code == 200, decided.text

@@ -166,3 +166,24 @@ def test_sign_in_never_redirects_off_site_and_sign_out_ends_the_session(
 
         ended = session.scalars(select(PortalSession.ended_at)).all()
         assert ended and all(e is not None and e <= now for e in ended)
+
+
+def test_a_refused_submission_shows_why_and_stores_nothing(
+    portal: TestClient, api: TestClient, admin: dict[str, str], ctx: AppContext
+) -> None:
+    email, _ = tenant(api, admin, "gamma")
+    sign_in(portal, email)
+    token = csrf_of(portal.get("/jobs").text)
+    with ctx.db.session() as session:
+        before = session.scalar(select(func.count()).select_from(Job))
+    bad_spec = "name: Bad Name\nrun: true\n"
+    refused = portal.post("/jobs", data={"csrf": token, "spec": bad_spec})
+    assert refused.status_code == 422, refused.text[:2000]
+    assert "name" in refused.text
+    # a spec that parses but that no allocation pays for: refused by the service
+    unpaid = "name: unpaid\nrun: 'true'\nresources: {gpus: 1, time_limit: 5m}\n"
+    refused = portal.post("/jobs", data={"csrf": token, "spec": unpaid})
+    assert refused.status_code == 422, refused.text[:2000]
+    with ctx.db.session() as session:
+        assert session.scalar(select(func.count()).select_from(Job)) == before
+    assert portal.get("/jobs").status_code == 200  # the session lives on

@@ -127,8 +127,7 @@ def submit_job(
             now=ctx.clock(),
             present=lambda job: job.id,
         )
-    except (InvalidInput, NotFound) as exc:
-        session.rollback()
+    except (InvalidInput, NotFound) as exc:  # refused before anything was added: nothing to undo
         return _jobs_page(request, who, user, session, 422, exc, spec)
     ctx.wake()  # a control loop in this process (`fabbrica up`) dispatches it now
     return RedirectResponse(f"/jobs/{job_id}", status_code=303)

@@ -24,6 +24,7 @@ from fabbrica.services.access import audit
 from fabbrica.services.access.visibility import (
     allocation_filter,
     is_staff,
+    require_operator_of,
     require_pi,
     require_staff,
     visible_project,
@@ -115,6 +116,9 @@ def change(
 ) -> Allocation:
     require_staff(actor, "change allocations")
     allocation = get_allocation(session, actor, allocation_id)
+    # an operator may see an allocation as a member of its project; changing it is for the
+    # operators of its factory
+    require_operator_of(session, actor, allocation.factory_id, "change allocations")
     reason = clean_text(change.reason, "reason", max_len=2000, multiline=True)
     before = _snapshot(allocation)
     _apply(allocation, change, now)

@@ -34,6 +34,7 @@ from fabbrica.services.access.allocations import create_allocation, overdue_repo
 from fabbrica.services.access.calls import committed_gpu_hours, get_call, operating_gpu_models
 from fabbrica.services.access.visibility import (
     proposal_filter,
+    require_operator_of,
     require_pi,
     require_staff,
     visible_project,
@@ -259,6 +260,9 @@ def decide(
 ) -> Proposal:
     require_staff(actor, "decide on proposals")
     proposal = get_proposal(session, actor, proposal_id)
+    # an operator may see a proposal as a member of its project; deciding is for the
+    # operators of the call's factory
+    require_operator_of(session, actor, proposal.call.factory_id, "decide on proposals")
     if proposal.state not in (ProposalState.SUBMITTED, ProposalState.IN_REVIEW):
         raise Conflict(f"proposal {proposal.id} is {proposal.state}; nothing to decide", "state")
     if proposal.state == ProposalState.IN_REVIEW:

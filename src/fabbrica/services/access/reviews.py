@@ -15,7 +15,12 @@ from fabbrica.core.errors import Conflict, Forbidden, InvalidInput
 from fabbrica.core.identity import Role
 from fabbrica.core.text import clean_text
 from fabbrica.services.access import audit
-from fabbrica.services.access.visibility import org_role, project_role, require_staff
+from fabbrica.services.access.visibility import (
+    org_role,
+    project_role,
+    require_operator_of,
+    require_staff,
+)
 from fabbrica.store.models import CallReviewer, Proposal, Review, User
 
 ASSIGNED, SUBMITTED, CONFLICT = "assigned", "submitted", "conflict"
@@ -71,6 +76,7 @@ def assign(
 ) -> Review:
     """An operator assigns a reviewer; a conflicted one is refused."""
     require_staff(actor, "assign reviewers")
+    require_operator_of(session, actor, proposal.call.factory_id, "assign reviewers")
     reviewer = session.get(User, reviewer_id)
     if reviewer is None or Role(reviewer.role) is not Role.REVIEWER:
         raise InvalidInput(f"user {reviewer_id} is not a reviewer", field="reviewer_id")
