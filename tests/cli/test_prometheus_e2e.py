@@ -172,10 +172,12 @@ def test_prometheus_scrapes_what_the_database_holds(
     eventually(prom, 'sum(fabbrica_gpus_free{factory="local"})', 4, "free GPUs")
     age = prom.scalar('fabbrica_agent_last_sync_age_seconds{factory="local"}')
     assert age is not None and 0 <= age < 30
-    # scrapes may share a collection (FABBRICA_METRICS_CACHE_SECONDS, 5 by default): the
-    # figures served are never older than that
+    # a scrape is answered from the last collection (FABBRICA_METRICS_CACHE_SECONDS, 5 by
+    # default), and a newer one is read in the background once it is older than that: the
+    # figures served are at most that, one scrape interval (1 s) and a collection old (a
+    # few seconds on a busy machine), never the minutes that would mean no refresh at all
     served = prom.scalar("max_over_time(fabbrica_metrics_age_seconds[1m])")
-    assert served is not None and 0 <= served <= 5
+    assert served is not None and 0 <= served <= 5 + 1 + 4, served
     routes = {
         r["metric"]["route"]
         for r in prom.query("count by (route) (fabbrica_http_request_duration_seconds_count)")

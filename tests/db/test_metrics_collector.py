@@ -93,14 +93,19 @@ def test_lost_jobs_by_the_factory_that_lost_them(db: Database, registry: Collect
     assert agents - {"lumi-aif", "it4lia"}, agents
 
 
-def test_a_cache_serves_one_collection_again_for_its_max_age(db: Database) -> None:
-    """With a max age, scrapes within it share one collection (their age says so); after
-    it, the next scrape reads the database again. Without one, every scrape reads it."""
+def test_a_cache_answers_from_memory_and_reads_anew_in_the_background(db: Database) -> None:
+    """With a max age, the first scrape reads the database; later ones are answered from the
+    last collection (their age says how old), and once it is older than the max age a new
+    one is read in the background (one at a time) for the scrapes after. Too old a
+    collection is not served. Without a max age, every scrape reads the database."""
     with db.session() as session:
         seed(session)
-    at = [1000.0]
+    at, pending = [1000.0], []
     cached, fresh = CollectorRegistry(auto_describe=False), CollectorRegistry(auto_describe=False)
-    cached.register(DatabaseCollector(db, lambda: NOW, max_age=5.0, timer=lambda: at[0]))
+    collector = DatabaseCollector(
+        db, lambda: NOW, max_age=5.0, timer=lambda: at[0], background=pending.append
+    )
+    cached.register(collector)
     fresh.register(DatabaseCollector(db, lambda: NOW))
     queued = {"factory": UNPLACED, "state": "queued"}
     assert value(cached, "fabbrica_jobs", **queued) == 4
@@ -115,8 +120,23 @@ def test_a_cache_serves_one_collection_again_for_its_max_age(db: Database) -> No
     assert value(cached, "fabbrica_jobs", **queued) == 4  # the same collection
     assert value(cached, "fabbrica_metrics_age_seconds") == 4.5
     assert value(fresh, "fabbrica_jobs", **queued) == 5
-    at[0] += 0.5
-    assert value(cached, "fabbrica_jobs", **queued) == 5  # read again
+    assert pending == []
+    at[0] += 10.5  # older than the max age: served, and a new collection is asked for
+    assert value(cached, "fabbrica_jobs", **queued) == 4
+    assert value(cached, "fabbrica_metrics_age_seconds") == 15
+    assert len(pending) == 1  # once, however many scrapes come meanwhile
+    pending.pop()()  # the background collection runs
+    at[0] += 1
+    assert value(cached, "fabbrica_jobs", **queued) == 5
+    assert value(cached, "fabbrica_metrics_age_seconds") == 1
+    assert pending == []
+    at[0] += 1000  # too old to serve: read while the scrape waits
+    with db.session() as session:
+        session.add(
+            Job(project_pk=project_pk, user_id=user_id, name="m", spec="{}", state="queued",
+                gpus=1, nodes=1, time_limit_s=60, submitted_at=NOW)
+        )  # fmt: skip
+    assert value(cached, "fabbrica_jobs", **queued) == 6
     assert value(cached, "fabbrica_metrics_age_seconds") == 0
 
 

@@ -1,12 +1,13 @@
 """Federation metrics for Prometheus, read from the database when `/metrics` is scraped.
 
-`DatabaseCollector` is a prometheus_client custom collector: a collection runs a few
-GROUP BY queries in one read-only transaction (on SQLite it takes no write lock) and turns
-their rows into metric families; scrapes within FABBRICA_METRICS_CACHE_SECONDS of one share
-it. Aggregation happens in SQL, histograms included: a job's wait and a proposal's decision
-time are put in their bucket by the query (width_bucket on PostgreSQL, CASEs elsewhere),
-so the Python side handles one row per (label set, bucket), never one per job. Label sets
-are bounded: factories, GPU models, access modes, states; never a user, project or job id.
+`DatabaseCollector` is a prometheus_client custom collector: a collection runs a few GROUP
+BY queries in one read-only transaction (on SQLite it takes no write lock) and turns their
+rows into metric families; with FABBRICA_METRICS_CACHE_SECONDS a scrape is answered from
+the last collection and a newer one is read in the background. Aggregation happens in SQL,
+histograms included: a job's wait and a proposal's decision time are put in their bucket by
+the query (width_bucket on PostgreSQL, CASEs elsewhere), so the Python side handles one row
+per (label set, bucket), never one per job. Label sets are bounded: factories, GPU models,
+access modes, states; never a user, project or job id.
 
 docs/observability.md lists every metric.
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -67,6 +69,9 @@ DECISION_BUCKETS: tuple[float, ...] = (
 )  # fmt: skip
 SECONDS_PER_HOUR = 3600.0
 WAITING = (JobState.QUEUED.value, JobState.DISPATCHED.value)  # not started: the queue
+
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -160,11 +165,15 @@ class DatabaseCollector(Collector):
     """Every federation metric, read from `db` at each scrape; `clock` gives `now` (the
     ages). Registered in one app's own CollectorRegistry, never the global one.
 
-    With `max_age` > 0 (seconds, FABBRICA_METRICS_CACHE_SECONDS), a scrape within
-    `max_age` of the last collection gets its families again instead of querying the
-    database: several Prometheus servers (an HA pair) or a burst of scrapes cost one set of
-    queries. One collection at a time (concurrent scrapes wait for it); the served data's
-    age is exported, so a dashboard can tell how fresh it is."""
+    With `max_age` > 0 (seconds, FABBRICA_METRICS_CACHE_SECONDS) a scrape never waits for
+    the database once a collection exists: within `max_age` of it the scrape gets it again;
+    later (up to `STALE_AFTER` seconds) it gets it too, and a collection starts in the
+    background (`background` runs it; one at a time), which the next scrape gets. So with
+    Prometheus scraping every 15 s, each scrape is answered from memory with the figures
+    read after the scrape before (their age is exported as `fabbrica_metrics_age_seconds`),
+    and the database is read once per scrape at most, as without the cache. The first
+    scrape, and one after a long pause, read the database while they wait. With
+    `max_age` 0 every scrape reads the database."""
 
     def __init__(
         self,
@@ -172,13 +181,17 @@ class DatabaseCollector(Collector):
         clock: Callable[[], dt.datetime],
         max_age: float = 0.0,
         timer: Callable[[], float] = time.monotonic,
+        background: Callable[[Callable[[], None]], None] | None = None,
     ) -> None:
         self.db = db
         self.clock = clock
         self.max_age = max_age
         self.timer = timer
-        self._lock = threading.Lock()
+        self.background = background or _in_a_thread
+        self._lock = threading.Lock()  # one collection at a time
+        self._state = threading.Lock()  # guards _cached and _refreshing
         self._cached: tuple[float, list[Metric], float] | None = None  # taken, families, took
+        self._refreshing = False
 
     def describe(self) -> list[Metric]:
         return []  # nothing to query at registration: collect() runs only when scraped
@@ -192,8 +205,8 @@ class DatabaseCollector(Collector):
         duration.add_metric([], took)
         cached = GaugeMetricFamily(
             "fabbrica_metrics_age_seconds",
-            "Age of this scrape's database figures (0: read for this scrape; at most "
-            "FABBRICA_METRICS_CACHE_SECONDS when a recent collection was served again).",
+            "Age of this scrape's database figures (0: read for this scrape; with "
+            "FABBRICA_METRICS_CACHE_SECONDS, the time since the collection served).",
         )
         cached.add_metric([], age)
         yield from families
@@ -202,18 +215,55 @@ class DatabaseCollector(Collector):
 
     def _families(self) -> tuple[list[Metric], float, float]:
         """The families, how long collecting them took, and their age (seconds)."""
-        with self._lock:
-            now = self.timer()
-            if self._cached is not None and now - self._cached[0] < self.max_age:
-                taken, families, took = self._cached
-                return families, took, now - taken
-            began = time.perf_counter()
-            with self.db.read_session() as session:
-                families = collect_families(session, self.db.backend, self.clock())
-            took = time.perf_counter() - began
-            if self.max_age > 0:
-                self._cached = (now, families, took)
+        if self.max_age <= 0:
+            families, took = self._read()
             return families, took, 0.0
+        with self._state:
+            cached, now = self._cached, self.timer()
+            age = now - cached[0] if cached is not None else STALE_AFTER
+            refresh = age < STALE_AFTER and age >= self.max_age and not self._refreshing
+            self._refreshing = self._refreshing or refresh
+        if cached is not None and age < STALE_AFTER:
+            if refresh:
+                self.background(self._refresh)
+            taken, families, took = cached
+            return families, took, now - taken
+        with self._lock:  # none yet, or too old: read now (once for concurrent scrapes)
+            with self._state:
+                cached, now = self._cached, self.timer()
+            if cached is not None and now - cached[0] < self.max_age:
+                return cached[1], cached[2], now - cached[0]
+            taken = self.timer()
+            families, took = self._read()
+            with self._state:
+                self._cached = (taken, families, took)
+            return families, took, 0.0
+
+    def _refresh(self) -> None:
+        try:
+            with self._lock:
+                taken = self.timer()
+                families, took = self._read()
+                with self._state:
+                    self._cached = (taken, families, took)
+        except Exception:  # the database away: the old figures stay; the next scrape retries
+            log.warning("reading the metrics in the background failed", exc_info=True)
+        finally:
+            with self._state:
+                self._refreshing = False
+
+    def _read(self) -> tuple[list[Metric], float]:
+        began = time.perf_counter()
+        with self.db.read_session() as session:
+            families = collect_families(session, self.db.backend, self.clock())
+        return families, time.perf_counter() - began
+
+
+STALE_AFTER = 120.0  # seconds: an older collection is not served; the scrape reads anew
+
+
+def _in_a_thread(work: Callable[[], None]) -> None:
+    threading.Thread(target=work, name="metrics-refresh", daemon=True).start()
 
 
 def collect_families(session: Session, dialect: str, now: dt.datetime) -> list[Metric]:
