@@ -8,7 +8,7 @@ import datetime as dt
 from dataclasses import dataclass
 
 from fabbrica.catalog.model import Catalog
-from fabbrica.core.access import ProposalState
+from fabbrica.core.access import Intake, ProposalState, next_cutoff
 from fabbrica.services.federation_report import decision_working_days
 from fabbrica.store.models import Proposal
 
@@ -18,6 +18,11 @@ class DecisionClock:
     working_days: int  # to the decision, or so far
     target: int | None  # the mode's target in working days (None: the mode sets none)
     decided: bool
+    counted_from: dt.date  # the submission's date, or the cut-off after it for cut-off modes
+
+    @property
+    def started(self) -> bool:
+        return self.working_days > 0 or self.decided
 
     @property
     def late(self) -> bool:
@@ -38,4 +43,7 @@ def decision_clock(catalog: Catalog, proposal: Proposal, now: dt.datetime) -> De
     days = decision_working_days(catalog, call.mode, call.factory_id, proposal.submitted_at, end)
     mode = catalog.access_mode(call.mode)
     target = mode.decision_target_working_days if mode else None
-    return DecisionClock(days, target, proposal.decided_at is not None)
+    counted_from = proposal.submitted_at.astimezone(dt.UTC).date()
+    if mode is not None and mode.intake is Intake.CUTOFFS:
+        counted_from = next_cutoff(mode, counted_from) or counted_from
+    return DecisionClock(days, target, proposal.decided_at is not None, counted_from)
