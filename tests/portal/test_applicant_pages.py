@@ -89,7 +89,7 @@ def test_a_founder_goes_from_an_organisation_to_a_playground_allocation(
     found = re.search(r'href="/allocations/(\d+)"', page)
     assert found is not None
     allocation = portal.get(f"/allocations/{found[1]}").text
-    assert "0.0 used (solid) · 0.0 reserved (hatched) · 100 granted GPU-hours" in allocation
+    assert "0 used (solid) · 0 reserved (hatched) · 100 granted GPU-hours" in allocation
     assert "0% taken" in allocation and "Warning" not in allocation
     org = _org_of(portal, project)
     for path in ("/projects", f"/projects/{project}", "/allocations", sent.headers["location"],

@@ -65,7 +65,19 @@ def balance(allocation: Allocation) -> Balance:
     )
 
 
+def hours(value: float) -> str:
+    """GPU-hours as a reader wants them: small amounts (a first job's) stay visible."""
+    if value == 0:
+        return "0"
+    if value < 0.0001:
+        return "< 0.0001"
+    if value < 10:
+        return f"{value:.4f}".rstrip("0").rstrip(".")
+    return f"{value:,.1f}"
+
+
 templates.globals["balance"] = balance
+templates.filters["hours"] = hours
 
 
 @router.get("/allocations", response_class=HTMLResponse)
