@@ -291,3 +291,17 @@ def test_the_proposal_page_shows_scores_and_comments_never_reviewers(
     page = portal.get(sent.headers["location"]).text
     expected = f"Waiting for {days} working days of the Large Scale target of 10: {10 - days} left"
     assert days > 1 and expected in page
+
+
+def test_a_refused_job_submission_shows_the_form_again_and_stores_nothing(
+    portal: TestClient, db: Database
+) -> None:
+    new_founder(portal, "jobs@startup.it")
+    token = csrf_of(portal.get("/jobs").text)
+    before = stored(db)
+    refused = portal.post("/jobs", data={"csrf": token, "spec": "name: x\nrun: [unclosed"})
+    assert refused.status_code == 422 and "spec" in refused.text
+    assert "name: x" in refused.text  # the spec is kept in the form
+    no_allocation = portal.post("/jobs", data={"csrf": token, "example": "digits"})
+    assert no_allocation.status_code == 422 and 'role="alert"' in no_allocation.text
+    assert stored(db) == before

@@ -107,6 +107,9 @@ def submit_job(
     files: Annotated[list[UploadFile] | None, File()] = None,
 ) -> Response:
     ctx = context(request)
+    # a refusal undoes the savepoint only: the request's transaction stays usable for the
+    # page that names it (a rollback of the whole session would close it)
+    savepoint = session.begin_nested()
     try:
         archive: bytes | None
         if example:
@@ -129,7 +132,7 @@ def submit_job(
             present=lambda job: job.id,
         )
     except (InvalidInput, NotFound) as exc:
-        session.rollback()
+        savepoint.rollback()
         return _jobs_page(request, who, user, session, 422, exc, spec)
     ctx.wake()  # a control loop in this process (`fabbrica up`) dispatches it now
     return RedirectResponse(f"/jobs/{job_id}", status_code=303)
