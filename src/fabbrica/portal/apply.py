@@ -198,7 +198,7 @@ def check_application(
     call = calls_service.get_call(session, call_id)
     form = ApplicationForm(project, gpu_hours, months, gpu_model, abstract, declare)
     refusals = _refusals(request, session, user, call, form)
-    return render(request, who, "refusals.html", refusals=refusals, labels=LABELS)
+    return render(request, who, "refusals_list.html", refusals=refusals, labels=LABELS)
 
 
 @router.post("/calls/{call_id}/apply", dependencies=[CsrfChecked])
