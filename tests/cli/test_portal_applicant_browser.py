@@ -88,6 +88,9 @@ def test_a_founder_applies_in_the_browser_and_runs_the_digits_example(
         project(page, "Acme vision", "Acme Inc")
         organisation(page, "Orbit Srl", "IT", "startup")
         ours = project(page, "Ship detection", "Orbit Srl")
+        page.click("header >> text=Projects")
+        page.screenshot(path=str(SCREENSHOTS / "portal-projects.png"), full_page=True)
+        page.goto(f"{server.url}/projects/{ours}")
         page.click("text=Apply to a call")
         page.click('a[href^="/calls/local-playground/apply"]')
         assert page.input_value("#project") == ours
