@@ -3,9 +3,11 @@
 Starts `fabbrica up` (a real server process, the control loop running) on each database,
 makes a startup with a Playground allocation on `local`, then submits jobs (JSON spec, no
 workdir) from several client threads over HTTP. Prints a table of medians over rounds and
-the PostgreSQL / SQLite ratio.
+the PostgreSQL / SQLite ratio. Then, on the same server, one request at a time: a job array
+of --array-tasks tasks (`array: 1-N`) and a batch of 1,000 specs (POST /jobs/batch), each
+timed from request to answer, median of the rounds, against the 2 s target for 10,000 tasks.
 
-    uv run python bench/api_submit.py [--jobs 400] [--clients 8] [--rounds 3]
+    uv run python bench/api_submit.py [--jobs 400] [--clients 8] [--rounds 3] [--array-tasks 10000]
 """
 
 from __future__ import annotations
@@ -121,11 +123,35 @@ def submit_round(url: str, headers: dict[str, str], project: str, jobs: int, cli
     return jobs / elapsed
 
 
+def one_request(url: str, headers: dict[str, str], path: str, body: object) -> float:
+    """Seconds from sending one submission to its answer."""
+    with httpx.Client(base_url=url, headers=headers, timeout=120) as http:
+        began = time.perf_counter()
+        r = http.post(path, json=body)
+        elapsed = time.perf_counter() - began
+    if r.status_code != 201:
+        raise RuntimeError(f"{path}: {r.status_code} {r.text[:300]}")
+    return elapsed
+
+
+def array_seconds(url: str, headers: dict[str, str], project: str, tasks: int) -> float:
+    spec = {"name": "sweep", "run": "true", "resources": {"time_limit": "1m"},
+            "array": f"1-{tasks}"}  # fmt: skip
+    return one_request(url, headers, "/jobs", {"spec": spec, "project": project})
+
+
+def batch_seconds(url: str, headers: dict[str, str], project: str, jobs: int) -> float:
+    items = [{"spec": {"name": f"b{n}", "run": "true", "resources": {"time_limit": "1m"}},
+              "project": project} for n in range(jobs)]  # fmt: skip
+    return one_request(url, headers, "/jobs/batch", {"jobs": items})
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--jobs", type=int, default=400)
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--array-tasks", type=int, default=10_000)
     args = parser.parse_args()
     admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
     pg_name = f"fabbrica_bench_{uuid.uuid4().hex[:8]}"
@@ -137,6 +163,10 @@ def main() -> None:
     for column in ("database", "median jobs/s", "min", "max"):
         table.add_column(column, justify="right")
     medians = {}
+    one = Table(title="One request: a job array and a batch, seconds from request to answer")
+    for column in ("database", f"array of {args.array_tasks:,} tasks, median s", "max",
+                   "under 2 s", "batch of 1,000 specs, median s", "max"):  # fmt: skip
+        one.add_column(column, justify="right")
     try:
         for name, url in (("SQLite", None), ("PostgreSQL", pg_url)):
             server = Server(url)
@@ -144,6 +174,13 @@ def main() -> None:
                 headers, project = setup(server.url)
                 rates = [submit_round(server.url, headers, project, args.jobs, args.clients)
                          for _ in range(args.rounds)]  # fmt: skip
+                arrays = [array_seconds(server.url, headers, project, args.array_tasks)
+                          for _ in range(args.rounds)]  # fmt: skip
+                batches = [batch_seconds(server.url, headers, project, 1000)
+                           for _ in range(args.rounds)]  # fmt: skip
+                a, b = statistics.median(arrays), statistics.median(batches)
+                one.add_row(name, f"{a:.3f}", f"{max(arrays):.3f}", "yes" if a < 2 else "NO",
+                            f"{b:.3f}", f"{max(batches):.3f}")  # fmt: skip
             finally:
                 server.stop()
             medians[name] = statistics.median(rates)
@@ -154,6 +191,8 @@ def main() -> None:
     console = Console()
     console.print(table)
     console.print(f"PostgreSQL / SQLite: {medians['PostgreSQL'] / medians['SQLite']:.2f}")
+    console.print(one)
+    console.print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
 
 
 if __name__ == "__main__":

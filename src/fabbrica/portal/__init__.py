@@ -8,13 +8,25 @@ from pathlib import Path
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
-from fabbrica.portal import dashboard, jobs, notices, operate, public, review, signin
+from fabbrica.portal import (
+    allocations,
+    apply,
+    dashboard,
+    jobs,
+    notices,
+    operate,
+    projects,
+    public,
+    review,
+    signin,
+)
 
 STATIC = Path(__file__).parent / "static"
 
 
 def install_portal(app: FastAPI) -> None:
     """Add the portal's pages and its static files (CSS, the vendored htmx) to `app`."""
-    for module in (public, signin, jobs, notices, review, operate, dashboard):
+    modules = (public, signin, jobs, projects, apply, allocations, notices, review, operate)
+    for module in (*modules, dashboard):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")

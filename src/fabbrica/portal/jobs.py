@@ -7,10 +7,11 @@ from __future__ import annotations
 import io
 import posixpath
 import tarfile
-from typing import Annotated
+from collections.abc import Iterator
+from typing import Annotated, BinaryIO
 
 from fastapi import APIRouter, File, Form, Query, Request, UploadFile
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 
 from fabbrica.core.errors import FabbricaError, InvalidInput, NotFound
 from fabbrica.core.jobs import JobState
@@ -106,6 +107,9 @@ def submit_job(
     files: Annotated[list[UploadFile] | None, File()] = None,
 ) -> Response:
     ctx = context(request)
+    # a refusal undoes the savepoint only: the request's transaction stays usable for the
+    # page that names it (a rollback of the whole session would close it)
+    savepoint = session.begin_nested()
     try:
         archive: bytes | None
         if example:
@@ -127,7 +131,8 @@ def submit_job(
             now=ctx.clock(),
             present=lambda job: job.id,
         )
-    except (InvalidInput, NotFound) as exc:  # refused before anything was added: nothing to undo
+    except (InvalidInput, NotFound) as exc:
+        savepoint.rollback()
         return _jobs_page(request, who, user, session, 422, exc, spec)
     ctx.wake()  # a control loop in this process (`fabbrica up`) dispatches it now
     return RedirectResponse(f"/jobs/{job_id}", status_code=303)
@@ -192,14 +197,13 @@ def _archive(request: Request, job: Job) -> bytes:
     return job_files.outputs_archive(directory, spec, ctx.archive_limits)
 
 
-def _outputs(request: Request, job: Job) -> tarfile.TarFile:
-    return tarfile.open(fileobj=io.BytesIO(_archive(request, job)), mode="r:gz")
-
-
 def _output_names(request: Request, job: Job) -> list[str]:
+    """The output files' names, from a walk of the tree: no file is read or packed."""
+    ctx = context(request)
     try:
-        with _outputs(request, job) as tar:
-            return [m.name for m in tar.getmembers() if m.isfile()]
+        directory = job_files.job_dir(ctx.executors, job)
+        spec = JobSpec.model_validate_json(job.spec)
+        return job_files.output_names(directory, spec, ctx.archive_limits)
     except FabbricaError:
         return []
 
@@ -212,21 +216,29 @@ def download_outputs(
     job_id: int,
     path: str = Query(default="", max_length=4096),
 ) -> Response:
-    """One output file (`path`), or all of them as a gzipped tar."""
+    """One output file (`path`), sent as it is read, or all of them as a gzipped tar."""
     job = jobs.get_job(session, user, job_id)
     if not path:
         name = f"job-{job.id}-outputs.tar.gz"
         return Response(
             _archive(request, job), media_type="application/gzip", headers=_attachment(name)
         )
-    with _outputs(request, job) as tar:
-        member = next((m for m in tar.getmembers() if m.isfile() and m.name == path), None)
-        extracted = tar.extractfile(member) if member is not None else None
-        if extracted is None:
-            raise NotFound(f"job {job.id} has no output {path!r}", field="path")
-        data = extracted.read()
-    filename = posixpath.basename(path)
-    return Response(data, media_type="application/octet-stream", headers=_attachment(filename))
+    directory = job_files.job_dir(context(request).executors, job)
+    try:
+        opened = job_files.open_output(directory, JobSpec.model_validate_json(job.spec), path)
+    except NotFound:
+        raise NotFound(f"job {job.id} has no output {path!r}", field="path") from None
+    return StreamingResponse(
+        _chunks(opened),
+        media_type="application/octet-stream",
+        headers=_attachment(posixpath.basename(path)),
+    )
+
+
+def _chunks(opened: BinaryIO, size: int = 256 * 1024) -> Iterator[bytes]:
+    with opened:
+        while chunk := opened.read(size):
+            yield chunk
 
 
 def _attachment(filename: str) -> dict[str, str]:

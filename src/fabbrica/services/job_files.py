@@ -14,6 +14,7 @@ import stat
 import tarfile
 import uuid
 from pathlib import Path
+from typing import BinaryIO
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -111,11 +112,83 @@ def outputs_archive(directory: Path, spec: JobSpec, limits: ArchiveLimits) -> by
     buffer = io.BytesIO()
     packer = _Packer(root, limits)
     with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
-        for name in dict.fromkeys(n.rstrip("/") or "." for n in [*spec.outputs, "outputs"]):
-            start = os.path.realpath(os.path.join(root, name))
-            if _within(root, start) and start != root and os.path.lexists(start):
-                packer.add_tree(tar, start)
+        for start in _output_starts(root, spec):
+            packer.add_tree(tar, start)
     return buffer.getvalue()
+
+
+def _output_starts(root: str, spec: JobSpec) -> list[str]:
+    """The real paths of the spec's outputs (and outputs/) that exist inside the tree."""
+    starts = []
+    for name in dict.fromkeys(n.rstrip("/") or "." for n in [*spec.outputs, "outputs"]):
+        start = os.path.realpath(os.path.join(root, name))
+        if _within(root, start) and start != root and os.path.lexists(start):
+            starts.append(start)
+    return starts
+
+
+def output_names(directory: Path, spec: JobSpec, limits: ArchiveLimits) -> list[str]:
+    """The names of the regular files `outputs_archive` would pack, found by walking the
+    tree without reading a file (a page lists them on every view). TooLarge past the
+    archive's entry budget."""
+    root = os.path.realpath(directory / "work")
+    seen: set[str] = set()
+    names: list[str] = []
+    for start in _output_starts(root, spec):
+        pending = [start]
+        while pending:
+            path = pending.pop()
+            name = os.path.relpath(path, root)
+            if name in seen:
+                continue
+            seen.add(name)
+            if len(seen) > limits.max_entries:
+                raise TooLarge(
+                    f"the outputs hold more than {limits.max_entries:,} entries", field="outputs"
+                )
+            try:
+                info = os.lstat(path)
+            except OSError:
+                continue
+            if stat.S_ISDIR(info.st_mode):
+                with os.scandir(path) as found:
+                    pending.extend(sorted((e.path for e in found), reverse=True))
+            elif stat.S_ISREG(info.st_mode):
+                names.append(name)
+    return names
+
+
+def open_output(directory: Path, spec: JobSpec, name: str) -> BinaryIO:
+    """One output file (a name `output_names` lists), opened for reading without packing
+    the others: every directory on the way is opened without following a link, as the
+    archive never follows one. NotFound (field `path`) for anything else."""
+    root = os.path.realpath(directory / "work")
+    missing = NotFound(f"no output {name!r}", field="path")
+    parts = name.split("/")
+    if any(p in ("", ".", "..") for p in parts):
+        raise missing
+    starts = [os.path.relpath(s, root) for s in _output_starts(root, spec)]
+    if not any(name == s or name.startswith(s + "/") for s in starts):
+        raise missing
+    flags = os.O_RDONLY | os.O_NOFOLLOW
+    try:
+        fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        raise missing from None
+    try:
+        for part in parts[:-1]:
+            inner = os.open(part, flags | os.O_DIRECTORY, dir_fd=fd)
+            os.close(fd)
+            fd = inner
+        file_fd = os.open(parts[-1], flags | os.O_NONBLOCK, dir_fd=fd)
+    except OSError:
+        raise missing from None
+    finally:
+        os.close(fd)
+    if not stat.S_ISREG(os.fstat(file_fd).st_mode):
+        os.close(file_fd)
+        raise missing
+    return os.fdopen(file_fd, "rb")
 
 
 def _within(root: str, path: str) -> bool:

@@ -141,3 +141,15 @@ def members(session: Session, org: Organisation) -> list[tuple[OrganisationMembe
         .order_by(User.id)
     ).all()
     return [(m, u) for m, u in rows]
+
+
+def invitations_for(session: Session, actor: User) -> list[tuple[Organisation, str]]:
+    """The organisations `actor` was added to and has not joined yet, with the role each
+    offers (`admin` or `member`)."""
+    rows = session.execute(
+        select(Organisation, OrganisationMember.role)
+        .join(OrganisationMember, OrganisationMember.organisation_id == Organisation.id)
+        .where(OrganisationMember.user_id == actor.id, OrganisationMember.role.in_(INVITED_ROLES))
+        .order_by(Organisation.id)
+    ).all()
+    return [(org, role.removeprefix("invited_")) for org, role in rows]

@@ -39,7 +39,7 @@ from fabbrica.services.access.visibility import (
     require_staff,
     visible_project,
 )
-from fabbrica.store.models import Allocation, Call, Proposal, User
+from fabbrica.store.models import Allocation, Call, Organisation, Proposal, User
 
 
 @dataclass(frozen=True)
@@ -199,10 +199,56 @@ def _check_one_live(session: Session, proposal: Proposal, now: dt.datetime) -> N
 def _check_eligible(
     session: Session, actor: User, catalog: Catalog, proposal: Proposal, now: dt.datetime
 ) -> None:
-    call = proposal.call
+    request = GrantRequest(proposal.gpu_hours, proposal.months, proposal.gpu_model)
+    org = proposal.project.organisation
+    refusals = _refusals(session, actor, catalog, proposal.call, org, request, now)
+    if refusals:
+        message = "; ".join(r.message for r in refusals)
+        raise InvalidInput(f"not eligible: {message}", field=refusals[0].field)
+
+
+def application_refusals(
+    session: Session, actor: User, catalog: Catalog, app: Application, *, now: dt.datetime
+) -> list[Refusal]:
+    """Every rule `app` breaks, as `apply` would check it on submission, storing nothing:
+    what the portal's application form names while the applicant types. The project and
+    call must be the actor's to apply with (NotFound / Forbidden otherwise)."""
+    project = visible_project(session, actor, app.project_id)
+    require_pi(session, actor, project)
+    call = get_call(session, app.call_id, field="call_id")
+    refusals: list[Refusal] = []
+    try:
+        gpu_model = _gpu_model(catalog, call, app.gpu_model)
+    except InvalidInput as exc:
+        refusals.append(Refusal("gpu_model", exc.message))
+        gpu_model = None
+    request = GrantRequest(app.gpu_hours, app.months, gpu_model)
+    refusals += _refusals(session, actor, catalog, call, project.organisation, request, now)
+    try:
+        clean_text(app.abstract, "abstract", max_len=MAX_ABSTRACT_CHARS, min_len=0, multiline=True)
+    except InvalidInput as exc:
+        refusals.append(Refusal("abstract", exc.message))
+    if not app.declare_civilian_ai_act:
+        refusals.append(
+            Refusal(
+                "declare_civilian_ai_act",
+                "the declaration of civilian use and EU AI Act compliance is required",
+            )
+        )
+    return refusals
+
+
+def _refusals(
+    session: Session,
+    actor: User,
+    catalog: Catalog,
+    call: Call,
+    org: Organisation,
+    request: GrantRequest,
+    now: dt.datetime,
+) -> list[Refusal]:
     mode = _mode(catalog, call)
     factory = catalog.factory(call.factory_id)
-    org = proposal.project.organisation
     refusals: list[Refusal] = [
         Refusal(
             "project_id",
@@ -219,15 +265,13 @@ def _check_eligible(
     refusals += eligibility_refusals(
         Applicant(org.country, org.type),
         mode,
-        GrantRequest(proposal.gpu_hours, proposal.months, proposal.gpu_model),
+        request,
         eligible_countries=catalog.eligibility.countries,
         factory_gpu_models=operating_gpu_models(factory) if factory else set(),
         call_open=call.state == CallState.OPEN,
         call_name=name,
     )
-    if refusals:
-        message = "; ".join(r.message for r in refusals)
-        raise InvalidInput(f"not eligible: {message}", field=refusals[0].field)
+    return refusals
 
 
 def _auto_decide(session: Session, proposal: Proposal, now: dt.datetime) -> None:
