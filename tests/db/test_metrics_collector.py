@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -100,7 +101,8 @@ def test_a_cache_answers_from_memory_and_reads_anew_in_the_background(db: Databa
     collection is not served. Without a max age, every scrape reads the database."""
     with db.session() as session:
         seed(session)
-    at, pending = [1000.0], []
+    at: list[float] = [1000.0]
+    pending: list[Callable[[], None]] = []
     cached, fresh = CollectorRegistry(auto_describe=False), CollectorRegistry(auto_describe=False)
     collector = DatabaseCollector(
         db, lambda: NOW, max_age=5.0, timer=lambda: at[0], background=pending.append
@@ -111,7 +113,9 @@ def test_a_cache_answers_from_memory_and_reads_anew_in_the_background(db: Databa
     assert value(cached, "fabbrica_jobs", **queued) == 4
     assert value(cached, "fabbrica_metrics_age_seconds") == 0
     with db.session() as session:
-        project_pk, user_id = session.execute(select(Job.project_pk, Job.user_id)).first()
+        owner = session.execute(select(Job.project_pk, Job.user_id)).first()
+        assert owner is not None
+        project_pk, user_id = owner
         session.add(
             Job(project_pk=project_pk, user_id=user_id, name="n", spec="{}", state="queued",
                 gpus=1, nodes=1, time_limit_s=60, submitted_at=NOW)

@@ -275,8 +275,9 @@ def test_an_operator_manages_its_calls_allocations_and_agents(world: World) -> N
                         data={"csrf": token, "action": "suspend", "reason": "again"})  # fmt: skip
     assert wrong.status_code == 422 and "suspended" in wrong.text
     with world.ctx.db.session() as session:
-        row = session.get(Allocation, allocation)
-        assert row is not None and (row.state, row.granted_gpu_hours) == ("suspended", 2500)
+        changed = session.get(Allocation, allocation)
+        assert changed is not None
+        assert (changed.state, changed.granted_gpu_hours) == ("suspended", 2500)
     client = world.as_user("op@jaif.jp")
     assert client.get(f"/operate/allocations/{allocation}").status_code == 404
     assert f"/operate/allocations/{allocation}" not in client.get("/operate/allocations").text
