@@ -18,6 +18,7 @@ from fabbrica.core.errors import Unauthenticated
 from fabbrica.core.executor import Executor
 from fabbrica.services import identity
 from fabbrica.services.executors import ExecutorRegistry
+from fabbrica.services.oidc import Providers
 from fabbrica.services.single_user import SingleUser
 from fabbrica.store.db import Database
 from fabbrica.store.models import User
@@ -43,6 +44,7 @@ class AppContext:
     metrics_token: str | None = field(default=None, repr=False)  # /metrics wants it when set
     public_url: str | None = None  # where people reach the portal (links in emails)
     wake: Callable[[], None] = field(default=lambda: None)  # a submission: run the loop now
+    oidc: Providers = field(default_factory=Providers)  # OpenID Providers (docs/identity.md)
     executors: ExecutorRegistry = field(init=False)
 
     def __post_init__(self, fixed_executors: Mapping[str, Executor] | None) -> None:

@@ -8,13 +8,13 @@ from pathlib import Path
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
-from fabbrica.portal import jobs, public, signin
+from fabbrica.portal import federated, jobs, public, signin
 
 STATIC = Path(__file__).parent / "static"
 
 
 def install_portal(app: FastAPI) -> None:
     """Add the portal's pages and its static files (CSS, the vendored htmx) to `app`."""
-    for module in (public, signin, jobs):
+    for module in (public, signin, federated, jobs):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")

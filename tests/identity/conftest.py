@@ -1,0 +1,125 @@
+"""Fixtures of the federated sign-in tests: a real OpenID Provider (Node, oidc-provider)
+for the session, and per test a real HTTP server (uvicorn) serving the app and its portal
+on the test's database (both backends), with that provider configured."""
+
+from __future__ import annotations
+
+import re
+import secrets
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+
+from fabbrica.api.app import create_app
+from fabbrica.api.deps import AppContext
+from fabbrica.catalog.model import Catalog
+from fabbrica.core.federated import ClaimMap, ProviderConfig
+from fabbrica.portal import install_portal
+from fabbrica.services import identity
+from fabbrica.services.access.calls import seed_calls
+from fabbrica.services.oidc import Providers, RelyingParty
+from fabbrica.store.db import Database
+from fabbrica.store.types import utcnow
+from tests.cli.server import free_port
+from tests.conftest import ADMIN_TOKEN
+from tests.oidc_provider import Account, TestProvider, running_provider
+
+PROVIDER = "test-idp"
+START_LIMIT = 30.0  # a bound that catches a hang, not a measure of speed
+
+
+@pytest.fixture(scope="session")
+def idp() -> Iterator[TestProvider]:
+    with running_provider() as provider:
+        yield provider
+
+
+@dataclass
+class Portal:
+    url: str
+    ctx: AppContext
+    party: RelyingParty
+    idp: TestProvider
+
+    def account(self, **values: Any) -> Account:
+        """A new account at the provider (unique subject and address unless given)."""
+        key = secrets.token_hex(4)
+        values.setdefault("email", f"user-{key}@uni.example")
+        return self.idp.add_account(Account(sub=f"sub-{key}", password=f"pw-{key}", **values))
+
+
+@pytest.fixture
+def portal(db: Database, catalog: Catalog, idp: TestProvider) -> Iterator[Portal]:
+    port = free_port()
+    client_id, client_secret = f"portal-{port}", secrets.token_urlsafe(24)
+    url = f"http://127.0.0.1:{port}"
+    idp.add_client(
+        client_id=client_id,
+        client_secret=client_secret,
+        redirect_uris=[f"{url}/sign-in/with/{PROVIDER}/callback"],
+        grant_types=["authorization_code", "refresh_token"],
+        response_types=["code"],
+    )
+    config = ProviderConfig(
+        name=PROVIDER,
+        display_name="Test IdP",
+        issuer=idp.issuer,
+        client_id=client_id,
+        client_secret=client_secret,
+        scopes=("openid", "email", "profile", "affiliation"),
+        claims=ClaimMap(affiliation="eduperson_scoped_affiliation"),
+    )
+    party = RelyingParty(config)
+    ctx = AppContext(db=db, catalog=catalog, clock=utcnow, oidc=Providers([party]))
+    with db.session() as session:
+        identity.bootstrap(session, now=utcnow(), token=ADMIN_TOKEN)
+        seed_calls(session, catalog, utcnow())
+    app = create_app(ctx)
+    install_portal(app)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    began = time.monotonic()
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() - began < START_LIMIT, "no server"
+        time.sleep(0.05)
+    yield Portal(url, ctx, party, idp)
+    server.should_exit = True
+    thread.join(15)
+
+
+def form_action(html: str) -> str:
+    """The action of the page's (first) POST form."""
+    found = re.search(r'<form method="post" action="([^"]+)"', html)
+    assert found is not None, html
+    return found[1].replace("&amp;", "&")
+
+
+def http_sign_in(portal: Portal, account: Account) -> httpx.Response:
+    """Sign in to the portal through the provider with a plain HTTP client (the provider's
+    real login and consent forms); the last response (the portal's page or refusal)."""
+    with httpx.Client(follow_redirects=True, timeout=20) as client:
+        return signing_in(client, portal, account)
+
+
+def signing_in(client: httpx.Client, portal: Portal, account: Account) -> httpx.Response:
+    page = client.get(f"{portal.url}/sign-in")
+    csrf = re.search(r'name="csrf" value="([^"]+)"', page.text)
+    assert csrf is not None, page.text
+    answer = client.post(f"{portal.url}/sign-in/with/{PROVIDER}?next=/", data={"csrf": csrf[1]})
+    for _ in range(5):  # the login page, then the consent page
+        if f"{answer.url.scheme}://{answer.url.host}:{answer.url.port}" != portal.idp.issuer:
+            break
+        action = portal.idp.issuer + form_action(answer.text)
+        if "Sign in" in answer.text and 'id="login"' in answer.text:
+            data = {"login": account.sub, "password": account.password, "otp": account.otp or ""}
+        else:
+            data = {}
+        answer = client.post(action, data=data)
+    return answer
