@@ -104,22 +104,39 @@ def form_action(html: str) -> str:
 def http_sign_in(portal: Portal, account: Account) -> httpx.Response:
     """Sign in to the portal through the provider with a plain HTTP client (the provider's
     real login and consent forms); the last response (the portal's page or refusal)."""
-    with httpx.Client(follow_redirects=True, timeout=20) as client:
-        return signing_in(client, portal, account)
+    with httpx.Client(timeout=20) as client:
+        return follow(client, to_callback(client, portal, account))
 
 
-def signing_in(client: httpx.Client, portal: Portal, account: Account) -> httpx.Response:
+def follow(client: httpx.Client, url: str) -> httpx.Response:
+    """GET `url` and follow redirects (the cookies of each host kept by the client)."""
+    answer = client.get(url)
+    for _ in range(10):
+        if not answer.is_redirect:
+            return answer
+        answer = client.get(answer.next_request.url if answer.next_request else "")
+    raise AssertionError(f"too many redirects from {url}")
+
+
+def to_callback(client: httpx.Client, portal: Portal, account: Account) -> str:
+    """Start a sign-in at the portal and pass the provider's login and consent pages; the
+    callback URL the provider sends the browser back to (not opened)."""
     page = client.get(f"{portal.url}/sign-in")
     csrf = re.search(r'name="csrf" value="([^"]+)"', page.text)
     assert csrf is not None, page.text
     answer = client.post(f"{portal.url}/sign-in/with/{PROVIDER}?next=/", data={"csrf": csrf[1]})
-    for _ in range(5):  # the login page, then the consent page
-        if f"{answer.url.scheme}://{answer.url.host}:{answer.url.port}" != portal.idp.issuer:
-            break
+    for _ in range(12):
+        location = answer.headers.get("location", "")
+        if location.startswith(f"{portal.url}/sign-in/with/{PROVIDER}/callback"):
+            return str(location)
+        if answer.is_redirect:
+            assert answer.next_request is not None
+            answer = client.get(answer.next_request.url)
+            continue
+        assert answer.status_code == 200, answer.text
         action = portal.idp.issuer + form_action(answer.text)
-        if "Sign in" in answer.text and 'id="login"' in answer.text:
+        data = {}
+        if 'id="login"' in answer.text:
             data = {"login": account.sub, "password": account.password, "otp": account.otp or ""}
-        else:
-            data = {}
         answer = client.post(action, data=data)
-    return answer
+    raise AssertionError(f"the provider did not send the browser back: {answer.text}")

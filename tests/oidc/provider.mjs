@@ -28,7 +28,7 @@ async function newKey() {
 }
 
 function page(title, body) {
-  return `<!doctype html><html lang="en"><head><meta charset="utf-8"><title>${title}</title>
+  return `<!doctype html><html lang="en"><head><meta charset="utf-8"><title>${title}</title><link rel="icon" href="data:,">
 </head><body><h1>${title}</h1>${body}</body></html>`;
 }
 
