@@ -53,6 +53,8 @@ NOT_FACTORY_SCOPED = {
     ("GET", "/users"),
     ("POST", "/users"),
     ("GET", "/users/{user_id}"),
+    ("GET", "/users/{user_id}/identities"),  # tests/api/test_identities_api.py
+    ("DELETE", "/users/{user_id}/identities/{identity_id}"),
     ("POST", "/tokens"),
     ("GET", "/tokens"),
     ("DELETE", "/tokens/{token_id}"),

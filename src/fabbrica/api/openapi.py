@@ -46,6 +46,8 @@ ROUTE_ERRORS: dict[tuple[str, str], frozenset[int]] = {
     ("PUT", "/users/{user_id}/factories"): frozenset({403, 404, 422}),
     ("GET", "/users"): frozenset({403}),
     ("GET", "/users/{user_id}"): frozenset({403, 404}),
+    ("GET", "/users/{user_id}/identities"): frozenset({403, 404}),
+    ("DELETE", "/users/{user_id}/identities/{identity_id}"): frozenset({403, 404}),
     ("POST", "/tokens"): frozenset({403, 404, 409, 422}),
     ("GET", "/tokens"): frozenset({403, 404}),
     ("DELETE", "/tokens/{token_id}"): frozenset({404}),

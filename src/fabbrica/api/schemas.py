@@ -191,6 +191,25 @@ class UserPublic(_Out):
     )
 
 
+class IdentityPublic(_Out):
+    """An account at an OpenID Provider linked to a user (docs/identity.md)."""
+
+    id: int
+    user_id: int
+    provider: str
+    issuer: str
+    subject: str
+    email: str | None
+    email_verified: bool
+    name: str | None
+    affiliation: str | None
+    assurance: str | None
+    acr: str | None
+    amr: str | None
+    created_at: dt.datetime
+    last_sign_in_at: dt.datetime
+
+
 class UserCreated(UserPublic):
     token: str = Field(description="the user's first API token; shown only in this answer")
 

@@ -60,7 +60,7 @@ def _refused(request: Request, message: str, status: int = 401) -> HTMLResponse:
 @router.post("/sign-in/with/{name}", dependencies=[CsrfChecked])
 def go_to_provider(request: Request, session: DbSession, name: str, next: str = "/") -> Response:
     ctx = context(request)
-    party = ctx.oidc.get(name)
+    party = ctx.oidc.party(name)
     browser = request.cookies.get(BROWSER_COOKIE) or secrets.token_urlsafe(32)
     try:
         url = federated.begin(
@@ -84,7 +84,7 @@ def go_to_provider(request: Request, session: DbSession, name: str, next: str = 
 @router.get("/sign-in/with/{name}/callback", response_class=HTMLResponse)
 def come_back(request: Request, name: str) -> Response:
     ctx = context(request)
-    party = ctx.oidc.get(name)
+    party = ctx.oidc.party(name)
     query: dict[str, Any] = dict(request.query_params)
     try:
         with ctx.db.session() as session:  # the state is spent whatever follows

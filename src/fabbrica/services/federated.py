@@ -21,7 +21,8 @@ from sqlalchemy.orm import Session
 from fabbrica.core.errors import InvalidInput, NotFound, Unauthenticated
 from fabbrica.core.federated import Asserted, is_multi_factor
 from fabbrica.core.identity import Role, hash_token
-from fabbrica.services.identity import normalise_email
+from fabbrica.services.access import audit
+from fabbrica.services.identity import normalise_email, require_admin
 from fabbrica.services.oidc import RelyingParty
 from fabbrica.store.models import Identity, OidcLogin, User
 
@@ -154,17 +155,31 @@ def multi_factor(party: RelyingParty, asserted: Asserted) -> bool:
     return is_multi_factor(asserted.acr, asserted.amr, party.config.mfa_acr)
 
 
-def identities(session: Session, user_id: int) -> list[Identity]:
-    """A user's identities (for an admin, or the user)."""
+def identities(session: Session, actor: User, user_id: int) -> list[Identity]:
+    """A user's identities (admin only)."""
+    require_admin(actor)
     if session.get(User, user_id) is None:
         raise NotFound(f"no user {user_id}", field="user_id")
     query = select(Identity).where(Identity.user_id == user_id).order_by(Identity.id)
     return list(session.scalars(query))
 
 
-def remove_identity(session: Session, user_id: int, identity_id: int) -> None:
-    """Unlink an identity: its next sign-in is a first one again."""
+def remove_identity(
+    session: Session, actor: User, user_id: int, identity_id: int, now: dt.datetime
+) -> None:
+    """Unlink an identity (admin only; audited): its next sign-in is a first one again."""
+    require_admin(actor)
     row = session.get(Identity, identity_id)
     if row is None or row.user_id != user_id:
         raise NotFound(f"no identity {identity_id} for user {user_id}", field="identity_id")
+    audit.record(
+        session,
+        actor=actor,
+        entity="user",
+        entity_id=user_id,
+        action="identity_removed",
+        now=now,
+        issuer=row.issuer,
+        subject=row.subject,
+    )
     session.delete(row)

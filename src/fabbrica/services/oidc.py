@@ -260,7 +260,7 @@ class Providers:
     def __bool__(self) -> bool:
         return bool(self._parties)
 
-    def get(self, name: str) -> RelyingParty:
+    def party(self, name: str) -> RelyingParty:
         party = self._parties.get(name)
         if party is None:
             raise NotFound(f"no identity provider {name!r}", field="provider")
