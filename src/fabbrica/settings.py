@@ -37,6 +37,7 @@ class OidcProviderSettings(BaseModel):
     scopes: list[str] = Field(default_factory=lambda: ["openid", "email", "profile"])
     claims: ClaimMapSettings = Field(default_factory=ClaimMapSettings)
     mfa_acr: list[str] = Field(default_factory=lambda: [MFA_ACR])
+    cli_client_id: str | None = Field(default=None, min_length=1, max_length=255)
 
     def config(self) -> ProviderConfig:
         scopes = self.scopes if "openid" in self.scopes else ["openid", *self.scopes]
@@ -49,6 +50,7 @@ class OidcProviderSettings(BaseModel):
             scopes=tuple(scopes),
             claims=ClaimMap(**self.claims.model_dump()),
             mfa_acr=tuple(self.mfa_acr),
+            cli_client_id=self.cli_client_id,
         )
 
 

@@ -31,6 +31,7 @@ from tests.conftest import ADMIN_TOKEN
 from tests.oidc_provider import Account, TestProvider, running_provider
 
 PROVIDER = "test-idp"
+DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
 START_LIMIT = 30.0  # a bound that catches a hang, not a measure of speed
 
 
@@ -66,6 +67,14 @@ def portal(db: Database, catalog: Catalog, idp: TestProvider) -> Iterator[Portal
         grant_types=["authorization_code", "refresh_token"],
         response_types=["code"],
     )
+    cli_client = f"cli-{port}"
+    idp.add_client(
+        client_id=cli_client,
+        token_endpoint_auth_method="none",
+        grant_types=[DEVICE_GRANT, "refresh_token"],
+        response_types=[],
+        redirect_uris=[],
+    )
     config = ProviderConfig(
         name=PROVIDER,
         display_name="Test IdP",
@@ -74,6 +83,7 @@ def portal(db: Database, catalog: Catalog, idp: TestProvider) -> Iterator[Portal
         client_secret=client_secret,
         scopes=("openid", "email", "profile", "affiliation"),
         claims=ClaimMap(affiliation="eduperson_scoped_affiliation"),
+        cli_client_id=cli_client,
     )
     party = RelyingParty(config)
     ctx = AppContext(db=db, catalog=catalog, clock=utcnow, oidc=Providers([party]))

@@ -128,7 +128,22 @@ function build() {
     scopes: ['openid', 'email', 'profile', 'affiliation', 'offline_access'],
     features: {
       devInteractions: { enabled: false },
-      deviceFlow: { enabled: true },
+      deviceFlow: {
+        enabled: true,
+        async userCodeInputSource(ctx, form, out, err) {
+          const said = err ? '<p id="error">The code is wrong or the sign-in was interrupted</p>' : '';
+          ctx.body = page('Test IdP: device sign-in', `${said}${form}
+<label>Code <input id="user-code" name="user_code" form="op.deviceInputForm"></label>
+<button id="continue" type="submit" form="op.deviceInputForm">Continue</button>`);
+        },
+        async userCodeConfirmSource(ctx, form, client, deviceInfo, userCode) {
+          ctx.body = page('Test IdP: confirm the device', `<p>Code <code id="code">${esc(userCode)}</code></p>${form}
+<button id="continue" type="submit" form="op.deviceConfirmForm">Continue</button>`);
+        },
+        async successSource(ctx) {
+          ctx.body = page('Test IdP: signed in', '<p id="done">You can go back to your terminal.</p>');
+        },
+      },
       revocation: { enabled: true },
       rpInitiatedLogout: { enabled: true },
     },

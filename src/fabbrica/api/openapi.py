@@ -47,6 +47,8 @@ ROUTE_ERRORS: dict[tuple[str, str], frozenset[int]] = {
     ("GET", "/users"): frozenset({403}),
     ("GET", "/users/{user_id}"): frozenset({403, 404}),
     ("GET", "/users/{user_id}/identities"): frozenset({403, 404}),
+    ("GET", "/auth/providers"): frozenset(),
+    ("POST", "/auth/device"): frozenset({401, 404, 409, 422}),
     ("DELETE", "/users/{user_id}/identities/{identity_id}"): frozenset({403, 404}),
     ("POST", "/tokens"): frozenset({403, 404, 409, 422}),
     ("GET", "/tokens"): frozenset({403, 404}),

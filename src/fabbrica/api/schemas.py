@@ -210,6 +210,26 @@ class IdentityPublic(_Out):
     last_sign_in_at: dt.datetime
 
 
+class ProviderPublic(_Out):
+    """An OpenID Provider `fabbrica login` can sign in with (the device grant)."""
+
+    name: str
+    display_name: str
+    issuer: str
+    cli_client_id: str
+    scopes: list[str]
+
+
+class DeviceSignIn(In):
+    provider: str = Field(min_length=1, max_length=40, description="the provider's name")
+    id_token: str = Field(
+        min_length=1, max_length=16384, description="the ID token the device grant gave the CLI"
+    )
+    access_token: str = Field(
+        min_length=1, max_length=16384, description="its access token (to read userinfo)"
+    )
+
+
 class UserCreated(UserPublic):
     token: str = Field(description="the user's first API token; shown only in this answer")
 

@@ -37,6 +37,7 @@ class ProviderConfig:
     scopes: tuple[str, ...] = ("openid", "email", "profile")
     claims: ClaimMap = field(default_factory=ClaimMap)
     mfa_acr: tuple[str, ...] = (MFA_ACR,)  # `acr` values that count as multi-factor
+    cli_client_id: str | None = None  # a public client with the device grant (fabbrica login)
 
 
 @dataclass(frozen=True)

@@ -19,12 +19,12 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from fabbrica.core.errors import InvalidInput, NotFound, Unauthenticated
-from fabbrica.core.federated import Asserted, is_multi_factor
+from fabbrica.core.federated import Asserted, assert_claims, is_multi_factor
 from fabbrica.core.identity import Role, hash_token
 from fabbrica.services.access import audit
-from fabbrica.services.identity import normalise_email, require_admin
+from fabbrica.services.identity import issue_token, normalise_email, require_admin
 from fabbrica.services.oidc import RelyingParty
-from fabbrica.store.models import Identity, OidcLogin, User
+from fabbrica.store.models import ApiToken, Identity, OidcLogin, User
 
 LOGIN_TTL = dt.timedelta(minutes=10)
 
@@ -149,6 +149,31 @@ def _remember(row: Identity, asserted: Asserted, now: dt.datetime) -> None:
     row.acr = asserted.acr[:200] if asserted.acr else None
     row.amr = " ".join(asserted.amr)[:200] or None
     row.last_sign_in_at = now
+
+
+CLI_TOKEN_DAYS = 30
+
+
+def token_for_device(
+    session: Session, party: RelyingParty, id_token: str, access_token: str, now: dt.datetime
+) -> tuple[ApiToken, str]:
+    """`fabbrica login` through the device grant: the ID token the provider gave the CLI
+    (its audience the provider's `cli_client_id`, validated like the portal's), with the
+    userinfo its access token reads, signs the person in like the portal does, and buys a
+    Fabbrica API token of `CLI_TOKEN_DAYS`."""
+    audience = party.config.cli_client_id
+    if audience is None:
+        raise NotFound(f"{party.config.display_name} has no CLI client", field="provider")
+    claims = party.validate_id_token(id_token, nonce=None, now=now.timestamp(), audience=audience)
+    claims = party.with_userinfo(claims, access_token)
+    user = sign_in(session, party, assert_claims(party.config, claims), now)
+    return issue_token(
+        session,
+        user,
+        name=f"fabbrica login ({party.config.display_name})"[:100],
+        now=now,
+        expires_at=now + dt.timedelta(days=CLI_TOKEN_DAYS),
+    )
 
 
 def multi_factor(party: RelyingParty, asserted: Asserted) -> bool:

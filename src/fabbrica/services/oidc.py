@@ -153,21 +153,32 @@ class RelyingParty:
         access_token = token.get("access_token")
         if not isinstance(id_token, str) or not isinstance(access_token, str):
             raise Unauthenticated(f"{self.config.display_name} sent no ID token")
-        claims = self.validate_id_token(id_token, nonce=nonce, now=now)
-        endpoint = meta.get("userinfo_endpoint")
-        if endpoint:
-            info = self._get_json(str(endpoint), {"Authorization": f"Bearer {access_token}"})
-            if info.get("sub") != claims["sub"]:
-                raise Unauthenticated("userinfo speaks of another subject than the ID token")
-            claims = {**info, **claims}
+        claims = self.with_userinfo(
+            self.validate_id_token(id_token, nonce=nonce, now=now), access_token
+        )
         return TokenSet(claims, access_token, assert_claims(self.config, claims))
+
+    def with_userinfo(self, claims: dict[str, Any], access_token: str) -> dict[str, Any]:
+        """Validated ID token claims, with the userinfo endpoint's merged in (when it speaks
+        of the same subject; the ID token's win)."""
+        endpoint = self.metadata().get("userinfo_endpoint")
+        if not endpoint:
+            return claims
+        info = self._get_json(str(endpoint), {"Authorization": f"Bearer {access_token}"})
+        if info.get("sub") != claims["sub"]:
+            raise Unauthenticated("userinfo speaks of another subject than the ID token")
+        return {**info, **claims}
 
     # -- ID tokens -------------------------------------------------------------------
 
-    def validate_id_token(self, id_token: str, *, nonce: str | None, now: float) -> dict[str, Any]:
-        """The ID token's claims, once its signature (JWKS), issuer, audience, expiry and
-        nonce are right; Unauthenticated otherwise, saying which."""
+    def validate_id_token(
+        self, id_token: str, *, nonce: str | None, now: float, audience: str | None = None
+    ) -> dict[str, Any]:
+        """The ID token's claims, once its signature (JWKS), issuer, audience (the portal's
+        client id unless `audience`), expiry and nonce are right; Unauthenticated otherwise,
+        saying which."""
         name = self.config.display_name
+        client_id = audience or self.config.client_id
         try:
             kid = _kid(id_token)
             decoded = jwt.decode(id_token, self._keys_for(kid), algorithms=list(ALGORITHMS))
@@ -188,9 +199,9 @@ class RelyingParty:
             raise Unauthenticated(f"the ID token was not issued by {name} (iss)")
         audience = claims.get("aud")
         audiences = [audience] if isinstance(audience, str) else list(audience or [])
-        if self.config.client_id not in audiences:
+        if client_id not in audiences:
             raise Unauthenticated(f"the ID token from {name} is meant for another client (aud)")
-        if len(audiences) > 1 and claims.get("azp") != self.config.client_id:
+        if len(audiences) > 1 and claims.get("azp") != client_id:
             raise Unauthenticated(f"the ID token from {name} has another authorized party")
         if nonce is not None and claims.get("nonce") != nonce:
             raise Unauthenticated(f"the ID token from {name} answers another sign-in (nonce)")
