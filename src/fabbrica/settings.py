@@ -38,6 +38,7 @@ class OidcProviderSettings(BaseModel):
     claims: ClaimMapSettings = Field(default_factory=ClaimMapSettings)
     mfa_acr: list[str] = Field(default_factory=lambda: [MFA_ACR])
     cli_client_id: str | None = Field(default=None, min_length=1, max_length=255)
+    api_audience: str | None = Field(default=None, min_length=1, max_length=255)
 
     def config(self) -> ProviderConfig:
         scopes = self.scopes if "openid" in self.scopes else ["openid", *self.scopes]
@@ -51,6 +52,7 @@ class OidcProviderSettings(BaseModel):
             claims=ClaimMap(**self.claims.model_dump()),
             mfa_acr=tuple(self.mfa_acr),
             cli_client_id=self.cli_client_id,
+            api_audience=self.api_audience,
         )
 
 

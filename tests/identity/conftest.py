@@ -15,6 +15,8 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
+from authlib.common.security import generate_token
+from authlib.integrations.httpx_client import OAuth2Client
 
 from fabbrica.api.app import create_app
 from fabbrica.api.deps import AppContext
@@ -32,6 +34,9 @@ from tests.oidc_provider import Account, TestProvider, running_provider
 
 PROVIDER = "test-idp"
 DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
+API_AUDIENCE = "urn:fabbrica:api"
+SDK_SECRET = "sdk-secret-for-tests"
+SDK_REDIRECT = "http://127.0.0.1:9/sdk-callback"  # never opened: the test reads the code
 START_LIMIT = 30.0  # a bound that catches a hang, not a measure of speed
 
 
@@ -47,6 +52,7 @@ class Portal:
     ctx: AppContext
     party: RelyingParty
     idp: TestProvider
+    sdk_client: str  # a client of the provider that asks for access tokens for the API
 
     def account(self, **values: Any) -> Account:
         """A new account at the provider (unique subject and address unless given)."""
@@ -67,6 +73,13 @@ def portal(db: Database, catalog: Catalog, idp: TestProvider) -> Iterator[Portal
         grant_types=["authorization_code", "refresh_token"],
         response_types=["code"],
     )
+    idp.add_client(
+        client_id=f"sdk-{port}",
+        client_secret=SDK_SECRET,
+        redirect_uris=[SDK_REDIRECT],
+        grant_types=["authorization_code"],
+        response_types=["code"],
+    )
     cli_client = f"cli-{port}"
     idp.add_client(
         client_id=cli_client,
@@ -84,6 +97,7 @@ def portal(db: Database, catalog: Catalog, idp: TestProvider) -> Iterator[Portal
         scopes=("openid", "email", "profile", "affiliation"),
         claims=ClaimMap(affiliation="eduperson_scoped_affiliation"),
         cli_client_id=cli_client,
+        api_audience=API_AUDIENCE,
     )
     party = RelyingParty(config)
     ctx = AppContext(db=db, catalog=catalog, clock=utcnow, oidc=Providers([party]))
@@ -99,7 +113,7 @@ def portal(db: Database, catalog: Catalog, idp: TestProvider) -> Iterator[Portal
     while not server.started:
         assert thread.is_alive() and time.monotonic() - began < START_LIMIT, "no server"
         time.sleep(0.05)
-    yield Portal(url, ctx, party, idp)
+    yield Portal(url, ctx, party, idp, f"sdk-{port}")
     server.should_exit = True
     thread.join(15)
 
@@ -135,9 +149,18 @@ def to_callback(client: httpx.Client, portal: Portal, account: Account) -> str:
     csrf = re.search(r'name="csrf" value="([^"]+)"', page.text)
     assert csrf is not None, page.text
     answer = client.post(f"{portal.url}/sign-in/with/{PROVIDER}?next=/", data={"csrf": csrf[1]})
+    callback = f"{portal.url}/sign-in/with/{PROVIDER}/callback"
+    return through_provider(client, portal, answer, account, callback)
+
+
+def through_provider(
+    client: httpx.Client, portal: Portal, answer: httpx.Response, account: Account, until: str
+) -> str:
+    """Follow the provider's pages (its login and consent forms filled in) until it
+    redirects to a URL starting with `until`; that URL."""
     for _ in range(12):
         location = answer.headers.get("location", "")
-        if location.startswith(f"{portal.url}/sign-in/with/{PROVIDER}/callback"):
+        if location.startswith(until):
             return str(location)
         if answer.is_redirect:
             assert answer.next_request is not None
@@ -150,3 +173,31 @@ def to_callback(client: httpx.Client, portal: Portal, account: Account) -> str:
             data = {"login": account.sub, "password": account.password, "otp": account.otp or ""}
         answer = client.post(action, data=data)
     raise AssertionError(f"the provider did not send the browser back: {answer.text}")
+
+
+def api_access_token(portal: Portal, account: Account) -> str:
+    """A provider's JWT access token for Fabbrica's API (audience API_AUDIENCE), as a
+    script would get one: the code flow of another client, with a resource indicator."""
+    meta = httpx.get(f"{portal.idp.issuer}/.well-known/openid-configuration").json()
+    verifier = generate_token(48)
+    with (
+        OAuth2Client(
+            client_id=portal.sdk_client,
+            client_secret=SDK_SECRET,
+            scope="openid api",
+            redirect_uri=SDK_REDIRECT,
+            code_challenge_method="S256",
+        ) as oauth,
+        httpx.Client(timeout=20) as browser,
+    ):
+        url, _ = oauth.create_authorization_url(
+            meta["authorization_endpoint"], code_verifier=verifier, resource=API_AUDIENCE
+        )
+        back = through_provider(browser, portal, browser.get(url), account, SDK_REDIRECT)
+        token = oauth.fetch_token(
+            meta["token_endpoint"],
+            authorization_response=back,
+            code_verifier=verifier,
+            resource=API_AUDIENCE,
+        )
+    return str(token["access_token"])

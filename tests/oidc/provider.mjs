@@ -7,13 +7,14 @@
 // 127.0.0.1 and prints one JSON line {"issuer": ...} once it serves.
 import http from 'node:http';
 import crypto from 'node:crypto';
-import Provider from 'oidc-provider';
+import Provider, { errors } from 'oidc-provider';
 import { SignJWT, exportJWK, generateKeyPair, importJWK, decodeProtectedHeader } from 'jose';
 
 const SECRET = process.env.OIDC_TEST_SECRET || '';
 export const MFA = 'https://refeds.org/profile/mfa';
 export const SFA = 'https://refeds.org/profile/sfa';
 
+const API_AUDIENCE = 'urn:fabbrica:api';
 const accounts = new Map(); // sub -> {password, email, email_verified, name, otp, affiliation}
 const clients = [];
 let keys = [];
@@ -145,6 +146,13 @@ function build() {
         },
       },
       revocation: { enabled: true },
+      resourceIndicators: { // JWT access tokens for Fabbrica's API (audience API_AUDIENCE)
+        enabled: true,
+        async getResourceServerInfo(ctx, indicator) {
+          if (indicator !== API_AUDIENCE) throw new errors.InvalidTarget();
+          return { scope: 'api', audience: API_AUDIENCE, accessTokenFormat: 'jwt', accessTokenTTL: 600, jwt: { sign: { alg: 'RS256' } } };
+        },
+      },
       rpInitiatedLogout: { enabled: true },
     },
     interactions: { url: (ctx, interaction) => `/interaction/${interaction.uid}` },

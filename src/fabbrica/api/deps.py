@@ -16,7 +16,7 @@ from fabbrica.catalog.model import Catalog
 from fabbrica.core.archives import ArchiveLimits
 from fabbrica.core.errors import Unauthenticated
 from fabbrica.core.executor import Executor
-from fabbrica.services import identity
+from fabbrica.services import federated, identity
 from fabbrica.services.executors import ExecutorRegistry
 from fabbrica.services.oidc import Providers
 from fabbrica.services.single_user import SingleUser
@@ -83,7 +83,14 @@ def get_current_user(
 ) -> User:
     if credentials is None or not credentials.credentials:
         raise Unauthenticated("missing bearer token (Authorization: Bearer <token>)")
-    return identity.authenticate(session, credentials.credentials, now=ctx.clock())
+    secret = credentials.credentials
+    try:
+        return identity.authenticate(session, secret, now=ctx.clock())
+    except Unauthenticated:
+        if not ctx.oidc or secret.count(".") != 2:
+            raise
+    # not a Fabbrica token: perhaps an OpenID Provider's access token (docs/identity.md)
+    return federated.user_for_access_token(session, ctx.oidc, secret, ctx.clock())
 
 
 CurrentUser = Annotated[User, Depends(get_current_user)]

@@ -38,6 +38,7 @@ class ProviderConfig:
     claims: ClaimMap = field(default_factory=ClaimMap)
     mfa_acr: tuple[str, ...] = (MFA_ACR,)  # `acr` values that count as multi-factor
     cli_client_id: str | None = None  # a public client with the device grant (fabbrica login)
+    api_audience: str | None = None  # set: the API accepts this provider's JWT access tokens
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from fabbrica.core.federated import Asserted, assert_claims, is_multi_factor
 from fabbrica.core.identity import Role, hash_token
 from fabbrica.services.access import audit
 from fabbrica.services.identity import issue_token, normalise_email, require_admin
-from fabbrica.services.oidc import RelyingParty
+from fabbrica.services.oidc import Providers, RelyingParty, unverified_issuer
 from fabbrica.store.models import ApiToken, Identity, OidcLogin, User
 
 LOGIN_TTL = dt.timedelta(minutes=10)
@@ -174,6 +174,31 @@ def token_for_device(
         now=now,
         expires_at=now + dt.timedelta(days=CLI_TOKEN_DAYS),
     )
+
+
+def user_for_access_token(
+    session: Session, providers: Providers, token: str, now: dt.datetime
+) -> User:
+    """The active user whose identity a provider's JWT access token speaks for (validated
+    locally against the provider's JWKS, audience checked). The identity must have signed
+    in once (portal or `fabbrica login`): an access token carries no verified address."""
+    party = providers.by_issuer(unverified_issuer(token))
+    if party is None:
+        raise Unauthenticated("invalid or revoked token")
+    claims = party.validate_access_token(token, now=now.timestamp())
+    found = session.scalar(
+        select(Identity).where(
+            Identity.issuer == party.config.issuer, Identity.subject == str(claims["sub"])
+        )
+    )
+    if found is None:
+        raise Unauthenticated(
+            f"this {party.config.display_name} account has not signed in to Fabbrica yet: "
+            "sign in once in the portal or with `fabbrica login`"
+        )
+    if not found.user.active:
+        raise Unauthenticated("user is deactivated")
+    return found.user
 
 
 def multi_factor(party: RelyingParty, asserted: Asserted) -> bool:

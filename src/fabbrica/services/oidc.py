@@ -10,6 +10,7 @@ a minute and once per unknown key id within `UNKNOWN_KID_PAUSE`.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections import deque
@@ -207,6 +208,32 @@ class RelyingParty:
             raise Unauthenticated(f"the ID token from {name} answers another sign-in (nonce)")
         return claims
 
+    def validate_access_token(self, token: str, *, now: float) -> dict[str, Any]:
+        """A JWT access token's claims (RFC 9068), once its signature (JWKS), issuer,
+        audience (the provider's `api_audience`) and expiry are right."""
+        name, audience = self.config.display_name, self.config.api_audience
+        if audience is None:
+            raise Unauthenticated(f"Fabbrica takes no access tokens from {name}")
+        try:
+            decoded = jwt.decode(token, self._keys_for(_kid(token)), algorithms=list(ALGORITHMS))
+            claims = dict(decoded.claims)
+            jwt.JWTClaimsRegistry(
+                now=int(now),
+                leeway=LEEWAY_SECONDS,
+                sub={"essential": True},
+                exp={"essential": True},
+            ).validate(claims)
+        except ExpiredTokenError as exc:
+            raise Unauthenticated(f"the access token from {name} has expired") from exc
+        except (JoseError, ValueError) as exc:
+            raise Unauthenticated(f"the access token from {name} is not valid: {exc}") from exc
+        audiences = claims.get("aud")
+        if claims.get("iss") != self.config.issuer or audience not in (
+            [audiences] if isinstance(audiences, str) else list(audiences or [])
+        ):
+            raise Unauthenticated(f"the access token from {name} is not meant for Fabbrica")
+        return claims
+
     def _keys_for(self, kid: str | None) -> KeySet:
         jwks = self._jwks_cached()
         if kid is not None and kid not in _kids(jwks) and self._may_refetch(kid):
@@ -255,6 +282,16 @@ def _kids(jwks: Mapping[str, Any]) -> set[str]:
     return {str(key.get("kid")) for key in jwks.get("keys", []) if key.get("kid")}
 
 
+def unverified_issuer(token: str) -> str | None:
+    """The `iss` a JWT claims, before any check: only to choose whose keys check it."""
+    try:
+        payload = json.loads(jws.extract_compact(token.encode()).payload)
+    except (JoseError, ValueError):
+        return None
+    issuer = payload.get("iss") if isinstance(payload, dict) else None
+    return issuer if isinstance(issuer, str) else None
+
+
 class Providers:
     """The providers this Fabbrica trusts, by name (none: federated sign-in is off)."""
 
@@ -270,6 +307,13 @@ class Providers:
 
     def __bool__(self) -> bool:
         return bool(self._parties)
+
+    def by_issuer(self, issuer: str | None) -> RelyingParty | None:
+        """The provider with this issuer that gives access tokens for the API, if any."""
+        for party in self._parties.values():
+            if party.config.issuer == issuer and party.config.api_audience is not None:
+                return party
+        return None
 
     def party(self, name: str) -> RelyingParty:
         party = self._parties.get(name)
