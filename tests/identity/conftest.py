@@ -70,6 +70,7 @@ def portal(db: Database, catalog: Catalog, idp: TestProvider) -> Iterator[Portal
         client_id=client_id,
         client_secret=client_secret,
         redirect_uris=[f"{url}/sign-in/with/{PROVIDER}/callback"],
+        post_logout_redirect_uris=[f"{url}/"],
         grant_types=["authorization_code", "refresh_token"],
         response_types=["code"],
     )

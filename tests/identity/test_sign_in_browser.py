@@ -1,7 +1,8 @@
 """Sign in with an OpenID Provider in a real Chromium (both databases): the portal's
 button, the provider's own login and consent pages, back on the portal signed in; after
 signing out, a second sign-in (the provider remembers the browser) lands on the same
-account; a refusal is a page that says why, with no session."""
+account; signing out offers to sign out at the provider too, after which it asks again; a
+refusal is a page that says why, with no session."""
 
 from __future__ import annotations
 
@@ -31,6 +32,13 @@ def test_sign_in_with_the_provider_in_a_browser(portal: Portal) -> None:
         page.click("text=Sign in with Test IdP")  # the provider remembers: no form this time
         page.wait_for_url(f"{portal.url}/")
         assert account.email in page.inner_text("header")
+        page.click("text=Sign out")  # and this time at the provider too
+        page.click("text=Sign out of Test IdP too")
+        page.click("#logout")
+        page.wait_for_url(f"{portal.url}/")
+        page.goto(f"{portal.url}/sign-in")
+        page.click("text=Sign in with Test IdP")
+        assert page.is_visible("#password")  # the provider asks again
         assert browsed.errors == []
     with portal.ctx.db.session() as session:
         users = set(session.scalars(select(PortalSession.user_id)))

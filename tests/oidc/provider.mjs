@@ -153,7 +153,16 @@ function build() {
           return { scope: 'api', audience: API_AUDIENCE, accessTokenFormat: 'jwt', accessTokenTTL: 600, jwt: { sign: { alg: 'RS256' } } };
         },
       },
-      rpInitiatedLogout: { enabled: true },
+      rpInitiatedLogout: {
+        enabled: true,
+        async logoutSource(ctx, form) {
+          ctx.body = page('Test IdP: sign out', `${form}
+<button id="logout" type="submit" form="op.logoutForm" value="yes" name="logout">Yes, sign me out</button>`);
+        },
+        async postLogoutSuccessSource(ctx) {
+          ctx.body = page('Test IdP: signed out', '<p id="signed-out">Signed out.</p>');
+        },
+      },
     },
     interactions: { url: (ctx, interaction) => `/interaction/${interaction.uid}` },
     async findAccount(ctx, sub) {

@@ -116,6 +116,7 @@ def come_back(request: Request, name: str) -> Response:
                 acr=tokens.asserted.acr,
                 amr=" ".join(tokens.asserted.amr) or None,
                 mfa=federated.multi_factor(party, tokens.asserted),
+                provider=party.config.name,
             )
             cookie = started.secret
     except Unauthenticated as exc:
@@ -127,3 +128,18 @@ def come_back(request: Request, name: str) -> Response:
     set_cookie(request, response, SESSION_COOKIE, cookie, max_age=max_age)
     response.delete_cookie(BROWSER_COOKIE, path="/")
     return response
+
+
+def signed_out(request: Request, provider: str | None) -> Response | None:
+    """After sign-out from a session an OpenID Provider made: a page offering to sign out
+    at the provider too (its end-session endpoint); None otherwise."""
+    parties = {party.config.name: party for party in context(request).oidc}
+    party = parties.get(provider or "")
+    if party is None:
+        return None
+    base = context(request).public_url or str(request.base_url)
+    url = party.end_session_url(base.rstrip("/") + "/")
+    if url is None:
+        return None
+    who = Viewer(None, None, request.cookies.get(CSRF_COOKIE) or secrets.token_urlsafe(32))
+    return render(request, who, "signed_out.html", provider=party.config.display_name, url=url)

@@ -17,6 +17,7 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlencode
 
 import httpx
 from authlib.common.errors import AuthlibBaseError
@@ -169,6 +170,19 @@ class RelyingParty:
         if info.get("sub") != claims["sub"]:
             raise Unauthenticated("userinfo speaks of another subject than the ID token")
         return {**info, **claims}
+
+    def end_session_url(self, after: str) -> str | None:
+        """Where to send a browser to sign out at the provider too (RP-initiated logout),
+        back to `after` (a URL registered with the provider); None when it has no such
+        endpoint or does not answer."""
+        try:
+            endpoint = self.metadata().get("end_session_endpoint")
+        except ProviderUnreachable:
+            return None
+        if not endpoint:
+            return None
+        query = urlencode({"client_id": self.config.client_id, "post_logout_redirect_uri": after})
+        return f"{endpoint}{'&' if '?' in str(endpoint) else '?'}{query}"
 
     # -- ID tokens -------------------------------------------------------------------
 

@@ -133,6 +133,7 @@ def start(
     acr: str | None = None,
     amr: str | None = None,
     mfa: bool = False,
+    provider: str | None = None,
 ) -> Started:
     """Start a session for `user`, signed in by an email link or an OpenID Provider (then
     with how strongly: `acr`, `amr`, and whether that was multi-factor)."""
@@ -150,6 +151,7 @@ def start(
         acr=acr,
         amr=amr,
         mfa=mfa,
+        provider=provider,
     )
     session.add(row)
     session.flush()

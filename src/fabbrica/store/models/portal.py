@@ -48,5 +48,6 @@ class PortalSession(Base):
     acr: Mapped[str | None] = mapped_column(String(200))
     amr: Mapped[str | None] = mapped_column(String(200))
     mfa: Mapped[bool] = mapped_column(default=False)
+    provider: Mapped[str | None] = mapped_column(String(40))  # the OpenID Provider's name
 
     user: Mapped[User] = relationship()

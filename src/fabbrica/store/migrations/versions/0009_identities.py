@@ -68,10 +68,12 @@ def upgrade() -> None:
         batch_op.add_column(
             sa.Column("mfa", sa.Boolean(), nullable=False, server_default=sa.false())
         )
+        batch_op.add_column(sa.Column("provider", sa.String(length=40), nullable=True))
 
 
 def downgrade() -> None:
     with op.batch_alter_table("portal_sessions", schema=None) as batch_op:
+        batch_op.drop_column("provider")
         batch_op.drop_column("mfa")
         batch_op.drop_column("amr")
         batch_op.drop_column("acr")
