@@ -5,6 +5,7 @@ spent or foreign `state`: refused, and no session made; a rotated key is picked 
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 from typing import Any
 
@@ -131,3 +132,16 @@ def test_the_provider_rotates_its_key_and_sign_in_goes_on(portal: Portal) -> Non
     with httpx.Client() as http:
         published = http.get(f"{portal.idp.issuer}/jwks").json()["keys"]
     assert [key["kid"] for key in published] == [kid]
+
+
+def test_sign_ins_a_day_past_their_expiry_are_deleted(portal: Portal) -> None:
+    old = utcnow() - dt.timedelta(days=2)
+    with portal.ctx.db.session() as session:
+        session.add(OidcLogin(state_hash="0" * 64, browser_hash="0" * 64, provider=PROVIDER,
+                              nonce="n", code_verifier="v", next_path="/", created_at=old,
+                              expires_at=old + dt.timedelta(minutes=10)))  # fmt: skip
+    account = portal.account()
+    assert signed_in_as(http_sign_in(portal, account), account.email)
+    with portal.ctx.db.session() as session:
+        left = session.scalars(select(OidcLogin.state_hash)).all()
+    assert len(left) == 1 and left[0] != "0" * 64

@@ -15,7 +15,7 @@ import secrets
 from dataclasses import dataclass
 
 from authlib.common.security import generate_token
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from fabbrica.core.errors import InvalidInput, NotFound, Unauthenticated
@@ -27,6 +27,7 @@ from fabbrica.services.oidc import Providers, RelyingParty, unverified_issuer
 from fabbrica.store.models import ApiToken, Identity, OidcLogin, User
 
 LOGIN_TTL = dt.timedelta(minutes=10)
+LOGIN_KEPT = dt.timedelta(days=1)  # spent or expired sign-ins are deleted a day later
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,7 @@ def begin(
 ) -> str:
     """Record a sign-in for this browser (its cookie secret) and return the provider's
     authorization URL: PKCE (S256), a fresh `state` and `nonce`."""
+    session.execute(delete(OidcLogin).where(OidcLogin.expires_at < now - LOGIN_KEPT))
     state = secrets.token_urlsafe(32)
     nonce = secrets.token_urlsafe(32)
     verifier = generate_token(64)
