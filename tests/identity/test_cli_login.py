@@ -19,6 +19,7 @@ from tests.browser import browser_page
 from tests.cli.server import clean_env, fabbrica
 from tests.conftest import ADMIN_TOKEN
 from tests.identity.conftest import Portal
+from tests.oidc_provider import Account
 
 LOGIN_LIMIT = 120.0  # a bound that catches a hang, not a measure of speed
 
@@ -38,14 +39,11 @@ def device_url(process: subprocess.Popen[str]) -> str:
     raise AssertionError(f"no device URL from fabbrica login: {said}")
 
 
-def test_login_with_the_device_grant_then_whoami_jobs_and_logout(
-    portal: Portal, tmp_path: Path
-) -> None:
-    account = portal.account(name="Linus Terminal")
-    config = tmp_path / "config.json"
-    env = clean_env(FABBRICA_CONFIG=str(config))
+def cli_login(portal: Portal, account: Account, env: dict[str, str], *extra: str) -> str:
+    """`fabbrica login --url ... [extra]`, completed in Chromium at the provider (with the
+    account's one-time code when `--mfa`); what the CLI said on stderr."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "fabbrica", "login", "--url", portal.url],
+        [sys.executable, "-m", "fabbrica", "login", "--url", portal.url, *extra],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -59,6 +57,9 @@ def test_login_with_the_device_grant_then_whoami_jobs_and_logout(
             page.click("#continue")  # the provider shows the code and asks to confirm
             page.fill("#login", account.sub)
             page.fill("#password", account.password)
+            if "--mfa" in extra:
+                assert account.otp is not None
+                page.fill("#otp", account.otp)
             page.click("#sign-in")
             page.click("#allow")
             assert "go back to your terminal" in page.inner_text("#done")
@@ -68,6 +69,16 @@ def test_login_with_the_device_grant_then_whoami_jobs_and_logout(
             process.kill()
             process.communicate()
     assert process.returncode == 0, err
+    return err
+
+
+def test_login_with_the_device_grant_then_whoami_jobs_and_logout(
+    portal: Portal, tmp_path: Path
+) -> None:
+    account = portal.account(name="Linus Terminal")
+    config = tmp_path / "config.json"
+    env = clean_env(FABBRICA_CONFIG=str(config))
+    err = cli_login(portal, account, env)
     assert f"as {account.email} (user)" in err
     saved = json.loads(config.read_text())
     assert stat.S_IMODE(config.stat().st_mode) == 0o600 and saved["url"] == portal.url

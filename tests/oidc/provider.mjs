@@ -80,6 +80,10 @@ async function interactions(ctx, next) {
       return undefined;
     }
     const mfa = Boolean(account.otp) && form.get('otp') === account.otp;
+    if (!mfa && String(details.params.acr_values || '').includes(MFA)) {
+      ctx.body = loginForm(uid, details, 'This sign-in needs your one-time code (MFA)');
+      return undefined;
+    }
     result = { login: { accountId: sub, acr: mfa ? MFA : SFA, amr: mfa ? ['pwd', 'otp'] : ['pwd'] } };
   } else {
     const { accountId } = details.session;

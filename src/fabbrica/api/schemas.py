@@ -218,6 +218,7 @@ class ProviderPublic(_Out):
     issuer: str
     cli_client_id: str
     scopes: list[str]
+    mfa_acr: list[str] = Field(description="the `acr` values to ask for with `login --mfa`")
 
 
 class DeviceSignIn(In):

@@ -54,15 +54,22 @@ def _metadata(issuer: str) -> dict[str, Any]:
     return data
 
 
-def sign_in(url: str, provider: dict[str, Any], tell: Callable[[str], None]) -> dict[str, Any]:
-    """Run the device grant with `provider` and trade its ID token at `url`: the server's
-    answer (the new API token, its id and hint)."""
+def sign_in(
+    url: str, provider: dict[str, Any], tell: Callable[[str], None], *, mfa: bool = False
+) -> dict[str, Any]:
+    """Run the device grant with `provider` (asking for multi-factor authentication with
+    `mfa`: its `acr_values`) and trade its ID token at `url`: the server's answer (the new
+    API token, its id and hint)."""
     client_id = str(provider["cli_client_id"])
     try:
         meta = _metadata(str(provider["issuer"]))
         asked = httpx.post(
             str(meta["device_authorization_endpoint"]),
-            data={"client_id": client_id, "scope": " ".join(provider["scopes"])},
+            data={
+                "client_id": client_id,
+                "scope": " ".join(provider["scopes"]),
+                **({"acr_values": " ".join(provider.get("mfa_acr", []))} if mfa else {}),
+            },
             timeout=TIMEOUT,
         )
         asked.raise_for_status()

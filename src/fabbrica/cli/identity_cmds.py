@@ -164,12 +164,17 @@ def login(
         str | None,
         typer.Option("--provider", help="Sign in with this identity provider (its name)."),
     ] = None,
+    mfa: Annotated[
+        bool,
+        typer.Option("--mfa", help="Ask the provider for multi-factor authentication."),
+    ] = False,
 ) -> None:
     """Sign in: with the server's identity provider, or check and save an API token.
 
     Without `--token`, where the server has an identity provider (MyAccessID, Keycloak, ...),
     prints a URL and a code to open in any browser, waits for the sign-in there, and saves
-    a new API token of 30 days. With `--token` (or a server without a provider), checks the
+    a new API token of 30 days (`--mfa`: ask for multi-factor authentication, which
+    factories that require it need). With `--token` (or a server without a provider), checks the
     token against the API (`GET /api/v1/me`); without `--token` it asks on the terminal,
     with no terminal it exits 2. URL and token go to the config file (mode 600).
     FABBRICA_TOKEN, when set, still wins over the saved token.
@@ -181,7 +186,7 @@ def login(
         offered = device_login.providers(url)
         if offered or provider is not None:
             chosen = device_login.choose(offered, provider)
-            made = device_login.sign_in(url, chosen, lambda text: say(text, err=True))
+            made = device_login.sign_in(url, chosen, lambda text: say(text, err=True), mfa=mfa)
             token, token_id = str(made["token"]), int(made["id"])
     if token is None:
         if not typer.get_text_stream("stdin").isatty():

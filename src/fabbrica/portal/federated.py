@@ -58,7 +58,9 @@ def _refused(request: Request, message: str, status: int = 401) -> HTMLResponse:
 
 
 @router.post("/sign-in/with/{name}", dependencies=[CsrfChecked])
-def go_to_provider(request: Request, session: DbSession, name: str, next: str = "/") -> Response:
+def go_to_provider(
+    request: Request, session: DbSession, name: str, next: str = "/", mfa: bool = False
+) -> Response:
     ctx = context(request)
     party = ctx.oidc.party(name)
     browser = request.cookies.get(BROWSER_COOKIE) or secrets.token_urlsafe(32)
@@ -70,6 +72,7 @@ def go_to_provider(request: Request, session: DbSession, name: str, next: str = 
             browser=browser,
             next_path=_safe_next(next),
             now=ctx.clock(),
+            acr_values=" ".join(party.config.mfa_acr) if mfa else None,
         )
     except ProviderUnreachable as exc:
         session.rollback()

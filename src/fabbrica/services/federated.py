@@ -168,14 +168,17 @@ def token_for_device(
         raise NotFound(f"{party.config.display_name} has no CLI client", field="provider")
     claims = party.validate_id_token(id_token, nonce=None, now=now.timestamp(), audience=audience)
     claims = party.with_userinfo(claims, access_token)
-    user = sign_in(session, party, assert_claims(party.config, claims), now)
-    return issue_token(
+    asserted = assert_claims(party.config, claims)
+    user = sign_in(session, party, asserted, now)
+    token, secret = issue_token(
         session,
         user,
         name=f"fabbrica login ({party.config.display_name})"[:100],
         now=now,
         expires_at=now + dt.timedelta(days=CLI_TOKEN_DAYS),
     )
+    token.mfa = multi_factor(party, asserted)
+    return token, secret
 
 
 def user_for_access_token(
@@ -200,6 +203,8 @@ def user_for_access_token(
         )
     if not found.user.active:
         raise Unauthenticated("user is deactivated")
+    asserted = assert_claims(party.config, claims)
+    found.user.signed_in_with_mfa = multi_factor(party, asserted)
     return found.user
 
 

@@ -129,7 +129,7 @@ class RelyingParty:
         acr_values: str | None = None,
     ) -> str:
         endpoint = str(self.metadata()["authorization_endpoint"])
-        extra = {"acr_values": acr_values} if acr_values else {}
+        extra = {"acr_values": acr_values, "prompt": "login"} if acr_values else {}
         with self._client(redirect_uri) as client:
             url, _ = client.create_authorization_url(
                 endpoint, state=state, nonce=nonce, code_verifier=code_verifier, **extra

@@ -66,6 +66,7 @@ def sign_in_providers(ctx: ContextDep) -> list[ProviderPublic]:
             issuer=party.config.issuer,
             cli_client_id=party.config.cli_client_id,
             scopes=list(party.config.scopes),
+            mfa_acr=list(party.config.mfa_acr),
         )
         for party in ctx.oidc
         if party.config.cli_client_id is not None

@@ -1,5 +1,5 @@
 """identities: accounts at OpenID Providers linked to users, sign-ins under way, and how
-a portal session was authenticated (acr, amr, multi-factor)
+a portal session or an API token was authenticated (acr, amr, multi-factor)
 
 Revision ID: 0009
 Revises: 0007
@@ -69,9 +69,15 @@ def upgrade() -> None:
             sa.Column("mfa", sa.Boolean(), nullable=False, server_default=sa.false())
         )
         batch_op.add_column(sa.Column("provider", sa.String(length=40), nullable=True))
+    with op.batch_alter_table("api_tokens", schema=None) as batch_op:
+        batch_op.add_column(
+            sa.Column("mfa", sa.Boolean(), nullable=False, server_default=sa.false())
+        )
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("api_tokens", schema=None) as batch_op:
+        batch_op.drop_column("mfa")
     with op.batch_alter_table("portal_sessions", schema=None) as batch_op:
         batch_op.drop_column("provider")
         batch_op.drop_column("mfa")
