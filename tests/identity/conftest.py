@@ -126,11 +126,11 @@ def form_action(html: str) -> str:
     return found[1].replace("&amp;", "&")
 
 
-def http_sign_in(portal: Portal, account: Account) -> httpx.Response:
+def http_sign_in(portal: Portal, account: Account, *, mfa: bool = False) -> httpx.Response:
     """Sign in to the portal through the provider with a plain HTTP client (the provider's
     real login and consent forms); the last response (the portal's page or refusal)."""
     with httpx.Client(timeout=20) as client:
-        return follow(client, to_callback(client, portal, account))
+        return follow(client, to_callback(client, portal, account, mfa=mfa))
 
 
 def follow(client: httpx.Client, url: str) -> httpx.Response:
@@ -143,13 +143,16 @@ def follow(client: httpx.Client, url: str) -> httpx.Response:
     raise AssertionError(f"too many redirects from {url}")
 
 
-def to_callback(client: httpx.Client, portal: Portal, account: Account) -> str:
+def to_callback(
+    client: httpx.Client, portal: Portal, account: Account, *, mfa: bool = False
+) -> str:
     """Start a sign-in at the portal and pass the provider's login and consent pages; the
     callback URL the provider sends the browser back to (not opened)."""
     page = client.get(f"{portal.url}/sign-in")
     csrf = re.search(r'name="csrf" value="([^"]+)"', page.text)
     assert csrf is not None, page.text
-    answer = client.post(f"{portal.url}/sign-in/with/{PROVIDER}?next=/", data={"csrf": csrf[1]})
+    start = f"{portal.url}/sign-in/with/{PROVIDER}?next=/" + ("&mfa=true" if mfa else "")
+    answer = client.post(start, data={"csrf": csrf[1]})
     callback = f"{portal.url}/sign-in/with/{PROVIDER}/callback"
     return through_provider(client, portal, answer, account, callback)
 

@@ -1,7 +1,8 @@
 """Multi-factor authentication where it matters (both databases): on a factory whose
 catalog entry requires MFA, an operator signed in without it (`fabbrica login`) may not
 decide a proposal, and is told to sign in again with MFA; after `fabbrica login --mfa`
-(the provider asked for its `acr`, the one-time code given) the same decision goes through."""
+(the provider asked for its `acr`, the one-time code given) the same decision goes through;
+the portal's step-up asks the provider for MFA and records it on the session."""
 
 from __future__ import annotations
 
@@ -13,12 +14,13 @@ import pytest
 from sqlalchemy import select
 
 from fabbrica.catalog.model import Catalog
-from fabbrica.store.models import Project, Proposal
+from fabbrica.store.models import PortalSession, Project, Proposal
 from fabbrica.store.types import utcnow
 from tests.cli.server import clean_env
 from tests.conftest import ADMIN_TOKEN, bearer
-from tests.identity.conftest import Portal
+from tests.identity.conftest import Portal, http_sign_in
 from tests.identity.test_cli_login import cli_login
+from tests.oidc_provider import MFA, SFA, Account
 
 API = "/api/v1"
 FACTORY = "it4lia"
@@ -75,3 +77,17 @@ def test_an_operator_decides_only_after_signing_in_with_mfa(portal: Portal, tmp_
     decided = httpx.post(url, headers=bearer(token), json=decision)
     assert decided.status_code == 200, decided.text
     assert decided.json()["state"] == "rejected"
+
+
+def test_the_portal_steps_up_with_acr_values(portal: Portal) -> None:
+    account = portal.account(otp="777000")
+    without_code = Account(**{**account.__dict__, "otp": None})  # the code not typed in
+    assert http_sign_in(portal, without_code).status_code == 200
+    assert http_sign_in(portal, account, mfa=True).status_code == 200
+    with pytest.raises(AssertionError, match="needs your one-time code"):
+        http_sign_in(portal, without_code, mfa=True)  # the provider insists on the code
+    with portal.ctx.db.session() as session:
+        rows = session.execute(
+            select(PortalSession.mfa, PortalSession.acr).order_by(PortalSession.id)
+        ).all()
+    assert [tuple(r) for r in rows] == [(False, SFA), (True, MFA)]
