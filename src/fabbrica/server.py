@@ -39,6 +39,7 @@ from fabbrica.services.alerts import AlertStep
 from fabbrica.services.control_loop import ControlLoop, LoopStatus, Step
 from fabbrica.services.dispatch import Dispatcher
 from fabbrica.services.notify import ConsoleSender, SmtpSender
+from fabbrica.services.oidc import Providers
 from fabbrica.services.single_user import SingleUser
 from fabbrica.settings import Settings
 from fabbrica.store.db import Database
@@ -156,6 +157,7 @@ def prepare(settings: Settings, catalog: Catalog, role: str = ALL) -> Prepared:
         metrics_token=(settings.metrics_token or "").strip() or None,
         metrics_cache_seconds=settings.metrics_cache_seconds,
         public_url=settings.public_url,
+        oidc=Providers.from_configs([item.config() for item in settings.oidc_providers]),
     )
     if role == ALL:
         with db.session() as session:  # what a crash mid-submission left behind

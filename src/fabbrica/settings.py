@@ -5,13 +5,55 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from fabbrica.core.federated import MFA_ACR, ClaimMap, ProviderConfig
 
 
 def default_data_dir() -> Path:
     base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
     return Path(base) / "fabbrica"
+
+
+class ClaimMapSettings(BaseModel):
+    """Which claim holds each fact (docs/identity.md)."""
+
+    email: str = "email"
+    email_verified: str = "email_verified"
+    name: str = "name"
+    affiliation: str = "voperson_external_affiliation"
+    assurance: str = "eduperson_assurance"
+
+
+class OidcProviderSettings(BaseModel):
+    """One OpenID Provider (an item of FABBRICA_OIDC_PROVIDERS, a JSON list)."""
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,39}$")
+    display_name: str = Field(min_length=1, max_length=80)
+    issuer: str = Field(max_length=500, pattern=r"^https?://[^\s]+$")
+    client_id: str = Field(min_length=1, max_length=255)
+    client_secret: str = Field(default="", repr=False)
+    scopes: list[str] = Field(default_factory=lambda: ["openid", "email", "profile"])
+    claims: ClaimMapSettings = Field(default_factory=ClaimMapSettings)
+    mfa_acr: list[str] = Field(default_factory=lambda: [MFA_ACR])
+    cli_client_id: str | None = Field(default=None, min_length=1, max_length=255)
+    api_audience: str | None = Field(default=None, min_length=1, max_length=255)
+
+    def config(self) -> ProviderConfig:
+        scopes = self.scopes if "openid" in self.scopes else ["openid", *self.scopes]
+        return ProviderConfig(
+            name=self.name,
+            display_name=self.display_name,
+            issuer=self.issuer,
+            client_id=self.client_id,
+            client_secret=self.client_secret,
+            scopes=tuple(scopes),
+            claims=ClaimMap(**self.claims.model_dump()),
+            mfa_acr=tuple(self.mfa_acr),
+            cli_client_id=self.cli_client_id,
+            api_audience=self.api_audience,
+        )
 
 
 class Settings(BaseSettings):
@@ -42,6 +84,7 @@ class Settings(BaseSettings):
     metrics_token: str | None = Field(default=None, repr=False)  # /metrics: Bearer, when set
     metrics_cache_seconds: float = Field(default=5.0, ge=0, le=300)  # /metrics: reuse for
     public_url: str | None = Field(default=None, max_length=500, pattern=r"^https?://[^\s]+$")
+    oidc_providers: list[OidcProviderSettings] = Field(default_factory=list)  # docs/identity.md
 
     def resolved_database_url(self) -> str:
         """FABBRICA_DATABASE_URL, or the embedded SQLite file in the data directory."""

@@ -56,6 +56,10 @@ NOT_ACCESS_ROUTES = {
     ("POST", "/users"),
     ("PUT", "/users/{user_id}/factories"),  # operator scope: tests/api/test_operator_scope.py
     ("GET", "/users/{user_id}"),
+    ("GET", "/users/{user_id}/identities"),  # tests/api/test_identities_api.py
+    ("DELETE", "/users/{user_id}/identities/{identity_id}"),
+    ("GET", "/auth/providers"),  # no token: tests/identity/test_cli_login.py
+    ("POST", "/auth/device"),
     ("POST", "/tokens"),
     ("GET", "/tokens"),
     ("DELETE", "/tokens/{token_id}"),

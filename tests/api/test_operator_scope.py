@@ -53,6 +53,10 @@ NOT_FACTORY_SCOPED = {
     ("GET", "/users"),
     ("POST", "/users"),
     ("GET", "/users/{user_id}"),
+    ("GET", "/users/{user_id}/identities"),  # tests/api/test_identities_api.py
+    ("DELETE", "/users/{user_id}/identities/{identity_id}"),
+    ("GET", "/auth/providers"),  # no token: tests/identity/test_cli_login.py
+    ("POST", "/auth/device"),
     ("POST", "/tokens"),
     ("GET", "/tokens"),
     ("DELETE", "/tokens/{token_id}"),

@@ -16,8 +16,9 @@ from fabbrica.catalog.model import Catalog
 from fabbrica.core.archives import ArchiveLimits
 from fabbrica.core.errors import Unauthenticated
 from fabbrica.core.executor import Executor
-from fabbrica.services import identity
+from fabbrica.services import federated, identity
 from fabbrica.services.executors import ExecutorRegistry
+from fabbrica.services.oidc import Providers
 from fabbrica.services.single_user import SingleUser
 from fabbrica.store.db import Database
 from fabbrica.store.models import User
@@ -44,6 +45,7 @@ class AppContext:
     metrics_cache_seconds: float = 0.0  # /metrics: serve a collection again for this long
     public_url: str | None = None  # where people reach the portal (links in emails)
     wake: Callable[[], None] = field(default=lambda: None)  # a submission: run the loop now
+    oidc: Providers = field(default_factory=Providers)  # OpenID Providers (docs/identity.md)
     executors: ExecutorRegistry = field(init=False)
 
     def __post_init__(self, fixed_executors: Mapping[str, Executor] | None) -> None:
@@ -82,7 +84,14 @@ def get_current_user(
 ) -> User:
     if credentials is None or not credentials.credentials:
         raise Unauthenticated("missing bearer token (Authorization: Bearer <token>)")
-    return identity.authenticate(session, credentials.credentials, now=ctx.clock())
+    secret = credentials.credentials
+    try:
+        return identity.authenticate(session, secret, now=ctx.clock())
+    except Unauthenticated:
+        if not ctx.oidc or secret.count(".") != 2:
+            raise
+    # not a Fabbrica token: perhaps an OpenID Provider's access token (docs/identity.md)
+    return federated.user_for_access_token(session, ctx.oidc, secret, ctx.clock())
 
 
 CurrentUser = Annotated[User, Depends(get_current_user)]

@@ -13,6 +13,7 @@ MAX_OFFSET = 2**40  # byte offsets into logs (1 TiB): beyond, a 422, never an OS
 
 
 UserIdPath = Annotated[int, Path(ge=1, le=MAX_ID, description="a user id")]
+IdentityIdPath = Annotated[int, Path(ge=1, le=MAX_ID, description="an identity id")]
 TokenIdPath = Annotated[int, Path(ge=1, le=MAX_ID, description="a token id")]
 ProposalIdPath = Annotated[int, Path(ge=1, le=MAX_ID, description="a proposal id")]
 AllocationIdPath = Annotated[int, Path(ge=1, le=MAX_ID, description="an allocation id")]

@@ -191,6 +191,46 @@ class UserPublic(_Out):
     )
 
 
+class IdentityPublic(_Out):
+    """An account at an OpenID Provider linked to a user (docs/identity.md)."""
+
+    id: int
+    user_id: int
+    provider: str
+    issuer: str
+    subject: str
+    email: str | None
+    email_verified: bool
+    name: str | None
+    affiliation: str | None
+    assurance: str | None
+    acr: str | None
+    amr: str | None
+    created_at: dt.datetime
+    last_sign_in_at: dt.datetime
+
+
+class ProviderPublic(_Out):
+    """An OpenID Provider `fabbrica login` can sign in with (the device grant)."""
+
+    name: str
+    display_name: str
+    issuer: str
+    cli_client_id: str
+    scopes: list[str]
+    mfa_acr: list[str] = Field(description="the `acr` values to ask for with `login --mfa`")
+
+
+class DeviceSignIn(In):
+    provider: str = Field(min_length=1, max_length=40, description="the provider's name")
+    id_token: str = Field(
+        min_length=1, max_length=16384, description="the ID token the device grant gave the CLI"
+    )
+    access_token: str = Field(
+        min_length=1, max_length=16384, description="its access token (to read userinfo)"
+    )
+
+
 class UserCreated(UserPublic):
     token: str = Field(description="the user's first API token; shown only in this answer")
 

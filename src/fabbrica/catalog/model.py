@@ -119,6 +119,10 @@ class Factory(_Strict):
     selected: dt.date | None = None
     focus_areas: tuple[str, ...] = ()
     emulated: bool = False
+    require_mfa: bool = Field(
+        default=False,
+        description="operators act on this factory's proposals only when signed in with MFA",
+    )
     eu_share: float = Field(
         default=0.5,
         ge=0,

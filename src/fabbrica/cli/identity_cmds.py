@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from typing import Annotated, Any
 
 import typer
 
+from fabbrica.cli import device_login
 from fabbrica.cli.client import client
 from fabbrica.cli.errors import BAD_INPUT, CliError
 from fabbrica.cli.output import count, emit, print_record, print_table, say, when
 from fabbrica.cli.params import JsonOpt
-from fabbrica.client import Client, resolve_target, write_config
+from fabbrica.client import Client, ClientError, read_config, resolve_target, write_config
 from fabbrica.core.identity import Role
 
 user_app = typer.Typer(help="Manage users (federation admins).", no_args_is_help=True)
@@ -158,22 +160,61 @@ def login(
     token: Annotated[
         str | None, typer.Option("--token", help="An API token (asked for when not given).")
     ] = None,
+    provider: Annotated[
+        str | None,
+        typer.Option("--provider", help="Sign in with this identity provider (its name)."),
+    ] = None,
+    mfa: Annotated[
+        bool,
+        typer.Option("--mfa", help="Ask the provider for multi-factor authentication."),
+    ] = False,
 ) -> None:
-    """Check a URL and token against the API and save them in the config file.
+    """Sign in: with the server's identity provider, or check and save an API token.
 
-    Checks the token against the API (`GET /api/v1/me`) and saves URL and token in the config
-    file (mode 600). Without `--token` it asks on the terminal; with no terminal it exits 2.
+    Without `--token`, where the server has an identity provider (MyAccessID, Keycloak, ...),
+    prints a URL and a code to open in any browser, waits for the sign-in there, and saves
+    a new API token of 30 days (`--mfa`: ask for multi-factor authentication, which
+    factories that require it need). With `--token` (or a server without a provider), checks the
+    token against the API (`GET /api/v1/me`); without `--token` it asks on the terminal,
+    with no terminal it exits 2. URL and token go to the config file (mode 600).
+    FABBRICA_TOKEN, when set, still wins over the saved token.
     """
     current = resolve_target()
     url = (url or current.url).rstrip("/")
+    token_id: int | None = None
+    if token is None:
+        offered = device_login.providers(url)
+        if offered or provider is not None:
+            chosen = device_login.choose(offered, provider)
+            made = device_login.sign_in(url, chosen, lambda text: say(text, err=True), mfa=mfa)
+            token, token_id = str(made["token"]), int(made["id"])
     if token is None:
         if not typer.get_text_stream("stdin").isatty():
             raise CliError("no --token given and no terminal to ask for one", BAD_INPUT)
         token = typer.prompt("API token", hide_input=True)
     with Client(url, token) as api:
         me = api.me()
-    path = write_config(url, token)
+    path = write_config(url, token, token_id)
     say(f"Logged in to {url} as {me['email']} ({me['role']}); saved to {path}", err=True)
+
+
+def logout() -> None:
+    """Forget the saved token (and revoke it, when `fabbrica login` made it).
+
+    Keeps the saved URL. FABBRICA_TOKEN, when set, is not touched and still wins.
+    """
+    saved = read_config()
+    url = saved.get("url") or resolve_target().url
+    if saved.get("token") and saved.get("token_id"):
+        try:
+            with Client(url, saved["token"]) as api:
+                api.revoke_token(int(saved["token_id"]))
+        except ClientError as exc:  # already revoked or expired, or the server is away
+            say(f"Could not revoke the token at {url}: {exc}", style="yellow", err=True)
+    path = write_config(url, None)
+    say(f"Logged out of {url}; the token is gone from {path}", err=True)
+    if os.environ.get("FABBRICA_TOKEN"):
+        say("FABBRICA_TOKEN is set and still wins: unset it too", style="yellow", err=True)
 
 
 def whoami(json_out: JsonOpt = False) -> None:

@@ -66,6 +66,7 @@ def _root(
 _GROUPS: dict[str, list[tuple[str, Any]]] = {
     ACCOUNT: [
         ("login", identity_cmds.login),
+        ("logout", identity_cmds.logout),
         ("whoami", identity_cmds.whoami),
         ("token", identity_cmds.token_app),
     ],

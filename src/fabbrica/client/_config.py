@@ -37,16 +37,23 @@ def read_config() -> dict[str, str]:
         raise ConfigError(f"cannot read the config file {path}: {exc}") from exc
     if not isinstance(data, dict):
         raise ConfigError(f"the config file {path} does not hold a JSON object")
-    return {k: str(v) for k, v in data.items() if k in {"url", "token"}}
+    return {k: str(v) for k, v in data.items() if k in {"url", "token", "token_id"}}
 
 
-def write_config(url: str, token: str) -> Path:
-    """Save a URL and token in the config file, readable by its owner only (0600)."""
+def write_config(url: str, token: str | None, token_id: int | None = None) -> Path:
+    """Save a URL and token in the config file, readable by its owner only (0600); the
+    token's id when `fabbrica login` made it (so that `fabbrica logout` revokes it); no
+    token: only the URL."""
     path = config_path()
     path.parent.mkdir(parents=True, exist_ok=True)
+    data: dict[str, object] = {"url": url}
+    if token is not None:
+        data["token"] = token
+    if token_id is not None:
+        data["token_id"] = token_id
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        json.dump({"url": url, "token": token}, handle, indent=2)
+        json.dump(data, handle, indent=2)
     os.chmod(path, 0o600)
     return path
 

@@ -12,6 +12,7 @@ from fabbrica.portal import (
     allocations,
     apply,
     dashboard,
+    federated,
     jobs,
     notices,
     operate,
@@ -26,7 +27,7 @@ STATIC = Path(__file__).parent / "static"
 
 def install_portal(app: FastAPI) -> None:
     """Add the portal's pages and its static files (CSS, the vendored htmx) to `app`."""
-    modules = (public, signin, jobs, projects, apply, allocations, notices, review, operate)
-    for module in (*modules, dashboard):
+    modules = (public, signin, federated, jobs, projects, apply, allocations, notices, review)
+    for module in (*modules, operate, dashboard):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")

@@ -77,10 +77,13 @@ def open_link(request: Request, session: DbSession, secret: str) -> Response:
 
 @router.post("/sign-out", dependencies=[CsrfChecked])
 def sign_out(request: Request, who: ViewerDep, session: DbSession) -> Response:
+    provider = who.session.provider if who.session is not None else None
     if who.session is not None:
         portal_sessions.end(who.session, now=context(request).clock())
         session.commit()
-    response = RedirectResponse("/", status_code=303)
+    from fabbrica.portal.federated import signed_out  # it imports this module
+
+    response = signed_out(request, provider) or RedirectResponse("/", status_code=303)
     response.delete_cookie(SESSION_COOKIE, path="/")
     return response
 

@@ -102,6 +102,7 @@ def viewer(request: Request, session: DbSession) -> Viewer:
     if secret:
         row = portal_sessions.current(session, secret, now=context(request).clock())
         if row is not None:  # its last use is committed with the request's transaction
+            row.user.signed_in_with_mfa = row.mfa
             return Viewer(row.user, row, row.csrf_token)
     return Viewer(None, None, request.cookies.get(CSRF_COOKIE) or secrets.token_urlsafe(32))
 

@@ -219,6 +219,7 @@ def authenticate(session: Session, secret: str, *, now: dt.datetime) -> User:
         raise Unauthenticated("user is deactivated")
     if token.last_used_at is None or now - token.last_used_at >= LAST_USED_RESOLUTION:
         token.last_used_at = now
+    user.signed_in_with_mfa = token.mfa
     return user
 
 

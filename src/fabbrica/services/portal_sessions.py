@@ -121,6 +121,22 @@ def redeem(session: Session, secret: str, *, user_agent: str, now: dt.datetime) 
         )
         session.add(user)
         session.flush()
+    return start(session, user, user_agent=user_agent, now=now)
+
+
+def start(
+    session: Session,
+    user: User,
+    *,
+    user_agent: str,
+    now: dt.datetime,
+    acr: str | None = None,
+    amr: str | None = None,
+    mfa: bool = False,
+    provider: str | None = None,
+) -> Started:
+    """Start a session for `user`, signed in by an email link or an OpenID Provider (then
+    with how strongly: `acr`, `amr`, and whether that was multi-factor)."""
     if not user.active:
         raise Unauthenticated("this account is deactivated")
     cookie = secrets.token_urlsafe(32)
@@ -132,6 +148,10 @@ def redeem(session: Session, secret: str, *, user_agent: str, now: dt.datetime) 
         created_at=now,
         last_seen_at=now,
         expires_at=min(now + SESSION_IDLE, now + SESSION_MAX),
+        acr=acr,
+        amr=amr,
+        mfa=mfa,
+        provider=provider,
     )
     session.add(row)
     session.flush()

@@ -4,8 +4,14 @@ from fastapi import APIRouter, Query, status
 
 from fabbrica.api.deps import ContextDep, CurrentUser, SessionDep
 from fabbrica.api.params import MAX_ID, TokenIdPath
-from fabbrica.api.schemas import TokenCreate, TokenCreated, TokenPublic
-from fabbrica.services import identity
+from fabbrica.api.schemas import (
+    DeviceSignIn,
+    ProviderPublic,
+    TokenCreate,
+    TokenCreated,
+    TokenPublic,
+)
+from fabbrica.services import federated, identity
 
 router = APIRouter(tags=["tokens"])
 
@@ -48,3 +54,32 @@ def revoke_token(
     return TokenPublic.model_validate(
         identity.revoke_token(session, actor, token_id, now=ctx.clock())
     )
+
+
+@router.get("/auth/providers", response_model=list[ProviderPublic])
+def sign_in_providers(ctx: ContextDep) -> list[ProviderPublic]:
+    """The OpenID Providers `fabbrica login` can sign in with (no token needed)."""
+    return [
+        ProviderPublic(
+            name=party.config.name,
+            display_name=party.config.display_name,
+            issuer=party.config.issuer,
+            cli_client_id=party.config.cli_client_id,
+            scopes=list(party.config.scopes),
+            mfa_acr=list(party.config.mfa_acr),
+        )
+        for party in ctx.oidc
+        if party.config.cli_client_id is not None
+    ]
+
+
+@router.post("/auth/device", response_model=TokenCreated, status_code=status.HTTP_201_CREATED)
+def device_sign_in(body: DeviceSignIn, ctx: ContextDep, session: SessionDep) -> TokenCreated:
+    """Trade the ID token a provider gave `fabbrica login` (device grant) for an API token
+    of 30 days; the first sign-in links or makes the account as in the portal."""
+    party = ctx.oidc.party(body.provider)
+    token, secret = federated.token_for_device(
+        session, party, body.id_token, body.access_token, ctx.clock()
+    )
+    public = TokenPublic.model_validate(token).model_dump()
+    return TokenCreated.model_validate({**public, "token": secret})

@@ -3,9 +3,15 @@ from __future__ import annotations
 from fastapi import APIRouter, status
 
 from fabbrica.api.deps import CatalogDep, ContextDep, CurrentUser, SessionDep
-from fabbrica.api.params import UserIdPath
-from fabbrica.api.schemas import UserCreate, UserCreated, UserFactories, UserPublic
-from fabbrica.services import identity
+from fabbrica.api.params import IdentityIdPath, UserIdPath
+from fabbrica.api.schemas import (
+    IdentityPublic,
+    UserCreate,
+    UserCreated,
+    UserFactories,
+    UserPublic,
+)
+from fabbrica.services import federated, identity
 
 router = APIRouter(tags=["users"])
 
@@ -66,6 +72,28 @@ def list_users(session: SessionDep, actor: CurrentUser) -> list[UserPublic]:
 def get_user(user_id: UserIdPath, session: SessionDep, actor: CurrentUser) -> UserPublic:
     """One user: yourself, or anyone for an admin."""
     return UserPublic.model_validate(identity.get_user(session, actor, user_id))
+
+
+@router.get("/users/{user_id}/identities", response_model=list[IdentityPublic])
+def list_identities(
+    user_id: UserIdPath, session: SessionDep, actor: CurrentUser
+) -> list[IdentityPublic]:
+    """A user's identities at OpenID Providers (admin only)."""
+    rows = federated.identities(session, actor, user_id)
+    return [IdentityPublic.model_validate(row) for row in rows]
+
+
+@router.delete("/users/{user_id}/identities/{identity_id}", status_code=204)
+def remove_identity(
+    user_id: UserIdPath,
+    identity_id: IdentityIdPath,
+    ctx: ContextDep,
+    session: SessionDep,
+    actor: CurrentUser,
+) -> None:
+    """Unlink an identity from a user (admin only; audited): its next sign-in is a first
+    one again (linked by a verified address, or a new user)."""
+    federated.remove_identity(session, actor, user_id, identity_id, ctx.clock())
 
 
 def _public(user: object) -> dict[str, object]:

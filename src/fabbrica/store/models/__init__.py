@@ -17,6 +17,7 @@ from fabbrica.store.models.access import (
 from fabbrica.store.models.agents import Agent, SiteUsername
 from fabbrica.store.models.alerts import BudgetAlert, OperatorDigest
 from fabbrica.store.models.base import Base
+from fabbrica.store.models.federated import Identity, OidcLogin
 from fabbrica.store.models.identity import ApiToken, OperatorFactory, User
 from fabbrica.store.models.jobs import Job, JobLoss, UsageRecord
 from fabbrica.store.models.portal import PortalSession, SignInLink
@@ -30,9 +31,11 @@ __all__ = [
     "BudgetAlert",
     "Call",
     "CallReviewer",
+    "Identity",
     "Invitation",
     "Job",
     "JobLoss",
+    "OidcLogin",
     "OperatorDigest",
     "OperatorFactory",
     "Organisation",

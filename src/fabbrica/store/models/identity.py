@@ -26,6 +26,10 @@ class User(Base):
     factory_id: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
+    # Not stored: whether this request was authenticated with multi-factor (a portal
+    # session or API token that a multi-factor sign-in made); set by whoever authenticated.
+    signed_in_with_mfa = False
+
     tokens: Mapped[list[ApiToken]] = relationship(back_populates="user")
     operated: Mapped[list[OperatorFactory]] = relationship(
         cascade="all, delete-orphan", order_by="OperatorFactory.factory_id"
@@ -52,6 +56,7 @@ class ApiToken(Base):
     expires_at: Mapped[dt.datetime | None]
     last_used_at: Mapped[dt.datetime | None]
     revoked_at: Mapped[dt.datetime | None]
+    mfa: Mapped[bool] = mapped_column(default=False)  # made by a multi-factor sign-in
 
     user: Mapped[User] = relationship(back_populates="tokens")
 

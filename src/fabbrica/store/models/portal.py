@@ -44,5 +44,10 @@ class PortalSession(Base):
     last_seen_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     expires_at: Mapped[dt.datetime]
     ended_at: Mapped[dt.datetime | None]
+    # how the user signed in through an OpenID Provider (null: the email link)
+    acr: Mapped[str | None] = mapped_column(String(200))
+    amr: Mapped[str | None] = mapped_column(String(200))
+    mfa: Mapped[bool] = mapped_column(default=False)
+    provider: Mapped[str | None] = mapped_column(String(40))  # the OpenID Provider's name
 
     user: Mapped[User] = relationship()
