@@ -354,3 +354,25 @@ def test_a_member_sees_its_usage_over_time(world: World) -> None:
     assert client.get("/usage", params={"bucket": "year"}).status_code == 422
     other = world.as_user("op@jaif.jp").get("/usage")
     assert other.status_code == 200 and "No figures for this period" in other.text
+
+
+def test_a_factory_that_wants_mfa_refuses_a_decision_signed_in_without_it(world: World) -> None:
+    """The email link is one factor: an operator signed in with it may look at a proposal
+    of a factory whose catalog entry requires MFA, not decide it; the page says how."""
+    catalog = world.ctx.catalog
+    factories = tuple(
+        f.model_copy(update={"require_mfa": True}) if f.id == "it4lia" else f
+        for f in catalog.factories
+    )
+    world.ctx.catalog = catalog.model_copy(update={"factories": factories})
+    client = world.as_user("op@it4lia.it")
+    page = client.get(f"/operate/proposals/{world.proposal}")
+    assert page.status_code == 200
+    before = snapshot(world.ctx.db)
+    refused = client.post(
+        f"/operate/proposals/{world.proposal}/decision",
+        data={"csrf": csrf_of(page.text), "decision": "reject", "reason": "no"},
+    )
+    assert refused.status_code == 403, refused.text[:2000]
+    assert "multi-factor" in refused.text
+    assert snapshot(world.ctx.db) == before

@@ -15,7 +15,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from fabbrica.catalog.model import Decision
 from fabbrica.core.access import CallState
-from fabbrica.core.errors import Conflict, FabbricaError, InvalidInput
+from fabbrica.core.errors import Conflict, FabbricaError, Forbidden, InvalidInput
 from fabbrica.portal.web import (
     CsrfChecked,
     DbSession,
@@ -133,10 +133,12 @@ def decide(
                 gpu_hours=_number(gpu_hours, "gpu_hours") if decision == "accept" else None,
                 reason=reason or None,
                 now=context(request).clock(),
+                catalog=context(request).catalog,
             )
-    except (InvalidInput, Conflict) as exc:
+    except (InvalidInput, Conflict, Forbidden) as exc:  # Forbidden: the factory wants MFA
         form = {"decision": decision, "gpu_hours": gpu_hours, "reason": reason}
-        return _proposal_page(request, who, user, session, proposal_id, 422, exc, form)
+        status = 403 if isinstance(exc, Forbidden) else 422
+        return _proposal_page(request, who, user, session, proposal_id, status, exc, form)
     session.commit()
     return RedirectResponse(f"/operate/proposals/{proposal_id}", status_code=303)
 

@@ -312,15 +312,14 @@ def decide(
     gpu_hours: float | None,
     reason: str | None,
     now: dt.datetime,
-    catalog: Catalog | None = None,
+    catalog: Catalog,
 ) -> Proposal:
     require_staff(actor, "decide on proposals")
     proposal = get_proposal(session, actor, proposal_id)
     # an operator may see a proposal as a member of its project; deciding is for the
     # operators of the call's factory
     require_operator_of(session, actor, proposal.call.factory_id, "decide on proposals")
-    if catalog is not None:
-        require_mfa_for(actor, catalog, proposal.call.factory_id, "decide its proposals")
+    require_mfa_for(actor, catalog, proposal.call.factory_id, "decide its proposals")
     if proposal.state not in (ProposalState.SUBMITTED, ProposalState.IN_REVIEW):
         raise Conflict(f"proposal {proposal.id} is {proposal.state}; nothing to decide", "state")
     if proposal.state == ProposalState.IN_REVIEW:
