@@ -54,7 +54,9 @@ NOT_ACCESS_ROUTES = {
     ("GET", "/me"),
     ("GET", "/users"),
     ("POST", "/users"),
-    ("PUT", "/users/{user_id}/factories"),  # operator scope: tests/api/test_operator_scope.py
+    ("PUT", "/users/{user_id}/factories"),
+    ("POST", "/users/{user_id}/suspend"),  # admins only: tests/api/test_operator_scope.py
+    ("POST", "/users/{user_id}/reactivate"),  # operator scope: tests/api/test_operator_scope.py
     ("GET", "/users/{user_id}"),
     ("GET", "/users/{user_id}/identities"),  # tests/api/test_identities_api.py
     ("DELETE", "/users/{user_id}/identities/{identity_id}"),

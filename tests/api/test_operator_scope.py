@@ -439,6 +439,14 @@ CASES = [
          lambda r, w: f"/users/{w.ids['rev3']}/factories",
          {"admin": 200, "op_own": 403, "op_other": 403, **REFUSED},
          body=lambda r, w: {"factories": []}, control="admin"),
+    Case("suspend-user", "POST", "/users/{user_id}/suspend",
+         lambda r, w: f"/users/{w.ids[f'member-{r.factory}']}/suspend",
+         {"admin": 200, "op_own": 403, "op_other": 403, **REFUSED},
+         body=lambda r, w: {"reason": "misuse"}, control="admin"),
+    Case("reactivate-user", "POST", "/users/{user_id}/reactivate",
+         lambda r, w: f"/users/{w.ids[f'member-{r.factory}']}/reactivate",
+         {"admin": 409, "op_own": 403, "op_other": 403, **REFUSED},
+         body=lambda r, w: {"reason": "cleared"}, control="admin"),
 ]  # fmt: skip
 
 

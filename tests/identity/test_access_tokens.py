@@ -10,7 +10,8 @@ import dataclasses
 import httpx
 from sqlalchemy import select
 
-from fabbrica.store.models import User
+from fabbrica.store.models import AuditEntry
+from tests.conftest import ADMIN_TOKEN, bearer
 from tests.identity.conftest import Portal, api_access_token, http_sign_in
 
 
@@ -28,10 +29,25 @@ def test_a_provider_access_token_works_until_the_user_is_suspended(portal: Porta
     assert answer.status_code == 200 and answer.json()["email"] == account.email
     jobs = httpx.get(f"{portal.url}/api/v1/jobs", headers={"Authorization": f"Bearer {token}"})
     assert jobs.status_code == 200 and jobs.json() == []
-    with portal.ctx.db.session() as session:  # an admin suspends the user
-        session.scalars(select(User).where(User.email == account.email)).one().active = False
-    refused = me(portal, token)
+    user_id = answer.json()["id"]
+    admin = bearer(ADMIN_TOKEN)
+    suspended = httpx.post(f"{portal.url}/api/v1/users/{user_id}/suspend", headers=admin,
+                           json={"reason": "misuse"})  # fmt: skip
+    assert suspended.status_code == 200 and suspended.json()["active"] is False, suspended.text
+    refused = me(portal, token)  # the provider's token is still valid: Fabbrica says no
     assert refused.status_code == 401 and "deactivated" in refused.text
+    again = httpx.post(f"{portal.url}/api/v1/users/{user_id}/suspend", headers=admin,
+                       json={"reason": "twice"})  # fmt: skip
+    assert again.status_code == 409, again.text
+    back = httpx.post(f"{portal.url}/api/v1/users/{user_id}/reactivate", headers=admin,
+                      json={"reason": "cleared"})  # fmt: skip
+    assert back.status_code == 200 and back.json()["active"] is True, back.text
+    assert me(portal, token).status_code == 200
+    with portal.ctx.db.session() as session:
+        actions = session.scalars(
+            select(AuditEntry.action).where(AuditEntry.entity_id == str(user_id))
+        ).all()
+    assert [a for a in actions if a in ("suspend", "reactivate")] == ["suspend", "reactivate"]
 
 
 def test_other_tokens_of_the_provider_are_refused(portal: Portal) -> None:

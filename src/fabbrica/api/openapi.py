@@ -44,6 +44,8 @@ ROUTE_ERRORS: dict[tuple[str, str], frozenset[int]] = {
     ("GET", "/me"): frozenset(),
     ("POST", "/users"): frozenset({403, 404, 409, 422}),
     ("PUT", "/users/{user_id}/factories"): frozenset({403, 404, 422}),
+    ("POST", "/users/{user_id}/suspend"): frozenset({403, 404, 409, 422}),
+    ("POST", "/users/{user_id}/reactivate"): frozenset({403, 404, 409, 422}),
     ("GET", "/users"): frozenset({403}),
     ("GET", "/users/{user_id}"): frozenset({403, 404}),
     ("GET", "/users/{user_id}/identities"): frozenset({403, 404}),

@@ -191,6 +191,14 @@ class UserPublic(_Out):
     )
 
 
+class UserStatusChange(BaseModel):
+    """Why a user is suspended or let back in (kept in the audit log)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str = Field(min_length=1, max_length=2000)
+
+
 class IdentityPublic(_Out):
     """An account at an OpenID Provider linked to a user (docs/identity.md)."""
 

@@ -65,6 +65,25 @@ def user_factories(
     emit(data, json_out)
 
 
+ReasonOpt = Annotated[str, typer.Option("--reason", help="Why (kept in the audit log).")]
+
+
+@user_app.command("suspend")
+def user_suspend(user_id: int, reason: ReasonOpt, json_out: JsonOpt = False) -> None:
+    """Suspend a user (federation admins): refused at their next request.
+
+    Whatever they hold stops working at once: Fabbrica tokens, portal sessions, an OpenID
+    Provider's access tokens. Their projects, jobs and allocations stay. Audited.
+    """
+    emit(client().suspend_user(user_id, reason), json_out)
+
+
+@user_app.command("reactivate")
+def user_reactivate(user_id: int, reason: ReasonOpt, json_out: JsonOpt = False) -> None:
+    """Let a suspended user back in (federation admins); audited."""
+    emit(client().reactivate_user(user_id, reason), json_out)
+
+
 @user_app.command("list")
 def user_list(json_out: JsonOpt = False) -> None:
     """List users with their role and, for operators, their factories (admins)."""

@@ -74,6 +74,14 @@ class IdentityApi(Http):
         body = {"factories": list(factories)}
         return cast(User, self._put(f"/users/{user_id}/factories", body))
 
+    def suspend_user(self, user_id: int, reason: str) -> User:
+        """Suspend a user (admins): refused at their next request, whatever they hold."""
+        return cast(User, self._post(f"/users/{user_id}/suspend", {"reason": reason}))
+
+    def reactivate_user(self, user_id: int, reason: str) -> User:
+        """Let a suspended user back in (admins)."""
+        return cast(User, self._post(f"/users/{user_id}/reactivate", {"reason": reason}))
+
     def users(self) -> list[User]:
         """Every user (admins)."""
         return cast(list[User], self._get("/users"))

@@ -116,6 +116,33 @@ def set_factories(
     return user
 
 
+def set_active(
+    session: Session, actor: User, user_id: int, *, active: bool, reason: str, now: dt.datetime
+) -> User:
+    """Suspend a user (admin only, never oneself) or let them back in; audited. A suspended
+    user is refused at their next request, whatever they hold: Fabbrica tokens, portal
+    sessions, an OpenID Provider's access tokens (each checks `active`)."""
+    require_admin(actor)
+    reason = clean_text(reason, "reason", max_len=2000, multiline=True)
+    user = get_user(session, actor, user_id)
+    if user.id == actor.id and not active:
+        raise Conflict("you cannot suspend yourself", field="user_id")
+    if user.active == active:
+        raise Conflict(f"user {user.id} is already {'active' if active else 'suspended'}", "active")
+    user.active = active
+    session.add(
+        AuditEntry(
+            at=now,
+            actor_id=actor.id,
+            entity="user",
+            entity_id=str(user.id),
+            action="reactivate" if active else "suspend",
+            detail=json.dumps({"reason": reason}),
+        )
+    )
+    return user
+
+
 def list_users(session: Session, actor: User) -> list[User]:
     require_admin(actor)
     return list(session.scalars(select(User).order_by(User.id)))

@@ -10,6 +10,7 @@ from fabbrica.api.schemas import (
     UserCreated,
     UserFactories,
     UserPublic,
+    UserStatusChange,
 )
 from fabbrica.services import federated, identity
 
@@ -60,6 +61,37 @@ def set_factories(
         now=ctx.clock(),
     )
     return UserPublic.model_validate(user)
+
+
+@router.post("/users/{user_id}/suspend", response_model=UserPublic)
+def suspend_user(
+    user_id: UserIdPath,
+    body: UserStatusChange,
+    ctx: ContextDep,
+    session: SessionDep,
+    actor: CurrentUser,
+) -> UserPublic:
+    """Suspend a user (admin only; audited): refused at their next request, with any token,
+    portal session or provider access token they hold. 409 if already suspended."""
+    user = identity.set_active(
+        session, actor, user_id, active=False, reason=body.reason, now=ctx.clock()
+    )
+    return UserPublic.model_validate(_public(user))
+
+
+@router.post("/users/{user_id}/reactivate", response_model=UserPublic)
+def reactivate_user(
+    user_id: UserIdPath,
+    body: UserStatusChange,
+    ctx: ContextDep,
+    session: SessionDep,
+    actor: CurrentUser,
+) -> UserPublic:
+    """Let a suspended user back in (admin only; audited). 409 if already active."""
+    user = identity.set_active(
+        session, actor, user_id, active=True, reason=body.reason, now=ctx.clock()
+    )
+    return UserPublic.model_validate(_public(user))
 
 
 @router.get("/users", response_model=list[UserPublic])
