@@ -86,12 +86,13 @@ def get_current_user(
         raise Unauthenticated("missing bearer token (Authorization: Bearer <token>)")
     secret = credentials.credentials
     try:
-        return identity.authenticate(session, secret, now=ctx.clock())
+        user = identity.authenticate(session, secret, now=ctx.clock())
     except Unauthenticated:
         if not ctx.oidc or secret.count(".") != 2:
             raise
-    # not a Fabbrica token: perhaps an OpenID Provider's access token (docs/identity.md)
-    return federated.user_for_access_token(session, ctx.oidc, secret, ctx.clock())
+        # not a Fabbrica token: perhaps an OpenID Provider's access token (docs/identity.md)
+        user = federated.user_for_access_token(session, ctx.oidc, secret, ctx.clock())
+    return identity.apply_mfa_policy(user, ctx.catalog.mfa_factories())
 
 
 CurrentUser = Annotated[User, Depends(get_current_user)]

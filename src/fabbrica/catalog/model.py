@@ -121,7 +121,8 @@ class Factory(_Strict):
     emulated: bool = False
     require_mfa: bool = Field(
         default=False,
-        description="operators act on this factory's proposals only when signed in with MFA",
+        description="operators act on this factory (proposals, calls, allocations, agents) "
+        "and jobs run here only from a sign-in with multi-factor authentication",
     )
     eu_share: float = Field(
         default=0.5,
@@ -242,6 +243,10 @@ class Catalog(BaseModel):
 
     def factory(self, factory_id: str) -> Factory | None:
         return next((f for f in self.factories if f.id == factory_id), None)
+
+    def mfa_factories(self) -> frozenset[str]:
+        """The factories that require multi-factor authentication (`require_mfa`)."""
+        return frozenset(f.id for f in self.factories if f.require_mfa)
 
     def access_mode(self, mode_id: str) -> AccessMode | None:
         return next((m for m in self.access_modes if m.id == mode_id), None)

@@ -133,7 +133,6 @@ def decide(
                 gpu_hours=_number(gpu_hours, "gpu_hours") if decision == "accept" else None,
                 reason=reason or None,
                 now=context(request).clock(),
-                catalog=context(request).catalog,
             )
     except (InvalidInput, Conflict, Forbidden) as exc:  # Forbidden: the factory wants MFA
         form = {"decision": decision, "gpu_hours": gpu_hours, "reason": reason}

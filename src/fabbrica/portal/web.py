@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 from fabbrica import __version__
 from fabbrica.api.deps import AppContext
 from fabbrica.core.errors import FabbricaError, Forbidden, NotFound, Unauthenticated
-from fabbrica.services import portal_sessions
+from fabbrica.services import identity, portal_sessions
 from fabbrica.store.models import PortalSession, User
 
 SESSION_COOKIE = "fabbrica_session"
@@ -103,6 +103,7 @@ def viewer(request: Request, session: DbSession) -> Viewer:
         row = portal_sessions.current(session, secret, now=context(request).clock())
         if row is not None:  # its last use is committed with the request's transaction
             row.user.signed_in_with_mfa = row.mfa
+            identity.apply_mfa_policy(row.user, context(request).catalog.mfa_factories())
             return Viewer(row.user, row, row.csrf_token)
     return Viewer(None, None, request.cookies.get(CSRF_COOKIE) or secrets.token_urlsafe(32))
 

@@ -157,6 +157,22 @@ def get_user(session: Session, actor: User, user_id: int) -> User:
     return user
 
 
+def apply_mfa_policy(user: User, mfa_factories: Collection[str]) -> User:
+    """Mark the factories (those whose catalog entry requires multi-factor authentication)
+    this request may not act on as operator or send jobs to, when its sign-in was not
+    multi-factor. Called where a request is authenticated (API, portal)."""
+    user.lacks_mfa_for = frozenset() if user.signed_in_with_mfa else frozenset(mfa_factories)
+    return user
+
+
+def mfa_refusal(factory_id: str, what: str) -> Forbidden:
+    return Forbidden(
+        f"{factory_id} requires multi-factor authentication to {what}: sign in again with "
+        "MFA (`fabbrica login --mfa`, or the portal's sign-in with multi-factor "
+        "authentication)"
+    )
+
+
 def require_admin(actor: User) -> None:
     if not may_manage_users(Role(actor.role)):
         raise Forbidden("only a federation admin may do this")

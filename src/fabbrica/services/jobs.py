@@ -26,6 +26,7 @@ from fabbrica.services.access.visibility import (
     visible_project,
 )
 from fabbrica.services.accounting import remaining
+from fabbrica.services.identity import mfa_refusal
 from fabbrica.services.single_user import SingleUser
 from fabbrica.store.models import Allocation, Job, Project, ProjectMember, User
 
@@ -113,6 +114,14 @@ def submit(
     if not parts:
         reason = no_candidate_reason(probe, tuple(partitions_of(catalog, connected)))
         raise InvalidInput(f"the job cannot run anywhere: {reason}", field="resources")
+    blocked = {p.factory for p in parts} & actor.lacks_mfa_for
+    if blocked:  # never placed where the sign-in is not strong enough (catalog require_mfa)
+        parts = [p for p in parts if p.factory not in blocked]
+        if not parts:
+            raise mfa_refusal(min(blocked), "run jobs there")
+        spec = _placed_outside(spec, catalog, actor.lacks_mfa_for)
+        job.spec = _task_spec(spec, indices[0]) if indices else spec.model_dump_json()
+        probe = as_sched_job(job, spec, project.organisation.country)
     tasks = max(len(indices), 1)
     _check_allocations(session, project, probe, parts, now, tasks=tasks)
     if single_user is not None:
@@ -122,6 +131,15 @@ def submit(
     if indices:
         _add_tasks(session, job, spec, indices)
     return job
+
+
+def _placed_outside(spec: JobSpec, catalog: Catalog, excluded: frozenset[str]) -> JobSpec:
+    """The spec with its allowed factories narrowed to leave out `excluded`."""
+    allowed = spec.placement.factories or tuple(f.id for f in catalog.factories)
+    kept = tuple(f for f in allowed if f not in excluded)
+    return spec.model_copy(
+        update={"placement": spec.placement.model_copy(update={"factories": kept})}
+    )
 
 
 def _task_spec(spec: JobSpec, index: int) -> str:

@@ -131,7 +131,6 @@ def decide(
     ctx: ContextDep,
     session: SessionDep,
     actor: CurrentUser,
-    catalog: CatalogDep,
 ) -> ProposalPublic:
     """An operator accepts (with the requested or fewer GPU-hours) or rejects with a reason;
     on a factory that requires MFA, only when signed in with MFA."""
@@ -143,6 +142,5 @@ def decide(
         gpu_hours=body.gpu_hours,
         reason=body.reason,
         now=ctx.clock(),
-        catalog=catalog,
     )
     return _out(session, actor, proposal)

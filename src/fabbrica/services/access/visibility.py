@@ -17,6 +17,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from fabbrica.core.errors import Forbidden, NotFound
 from fabbrica.core.identity import Role
+from fabbrica.services.identity import mfa_refusal
 from fabbrica.store.models import (
     Allocation,
     Call,
@@ -77,6 +78,8 @@ def require_operator_of(session: Session, user: User, factory_id: str, what: str
     require_staff(user, what)
     if not operates(session, user, factory_id):
         raise Forbidden(f"only an operator of {factory_id} or a federation admin may {what}")
+    if factory_id in user.lacks_mfa_for:
+        raise mfa_refusal(factory_id, what)
 
 
 def in_operated(user: User, column: FactoryColumn) -> ColumnElement[bool]:

@@ -29,6 +29,10 @@ class User(Base):
     # Not stored: whether this request was authenticated with multi-factor (a portal
     # session or API token that a multi-factor sign-in made); set by whoever authenticated.
     signed_in_with_mfa = False
+    # Not stored: the factories whose catalog entry requires multi-factor authentication
+    # while this request's sign-in was not multi-factor (`services.identity.apply_mfa_policy`,
+    # called where requests are authenticated): no operator action there, no job placed there.
+    lacks_mfa_for: frozenset[str] = frozenset()
 
     tokens: Mapped[list[ApiToken]] = relationship(back_populates="user")
     operated: Mapped[list[OperatorFactory]] = relationship(
