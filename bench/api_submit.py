@@ -4,7 +4,7 @@ Starts `fabbrica up` (a real server process, the control loop running) on each d
 makes a startup with a Playground allocation on `local`, then submits jobs (JSON spec, no
 workdir) from several client threads over HTTP. Prints a table of medians over rounds and
 the PostgreSQL / SQLite ratio. Then, on the same server, one request at a time: a job array
-of --array-tasks tasks (`array: 1-N`) and a batch of 1,000 specs (POST /jobs/batch), each
+of --array-tasks tasks (`array: 1-N`) and a batch of 1,000 specs (POST /job-batches), each
 timed from request to answer, median of the rounds, against the 2 s target for 10,000 tasks.
 
     uv run python bench/api_submit.py [--jobs 400] [--clients 8] [--rounds 3] [--array-tasks 10000]
@@ -143,7 +143,7 @@ def array_seconds(url: str, headers: dict[str, str], project: str, tasks: int) -
 def batch_seconds(url: str, headers: dict[str, str], project: str, jobs: int) -> float:
     items = [{"spec": {"name": f"b{n}", "run": "true", "resources": {"time_limit": "1m"}},
               "project": project} for n in range(jobs)]  # fmt: skip
-    return one_request(url, headers, "/jobs/batch", {"jobs": items})
+    return one_request(url, headers, "/job-batches", {"jobs": items})
 
 
 def main() -> None:

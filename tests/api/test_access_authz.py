@@ -34,7 +34,7 @@ NOT_ACCESS_ROUTES = {
     ("GET", "/jobs/{job_id}"),
     ("POST", "/jobs/{job_id}/cancel"),
     ("POST", "/jobs/{job_id}/cancel-array"),  # arrays: tests/api/test_job_arrays.py
-    ("POST", "/jobs/batch"),
+    ("POST", "/job-batches"),
     ("GET", "/jobs/{job_id}/logs"),
     ("GET", "/jobs/{job_id}/outputs"),
     ("GET", "/usage"),

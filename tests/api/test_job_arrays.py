@@ -98,7 +98,7 @@ def test_another_tenant_neither_sees_nor_cancels_an_array(world: World) -> None:
 
 def test_a_batch_is_queued_whole_or_not_at_all(world: World) -> None:
     body = {"jobs": [{"spec": spec(f"echo {n}"), "project": world.project} for n in range(5)]}
-    made = world.api.post(f"{API}/jobs/batch", headers=world.pi, json=body)
+    made = world.api.post(f"{API}/job-batches", headers=world.pi, json=body)
     assert made.status_code == 201, made.text
     assert [j["state"] for j in made.json()] == ["queued"] * 5
     assert len({j["id"] for j in made.json()}) == 5
@@ -111,14 +111,14 @@ def test_a_batch_is_queued_whole_or_not_at_all(world: World) -> None:
             {"spec": spec("true", gpus=99), "project": world.project},
         ]
     }
-    refused = world.api.post(f"{API}/jobs/batch", headers=world.pi, json=bad)
+    refused = world.api.post(f"{API}/job-batches", headers=world.pi, json=bad)
     assert_error(refused, 422, "invalid", "jobs.2.resources")
     yaml_bad = {"jobs": [{"spec": "name: x\nrun: true\nresources: {gpus: 0}\n"}]}
-    refused = world.api.post(f"{API}/jobs/batch", headers=world.pi, json=yaml_bad)
+    refused = world.api.post(f"{API}/job-batches", headers=world.pi, json=yaml_bad)
     assert_error(refused, 422, "invalid", "jobs.0.spec.resources.gpus")
     others = {"jobs": [{"spec": spec("true"), "project": world.project}]}
-    refused = world.api.post(f"{API}/jobs/batch", headers=world.other, json=others)
+    refused = world.api.post(f"{API}/job-batches", headers=world.other, json=others)
     assert refused.status_code in (403, 404), refused.text
     assert snapshot(world.db) == before and _jobs_in_db(world) == count
     too_many = {"jobs": [{"spec": spec("true")}] * 1001}
-    assert world.api.post(f"{API}/jobs/batch", headers=world.pi, json=too_many).status_code == 422
+    assert world.api.post(f"{API}/job-batches", headers=world.pi, json=too_many).status_code == 422

@@ -406,7 +406,7 @@ CASES = [
          lambda r, w: f"/jobs/{r.live_job}/cancel-array",
          {"admin": 409, "op_own": 409, "op_other": 404, "reviewer": 404, "applicant": None,
           "member": None}, field="job_id"),
-    Case("submit-batch", "POST", "/jobs/batch", lambda r, w: "/jobs/batch",
+    Case("submit-batch", "POST", "/job-batches", lambda r, w: "/job-batches",
          {"op_own": 403, "op_other": 404, "reviewer": 404, "applicant": 201, "member": None},
          body=lambda r, w: {"jobs": [{"project": r.project, "spec": {"name": "x", "run": "true",
              "resources": {"time_limit": "1m", "gpus": 1, "gpu_model": GPU[r.factory]}}}]},

@@ -92,7 +92,7 @@ ROUTE_ERRORS: dict[tuple[str, str], frozenset[int]] = {
     ("GET", "/jobs/{job_id}"): frozenset({404}),
     ("POST", "/jobs/{job_id}/cancel"): frozenset({404, 409}),
     ("POST", "/jobs/{job_id}/cancel-array"): frozenset({404, 409}),
-    ("POST", "/jobs/batch"): frozenset({400, 403, 404, 422}),
+    ("POST", "/job-batches"): frozenset({400, 403, 404, 422}),
     ("GET", "/jobs/{job_id}/logs"): frozenset({404}),
     ("GET", "/jobs/{job_id}/outputs"): frozenset({404}),
     ("GET", "/usage"): frozenset({404, 422}),

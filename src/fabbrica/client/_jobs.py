@@ -132,7 +132,7 @@ class JobsApi(Http):
             if project:
                 item["project"] = project
             items.append(item)
-        return cast(list[Job], self._json("POST", "/jobs/batch", json={"jobs": items}))
+        return cast(list[Job], self._json("POST", "/job-batches", json={"jobs": items}))
 
     def jobs(self, project_id: str | None = None, *, array_id: int | None = None) -> list[Job]:
         """Jobs of your projects (staff: all), newest first; with `array_id`, the tasks of

@@ -157,7 +157,7 @@ async def submit_job(
     return public
 
 
-@router.post("/jobs/batch", response_model=list[JobPublic], status_code=status.HTTP_201_CREATED)
+@router.post("/job-batches", response_model=list[JobPublic], status_code=status.HTTP_201_CREATED)
 def submit_batch(
     batch: JobBatchCreate,
     ctx: ContextDep,
