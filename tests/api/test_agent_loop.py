@@ -163,3 +163,28 @@ def test_a_job_the_backend_refuses_fails_and_is_not_charged(site: Site) -> None:
     job = site.job(job_id)
     assert job["state"] == "failed" and "could not start" in job["reason"]
     assert job["gpu_hours"] == 0
+
+
+def test_the_account_sync_runs_before_a_new_account_s_first_launch_only(site: Site) -> None:
+    synced: list[int] = []
+    failing = [True]
+
+    def sync_accounts() -> None:
+        synced.append(len(synced))
+        if failing[0]:
+            failing[0] = False
+            raise RuntimeError("sacctmgr away")
+
+    agent = Agent(site.client, site.executor, backend="memory", interval=0.01,
+                  sync_accounts=sync_accounts, accounts_every=1000)  # fmt: skip
+    assert agent.round().ok  # the first round syncs the accounts (failing: the loop goes on)
+    assert len(synced) == 1
+    first = site.submit()
+    site.dispatcher.step()
+    assert agent.round().launched == [f"fab-{first}"]
+    assert len(synced) == 2  # the job's account: synced before its first launch
+    second = site.submit()
+    site.dispatcher.step()
+    assert agent.round().launched == [f"fab-{second}"]
+    assert len(synced) == 2  # the same account and user: launched without a sync
+    assert agent.synced_for != set()

@@ -76,6 +76,8 @@ class Agent:
         self.held: dict[str, Held] = {}
         self.failures = 0
         self.backend_ok = True
+        # (account, user) pairs an account sync has run for since this agent started
+        self.synced_for: set[tuple[str | None, str | None]] = set()
 
     def adopt(self) -> int:
         """Find the runs the backend holds for Fabbrica (after a restart)."""
@@ -116,18 +118,24 @@ class Agent:
         self.rounds += 1
         self._cancel(answer, result)
         due = self.accounts_every and self.rounds % self.accounts_every == 1 % self.accounts_every
-        if self.sync_accounts is not None and (due or answer.launch):
-            self._accounts()  # before a launch: the job's account must exist
+        # Before a launch the job's account (and its user in it) must exist; once an account
+        # sync has run for them they do, and later launches for them skip it: it would sit
+        # in front of every launch (on Slurm, several sacctmgr calls) for nothing.
+        new = {(r.account, r.user) for r in answer.launch} - self.synced_for
+        if self.sync_accounts is not None and (due or new) and self._accounts():
+            self.synced_for |= new
         self._launch(answer, result)
         self._forget_finished()
         return result
 
-    def _accounts(self) -> None:
+    def _accounts(self) -> bool:
         assert self.sync_accounts is not None
         try:
             self.sync_accounts()
         except Exception as exc:  # account sync must never stop the job loop
             log.warning("account sync failed: %s", exc)
+            return False
+        return True
 
     def _observe(self) -> tuple[list[Capacity], list[RunStatus]]:
         """Capacity and run states; when the backend does not answer, report neither (the
