@@ -4,7 +4,9 @@ in-memory backend standing in for a site's scheduler."""
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -188,3 +190,34 @@ def test_the_account_sync_runs_before_a_new_account_s_first_launch_only(site: Si
     assert agent.round().launched == [f"fab-{second}"]
     assert len(synced) == 2  # the same account and user: launched without a sync
     assert agent.synced_for != set()
+
+
+def test_an_idle_agent_watching_for_work_launches_a_placed_job_without_waiting_its_interval(
+    site: Site,
+) -> None:
+    from fabbrica.backends.agent_link import OFFERS
+
+    agent = Agent(site.client, site.executor, backend="memory", interval=3600,
+                  watch=lambda: OFFERS.watch("jaif"))  # fmt: skip
+    stop = threading.Event()
+    thread = threading.Thread(target=agent.run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        assert poll(lambda: agent.rounds >= 1)  # its capacity is in: it now waits an hour
+        job_id = site.submit()
+        site.dispatcher.step()  # placed at the agent's factory: the link wakes the agent
+        assert poll(lambda: site.job(job_id)["state"] == "running")
+        assert agent.rounds >= 3  # woken: launched, then reported running at once
+    finally:
+        stop.set()
+        thread.join(10)
+    assert not thread.is_alive()  # a stop ends its wait too
+
+
+def poll(check: Callable[[], bool], seconds: float = 30.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.02)
+    return False

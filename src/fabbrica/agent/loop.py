@@ -64,7 +64,12 @@ class Agent:
         work_dir: Path | None = None,
         sync_accounts: Callable[[], object] | None = None,
         accounts_every: int = 10,
+        watch: Callable[[], Callable[[float, threading.Event], object]] | None = None,
     ) -> None:
+        """`watch()`, called before each round, gives a `wait(seconds, stop)` that returns
+        once work arrived for this agent since that call, or when the time is up: the loop
+        waits so between rounds (the embedded agent watches `agent_link.OFFERS`) instead of
+        sleeping its interval, and a job placed on an idle factory is launched at once."""
         self.client = client
         self.executor = executor
         self.backend = backend
@@ -72,6 +77,7 @@ class Agent:
         self.work_dir = work_dir or Path(tempfile.mkdtemp(prefix="fabbrica-agent-"))
         self.sync_accounts = sync_accounts
         self.accounts_every = accounts_every
+        self.watch = watch
         self.rounds = 0
         self.held: dict[str, Held] = {}
         self.failures = 0
@@ -89,9 +95,15 @@ class Agent:
     def run(self, stop: threading.Event) -> None:
         self.adopt()
         while not stop.is_set():
+            wait_for_work = self.watch() if self.watch is not None else None
             result = self.round()
             if result.ok:
                 self.failures = 0
+                if result.launched:
+                    continue  # report what it launched (running, or refused) at once
+                if wait_for_work is not None:
+                    wait_for_work(self.interval, stop)  # woken early by work for it
+                    continue
                 wait = self.interval
             else:
                 self.failures += 1
