@@ -18,6 +18,7 @@ closed).
 
 from __future__ import annotations
 
+import gc
 import math
 from collections import defaultdict
 from dataclasses import dataclass
@@ -367,5 +368,17 @@ def _model(job: Job) -> str:
 
 
 def schedule(snapshot: Snapshot) -> Decision:
-    """Run one pass over the snapshot; the snapshot is not changed."""
-    return _Pass(snapshot).run()
+    """Run one pass over the snapshot; the snapshot is not changed.
+
+    The cyclic garbage collector is paused for the pass (and resumed as it was): a pass over
+    100,000 jobs allocates a waiting reason per job, makes no garbage cycles, and would
+    otherwise spend about a third of its time in full collections walking the process's
+    heap (the snapshot included). Reference counting still frees what the pass drops."""
+    paused = gc.isenabled()
+    if paused:
+        gc.disable()
+    try:
+        return _Pass(snapshot).run()
+    finally:
+        if paused:
+            gc.enable()
