@@ -23,7 +23,7 @@ from fabbrica.agent.loop import Agent
 from fabbrica.api.app import create_app
 from fabbrica.api.deps import AppContext
 from fabbrica.backends import isolation
-from fabbrica.backends.agent_link import AgentLink
+from fabbrica.backends.agent_link import OFFERS, AgentLink
 from fabbrica.backends.local import LocalExecutor
 from fabbrica.catalog.loader import load_catalog
 from fabbrica.catalog.local import LOCAL_ID, emulated_federation, local_factory
@@ -129,6 +129,8 @@ def prepare(settings: Settings, catalog: Catalog, role: str = ALL) -> Prepared:
                     backend="local",
                     interval=LOCAL_AGENT_INTERVAL,
                     work_dir=settings.data_dir / "agent",
+                    # woken by a job this process's control loop places here: at once
+                    watch=lambda: OFFERS.watch(LOCAL_ID),
                 )
             )
         executors[LOCAL_ID] = AgentLink(

@@ -4,7 +4,9 @@ in-memory backend standing in for a site's scheduler."""
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -163,3 +165,59 @@ def test_a_job_the_backend_refuses_fails_and_is_not_charged(site: Site) -> None:
     job = site.job(job_id)
     assert job["state"] == "failed" and "could not start" in job["reason"]
     assert job["gpu_hours"] == 0
+
+
+def test_the_account_sync_runs_before_a_new_account_s_first_launch_only(site: Site) -> None:
+    synced: list[int] = []
+    failing = [True]
+
+    def sync_accounts() -> None:
+        synced.append(len(synced))
+        if failing[0]:
+            failing[0] = False
+            raise RuntimeError("sacctmgr away")
+
+    agent = Agent(site.client, site.executor, backend="memory", interval=0.01,
+                  sync_accounts=sync_accounts, accounts_every=1000)  # fmt: skip
+    assert agent.round().ok  # the first round syncs the accounts (failing: the loop goes on)
+    assert len(synced) == 1
+    first = site.submit()
+    site.dispatcher.step()
+    assert agent.round().launched == [f"fab-{first}"]
+    assert len(synced) == 2  # the job's account: synced before its first launch
+    second = site.submit()
+    site.dispatcher.step()
+    assert agent.round().launched == [f"fab-{second}"]
+    assert len(synced) == 2  # the same account and user: launched without a sync
+    assert agent.synced_for != set()
+
+
+def test_an_idle_agent_watching_for_work_launches_a_placed_job_without_waiting_its_interval(
+    site: Site,
+) -> None:
+    from fabbrica.backends.agent_link import OFFERS
+
+    agent = Agent(site.client, site.executor, backend="memory", interval=3600,
+                  watch=lambda: OFFERS.watch("jaif"))  # fmt: skip
+    stop = threading.Event()
+    thread = threading.Thread(target=agent.run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        assert poll(lambda: agent.rounds >= 1)  # its capacity is in: it now waits an hour
+        job_id = site.submit()
+        site.dispatcher.step()  # placed at the agent's factory: the link wakes the agent
+        assert poll(lambda: site.job(job_id)["state"] == "running")
+        assert agent.rounds >= 3  # woken: launched, then reported running at once
+    finally:
+        stop.set()
+        thread.join(10)
+    assert not thread.is_alive()  # a stop ends its wait too
+
+
+def poll(check: Callable[[], bool], seconds: float = 30.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.02)
+    return False

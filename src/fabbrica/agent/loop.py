@@ -64,7 +64,12 @@ class Agent:
         work_dir: Path | None = None,
         sync_accounts: Callable[[], object] | None = None,
         accounts_every: int = 10,
+        watch: Callable[[], Callable[[float, threading.Event], object]] | None = None,
     ) -> None:
+        """`watch()`, called before each round, gives a `wait(seconds, stop)` that returns
+        once work arrived for this agent since that call, or when the time is up: the loop
+        waits so between rounds (the embedded agent watches `agent_link.OFFERS`) instead of
+        sleeping its interval, and a job placed on an idle factory is launched at once."""
         self.client = client
         self.executor = executor
         self.backend = backend
@@ -72,10 +77,13 @@ class Agent:
         self.work_dir = work_dir or Path(tempfile.mkdtemp(prefix="fabbrica-agent-"))
         self.sync_accounts = sync_accounts
         self.accounts_every = accounts_every
+        self.watch = watch
         self.rounds = 0
         self.held: dict[str, Held] = {}
         self.failures = 0
         self.backend_ok = True
+        # (account, user) pairs an account sync has run for since this agent started
+        self.synced_for: set[tuple[str | None, str | None]] = set()
 
     def adopt(self) -> int:
         """Find the runs the backend holds for Fabbrica (after a restart)."""
@@ -87,9 +95,15 @@ class Agent:
     def run(self, stop: threading.Event) -> None:
         self.adopt()
         while not stop.is_set():
+            wait_for_work = self.watch() if self.watch is not None else None
             result = self.round()
             if result.ok:
                 self.failures = 0
+                if result.launched:
+                    continue  # report what it launched (running, or refused) at once
+                if wait_for_work is not None:
+                    wait_for_work(self.interval, stop)  # woken early by work for it
+                    continue
                 wait = self.interval
             else:
                 self.failures += 1
@@ -116,18 +130,24 @@ class Agent:
         self.rounds += 1
         self._cancel(answer, result)
         due = self.accounts_every and self.rounds % self.accounts_every == 1 % self.accounts_every
-        if self.sync_accounts is not None and (due or answer.launch):
-            self._accounts()  # before a launch: the job's account must exist
+        # Before a launch the job's account (and its user in it) must exist; once an account
+        # sync has run for them they do, and later launches for them skip it: it would sit
+        # in front of every launch (on Slurm, several sacctmgr calls) for nothing.
+        new = {(r.account, r.user) for r in answer.launch} - self.synced_for
+        if self.sync_accounts is not None and (due or new) and self._accounts():
+            self.synced_for |= new
         self._launch(answer, result)
         self._forget_finished()
         return result
 
-    def _accounts(self) -> None:
+    def _accounts(self) -> bool:
         assert self.sync_accounts is not None
         try:
             self.sync_accounts()
         except Exception as exc:  # account sync must never stop the job loop
             log.warning("account sync failed: %s", exc)
+            return False
+        return True
 
     def _observe(self) -> tuple[list[Capacity], list[RunStatus]]:
         """Capacity and run states; when the backend does not answer, report neither (the

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -33,6 +35,48 @@ DEFAULT_LEASE = dt.timedelta(seconds=60)
 # Capacity older than this share of the agent lease is not used for placement (30 s of the
 # default 60 s lease): an agent that has missed syncs for half its lease gets no new work.
 STALE_SHARE_OF_LEASE = 0.5
+
+
+class Offers:
+    """Wakes what waits in this process for a factory's agent to have work: a job placed
+    there (or one to cancel). The control loop notifies when it hands a job to the link;
+    an agent loop in the same process (the embedded default) waits here instead of
+    sleeping its interval, so a job submitted to an idle factory is launched at once."""
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+        self._generation: dict[str, int] = {}
+
+    def generation(self, factory_id: str) -> int:
+        with self._changed:
+            return self._generation.get(factory_id, 0)
+
+    def notify(self, factory_id: str) -> None:
+        with self._changed:
+            self._generation[factory_id] = self._generation.get(factory_id, 0) + 1
+            self._changed.notify_all()
+
+    def watch(self, factory_id: str) -> Callable[[float, threading.Event], bool]:
+        """A wait for work that arrives after this call (see `wait`)."""
+        since = self.generation(factory_id)
+        return lambda timeout, stop: self.wait(factory_id, since, timeout, stop)
+
+    def wait(
+        self, factory_id: str, since: int, timeout: float, stop: threading.Event | None = None
+    ) -> bool:
+        """Until the factory's generation moves past `since` (True), `timeout` seconds pass
+        or `stop` is set (False; checked every 0.25 s)."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while self._generation.get(factory_id, 0) == since:
+                left = deadline - time.monotonic()
+                if left <= 0 or (stop is not None and stop.is_set()):
+                    return False
+                self._changed.wait(min(left, 0.25))
+            return True
+
+
+OFFERS = Offers()  # this process's
 
 
 class AgentLink:
@@ -82,7 +126,9 @@ class AgentLink:
             return [Capacity(**c) for c in json.loads(agent.capacity)]
 
     def submit(self, request: LaunchRequest) -> RunStatus:
-        """Nothing to do: the job waits for the agent's next sync to take it."""
+        """Nothing to do but wake the agent if it waits in this process: the job waits for
+        the agent's next sync to take it."""
+        OFFERS.notify(self.factory_id)
         return RunStatus(request.run_tag, RunState.PENDING)
 
     def poll(self, run_tags: list[str]) -> list[RunStatus]:
@@ -113,6 +159,7 @@ class AgentLink:
             job = session.get(Job, job_id) if job_id is not None else None
             if job is not None and job.state == JobState.DISPATCHED.value and not job.site_job_id:
                 return RunStatus(run_tag, RunState.CANCELLED, reason="cancelled before it started")
+        OFFERS.notify(self.factory_id)  # its agent cancels it at its next sync: now
         return self.poll([run_tag])[0]
 
     def usage(self, run_tags: list[str]) -> list[UsageSample]:

@@ -20,6 +20,19 @@ class PartitionState:
     _gpus: list[int] = field(default_factory=list)  # GPUs released at _ends[i]
     _started: list[tuple[Seconds, int]] = field(default_factory=list)  # before sorting
     _prefix: list[int] | None = None
+    # need -> the release time at which `need` GPUs are free (None: never), for needs above
+    # `free`; emptied when work starts. Most of a long queue asks the same few sizes.
+    _when: dict[int, Seconds | None] = field(default_factory=dict)
+    # the partition's (factory, id) and billing, read by every placement
+    key: tuple[str, str] = field(init=False)
+    billing_factor: float = field(init=False)
+    whole_node_gpus: int = field(init=False)  # GPUs per node under whole_node billing, or 0
+
+    def __post_init__(self) -> None:
+        partition = self.partition
+        self.key = partition.key
+        self.billing_factor = partition.billing_factor
+        self.whole_node_gpus = partition.gpus_per_node if partition.whole_nodes else 0
 
     @classmethod
     def of(cls, partition: Partition) -> PartitionState:
@@ -29,6 +42,8 @@ class PartitionState:
         if gpus > self.free:
             raise ValueError(f"{gpus} GPUs do not fit in {self.free} free")
         self.free -= gpus
+        if self._when:
+            self._when = {}
         if self._ends is None:
             self._started.append((end, gpus))
             return
@@ -41,11 +56,16 @@ class PartitionState:
         """When `need` GPUs are free at the earliest, if running work ends on time."""
         if need <= self.free:
             return now
-        ends, prefix = self._sorted(), self._released()
-        index = bisect.bisect_left(prefix, need - self.free)
-        if index == len(prefix):
+        if need in self._when:
+            when = self._when[need]
+        else:
+            ends, prefix = self._sorted(), self._released()
+            index = bisect.bisect_left(prefix, need - self.free)
+            when = None if index == len(prefix) else ends[index]
+            self._when[need] = when
+        if when is None:
             return None
-        return max(ends[index], now)
+        return now if now > when else when  # max(when, now)
 
     def free_at(self, when: Seconds) -> int:
         """GPUs free at `when` (after what ends by then is released)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from itertools import pairwise
 from operator import attrgetter
 
 from fabbrica.sched.model import Job, Policy, Seconds
@@ -41,14 +42,33 @@ def order(
         # Priority then falls (weakly) with the submission time, so this is the same order,
         # found without computing a priority per job: what a long queue needs.
         return sorted(queue, key=_BY_SUBMISSION)
-    return sorted(
-        queue,
-        key=lambda j: (
-            -priority(j, now, factors.get(j.project, 1.0), policy),
-            j.submitted_at,
-            j.id,
-        ),
-    )
+    # `priority` inlined (the same arithmetic in the same order, so the same floats): a
+    # queue of 100,000 jobs would otherwise spend a function call per job on it. Sorting
+    # on the priority alone (floats compare fast) and then each run of equal priorities
+    # on (submission, id) gives the order of the (-priority, submission, id) key.
+    fair = {p: policy.fairshare_weight * f for p, f in factors.items()}
+    default_fair = policy.fairshare_weight * 1.0
+    age_weight, saturation = policy.age_weight, policy.age_saturation
+    keys = [
+        -(
+            fair.get(j.project, default_fair)
+            + age_weight * min(max(now - j.submitted_at, 0.0) / saturation, 1.0)
+        )
+        for j in queue
+    ]
+    indices = sorted(range(len(queue)), key=keys.__getitem__)
+    ranked = [queue[i] for i in indices]
+    values = [keys[i] for i in indices]
+    tied = [i for i, (a, b) in enumerate(pairwise(values)) if a == b]
+    end = -1
+    for i in tied:
+        if i <= end:
+            continue  # inside the run already sorted
+        end = i + 1
+        while end + 1 < len(values) and values[end + 1] == values[i]:
+            end += 1
+        ranked[i : end + 1] = sorted(ranked[i : end + 1], key=_BY_SUBMISSION)
+    return ranked
 
 
 _BY_SUBMISSION = attrgetter("submitted_at", "id")
