@@ -146,6 +146,7 @@ def prepare(settings: Settings, catalog: Catalog, role: str = ALL) -> Prepared:
         fixed_executors=executors,
         files=settings.data_dir,
         upload_max_bytes=settings.upload_max_bytes,
+        dataset_quota_bytes=settings.dataset_quota_bytes,
         archive_limits=ArchiveLimits(
             max_entries=settings.archive_max_entries,
             max_unpacked_bytes=settings.archive_max_unpacked_bytes,

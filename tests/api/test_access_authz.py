@@ -38,6 +38,17 @@ NOT_ACCESS_ROUTES = {
     ("GET", "/jobs/{job_id}/logs"),
     ("GET", "/jobs/{job_id}/outputs"),
     ("GET", "/usage"),
+    # data sets: isolation is tested in tests/api/test_datasets_api.py
+    ("POST", "/datasets/uploads"),
+    ("GET", "/datasets/uploads/{upload_id}"),
+    ("HEAD", "/datasets/uploads/{upload_id}"),
+    ("PUT", "/datasets/uploads/{upload_id}"),
+    ("POST", "/datasets/uploads/{upload_id}/commit"),
+    ("GET", "/datasets"),
+    ("GET", "/datasets/{dataset_id}"),
+    ("GET", "/datasets/{dataset_id}/croissant.json"),
+    ("GET", "/datasets/{dataset_id}/versions/{version}/file"),
+    ("DELETE", "/datasets/{dataset_id}"),
     # site agents: isolation is tested in tests/api/test_agents_api.py
     ("POST", "/agents/{factory_id}/token"),
     ("GET", "/agents"),
