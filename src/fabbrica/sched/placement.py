@@ -35,7 +35,7 @@ from fabbrica.sched.model import (
     Waiting,
 )
 from fabbrica.sched.priority import fairshare_factors, order
-from fabbrica.sched.reasons import after, no_candidate_reason
+from fabbrica.sched.reasons import after, no_candidate_reason, residency_note
 
 
 @dataclass
@@ -116,7 +116,8 @@ class _Pass:
         candidates = self._with_allocation(job, fitting)
         if not candidates:
             if self.explain:
-                self._wait(job, self._allocation_reason(job, fitting))
+                note = residency_note(job, {s.partition.factory for s in fitting})
+                self._wait(job, self._allocation_reason(job, fitting) + note)
             return
         startable = [c for c in candidates if self._may_start_now(job, c.state)]
         if startable:
@@ -213,10 +214,12 @@ class _Pass:
         found = self._earliest(job, candidates)
         if found is None:
             if self.explain:
-                self._wait(job, f"{job.gpus} GPUs never free up on its allowed partitions")
+                note = residency_note(job, {c.state.partition.factory for c in candidates})
+                self._wait(job, f"{job.gpus} GPUs never free up on its allowed partitions{note}")
             return
         start, best = found
         partition = best.state.partition
+        note = residency_note(job, {c.state.partition.factory for c in candidates})
         if not backfill:
             self.closed.update(c.state.partition.key for c in candidates)
         elif reserve is not None:
@@ -232,7 +235,8 @@ class _Pass:
             self._wait(
                 job,
                 f"no allowed factory has {job.gpus} free {_model(job)}GPUs now; reserved: "
-                f"earliest estimated start {after(start - self.now)} at {partition.factory}",
+                f"earliest estimated start {after(start - self.now)} at {partition.factory}"
+                f"{note}",
                 start,
                 partition.factory,
             )
@@ -243,7 +247,7 @@ class _Pass:
             job,
             f"no allowed factory has {job.gpus} free {_model(job)}GPUs now (or they are "
             f"held for a higher-priority job); earliest estimated start "
-            f"{after(start - self.now)} at {partition.factory}",
+            f"{after(start - self.now)} at {partition.factory}{note}",
             start,
             partition.factory,
         )

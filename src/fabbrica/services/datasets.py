@@ -434,7 +434,7 @@ def job_mounts(session: Session, job_id: int) -> list[tuple[str, list[FileEntry]
         .where(JobDataset.job_id == job_id)
         .order_by(JobDataset.name)
     )
-    return [(name, files_of(session, version)) for name, version in rows.tuples()]
+    return [(name, files_of(session, version)) for name, version in rows]
 
 
 def residency_by_job(session: Session, job_ids: Sequence[int]) -> dict[int, JobData]:
@@ -446,7 +446,7 @@ def residency_by_job(session: Session, job_ids: Sequence[int]) -> dict[int, JobD
         .where(JobDataset.job_id.in_(job_ids), Dataset.residency.is_not(None))
     )
     limits: dict[int, JobData] = {}
-    for job_id, name, version, dataset in rows.tuples():
+    for job_id, name, version, dataset in rows:
         allowed = residency_countries(dataset.residency) or frozenset()
         before = limits.get(job_id)
         label = f"{dataset.name}@{version.version} ({dataset.residency})"
