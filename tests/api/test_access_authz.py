@@ -57,6 +57,7 @@ NOT_ACCESS_ROUTES = {
     ("GET", "/agent/accounts"),
     ("GET", "/agent/jobs/{job_id}/workdir"),
     ("POST", "/agent/jobs/{job_id}/log"),
+    ("GET", "/agent/jobs/{job_id}/objects/{sha256}"),
     ("GET", "/sectors"),
     ("GET", "/health"),
     ("GET", "/factories"),

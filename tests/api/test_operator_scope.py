@@ -80,6 +80,7 @@ NOT_FACTORY_SCOPED = {
     ("GET", "/agent/accounts"),
     ("GET", "/agent/jobs/{job_id}/workdir"),
     ("POST", "/agent/jobs/{job_id}/log"),
+    ("GET", "/agent/jobs/{job_id}/objects/{sha256}"),
 }
 
 

@@ -107,6 +107,7 @@ ROUTE_ERRORS: dict[tuple[str, str], frozenset[int]] = {
     ("GET", "/agent/accounts"): frozenset({403, 404}),
     ("GET", "/agent/jobs/{job_id}/workdir"): frozenset({403, 404}),
     ("POST", "/agent/jobs/{job_id}/log"): frozenset({403, 404, 409}),
+    ("GET", "/agent/jobs/{job_id}/objects/{sha256}"): frozenset({403, 404}),
 }
 
 _WHY = {
