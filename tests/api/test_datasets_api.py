@@ -191,6 +191,11 @@ def test_bad_input_names_the_field_and_changes_nothing(world: World) -> None:
     assert put(world, uid, wrong, 0, len(data)).status_code == 200
     r = world.api.post(f"{API}/datasets/uploads/{uid}/commit", headers=world.pi)
     assert_error(r, 422, "invalid", "sha256")
+    # the upload starts again from byte 0, and then succeeds
+    assert world.api.get(f"{API}/datasets/uploads/{uid}", headers=world.pi).json()["received"] == 0
+    assert put(world, uid, data, 0, len(data)).status_code == 200
+    done = world.api.post(f"{API}/datasets/uploads/{uid}/commit", headers=world.pi)
+    assert done.status_code == 201 and done.json()["files"][0]["path"] == "a"
 
 
 def test_another_tenants_data_set_is_not_found(world: World) -> None:

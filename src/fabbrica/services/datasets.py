@@ -190,9 +190,11 @@ def commit_upload(
         )
     project = session.get_one(Project, upload.project_pk)
     if dataset_store.file_sha256(dataset_store.part_path(files, upload.id)) != upload.sha256:
-        session.delete(upload)  # what arrived is not what was announced: start again
-        dataset_store.discard_part(files, upload.id)
-        raise InvalidInput("the bytes received do not have the sha256 announced", "sha256")
+        raise BadUpload(
+            "the bytes received do not have the sha256 announced; the upload starts again "
+            "from byte 0",
+            "sha256",
+        )
     entries = dataset_store.ingest(files, upload.id)
     size = sum(e.size for e in entries)
     _check_quota(session, project, size, quota, leaving=upload)
@@ -232,6 +234,17 @@ def commit_upload(
     )
     session.delete(upload)
     return version
+
+
+class BadUpload(InvalidInput):
+    """What arrived is not what was announced: the caller restarts the upload."""
+
+
+def restart_upload(session: Session, actor: User, upload_id: str, *, files: Path) -> None:
+    """Forget the bytes received (the next range starts at 0)."""
+    upload = get_upload(session, actor, upload_id, lock=True)
+    upload.received = 0
+    dataset_store.discard_part(files, upload.id)
 
 
 def _check_quota(

@@ -173,9 +173,14 @@ def commit_upload(
     """The complete upload becomes the data set's next version (its sha256 checked, each
     file put in the content store under its own sha256)."""
     files = _files(ctx)
-    version = datasets.commit_upload(
-        session, actor, upload_id, files=files, quota=ctx.dataset_quota_bytes, now=ctx.clock()
-    )
+    try:
+        version = datasets.commit_upload(
+            session, actor, upload_id, files=files, quota=ctx.dataset_quota_bytes, now=ctx.clock()
+        )
+    except datasets.BadUpload:
+        datasets.restart_upload(session, actor, upload_id, files=files)
+        session.commit()
+        raise
     shown = dataset_public(session, version.dataset, version.version)
     session.commit()
     dataset_store.discard_part(files, upload_id)
