@@ -188,7 +188,10 @@ def commit_upload(
             f"the server has {upload.received} of {upload.size_bytes} bytes: send the rest",
             field="offset",
         )
-    project = session.get_one(Project, upload.project_pk)
+    # one commit per project at a time: version numbers and first versions never collide
+    project = session.scalars(
+        select(Project).where(Project.pk == upload.project_pk).with_for_update()
+    ).one()
     if dataset_store.file_sha256(dataset_store.part_path(files, upload.id)) != upload.sha256:
         raise BadUpload(
             "the bytes received do not have the sha256 announced; the upload starts again "
