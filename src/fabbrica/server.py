@@ -32,7 +32,7 @@ from fabbrica.core.archives import ArchiveLimits
 from fabbrica.core.executor import Executor
 from fabbrica.embedded import InProcessClient
 from fabbrica.portal import install_portal
-from fabbrica.services import agents, identity, job_files, portal_sessions
+from fabbrica.services import agents, datasets, identity, job_files, portal_sessions
 from fabbrica.services.access.allocations import ExpiryStep
 from fabbrica.services.access.calls import seed_calls
 from fabbrica.services.alerts import AlertStep
@@ -161,6 +161,7 @@ def prepare(settings: Settings, catalog: Catalog, role: str = ALL) -> Prepared:
     if role == ALL:
         with db.session() as session:  # what a crash mid-submission left behind
             swept = job_files.sweep_uploads(session, settings.data_dir)
+            swept += datasets.sweep_files(session, settings.data_dir)
         if swept:
             log.warning("removed %d abandoned upload(s) from %s", len(swept), settings.data_dir)
     warnings = []

@@ -18,7 +18,7 @@ from fabbrica.api.app import create_app
 from fabbrica.api.deps import AppContext
 from fabbrica.catalog.local import local_factory
 from fabbrica.catalog.model import Catalog
-from fabbrica.services import identity
+from fabbrica.services import datasets, identity
 from fabbrica.services.access.calls import seed_calls
 from fabbrica.services.dataset_store import object_path
 from fabbrica.store.db import Database
@@ -226,3 +226,23 @@ def test_quota_counts_every_version_and_pending_uploads(world: World) -> None:
     add(world, {"big.bin": b"1" * (QUOTA // 2)})
     data = pack({"big.bin": b"2" * (QUOTA // 2)})
     assert_error(start(world, data), 413, "too_large", "size")
+
+
+def test_the_start_sweeps_what_a_crash_left_and_keeps_the_rest(world: World) -> None:
+    done = add(world, {"kept.bin": b"kept"})
+    data = pack({"p": b"pending"})
+    pending = start(world, data, name="pending").json()["id"]
+    assert_error(put(world, pending, b"x", 0, 1), 422, "invalid", "Content-Range")
+    assert put(world, pending, data[:100], 0, len(data)).status_code == 200
+    root = world.files / "datasets"
+    left = [root / "objects" / ".partial" / "x", root / "uploads" / f"{'0' * 32}.part",
+            root / "objects" / "ab" / ("ab" + "0" * 62)]  # fmt: skip
+    for path in left:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"left behind")
+    with world.db.session() as session:
+        swept = datasets.sweep_files(session, world.files)
+    assert sorted(swept) == sorted(left)
+    kept = object_path(world.files, done["files"][0]["sha256"])
+    assert kept.read_bytes() == b"kept"
+    assert (root / "uploads" / f"{pending}.part").exists()

@@ -119,3 +119,20 @@ def _store(files: Path, blocks: Iterable[bytes]) -> tuple[str, int]:
 def remove_objects(files: Path, shas: Iterable[str]) -> None:
     for sha in shas:
         object_path(files, sha).unlink(missing_ok=True)
+
+
+def sweep(files: Path, live_uploads: set[str], referenced: set[str]) -> list[Path]:
+    """Delete what a crash left behind: partial objects, parts of uploads no row names,
+    and objects no version names. Run at start, before requests are served."""
+    root = files / DATASETS
+    removed = [p for p in (root / "objects" / ".partial").glob("*") if p.is_file()]
+    removed += [
+        p
+        for p in (root / "uploads").glob("*.part")
+        if p.name.removesuffix(".part") not in live_uploads
+    ]
+    for folder in (root / "objects").glob("??"):
+        removed += [p for p in folder.iterdir() if p.is_file() and p.name not in referenced]
+    for path in removed:
+        path.unlink(missing_ok=True)
+    return removed

@@ -157,11 +157,22 @@ def get_upload(
 
 
 def receive(
-    session: Session, actor: User, upload_id: str, start: int, data: bytes, *, files: Path
+    session: Session,
+    actor: User,
+    upload_id: str,
+    start: int,
+    data: bytes,
+    *,
+    files: Path,
+    total: int | None = None,
 ) -> DatasetUpload:
     """Bytes `start`.. of the upload. Conflict (field `offset`) unless `start` is where
     the server stopped: the client asks for the offset and goes on from there."""
     upload = get_upload(session, actor, upload_id, lock=True)
+    if total is not None and total != upload.size_bytes:
+        raise InvalidInput(
+            f"the upload is {upload.size_bytes} bytes, not {total}", field="Content-Range"
+        )
     if start != upload.received:
         raise Conflict(
             f"the server has {upload.received} bytes of this upload: send from there",
@@ -358,6 +369,13 @@ def croissant_of(
         url=f"{base_url.rstrip('/')}/api/v1/datasets/{dataset.id}",
     )
     return croissant(facts)
+
+
+def sweep_files(session: Session, files: Path) -> list[Path]:
+    """Remove the data set files no upload or version names (dataset_store.sweep)."""
+    live = set(session.scalars(select(DatasetUpload.id)))
+    referenced = set(session.scalars(select(DatasetFile.sha256).distinct()))
+    return dataset_store.sweep(files, live, referenced)
 
 
 # --- deleting --------------------------------------------------------------------------

@@ -130,7 +130,7 @@ async def upload_range(
     START-END/SIZE`; START must be the offset received so far (409 naming `offset`
     otherwise, with nothing written)."""
     files = _files(ctx)
-    start, end = _content_range(request.headers.get("content-range"))
+    start, end, total = _content_range(request.headers.get("content-range"))
     data = await request.body()
     if end - start + 1 != len(data):
         raise InvalidInput(
@@ -139,7 +139,7 @@ async def upload_range(
         )
 
     def work() -> UploadPublic:
-        upload = datasets.receive(session, actor, upload_id, start, data, files=files)
+        upload = datasets.receive(session, actor, upload_id, start, data, files=files, total=total)
         shown = upload_public(upload, _project_id(session, upload))
         session.commit()
         return shown
@@ -147,14 +147,14 @@ async def upload_range(
     return await run_in_threadpool(work)
 
 
-def _content_range(value: str | None) -> tuple[int, int]:
+def _content_range(value: str | None) -> tuple[int, int, int]:
     match = _RANGE.match(value or "")
     if match is None:
         raise InvalidInput("send Content-Range: bytes START-END/SIZE", "Content-Range")
     start, end = int(match.group(1)), int(match.group(2))
     if end < start:
         raise InvalidInput("the range ends before it starts", "Content-Range")
-    return start, end
+    return start, end, int(match.group(3))
 
 
 def _project_id(session: Session, upload: DatasetUpload) -> str:
