@@ -140,6 +140,9 @@ def test_versions_are_immutable_and_share_their_bytes(world: World) -> None:
     assert alpha.exists() and not beta.exists()
     listed = world.api.get(f"{API}/datasets", headers=world.pi).json()
     assert [(d["name"], d["version"]) for d in listed] == [("scans", 2)]
+    r = world.api.delete(f"{API}/datasets/{one['id']}?version=2", headers=world.pi)
+    assert r.json() == {"deleted": ["scans@2"]} and not alpha.exists()
+    assert world.api.get(f"{API}/datasets", headers=world.pi).json() == []  # the last one
 
 
 def test_croissant_document_of_a_version(world: World) -> None:
@@ -246,3 +249,18 @@ def test_the_start_sweeps_what_a_crash_left_and_keeps_the_rest(world: World) -> 
     kept = object_path(world.files, done["files"][0]["sha256"])
     assert kept.read_bytes() == b"kept"
     assert (root / "uploads" / f"{pending}.part").exists()
+
+
+def test_an_upload_holding_anything_but_files_is_refused_at_commit(world: World) -> None:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        link = tarfile.TarInfo("passwd")
+        link.type, link.linkname = tarfile.SYMTYPE, "/etc/passwd"
+        tar.addfile(link)
+    for data in (buffer.getvalue(), pack({"../up.txt": b"x"})):
+        uid = start(world, data, name="bad").json()["id"]
+        assert put(world, uid, data, 0, len(data)).status_code == 200
+        r = world.api.post(f"{API}/datasets/uploads/{uid}/commit", headers=world.pi)
+        assert_error(r, 422, "invalid", "data")
+    assert world.api.get(f"{API}/datasets", headers=world.pi).json() == []
+    assert not (world.files / "up.txt").exists()

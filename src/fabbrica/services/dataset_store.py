@@ -64,7 +64,7 @@ def ingest(files: Path, upload_id: str) -> list[FileEntry]:
             for member in tar:
                 if member.isdir():
                     continue
-                if not member.isreg():
+                if not member.isreg() or member.issparse():
                     raise InvalidInput(
                         f"{member.name[:80]!r} is not a regular file (links, devices and "
                         "FIFOs have no place in a data set)",

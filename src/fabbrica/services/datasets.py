@@ -384,7 +384,8 @@ def sweep_files(session: Session, files: Path) -> list[Path]:
 def delete_versions(
     session: Session, actor: User, dataset_id: int, version: int | None
 ) -> tuple[list[str], set[str]]:
-    """Delete one version (or, with None, the whole data set). Conflict (field
+    """Delete one version (or, with None, the whole data set; deleting its last version
+    deletes it too). Conflict (field
     `version`) while a queued or running job reads it. Returns what was deleted
     (`name@N` each) and the sha256 of the objects no version names any more: the caller
     removes them from the content store once the transaction committed."""
@@ -412,9 +413,10 @@ def delete_versions(
     names = [f"{dataset.name}@{v.version}" for v in doomed]
     for doomed_version in doomed:
         session.delete(doomed_version)
-    if version is None:
-        session.delete(dataset)
     session.flush()
+    if version is None or not versions(session, dataset):
+        session.delete(dataset)  # a data set lives as long as one of its versions
+        session.flush()
     kept = set(session.scalars(select(DatasetFile.sha256).where(DatasetFile.sha256.in_(shas))))
     return names, shas - kept
 
