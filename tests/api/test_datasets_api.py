@@ -68,14 +68,14 @@ def pack(files: dict[str, bytes]) -> bytes:
 def start(w: World, data: bytes, name: str = "scans", **extra: Any) -> Any:
     body = {"project": w.project, "name": name, "size": len(data),
             "sha256": hashlib.sha256(data).hexdigest(), **extra}  # fmt: skip
-    return w.api.post(f"{API}/datasets/uploads", headers=w.pi, json=body)
+    return w.api.post(f"{API}/dataset-uploads", headers=w.pi, json=body)
 
 
 def put(w: World, upload: str, data: bytes, start_at: int, size: int) -> Any:
     end = start_at + len(data) - 1
     headers = {**w.pi, "Content-Type": "application/octet-stream",
                "Content-Range": f"bytes {start_at}-{end}/{size}"}  # fmt: skip
-    return w.api.put(f"{API}/datasets/uploads/{upload}", headers=headers, content=data)
+    return w.api.put(f"{API}/dataset-uploads/{upload}", headers=headers, content=data)
 
 
 def add(w: World, files: dict[str, bytes], name: str = "scans", **extra: Any) -> Any:
@@ -84,7 +84,7 @@ def add(w: World, files: dict[str, bytes], name: str = "scans", **extra: Any) ->
     assert upload.status_code == 201, upload.text
     uid = upload.json()["id"]
     assert put(w, uid, data, 0, len(data)).status_code == 200
-    done = w.api.post(f"{API}/datasets/uploads/{uid}/commit", headers=w.pi)
+    done = w.api.post(f"{API}/dataset-uploads/{uid}/commit", headers=w.pi)
     assert done.status_code == 201, done.text
     return done.json()
 
@@ -100,12 +100,12 @@ def test_an_upload_resumes_where_the_server_stopped(world: World) -> None:
     # the client died; asked again for the same bytes, the server says where it stopped
     again = start(world, data)
     assert again.json() == {**first.json(), "received": half}
-    head = world.api.head(f"{API}/datasets/uploads/{uid}", headers=world.pi)
+    head = world.api.head(f"{API}/dataset-uploads/{uid}", headers=world.pi)
     assert head.headers["Upload-Offset"] == str(half)
     # a range that does not start there is refused, nothing written
     assert_error(put(world, uid, data[:10], 0, len(data)), 409, "conflict", "offset")
     assert put(world, uid, data[half:], half, len(data)).json()["received"] == len(data)
-    done = world.api.post(f"{API}/datasets/uploads/{uid}/commit", headers=world.pi).json()
+    done = world.api.post(f"{API}/dataset-uploads/{uid}/commit", headers=world.pi).json()
     assert (done["name"], done["version"], done["residency"]) == ("scans", 1, "FR,IT")
     files = {f["path"]: f for f in done["files"]}
     assert files["train/a.bin"]["sha256"] == hashlib.sha256(payload).hexdigest()
@@ -117,7 +117,7 @@ def test_an_upload_resumes_where_the_server_stopped(world: World) -> None:
     )
     assert hashlib.sha256(got.content).hexdigest() == files["train/a.bin"]["sha256"]
     # the upload is gone once committed
-    assert_error(world.api.get(f"{API}/datasets/uploads/{uid}", headers=world.pi), 404,
+    assert_error(world.api.get(f"{API}/dataset-uploads/{uid}", headers=world.pi), 404,
                  "not_found", "upload_id")  # fmt: skip
 
 
@@ -180,24 +180,24 @@ def test_bad_input_names_the_field_and_changes_nothing(world: World) -> None:
     for extra, field in cases:
         body = {"project": world.project, "name": "ok", "size": len(data),
                 "sha256": hashlib.sha256(data).hexdigest(), **extra}  # fmt: skip
-        r = world.api.post(f"{API}/datasets/uploads", headers=world.pi, json=body)
+        r = world.api.post(f"{API}/dataset-uploads", headers=world.pi, json=body)
         status = 413 if field == "size" else 404 if field == "project" else 422
         code = {413: "too_large", 404: "not_found", 422: "invalid"}[status]
         assert_error(r, status, code, field)
     assert snapshot(world.db) == before
     uid = start(world, data).json()["id"]
     headers = {**world.pi, "Content-Type": "application/octet-stream"}
-    r = world.api.put(f"{API}/datasets/uploads/{uid}", headers=headers, content=data)
+    r = world.api.put(f"{API}/dataset-uploads/{uid}", headers=headers, content=data)
     assert_error(r, 422, "invalid", "Content-Range")
     # bytes that are not what was announced: refused at commit
     wrong = b"\x00" * len(data)
     assert put(world, uid, wrong, 0, len(data)).status_code == 200
-    r = world.api.post(f"{API}/datasets/uploads/{uid}/commit", headers=world.pi)
+    r = world.api.post(f"{API}/dataset-uploads/{uid}/commit", headers=world.pi)
     assert_error(r, 422, "invalid", "sha256")
     # the upload starts again from byte 0, and then succeeds
-    assert world.api.get(f"{API}/datasets/uploads/{uid}", headers=world.pi).json()["received"] == 0
+    assert world.api.get(f"{API}/dataset-uploads/{uid}", headers=world.pi).json()["received"] == 0
     assert put(world, uid, data, 0, len(data)).status_code == 200
-    done = world.api.post(f"{API}/datasets/uploads/{uid}/commit", headers=world.pi)
+    done = world.api.post(f"{API}/dataset-uploads/{uid}/commit", headers=world.pi)
     assert done.status_code == 201 and done.json()["files"][0]["path"] == "a"
 
 
@@ -217,10 +217,10 @@ def test_another_tenants_data_set_is_not_found(world: World) -> None:
     data = pack({"x": b"1"})
     body = {"project": world.project, "name": "x", "size": len(data),
             "sha256": hashlib.sha256(data).hexdigest()}  # fmt: skip
-    r = world.api.post(f"{API}/datasets/uploads", headers=other, json=body)
+    r = world.api.post(f"{API}/dataset-uploads", headers=other, json=body)
     assert_error(r, 404, "not_found", "project")
     uid = start(world, data, name="mine").json()["id"]
-    assert_error(world.api.get(f"{API}/datasets/uploads/{uid}", headers=other), 404,
+    assert_error(world.api.get(f"{API}/dataset-uploads/{uid}", headers=other), 404,
                  "not_found", "upload_id")  # fmt: skip
     assert world.api.get(base, headers=world.pi).status_code == 200
 
@@ -260,7 +260,7 @@ def test_an_upload_holding_anything_but_files_is_refused_at_commit(world: World)
     for data in (buffer.getvalue(), pack({"../up.txt": b"x"})):
         uid = start(world, data, name="bad").json()["id"]
         assert put(world, uid, data, 0, len(data)).status_code == 200
-        r = world.api.post(f"{API}/datasets/uploads/{uid}/commit", headers=world.pi)
+        r = world.api.post(f"{API}/dataset-uploads/{uid}/commit", headers=world.pi)
         assert_error(r, 422, "invalid", "data")
     assert world.api.get(f"{API}/datasets", headers=world.pi).json() == []
     assert not (world.files / "up.txt").exists()

@@ -50,7 +50,7 @@ def test_a_killed_upload_resumes_without_sending_the_first_half_again(
         body = {"project": project, "name": "scans", "size": packed.size,
                 "sha256": packed.sha256}  # fmt: skip
         headers = {"Authorization": f"Bearer {cli.token}"}
-        upload = httpx.post(f"{server.url}/api/v1/datasets/uploads", json=body, headers=headers)
+        upload = httpx.post(f"{server.url}/api/v1/dataset-uploads", json=body, headers=headers)
         had = upload.json()["received"]
         assert packed.size * 0.4 <= had < packed.size, had
 

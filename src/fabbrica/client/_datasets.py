@@ -98,10 +98,10 @@ class DatasetsApi(Http):
             body = {"project": project, "name": name, "size": packed.size,
                     "sha256": packed.sha256, "residency": residency, "class": data_class,
                     "license": license, "description": description}  # fmt: skip
-            upload = self._post("/datasets/uploads", body)
+            upload = self._post("/dataset-uploads", body)
             self._send_rest(upload, packed, progress, chunk_bytes)
             return cast(
-                dict[str, Any], self._json("POST", f"/datasets/uploads/{upload['id']}/commit")
+                dict[str, Any], self._json("POST", f"/dataset-uploads/{upload['id']}/commit")
             )
         finally:
             packed.file.close()
@@ -124,7 +124,7 @@ class DatasetsApi(Http):
                 "Content-Type": "application/octet-stream",
                 "Content-Range": f"bytes {offset}-{offset + len(data) - 1}/{total}",
             }
-            response = self._send("PUT", f"/datasets/uploads/{uid}", content=data, headers=headers)
+            response = self._send("PUT", f"/dataset-uploads/{uid}", content=data, headers=headers)
             if response.status_code == 409:  # the server has another offset: go on from it
                 offset = self.upload_offset(uid)
                 continue
@@ -136,7 +136,7 @@ class DatasetsApi(Http):
 
     def upload_offset(self, upload_id: str) -> int:
         """How many bytes of an upload the server has."""
-        response = self._ok("HEAD", f"/datasets/uploads/{upload_id}")
+        response = self._ok("HEAD", f"/dataset-uploads/{upload_id}")
         return int(response.headers["Upload-Offset"])
 
     def datasets(self, project: str | None = None) -> list[dict[str, Any]]:

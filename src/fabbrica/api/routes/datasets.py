@@ -28,7 +28,7 @@ from fabbrica.store.models import Dataset, DatasetUpload, Project
 
 router = APIRouter(tags=["datasets"])
 
-UPLOADS_PATH = "/datasets/uploads"
+UPLOADS_PATH = "/dataset-uploads"
 _RANGE = re.compile(r"^bytes (\d{1,15})-(\d{1,15})/(\d{1,15})$")
 UploadId = Annotated[str, Path(pattern=r"^[0-9a-f]{32}$", description="an upload id")]
 DatasetId = Annotated[int, Path(ge=1, le=MAX_ID, description="a data set id")]
@@ -82,7 +82,7 @@ def _files(ctx: ContextDep) -> PathType:
     return ctx.files
 
 
-@router.post("/datasets/uploads", response_model=UploadPublic, status_code=status.HTTP_201_CREATED)
+@router.post("/dataset-uploads", response_model=UploadPublic, status_code=status.HTTP_201_CREATED)
 def start_upload(
     body: UploadCreate, ctx: ContextDep, session: SessionDep, actor: CurrentUser
 ) -> UploadPublic:
@@ -107,14 +107,14 @@ def start_upload(
     return shown
 
 
-@router.get("/datasets/uploads/{upload_id}", response_model=UploadPublic)
+@router.get("/dataset-uploads/{upload_id}", response_model=UploadPublic)
 def get_upload(upload_id: UploadId, session: SessionDep, actor: CurrentUser) -> UploadPublic:
     """An upload under way (yours only): `received` is the offset to send from."""
     upload = datasets.get_upload(session, actor, upload_id)
     return upload_public(upload, _project_id(session, upload))
 
 
-@router.head("/datasets/uploads/{upload_id}")
+@router.head("/dataset-uploads/{upload_id}")
 def upload_offset(upload_id: UploadId, session: SessionDep, actor: CurrentUser) -> Response:
     """The offset received so far, in `Upload-Offset` (and the size in `Upload-Length`)."""
     upload = datasets.get_upload(session, actor, upload_id)
@@ -122,7 +122,7 @@ def upload_offset(upload_id: UploadId, session: SessionDep, actor: CurrentUser) 
     return Response(status_code=200, headers=headers)
 
 
-@router.put("/datasets/uploads/{upload_id}", response_model=UploadPublic)
+@router.put("/dataset-uploads/{upload_id}", response_model=UploadPublic)
 async def upload_range(
     upload_id: UploadId, request: Request, ctx: ContextDep, session: SessionDep, actor: CurrentUser
 ) -> UploadPublic:
@@ -163,7 +163,7 @@ def _project_id(session: Session, upload: DatasetUpload) -> str:
 
 
 @router.post(
-    "/datasets/uploads/{upload_id}/commit",
+    "/dataset-uploads/{upload_id}/commit",
     response_model=DatasetPublic,
     status_code=status.HTTP_201_CREATED,
 )
