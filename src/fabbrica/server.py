@@ -32,7 +32,7 @@ from fabbrica.core.archives import ArchiveLimits
 from fabbrica.core.executor import Executor
 from fabbrica.embedded import InProcessClient
 from fabbrica.portal import install_portal
-from fabbrica.services import agents, identity, job_files, portal_sessions
+from fabbrica.services import agents, datasets, identity, job_files, portal_sessions
 from fabbrica.services.access.allocations import ExpiryStep
 from fabbrica.services.access.calls import seed_calls
 from fabbrica.services.alerts import AlertStep
@@ -149,6 +149,7 @@ def prepare(settings: Settings, catalog: Catalog, role: str = ALL) -> Prepared:
         fixed_executors=executors,
         files=settings.data_dir,
         upload_max_bytes=settings.upload_max_bytes,
+        dataset_quota_bytes=settings.dataset_quota_bytes,
         archive_limits=ArchiveLimits(
             max_entries=settings.archive_max_entries,
             max_unpacked_bytes=settings.archive_max_unpacked_bytes,
@@ -164,6 +165,7 @@ def prepare(settings: Settings, catalog: Catalog, role: str = ALL) -> Prepared:
     if role == ALL:
         with db.session() as session:  # what a crash mid-submission left behind
             swept = job_files.sweep_uploads(session, settings.data_dir)
+            swept += datasets.sweep_files(session, settings.data_dir)
         if swept:
             log.warning("removed %d abandoned upload(s) from %s", len(swept), settings.data_dir)
     warnings = []

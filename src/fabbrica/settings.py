@@ -74,6 +74,7 @@ class Settings(BaseSettings):
     emulate_federation: bool = False
     local_user: str | None = Field(default=None, max_length=254)  # see services.single_user
     upload_max_bytes: int = Field(default=100 * 1024 * 1024, ge=1024, le=10 * 1024**3)
+    dataset_quota_bytes: int = Field(default=100 * 1024**3, ge=0, le=1024**6)  # per project
     archive_max_entries: int = Field(default=10_000, ge=1, le=10_000_000)
     archive_max_unpacked_bytes: int = Field(default=1024**3, ge=1024, le=1024**5)
     archive_max_ratio: float = Field(default=100.0, ge=1, le=1_000_000)

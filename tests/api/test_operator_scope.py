@@ -68,11 +68,23 @@ NOT_FACTORY_SCOPED = {
     ("POST", "/invitations/accept"),
     ("DELETE", "/projects/{project_id}/members/{user_id}"),
     ("POST", "/projects/{project_id}/pi"),
+    # data sets are a project's own (tests/api/test_datasets_api.py); agents' staging later
+    ("POST", "/dataset-uploads"),
+    ("GET", "/dataset-uploads/{upload_id}"),
+    ("HEAD", "/dataset-uploads/{upload_id}"),
+    ("PUT", "/dataset-uploads/{upload_id}"),
+    ("POST", "/dataset-uploads/{upload_id}/commit"),
+    ("GET", "/datasets"),
+    ("GET", "/datasets/{dataset_id}"),
+    ("GET", "/datasets/{dataset_id}/croissant.json"),
+    ("GET", "/datasets/{dataset_id}/versions/{version}/file"),
+    ("DELETE", "/datasets/{dataset_id}"),
     ("GET", "/notices"),  # a member's own projects' alerts; operators get emailed digests
     ("POST", "/agent/sync"),
     ("GET", "/agent/accounts"),
     ("GET", "/agent/jobs/{job_id}/workdir"),
     ("POST", "/agent/jobs/{job_id}/log"),
+    ("GET", "/agent/jobs/{job_id}/objects/{sha256}"),
 }
 
 

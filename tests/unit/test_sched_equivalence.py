@@ -87,7 +87,7 @@ def _workload(seed: int, count: int) -> Snapshot:
     parts = [_partition(rng, i) for i in range(rng.randint(3, 14))]
     factories = [*sorted({p.factory for p in parts}), "nowhere"]
     projects = [f"P{i}" for i in range(rng.randint(3, 40))]
-    allocations = []
+    allocations: list[Allocation] = []
     for project in projects:
         for factory in rng.sample(factories, k=rng.randint(0, 4)):
             allocations.append(

@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 
 from fabbrica.core.agent_api import ApiRefused, ApiUnavailable, SiteAccount, SyncAnswer
-from fabbrica.core.executor import Capacity, LaunchRequest, RunStatus
+from fabbrica.core.executor import Capacity, DataMount, LaunchRequest, RunStatus
 
 API = "/api/v1"
 
@@ -136,4 +136,8 @@ def _launch(item: dict[str, Any]) -> LaunchRequest:
         workdir_archive=item["workdir_archive"],
         account=item["account"],
         user=item["user"],
+        datasets=tuple(
+            DataMount(d["name"], tuple((f[0], f[1]) for f in d["files"]))
+            for d in item.get("datasets") or ()
+        ),
     )

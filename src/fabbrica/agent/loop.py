@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from fabbrica.agent.data_cache import DataCache, StagingError
 from fabbrica.core.agent_api import AgentApi, ApiRefused, ApiUnavailable, SyncAnswer
 from fabbrica.core.executor import (
     Capacity,
@@ -35,6 +36,9 @@ LOG_ROUND = 64 * 1024 * 1024  # bytes of logs sent per round at most
 MAX_BACKOFF = 30.0
 
 
+DATA_CACHE_BYTES = 50 * 1024**3  # data set files an agent keeps
+
+
 @dataclass
 class Held:
     """A run the agent holds: the last status it knows and how much log it has sent."""
@@ -42,6 +46,7 @@ class Held:
     status: RunStatus
     log_sent: int = 0
     finished_reported: bool = False
+    data: frozenset[str] = frozenset()  # sha256 of the data set files the run reads
 
 
 @dataclass
@@ -65,6 +70,7 @@ class Agent:
         sync_accounts: Callable[[], object] | None = None,
         accounts_every: int = 10,
         watch: Callable[[], Callable[[float, threading.Event], object]] | None = None,
+        data_cache_bytes: int = DATA_CACHE_BYTES,
     ) -> None:
         """`watch()`, called before each round, gives a `wait(seconds, stop)` that returns
         once work arrived for this agent since that call, or when the time is up: the loop
@@ -84,6 +90,7 @@ class Agent:
         self.backend_ok = True
         # (account, user) pairs an account sync has run for since this agent started
         self.synced_for: set[tuple[str | None, str | None]] = set()
+        self.data = DataCache(self.work_dir / "data-cache", data_cache_bytes, client.download)
 
     def adopt(self) -> int:
         """Find the runs the backend holds for Fabbrica (after a restart)."""
@@ -183,7 +190,19 @@ class Agent:
             if request.run_tag in self.held:
                 continue
             try:
-                status = self.executor.submit(self._with_workdir(request))
+                staged = self._with_data(request)
+            except ApiUnavailable as exc:
+                log.warning("data of %s not fetched: %s", request.run_tag, exc)
+                continue  # the next round tries again
+            except (ApiRefused, StagingError, OSError) as exc:
+                reason = f"data staging failed: {exc}"
+                self.held[request.run_tag] = Held(
+                    RunStatus(request.run_tag, RunState.FAILED, reason=reason)
+                )
+                result.launched.append(request.run_tag)
+                continue
+            try:
+                status = self.executor.submit(self._with_workdir(staged))
             except (ApiUnavailable, ApiRefused) as exc:
                 log.warning("workdir of %s not fetched: %s", request.run_tag, exc)
                 continue
@@ -192,8 +211,24 @@ class Agent:
                 status = RunStatus(
                     request.run_tag, RunState.FAILED, reason=f"could not start: {exc}"
                 )
-            self.held[request.run_tag] = Held(status)
+            shas = frozenset(url.rsplit("/", 1)[-1] for m in request.datasets for _, url in m.files)
+            self.held[request.run_tag] = Held(status, data=shas)
             result.launched.append(request.run_tag)
+        if answer.launch:
+            in_use = set().union(
+                *(h.data for h in self.held.values() if not h.status.state.finished)
+            )
+            self.data.evict(in_use)
+
+    def _with_data(self, request: LaunchRequest) -> LaunchRequest:
+        """The data sets fetched (each file once, checked) and linked read-only under
+        the agent's directory; the run finds them at $FABBRICA_DATA."""
+        if not request.datasets:
+            return request
+        into = self.work_dir / "data" / request.run_tag
+        self.data.stage(request.datasets, into)
+        env = {**request.env, "FABBRICA_DATA": str(into)}
+        return replace(request, env=env, datasets=())
 
     def _with_workdir(self, request: LaunchRequest) -> LaunchRequest:
         if not request.workdir_archive:

@@ -18,6 +18,7 @@ from fabbrica.api.routes import (
     allocations,
     calls,
     catalog,
+    datasets,
     health,
     jobs,
     notices,
@@ -63,9 +64,10 @@ def create_app(
         limit=max_body_bytes,
         upload_limit=ctx.upload_max_bytes,
         upload_paths=frozenset({f"{API_PREFIX}/jobs"}),
+        upload_prefixes=(f"{API_PREFIX}{datasets.UPLOADS_PATH}/",),
     )
     routers = (health, catalog, users, tokens, organisations, projects, calls, proposals)
-    for module in (*routers, allocations, notices, reports, jobs, agents):
+    for module in (*routers, allocations, notices, reports, jobs, datasets, agents):
         app.include_router(module.router, prefix=API_PREFIX)
     install_metrics(app)  # after the guards: its latency includes their waits
     install_openapi(app, API_PREFIX)

@@ -37,6 +37,7 @@ class AppContext:
     fixed_executors: InitVar[Mapping[str, Executor] | None] = None  # factory id -> executor
     files: Path | None = None  # where uploads and job files live
     upload_max_bytes: int = 100 * 1024 * 1024
+    dataset_quota_bytes: int = 100 * 1024**3  # data sets a project may keep, in bytes
     archive_limits: ArchiveLimits = field(default_factory=ArchiveLimits)  # workdirs, outputs
     agent_lease: dt.timedelta = dt.timedelta(seconds=60)  # how long a site agent's claim holds
     status: dict[str, str] = field(default_factory=lambda: {"control_loop": "not running"})

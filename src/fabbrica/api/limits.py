@@ -31,17 +31,20 @@ class RequestLimits:
         limit: int,
         upload_limit: int | None = None,
         upload_paths: frozenset[str] = frozenset(),
+        upload_prefixes: tuple[str, ...] = (),
     ) -> None:
         self.app = app
         self.limit = limit
         self.upload_limit = upload_limit or limit
         self.upload_paths = upload_paths
+        self.upload_prefixes = upload_prefixes  # paths under these take uploads too
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        upload = scope.get("path") in self.upload_paths
+        path = scope.get("path") or ""
+        upload = path in self.upload_paths or path.startswith(self.upload_prefixes)
         limit = self.upload_limit if upload else self.limit  # per request: never shared
         headers = dict(scope.get("headers") or [])
         declared = headers.get(b"content-length")

@@ -96,6 +96,16 @@ ROUTE_ERRORS: dict[tuple[str, str], frozenset[int]] = {
     ("GET", "/jobs/{job_id}/logs"): frozenset({404}),
     ("GET", "/jobs/{job_id}/outputs"): frozenset({404}),
     ("GET", "/usage"): frozenset({404, 422}),
+    ("POST", "/dataset-uploads"): frozenset({404, 409, 422}),
+    ("GET", "/dataset-uploads/{upload_id}"): frozenset({404}),
+    ("HEAD", "/dataset-uploads/{upload_id}"): frozenset({404}),
+    ("PUT", "/dataset-uploads/{upload_id}"): frozenset({404, 409, 422}),
+    ("POST", "/dataset-uploads/{upload_id}/commit"): frozenset({404, 409, 422}),
+    ("GET", "/datasets"): frozenset({404}),
+    ("GET", "/datasets/{dataset_id}"): frozenset({404}),
+    ("GET", "/datasets/{dataset_id}/croissant.json"): frozenset({404}),
+    ("GET", "/datasets/{dataset_id}/versions/{version}/file"): frozenset({404, 422}),
+    ("DELETE", "/datasets/{dataset_id}"): frozenset({404, 409}),
     ("POST", "/agents/{factory_id}/token"): frozenset({403, 404, 409, 422}),
     ("GET", "/agents"): frozenset({403}),
     ("PUT", "/agents/{factory_id}/usernames"): frozenset({403, 404, 409, 422}),
@@ -103,6 +113,7 @@ ROUTE_ERRORS: dict[tuple[str, str], frozenset[int]] = {
     ("GET", "/agent/accounts"): frozenset({403, 404}),
     ("GET", "/agent/jobs/{job_id}/workdir"): frozenset({403, 404}),
     ("POST", "/agent/jobs/{job_id}/log"): frozenset({403, 404, 409}),
+    ("GET", "/agent/jobs/{job_id}/objects/{sha256}"): frozenset({403, 404}),
 }
 
 _WHY = {

@@ -58,6 +58,11 @@ class SyncIn(In):
     runs: list[RunIn] = Field(default_factory=list, max_length=100_000)
 
 
+class DataMountOut(BaseModel):
+    name: str
+    files: list[tuple[str, str]]
+
+
 class LaunchOut(BaseModel):
     run_tag: str
     partition: str
@@ -70,6 +75,11 @@ class LaunchOut(BaseModel):
     workdir_archive: str | None = Field(description="API path of the workdir archive, if any")
     account: str | None
     user: str | None = Field(description="the site username to run as (null: none mapped)")
+    datasets: list[DataMountOut] = Field(
+        default_factory=list,
+        description="data sets to stage first, at $FABBRICA_DATA/<name>: each file's path "
+        "and the API path of its bytes (ending in its sha256)",
+    )
 
 
 class SyncOut(BaseModel):

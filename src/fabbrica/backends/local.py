@@ -20,6 +20,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import shutil
 import signal
 import stat
 import subprocess
@@ -34,6 +35,7 @@ from fabbrica.backends.isolation import JobUser, chown_tree, ensure_user
 from fabbrica.core.executor import (
     Capability,
     Capacity,
+    DataMount,
     LaunchRequest,
     RunState,
     RunStatus,
@@ -107,6 +109,8 @@ class LocalExecutor:
         (work / "outputs").mkdir(parents=True, exist_ok=True)
         if request.workdir_archive:
             _unpack(Path(request.workdir_archive), work)
+        if request.datasets:
+            _place_data(request.datasets, directory / "data")
         if user is not None:
             for own in OWN_DIRS:
                 (directory / own).mkdir(exist_ok=True)
@@ -349,6 +353,8 @@ def _job_env(
         FABBRICA_NUM_GPUS=str(len(gpus)),
         FABBRICA_JOB_DIR=str(directory / "work"),
     )
+    if request.datasets:
+        env["FABBRICA_DATA"] = str(directory / "data")
     return env
 
 
@@ -380,6 +386,25 @@ def _read_small(path: Path) -> str | None:
         return None
     finally:
         os.close(fd)
+
+
+def _place_data(mounts: tuple[DataMount, ...], root: Path) -> None:
+    """Each data set at `root/<name>`, read-only: its files hard-linked from where the
+    server keeps them (they are read-only there too), or copied across file systems."""
+    for mount in mounts:
+        into = root / mount.name
+        for path, source in mount.files:
+            target = into / path
+            if not os.path.realpath(target).startswith(os.path.realpath(into) + os.sep):
+                raise ValueError(f"{path!r} leaves the data set {mount.name}")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.link(source, target)
+            except OSError:
+                shutil.copyfile(source, target)
+                target.chmod(0o444)
+    for folder, _, _ in os.walk(root, topdown=False):
+        os.chmod(folder, 0o555)  # noqa: S103 - inside the job's own (closed) directory
 
 
 def _unpack(archive: Path, into: Path) -> None:

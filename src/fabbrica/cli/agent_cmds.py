@@ -67,6 +67,15 @@ def agent(
             min=0,
         ),
     ] = 10,
+    data_cache_gib: Annotated[
+        float,
+        typer.Option(
+            "--data-cache-gib",
+            help="GiB of data set files kept between jobs (least recently used out first).",
+            min=0,
+            max=1024 * 1024,
+        ),
+    ] = 50.0,
     catalog: Annotated[
         Path | None, typer.Option("--catalog", metavar="FILE", help="Your catalog file.")
     ] = None,
@@ -118,6 +127,7 @@ def agent(
         work_dir=root,
         sync_accounts=accounts(api).apply if accounts and accounts_every else None,
         accounts_every=accounts_every,
+        data_cache_bytes=int(data_cache_gib * 1024**3),
     )
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):

@@ -87,6 +87,10 @@ SPEC_FIELDS = {
     "run": "the shell command that is the job",
     "env": "environment variables for `setup` and `run`",
     "outputs": "paths inside the job's folder kept for `fabbrica download`",
+    "datasets": "data sets of the project, read-only at `$FABBRICA_DATA/<name>` (`name`: the "
+    "latest version, `name@3`: version 3); their residency limits where the job runs",
+    "array": "run as an array of tasks (`1-100`, `0-15:4`, `1,3,7`), each with "
+    "`FABBRICA_ARRAY_INDEX`",
 }
 
 

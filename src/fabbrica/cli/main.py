@@ -14,6 +14,7 @@ from fabbrica.cli import (
     access_cmds,
     agent_cmds,
     catalog_cmds,
+    dataset_cmds,
     identity_cmds,
     job_cmds,
     plane_cmds,
@@ -94,7 +95,7 @@ _GROUPS: dict[str, list[tuple[str, Any]]] = {
         ("cancel", job_cmds.cancel),
         ("usage", job_cmds.usage),
     ],
-    DATA: [("download", job_cmds.download)],
+    DATA: [("download", job_cmds.download), ("dataset", dataset_cmds.dataset_app)],
     OPERATE: [
         ("up", up_cmd.up),
         ("serve", plane_cmds.serve),

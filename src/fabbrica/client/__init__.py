@@ -16,6 +16,7 @@ from fabbrica.client._config import (
     resolve_target,
     write_config,
 )
+from fabbrica.client._datasets import DatasetProgress, PackedDataset, pack_dataset
 from fabbrica.client._errors import (
     ApiError,
     ClientError,
@@ -45,14 +46,17 @@ __all__ = [
     "ClientError",
     "ConfigError",
     "ConnectError",
+    "DatasetProgress",
     "JobSpecError",
     "LogChunk",
     "NoTokenError",
     "Outputs",
     "OutputsError",
+    "PackedDataset",
     "Target",
     "UploadProgress",
     "config_path",
+    "pack_dataset",
     "pack_workdir",
     "read_config",
     "resolve_target",

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from fabbrica.client._access import AccessApi, CatalogApi, IdentityApi
+from fabbrica.client._datasets import DatasetsApi
 from fabbrica.client._jobs import JobsApi
 
 
-class Client(CatalogApi, IdentityApi, AccessApi, JobsApi):
+class Client(CatalogApi, IdentityApi, AccessApi, JobsApi, DatasetsApi):
     """A connection to a Fabbrica API.
 
     ```python

@@ -44,6 +44,15 @@ class RunState(StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
+class DataMount:
+    """A data set version a job reads at `$FABBRICA_DATA/<name>`: its files, each as
+    (its path in the data set, where its bytes are on the executor's machine)."""
+
+    name: str
+    files: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True, slots=True)
 class LaunchRequest:
     """What to run. `run_tag` (`fab-<job id>`) tags the run so that a restarted loop can
     find it again."""
@@ -61,6 +70,7 @@ class LaunchRequest:
     user: str | None = None  # the site username to run as (None: the executor's own user)
     owner: int | None = None  # the Fabbrica user whose job it is (isolating executors run
     # each owner's jobs as a system user of their own)
+    datasets: tuple[DataMount, ...] = ()  # read-only at $FABBRICA_DATA/<name>
 
 
 @dataclass(frozen=True, slots=True)

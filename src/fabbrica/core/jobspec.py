@@ -10,6 +10,7 @@ setup: pip install -r requirements.txt
 run: python train.py
 env: {EPOCHS: "3"}
 outputs: [outputs/]
+datasets: [digits, scans@3]         # read-only at $FABBRICA_DATA/<name>; latest or @version
 array: 1-100                        # optional: 100 tasks, FABBRICA_ARRAY_INDEX=1..100
 ```
 
@@ -26,6 +27,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from fabbrica.core.arrays import parse_array
+from fabbrica.core.datasets import parse_ref
 from fabbrica.core.safe_yaml import YamlError, load_yaml
 from fabbrica.core.text import SLUG_PATTERN
 
@@ -141,6 +143,11 @@ class JobSpec(_Spec):
         default_factory=dict, max_length=256
     )
     outputs: tuple[Annotated[str, Field(min_length=1, max_length=1024)], ...] = ()
+    datasets: tuple[Annotated[str, Field(max_length=80)], ...] = Field(
+        default=(),
+        max_length=32,
+        description="data sets of the project the job reads: name (the latest) or name@version",
+    )
     array: str | None = Field(
         default=None,
         max_length=1024,
@@ -154,6 +161,15 @@ class JobSpec(_Spec):
             return None
         parse_array(value)  # ValueError says what is wrong
         return str(value).replace(" ", "")
+
+    @field_validator("datasets")
+    @classmethod
+    def _datasets(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        names = [parse_ref(v).name for v in value]  # ValueError says what is wrong
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"{', '.join(twice)} named twice")
+        return tuple(v.strip() for v in value)
 
     @property
     def array_indices(self) -> tuple[int, ...]:

@@ -57,6 +57,9 @@ class Job:
     factories: frozenset[str] | None = None  # allow-list; None: any
     countries: frozenset[str] | None = None  # data residency; None: any
     home_country: str | None = None  # the organisation's country: preferred on ties
+    # what limits `countries` when the job's data does (the data sets and their residency),
+    # named in the reasons a job waits or is refused
+    residency: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

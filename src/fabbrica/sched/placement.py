@@ -36,7 +36,7 @@ from fabbrica.sched.model import (
     Waiting,
 )
 from fabbrica.sched.priority import fairshare_factors, order
-from fabbrica.sched.reasons import after, no_candidate_reason
+from fabbrica.sched.reasons import after, no_candidate_reason, residency_note
 
 
 @dataclass
@@ -137,7 +137,8 @@ class _Pass:
                 if not fitting:
                     self._wait(job, no_candidate_reason(job, self.snapshot.partitions))
                 else:
-                    self._wait(job, self._allocation_reason(job, fitting, any_model))
+                    note = residency_note(job, {s.partition.factory for s in fitting})
+                    self._wait(job, self._allocation_reason(job, fitting, any_model) + note)
             return
         # The candidates: where an allocation of the project still covers the job's worst
         # case (the charge is `capacity.charge`'s arithmetic, in the same order); among them
@@ -171,7 +172,8 @@ class _Pass:
         elif candidates:
             self._block(job, candidates)
         elif self.explain:
-            self._wait(job, self._allocation_reason(job, fitting, any_model))
+            note = residency_note(job, {s.partition.factory for s in fitting})
+            self._wait(job, self._allocation_reason(job, fitting, any_model) + note)
 
     def _fit(self, job: Job) -> _Fit:
         factories = job.factories if job.factories is not None else self.by_factory.keys()
@@ -267,12 +269,13 @@ class _Pass:
             self.reserved.append(reservation)
             self._update_free()
             if explain:
+                note = residency_note(job, {c[0].partition.factory for c in candidates})
                 self.waiting.append(
                     Waiting(
                         job.id,
                         f"no allowed factory has {job.gpus} free {_model(job)}GPUs now; "
                         f"reserved: earliest estimated start {after(start - self.now)} at "
-                        f"{partition.factory}",
+                        f"{partition.factory}{note}",
                         start,
                         partition.factory,
                     )
@@ -281,7 +284,8 @@ class _Pass:
         found = self._earliest(job, candidates)
         if found is None:
             if explain:
-                self._wait(job, f"{job.gpus} GPUs never free up on its allowed partitions")
+                note = residency_note(job, {c[0].partition.factory for c in candidates})
+                self._wait(job, f"{job.gpus} GPUs never free up on its allowed partitions{note}")
             return
         if not backfill:
             self.closed.update([c[0].key for c in candidates])
@@ -289,12 +293,13 @@ class _Pass:
             return
         start, best = found
         factory = best[0].partition.factory
+        note = residency_note(job, {c[0].partition.factory for c in candidates})
         self.waiting.append(
             Waiting(
                 job.id,
                 f"no allowed factory has {job.gpus} free {_model(job)}GPUs now (or they are "
                 f"held for a higher-priority job); earliest estimated start "
-                f"{after(start - self.now)} at {factory}",
+                f"{after(start - self.now)} at {factory}{note}",
                 start,
                 factory,
             )

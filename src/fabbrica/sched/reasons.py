@@ -35,7 +35,10 @@ def no_candidate_reason(job: Job, partitions: tuple[Partition, ...]) -> str:
     if job.countries is not None:
         left = [p for p in left if p.country in job.countries]
         if not left:
-            return "no allowed factory is in " + ", ".join(sorted(job.countries))
+            where = ", ".join(sorted(job.countries)) or "no country"
+            if job.residency is not None:
+                return f"the {job.residency} keeps it to {where}: no allowed factory is there"
+            return "no allowed factory is in " + where
     if job.gpu_model is not None:
         left = [p for p in left if p.gpu_model == job.gpu_model]
         if not left:
@@ -46,3 +49,10 @@ def no_candidate_reason(job: Job, partitions: tuple[Partition, ...]) -> str:
             return "no allowed factory runs multi-node jobs"
     per_node = math.ceil(job.gpus / job.nodes)
     return f"no allowed partition fits {job.gpus} GPUs on {job.nodes} node(s) ({per_node} per node)"
+
+
+def residency_note(job: Job, factories: set[str]) -> str:
+    """What a waiting job's reason adds when its data's residency narrows where it runs."""
+    if job.residency is None:
+        return ""
+    return f"; the {job.residency} keeps it to {', '.join(sorted(factories))}"

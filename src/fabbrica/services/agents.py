@@ -34,6 +34,7 @@ from fabbrica.core.executor import (
 from fabbrica.core.identity import Role
 from fabbrica.core.jobs import JobState, job_id_of, run_tag
 from fabbrica.services.access.visibility import in_operated, require_operator_of, require_staff
+from fabbrica.services.dataset_staging import agent_mounts
 from fabbrica.services.executors import ExecutorRegistry
 from fabbrica.services.identity import issue_token
 from fabbrica.services.run_status import apply_status, launch_request
@@ -200,6 +201,7 @@ def _launch(session: Session, job: Job, factory: str) -> LaunchRequest:
         workdir_archive=f"/api/v1/agent/jobs/{job.id}/workdir" if job.workdir_archive else None,
         account=site_account(job.project.id or ""),
         user=username,
+        datasets=agent_mounts(session, job.id),
     )
 
 

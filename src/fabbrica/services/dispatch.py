@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from fabbrica.catalog.model import Catalog
 from fabbrica.core.errors import Conflict
-from fabbrica.core.executor import Capability, Executor, RunState, RunStatus
+from fabbrica.core.executor import Capability, DataMount, Executor, RunState, RunStatus
 from fabbrica.core.jobs import JobState, run_tag
 from fabbrica.core.jobspec import JobSpec
 from fabbrica.sched import Allocation as SchedAllocation
@@ -29,6 +29,8 @@ from fabbrica.sched.model import Job as SchedJob
 from fabbrica.sched.model import Partition as SchedPartition
 from fabbrica.services import accounting
 from fabbrica.services.access.allocations import in_force
+from fabbrica.services.dataset_store import object_path
+from fabbrica.services.datasets import job_mounts, residency_by_job
 from fabbrica.services.executors import ExecutorRegistry, registry_of
 from fabbrica.services.jobs import as_sched_job, partitions_of
 from fabbrica.services.run_status import apply_status, launch_request
@@ -169,8 +171,14 @@ class Dispatcher:
             )
             for a in session.scalars(in_force(now))
         ]
+        data = residency_by_job(session, [j.id for j in queued])  # narrows their countries
         jobs = [
-            as_sched_job(j, JobSpec.model_validate_json(j.spec), j.project.organisation.country)
+            as_sched_job(
+                j,
+                JobSpec.model_validate_json(j.spec),
+                j.project.organisation.country,
+                data.get(j.id),
+            )
             for j in queued
         ]
         if self.single_user.factories:
@@ -231,7 +239,7 @@ class Dispatcher:
                 executor = self.executors.get(job.factory_id or "")
                 if executor is None:
                     continue  # its factory is not connected now; the next round retries
-                request = launch_request(job)
+                request = launch_request(job, self._mounts(session, job.id))
             try:
                 status = executor.submit(request)
             except Exception as exc:  # the backend refused: the job fails, nothing charged
@@ -244,6 +252,16 @@ class Dispatcher:
                 if job is not None and job.state == JobState.DISPATCHED:
                     launched += self._apply(session, job, status)
         return launched
+
+    def _mounts(self, session: Session, job_id: int) -> tuple[DataMount, ...]:
+        """The data sets the job reads, as files of this server's content store."""
+        files = self.executors.files
+        if files is None:
+            return ()
+        return tuple(
+            DataMount(name, tuple((f.path, str(object_path(files, f.sha256))) for f in entries))
+            for name, entries in job_mounts(session, job_id)
+        )
 
     def _apply(self, session: Session, job: Job, status: RunStatus) -> int:
         return apply_status(session, self.catalog, job, status, self.clock())

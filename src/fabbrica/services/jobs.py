@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from fabbrica.catalog.model import Catalog
 from fabbrica.core.arrays import INDEX_VARIABLE, MAX_TASKS
+from fabbrica.core.datasets import parse_ref
 from fabbrica.core.errors import Conflict, Forbidden, InvalidInput, NotFound
 from fabbrica.core.jobs import JobState
 from fabbrica.core.jobspec import JobSpec
@@ -26,6 +27,7 @@ from fabbrica.services.access.visibility import (
     visible_project,
 )
 from fabbrica.services.accounting import remaining
+from fabbrica.services.datasets import JobData, link_job, resolve_for_job
 from fabbrica.services.identity import mfa_refusal
 from fabbrica.services.single_user import SingleUser
 from fabbrica.store.models import Allocation, Job, Project, ProjectMember, User
@@ -56,8 +58,15 @@ def partitions_of(catalog: Catalog, factories: set[str] | None = None) -> list[S
     return found
 
 
-def as_sched_job(job: Job, spec: JobSpec, home_country: str | None) -> SchedJob:
+def as_sched_job(
+    job: Job, spec: JobSpec, home_country: str | None, data: JobData | None = None
+) -> SchedJob:
+    """The job as the scheduler sees it. The residency of the data sets it reads (`data`)
+    narrows the countries of its placement, whatever the placement says."""
     placement = spec.placement
+    countries = frozenset(placement.countries) if placement.countries else None
+    if data is not None and data.countries is not None:
+        countries = data.countries if countries is None else countries & data.countries
     return SchedJob(
         id=str(job.id),
         project=job.project.id or "",
@@ -67,8 +76,9 @@ def as_sched_job(job: Job, spec: JobSpec, home_country: str | None) -> SchedJob:
         submitted_at=job.submitted_at.timestamp(),
         gpu_model=job.gpu_model,
         factories=frozenset(placement.factories) if placement.factories else None,
-        countries=frozenset(placement.countries) if placement.countries else None,
+        countries=countries,
         home_country=home_country,
+        residency=data.label if data is not None else None,
     )
 
 
@@ -92,6 +102,7 @@ def submit(
     (`single_user`)."""
     project = _project(session, actor, project_id or spec.project)
     _check_names(catalog, spec)
+    data = resolve_for_job(session, project, [parse_ref(r) for r in spec.datasets])
     indices = spec.array_indices
     job = Job(
         project_pk=project.pk,
@@ -109,10 +120,18 @@ def submit(
         array_index=indices[0] if indices else None,
     )
     job.project = project
-    probe = as_sched_job(job, spec, project.organisation.country)
+    probe = as_sched_job(job, spec, project.organisation.country, data)
     parts = [p for p in partitions_of(catalog, connected) if _fits(probe, p)]
     if not parts:
         reason = no_candidate_reason(probe, tuple(partitions_of(catalog, connected)))
+        free = as_sched_job(job, spec, project.organisation.country)
+        if data.label is not None and any(
+            _fits(free, p) for p in partitions_of(catalog, connected)
+        ):  # it could run, but not where its data may go
+            if data.label not in reason:
+                where = ", ".join(sorted(data.countries or ())) or "no country"
+                reason += f" (the {data.label} keeps it to {where})"
+            raise InvalidInput(f"the job cannot run anywhere: {reason}", field="datasets")
         raise InvalidInput(f"the job cannot run anywhere: {reason}", field="resources")
     blocked = {p.factory for p in parts} & actor.lacks_mfa_for
     if blocked:  # never placed where the sign-in is not strong enough (catalog require_mfa)
@@ -130,6 +149,10 @@ def submit(
     session.flush()
     if indices:
         _add_tasks(session, job, spec, indices)
+    if data.versions:
+        tasks_of = select(Job).where(Job.array_id == job.id) if indices else None
+        for each in [job] if tasks_of is None else list(session.scalars(tasks_of)):
+            link_job(session, each, data)
     return job
 
 

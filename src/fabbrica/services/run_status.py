@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from fabbrica.catalog.model import Catalog, Partition
 from fabbrica.core.billing import Holding, charged_gpu_hours
-from fabbrica.core.executor import LaunchRequest, RunState, RunStatus
+from fabbrica.core.executor import DataMount, LaunchRequest, RunState, RunStatus
 from fabbrica.core.jobs import FROM_RUN, JobState, job_command, run_tag
 from fabbrica.core.jobspec import JobSpec
 from fabbrica.services import accounting
@@ -60,8 +60,9 @@ def apply_status(
     return 1
 
 
-def launch_request(job: Job) -> LaunchRequest:
-    """What an executor needs to run `job` (tagged with its run tag)."""
+def launch_request(job: Job, datasets: tuple[DataMount, ...] = ()) -> LaunchRequest:
+    """What an executor needs to run `job` (tagged with its run tag), with the data sets
+    it reads (`datasets`, where their files are on the executor's machine)."""
     spec = JobSpec.model_validate_json(job.spec)
     return LaunchRequest(
         run_tag=run_tag(job.id),
@@ -74,6 +75,7 @@ def launch_request(job: Job) -> LaunchRequest:
         gpu_model=job.gpu_model,
         workdir_archive=job.workdir_archive,
         owner=job.user_id,
+        datasets=datasets,
     )
 
 

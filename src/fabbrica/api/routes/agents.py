@@ -18,6 +18,7 @@ from fabbrica.api.schemas_agents import (
     AgentPublic,
     AgentTokenPublic,
     CapacityIn,
+    DataMountOut,
     LaunchOut,
     SiteUsernamePublic,
     SiteUsernameSet,
@@ -28,7 +29,8 @@ from fabbrica.core.agent_api import SyncReport
 from fabbrica.core.errors import Conflict, NotFound
 from fabbrica.core.executor import Capacity, RunStatus
 from fabbrica.core.text import SLUG_PATTERN
-from fabbrica.services import agents
+from fabbrica.services import agents, dataset_staging
+from fabbrica.services.dataset_store import object_path
 
 router = APIRouter(tags=["agents"])
 FactoryId = Annotated[str, Path(pattern=SLUG_PATTERN)]
@@ -109,6 +111,7 @@ def agent_sync(
                 workdir_archive=r.workdir_archive,
                 account=r.account,
                 user=r.user,
+                datasets=[DataMountOut(name=m.name, files=list(m.files)) for m in r.datasets],
             )
             for r in answer.launch
         ],
@@ -139,6 +142,24 @@ def agent_workdir(job_id: JobId, session: SessionDep, actor: CurrentUser) -> Fil
     if not job.workdir_archive or not FsPath(job.workdir_archive).is_file():
         raise NotFound(f"job {job_id} has no workdir archive", field="job_id")
     return FileResponse(job.workdir_archive, media_type="application/x-tar")
+
+
+@router.get("/agent/jobs/{job_id}/objects/{sha256}", response_class=FileResponse)
+def agent_data_object(
+    job_id: JobId,
+    sha256: Annotated[str, Path(pattern=r"^[0-9a-f]{64}$")],
+    ctx: ContextDep,
+    session: SessionDep,
+    catalog: CatalogDep,
+    actor: CurrentUser,
+) -> FileResponse:
+    """The bytes of a data set file a job of the agent's factory reads (by its sha256);
+    403 when the data set's residency does not allow the factory."""
+    job = agents.agent_job(session, actor, job_id)
+    dataset_staging.agent_object(session, catalog, job, sha256)
+    if ctx.files is None:
+        raise NotFound("this server keeps no files", field="sha256")
+    return FileResponse(object_path(ctx.files, sha256), media_type="application/octet-stream")
 
 
 @router.post("/agent/jobs/{job_id}/log")

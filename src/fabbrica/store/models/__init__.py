@@ -17,6 +17,13 @@ from fabbrica.store.models.access import (
 from fabbrica.store.models.agents import Agent, SiteUsername
 from fabbrica.store.models.alerts import BudgetAlert, OperatorDigest
 from fabbrica.store.models.base import Base
+from fabbrica.store.models.datasets import (
+    Dataset,
+    DatasetFile,
+    DatasetUpload,
+    DatasetVersion,
+    JobDataset,
+)
 from fabbrica.store.models.federated import Identity, OidcLogin
 from fabbrica.store.models.identity import ApiToken, OperatorFactory, User
 from fabbrica.store.models.jobs import Job, JobLoss, UsageRecord
@@ -31,9 +38,14 @@ __all__ = [
     "BudgetAlert",
     "Call",
     "CallReviewer",
+    "Dataset",
+    "DatasetFile",
+    "DatasetUpload",
+    "DatasetVersion",
     "Identity",
     "Invitation",
     "Job",
+    "JobDataset",
     "JobLoss",
     "OidcLogin",
     "OperatorDigest",
