@@ -76,6 +76,10 @@ def test_the_digits_example_from_spec_to_model(server: Server, tmp_path: Path) -
     assert usage == [{"key": "local", "jobs": 1, "gpu_hours": pytest.approx(job["gpu_hours"])}]
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_cancel_and_bad_specs_from_the_cli(server: Server, tmp_path: Path) -> None:
     cli, project = startup(server)
     spec = tmp_path / "job.yaml"
@@ -86,13 +90,17 @@ def test_cancel_and_bad_specs_from_the_cli(server: Server, tmp_path: Path) -> No
             break
         time.sleep(0.1)
     running = time.monotonic()
-    # Ctrl-C while following: a clean exit 130, the job runs on (issue 10, item 5)
+    # Ctrl-C while following: a clean exit 130, the job runs on (issue 10, item 5). The
+    # follower gets SIGINT's default disposition, as in a terminal: a test run started in
+    # the background of a shell without job control inherits SIGINT ignored, and Python
+    # then never turns it into KeyboardInterrupt.
     follower = subprocess.Popen(
         [sys.executable, "-m", "fabbrica", "logs", str(job["id"]), "--follow"],
         env=server.client_env(cli.token),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=_default_sigint,
     )
     assert follower.stdout is not None
     assert select.select([follower.stdout], [], [], 60)[0]  # following: it printed the log
