@@ -380,14 +380,20 @@ def cancel(session: Session, actor: User, job_id: int, *, now: dt.datetime) -> J
     """A queued job is cancelled at once; a dispatched or running one is stopped by the
     control loop on its next round."""
     job = get_job(session, actor, job_id)
-    state = JobState(job.state)
-    if state.finished:
+    if JobState(job.state).finished:
         raise Conflict(f"job {job.id} has already ended ({job.state})", field="state")
-    if state is JobState.QUEUED:
-        job.state, job.ended_at, job.reason = JobState.CANCELLED.value, now, "cancelled"
-    else:
-        job.cancel_requested = True
+    _stop(job, now)
     return job
+
+
+def _stop(job: Job, now: dt.datetime) -> bool:
+    """Stop an unfinished job: a queued one is cancelled at once (True); a dispatched or
+    running one is asked to stop, which the control loop does on its next round."""
+    if JobState(job.state) is JobState.QUEUED:
+        job.state, job.ended_at, job.reason = JobState.CANCELLED.value, now, "cancelled"
+        return True
+    job.cancel_requested = True
+    return False
 
 
 def cancel_array(
@@ -404,12 +410,10 @@ def cancel_array(
     cancelled = stopping = 0
     for task in tasks:
         state = JobState(task.state)
-        if state.finished:
-            continue
-        if state is JobState.QUEUED:
-            task.state, task.ended_at, task.reason = JobState.CANCELLED.value, now, "cancelled"
+        if state.finished or (task.cancel_requested and state is not JobState.QUEUED):
+            continue  # ended, or already asked to stop
+        if _stop(task, now):
             cancelled += 1
-        elif not task.cancel_requested:
-            task.cancel_requested = True
+        else:
             stopping += 1
     return job.array_id, cancelled, stopping
