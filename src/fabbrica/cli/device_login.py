@@ -10,8 +10,6 @@ from collections.abc import Callable
 from typing import Any
 
 import httpx
-from authlib.common.errors import AuthlibBaseError
-from authlib.integrations.httpx_client import OAuth2Client
 
 from fabbrica.cli.errors import BAD_INPUT, CliError
 from fabbrica.client import ApiError
@@ -101,6 +99,11 @@ def _wait_for_tokens(
 ) -> dict[str, str]:
     interval = float(grant.get("interval", 5))
     deadline = time.monotonic() + float(grant.get("expires_in", 600))
+    # Authlib (and the JOSE library under it) costs most of a second to import: only
+    # `fabbrica login` pays it, not every command.
+    from authlib.common.errors import AuthlibBaseError
+    from authlib.integrations.httpx_client import OAuth2Client
+
     public = "none"  # a public client: no secret
     with OAuth2Client(client_id=client_id, token_endpoint_auth_method=public) as oauth:
         while time.monotonic() < deadline:
