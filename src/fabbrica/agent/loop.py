@@ -227,8 +227,7 @@ class Agent:
             return request
         into = self.work_dir / "data" / request.run_tag
         self.data.stage(request.datasets, into)
-        env = {**request.env, "FABBRICA_DATA": str(into)}
-        return replace(request, env=env, datasets=())
+        return replace(request, datasets=(), data_dir=str(into))
 
     def _with_workdir(self, request: LaunchRequest) -> LaunchRequest:
         if not request.workdir_archive:

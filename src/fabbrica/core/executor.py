@@ -71,6 +71,7 @@ class LaunchRequest:
     owner: int | None = None  # the Fabbrica user whose job it is (isolating executors run
     # each owner's jobs as a system user of their own)
     datasets: tuple[DataMount, ...] = ()  # read-only at $FABBRICA_DATA/<name>
+    data_dir: str | None = None  # where a site agent staged `datasets` ($FABBRICA_DATA)
 
 
 @dataclass(frozen=True, slots=True)

@@ -224,6 +224,7 @@ BIG = "x" * 1024 * 1024
         *[("partition", "gpu\n"), ("partition", ""), ("gpu_model", "h100:2"), ("gpu_model", "")],
         *[("workdir", "relative/dir"), ("workdir", "/has space"), ("workdir", "/a'b")],
         *[("stdout_path", "/x/%j.out"), ("stderr_path", "/x\n#SBATCH --account=evil")],
+        *[("data_dir", "data"), ("data_dir", "/d;rm -rf /")],
         *[("gpus", 0), ("gpus", True), ("nodes", "2"), ("time_limit_seconds", 0)],
         *[("cpus_per_gpu", 0), ("mem_per_gpu_mb", -1), ("job_id", -1), ("name", None)],
         *[("command", ""), ("command", "a\x00b"), ("command", "\ud800"), ("command", BIG)],
@@ -287,6 +288,17 @@ def test_fabbrica_variables_on_one_node_win_over_the_jobs_own(tmp_path: Path) ->
     env = {"FABBRICA_JOB_ID": "evil", "FABBRICA_SRUN": "evil", "PATH": "/nowhere"}
     done = run_bash(render(make_job(str(tmp_path), command=command, env=env)), tmp_path)
     assert done.stdout.decode() == f"{tmp_path}|fab-42|1|0|4|{tmp_path}|/nowhere|"
+
+
+def test_the_staged_data_sets_are_at_fabbrica_data_and_only_fabbrica_says_where(
+    tmp_path: Path,
+) -> None:
+    command = 'printf "%s|" "${FABBRICA_DATA-unset}"'
+    env = {"FABBRICA_DATA": "/evil"}
+    plain = run_bash(render(make_job(str(tmp_path), command=command, env=env)), tmp_path)
+    assert plain.stdout.decode() == "unset|"
+    staged = make_job(str(tmp_path), command=command, env=env, data_dir="/srv/data/fab-42")
+    assert run_bash(render(staged), tmp_path).stdout.decode() == "/srv/data/fab-42|"
 
 
 FAKE_SRUN = """#!/bin/bash

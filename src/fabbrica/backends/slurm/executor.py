@@ -234,6 +234,7 @@ class SlurmExecutor:
             command=request.command,
             env=dict(request.env),
             workdir=str(work),
+            data_dir=request.data_dir,
             stdout_path=str(log),
             stderr_path=str(log),
         )

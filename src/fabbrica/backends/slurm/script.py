@@ -82,6 +82,7 @@ class BatchJob:
     command: str
     env: Mapping[str, str]
     workdir: str
+    data_dir: str | None = None  # the data sets staged for it, at $FABBRICA_DATA/<name>
     stdout_path: str
     stderr_path: str
     cpus_per_gpu: int | None = None
@@ -200,6 +201,8 @@ def _body(job: BatchJob) -> list[str]:
         "FABBRICA_NUM_NODES": str(job.nodes),
         "FABBRICA_NUM_GPUS": str(job.gpus),
     }
+    if job.data_dir is not None:
+        fabbrica["FABBRICA_DATA"] = shlex.quote(job.data_dir)
     if multi:
         fabbrica |= {
             "MASTER_ADDR": '"$FABBRICA_MASTER_ADDR"',
@@ -235,7 +238,8 @@ def _check(job: BatchJob) -> None:
     for field in ("cpus_per_gpu", "mem_per_gpu_mb"):
         if getattr(job, field) is not None:
             _int(getattr(job, field), field, low=1)
-    for field in ("workdir", "stdout_path", "stderr_path"):
+    paths = ("workdir", "stdout_path", "stderr_path", "data_dir")
+    for field in paths if job.data_dir is not None else paths[:-1]:
         value = getattr(job, field)
         if not isinstance(value, str) or not _PATH.fullmatch(value) or len(value) > 4096:
             raise BatchJobError(field, f"{value!r} is not an absolute path of [A-Za-z0-9_.+,@=:/-]")
