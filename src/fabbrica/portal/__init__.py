@@ -8,6 +8,7 @@ from pathlib import Path
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
+from fabbrica.portal.i18n import LanguageMiddleware
 from fabbrica.portal import (
     allocations,
     apply,
@@ -31,3 +32,4 @@ def install_portal(app: FastAPI) -> None:
     for module in (*modules, operate, dashboard):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    app.add_middleware(LanguageMiddleware)
