@@ -161,7 +161,58 @@ def moment(value: dt.datetime | None) -> str:
     return f"{day(value)} {format_time(value, format='short', locale=language())}"
 
 
+# The stored words a page shows (states, decisions, organisation types, roles): marked
+# here, translated where shown by the `term` filter.
+TERMS = {
+    "queued": N_("queued"),
+    "dispatched": N_("dispatched"),
+    "running": N_("running"),
+    "succeeded": N_("succeeded"),
+    "failed": N_("failed"),
+    "cancelled": N_("cancelled"),
+    "timed_out": N_("timed out"),
+    "lost": N_("lost"),
+    "draft": N_("draft"),
+    "submitted": N_("submitted"),
+    "in_review": N_("in review"),
+    "accepted": N_("accepted"),
+    "rejected": N_("rejected"),
+    "withdrawn": N_("withdrawn"),
+    "assigned": N_("assigned"),
+    "conflict": N_("conflict"),
+    "active": N_("active"),
+    "suspended": N_("suspended"),
+    "terminated": N_("terminated"),
+    "expired": N_("expired"),
+    "open": N_("open"),
+    "closed": N_("closed"),
+    "automatic": N_("automatic"),
+    "manual": N_("manual"),
+    "startup": N_("startup"),
+    "sme": N_("SME"),
+    "large_industry": N_("large industry"),
+    "academia": N_("academia"),
+    "public_sector": N_("public sector"),
+    "user": N_("user"),
+    "operator": N_("operator"),
+    "reviewer": N_("reviewer"),
+    "admin": N_("admin"),
+    "member": N_("member"),
+    "pi": N_("PI"),
+    "invited_admin": N_("invited as admin"),
+    "invited_member": N_("invited as member"),
+}
+
+
+def term(word: str | None) -> str:
+    """A stored word (a state, a type) as the reader's language says it."""
+    if not word:
+        return ""
+    return _(TERMS[word]) if word in TERMS else word.replace("_", " ")
+
+
 FILTERS: dict[str, Callable[..., str]] = {
+    "term": term,
     "number": number,
     "percent": percent,
     "day": day,
