@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from babel.dates import format_date
 from babel.numbers import format_percent
 
-from fabbrica.portal.i18n import _, language, number
+from fabbrica.portal.i18n import LOCALES, _, language, number
 
 PATTERNS = ("solid", "hatch", "dots")
 WIDTH = 640
@@ -41,7 +41,7 @@ def gpu_hours(value: float) -> str:
 
 def percent(value: float) -> str:
     pattern = "#,##0.0%" if 0 < value < 0.1 else "#,##0%"
-    return format_percent(value, format=pattern, locale=language())
+    return format_percent(value, format=pattern, locale=LOCALES[language()])
 
 
 @dataclass(frozen=True)
@@ -249,7 +249,7 @@ def column_chart(
             )
         )
         if n % every == 0:
-            labels.append(Text(x + slot * 0.35, plot_y + plot_h + 16, format_date(day, "d MMM", locale=language()), "middle"))
+            labels.append(Text(x + slot * 0.35, plot_y + plot_h + 16, format_date(day, "d MMM", locale=LOCALES[language()]), "middle"))
     grid = tuple(plot_y + plot_h - plot_h * k / 4 for k in range(5))
     ticks = tuple(Text(plot_x - 6, y + 4, fmt(end * k / 4)) for k, y in enumerate(grid))
     series = [Series(series_name or _("GPU-hours"), tuple(values))]

@@ -17,6 +17,7 @@ from io import BytesIO
 from pathlib import Path
 from typing import Any
 
+from babel import Locale
 from babel.dates import format_date, format_time
 from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
@@ -46,6 +47,7 @@ def _load(language: str) -> NullTranslations:
 
 
 CATALOGS: dict[str, NullTranslations] = {lang: _load(lang) for lang in LANGUAGES}
+LOCALES = {lang: Locale.parse(lang) for lang in LANGUAGES}  # parsed once: formats are hot
 
 
 def language() -> str:
@@ -140,25 +142,25 @@ def number(value: float | int | None, digits: int | None = 0) -> str:
     if value is None:
         return ""
     pattern = None if digits is None else "#,##0" + ("." + "0" * digits if digits else "")
-    return format_decimal(value, format=pattern, locale=language())
+    return format_decimal(value, format=pattern, locale=LOCALES[language()])
 
 
 def percent(value: float | None) -> str:
-    return "" if value is None else format_percent(value, locale=language())
+    return "" if value is None else format_percent(value, locale=LOCALES[language()])
 
 
 def day(value: dt.date | dt.datetime | None) -> str:
     """A date as the language writes it (1 Dec 2026 / 1 dic 2026)."""
     if value is None:
         return ""
-    return format_date(value, format="medium", locale=language())
+    return format_date(value, format="medium", locale=LOCALES[language()])
 
 
 def moment(value: dt.datetime | None) -> str:
     """A date and time (UTC, as stored), minutes shown."""
     if value is None:
         return ""
-    return f"{day(value)} {format_time(value, format='short', locale=language())}"
+    return f"{day(value)} {format_time(value, format='short', locale=LOCALES[language()])}"
 
 
 # The stored words a page shows (states, decisions, organisation types, roles): marked

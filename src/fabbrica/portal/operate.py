@@ -34,6 +34,7 @@ router = APIRouter(route_class=PortalRoute, include_in_schema=False)
 ALLOCATION_ACTIONS = ("extend", "top_up", "suspend", "resume")
 Text = Annotated[str, Form(max_length=5000)]
 Short = Annotated[str, Form(max_length=40)]
+SHOWN = 100  # rows of a long list on one page (the queue: the nearest deadlines)
 
 
 def _names(request: Request) -> dict[str, Any]:
@@ -67,7 +68,15 @@ def queue_page(request: Request, who: ViewerDep, user: UserDep, session: DbSessi
     scope = _scope(session, user)
     ctx = context(request)
     queue = worklists.decision_queue(session, user, ctx.catalog, now=ctx.clock())
-    return render(request, who, "operate_queue.html", queue=queue, scope=scope, **_names(request))
+    return render(
+        request,
+        who,
+        "operate_queue.html",
+        queue=queue[:SHOWN],
+        more=len(queue) - SHOWN,
+        scope=scope,
+        **_names(request),
+    )
 
 
 def _proposal_page(
@@ -225,12 +234,13 @@ def _call_changes(action: str, reason: str, offered: str) -> calls.CallChanges:
 def allocations_page(
     request: Request, who: ViewerDep, user: UserDep, session: DbSession
 ) -> Response:
-    found = worklists.operated_allocations(session, user)
+    found = worklists.operated_allocations(session, user, limit=SHOWN + 1)
     return render(
         request,
         who,
         "operate_allocations.html",
-        allocations=found,
+        allocations=found[:SHOWN],
+        more=len(found) > SHOWN,
         remaining={a.id: accounting.remaining(a) for a in found},
         **_names(request),
     )

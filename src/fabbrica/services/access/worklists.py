@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import case, func, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, contains_eager, selectinload
 
 from fabbrica.catalog.model import Catalog
 from fabbrica.core.access import AllocationState, Intake, ProposalState, ReviewStatus, next_cutoff
@@ -26,7 +26,7 @@ from fabbrica.core.workdays import add_working_days, working_days
 from fabbrica.services import agents
 from fabbrica.services.access import reviews
 from fabbrica.services.access.visibility import in_operated, require_staff
-from fabbrica.store.models import Agent, Allocation, Call, Job, Proposal, Review, User
+from fabbrica.store.models import Agent, Allocation, Call, Job, Project, Proposal, Review, User
 
 WAITING = (ProposalState.SUBMITTED.value, ProposalState.IN_REVIEW.value)
 
@@ -51,6 +51,7 @@ def assignments(session: Session, reviewer: User) -> list[Assignment]:
         .join(Review, Review.proposal_id == Proposal.id)
         .where(Review.reviewer_id == reviewer.id)
         .order_by(Proposal.submitted_at, Proposal.id)
+        .options(selectinload(Proposal.project), selectinload(Proposal.call))
     ).all()
     found = [Assignment(p, r) for p, r in rows]
     return sorted(found, key=lambda a: (a.review.state != reviews.ASSIGNED, a.proposal.id))
@@ -120,8 +121,18 @@ def decision_queue(
         )
         .order_by(Proposal.submitted_at, Proposal.id)
         .limit(limit)
+        .options(
+            contains_eager(Proposal.call),
+            selectinload(Proposal.project).selectinload(Project.organisation),
+        )
     ).all()
     today = now.astimezone(dt.UTC).date()
+    # many proposals share a mode, a factory's country and a day: each clock counted once
+    starts: dict[tuple[str, dt.date], dt.date] = {}
+    counts: dict[tuple[dt.date, str, int | None], tuple[int, dt.date | None]] = {}
+    statuses = reviews.statuses_of(
+        session, [p for p in rows if p.state == ProposalState.IN_REVIEW]
+    )
     entries = []
     for proposal in rows:
         call = proposal.call
@@ -130,15 +141,25 @@ def decision_queue(
         mode = catalog.access_mode(call.mode)
         target = mode.decision_target_working_days if mode else None
         submitted = proposal.submitted_at or now
-        begin = clock_start(catalog, call.mode, submitted)
+        start_key = (call.mode, submitted.astimezone(dt.UTC).date())
+        if start_key not in starts:
+            starts[start_key] = clock_start(catalog, call.mode, submitted)
+        begin = starts[start_key]
+        count_key = (begin, country, target)
+        if count_key not in counts:
+            counts[count_key] = (
+                working_days(begin, today, country),
+                None if target is None else add_working_days(begin, target, country),
+            )
+        elapsed, deadline = counts[count_key]
         in_review = proposal.state == ProposalState.IN_REVIEW
         entries.append(
             QueueEntry(
                 proposal=proposal,
                 target=target,
-                elapsed=working_days(begin, today, country),
-                deadline=None if target is None else add_working_days(begin, target, country),
-                reviews=reviews.status_of(session, proposal) if in_review else None,
+                elapsed=elapsed,
+                deadline=deadline,
+                reviews=statuses[proposal.id] if in_review else None,
             )
         )
     entries.sort(key=lambda e: (e.deadline is None, e.deadline or today, e.proposal.id))
@@ -162,6 +183,7 @@ def operated_allocations(session: Session, actor: User, *, limit: int = 500) -> 
         .where(in_operated(actor, Allocation.factory_id))
         .order_by(case((live, 0), else_=1), Allocation.valid_until, Allocation.id)
         .limit(limit)
+        .options(selectinload(Allocation.project))
     )
     return list(session.scalars(query))
 
