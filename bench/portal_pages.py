@@ -68,7 +68,9 @@ MEMBER, REVIEWER, OPERATOR, ADMIN = (
 )  # fmt: skip
 
 
-def _fill(db: Database, jobs: int, projects: int, proposals: int, rng: random.Random) -> dict[str, str]:
+def _fill(
+    db: Database, jobs: int, projects: int, proposals: int, rng: random.Random
+) -> dict[str, str]:
     """The rows; returns the ids the pages of one object are asked with."""
     catalog = load_catalog()
     with db.session() as session:
@@ -98,12 +100,25 @@ def _fill(db: Database, jobs: int, projects: int, proposals: int, rng: random.Ra
             pi_user_id=member if n == 0 else pis[n % 200], mode="playground", created_at=NOW,
         ) for n in range(projects)])  # fmt: skip
         pks = [p for (p,) in conn.execute(select(Project.pk).order_by(Project.pk))]
-        conn.execute(insert(ProjectMember), [dict(
-            project_pk=pks[n], user_id=member if n == 0 else pis[n % 200],
-            role="pi", added_at=NOW) for n in range(projects)]  # fmt: skip
-            + [dict(project_pk=pks[n], user_id=member, role="member", added_at=NOW)
-               for n in range(1, 20)])  # fmt: skip
-        calls = [(c, f) for c, f in conn.execute(select(Call.id, Call.factory_id).order_by(Call.id))]
+        conn.execute(
+            insert(ProjectMember),
+            [
+                dict(
+                    project_pk=pks[n],
+                    user_id=member if n == 0 else pis[n % 200],
+                    role="pi",
+                    added_at=NOW,
+                )
+                for n in range(projects)
+            ]
+            + [
+                dict(project_pk=pks[n], user_id=member, role="member", added_at=NOW)
+                for n in range(1, 20)
+            ],
+        )
+        calls = [
+            tuple(row) for row in conn.execute(select(Call.id, Call.factory_id).order_by(Call.id))
+        ]
         rows = []
         for i in range(proposals):
             call_id, _ = calls[i % len(calls)]
@@ -124,11 +139,12 @@ def _fill(db: Database, jobs: int, projects: int, proposals: int, rng: random.Ra
         found = conn.execute(select(Proposal.id, Proposal.project_pk, Proposal.call_id,
                                     Proposal.state, Proposal.submitted_at)).all()  # fmt: skip
         factory_of = dict(calls)
+        assigned = [p for p in found if p.state == "in_review"][:100]
         conn.execute(insert(Review), [dict(
             proposal_id=p.id, reviewer_id=reviewer, state="assigned" if n % 2 else "submitted",
             score=None if n % 2 else 4, comment=None if n % 2 else "fine", assigned_at=NOW,
             submitted_at=None if n % 2 else NOW,
-        ) for n, p in enumerate(p for p in found if p.state == "in_review") if n < 100])  # fmt: skip
+        ) for n, p in enumerate(assigned)])  # fmt: skip
         conn.execute(insert(Allocation), [dict(
             project_pk=p.project_pk, proposal_id=p.id, call_id=p.call_id,
             factory_id=factory_of[p.call_id], granted_gpu_hours=10_000.0,
@@ -174,7 +190,8 @@ def _fill(db: Database, jobs: int, projects: int, proposals: int, rng: random.Ra
             capacity='[{"partition": "p", "gpu_model": "H100", "total_gpus": 512, '
                      '"free_gpus": 100, "queued": 3}]',
         ) for f in factories])  # fmt: skip
-        member_job = conn.execute(select(Job.id).where(Job.project_pk == pks[0])).scalars().first()
+        busy = select(Job.id).where(Job.project_pk == pks[0])
+        member_job = conn.execute(busy).scalars().first()
         in_review = next(p for p in found if p.state == "in_review")
         at_it4lia = next(p for p in found if factory_of[p.call_id] == "it4lia"
                          and p.state in ("in_review", "submitted"))  # fmt: skip

@@ -9,10 +9,10 @@ import re
 from html.parser import HTMLParser
 from pathlib import Path
 
-import fabbrica.portal
 from babel.messages.extract import extract_from_dir
 from babel.messages.pofile import read_po
 
+import fabbrica.portal
 from tests.portal.test_roles import World, portal, world
 
 __all__ = ["portal", "world"]  # fixtures, used by name
@@ -113,13 +113,27 @@ def test_italian_pages_of_every_role_show_no_english_message(world: World) -> No
     pid, project = world.proposal, world.project
     pages = {
         "": ["/", "/factories/it4lia", "/sign-in"],
-        "pi@startup.it": ["/projects", f"/projects/{project}", f"/proposals/{pid}", "/apply",
-                          "/calls/it4lia-large-scale/apply", "/allocations", "/jobs",
-                          "/notices", "/usage", "/account"],  # fmt: skip
+        "pi@startup.it": [
+            "/projects",
+            f"/projects/{project}",
+            f"/proposals/{pid}",
+            "/apply",
+            "/calls/it4lia-large-scale/apply",
+            "/allocations",
+            "/jobs",
+            "/notices",
+            "/usage",
+            "/account",
+        ],
         "r0@review.eu": ["/review", f"/review/{pid}"],
-        "op@it4lia.it": ["/operate", f"/operate/proposals/{pid}", "/operate/calls",
-                         "/operate/calls/it4lia-large-scale", "/operate/allocations",
-                         "/operate/agents"],  # fmt: skip
+        "op@it4lia.it": [
+            "/operate",
+            f"/operate/proposals/{pid}",
+            "/operate/calls",
+            "/operate/calls/it4lia-large-scale",
+            "/operate/allocations",
+            "/operate/agents",
+        ],
         "admin@localhost": ["/dashboard"],
     }
     for email, paths in pages.items():

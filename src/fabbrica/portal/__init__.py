@@ -8,7 +8,6 @@ from pathlib import Path
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
-from fabbrica.portal.i18n import LanguageMiddleware
 from fabbrica.portal import (
     allocations,
     apply,
@@ -22,6 +21,7 @@ from fabbrica.portal import (
     review,
     signin,
 )
+from fabbrica.portal.i18n import LanguageMiddleware
 
 STATIC = Path(__file__).parent / "static"
 

@@ -249,7 +249,14 @@ def column_chart(
             )
         )
         if n % every == 0:
-            labels.append(Text(x + slot * 0.35, plot_y + plot_h + 16, format_date(day, "d MMM", locale=LOCALES[language()]), "middle"))
+            labels.append(
+                Text(
+                    x + slot * 0.35,
+                    plot_y + plot_h + 16,
+                    format_date(day, "d MMM", locale=LOCALES[language()]),
+                    "middle",
+                )
+            )
     grid = tuple(plot_y + plot_h - plot_h * k / 4 for k in range(5))
     ticks = tuple(Text(plot_x - 6, y + 4, fmt(end * k / 4)) for k, y in enumerate(grid))
     series = [Series(series_name or _("GPU-hours"), tuple(values))]
@@ -280,7 +287,8 @@ def _describe(categories: Sequence[str], series: Sequence[Series], fmt: Format) 
     parts = []
     for i, name in enumerate(categories[:20]):
         values = ", ".join(
-            f"{s.name} {_('n/a') if s.values[i] is None else fmt(s.values[i] or 0.0)}" for s in series
+            f"{s.name} {_('n/a') if s.values[i] is None else fmt(s.values[i] or 0.0)}"
+            for s in series
         )
         parts.append(f"{name}: {values}")
     more = ""

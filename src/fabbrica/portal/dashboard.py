@@ -93,8 +93,14 @@ def _charts(request: Request, report: dict[str, Any]) -> list[charts.Chart]:
             first_column=_("Access mode"),
             extra_columns=[
                 (_("Decisions"), [str(d["decisions"]) for d in decisions]),
-                (_("Target (working days)"), [_or_none(d["target_working_days"]) for d in decisions]),
-                (_("Median (working days)"), [number(d["median_working_days"], None) for d in decisions]),
+                (
+                    _("Target (working days)"),
+                    [_or_none(d["target_working_days"]) for d in decisions],
+                ),
+                (
+                    _("Median (working days)"),
+                    [number(d["median_working_days"], None) for d in decisions],
+                ),
             ],
         )
     )

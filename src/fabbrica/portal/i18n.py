@@ -64,7 +64,7 @@ def ngettext(singular: str, plural: str, n: int) -> str:
     return CATALOGS[_current.get()].ngettext(singular, plural, n)
 
 
-def N_(message: str) -> str:
+def N_(message: str) -> str:  # noqa: N802 (the name pybabel looks for)
     """Marks a message for extraction where it is defined; `_` translates it where shown."""
     return message
 

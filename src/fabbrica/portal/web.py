@@ -160,9 +160,7 @@ def render(
     response = HTMLResponse(html, status_code=status)
     chosen = request.query_params.get(i18n.LANG_PARAM)
     if chosen in i18n.LANGUAGES and request.cookies.get(i18n.LANG_COOKIE) != chosen:
-        set_cookie(
-            request, response, i18n.LANG_COOKIE, chosen, max_age=LANGUAGE_COOKIE_SECONDS
-        )
+        set_cookie(request, response, i18n.LANG_COOKIE, chosen, max_age=LANGUAGE_COOKIE_SECONDS)
     if not who.signed_in and request.cookies.get(CSRF_COOKIE) != who.csrf:
         set_cookie(request, response, CSRF_COOKIE, who.csrf, max_age=None)
     return response

@@ -130,9 +130,7 @@ def decision_queue(
     # many proposals share a mode, a factory's country and a day: each clock counted once
     starts: dict[tuple[str, dt.date], dt.date] = {}
     counts: dict[tuple[dt.date, str, int | None], tuple[int, dt.date | None]] = {}
-    statuses = reviews.statuses_of(
-        session, [p for p in rows if p.state == ProposalState.IN_REVIEW]
-    )
+    statuses = reviews.statuses_of(session, [p for p in rows if p.state == ProposalState.IN_REVIEW])
     entries = []
     for proposal in rows:
         call = proposal.call
