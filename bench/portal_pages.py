@@ -116,9 +116,8 @@ def _fill(
                 for n in range(1, 20)
             ],
         )
-        calls = [
-            tuple(row) for row in conn.execute(select(Call.id, Call.factory_id).order_by(Call.id))
-        ]
+        call_rows = conn.execute(select(Call.id, Call.factory_id).order_by(Call.id))
+        calls: list[tuple[str, str]] = [(c, f) for c, f in call_rows]
         rows = []
         for i in range(proposals):
             call_id, _ = calls[i % len(calls)]

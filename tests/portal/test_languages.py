@@ -29,8 +29,9 @@ def _catalog() -> dict[str, tuple[str, ...]]:
         if message.id:
             key = message.id if isinstance(message.id, str) else message.id[0]
             strings = message.string if isinstance(message.string, tuple) else (message.string,)
+            assert all(isinstance(s, str) for s in strings), key
             assert not message.fuzzy, key
-            found[key] = tuple(s or "" for s in strings)
+            found[key] = tuple(str(s or "") for s in strings)
     return found
 
 
