@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Awaitable, Callable, MutableMapping
 from contextvars import ContextVar
+from functools import cache
 from io import BytesIO
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from babel import Locale
 from babel.dates import format_date, format_time
 from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
-from babel.numbers import format_decimal, format_percent
+from babel.numbers import NumberPattern, format_decimal, format_percent, parse_pattern
 from babel.support import NullTranslations, Translations
 from starlette.requests import Request
 
@@ -137,12 +138,19 @@ class LanguageMiddleware:
 # Formats for the language (Babel's CLDR data): the templates' filters.
 
 
+@cache
+def _pattern(digits: int) -> NumberPattern:
+    """A grouped number pattern with `digits` decimals, parsed once (lists format many)."""
+    return parse_pattern("#,##0" + ("." + "0" * digits if digits else ""))
+
+
 def number(value: float | int | None, digits: int | None = 0) -> str:
     """`value` grouped for the language; `digits` decimals (None: up to 3, as needed)."""
     if value is None:
         return ""
-    pattern = None if digits is None else "#,##0" + ("." + "0" * digits if digits else "")
-    return format_decimal(value, format=pattern, locale=LOCALES[language()])
+    if digits is None:
+        return format_decimal(value, locale=LOCALES[language()])
+    return _pattern(digits).apply(value, LOCALES[language()])
 
 
 def percent(value: float | None) -> str:
