@@ -150,7 +150,7 @@ def number(value: float | int | None, digits: int | None = 0) -> str:
         return ""
     if digits is None:
         return format_decimal(value, locale=LOCALES[language()])
-    return _pattern(digits).apply(value, LOCALES[language()])
+    return str(_pattern(digits).apply(value, LOCALES[language()]))
 
 
 def percent(value: float | None) -> str:

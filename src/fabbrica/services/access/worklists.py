@@ -145,7 +145,8 @@ def decision_queue(
     starts: dict[tuple[str, dt.date], dt.date] = {}
     counts: dict[tuple[dt.date, str, int | None], tuple[int, dt.date | None]] = {}
     clocks = []
-    for proposal_id, submitted, mode_id, factory_id in rows:
+    for proposal_id, submitted_at, mode_id, factory_id in rows:
+        submitted = submitted_at or now  # never None: the query asks for submitted ones
         factory = catalog.factory(factory_id)
         country = factory.country if factory else ""
         mode = catalog.access_mode(mode_id)
