@@ -1,6 +1,7 @@
 """Headless Chromium for the browser tests: Debian's /usr/bin/chromium driven by the
 playwright package (never `playwright install`: no browser is downloaded). A test opens a
-page, collects console errors and takes screenshots."""
+page, collects console errors and takes screenshots, and runs axe-core on it (the copy
+pinned with the axe-playwright-python package: nothing is fetched)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from axe_playwright_python.base import AXE_SCRIPT
 from playwright.sync_api import Page, sync_playwright
 
 from tests.conftest import need_service
@@ -31,6 +33,29 @@ class Browsed:
 
     page: Page
     errors: list[str] = field(default_factory=list)
+    audited: list[str] = field(default_factory=list)  # the pages axe-core found clean
+
+    def assert_accessible(self) -> None:
+        """axe-core on the page as it is now: no violation of impact serious or critical."""
+        found = accessibility_violations(self.page)
+        assert found == [], (self.page.url, found)
+        self.audited.append(self.page.url)
+
+
+BLOCKING = ("serious", "critical")
+
+
+def accessibility_violations(page: Page) -> list[str]:
+    """axe-core's violations of impact serious or critical, each with where it was found."""
+    if not page.evaluate("typeof window.axe === 'object'"):
+        page.evaluate(AXE_SCRIPT)
+    results = page.evaluate("axe.run(document, {resultTypes: ['violations']})")
+    return [
+        f"{v['id']} ({v['impact']}): {v['help']}: "
+        + "; ".join(" ".join(node["target"]) for node in v["nodes"][:5])
+        for v in results["violations"]
+        if v["impact"] in BLOCKING
+    ]
 
 
 @contextmanager

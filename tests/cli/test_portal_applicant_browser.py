@@ -3,7 +3,8 @@ from the sign-in link to a trained model without a terminal: an organisation, a 
 an application to the Playground call on `local` whose broken rules are named live while
 typing (a US company, GPU-hours out of range, a duration the mode does not offer), the
 automatic acceptance, the allocation's balance, then the digits example. Screenshots of
-the applicant's and the member's pages go to docs/screenshots/."""
+the applicant's and the member's pages go to docs/screenshots/; axe-core finds no serious or
+critical violation on them (the form with its broken rules shown included)."""
 
 from __future__ import annotations
 
@@ -89,6 +90,7 @@ def test_a_founder_applies_in_the_browser_and_runs_the_digits_example(
         organisation(page, "Orbit Srl", "IT", "startup")
         ours = project(page, "Ship detection", "Orbit Srl")
         page.click("header >> text=Projects")
+        browsed.assert_accessible()
         page.screenshot(path=str(SCREENSHOTS / "portal-projects.png"), full_page=True)
         page.goto(f"{server.url}/projects/{ours}")
         page.click("text=Apply to a call")
@@ -104,6 +106,7 @@ def test_a_founder_applies_in_the_browser_and_runs_the_digits_example(
         page.select_option("#project", acme)
         refusals_include(page, "organisation country US is not eligible")
         broken_fields_are(page, "country", "gpu_hours", "months", "declare_civilian_ai_act")
+        browsed.assert_accessible()
         page.screenshot(path=str(SCREENSHOTS / "portal-apply.png"), full_page=True)
         page.select_option("#project", ours)
         page.fill("#gpu_hours", "50")
@@ -115,6 +118,7 @@ def test_a_founder_applies_in_the_browser_and_runs_the_digits_example(
         assert "Accepted, decided automatically" in page.inner_text("main")
         page.click('a[href^="/allocations/"]')
         assert "0 used (solid) · 0 reserved (hatched) · 50 granted" in page.inner_text("main")
+        browsed.assert_accessible()
 
         # the member's side: the digits example on the new allocation, then its balance
         page.click("header >> text=Jobs")
@@ -137,7 +141,9 @@ def test_a_founder_applies_in_the_browser_and_runs_the_digits_example(
         text = page.inner_text("main")
         used = re.search(r"([\d.]+) used \(solid\) · 0 reserved \(hatched\) · 50 granted", text)
         assert used is not None and float(used[1]) > 0, text  # the job's GPU-hours
+        browsed.assert_accessible()
         page.screenshot(path=str(SCREENSHOTS / "portal-allocations.png"), full_page=True)
         page.goto(f"{server.url}/projects/{ours}")
+        browsed.assert_accessible()
         page.screenshot(path=str(SCREENSHOTS / "portal-project.png"), full_page=True)
         assert browsed.errors == []

@@ -1,7 +1,8 @@
 """The portal in a real Chromium against a real `fabbrica up` (both databases): the first
 admin's sign-in URL works once; a startup engineer signs in with the link the real SMTP
 server received, starts the digits example, watches its log arrive without reloading,
-and downloads model.pkl. Screenshots go to docs/screenshots/."""
+and downloads model.pkl. axe-core finds no serious or critical violation on the pages, the
+job's page with its log live included. Screenshots go to docs/screenshots/."""
 
 from __future__ import annotations
 
@@ -74,6 +75,7 @@ def test_from_the_sign_in_link_to_a_downloaded_model(
         browsed.errors.clear()
 
         page.goto(f"{server.url}/")
+        browsed.assert_accessible()
         page.screenshot(path=str(SCREENSHOTS / "portal-catalog.png"))
         page.click("header >> text=Sign in")
         page.fill("#email", "eng@startup.it")
@@ -86,6 +88,7 @@ def test_from_the_sign_in_link_to_a_downloaded_model(
         page.click("text=Run the digits example")
         assert re.fullmatch(rf"{server.url}/jobs/\d+", page.url), page.url
         # the log arrives while the page stays open (htmx), and the state follows
+        browsed.assert_accessible()  # while the job runs
         for text in ("on GPU(s)", "test accuracy"):
             page.wait_for_function(
                 f"document.querySelector('#log').textContent.includes('{text}')",
@@ -96,6 +99,7 @@ def test_from_the_sign_in_link_to_a_downloaded_model(
             timeout=30_000,
         )
         page.reload()
+        browsed.assert_accessible()
         page.screenshot(path=str(SCREENSHOTS / "portal-job.png"), full_page=True)
         with page.expect_download() as download:
             page.click('#outputs a[href$="model.pkl"]')
@@ -104,5 +108,6 @@ def test_from_the_sign_in_link_to_a_downloaded_model(
         assert saved.stat().st_size > 1000
         page.goto(f"{server.url}/jobs")
         assert "succeeded" in page.inner_text("table")
+        browsed.assert_accessible()
         page.screenshot(path=str(SCREENSHOTS / "portal-jobs.png"), full_page=True)
         assert browsed.errors == []

@@ -282,7 +282,8 @@ def test_the_proposal_page_shows_scores_and_comments_never_reviewers(
     assert mode is not None
     cutoff = next_cutoff(mode, ctx.clock().date())
     assert cutoff is not None
-    assert f"The decision clock starts at the cut-off on {cutoff:%Y-%m-%d}" in page
+    starts = f"The decision clock starts at the cut-off on {cutoff:%b} {cutoff.day}, {cutoff.year}"
+    assert starts in page
     # a week after the cut-off: its working days (Italy's holidays off) against the target
     clock: Clock = ctx.clock  # type: ignore[assignment]
     clock.now = dt.datetime.combine(cutoff + dt.timedelta(days=6), dt.time(12), dt.UTC)

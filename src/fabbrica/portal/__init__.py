@@ -21,6 +21,7 @@ from fabbrica.portal import (
     review,
     signin,
 )
+from fabbrica.portal.i18n import LanguageMiddleware
 
 STATIC = Path(__file__).parent / "static"
 
@@ -31,3 +32,4 @@ def install_portal(app: FastAPI) -> None:
     for module in (*modules, operate, dashboard):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    app.add_middleware(LanguageMiddleware)

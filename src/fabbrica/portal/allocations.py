@@ -7,10 +7,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated
 
+from babel.numbers import format_decimal
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from fabbrica.core.errors import InvalidInput
+from fabbrica.portal.i18n import LOCALES, language, number
 from fabbrica.portal.web import (
     CsrfChecked,
     DbSession,
@@ -70,10 +72,10 @@ def hours(value: float) -> str:
     if value == 0:
         return "0"
     if value < 0.0001:
-        return "< 0.0001"
-    if value < 10:
-        return f"{value:.4f}".rstrip("0").rstrip(".")
-    return f"{value:,.1f}"
+        return f"< {number(0.0001, 4)}"
+    if value < 10:  # up to 4 decimals, no trailing zeros, in the language's way
+        return format_decimal(value, format="#,##0.####", locale=LOCALES[language()])
+    return number(value, 1)
 
 
 templates.globals["balance"] = balance

@@ -14,6 +14,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from fabbrica.core.access import DECLARATION, Refusal
 from fabbrica.core.errors import Conflict, FabbricaError, InvalidInput, NotFound
+from fabbrica.portal.i18n import N_
 from fabbrica.portal.web import (
     CsrfChecked,
     DbSession,
@@ -35,15 +36,15 @@ from fabbrica.store.models import Call, Project, User
 
 router = APIRouter(route_class=PortalRoute, include_in_schema=False)
 LABELS = {
-    "call": "Call",
-    "country": "Country",
-    "organisation_type": "Organisation type",
-    "gpu_hours": "GPU-hours",
-    "months": "Duration",
-    "gpu_model": "GPU model",
-    "project_id": "Project",
-    "abstract": "Abstract",
-    "declare_civilian_ai_act": "Declaration",
+    "call": N_("Call"),
+    "country": N_("Country"),
+    "organisation_type": N_("Organisation type"),
+    "gpu_hours": N_("GPU-hours"),
+    "months": N_("Duration"),
+    "gpu_model": N_("GPU model"),
+    "project_id": N_("Project"),
+    "abstract": N_("Abstract"),
+    "declare_civilian_ai_act": N_("Declaration"),
 }
 
 

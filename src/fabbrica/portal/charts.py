@@ -14,6 +14,11 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from babel.dates import format_date
+from babel.numbers import format_percent
+
+from fabbrica.portal.i18n import LOCALES, _, language, number
+
 PATTERNS = ("solid", "hatch", "dots")
 WIDTH = 640
 LABEL_WIDTH = 170  # the category names, left of the bars
@@ -31,11 +36,12 @@ Format = Callable[[float], str]
 
 def gpu_hours(value: float) -> str:
     """Whole GPU-hours, with one decimal below 100 (a small use is not shown as 0)."""
-    return f"{value:,.1f}" if 0 < abs(value) < 100 and value != int(value) else f"{value:,.0f}"
+    return number(value, 1 if 0 < abs(value) < 100 and value != int(value) else 0)
 
 
 def percent(value: float) -> str:
-    return f"{value:.1%}" if 0 < value < 0.1 else f"{value:.0%}"
+    pattern = "#,##0.0%" if 0 < value < 0.1 else "#,##0%"
+    return format_percent(value, format=pattern, locale=LOCALES[language()])
 
 
 @dataclass(frozen=True)
@@ -126,7 +132,7 @@ def _table(
 ) -> tuple[tuple[str, ...], tuple[tuple[str, ...], ...]]:
     headers = (first, *(s.name for s in series))
     rows = tuple(
-        (name, *("n/a" if s.values[i] is None else fmt(s.values[i] or 0.0) for s in series))
+        (name, *(_("n/a") if s.values[i] is None else fmt(s.values[i] or 0.0) for s in series))
         for i, name in enumerate(categories)
     )
     return headers, rows
@@ -168,7 +174,7 @@ def bar_chart(
         for n, s in enumerate(series):
             value = s.values[i]
             width = 0.0 if value is None else plot_w * max(0.0, min(value, end)) / end
-            text = "n/a" if value is None else fmt(value)
+            text = _("n/a") if value is None else fmt(value)
             bars.append(
                 Bar(
                     plot_x,
@@ -214,9 +220,9 @@ def column_chart(
     days: Sequence[dt.date],
     values: Sequence[float],
     *,
-    series_name: str = "GPU-hours",
+    series_name: str | None = None,
     fmt: Format = gpu_hours,
-    first_column: str = "Week of",
+    first_column: str = "",
 ) -> Chart:
     """Vertical bars over time, one per day or week, the oldest on the left."""
     height, left, right, bottom = 220.0, 64.0, 16.0, 40.0
@@ -243,12 +249,19 @@ def column_chart(
             )
         )
         if n % every == 0:
-            labels.append(Text(x + slot * 0.35, plot_y + plot_h + 16, f"{day:%d %b}", "middle"))
+            labels.append(
+                Text(
+                    x + slot * 0.35,
+                    plot_y + plot_h + 16,
+                    format_date(day, "d MMM", locale=LOCALES[language()]),
+                    "middle",
+                )
+            )
     grid = tuple(plot_y + plot_h - plot_h * k / 4 for k in range(5))
     ticks = tuple(Text(plot_x - 6, y + 4, fmt(end * k / 4)) for k, y in enumerate(grid))
-    series = [Series(series_name, tuple(values))]
+    series = [Series(series_name or _("GPU-hours"), tuple(values))]
     names = [day.isoformat() for day in days]
-    headers, rows = _table(names, series, fmt, first_column)
+    headers, rows = _table(names, series, fmt, first_column or _("Week of"))
     return Chart(
         id=chart_id,
         title=title,
@@ -270,12 +283,15 @@ def column_chart(
 def _describe(categories: Sequence[str], series: Sequence[Series], fmt: Format) -> str:
     """The chart's figures in one sentence, for the SVG's <desc>."""
     if not categories:
-        return "No figures for this period."
+        return _("No figures for this period.")
     parts = []
     for i, name in enumerate(categories[:20]):
         values = ", ".join(
-            f"{s.name} {'n/a' if s.values[i] is None else fmt(s.values[i] or 0.0)}" for s in series
+            f"{s.name} {_('n/a') if s.values[i] is None else fmt(s.values[i] or 0.0)}"
+            for s in series
         )
         parts.append(f"{name}: {values}")
-    more = f"; and {len(categories) - 20} more in the table" if len(categories) > 20 else ""
+    more = ""
+    if len(categories) > 20:
+        more = _("; and %(count)d more in the table") % {"count": len(categories) - 20}
     return "; ".join(parts) + more + "."

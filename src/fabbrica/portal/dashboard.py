@@ -13,16 +13,17 @@ from fastapi.responses import HTMLResponse, Response
 
 from fabbrica.core.errors import NotFound
 from fabbrica.portal import charts
+from fabbrica.portal.i18n import N_, _, number
 from fabbrica.portal.web import DbSession, PortalRoute, UserDep, ViewerDep, context, render
 from fabbrica.services import federation_report, usage_series
 from fabbrica.services.access.visibility import sees_all
 
 router = APIRouter(route_class=PortalRoute, include_in_schema=False)
 DIMENSIONS = {
-    "member_state": "Member state",
-    "sector": "Sector",
-    "organisation_type": "Organisation type",
-    "access_mode": "Access mode",
+    "member_state": N_("Member state"),
+    "sector": N_("Sector"),
+    "organisation_type": N_("Organisation type"),
+    "access_mode": N_("Access mode"),
 }
 DEFAULT_DAYS = 365  # the dashboard's period without from/to: the last year, today included
 
@@ -71,29 +72,35 @@ def _charts(request: Request, report: dict[str, Any]) -> list[charts.Chart]:
         made.append(
             charts.bar_chart(
                 f"chart-{key.replace('_', '-')}",
-                f"GPU-hours by {title.lower()}",
+                _("GPU-hours by %(dimension)s") % {"dimension": _(title).lower()},
                 names,
                 [
-                    charts.Series("Granted", tuple(r["granted_gpu_hours"] for r in rows)),
-                    charts.Series("Used", tuple(r["used_gpu_hours"] for r in rows)),
+                    charts.Series(_("Granted"), tuple(r["granted_gpu_hours"] for r in rows)),
+                    charts.Series(_("Used"), tuple(r["used_gpu_hours"] for r in rows)),
                 ],
-                first_column=title,
+                first_column=_(title),
             )
         )
     decisions = report["decisions"]
     made.append(
         charts.bar_chart(
             "chart-decisions",
-            "Decisions within target, by access mode",
+            _("Decisions within target, by access mode"),
             [modes.get(d["mode"], d["mode"]) for d in decisions],
-            [charts.Series("Within target", tuple(d["within_target_share"] for d in decisions))],
+            [charts.Series(_("Within target"), tuple(d["within_target_share"] for d in decisions))],
             fmt=charts.percent,
             maximum=1.0,
-            first_column="Access mode",
+            first_column=_("Access mode"),
             extra_columns=[
-                ("Decisions", [str(d["decisions"]) for d in decisions]),
-                ("Target (working days)", [_or_none(d["target_working_days"]) for d in decisions]),
-                ("Median (working days)", [f"{d['median_working_days']:g}" for d in decisions]),
+                (_("Decisions"), [str(d["decisions"]) for d in decisions]),
+                (
+                    _("Target (working days)"),
+                    [_or_none(d["target_working_days"]) for d in decisions],
+                ),
+                (
+                    _("Median (working days)"),
+                    [number(d["median_working_days"], None) for d in decisions],
+                ),
             ],
         )
     )
@@ -101,15 +108,15 @@ def _charts(request: Request, report: dict[str, Any]) -> list[charts.Chart]:
     made.append(
         charts.bar_chart(
             "chart-utilisation",
-            "Utilisation per factory",
+            _("Utilisation per factory"),
             [factories.get(u["factory"], u["factory"]) for u in used],
-            [charts.Series("Used of operated", tuple(u["utilisation"] for u in used))],
+            [charts.Series(_("Used of operated"), tuple(u["utilisation"] for u in used))],
             fmt=charts.percent,
             maximum=max([1.0, *(u["utilisation"] or 0.0 for u in used)]),
-            first_column="Factory",
+            first_column=_("Factory"),
             extra_columns=[
-                ("GPUs", [f"{u['gpus']:,}" for u in used]),
-                ("GPU-hours used", [charts.gpu_hours(u["used_gpu_hours"]) for u in used]),
+                (_("GPUs"), [number(u["gpus"]) for u in used]),
+                (_("GPU-hours used"), [charts.gpu_hours(u["used_gpu_hours"]) for u in used]),
             ],
         )
     )
@@ -117,7 +124,7 @@ def _charts(request: Request, report: dict[str, Any]) -> list[charts.Chart]:
 
 
 def _or_none(value: int | None) -> str:
-    return "none" if value is None else str(value)
+    return _("none") if value is None else str(value)
 
 
 @router.get("/usage", response_class=HTMLResponse)
@@ -132,13 +139,17 @@ def usage_page(
     points = usage_series.usage_over_time(
         session, user, now=context(request).clock(), bucket=bucket, count=count
     )
-    per = "week" if bucket == "week" else "day"
+    title = (
+        _("GPU-hours used per week, last %(count)d weeks")
+        if bucket == "week"
+        else _("GPU-hours used per day, last %(count)d days")
+    )
     chart = charts.column_chart(
         "chart-usage",
-        f"GPU-hours used per {per}, last {count} {per}s",
+        title % {"count": count},
         [p.start for p in points],
         [p.gpu_hours for p in points],
-        first_column="Week of" if bucket == "week" else "Day",
+        first_column=_("Week of") if bucket == "week" else _("Day"),
     )
     total = sum(p.gpu_hours for p in points)
     return render(request, who, "usage.html", chart=chart, bucket=bucket, total=total)

@@ -16,6 +16,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fabbrica.catalog.model import Decision
 from fabbrica.core.access import CallState
 from fabbrica.core.errors import Conflict, FabbricaError, Forbidden, InvalidInput
+from fabbrica.portal.i18n import _
 from fabbrica.portal.web import (
     CsrfChecked,
     DbSession,
@@ -34,6 +35,7 @@ router = APIRouter(route_class=PortalRoute, include_in_schema=False)
 ALLOCATION_ACTIONS = ("extend", "top_up", "suspend", "resume")
 Text = Annotated[str, Form(max_length=5000)]
 Short = Annotated[str, Form(max_length=40)]
+SHOWN = 100  # rows of a long list on one page (the queue: the nearest deadlines first)
 
 
 def _names(request: Request) -> dict[str, Any]:
@@ -66,8 +68,16 @@ def _number(text: str, field: str) -> float | None:
 def queue_page(request: Request, who: ViewerDep, user: UserDep, session: DbSession) -> Response:
     scope = _scope(session, user)
     ctx = context(request)
-    queue = worklists.decision_queue(session, user, ctx.catalog, now=ctx.clock())
-    return render(request, who, "operate_queue.html", queue=queue, scope=scope, **_names(request))
+    queue = worklists.decision_queue(session, user, ctx.catalog, now=ctx.clock(), shown=SHOWN)
+    return render(
+        request,
+        who,
+        "operate_queue.html",
+        queue=queue.entries,
+        more=queue.more,
+        scope=scope,
+        **_names(request),
+    )
 
 
 def _proposal_page(
@@ -124,7 +134,7 @@ def decide(
     try:
         with session.begin_nested():  # refused: nothing of it stays
             if decision not in ("accept", "reject"):
-                raise InvalidInput("choose accept or reject", field="decision")
+                raise InvalidInput(_("choose accept or reject"), field="decision")
             proposals.decide(
                 session,
                 user,
@@ -207,7 +217,7 @@ def _call_changes(action: str, reason: str, offered: str) -> calls.CallChanges:
     reason = reason.strip()
     if action == "close":
         if not reason:
-            raise InvalidInput("closing a call needs a reason applicants can read", "reason")
+            raise InvalidInput(_("closing a call needs a reason applicants can read"), "reason")
         return calls.CallChanges(state=CallState.CLOSED, reason=reason)
     if action == "open":
         return calls.CallChanges(state=CallState.OPEN, reason=reason or None)
@@ -216,21 +226,22 @@ def _call_changes(action: str, reason: str, offered: str) -> calls.CallChanges:
     if action == "capacity":
         hours = _number(offered, "offered_gpu_hours")
         if hours is None:
-            raise InvalidInput("give the GPU-hours the call offers", "offered_gpu_hours")
+            raise InvalidInput(_("give the GPU-hours the call offers"), "offered_gpu_hours")
         return calls.CallChanges(offered_gpu_hours=hours, reason=reason or None)
-    raise InvalidInput("choose open, close, automatic, manual or capacity", field="action")
+    raise InvalidInput(_("choose open, close, automatic, manual or capacity"), field="action")
 
 
 @router.get("/operate/allocations", response_class=HTMLResponse)
 def allocations_page(
     request: Request, who: ViewerDep, user: UserDep, session: DbSession
 ) -> Response:
-    found = worklists.operated_allocations(session, user)
+    found = worklists.operated_allocations(session, user, limit=SHOWN + 1)
     return render(
         request,
         who,
         "operate_allocations.html",
-        allocations=found,
+        allocations=found[:SHOWN],
+        more=len(found) > SHOWN,
         remaining={a.id: accounting.remaining(a) for a in found},
         **_names(request),
     )
@@ -288,7 +299,7 @@ def change_allocation(
                 raise InvalidInput(f"choose one of: {', '.join(ALLOCATION_ACTIONS)}", "action")
             extend_by = _number(months, "months") if action == "extend" else None
             if extend_by is not None and (extend_by != int(extend_by) or not 1 <= extend_by <= 60):
-                raise InvalidInput("extend by 1 to 60 whole months", field="months")
+                raise InvalidInput(_("extend by 1 to 60 whole months"), field="months")
             change = allocations.AllocationChange(
                 action=action,
                 reason=reason,

@@ -11,6 +11,7 @@ from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from fabbrica.core.errors import Conflict, FabbricaError, InvalidInput, NotFound
+from fabbrica.portal.i18n import _
 from fabbrica.portal.web import (
     CsrfChecked,
     DbSession,
@@ -170,7 +171,7 @@ def create_project(
     try:
         with session.begin_nested():  # a refusal undoes only this
             if not org_id.isdigit():
-                raise InvalidInput("choose an organisation (create one first)", field="org_id")
+                raise InvalidInput(_("choose an organisation (create one first)"), field="org_id")
             project = projects_service.create_project(
                 session, user, ctx.catalog, title=title, org_id=int(org_id), mode=mode or None,
                 now=ctx.clock(),

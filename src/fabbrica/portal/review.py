@@ -12,6 +12,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from fabbrica.core.access import ProposalState
 from fabbrica.core.errors import Conflict, FabbricaError, Forbidden, InvalidInput
+from fabbrica.portal.i18n import _
 from fabbrica.portal.web import (
     CsrfChecked,
     DbSession,
@@ -86,7 +87,7 @@ def score(
     try:
         with session.begin_nested():  # refused: nothing of it stays
             if not score.strip().isdigit():
-                raise InvalidInput("give a score from 1 to 5", field="score")
+                raise InvalidInput(_("give a score from 1 to 5"), field="score")
             reviews.submit_review(
                 session,
                 user,

@@ -24,6 +24,8 @@ from sqlalchemy.orm import Session
 from fabbrica import __version__
 from fabbrica.api.deps import AppContext
 from fabbrica.core.errors import FabbricaError, Forbidden, NotFound, Unauthenticated
+from fabbrica.portal import i18n
+from fabbrica.portal.i18n import _
 from fabbrica.services import identity, portal_sessions
 from fabbrica.store.models import PortalSession, User
 
@@ -37,7 +39,11 @@ templates = Environment(
     autoescape=select_autoescape(default=True, default_for_string=True),
     trim_blocks=True,
     lstrip_blocks=True,
+    extensions=["jinja2.ext.i18n"],
 )
+templates.install_gettext_translations(i18n.RequestTranslations(), newstyle=True)  # type: ignore[attr-defined]
+templates.filters.update(i18n.FILTERS)
+LANGUAGE_COOKIE_SECONDS = 365 * 24 * 3600
 
 
 class NeedsSignIn(Exception):
@@ -61,12 +67,14 @@ class PortalRoute(APIRoute):
                 target = quote(request.url.path, safe="/")
                 return RedirectResponse(f"/sign-in?next={target}", status_code=303)
             except StaleForm:
-                message = "This form is out of date or was not sent from Fabbrica: reload the page."
-                return error_page(request, 403, "Refused", message)
+                message = _(
+                    "This form is out of date or was not sent from Fabbrica: reload the page."
+                )
+                return error_page(request, 403, _("Refused"), message)
             except (NotFound, Forbidden):
-                return error_page(request, 404, "Not found", "There is nothing for you here.")
+                return error_page(request, 404, _("Not found"), _("There is nothing for you here."))
             except FabbricaError as exc:
-                return error_page(request, exc.status, "That did not work", exc.message)
+                return error_page(request, exc.status, _("That did not work"), exc.message)
 
         return handle
 
@@ -141,9 +149,18 @@ def render(
     request: Request, who: Viewer, template: str, status: int = 200, **values: Any
 ) -> HTMLResponse:
     html = templates.get_template(template).render(
-        request=request, viewer=who, version=__version__, csrf_field=CSRF_FIELD, **values
+        request=request,
+        viewer=who,
+        version=__version__,
+        csrf_field=CSRF_FIELD,
+        lang=i18n.language(),
+        languages=i18n.LANGUAGES,
+        **values,
     )
     response = HTMLResponse(html, status_code=status)
+    chosen = request.query_params.get(i18n.LANG_PARAM)
+    if chosen in i18n.LANGUAGES and request.cookies.get(i18n.LANG_COOKIE) != chosen:
+        set_cookie(request, response, i18n.LANG_COOKIE, chosen, max_age=LANGUAGE_COOKIE_SECONDS)
     if not who.signed_in and request.cookies.get(CSRF_COOKIE) != who.csrf:
         set_cookie(request, response, CSRF_COOKIE, who.csrf, max_age=None)
     return response

@@ -6,6 +6,7 @@ Applicants see scores and comments, never who wrote them.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -211,6 +212,23 @@ def reviews_of(session: Session, proposal: Proposal) -> list[Review]:
 
 
 def status_of(session: Session, proposal: Proposal) -> ReviewStatus:
-    scores = [r.score for r in reviews_of(session, proposal) if r.state == SUBMITTED and r.score]
-    call = proposal.call
-    return review_status(scores, call.min_reviews, call.min_average_score)
+    return statuses_of(session, [proposal])[proposal.id]
+
+
+def statuses_of(session: Session, proposals: Sequence[Proposal]) -> dict[int, ReviewStatus]:
+    """The review status of each proposal, read in one query (a queue of hundreds)."""
+    scores: dict[int, list[int]] = {p.id: [] for p in proposals}
+    for start in range(0, len(proposals), 500):
+        ids = [p.id for p in proposals[start : start + 500]]
+        query = (
+            select(Review.proposal_id, Review.score)
+            .where(Review.proposal_id.in_(ids), Review.state == SUBMITTED)
+            .order_by(Review.id)
+        )
+        for proposal_id, score in session.execute(query):
+            if score:
+                scores[proposal_id].append(score)
+    return {
+        p.id: review_status(scores[p.id], p.call.min_reviews, p.call.min_average_score)
+        for p in proposals
+    }
