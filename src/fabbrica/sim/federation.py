@@ -85,6 +85,16 @@ class Federation:
             )
         )
 
+    def resized(self, total: float, minimum: dict[str, int]) -> Federation:
+        """`total` GPUs shared in proportion to the factories' sizes, each at least its
+        largest home job (and 1): `proportional_shares`, so the floors do not add up."""
+        shares = proportional_shares(total, {s.id: float(s.gpus) for s in self.sites}, minimum)
+        return Federation(
+            tuple(
+                replace(s, gpus=shares[s.id], given_gpus=s.given_gpus or s.gpus) for s in self.sites
+            )
+        )
+
 
 def demand(jobs: Iterable[TraceJob]) -> dict[str, float]:
     """GPU-hours asked for per cluster."""

@@ -78,12 +78,14 @@ class Candidate:
 
     @property
     def label(self) -> str:
+        if self is BASE:
+            return "today"
         if not self.factory:
             return "the whole federation"
         return f"{self.factory} (new, {self.country})" if self.country else self.factory
 
 
-BASE = Candidate("", "", 1)  # the base federation's probe
+BASE = Candidate("", "", 1, "")  # the base federation's probe (label: see `label`)
 
 
 @dataclass(frozen=True)
@@ -292,7 +294,7 @@ def plan(
                 found.probes.append(probe)
                 if progress:
                     progress(
-                        f"round {found.rounds + 1}: {candidate.label} {amount:,} GPUs "
+                        f"round {found.rounds}: {candidate.label} {amount:,} GPUs "
                         f"({federation.gpus:,} in all): {target.metric} "
                         f"{target.value(summary):,.2f}"
                     )
@@ -300,6 +302,7 @@ def plan(
 
     first: list[tuple[_Search | None, int]] = [(None, 0)] if base is not None else []
     first += [(s, a) for s in searches for a in s.wanted(tolerance)]
+    found.rounds = 1
     probes = measure(first)
     if base is not None:
         found.base = probes.pop(0)
@@ -307,10 +310,8 @@ def plan(
             found.answers = [
                 Answer(s.candidate, replace(found.base, candidate=s.candidate), 0) for s in searches
             ]
-            found.rounds = 1
             return found
     _learn(searches, probes)
-    found.rounds = 1
     while found.rounds < MAX_ROUNDS:
         wanted = [(s, a) for s in searches for a in s.wanted(tolerance)]
         if not wanted:

@@ -100,8 +100,8 @@ def federation_for(
     else:
         base = fed.assign(given, replayed, source)
         if load is not None:
-            base = base.scaled(
-                fed.offered_load(replayed, base.gpus) / load,
+            base = base.resized(
+                fed.busiest_week(replayed)[1] / (load * fed.WEEK / 3600.0),
                 fed.largest_per_site(base, replayed),
             )
         elif scale > 1:
