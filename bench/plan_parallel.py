@@ -15,28 +15,31 @@ import argparse
 import io
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import llm_trace  # noqa: E402
+import llm_trace
 
-from fabbrica.sim import federation as fed  # noqa: E402
-from fabbrica.sim.parallel import runner  # noqa: E402
-from fabbrica.sim.plan import Candidate, Plan, Target, grown, plan  # noqa: E402
-from fabbrica.sim.trace import load  # noqa: E402
-
+from fabbrica.sim import federation as fed
+from fabbrica.sim.parallel import runner
+from fabbrica.sim.plan import Candidate, Plan, Target, grown, plan
+from fabbrica.sim.trace import TraceJob, load
 
 GROWTH = 1.5
 
 
-def question(jobs_count: int, days: int) -> tuple[object, ...]:
+def question(
+    jobs_count: int, days: int
+) -> tuple[tuple[TraceJob, ...], fed.Federation, list[Candidate]]:
     text = io.StringIO()
     llm_trace.write(text, jobs=jobs_count, days=days)
-    path = Path("/tmp/fabbrica-plan-parallel.csv")
-    path.write_text(text.getvalue(), encoding="utf-8")
-    trace = load(path)
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "llm.csv"
+        path.write_text(text.getvalue(), encoding="utf-8")
+        trace = load(path)
     base = fed.sized_for_load(trace.jobs, 1.0)
     largest = sorted(base.sites, key=lambda s: -s.gpus)[:3]
     candidates = [Candidate(s.id, "h100", 8) for s in largest]
@@ -56,16 +59,15 @@ def main() -> None:
     parser.add_argument("--days", type=int, default=7)
     args = parser.parse_args()
     jobs, base, candidates = question(args.jobs, args.days)
-    assert isinstance(base, fed.Federation) and isinstance(candidates, list)
     times: dict[int, list[float]] = {1: [], args.workers: []}
     answers: dict[int, list[tuple[str, int | None]]] = {}
     steps = 0
     for _ in range(args.repeats):
         for workers in times:
             began = time.perf_counter()
-            with runner(jobs, workers=workers) as run:  # type: ignore[arg-type]
+            with runner(jobs, workers=workers) as run:
                 found = plan(
-                    jobs,  # type: ignore[arg-type]
+                    jobs,
                     run,
                     target=Target("mean_wait", 60.0),
                     policy="federated",

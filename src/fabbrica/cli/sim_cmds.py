@@ -89,33 +89,38 @@ def simulate(
 ) -> None:
     """Replay a GPU-cluster trace through the placement core under several policies.
 
-    Replays a trace (CSV columns `timestamp, duration, num_gpus, cluster`) through the
-    placement core under `site-fifo`, `site-backfill`, `naive`, `federated`, `federated-single`
-    and `pooled` (all six unless `--policy` is repeated). Without `--federation`, each virtual
+    Replays a trace (CSV columns `timestamp, duration, num_gpus, cluster`) through the placement
+    core under `site-fifo`, `site-backfill`, `naive`, `federated`, `federated-single` and
+    `pooled` (all six unless `--policy` is repeated). Without `--federation`, each virtual
     cluster is a home factory and the federation is sized so that the busiest 7-day window's
     offered load is `--load` (default 0.9); a list such as `--load 0.9,1.0,1.2` runs a sweep.
     With `--federation`, the file's sizes are used as given, or rescaled to `--load` when it is
-    given. `--scale K` replays K copies of the trace over its own span (copy k shifted by k/K
-    of an hour) on a federation sized for them, so the offered load stays `--load`; `--copies
-    K` replays K copies spread over one week on K times the GPUs (a throughput benchmark: the
-    load falls). `--outage FACTORY@START+DURATION` (repeatable) takes a factory down: its
-    running jobs are lost after the 60 s lease and queued again, and the report adds what the
-    outage cost (runs requeued, GPU-hours lost, mean and p95 wait against the same run without
-    the outage). Time limits are the run time x `--limit-factor` (default 1), rounded up to
-    the next hour.
+    given; `--catalog [FILE]` does the same with the catalog's factories, partitions and sizes
+    (the shipped catalog without FILE; an unpublished size is an estimate, marked `≈`, as are
+    the catalog's uncertain ones), the trace's clusters homed by demand (the largest to the
+    factory with the least demand per GPU). What-ifs on either: `--add-factory
+    ID:GPUS:MODEL:COUNTRY` and `--grow ID=FACTOR` (repeatable). `--scale K` replays K copies of
+    the trace over its own span (copy k shifted by k/K of an hour) on a federation sized for
+    them, so the offered load stays `--load`; `--copies K` replays K copies spread over one week
+    on K times the GPUs (a throughput benchmark: the load falls). `--outage
+    FACTORY@START+DURATION` (repeatable) takes a factory down: its running jobs are lost after
+    the 60 s lease and queued again, and the report adds what the outage cost (runs requeued,
+    GPU-hours lost, mean and p95 wait against the same run without the outage). Time limits are
+    the run time x `--limit-factor` (default 1), rounded up to the next hour.
 
     Prints per policy: jobs, mean / p50 / p95 / p99 / max wait, mean job completion time, mean
     bounded slowdown (run time floor 10 s), GPU utilisation and makespan, the same by job size
-    (1, 2-8, more than 8 GPUs), the ratios `federated / site-backfill`, `federated / pooled`
-    and `federated / naive` of mean waits, any policy that beats `pooled` and by how much,
-    the wall time and the events per second. Progress goes to stderr. `--json` prints all of
-    it (`trace`, `outages`, `points[]` with `offered_load`, `federation`, `policies.<name>`
-    metrics, `by_size` and `outage`, `ratios`, `beats_pooled`, then `wall_seconds`, `events`,
-    `events_per_second`, `attribution`). `--plot` draws the wait-time CDFs per policy (needs
-    the `plot` extra: matplotlib). Rows that cannot be used are skipped and counted by kind
+    (1, 2-8, more than 8 GPUs), the ratios `federated / site-backfill`, `federated / pooled` and
+    `federated / naive` of mean waits, any policy that beats `pooled` and by how much, the wall
+    time and the events per second. Progress goes to stderr. `--json` prints all of it (`trace`,
+    `federation_source`, `outages`, `points[]` with `offered_load`, `federation` (`factories[]`
+    with `gpus`, `gpu_model`, `estimated`, `basis`; `estimated` ids), `policies.<name>` metrics,
+    `by_size` and `outage`, `ratios`, `beats_pooled`, then `wall_seconds`, `events`,
+    `events_per_second`, `attribution`). `--plot` draws the wait-time CDFs per policy (needs the
+    `plot` extra: matplotlib). Rows that cannot be used are skipped and counted by kind
     (`missing_value`, `bad_timestamp`, `bad_duration`, `negative_duration`, `bad_num_gpus`,
-    `non_positive_gpus`); unsorted rows are sorted and
-    counted; a missing column or a trace with no usable row exits 2.
+    `non_positive_gpus`); unsorted rows are sorted and counted; a missing column or a trace with
+    no usable row exits 2.
     """
     from fabbrica.sim import study
     from fabbrica.sim.engine import POLICIES
