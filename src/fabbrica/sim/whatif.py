@@ -175,5 +175,5 @@ def apply(sites: Sequence[Site], adds: Sequence[AddFactory], grows: Sequence[Gro
 
 
 def _grown(site: Site, factor: float) -> Site:
-    nodes = max(round(site.gpus * factor / site.gpus_per_node), 1)
+    nodes = max(math.floor(site.gpus * factor / site.gpus_per_node + 0.5), 1)
     return replace(site, gpus=nodes * site.gpus_per_node, basis=f"{site.basis}, x{factor:g}")
