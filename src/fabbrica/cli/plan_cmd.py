@@ -53,7 +53,7 @@ def plan(
         typer.Option(
             "--at",
             metavar="FACTORY",
-            help="A factory that could grow (with --catalog or --federation); repeatable.",
+            help="A factory that could grow (with --catalog or --federation).",
         ),
     ] = None,
     new: Annotated[
@@ -61,7 +61,7 @@ def plan(
         typer.Option(
             "--new",
             metavar="ID:MODEL:COUNTRY",
-            help="A new factory that could open (with --catalog or --federation); repeatable.",
+            help="A new factory that could open (with --catalog or --federation).",
         ),
     ] = None,
     model: Annotated[

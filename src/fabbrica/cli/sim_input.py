@@ -51,7 +51,7 @@ AddFactoryOpt = Annotated[
     typer.Option(
         "--add-factory",
         metavar="ID:GPUS:MODEL:COUNTRY",
-        help="What-if: one more factory (with --catalog or --federation); repeatable.",
+        help="What-if: one more factory (with --catalog or --federation).",
     ),
 ]
 GrowOpt = Annotated[
@@ -59,7 +59,7 @@ GrowOpt = Annotated[
     typer.Option(
         "--grow",
         metavar="ID=FACTOR",
-        help="What-if: a factory's GPUs times FACTOR (with --catalog or --federation); repeatable.",
+        help="What-if: a factory's GPUs times FACTOR (with --catalog or --federation).",
     ),
 ]
 LimitOpt = Annotated[
