@@ -65,10 +65,10 @@ def main() -> None:
     for _ in range(args.repeats):
         for workers in times:
             began = time.perf_counter()
-            with runner(jobs, workers=workers) as run:
+            with runner(jobs, workers=workers) as pool:
                 found = plan(
                     jobs,
-                    run,
+                    pool,
                     target=Target("mean_wait", 60.0),
                     policy="federated",
                     candidates=candidates,

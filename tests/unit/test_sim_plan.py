@@ -68,16 +68,16 @@ def test_the_search_adds_the_fewest_gpus_and_its_neighbour_misses() -> None:
     target = Target("mean_wait", 600.0)
     assert falls_behind(replayed) < base.gpus * 10
     candidates = [Candidate("x", "gpu", 1), Candidate("new", "h100", 1, "DE")]
-    with runner(replayed) as run:
+    with runner(replayed) as pool:
         found = plan(
-            replayed, run, target=target, policy="federated", candidates=candidates, base=base
+            replayed, pool, target=target, policy="federated", candidates=candidates, base=base
         )
         assert found.base is not None and not found.base.met
         for answer in found.answers:
             assert answer.probe is not None and answer.probe.met
             amount = answer.probe.amount
             assert amount - answer.low <= max(1, 0.01 * amount)  # known to 1 % or one GPU
-            [fewer] = run(
+            [fewer] = pool.map(
                 [Task(with_added(base, answer.candidate, answer.low), "federated", 1, 500)]
             )
             assert not target.met(fewer)

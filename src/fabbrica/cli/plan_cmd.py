@@ -146,10 +146,10 @@ def plan(
         if base is not None:
             fed.check_fits(base, jobs, at_home=chosen.startswith("site-"))
         try:
-            with runner(jobs, workers=workers, dask=dask) as run:
+            with runner(jobs, workers=workers, dask=dask) as pool:
                 if candidates:
                     found = search(
-                        jobs, run, target=target, policy=chosen, candidates=candidates,
+                        jobs, pool, target=target, policy=chosen, candidates=candidates,
                         base=base, growth=growth, tolerance=tolerance,
                         limit_factor=limit_factor, queue_depth=queue_depth,
                         progress=given.progress,
@@ -161,7 +161,7 @@ def plan(
                         else (_default_sizer(jobs), float(fed.sized_for_load(jobs, 1.0).gpus))
                     )
                     found = search(
-                        jobs, run, target=target, policy=chosen,
+                        jobs, pool, target=target, policy=chosen,
                         candidates=[Candidate("", "", 1)], sizer=sizer, start=start,
                         growth=growth, tolerance=tolerance, limit_factor=limit_factor,
                         queue_depth=queue_depth, progress=given.progress,

@@ -1,17 +1,18 @@
 """Running independent simulations at once: in this process, in worker processes
 (`concurrent.futures`), or on a Dask cluster (the optional `dask` extra).
 
-A task is one policy on one federation; its answer is the run's `Summary`. The jobs are
+A task is one policy on one federation; its answer is the run's `Summary`, as a
+`concurrent.futures.Future`. The jobs are
 sent once per worker (a process pool's initializer; on Dask, scattered to every worker),
-not once per task. The order of the answers is the order of the tasks, whoever ran them,
-so a search built on them takes the same steps with any number of workers.
+not once per task. A search that decides from the answers alone, never from the order in
+which they come, takes the same steps with any number of workers.
 """
 
 from __future__ import annotations
 
 import importlib
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -34,7 +35,16 @@ class Task:
     queue_depth: int
 
 
-Runner = Callable[[Sequence[Task]], list[Summary]]
+class Pool:
+    """Where tasks run: `submit` gives a future of the task's summary."""
+
+    def __init__(self, submit: Callable[[Task], Future[Summary]]) -> None:
+        self.submit = submit
+
+    def map(self, tasks: Sequence[Task]) -> list[Summary]:
+        """The summaries of `tasks`, in their order."""
+        return [f.result() for f in [self.submit(t) for t in tasks]]
+
 
 _JOBS: tuple[TraceJob, ...] = ()  # a worker process's copy of the jobs
 
@@ -57,26 +67,35 @@ def _install(jobs: tuple[TraceJob, ...]) -> None:
     _JOBS = jobs
 
 
+def _here(jobs: Sequence[TraceJob]) -> Callable[[Task], Future[Summary]]:
+    def submit(task: Task) -> Future[Summary]:
+        future: Future[Summary] = Future()
+        future.set_result(evaluate(task, jobs))
+        return future
+
+    return submit
+
+
 @contextmanager
 def runner(
     jobs: Sequence[TraceJob], *, workers: int = 1, dask: str | None = None
-) -> Iterator[Runner]:
-    """A function running a list of tasks: on the Dask cluster at `dask`, else in
-    `workers` processes, else (one worker) here."""
+) -> Iterator[Pool]:
+    """Where tasks run: on the Dask cluster at `dask`, else in `workers` processes, else
+    (one worker) here, each task as it is submitted."""
     replayed = tuple(jobs)
     if dask:
-        with _dask_runner(replayed, dask) as run:
-            yield run
+        with _dask_pool(replayed, dask) as pool:
+            yield pool
         return
     if workers <= 1:
-        yield lambda tasks: [evaluate(t, replayed) for t in tasks]
+        yield Pool(_here(replayed))
         return
-    with ProcessPoolExecutor(workers, initializer=_install, initargs=(replayed,)) as pool:
-        yield lambda tasks: list(pool.map(evaluate, tasks))
+    with ProcessPoolExecutor(workers, initializer=_install, initargs=(replayed,)) as executor:
+        yield Pool(lambda task: executor.submit(evaluate, task))
 
 
 @contextmanager
-def _dask_runner(jobs: tuple[TraceJob, ...], address: str) -> Iterator[Runner]:
+def _dask_pool(jobs: tuple[TraceJob, ...], address: str) -> Iterator[Pool]:
     try:
         distributed: Any = importlib.import_module("distributed")
     except ImportError as exc:
@@ -89,11 +108,7 @@ def _dask_runner(jobs: tuple[TraceJob, ...], address: str) -> Iterator[Runner]:
         raise ClusterUnavailable(f"--dask: cannot reach the scheduler at {address}: {exc}") from exc
     try:
         [shared] = client.scatter([jobs], broadcast=True)
-
-        def run(tasks: Sequence[Task]) -> list[Summary]:
-            futures = [client.submit(evaluate, t, shared, pure=False) for t in tasks]
-            return list(client.gather(futures))
-
-        yield run
+        executor = client.get_executor(pure=False)  # concurrent.futures futures
+        yield Pool(lambda task: executor.submit(evaluate, task, shared))
     finally:
         client.close()

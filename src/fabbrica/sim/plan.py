@@ -29,12 +29,13 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, field, replace
 
 from fabbrica.sim import federation as fed
 from fabbrica.sim.engine import QUEUE_DEPTH
 from fabbrica.sim.metrics import Summary
-from fabbrica.sim.parallel import Runner, Task
+from fabbrica.sim.parallel import Pool, Task
 from fabbrica.sim.trace import TraceJob
 
 MAX_DOUBLINGS = 20
@@ -44,6 +45,8 @@ UTILISATION = "utilisation"
 GROWTH_SPREAD = 3600.0  # extra demand: copies shifted by under an hour, as --scale
 
 Sizer = Callable[[float], fed.Federation]  # total GPUs wanted -> a federation
+Key = tuple[tuple[str, int], ...]  # a federation's factories and sizes
+_Asked = tuple[int, fed.Federation, Key]  # (amount, federation, key) of one size asked for
 Progress = Callable[[str], None]
 
 
@@ -194,6 +197,8 @@ class _Search:
     high: Probe | None = None
     doublings: int = 0
     done: bool = False
+    rounds: int = 0
+    asked: list[_Asked] = field(default_factory=list)  # the sizes of this round
 
     def up(self, amount: float) -> int:
         step = self.candidate.step
@@ -238,7 +243,7 @@ class _Search:
 
 def plan(
     jobs: Sequence[TraceJob],
-    run: Runner,
+    pool: Pool,
     *,
     target: Target,
     policy: str,
@@ -269,63 +274,65 @@ def plan(
         low, start_at = falls_behind(jobs), math.ceil(max(start, 1))
         searches = [_Search(c, sizer, low, start_at) for c in candidates]
     found = Plan(target, policy, growth, None, [])
-    cache: dict[tuple[tuple[str, int], ...], Summary] = {}
+    cache: dict[Key, Summary] = {}
+    inflight: dict[Key, Future[Summary]] = {}
+    asker: dict[Key, tuple[Candidate, int, fed.Federation]] = {}
 
-    def measure(wanted: list[tuple[_Search | None, int]]) -> list[Probe]:
-        """The probes asked for, simulating (all at once) only the federations not yet run."""
-        asked = []
-        pending: dict[tuple[tuple[str, int], ...], fed.Federation] = {}
-        for search, amount in wanted:
-            federation = search.build(amount) if search is not None else base
-            assert federation is not None
-            key = _key(federation)
-            if key not in cache:
-                pending.setdefault(key, federation)
-            asked.append((search, amount, federation, key))
-        tasks = [Task(f, policy, limit_factor, queue_depth) for f in pending.values()]
-        cache.update(zip(pending, run(tasks) if tasks else [], strict=True))
-        probes = []
-        for search, amount, federation, key in asked:
-            summary = cache[key]
-            candidate = search.candidate if search is not None else BASE
-            probe = Probe(candidate, amount, federation, summary, target.met(summary))
-            probes.append(probe)
-            if pending.pop(key, None) is not None:
-                found.probes.append(probe)
+    def ask(candidate: Candidate, amount: int, federation: fed.Federation) -> _Asked:
+        key = _key(federation)
+        if key not in cache and key not in inflight:
+            inflight[key] = pool.submit(Task(federation, policy, limit_factor, queue_depth))
+            asker[key] = (candidate, amount, federation)
+        return amount, federation, key
+
+    def probe(candidate: Candidate, asked: _Asked) -> Probe:
+        amount, federation, key = asked
+        summary = cache[key]
+        return Probe(candidate, amount, federation, summary, target.met(summary))
+
+    first = ask(BASE, 0, base) if base is not None else None
+    for search in searches:
+        search.asked = [ask(search.candidate, a, search.build(a)) for a in search.wanted(tolerance)]
+    while True:
+        if first is not None and first[2] in cache and found.base is None:
+            found.base = probe(BASE, first)
+            if found.base.met:  # today meets the target: nothing to add anywhere
+                for future in inflight.values():
+                    future.cancel()
+                found.probes = [found.base]
+                found.answers = [
+                    Answer(s.candidate, replace(found.base, candidate=s.candidate), 0)
+                    for s in searches
+                ]
+                return found
+        ready = [s for s in searches if s.asked and all(k in cache for _, _, k in s.asked)]
+        for search in ready:
+            search.learn([probe(search.candidate, asked) for asked in search.asked])
+            search.rounds += 1
+            wanted = search.wanted(tolerance) if search.rounds < MAX_ROUNDS else []
+            search.asked = [ask(search.candidate, a, search.build(a)) for a in wanted]
+        if ready:
+            continue  # the next sizes may have been run already
+        if not inflight:
+            break
+        done, _ = wait(list(inflight.values()), return_when=FIRST_COMPLETED)
+        for key, future in list(inflight.items()):
+            if future in done:
+                cache[key] = future.result()
+                del inflight[key]
+                candidate, amount, federation = asker[key]
+                found.probes.append(probe(candidate, (amount, federation, key)))
                 if progress:
                     progress(
-                        f"round {found.rounds}: {candidate.label} {amount:,} GPUs "
-                        f"({federation.gpus:,} in all): {target.metric} "
-                        f"{target.value(summary):,.2f}"
+                        f"{candidate.label}: {amount:,} GPUs ({federation.gpus:,} in all): "
+                        f"{target.metric} {target.value(cache[key]):,.2f}"
                     )
-        return probes
-
-    first: list[tuple[_Search | None, int]] = [(None, 0)] if base is not None else []
-    first += [(s, a) for s in searches for a in s.wanted(tolerance)]
-    found.rounds = 1
-    probes = measure(first)
-    if base is not None:
-        found.base = probes.pop(0)
-        if found.base.met:
-            found.answers = [
-                Answer(s.candidate, replace(found.base, candidate=s.candidate), 0) for s in searches
-            ]
-            return found
-    _learn(searches, probes)
-    while found.rounds < MAX_ROUNDS:
-        wanted = [(s, a) for s in searches for a in s.wanted(tolerance)]
-        if not wanted:
-            break
-        found.rounds += 1
-        _learn(searches, measure(list(wanted)))
+    order = {c: i for i, c in enumerate([BASE, *candidates])}
+    found.probes.sort(key=lambda p: (order.get(p.candidate, 0), p.amount))
+    found.rounds = max((s.rounds for s in searches), default=0)
     found.answers = [Answer(s.candidate, s.high, s.low) for s in searches]
     return found
 
 
-def _learn(searches: list[_Search], probes: list[Probe]) -> None:
-    for search in searches:
-        search.learn([p for p in probes if p.candidate is search.candidate])
-
-
-def _key(federation: fed.Federation) -> tuple[tuple[str, int], ...]:
+def _key(federation: fed.Federation) -> Key:
     return tuple((s.id, s.gpus) for s in federation.sites)
