@@ -62,7 +62,8 @@ def evaluate(task: Task, jobs: Sequence[TraceJob] | None = None) -> Summary:
     return summarise(replayed, run)
 
 
-def _install(jobs: tuple[TraceJob, ...]) -> None:
+def install(jobs: tuple[TraceJob, ...]) -> None:
+    """A worker process's initializer: its copy of the jobs."""
     global _JOBS
     _JOBS = jobs
 
@@ -90,7 +91,7 @@ def runner(
     if workers <= 1:
         yield Pool(_here(replayed))
         return
-    with ProcessPoolExecutor(workers, initializer=_install, initargs=(replayed,)) as executor:
+    with ProcessPoolExecutor(workers, initializer=install, initargs=(replayed,)) as executor:
         yield Pool(lambda task: executor.submit(evaluate, task))
 
 
