@@ -106,7 +106,7 @@ def plan(
     `--policy` (default `federated`), to within `--tolerance` (1 %). Without candidates the
     whole federation is scaled (the default shares, or the file's proportions). Prints a
     table of the candidates, the best first, with a bar per candidate, and `--plot` draws
-    every simulation of the search. `--workers N` runs the simulations of each round in N
+    every simulation of the search. `--workers N` runs up to N simulations at once, in
     processes, `--dask ADDRESS` on a Dask cluster (the `dask` extra); the answer does not
     depend on either. `--json`: `target`, `growth`, `base`, `answers[]`, `best`, `gpus`,
     `probes[]`, `steps`, `rounds`, `workers`, `wall_seconds`. Exit 1 when no candidate meets

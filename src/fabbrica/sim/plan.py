@@ -6,11 +6,13 @@ candidate is one way of adding GPUs: to one factory (its GPUs per node the step,
 model asked for), to a new factory, or, without a base federation to add to, the whole
 federation scaled (the default shares or the file's proportions; see `default_sizer`).
 
-The search is the same for every candidate and does not depend on how many workers run
-it, so the answer does not either. Rounds of simulations run at once (`parallel.runner`):
+The search is the same for every candidate and decides from the results alone, never from
+the order in which they come, so the answer does not depend on how many workers run it
+(`parallel.runner`). Each candidate's search goes in rounds of two sizes, and goes on as
+soon as its own two are run (the other candidates' searches need not have finished theirs):
 
-- round 0: the base federation as it is (when adding to one; if it meets the target, the
-  answer is 0 GPUs) and, for every candidate, a first guess g and 2g;
+- first: the base federation as it is (when adding to one; if it meets the target, the
+  answer is 0 GPUs everywhere) and, for every candidate, a first guess g and 2g;
 - while no size is known to meet the target: the next two doublings;
 - then, between the largest size known to miss and the smallest known to meet, the two
   sizes at a third and two thirds of the gap (in whole steps), until the gap is at most
