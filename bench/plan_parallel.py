@@ -1,12 +1,18 @@
 """`fabbrica plan` with 1 and with N worker processes on the same question: wall time
 (medians) and whether the answer is the same.
 
-The question: the synthetic LLM-era trace (bench/llm_trace.py, seed 2026; by default 4,000
+The question: the synthetic LLM-era trace (bench/llm_trace.py, seed 2026; by default 3,000
 jobs over 7 days), demand x1.5, on the default federation sized for load 1.0 of the
 original demand; where to add GPUs (the three largest factories, or a new gb300 factory in
 DE) so that the mean wait under `federated` is at most one minute.
 
     uv run python bench/plan_parallel.py [--workers 2] [--repeats 3] [--jobs 3000] [--days 7]
+        [--own-sessions]
+
+On a machine other sessions load, Linux's autogroup scheduling gives the processes of one
+session one session's share of CPU: `--own-sessions` runs every simulation (one worker
+too) in a worker process of its own session, as a machine of its own would. Results in
+docs/simulator.md (Capacity planning).
 """
 
 from __future__ import annotations
