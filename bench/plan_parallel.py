@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import llm_trace
 
 from fabbrica.sim import federation as fed
-from fabbrica.sim.parallel import Pool, install, evaluate, runner
+from fabbrica.sim.parallel import Pool, evaluate, install, runner
 from fabbrica.sim.plan import Candidate, Plan, Target, grown, plan
 from fabbrica.sim.trace import TraceJob, load
 
