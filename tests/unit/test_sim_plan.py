@@ -82,3 +82,11 @@ def test_the_search_adds_the_fewest_gpus_and_its_neighbour_misses() -> None:
             )
             assert not target.met(fewer)
         assert 0 not in {p.federation.gpus for p in found.probes}
+
+
+def test_an_outage_may_start_months_into_a_trace() -> None:
+    from fabbrica.sim.outage import parse
+
+    outage = parse("ee9e8c@46d+1d")
+    assert (outage.start, outage.duration) == (46 * 86400.0, 86400.0)
+    assert parse("a@1.5h+90m").start == parse("a@PT1H30M+01:30:00").start == 5400.0
