@@ -11,4 +11,4 @@ else
     python3 -m pip install --quiet --disable-pip-version-check uv
     UV=(python3 -m uv)
 fi
-"${UV[@]}" sync --frozen --quiet --extra examples --extra plot
+"${UV[@]}" sync --frozen --quiet --extra examples --extra plot --extra dask

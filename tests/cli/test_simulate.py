@@ -354,14 +354,16 @@ def test_a_json_federation_is_used_as_given(tmp_path: Path) -> None:
     data = simulate_json("--trace", str(trace), "--federation", str(path))
     [point] = data["points"]
     assert point["load"] is None
-    assert point["federation"] == {
-        "gpus": 24,
-        "factories": [
-            # c (4 GPU-h) goes to the factory with the least demand per GPU: it4lia
-            {"id": "it4lia", "gpus": 16, "clusters": ["a", "c"]},
-            {"id": "jupiter", "gpus": 8, "clusters": ["b"]},
-        ],
-    }
+    assert point["federation"]["gpus"] == 24
+    assert point["federation"]["estimated"] == []
+    assert [
+        {k: f[k] for k in ("id", "gpus", "clusters", "country")}
+        for f in point["federation"]["factories"]
+    ] == [
+        # c (4 GPU-h) goes to the factory with the least demand per GPU: it4lia
+        {"id": "it4lia", "gpus": 16, "clusters": ["a", "c"], "country": "IT"},
+        {"id": "jupiter", "gpus": 8, "clusters": ["b"], "country": "DE"},
+    ]
     busiest = 8 * 2 + 1 + 10 * 2 * 10 + 4  # GPU-hours, all in one week
     assert point["offered_load"] == pytest.approx(busiest / (24 * WEEK_HOURS))
     assert set(point["policies"]) == set(POLICIES)
@@ -374,7 +376,8 @@ def test_a_csv_federation_and_a_load_to_rescale_it(tmp_path: Path) -> None:
     path = tmp_path / "fed.csv"
     path.write_text("id,gpus,country,clusters\nx,16,IT,a;c\ny,8,DE,b\n", encoding="utf-8")
     data = simulate_json("--trace", str(trace), "--federation", str(path), "--policy", "pooled")
-    factories = data["points"][0]["federation"]["factories"]
+    keys = ("id", "gpus", "clusters")
+    factories = [{k: f[k] for k in keys} for f in data["points"][0]["federation"]["factories"]]
     assert factories == [
         {"id": "x", "gpus": 16, "clusters": ["a", "c"]},
         {"id": "y", "gpus": 8, "clusters": ["b"]},
@@ -439,13 +442,15 @@ def test_plan_finds_a_tight_size_for_the_target(tmp_path: Path) -> None:
     found = json.loads(result.stdout)
     assert found["policy"] == "federated"
     assert found["target_p95_wait"] == 3600
-    point = found["point"]
-    assert found["gpus"] == point["federation"]["gpus"]
-    assert found["steps"] >= 2
-    met = point["policies"]["federated"]["p95_wait"]
+    assert found["gpus"] == found["federation"]["gpus"] == found["best"]["federation_gpus"]
+    assert found["steps"] == len(found["probes"]) >= 2
+    met = found["best"]["p95_wait"]
     assert met <= 3600
+    # the lower end of the search is never a simulation of 0 GPUs
+    assert min(p["federation_gpus"] for p in found["probes"]) > 0
 
-    factories = point["federation"]["factories"]
+    keys = ("id", "gpus", "country", "clusters")
+    factories = [{k: f[k] for k in keys} for f in found["federation"]["factories"]]
     same = write_federation(tmp_path / "same.json", factories)
     again = simulate_json("--trace", str(trace), "--federation", str(same), "--policy", "federated")
     assert again["points"][0]["federation"]["gpus"] == found["gpus"]
@@ -476,7 +481,7 @@ def test_plan_keeps_the_default_shares_at_the_size_it_finds(tmp_path: Path) -> N
     result = plan("--trace", str(trace), "--target-p95-wait", "1h", "--json")
     assert result.returncode == 0, result.stderr
     found = json.loads(result.stdout)
-    sizes = {f["id"]: f["gpus"] for f in found["point"]["federation"]["factories"]}
+    sizes = {f["id"]: f["gpus"] for f in found["federation"]["factories"]}
     # alpha's home demand is about 3x beta's and 2x gamma's; every largest job is 4 GPUs
     assert sizes["alpha"] > 1.5 * max(sizes["beta"], sizes["gamma"]), sizes
 

@@ -17,6 +17,7 @@ from fabbrica.cli import (
     dataset_cmds,
     identity_cmds,
     job_cmds,
+    plan_cmd,
     plane_cmds,
     proposal_cmds,
     sim_cmds,
@@ -26,6 +27,7 @@ from fabbrica.cli.client import cli_error
 from fabbrica.cli.errors import CliError
 from fabbrica.cli.helptext import plain_placeholders
 from fabbrica.cli.output import err_console
+from fabbrica.cli.sim_input import optional_values
 from fabbrica.client import ClientError
 
 if TYPE_CHECKING:
@@ -108,7 +110,7 @@ _GROUPS: dict[str, list[tuple[str, Any]]] = {
         ("report", proposal_cmds.report_app),
         ("agent", agent_cmds.agent_app),
     ],
-    SIMULATE: [("simulate", sim_cmds.simulate), ("plan", sim_cmds.plan)],
+    SIMULATE: [("simulate", sim_cmds.simulate), ("plan", plan_cmd.plan)],
 }
 for _panel, _entries in _GROUPS.items():
     for _name, _target in _entries:
@@ -125,7 +127,7 @@ def command() -> Command:
 
 def main() -> None:
     try:
-        command()()
+        command()(args=optional_values(sys.argv[1:]))
     except (CliError, ClientError) as exc:
         error = exc if isinstance(exc, CliError) else cli_error(exc)  # the SDK's, translated
         # The message is user text (server errors, names, patterns): printed as written.

@@ -19,7 +19,7 @@ import json
 import math
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -33,12 +33,31 @@ class FederationError(ValueError):
     """A federation file that cannot be used, or a federation too small for the trace."""
 
 
+DEFAULT_MODEL = "gpu"  # the GPU model of a factory nobody named one for
+DEFAULT_GPUS_PER_NODE = 8
+
+
 @dataclass(frozen=True, slots=True)
 class Site:
+    """A factory as replayed. `gpu_model`, `gpus_per_node`, `estimated` and `basis` come
+    from the catalog or a what-if (`fabbrica.sim.whatif`); `node_shape` hands them to the
+    engine."""
+
     id: str
     gpus: int
     clusters: tuple[str, ...]
     country: str = ""
+    gpu_model: str = DEFAULT_MODEL
+    gpus_per_node: int = DEFAULT_GPUS_PER_NODE
+    estimated: bool = False  # the size is an estimate (catalog `uncertain`, or unpublished)
+    basis: str = "sized from the trace"  # where the size comes from, as printed
+    given_gpus: int = 0  # the size before any rescaling to a load (0: not rescaled)
+
+
+def node_shape(site: Site) -> tuple[str, int]:
+    """(GPU model, GPUs per node) of a factory: the one place the simulator's factory
+    description becomes the scheduler's partition fields."""
+    return site.gpu_model, site.gpus_per_node
 
 
 @dataclass(frozen=True)
@@ -57,13 +76,22 @@ class Federation:
         """Every factory times `factor` (rounded), never below its largest home job."""
         return Federation(
             tuple(
-                Site(
-                    s.id,
-                    max(round(s.gpus * factor), minimum.get(s.id, 1), 1),
-                    s.clusters,
-                    s.country,
+                replace(
+                    s,
+                    gpus=max(round(s.gpus * factor), minimum.get(s.id, 1), 1),
+                    given_gpus=s.given_gpus or s.gpus,
                 )
                 for s in self.sites
+            )
+        )
+
+    def resized(self, total: float, minimum: dict[str, int]) -> Federation:
+        """`total` GPUs shared in proportion to the factories' sizes, each at least its
+        largest home job (and 1): `proportional_shares`, so the floors do not add up."""
+        shares = proportional_shares(total, {s.id: float(s.gpus) for s in self.sites}, minimum)
+        return Federation(
+            tuple(
+                replace(s, gpus=shares[s.id], given_gpus=s.given_gpus or s.gpus) for s in self.sites
             )
         )
 
@@ -159,6 +187,11 @@ class _FederationFile(BaseModel):
 
 def load_file(path: Path, jobs: Sequence[TraceJob]) -> Federation:
     """Read a federation file and give the trace's clusters their home factories."""
+    return assign(read_file(path), jobs, f"federation file {path}")
+
+
+def read_file(path: Path) -> list[Site]:
+    """The factories of a federation file, with only the clusters it names."""
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
@@ -180,7 +213,10 @@ def load_file(path: Path, jobs: Sequence[TraceJob]) -> Federation:
     ids = [s.id for s in parsed.factories]
     if len(set(ids)) != len(ids):
         raise FederationError(f"federation file {path}: factory ids repeat")
-    return _assign(parsed.factories, jobs, path)
+    return [
+        Site(e.id, e.gpus, tuple(e.clusters), e.country or e.id, basis=f"given in {path.name}")
+        for e in parsed.factories
+    ]
 
 
 def _csv_rows(text: str) -> list[dict[str, object]]:
@@ -192,15 +228,18 @@ def _csv_rows(text: str) -> list[dict[str, object]]:
     return rows
 
 
-def _assign(entries: list[_SiteFile], jobs: Sequence[TraceJob], path: Path) -> Federation:
+def assign(entries: Sequence[Site], jobs: Sequence[TraceJob], source: str) -> Federation:
+    """The factories with the trace's clusters as home demand: clusters an entry names stay
+    there; the others go, the largest demand first, to the factory with the least demand
+    per GPU so far among those that can hold the cluster's largest job (ties: the larger
+    factory, then the id)."""
     needs = demand(jobs)
     owner: dict[str, str] = {}
     for entry in entries:
         for cluster in entry.clusters:
             if cluster in owner:
                 raise FederationError(
-                    f"federation file {path}: cluster {cluster} is given to both "
-                    f"{owner[cluster]} and {entry.id}"
+                    f"{source}: cluster {cluster} is given to both {owner[cluster]} and {entry.id}"
                 )
             owner[cluster] = entry.id
     load = {e.id: sum(needs.get(c, 0.0) for c in e.clusters) for e in entries}
@@ -208,15 +247,13 @@ def _assign(entries: list[_SiteFile], jobs: Sequence[TraceJob], path: Path) -> F
     largest = largest_job(jobs)
     for cluster in sorted(set(needs) - set(owner), key=lambda c: (-needs[c], c)):
         room = [s for s in gpus if gpus[s] >= largest[cluster]] or [max(gpus, key=gpus.__getitem__)]
-        site = min(room, key=lambda s: (load[s] / gpus[s], s))
+        site = min(room, key=lambda s: (load[s] / gpus[s], -gpus[s], s))
         owner[cluster] = site
         load[site] += needs[cluster]
     clusters: dict[str, list[str]] = defaultdict(list)
     for cluster, site in sorted(owner.items()):
         clusters[site].append(cluster)
-    return Federation(
-        tuple(Site(e.id, e.gpus, tuple(clusters[e.id]), e.country or e.id) for e in entries)
-    )
+    return Federation(tuple(replace(e, clusters=tuple(clusters[e.id])) for e in entries))
 
 
 def check_fits(federation: Federation, jobs: Sequence[TraceJob], *, at_home: bool) -> None:

@@ -18,6 +18,12 @@ _ISO = re.compile(
     r"(?:(?P<s>\d+(?:\.\d+)?)S)?)?$"
 )
 _UNITS = {"d": 86400.0, "h": 3600.0, "m": 60.0, "s": 1.0}
+# 46d, 1d12h, 90m, 1.5h: units in order, any of them (a trace may run for months, past the
+# job-spec durations' limit)
+_UNITS_TEXT = re.compile(
+    r"^(?:(?P<d>\d+(?:\.\d+)?)d)?(?:(?P<h>\d+(?:\.\d+)?)h)?(?:(?P<m>\d+(?:\.\d+)?)m)?"
+    r"(?:(?P<s>\d+(?:\.\d+)?)s)?$"
+)
 
 
 def seconds(text: str, *, zero: bool = False) -> float:
@@ -34,6 +40,9 @@ def seconds(text: str, *, zero: bool = False) -> float:
             raise ValueError(f"{text!r} is not a {'non-negative' if zero else 'positive'} number")
         return hours * 3600.0
     iso = _ISO.match(value.upper())
+    units = _UNITS_TEXT.match(value.lower())
+    if units and any(units.groupdict().values()):
+        iso = units
     if iso and value.upper() not in {"P", "PT"} and not value.upper().endswith("T"):
         total = sum(float(v) * _UNITS[k] for k, v in iso.groupdict().items() if v)
         if total <= 0 and not zero:

@@ -83,22 +83,25 @@ def federation_for(
     trace: Trace,
     load: float | None,
     scale: int,
-    federation_file: Path | None,
+    given: Sequence[fed.Site] | None,
     copies: int = 1,
     jobs: Sequence[TraceJob] | None = None,
+    source: str = "federation",
 ) -> fed.Federation:
-    """The federation one point runs on. With `scale`, sized for `load` on the replayed
-    jobs (`jobs`: `scale` superposed copies), so the offered load is `load`; a federation
-    file is rescaled to `load` when one is given, else its sizes times `scale`. With
-    `copies`, sized on the original trace, then `copies` times larger."""
+    """The federation one point runs on. `given`: the factories of a federation file or
+    of the catalog (what-ifs applied), else one factory per cluster sized for `load`.
+    With `scale`, sized for `load` on the replayed jobs (`jobs`: `scale` superposed
+    copies), so the offered load is `load`; given factories are rescaled to `load` when
+    one is given, else their sizes times `scale`. With `copies`, sized on the original
+    trace, then `copies` times larger."""
     replayed = trace.jobs if jobs is None or copies > 1 else jobs
-    if federation_file is None:
+    if given is None:
         base = fed.sized_for_load(replayed, load if load is not None else DEFAULT_LOAD)
     else:
-        base = fed.load_file(federation_file, replayed)
+        base = fed.assign(given, replayed, source)
         if load is not None:
-            base = base.scaled(
-                fed.offered_load(replayed, base.gpus) / load,
+            base = base.resized(
+                fed.busiest_week(replayed)[1] / (load * fed.WEEK / 3600.0),
                 fed.largest_per_site(base, replayed),
             )
         elif scale > 1:
@@ -168,8 +171,19 @@ def point_json(point: Point) -> dict[str, object]:
         "offered_load": point.offered_load,
         "federation": {
             "gpus": point.federation.gpus,
+            "estimated": [s.id for s in point.federation.sites if s.estimated],
             "factories": [
-                {"id": s.id, "gpus": s.gpus, "clusters": list(s.clusters)}
+                {
+                    "id": s.id,
+                    "gpus": s.gpus,
+                    "clusters": list(s.clusters),
+                    "country": s.country,
+                    "gpu_model": s.gpu_model,
+                    "gpus_per_node": s.gpus_per_node,
+                    "estimated": s.estimated,
+                    "basis": s.basis,
+                    "given_gpus": s.given_gpus or s.gpus,
+                }
                 for s in point.federation.sites
             ],
         },
