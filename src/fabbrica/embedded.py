@@ -27,8 +27,12 @@ class InProcessClient:
         factory_id: str,
         clock: Callable[[], dt.datetime],
         lease: dt.timedelta,
+        server_url: str | None = None,
     ) -> None:
+        """`server_url`: where this machine's jobs reach the API (their MLflow tracking
+        URI is under it)."""
         self.db = db
+        self.server_url = server_url
         self.catalog = catalog
         self.factory_id = factory_id
         self.clock = clock
@@ -51,7 +55,13 @@ class InProcessClient:
             with self.db.session() as session:
                 actor = session.get_one(User, self.user_id)
                 return agents.sync(
-                    session, self.catalog, actor, report, now=self.clock(), lease=self.lease
+                    session,
+                    self.catalog,
+                    actor,
+                    report,
+                    now=self.clock(),
+                    lease=self.lease,
+                    server_url=self.server_url,
                 )
         except Exception as exc:  # the database is away: the loop backs off and retries
             raise ApiUnavailable(f"sync of {self.factory_id}: {exc}") from exc

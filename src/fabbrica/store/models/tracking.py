@@ -105,6 +105,7 @@ class ModelVersion(Base):
         ForeignKey("tracking_runs.id", ondelete="SET NULL"), index=True
     )
     job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"))
+    workdir_sha256: Mapped[str | None] = mapped_column(String(64))  # the job's, when registered
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
     description: Mapped[str] = mapped_column(Text, default="")
     created_ms: Mapped[int] = mapped_column(BigInteger)
@@ -127,8 +128,6 @@ class JobToken(Base):
 
     __tablename__ = "job_tokens"
 
-    job_id: Mapped[int] = mapped_column(
-        ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True
-    )
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[dt.datetime]

@@ -116,6 +116,7 @@ def upgrade() -> None:
         sa.Column("source", sa.String(length=1024), nullable=False),
         sa.Column("run_id", sa.String(length=32), nullable=True),
         sa.Column("job_id", sa.Integer(), nullable=True),
+        sa.Column("workdir_sha256", sa.String(length=64), nullable=True),
         sa.Column("user_id", sa.Integer(), nullable=False),
         sa.Column("description", sa.Text(), nullable=False),
         sa.Column("created_ms", sa.BigInteger(), nullable=False),
