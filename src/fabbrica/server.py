@@ -179,7 +179,8 @@ def prepare(settings: Settings, catalog: Catalog, role: str = ALL) -> Prepared:
 
 def local_url(settings: Settings) -> str:
     """How a job on this machine reaches this server's API (over the loopback)."""
-    host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(settings.host, settings.host)
+    anywhere = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}  # noqa: S104
+    host = anywhere.get(settings.host, settings.host)
     return f"http://{f'[{host}]' if ':' in host else host}:{settings.port}"
 
 

@@ -33,11 +33,11 @@ from fabbrica.core.executor import (
 )
 from fabbrica.core.identity import Role
 from fabbrica.core.jobs import JobState, job_id_of, run_tag
+from fabbrica.services import tracking
 from fabbrica.services.access.visibility import in_operated, require_operator_of, require_staff
 from fabbrica.services.dataset_staging import agent_mounts
 from fabbrica.services.executors import ExecutorRegistry
 from fabbrica.services.identity import issue_token
-from fabbrica.services import tracking
 from fabbrica.services.run_status import apply_status, launch_request
 from fabbrica.store.models import Agent, Allocation, Job, ProjectMember, SiteUsername, User
 

@@ -178,6 +178,12 @@ def versions(
     return list(session.scalars(query.limit(max(1, min(limit, 50_000)))))
 
 
+def project_of(session: Session, model: RegisteredModel) -> Project:
+    project = session.get(Project, model.project_pk)
+    assert project is not None
+    return project
+
+
 def model_of(session: Session, version: ModelVersion) -> RegisteredModel:
     model = session.get(RegisteredModel, version.model_id)
     assert model is not None  # a version's model is deleted with it
@@ -258,8 +264,7 @@ def find_version(
     if len(found) > 1:
         raise InvalidInput(f"several projects have a model {ref.name!r}: name one", "project")
     model = found[0]
-    project = session.get(Project, model.project_pk)
-    assert project is not None
+    project = project_of(session, model)
     if ref.alias is not None:
         return model, by_alias(session, project, model.name, ref.alias)
     if ref.version is not None:
@@ -286,7 +291,7 @@ def lineage(
     base = Lineage(
         name=model.name,
         version=version.version,
-        project=project.id if project is not None else "",
+        project=(project.id if project is not None else None) or "",
         source=version.source,
         run_id=version.run_id,
         created_at=created.isoformat(timespec="seconds"),

@@ -74,9 +74,7 @@ def issue_job_token(session: Session, job: Job, now: dt.datetime) -> str:
     return secret
 
 
-def job_env(
-    session: Session, job: Job, server_url: str | None, now: dt.datetime
-) -> dict[str, str]:
+def job_env(session: Session, job: Job, server_url: str | None, now: dt.datetime) -> dict[str, str]:
     """What a job's run is given to reach its project's tracking and registry with the
     stock `mlflow` client: MLFLOW_TRACKING_URI and MLFLOW_TRACKING_TOKEN (a job token).
     Variables the spec sets itself are kept (the spec's env wins)."""

@@ -86,7 +86,10 @@ def set_site_username(
 def agent_sync(
     request: Request,
     body: SyncIn,
-    ctx: ContextDep, session: SessionDep, catalog: CatalogDep, actor: CurrentUser
+    ctx: ContextDep,
+    session: SessionDep,
+    catalog: CatalogDep,
+    actor: CurrentUser,
 ) -> SyncOut:
     """The agent's heartbeat: capacity and the runs it holds in; jobs to launch and runs
     to cancel out."""
