@@ -122,7 +122,13 @@ def prepare(settings: Settings, catalog: Catalog, role: str = ALL) -> Prepared:
         local = LocalExecutor(settings.data_dir / "jobs", gpus=settings.local_gpus, isolate=isolate)
         if role != API:
             client = InProcessClient(
-                db, catalog, LOCAL_ID, utcnow, lease, server_url=local_url(settings)
+                db,
+                catalog,
+                LOCAL_ID,
+                utcnow,
+                lease,
+                server_url=local_url(settings),
+                files=settings.data_dir,
             )
             in_process.append(
                 Agent(

@@ -22,6 +22,7 @@ from fabbrica.agent.data_cache import DataCache, StagingError
 from fabbrica.core.agent_api import AgentApi, ApiRefused, ApiUnavailable, SyncAnswer
 from fabbrica.core.executor import (
     Capacity,
+    DataMount,
     Executor,
     LaunchRequest,
     RunState,
@@ -228,7 +229,13 @@ class Agent:
         into = self.work_dir / "data" / request.run_tag
         self.data.stage(request.datasets, into)
         env = {**request.env, "FABBRICA_DATA": str(into)}
-        return replace(request, env=env, datasets=())
+        # and as local files, for an executor that places them in the run's own directory
+        # (the local one: an isolated run's user cannot enter the agent's directory)
+        staged = tuple(
+            DataMount(m.name, tuple((path, str(into / m.name / path)) for path, _ in m.files))
+            for m in request.datasets
+        )
+        return replace(request, env=env, datasets=staged)
 
     def _with_workdir(self, request: LaunchRequest) -> LaunchRequest:
         if not request.workdir_archive:
