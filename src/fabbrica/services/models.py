@@ -80,11 +80,12 @@ def get_model(session: Session, project: Project, name: str) -> RegisteredModel:
 
 
 def search_models(
-    session: Session, project: Project, name: str | None = None, limit: int = 1000
+    session: Session, project: Project, pattern: str | None = None, limit: int = 1000
 ) -> list[RegisteredModel]:
+    """The project's models whose name is LIKE `pattern` (`\\` escapes; None: all)."""
     query = select(RegisteredModel).where(RegisteredModel.project_pk == project.pk)
-    if name is not None:
-        query = query.where(RegisteredModel.name == name)
+    if pattern is not None:
+        query = query.where(RegisteredModel.name.like(pattern, escape="\\"))
     query = query.order_by(RegisteredModel.name).limit(max(1, min(limit, 50_000)))
     return list(session.scalars(query))
 
@@ -165,8 +166,14 @@ def get_version(session: Session, project: Project, name: str, version: int) -> 
 
 
 def versions(
-    session: Session, project: Project, name: str | None = None, limit: int = 1000
+    session: Session,
+    project: Project,
+    name: str | None = None,
+    limit: int = 1000,
+    pattern: str | None = None,
 ) -> list[ModelVersion]:
+    """The project's versions (of model `name`, or of models LIKE `pattern`), by name,
+    newest first."""
     query = (
         select(ModelVersion)
         .join(RegisteredModel, RegisteredModel.id == ModelVersion.model_id)
@@ -174,6 +181,8 @@ def versions(
     )
     if name is not None:
         query = query.where(RegisteredModel.name == name)
+    if pattern is not None:
+        query = query.where(RegisteredModel.name.like(pattern, escape="\\"))
     query = query.order_by(RegisteredModel.name, ModelVersion.version.desc())
     return list(session.scalars(query.limit(max(1, min(limit, 50_000)))))
 
@@ -243,7 +252,7 @@ def list_versions(
         project = member_project(session, actor, project_id, field="project")
         query = query.where(RegisteredModel.project_pk == project.pk)
     query = query.order_by(RegisteredModel.name, ModelVersion.version.desc())
-    return [(m, v) for m, v in session.execute(query.limit(10_000)).tuples()]
+    return [(m, v) for m, v in session.execute(query.limit(10_000)).all()]
 
 
 def find_version(
@@ -327,7 +336,7 @@ def job_datasets(session: Session, job_id: int) -> tuple[DatasetRead, ...]:
         .join(JobDataset, JobDataset.version_id == DatasetVersion.id)
         .where(JobDataset.job_id == job_id)
         .order_by(Dataset.name)
-    ).tuples()
+    ).all()
     return tuple(
         DatasetRead(
             name=d.name,

@@ -16,18 +16,27 @@ from fabbrica.services import models
 
 router = APIRouter()
 JsonBody = Annotated[dict[str, Any], Body(default_factory=dict)]
-_NAME_FILTER = re.compile(r"""^\s*name\s*=\s*(['"])(?P<name>[^'"]*)\1\s*$""")
+_NAME_CLAUSE = re.compile(r"""^name\s*(=|i?like)\s*(['"])(?P<name>[^'"]*)\2$""", re.IGNORECASE)
+# what the client adds to every search (Fabbrica's registry holds no prompts)
+_NOT_PROMPT = re.compile(r"""^tags?\.`?mlflow\.prompt\.is_prompt`?\s*!=\s*'true'$""")
 
 
 def name_filter(filter_text: str | None) -> str | None:
-    """The name a search filter asks for (`name='x'`); None for no filter. Other filters
-    are refused rather than ignored."""
-    if not filter_text or not filter_text.strip():
-        return None
-    match = _NAME_FILTER.match(filter_text)
-    if match is None:
-        raise InvalidInput("Fabbrica's registry searches by name = '...' only", "filter")
-    return match.group("name")
+    """The name pattern a search filter asks for (SQL LIKE: `name = 'x'`, `name LIKE
+    'x%'`); None for every name. Other filters are refused rather than ignored."""
+    pattern = None
+    for clause in re.split(r"\s+and\s+", (filter_text or "").strip(), flags=re.IGNORECASE):
+        if not clause or _NOT_PROMPT.match(clause):
+            continue
+        match = _NAME_CLAUSE.match(clause)
+        if match is None or pattern is not None:
+            raise InvalidInput(
+                "Fabbrica's registry searches by name = '...' or name LIKE '...' only", "filter"
+            )
+        exact = match.group(1) == "="
+        name = match.group("name")
+        pattern = name.replace("%", "\\%").replace("_", "\\_") if exact else name
+    return pattern
 
 
 def _version(value: str) -> int:
@@ -143,5 +152,5 @@ def search_versions(
     filter: Annotated[str | None, Query()] = None,
     max_results: Annotated[int, Query(ge=1, le=200_000)] = 10_000,
 ) -> dict[str, Any]:
-    found = models.versions(session, who.project, name_filter(filter), max_results)
+    found = models.versions(session, who.project, limit=max_results, pattern=name_filter(filter))
     return {"model_versions": [present.model_version(session, v) for v in found]}
