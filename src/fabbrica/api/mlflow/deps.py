@@ -29,7 +29,7 @@ def get_tracker(
 TrackerDep = Annotated[tracking.Tracker, Depends(get_tracker)]
 
 
-def text(body: dict[str, Any], key: str, *, required: bool = True) -> str:
+def body_text(body: dict[str, Any], key: str, *, required: bool = True) -> str:
     value = body.get(key)
     if value is None or value == "":
         if required:
@@ -40,7 +40,7 @@ def text(body: dict[str, Any], key: str, *, required: bool = True) -> str:
     return str(value)
 
 
-def number(body: dict[str, Any], key: str, default: int | None = None) -> int | None:
+def body_int(body: dict[str, Any], key: str, default: int | None = None) -> int | None:
     value = body.get(key)
     if value is None or value == "":
         return default
@@ -50,7 +50,7 @@ def number(body: dict[str, Any], key: str, default: int | None = None) -> int | 
         raise InvalidInput("a whole number", key) from None
 
 
-def key_values(body: dict[str, Any], key: str) -> list[tuple[str, str]]:
+def body_pairs(body: dict[str, Any], key: str) -> list[tuple[str, str]]:
     items = body.get(key) or []
     if not isinstance(items, list):
         raise InvalidInput("a list of {key, value}", key)
@@ -58,5 +58,5 @@ def key_values(body: dict[str, Any], key: str) -> list[tuple[str, str]]:
     for item in items:
         if not isinstance(item, dict):
             raise InvalidInput("a list of {key, value}", key)
-        out.append((text(item, "key"), text(item, "value", required=False)))
+        out.append((body_text(item, "key"), body_text(item, "value", required=False)))
     return out

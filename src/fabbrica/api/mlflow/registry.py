@@ -10,7 +10,7 @@ from fastapi import APIRouter, Body, Query
 
 from fabbrica.api.deps import ContextDep, SessionDep
 from fabbrica.api.mlflow import present
-from fabbrica.api.mlflow.deps import TrackerDep, text
+from fabbrica.api.mlflow.deps import TrackerDep, body_text
 from fabbrica.core.errors import InvalidInput
 from fabbrica.services import models
 
@@ -52,9 +52,9 @@ def create_model(
     made = models.create_model(
         session,
         who.project,
-        text(body, "name"),
+        body_text(body, "name"),
         ctx.clock(),
-        text(body, "description", required=False),
+        body_text(body, "description", required=False),
     )
     return {"registered_model": present.registered_model(session, made)}
 
@@ -80,15 +80,17 @@ def search_models(
 
 @router.post("/registered-models/get-latest-versions")
 def latest_versions(who: TrackerDep, session: SessionDep, body: JsonBody) -> dict[str, Any]:
-    model = models.get_model(session, who.project, text(body, "name"))
+    model = models.get_model(session, who.project, body_text(body, "name"))
     latest = models.versions(session, who.project, model.name, limit=1)
     return {"model_versions": [present.model_version(session, v, model) for v in latest]}
 
 
 @router.post("/registered-models/alias")
 def set_alias(who: TrackerDep, session: SessionDep, body: JsonBody) -> dict[str, Any]:
-    version = _version(text(body, "version"))
-    models.set_alias(session, who.project, text(body, "name"), text(body, "alias"), version)
+    version = _version(body_text(body, "version"))
+    models.set_alias(
+        session, who.project, body_text(body, "name"), body_text(body, "alias"), version
+    )
     return {}
 
 
@@ -101,7 +103,7 @@ def delete_alias(
     alias: Annotated[str | None, Query()] = None,
 ) -> dict[str, Any]:
     said = {"name": name, "alias": alias, **body}
-    models.delete_alias(session, who.project, text(said, "name"), text(said, "alias"))
+    models.delete_alias(session, who.project, body_text(said, "name"), body_text(said, "alias"))
     return {}
 
 
@@ -124,11 +126,11 @@ def create_version(
         session,
         who.project,
         who.user,
-        text(body, "name"),
-        source=text(body, "source", required=False),
-        run_id=text(body, "run_id", required=False) or None,
+        body_text(body, "name"),
+        source=body_text(body, "source", required=False),
+        run_id=body_text(body, "run_id", required=False) or None,
         job_id=who.job_id if not body.get("run_id") else None,
-        description=text(body, "description", required=False),
+        description=body_text(body, "description", required=False),
         now=ctx.clock(),
     )
     return {"model_version": present.model_version(session, made)}

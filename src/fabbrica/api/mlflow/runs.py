@@ -8,7 +8,7 @@ from fastapi import APIRouter, Body, Query
 
 from fabbrica.api.deps import ContextDep, SessionDep
 from fabbrica.api.mlflow import present
-from fabbrica.api.mlflow.deps import TrackerDep, key_values, number, text
+from fabbrica.api.mlflow.deps import TrackerDep, body_int, body_pairs, body_text
 from fabbrica.core.errors import InvalidInput
 from fabbrica.services import tracking
 
@@ -20,7 +20,7 @@ JsonBody = Annotated[dict[str, Any], Body(default_factory=dict)]
 def create_experiment(
     who: TrackerDep, session: SessionDep, ctx: ContextDep, body: JsonBody
 ) -> dict[str, Any]:
-    made = tracking.create_experiment(session, who, text(body, "name"), ctx.clock())
+    made = tracking.create_experiment(session, who, body_text(body, "name"), ctx.clock())
     return {"experiment_id": str(made.id)}
 
 
@@ -42,7 +42,7 @@ def get_experiment_by_name(
 
 @router.post("/experiments/search")
 def search_experiments(who: TrackerDep, session: SessionDep, body: JsonBody) -> dict[str, Any]:
-    limit = number(body, "max_results", 1000) or 1000
+    limit = body_int(body, "max_results", 1000) or 1000
     found = tracking.search_experiments(session, who, limit)
     return {"experiments": [present.experiment(e) for e in found]}
 
@@ -54,10 +54,10 @@ def create_run(
     run = tracking.create_run(
         session,
         who,
-        text(body, "experiment_id", required=False) or "0",
-        name=text(body, "run_name", required=False) or None,
-        start_ms=number(body, "start_time"),
-        tags=dict(key_values(body, "tags")),
+        body_text(body, "experiment_id", required=False) or "0",
+        name=body_text(body, "run_name", required=False) or None,
+        start_ms=body_int(body, "start_time"),
+        tags=dict(body_pairs(body, "tags")),
         now=ctx.clock(),
     )
     return {"run": present.run(session, run)}
@@ -80,15 +80,15 @@ def update_run(who: TrackerDep, session: SessionDep, body: JsonBody) -> dict[str
     tracking.update_run(
         session,
         run,
-        text(body, "status", required=False) or None,
-        number(body, "end_time"),
-        text(body, "run_name", required=False) or None,
+        body_text(body, "status", required=False) or None,
+        body_int(body, "end_time"),
+        body_text(body, "run_name", required=False) or None,
     )
     return {"run_info": present.run(session, run)["info"]}
 
 
 def _run_id(body: dict[str, Any]) -> str:
-    return text(body, "run_id", required=False) or text(body, "run_uuid")
+    return body_text(body, "run_id", required=False) or body_text(body, "run_uuid")
 
 
 @router.post("/runs/log-metric")
@@ -103,23 +103,25 @@ def log_metric(
 def _metric(session: Any, run: Any, item: dict[str, Any], now: Any) -> None:
     if "value" not in item:
         raise InvalidInput("missing", "value")
-    stamp = number(item, "timestamp") or tracking.ms(now)
+    stamp = body_int(item, "timestamp") or tracking.ms(now)
     tracking.log_metric(
-        session, run, text(item, "key"), item["value"], stamp, number(item, "step", 0) or 0
+        session, run, body_text(item, "key"), item["value"], stamp, body_int(item, "step", 0) or 0
     )
 
 
 @router.post("/runs/log-parameter")
 def log_param(who: TrackerDep, session: SessionDep, body: JsonBody) -> dict[str, Any]:
     run = tracking.get_run(session, who, _run_id(body))
-    tracking.log_param(session, run, text(body, "key"), text(body, "value", required=False))
+    tracking.log_param(
+        session, run, body_text(body, "key"), body_text(body, "value", required=False)
+    )
     return {}
 
 
 @router.post("/runs/set-tag")
 def set_tag(who: TrackerDep, session: SessionDep, body: JsonBody) -> dict[str, Any]:
     run = tracking.get_run(session, who, _run_id(body))
-    tracking.set_tag(session, run, text(body, "key"), text(body, "value", required=False))
+    tracking.set_tag(session, run, body_text(body, "key"), body_text(body, "value", required=False))
     return {}
 
 
@@ -128,9 +130,9 @@ def log_batch(
     who: TrackerDep, session: SessionDep, ctx: ContextDep, body: JsonBody
 ) -> dict[str, Any]:
     run = tracking.get_run(session, who, _run_id(body))
-    for key, value in key_values(body, "params"):
+    for key, value in body_pairs(body, "params"):
         tracking.log_param(session, run, key, value)
-    for key, value in key_values(body, "tags"):
+    for key, value in body_pairs(body, "tags"):
         tracking.set_tag(session, run, key, value)
     metrics = body.get("metrics") or []
     if not isinstance(metrics, list) or not all(isinstance(m, dict) for m in metrics):
@@ -151,7 +153,7 @@ def search_runs(who: TrackerDep, session: SessionDep, body: JsonBody) -> dict[st
     ids = body.get("experiment_ids") or []
     if not isinstance(ids, list):
         raise InvalidInput("a list of experiment ids", "experiment_ids")
-    limit = number(body, "max_results", 1000) or 1000
+    limit = body_int(body, "max_results", 1000) or 1000
     found = tracking.search_runs(session, who, [str(i) for i in ids], limit)
     return {"runs": [present.run(session, r) for r in found]}
 
