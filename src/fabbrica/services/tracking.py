@@ -18,7 +18,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from fabbrica.core.errors import Conflict, InvalidInput, NotFound, Unauthenticated
@@ -142,9 +142,12 @@ def default_experiment(session: Session, who: Tracker, now: dt.datetime) -> Expe
     return found or create_experiment(session, who, DEFAULT_EXPERIMENT, now)
 
 
-def get_experiment(session: Session, who: Tracker, experiment_id: str) -> Experiment:
+def get_experiment(
+    session: Session, who: Tracker, experiment_id: str, now: dt.datetime
+) -> Experiment:
+    """An experiment of the project; "0" is its Default (made when first used)."""
     if experiment_id == "0":
-        return default_experiment(session, who, dt.datetime.now(dt.UTC))
+        return default_experiment(session, who, now)
     found = session.get(Experiment, _int_id(experiment_id, "experiment_id"))
     if found is None or found.project_pk != who.project.pk:
         raise NotFound(f"no experiment {experiment_id}", field="experiment_id")
@@ -186,7 +189,7 @@ def create_run(
     tags: dict[str, str],
     now: dt.datetime,
 ) -> Run:
-    experiment = get_experiment(session, who, experiment_id or "0")
+    experiment = get_experiment(session, who, experiment_id or "0", now)
     run_id = uuid.uuid4().hex
     run = Run(
         id=run_id,
@@ -227,9 +230,9 @@ def update_run(
 
 
 def search_runs(
-    session: Session, who: Tracker, experiment_ids: list[str], limit: int = 1000
+    session: Session, who: Tracker, experiment_ids: list[str], now: dt.datetime, limit: int = 1000
 ) -> list[Run]:
-    ids = [get_experiment(session, who, e).id for e in experiment_ids]
+    ids = [get_experiment(session, who, e, now).id for e in experiment_ids]
     query = select(Run).where(Run.project_pk == who.project.pk)
     if ids:
         query = query.where(Run.experiment_id.in_(ids))
@@ -297,10 +300,6 @@ def latest_metrics(session: Session, run_id: str) -> dict[str, RunMetric]:
 def metric_history(session: Session, run: Run, key: str) -> list[RunMetric]:
     query = select(RunMetric).where(RunMetric.run_id == run.id, RunMetric.key == key)
     return list(session.scalars(query.order_by(RunMetric.step, RunMetric.timestamp_ms)))
-
-
-def run_count(session: Session, who: Tracker) -> int:
-    return session.scalar(select(func.count()).where(Run.project_pk == who.project.pk)) or 0
 
 
 # --- artifacts ---------------------------------------------------------------------------

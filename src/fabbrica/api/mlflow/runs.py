@@ -26,9 +26,12 @@ def create_experiment(
 
 @router.get("/experiments/get")
 def get_experiment(
-    who: TrackerDep, session: SessionDep, experiment_id: Annotated[str, Query()]
+    who: TrackerDep,
+    session: SessionDep,
+    ctx: ContextDep,
+    experiment_id: Annotated[str, Query()],
 ) -> dict[str, Any]:
-    found = tracking.get_experiment(session, who, experiment_id)
+    found = tracking.get_experiment(session, who, experiment_id, ctx.clock())
     return {"experiment": present.experiment(found)}
 
 
@@ -149,12 +152,14 @@ def log_inputs(who: TrackerDep, session: SessionDep, body: JsonBody) -> dict[str
 
 
 @router.post("/runs/search")
-def search_runs(who: TrackerDep, session: SessionDep, body: JsonBody) -> dict[str, Any]:
+def search_runs(
+    who: TrackerDep, session: SessionDep, ctx: ContextDep, body: JsonBody
+) -> dict[str, Any]:
     ids = body.get("experiment_ids") or []
     if not isinstance(ids, list):
         raise InvalidInput("a list of experiment ids", "experiment_ids")
     limit = body_int(body, "max_results", 1000) or 1000
-    found = tracking.search_runs(session, who, [str(i) for i in ids], limit)
+    found = tracking.search_runs(session, who, [str(i) for i in ids], ctx.clock(), limit)
     return {"runs": [present.run(session, r) for r in found]}
 
 
