@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.api.test_datasets_api import assert_valid_croissant
 from tests.cli.server import Server, fabbrica
 from tests.cli.test_jobs_e2e import REPO, Cli, startup
 
@@ -25,6 +26,9 @@ def test_a_job_logs_to_mlflow_registers_a_model_with_its_lineage_and_a_card(
     cli, project = startup(server)
     data = cli.run("dataset", "add", str(REPO / "examples/datasets/digits"), "--name", "digits",
                    "--project", project, "--license", "CC-BY-4.0", "--json")  # fmt: skip
+    doc = httpx.get(f"{server.url}/api/v1/datasets/{data['id']}/croissant.json",
+                    headers={"Authorization": f"Bearer {cli.token}"}).json()  # fmt: skip
+    assert_valid_croissant(doc)
     ran = fabbrica("run", str(REPO / "examples/digits/job-with-data.yaml"), "--project", project,
                    "--wait", "--json", env=server.client_env(cli.token), timeout=300)  # fmt: skip
     job = json.loads(ran.stdout)
