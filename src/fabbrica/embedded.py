@@ -12,7 +12,8 @@ from pathlib import Path
 from fabbrica.catalog.model import Catalog
 from fabbrica.core.agent_api import ApiUnavailable, SiteAccount, SyncAnswer, SyncReport
 from fabbrica.core.executor import Capacity, RunStatus
-from fabbrica.services import agents
+from fabbrica.services import agents, dataset_staging
+from fabbrica.services.dataset_store import object_path
 from fabbrica.store.db import Database
 from fabbrica.store.models import Job, User
 
@@ -27,8 +28,14 @@ class InProcessClient:
         factory_id: str,
         clock: Callable[[], dt.datetime],
         lease: dt.timedelta,
+        server_url: str | None = None,
+        files: Path | None = None,
     ) -> None:
+        """`server_url`: where this machine's jobs reach the API (their MLflow tracking
+        URI is under it); `files`: the server's data directory (data sets' bytes)."""
         self.db = db
+        self.server_url = server_url
+        self.files = files
         self.catalog = catalog
         self.factory_id = factory_id
         self.clock = clock
@@ -51,7 +58,13 @@ class InProcessClient:
             with self.db.session() as session:
                 actor = session.get_one(User, self.user_id)
                 return agents.sync(
-                    session, self.catalog, actor, report, now=self.clock(), lease=self.lease
+                    session,
+                    self.catalog,
+                    actor,
+                    report,
+                    now=self.clock(),
+                    lease=self.lease,
+                    server_url=self.server_url,
                 )
         except Exception as exc:  # the database is away: the loop backs off and retries
             raise ApiUnavailable(f"sync of {self.factory_id}: {exc}") from exc
@@ -60,7 +73,12 @@ class InProcessClient:
         return []
 
     def download(self, api_path: str, dest: Path) -> Path:
-        job_id = int(api_path.rstrip("/").split("/")[-2])
+        """A job's workdir (`.../jobs/<id>/workdir`) or a data set file it reads
+        (`.../jobs/<id>/objects/<sha256>`, under the same rules as a site agent's)."""
+        parts = api_path.rstrip("/").split("/")
+        if len(parts) >= 3 and parts[-2] == "objects":
+            return self._object(int(parts[-3]), parts[-1], dest)
+        job_id = int(parts[-2])
         with self.db.session() as session:
             job = session.get(Job, job_id)
             source = job.workdir_archive if job is not None else None
@@ -68,6 +86,16 @@ class InProcessClient:
             raise ApiUnavailable(f"job {job_id} has no workdir archive")
         dest.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(source, dest)
+        return dest
+
+    def _object(self, job_id: int, sha256: str, dest: Path) -> Path:
+        with self.db.session() as session:
+            job = session.get(Job, job_id)
+            if job is None or job.factory_id != self.factory_id or self.files is None:
+                raise ApiUnavailable(f"job {job_id} reads no file {sha256} here")
+            dataset_staging.agent_object(session, self.catalog, job, sha256)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(object_path(self.files, sha256), dest)
         return dest
 
     def send_log(self, job_id: int, offset: int, data: bytes) -> int:

@@ -121,7 +121,15 @@ def prepare(settings: Settings, catalog: Catalog, role: str = ALL) -> Prepared:
         # as a site's, driving the local executor (its files stay where the API reads them).
         local = LocalExecutor(settings.data_dir / "jobs", gpus=settings.local_gpus, isolate=isolate)
         if role != API:
-            client = InProcessClient(db, catalog, LOCAL_ID, utcnow, lease)
+            client = InProcessClient(
+                db,
+                catalog,
+                LOCAL_ID,
+                utcnow,
+                lease,
+                server_url=local_url(settings),
+                files=settings.data_dir,
+            )
             in_process.append(
                 Agent(
                     client,
@@ -173,6 +181,13 @@ def prepare(settings: Settings, catalog: Catalog, role: str = ALL) -> Prepared:
         problems = (isolation.python_problem(), isolation.reach_problem(settings.data_dir))
         warnings = [p for p in problems if p is not None]
     return Prepared(ctx, settings, generated, admin_link, in_process, not_isolated, warnings, here)
+
+
+def local_url(settings: Settings) -> str:
+    """How a job on this machine reaches this server's API (over the loopback)."""
+    anywhere = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}  # noqa: S104
+    host = anywhere.get(settings.host, settings.host)
+    return f"http://{f'[{host}]' if ':' in host else host}:{settings.port}"
 
 
 def close_data_dir(data_dir: Path) -> None:

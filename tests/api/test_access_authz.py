@@ -49,6 +49,11 @@ NOT_ACCESS_ROUTES = {
     ("GET", "/datasets/{dataset_id}/croissant.json"),
     ("GET", "/datasets/{dataset_id}/versions/{version}/file"),
     ("DELETE", "/datasets/{dataset_id}"),
+    # models: isolation is tested in tests/api/test_models_api.py
+    ("GET", "/models"),
+    ("GET", "/models/{name}/versions/{version}"),
+    ("GET", "/models/{name}/versions/{version}/card"),
+    ("GET", "/models/{name}/versions/{version}/files"),
     # site agents: isolation is tested in tests/api/test_agents_api.py
     ("POST", "/agents/{factory_id}/token"),
     ("GET", "/agents"),

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import io
 import tarfile
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -175,6 +176,17 @@ def test_croissant_document_of_a_version(world: World) -> None:
     assert entry["@type"] == "cr:FileObject" and entry["name"] == "data/train.csv"
     assert entry["sha256"] == hashlib.sha256(b"x,y\n1,2\n").hexdigest()
     assert entry["contentSize"] == "8 B" and entry["encodingFormat"] == "text/csv"
+    assert_valid_croissant(doc)
+
+
+def assert_valid_croissant(doc: dict[str, Any]) -> None:
+    """mlcroissant (MLCommons' reference) reads the document with no error."""
+    with warnings.catch_warnings():  # rdflib, under mlcroissant, warns of its own API
+        warnings.simplefilter("ignore", DeprecationWarning)
+        import mlcroissant as mlc
+
+        dataset = mlc.Dataset(jsonld=doc)
+    assert not dataset.metadata.ctx.issues.errors, dataset.metadata.ctx.issues.errors
 
 
 def test_bad_input_names_the_field_and_changes_nothing(world: World) -> None:

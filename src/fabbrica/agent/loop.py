@@ -22,6 +22,7 @@ from fabbrica.agent.data_cache import DataCache, StagingError
 from fabbrica.core.agent_api import AgentApi, ApiRefused, ApiUnavailable, SyncAnswer
 from fabbrica.core.executor import (
     Capacity,
+    DataMount,
     Executor,
     LaunchRequest,
     RunState,
@@ -227,7 +228,14 @@ class Agent:
             return request
         into = self.work_dir / "data" / request.run_tag
         self.data.stage(request.datasets, into)
-        return replace(request, datasets=(), data_dir=str(into))
+        # where the run finds them ($FABBRICA_DATA: Slurm's batch script exports it), and as
+        # local files, for an executor that places them in the run's own directory (the
+        # local one: an isolated run's user cannot enter the agent's directory)
+        staged = tuple(
+            DataMount(m.name, tuple((path, str(into / m.name / path)) for path, _ in m.files))
+            for m in request.datasets
+        )
+        return replace(request, datasets=staged, data_dir=str(into))
 
     def _with_workdir(self, request: LaunchRequest) -> LaunchRequest:
         if not request.workdir_archive:

@@ -12,6 +12,7 @@ from fabbrica.api.deps import AppContext
 from fabbrica.api.errors import install_error_handlers
 from fabbrica.api.limits import ConcurrencyLimit, RequestLimits
 from fabbrica.api.metrics import METRICS_PATH, install_metrics
+from fabbrica.api.mlflow import MOUNT, create_mlflow_app
 from fabbrica.api.openapi import install_openapi
 from fabbrica.api.routes import (
     agents,
@@ -21,6 +22,7 @@ from fabbrica.api.routes import (
     datasets,
     health,
     jobs,
+    models,
     notices,
     organisations,
     projects,
@@ -64,11 +66,12 @@ def create_app(
         limit=max_body_bytes,
         upload_limit=ctx.upload_max_bytes,
         upload_paths=frozenset({f"{API_PREFIX}/jobs"}),
-        upload_prefixes=(f"{API_PREFIX}{datasets.UPLOADS_PATH}/",),
+        upload_prefixes=(f"{API_PREFIX}{datasets.UPLOADS_PATH}/", "/mlflow/"),
     )
     routers = (health, catalog, users, tokens, organisations, projects, calls, proposals)
-    for module in (*routers, allocations, notices, reports, jobs, datasets, agents):
+    for module in (*routers, allocations, notices, reports, jobs, datasets, models, agents):
         app.include_router(module.router, prefix=API_PREFIX)
+    app.mount(MOUNT, create_mlflow_app(ctx))  # MLflow's REST API, per project (docs/models.md)
     install_metrics(app)  # after the guards: its latency includes their waits
     install_openapi(app, API_PREFIX)
     return app

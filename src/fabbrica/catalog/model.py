@@ -204,6 +204,15 @@ class Sector(_Strict):
     name: str = Field(min_length=1, max_length=120)
 
 
+class GpuModel(_Strict):
+    """A GPU model's peak dense throughput, for the training compute estimate of a model
+    card (GPU-hours x peak FLOP/s: an upper bound, stated as an estimate)."""
+
+    id: Slug
+    peak_tflops: float = Field(gt=0, le=1_000_000, description="dense BF16, TFLOP/s per GPU")
+    source: str = Field(default="", max_length=300)
+
+
 class Eligibility(_Strict):
     member_states: tuple[CountryCode, ...] = Field(min_length=1)
     participating_states: tuple[CountryCode, ...] = ()
@@ -225,6 +234,7 @@ class Catalog(BaseModel):
     sectors: tuple[Sector, ...] = Field(min_length=1)
     access_modes: tuple[AccessMode, ...] = Field(min_length=1)
     factories: tuple[Factory, ...] = Field(min_length=1)
+    gpu_models: tuple[GpuModel, ...] = ()
 
     @model_validator(mode="after")
     def _cross_references(self) -> Self:
@@ -243,6 +253,11 @@ class Catalog(BaseModel):
 
     def factory(self, factory_id: str) -> Factory | None:
         return next((f for f in self.factories if f.id == factory_id), None)
+
+    def peak_flops(self, gpu_model: str | None) -> float | None:
+        """A GPU's peak dense FLOP/s, when the catalog states it."""
+        found = next((g for g in self.gpu_models if g.id == gpu_model), None)
+        return found.peak_tflops * 1e12 if found is not None else None
 
     def mfa_factories(self) -> frozenset[str]:
         """The factories that require multi-factor authentication (`require_mfa`)."""

@@ -17,6 +17,7 @@ from fabbrica.cli import (
     dataset_cmds,
     identity_cmds,
     job_cmds,
+    model_cmds,
     plan_cmd,
     plane_cmds,
     proposal_cmds,
@@ -97,7 +98,11 @@ _GROUPS: dict[str, list[tuple[str, Any]]] = {
         ("cancel", job_cmds.cancel),
         ("usage", job_cmds.usage),
     ],
-    DATA: [("download", job_cmds.download), ("dataset", dataset_cmds.dataset_app)],
+    DATA: [
+        ("download", job_cmds.download),
+        ("dataset", dataset_cmds.dataset_app),
+        ("model", model_cmds.model_app),
+    ],
     OPERATE: [
         ("up", up_cmd.up),
         ("serve", plane_cmds.serve),

@@ -33,6 +33,7 @@ from fabbrica.core.executor import (
 )
 from fabbrica.core.identity import Role
 from fabbrica.core.jobs import JobState, job_id_of, run_tag
+from fabbrica.services import tracking
 from fabbrica.services.access.visibility import in_operated, require_operator_of, require_staff
 from fabbrica.services.dataset_staging import agent_mounts
 from fabbrica.services.executors import ExecutorRegistry
@@ -142,7 +143,10 @@ def sync(
     *,
     now: dt.datetime,
     lease: dt.timedelta = DEFAULT_LEASE,
+    server_url: str | None = None,
 ) -> SyncAnswer:
+    """`server_url`: where the factory's jobs reach this server (their MLflow tracking URI
+    is under it); None: the jobs get no tracking URI."""
     factory = factory_of(actor)
     agent = session.get(Agent, factory, with_for_update=True)
     if agent is None:
@@ -184,20 +188,24 @@ def sync(
         if job.cancel_requested:
             continue  # the control loop cancels it through the link
         job.lease_until = now + lease
-        launch.append(_launch(session, job, factory))
+        launch.append(_launch(session, job, factory, server_url, now))
     return SyncAnswer(factory, lease.total_seconds(), launch, cancel)
 
 
-def _launch(session: Session, job: Job, factory: str) -> LaunchRequest:
-    """The job as the agent launches it: its account, the member's site username, and the
-    workdir as an API path the agent downloads."""
+def _launch(
+    session: Session, job: Job, factory: str, server_url: str | None, now: dt.datetime
+) -> LaunchRequest:
+    """The job as the agent launches it: its account, the member's site username, the
+    workdir as an API path the agent downloads, and its MLflow tracking URI and token."""
     username = session.scalar(
         select(SiteUsername.username).where(
             SiteUsername.factory_id == factory, SiteUsername.user_id == job.user_id
         )
     )
+    request = launch_request(job)
     return replace(
-        launch_request(job),
+        request,
+        env={**request.env, **tracking.job_env(session, job, server_url, now)},
         workdir_archive=f"/api/v1/agent/jobs/{job.id}/workdir" if job.workdir_archive else None,
         account=site_account(job.project.id or ""),
         user=username,

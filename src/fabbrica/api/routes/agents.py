@@ -84,7 +84,12 @@ def set_site_username(
 
 @router.post("/agent/sync")
 def agent_sync(
-    body: SyncIn, ctx: ContextDep, session: SessionDep, catalog: CatalogDep, actor: CurrentUser
+    request: Request,
+    body: SyncIn,
+    ctx: ContextDep,
+    session: SessionDep,
+    catalog: CatalogDep,
+    actor: CurrentUser,
 ) -> SyncOut:
     """The agent's heartbeat: capacity and the runs it holds in; jobs to launch and runs
     to cancel out."""
@@ -94,7 +99,15 @@ def agent_sync(
         capacity=[Capacity(**c.model_dump()) for c in body.capacity],
         runs=[RunStatus(**r.model_dump()) for r in body.runs],
     )
-    answer = agents.sync(session, catalog, actor, report, now=ctx.clock(), lease=ctx.agent_lease)
+    answer = agents.sync(
+        session,
+        catalog,
+        actor,
+        report,
+        now=ctx.clock(),
+        lease=ctx.agent_lease,
+        server_url=(ctx.public_url or str(request.base_url)).rstrip("/"),
+    )
     return SyncOut(
         factory=answer.factory,
         lease_seconds=answer.lease_seconds,

@@ -28,6 +28,17 @@ from fabbrica.store.models.federated import Identity, OidcLogin
 from fabbrica.store.models.identity import ApiToken, OperatorFactory, User
 from fabbrica.store.models.jobs import Job, JobLoss, UsageRecord
 from fabbrica.store.models.portal import PortalSession, SignInLink
+from fabbrica.store.models.tracking import (
+    Experiment,
+    JobToken,
+    ModelAlias,
+    ModelVersion,
+    RegisteredModel,
+    Run,
+    RunMetric,
+    RunParam,
+    RunTag,
+)
 
 __all__ = [
     "Agent",
@@ -42,11 +53,15 @@ __all__ = [
     "DatasetFile",
     "DatasetUpload",
     "DatasetVersion",
+    "Experiment",
     "Identity",
     "Invitation",
     "Job",
     "JobDataset",
     "JobLoss",
+    "JobToken",
+    "ModelAlias",
+    "ModelVersion",
     "OidcLogin",
     "OperatorDigest",
     "OperatorFactory",
@@ -57,7 +72,12 @@ __all__ = [
     "Project",
     "ProjectMember",
     "Proposal",
+    "RegisteredModel",
     "Review",
+    "Run",
+    "RunMetric",
+    "RunParam",
+    "RunTag",
     "SignInLink",
     "SiteUsername",
     "UsageRecord",
