@@ -27,12 +27,93 @@ class PartitionState:
     key: tuple[str, str] = field(init=False)
     billing_factor: float = field(init=False)
     whole_node_gpus: int = field(init=False)  # GPUs per node under whole_node billing, or 0
+    speed: float = field(init=False)
+    # free GPUs per node when the partition's nodes are tracked (`Partition.nodes_free`)
+    nodes: list[int] | None = field(init=False)
 
     def __post_init__(self) -> None:
         partition = self.partition
         self.key = partition.key
         self.billing_factor = partition.billing_factor
         self.whole_node_gpus = partition.gpus_per_node if partition.whole_nodes else 0
+        self.speed = partition.speed
+        self.nodes = list(partition.nodes_free) if partition.nodes_free else None
+
+    # --- nodes (tracked only when the snapshot gives them) ------------------------------
+
+    def capacity(self, node: int) -> int:
+        """GPUs of a node: `gpus_per_node`, but the last, which has what is left."""
+        per = self.partition.gpus_per_node
+        return min(per, self.partition.total_gpus - per * node)
+
+    def fits(self, gpus: int) -> bool:
+        """Whether the job can start now: free GPUs, and (tracked nodes) a node with room
+        for it, or enough whole free nodes for it."""
+        if gpus > self.free:
+            return False
+        return self.nodes is None or self.pack(gpus) is not None
+
+    def pack(self, gpus: int) -> tuple[int, ...] | None:
+        """The nodes a job would take now: the fullest node with room for a job of at most
+        one node's GPUs (best fit, then the lowest index); for a larger job, whole free
+        nodes, the largest first, until they hold its GPUs. None: it does not fit."""
+        nodes = self.nodes
+        assert nodes is not None
+        per = self.partition.gpus_per_node
+        if gpus <= per:
+            best, room = -1, per + 1
+            for i, free in enumerate(nodes):
+                if gpus <= free < room:
+                    best, room = i, free
+                    if free == gpus:
+                        break
+            return None if best < 0 else (best,)
+        taken: list[int] = []
+        short = -1
+        total = 0
+        for i, free in enumerate(nodes):
+            capacity = self.capacity(i)
+            if free != capacity:
+                continue
+            if capacity < per:
+                short = i  # the short last node, used only if the full ones do not do
+                continue
+            taken.append(i)
+            total += capacity
+            if total >= gpus:
+                return tuple(taken)
+        if short >= 0 and total + nodes[short] >= gpus:
+            return (*taken, short)
+        return None
+
+    def held(self, gpus: int, nodes: tuple[int, ...]) -> int:
+        """GPUs a job holds on `nodes`: its own within one node, whole nodes above."""
+        if len(nodes) == 1 and gpus <= self.partition.gpus_per_node:
+            return gpus
+        return sum(self.capacity(i) for i in nodes)
+
+    def need(self, gpus: int) -> int:
+        """GPUs that must be free for the job (whole nodes above one node's GPUs), as
+        estimates count them: free GPUs, not where they are."""
+        per = self.partition.gpus_per_node
+        if self.nodes is None or gpus <= per:
+            return gpus
+        return min(math.ceil(gpus / per) * per, self.partition.total_gpus)
+
+    def take(self, gpus: int, end: Seconds) -> tuple[tuple[int, ...], int]:
+        """Start a job on tracked nodes: (its nodes, the GPUs it holds)."""
+        nodes = self.nodes
+        found = self.pack(gpus)
+        if nodes is None or found is None:
+            raise ValueError(f"{gpus} GPUs do not fit on the free nodes")
+        held = self.held(gpus, found)
+        if len(found) == 1 and gpus <= self.partition.gpus_per_node:
+            nodes[found[0]] -= gpus
+        else:
+            for i in found:
+                nodes[i] = 0
+        self.start(held, end)
+        return found, held
 
     @classmethod
     def of(cls, partition: Partition) -> PartitionState:

@@ -89,6 +89,7 @@ class _Pass:
         self.reserved: list[Reservation] = []  # in priority order
         self.explain = snapshot.policy.explain
         self.max_free = 0  # most free GPUs of any partition without a reservation
+        self.fastest = max((p.speed for p in snapshot.partitions), default=1.0)
         self._update_free()
         self.closed: set[tuple[str, str]] = set()  # strict FIFO: partitions behind a blocked job
         self.assignments: list[Assignment] = []
@@ -161,8 +162,11 @@ class _Pass:
             c = (state, allocation, cost)
             candidates.append(c)
             if gpus <= state.free and state.key not in closed:
+                if state.nodes is not None and state.pack(gpus) is None:
+                    continue  # free GPUs, but not on nodes that can take it
                 h = held.get(state.key)
-                if h is None or end <= h.reservation.start or gpus <= h.extra:
+                here = end if state.speed == 1.0 else self.now + time_limit / state.speed
+                if h is None or here <= h.reservation.start or gpus <= h.extra:
                     startable.append(c)
         if startable:
             best = startable[0]
@@ -211,7 +215,7 @@ class _Pass:
         """A quick necessary condition for some partition to start the job now (`_place`)."""
         if job.gpus <= self.max_free:
             return True
-        end = self.now + job.time_limit
+        end = self.now + job.time_limit / self.fastest  # its earliest possible end
         return any(
             job.gpus <= h.state.free and (end <= h.reservation.start or job.gpus <= h.extra)
             for h in self.held.values()
@@ -225,12 +229,17 @@ class _Pass:
 
     def _start(self, job: Job, c: _Candidate) -> None:
         state, allocation, cost = c
-        end = self.now + job.time_limit
+        end = self.now + job.time_limit / state.speed
         held = self.held.get(state.key)
         backfilled = bool(self.held)
+        nodes: tuple[int, ...] = ()
+        taken = 0
+        if state.nodes is None:
+            state.start(job.gpus, end)
+        else:
+            nodes, taken = state.take(job.gpus, end)
         if held is not None and end > held.reservation.start:
-            held.extra -= job.gpus
-        state.start(job.gpus, end)
+            held.extra -= taken or job.gpus
         self._update_free()
         self.left[allocation.id] -= cost
         partition = state.partition
@@ -243,6 +252,8 @@ class _Pass:
                 charge_gpu_hours=cost,
                 start=self.now,
                 backfilled=backfilled,
+                nodes=nodes,
+                gpus_held=taken,
             )
         )
 
@@ -264,7 +275,7 @@ class _Pass:
             start, best = reserve
             partition = best[0].partition
             reservation = Reservation(job.id, partition.factory, partition.id, start, job.gpus)
-            extra = best[0].free_at(start) - job.gpus
+            extra = best[0].free_at(start) - best[0].need(job.gpus)
             held[partition.key] = _Held(reservation, best[0], extra)
             self.reserved.append(reservation)
             self._update_free()
@@ -314,7 +325,8 @@ class _Pass:
         best: _Candidate | None = None
         tied: list[_Candidate] | None = None
         for c in candidates:
-            t = c[0].earliest(gpus, now)
+            state = c[0]
+            t = state.earliest(gpus if state.nodes is None else state.need(gpus), now)
             if t is None:
                 continue
             if first is None or t < first:

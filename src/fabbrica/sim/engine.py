@@ -37,7 +37,7 @@ import bisect
 import heapq
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import islice
 
@@ -52,6 +52,20 @@ QUEUE_DEPTH = 500
 GPUS_PER_NODE = 8
 PROJECT = "trace"
 LEASE = 60.0  # seconds: production's agent lease (backends.agent_link.DEFAULT_LEASE)
+
+
+@dataclass(frozen=True, slots=True)
+class Hardware:
+    """A factory's machines: its GPU model, GPUs per node, and how fast the model runs a
+    job against the trace's reference model (an estimate: the trace's run times are
+    divided by it). The default is the trace's own machines: 8-GPU nodes of the reference."""
+
+    gpu_model: str = "gpu"
+    gpus_per_node: int = GPUS_PER_NODE
+    speed: float = 1.0
+
+
+REFERENCE = Hardware()
 
 
 class SimulationError(RuntimeError):
@@ -76,6 +90,11 @@ class Run:
     wall_seconds: float
     requeued: int = 0  # runs lost to outages (a job lost twice counts twice)
     lost_gpu_hours: float = 0.0  # GPU-time those runs had used when they were lost
+    # node packing: GPU-hours held beyond what jobs asked for (whole nodes above one
+    # node's GPUs), and GPU-hours free while jobs waited but on nodes already in use
+    # (fragmentation: free GPUs a waiting multi-node job cannot take)
+    rounding_gpu_hours: float = 0.0
+    fragmented_gpu_hours: float = 0.0
 
 
 def time_limit(duration: float, factor: float) -> float:
@@ -84,20 +103,40 @@ def time_limit(duration: float, factor: float) -> float:
 
 
 class _Part:
-    __slots__ = ("down", "factory", "free", "keys", "partition", "runs", "total")
+    """A partition's GPUs, and (node packing) its nodes' free GPUs."""
 
-    def __init__(self, factory: str, country: str, total: int) -> None:
+    __slots__ = (
+        "down", "down_nodes", "down_share", "factory", "free", "holding", "keys", "nodes", "partial",
+        "partition", "per", "runs", "speed", "total",
+    )  # fmt: skip
+
+    def __init__(
+        self, factory: str, country: str, total: int, hardware: Hardware = REFERENCE,
+        *, pack: bool = False,
+    ) -> None:  # fmt: skip
         self.factory, self.total, self.free = factory, total, total
         self.down = 0  # GPUs out of service (outages)
+        self.per = hardware.gpus_per_node
+        self.speed = hardware.speed
         self.partition = Partition(
             factory=factory,
             id="gpu",
             country=country,
-            gpu_model="gpu",
-            gpus_per_node=GPUS_PER_NODE,
+            gpu_model=hardware.gpu_model,
+            gpus_per_node=hardware.gpus_per_node,
             total_gpus=total,
             free_gpus=total,
+            speed=hardware.speed,
         )
+        # free GPUs per node (node packing), the last node holding what is left
+        self.nodes: list[int] | None = None
+        if pack:
+            full, rest = divmod(total, self.per)
+            self.nodes = [self.per] * full + ([rest] if rest else [])
+        self.down_nodes = 0  # nodes out of service, the last ones (a pool's outage)
+        self.down_share = 0  # GPUs the outages take (whole nodes go: `down` may be more)
+        self.partial = 0  # free GPUs on nodes partly in use (fragmentation)
+        self.holding: dict[int, tuple[int, ...]] = {}  # job -> its nodes
         self.keys: list[tuple[float, int]] = []  # (expected end, job), sorted
         self.runs: list[Running] = []  # in the same order
 
@@ -105,16 +144,56 @@ class _Part:
     def available(self) -> int:
         return max(self.free - self.down, 0)
 
+    def take_down(self, gpus: int) -> None:
+        self._out(gpus)
+
+    def bring_up(self, gpus: int) -> None:
+        self._out(-gpus)
+
+    def _out(self, change: int) -> None:
+        """GPUs out of service change: with nodes, whole nodes (the last ones) go out."""
+        share = self.down + change if self.nodes is None else self.down_share + change
+        if self.nodes is None:
+            self.down = share
+            return
+        self.down_share = share
+        count = len(self.nodes)
+        if share >= self.total:
+            self.down_nodes, self.down = count, self.total
+            return
+        self.down_nodes = min(math.ceil(share / self.per), count)
+        self.down = sum(self.capacity(i) for i in range(count - self.down_nodes, count))
+
     def snapshot(self) -> Partition:
         p = self.partition
+        nodes: tuple[int, ...] = ()
+        if self.nodes is not None:
+            up = len(self.nodes) - self.down_nodes
+            nodes = tuple(self.nodes[:up])
         return Partition(
             p.factory, p.id, p.country, p.gpu_model, p.gpus_per_node, p.total_gpus - self.down,
-            self.available, running=tuple(self.runs),
+            self.available, running=tuple(self.runs), nodes_free=nodes, speed=p.speed,
         )  # fmt: skip
 
-    def start(self, job: int, gpus: int, expected_end: float) -> None:
+    def capacity(self, node: int) -> int:
+        return min(self.per, self.total - self.per * node)
+
+    def start(self, job: int, gpus: int, expected_end: float, nodes: tuple[int, ...] = ()) -> None:
         if gpus > self.available:
             raise SimulationError(f"job {job}: {gpus} GPUs started on {self.available} free")
+        if self.nodes is not None:
+            if not nodes:
+                raise SimulationError(f"job {job}: started on {self.factory} without nodes")
+            if len(nodes) == 1:
+                self._set(nodes[0], self.nodes[nodes[0]] - gpus)
+                if self.nodes[nodes[0]] < 0:
+                    raise SimulationError(f"job {job}: node {nodes[0]} over-full")
+            else:
+                for node in nodes:
+                    if self.nodes[node] != self.capacity(node):
+                        raise SimulationError(f"job {job}: node {node} is not free")
+                    self.nodes[node] = 0
+            self.holding[job] = nodes
         self.free -= gpus
         index = bisect.bisect_left(self.keys, (expected_end, job))
         self.keys.insert(index, (expected_end, job))
@@ -127,6 +206,21 @@ class _Part:
         del self.keys[index]
         del self.runs[index]
         self.free += gpus
+        if self.nodes is not None:
+            nodes = self.holding.pop(job)
+            if len(nodes) == 1:
+                self._set(nodes[0], self.nodes[nodes[0]] + gpus)
+            else:
+                for node in nodes:
+                    self.nodes[node] = self.capacity(node)
+
+    def _set(self, node: int, free: int) -> None:
+        """A node's free GPUs, keeping `partial` (free GPUs on nodes partly in use)."""
+        assert self.nodes is not None
+        capacity = self.capacity(node)
+        old = self.nodes[node]
+        self.partial += (free if 0 < free < capacity else 0) - (old if 0 < old < capacity else 0)
+        self.nodes[node] = free
 
 
 class _Queue:
@@ -168,12 +262,20 @@ def simulate(
     limit_factor: float = 1.0,
     queue_depth: int = QUEUE_DEPTH,
     outages: Sequence[Outage] = (),
+    hardware: Mapping[str, Hardware] | None = None,
+    pack_nodes: bool = True,
 ) -> Run:
-    """Replay `jobs` (in submission order) under `policy` on `federation`."""
+    """Replay `jobs` (in submission order) under `policy` on `federation`.
+
+    `hardware`: factory id -> its machines (default `REFERENCE`: 8-GPU nodes of the
+    trace's own model); `pack_nodes=False` counts GPUs per factory without nodes."""
     if policy not in POLICIES:
         raise ValueError(f"unknown policy {policy!r}; choose from {', '.join(POLICIES)}")
     began = time.perf_counter()
-    queues, route = _queues(jobs, federation, policy)
+    machines = {s.id: (hardware or {}).get(s.id, REFERENCE) for s in federation.sites}
+    queues, route = _queues(jobs, federation, policy, machines, pack_nodes)
+    per_node = min(h.gpus_per_node for h in machines.values())
+    pooled = policy == "pooled"
     limits = [time_limit(j.duration, limit_factor) for j in jobs]
     countries = {s.id: s.country or s.id for s in federation.sites}
     home = federation.home()
@@ -185,8 +287,10 @@ def simulate(
     ends: list[tuple[float, int, int]] = []  # heap of (end, job, attempt)
     changes = _outage_events(outages, federation, policy)  # heap of (time, kind, factory)
     sizes = {s.id: s.gpus for s in federation.sites}
+    held = [0] * count  # GPUs each run holds (whole nodes above one node's GPUs)
     ended = passes = arrived = requeued = 0
-    lost = 0.0
+    lost = rounding = fragmented = 0.0
+    last = 0.0
 
     def enqueue(index: int) -> None:
         queue = queue_of[index] = route(index)
@@ -199,7 +303,8 @@ def simulate(
                 gpus=job.gpus,
                 time_limit=limits[index],
                 submitted_at=job.submit,
-                nodes=math.ceil(job.gpus / GPUS_PER_NODE),
+                nodes=math.ceil(job.gpus / per_node),
+                gpu_model=None if pooled else job.gpu_model,
                 home_country=countries[home[job.cluster]],
             ),
         )
@@ -213,13 +318,17 @@ def simulate(
             ends[0][0] if ends else math.inf,
             changes[0][0] if changes else math.inf,
         )
+        if pack_nodes and now > last:
+            if any(q.waiting for q in queues):
+                fragmented += sum(p.partial for q in queues for p in q.parts) * (now - last)
+            last = now
         while ends and ends[0][0] <= now:
             _, index, which = heapq.heappop(ends)
             if which != attempt[index]:
                 continue  # a run lost to an outage
             part, queue = ran_on[index], queue_of[index]
             assert part is not None and queue is not None
-            part.end(index, jobs[index].gpus, starts[index] + limits[index])
+            part.end(index, held[index], starts[index] + limits[index] / part.speed)
             queue.dirty = True
             ended += 1
         while changes and changes[0][0] <= now:
@@ -229,14 +338,13 @@ def simulate(
                     continue
                 share = part.total if part.factory == factory else sizes[factory]
                 if kind == _DOWN:
-                    part.down += share
+                    part.take_down(share)
                 elif kind == _UP:
-                    part.down -= share
+                    part.bring_up(share)
                 else:
                     for index in _lost_runs(part, starts):
-                        gpus = jobs[index].gpus
-                        part.end(index, gpus, starts[index] + limits[index])
-                        lost += gpus * (now - starts[index]) / 3600.0
+                        part.end(index, held[index], starts[index] + limits[index] / part.speed)
+                        lost += jobs[index].gpus * (now - starts[index]) / 3600.0
                         requeued += 1
                         attempt[index] += 1
                         starts[index], ran_on[index] = -1.0, None
@@ -253,13 +361,17 @@ def simulate(
             if not queue.waiting:
                 continue
             passes += 1
-            for index, part in _pass(queue, now, queue_depth):
+            for index, part, nodes, gpus in _pass(queue, now, queue_depth):
                 if starts[index] >= 0:
                     raise SimulationError(f"job {index} started twice")
                 starts[index] = now
                 ran_on[index] = part
-                part.start(index, jobs[index].gpus, now + limits[index])
-                heapq.heappush(ends, (now + jobs[index].duration, index, attempt[index]))
+                held[index] = gpus
+                speed = part.speed
+                part.start(index, gpus, now + limits[index] / speed, nodes)
+                run = jobs[index].duration / speed
+                rounding += (gpus - jobs[index].gpus) * run / 3600.0
+                heapq.heappush(ends, (now + run, index, attempt[index]))
         if arrived == count and not ends and not changes and any(q.waiting for q in queues):
             stuck = sum(len(q.waiting) for q in queues)
             raise SimulationError(f"{stuck} jobs can never start")
@@ -274,6 +386,8 @@ def simulate(
         wall_seconds=time.perf_counter() - began,
         requeued=requeued,
         lost_gpu_hours=lost,
+        rounding_gpu_hours=rounding,
+        fragmented_gpu_hours=fragmented / 3600.0,
     )
 
 
@@ -298,7 +412,11 @@ def _outage_events(
 
 def _lost_runs(part: _Part, starts: list[float]) -> list[int]:
     """The runs a partition loses when its GPUs out of service exceed what is free: all
-    of them for a factory that is down, the most recently started first for a pool."""
+    of them for a factory that is down; for a pool, with nodes those on the nodes out of
+    service, without them the most recently started first."""
+    if part.nodes is not None and part.down < part.total:
+        up = len(part.nodes) - part.down_nodes
+        return sorted(j for j, nodes in part.holding.items() if max(nodes) >= up)
     excess = part.down - part.free
     if excess <= 0:
         return []
@@ -312,7 +430,8 @@ def _lost_runs(part: _Part, starts: list[float]) -> list[int]:
     return found
 
 
-def _pass(queue: _Queue, now: float, depth: int) -> list[tuple[int, _Part]]:
+def _pass(queue: _Queue, now: float, depth: int) -> list[tuple[int, _Part, tuple[int, ...], int]]:
+    """Run one pass: (job, partition, its nodes, GPUs it holds) for each job started."""
     parts = [p for p in queue.parts if p.total > p.down]
     if not parts:
         return []
@@ -330,13 +449,20 @@ def _pass(queue: _Queue, now: float, depth: int) -> list[tuple[int, _Part]]:
     started = []
     for assignment in decision.assignments:
         index = int(assignment.job)
-        queue.queued -= queue.waiting.pop(index).gpus
-        started.append((index, by_factory[assignment.factory]))
+        gpus = queue.waiting.pop(index).gpus
+        queue.queued -= gpus
+        started.append(
+            (index, by_factory[assignment.factory], assignment.nodes, assignment.gpus_held or gpus)
+        )
     return started
 
 
 def _queues(
-    jobs: Sequence[TraceJob], federation: Federation, policy: str
+    jobs: Sequence[TraceJob],
+    federation: Federation,
+    policy: str,
+    machines: Mapping[str, Hardware],
+    pack: bool,
 ) -> tuple[list[_Queue], Route]:
     home = federation.home()
     quiet = Policy(
@@ -345,9 +471,15 @@ def _queues(
         explain=False,
     )
     if policy == "pooled":
-        pool = _Queue([_Part("pool", "", federation.gpus)], quiet)
+        # one pool of the reference model, nodes of the smallest factory's size
+        per = min(h.gpus_per_node for h in machines.values())
+        part = _Part("pool", "", federation.gpus, Hardware(gpus_per_node=per), pack=pack)
+        pool = _Queue([part], quiet)
         return [pool], lambda _: pool
-    parts = {s.id: _Part(s.id, s.country or s.id, s.gpus) for s in federation.sites}
+    parts = {
+        s.id: _Part(s.id, s.country or s.id, s.gpus, machines[s.id], pack=pack)
+        for s in federation.sites
+    }
     if policy.startswith("federated"):
         one = _Queue(list(parts.values()), quiet)
         return [one], lambda _: one
@@ -356,8 +488,15 @@ def _queues(
         sites = list(per_site.values())
 
         def least_loaded(index: int) -> _Queue:
-            gpus = jobs[index].gpus
-            fit = [q for q in sites if q.parts[0].total >= gpus]
+            gpus, model = jobs[index].gpus, jobs[index].gpu_model
+            fit = [
+                q
+                for q in sites
+                if q.parts[0].total >= gpus
+                and (model is None or q.parts[0].partition.gpu_model == model)
+            ]
+            if not fit:
+                raise SimulationError(f"job {index} can never start: no factory fits it")
             return min(fit, key=lambda q: (q.load(), -q.parts[0].total, q.parts[0].factory))
 
         return sites, least_loaded
