@@ -106,9 +106,21 @@ class _Part:
     """A partition's GPUs, and (node packing) its nodes' free GPUs."""
 
     __slots__ = (
-        "down", "down_nodes", "down_share", "factory", "free", "holding", "keys", "nodes", "partial",
-        "partition", "per", "runs", "speed", "total",
-    )  # fmt: skip
+        "down",
+        "down_nodes",
+        "down_share",
+        "factory",
+        "free",
+        "holding",
+        "keys",
+        "nodes",
+        "partial",
+        "partition",
+        "per",
+        "runs",
+        "speed",
+        "total",
+    )
 
     def __init__(
         self, factory: str, country: str, total: int, hardware: Hardware = REFERENCE,
