@@ -30,6 +30,10 @@ class PartitionState:
     speed: float = field(init=False)
     # free GPUs per node when the partition's nodes are tracked (`Partition.nodes_free`)
     nodes: list[int] | None = field(init=False)
+    # the most free GPUs on one node, and the GPUs of the wholly free nodes: what decides
+    # whether a job fits now (None: to count again, after work started)
+    _most: int | None = None
+    _whole: int | None = None
 
     def __post_init__(self) -> None:
         partition = self.partition
@@ -48,10 +52,18 @@ class PartitionState:
 
     def fits(self, gpus: int) -> bool:
         """Whether the job can start now: free GPUs, and (tracked nodes) a node with room
-        for it, or enough whole free nodes for it."""
+        for it, or enough whole free nodes for it (what `pack` would find)."""
         if gpus > self.free:
             return False
-        return self.nodes is None or self.pack(gpus) is not None
+        nodes = self.nodes
+        if nodes is None:
+            return True
+        if self._most is None or self._whole is None:
+            self._most = max(nodes, default=0)
+            self._whole = sum(f for i, f in enumerate(nodes) if f and f == self.capacity(i))
+        if gpus <= self.partition.gpus_per_node:
+            return gpus <= self._most
+        return gpus <= self._whole
 
     def pack(self, gpus: int) -> tuple[int, ...] | None:
         """The nodes a job would take now: the fullest node with room for a job of at most
@@ -107,6 +119,7 @@ class PartitionState:
         if nodes is None or found is None:
             raise ValueError(f"{gpus} GPUs do not fit on the free nodes")
         held = self.held(gpus, found)
+        self._most = self._whole = None
         if len(found) == 1 and gpus <= self.partition.gpus_per_node:
             nodes[found[0]] -= gpus
         else:

@@ -22,6 +22,7 @@ import gc
 import math
 from collections import defaultdict
 from dataclasses import dataclass
+from operator import attrgetter
 
 from fabbrica.sched.capacity import PartitionState, charge
 from fabbrica.sched.model import (
@@ -47,6 +48,8 @@ class _Held:
     state: PartitionState
     extra: int
 
+
+_PROJECT, _ID = attrgetter("project"), attrgetter("id")
 
 # where a job may run: the partition, the allocation that pays, the worst-case charge (a
 # plain tuple: a pass over 100,000 jobs builds hundreds of thousands of them)
@@ -97,10 +100,9 @@ class _Pass:
 
     def run(self) -> Decision:
         snapshot = self.snapshot
-        factors = fairshare_factors(
-            {j.project for j in snapshot.jobs}, snapshot.shares, snapshot.usage
-        )
-        ranked = order(snapshot.jobs, self.now, factors, snapshot.policy)
+        projects = set(map(_PROJECT, snapshot.jobs))
+        factors = fairshare_factors(projects, snapshot.shares, snapshot.usage)
+        ranked = order(snapshot.jobs, self.now, factors, snapshot.policy, projects)
         backfill = snapshot.policy.backfill
         for job in ranked:
             if not self.explain:
@@ -113,7 +115,7 @@ class _Pass:
             assignments=tuple(self.assignments),
             waiting=tuple(self.waiting),
             reservation=self.reserved[0] if self.reserved else None,
-            order=tuple([j.id for j in ranked]),
+            order=tuple(map(_ID, ranked)),
             reservations=tuple(self.reserved),
         )
 
@@ -162,7 +164,7 @@ class _Pass:
             c = (state, allocation, cost)
             candidates.append(c)
             if gpus <= state.free and state.key not in closed:
-                if state.nodes is not None and state.pack(gpus) is None:
+                if state.nodes is not None and not state.fits(gpus):
                     continue  # free GPUs, but not on nodes that can take it
                 h = held.get(state.key)
                 here = end if state.speed == 1.0 else self.now + time_limit / state.speed

@@ -118,7 +118,9 @@ class _Part:
         "partition",
         "per",
         "runs",
+        "seen",
         "speed",
+        "tally",
         "total",
     )
 
@@ -148,6 +150,8 @@ class _Part:
         self.down_nodes = 0  # nodes out of service, the last ones (a pool's outage)
         self.down_share = 0  # GPUs the outages take (whole nodes go: `down` may be more)
         self.partial = 0  # free GPUs on nodes partly in use (fragmentation)
+        self.seen: Partition | None = None  # the last snapshot, while nothing changed
+        self.tally = [0]  # `partial` summed over the partitions of a run (shared)
         self.holding: dict[int, tuple[int, ...]] = {}  # job -> its nodes
         self.keys: list[tuple[float, int]] = []  # (expected end, job), sorted
         self.runs: list[Running] = []  # in the same order
@@ -164,6 +168,7 @@ class _Part:
 
     def _out(self, change: int) -> None:
         """GPUs out of service change: with nodes, whole nodes (the last ones) go out."""
+        self.seen = None
         share = self.down + change if self.nodes is None else self.down_share + change
         if self.nodes is None:
             self.down = share
@@ -177,6 +182,12 @@ class _Part:
         self.down = sum(self.capacity(i) for i in range(count - self.down_nodes, count))
 
     def snapshot(self) -> Partition:
+        if self.seen is not None:
+            return self.seen
+        self.seen = self._snapshot()
+        return self.seen
+
+    def _snapshot(self) -> Partition:
         p = self.partition
         nodes: tuple[int, ...] = ()
         if self.nodes is not None:
@@ -193,6 +204,7 @@ class _Part:
     def start(self, job: int, gpus: int, expected_end: float, nodes: tuple[int, ...] = ()) -> None:
         if gpus > self.available:
             raise SimulationError(f"job {job}: {gpus} GPUs started on {self.available} free")
+        self.seen = None
         if self.nodes is not None:
             if not nodes:
                 raise SimulationError(f"job {job}: started on {self.factory} without nodes")
@@ -218,6 +230,7 @@ class _Part:
         del self.keys[index]
         del self.runs[index]
         self.free += gpus
+        self.seen = None
         if self.nodes is not None:
             nodes = self.holding.pop(job)
             if len(nodes) == 1:
@@ -231,14 +244,26 @@ class _Part:
         assert self.nodes is not None
         capacity = self.capacity(node)
         old = self.nodes[node]
-        self.partial += (free if 0 < free < capacity else 0) - (old if 0 < old < capacity else 0)
+        change = (free if 0 < free < capacity else 0) - (old if 0 < old < capacity else 0)
+        self.partial += change
+        self.tally[0] += change
         self.nodes[node] = free
 
 
 class _Queue:
     """One scheduler: its waiting jobs and its partitions."""
 
-    __slots__ = ("allocations", "dirty", "parts", "policy", "queued", "waiting")
+    __slots__ = (
+        "allocations",
+        "dirty",
+        "in_order",
+        "last",
+        "parts",
+        "policy",
+        "queued",
+        "strict",
+        "waiting",
+    )
 
     def __init__(self, parts: list[_Part], policy: Policy) -> None:
         self.parts = parts
@@ -246,6 +271,12 @@ class _Queue:
         self.waiting: dict[int, Job] = {}
         self.queued = 0  # GPUs of the waiting jobs
         self.dirty = False
+        # strict FIFO on one partition: a pass starts a prefix of the queue and stops at
+        # the first job that does not fit, so it needs to see no further than that job
+        # while the queue is in submission order (a job queued again is not)
+        self.strict = not policy.backfill and len(parts) == 1
+        self.in_order = True
+        self.last = -math.inf  # the latest submission queued
         self.allocations = tuple(
             Allocation(i, PROJECT, p.factory, math.inf) for i, p in enumerate(parts)
         )
@@ -256,6 +287,30 @@ class _Queue:
     def add(self, index: int, job: Job) -> None:
         self.waiting[index] = job
         self.queued += job.gpus
+        if job.submitted_at < self.last:
+            self.in_order = False
+        self.last = max(self.last, job.submitted_at)
+
+    def head(self, depth: int) -> tuple[Job, ...]:
+        """The jobs a pass looks at: the first `depth` (0: all); under strict FIFO in
+        submission order, only up to the first that cannot fit in the free GPUs (and
+        those submitted at the same instant, which the core may rank before it)."""
+        waiting = self.waiting.values()
+        if not (self.strict and self.in_order):
+            return tuple(islice(waiting, depth) if depth else waiting)
+        room = self.parts[0].available
+        seen: list[Job] = []
+        blocked: float | None = None
+        for job in waiting:
+            if (depth and len(seen) == depth) or (
+                blocked is not None and job.submitted_at != blocked
+            ):
+                break
+            seen.append(job)
+            room -= job.gpus
+            if room < 0 and blocked is None:
+                blocked = job.submitted_at
+        return tuple(seen)
 
     def load(self) -> float:
         """GPUs running and queued over the GPUs (the naive router's measure)."""
@@ -287,6 +342,10 @@ def simulate(
     machines = {s.id: (hardware or {}).get(s.id, REFERENCE) for s in federation.sites}
     queues, route = _queues(jobs, federation, policy, machines, pack_nodes)
     per_node = min(h.gpus_per_node for h in machines.values())
+    tally = [0]  # free GPUs on nodes partly in use, over every partition
+    for queue in queues:
+        for part in queue.parts:
+            part.tally = tally
     pooled = policy == "pooled"
     limits = [time_limit(j.duration, limit_factor) for j in jobs]
     countries = {s.id: s.country or s.id for s in federation.sites}
@@ -331,8 +390,8 @@ def simulate(
             changes[0][0] if changes else math.inf,
         )
         if pack_nodes and now > last:
-            if any(q.waiting for q in queues):
-                fragmented += sum(p.partial for q in queues for p in q.parts) * (now - last)
+            if tally[0] and any(q.waiting for q in queues):
+                fragmented += tally[0] * (now - last)
             last = now
         while ends and ends[0][0] <= now:
             _, index, which = heapq.heappop(ends)
@@ -448,11 +507,10 @@ def _pass(queue: _Queue, now: float, depth: int) -> list[tuple[int, _Part, tuple
     if not parts:
         return []
     by_factory = {p.factory: p for p in parts}
-    waiting = queue.waiting.values()
     decision = schedule(
         Snapshot(
             now=now,
-            jobs=tuple(islice(waiting, depth) if depth else waiting),
+            jobs=queue.head(depth),
             partitions=tuple(p.snapshot() for p in parts),
             allocations=queue.allocations,
             policy=queue.policy,
