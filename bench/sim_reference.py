@@ -66,10 +66,10 @@ def replay(
     while i < n or ends:
         now = min(jobs[i][0] if i < n else math.inf, ends[0][0] if ends else math.inf)
         while ends and ends[0][0] <= now:
-            _, j, where, expected = heapq.heappop(ends)
-            free[where] += jobs[j][2]
-            running[where].remove((expected, jobs[j][2]))
-            dirty["all" if one else where] = True
+            _, j, site, expected = heapq.heappop(ends)
+            free[site] += jobs[j][2]
+            running[site].remove((expected, jobs[j][2]))
+            dirty["all" if one else site] = True
         while i < n and jobs[i][0] <= now:
             key = "all" if one else jobs[i][3]
             queues[key][i] = None
