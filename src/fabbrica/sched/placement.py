@@ -92,6 +92,8 @@ class _Pass:
         self.reserved: list[Reservation] = []  # in priority order
         self.explain = snapshot.policy.explain
         self.max_free = 0  # most free GPUs of any partition without a reservation
+        self.ceiling = 0  # most free GPUs of any partition
+        self.full = False  # no reservation is left to take
         self.fastest = max((p.speed for p in snapshot.partitions), default=1.0)
         self._update_free()
         self.closed: set[tuple[str, str]] = set()  # strict FIFO: partitions behind a blocked job
@@ -104,11 +106,16 @@ class _Pass:
         factors = fairshare_factors(projects, snapshot.shares, snapshot.usage)
         ranked = order(snapshot.jobs, self.now, factors, snapshot.policy, projects)
         backfill = snapshot.policy.backfill
+        quiet = not self.explain
         for job in ranked:
-            if not self.explain:
-                if backfill and self._no_reservation_left() and not self._might_start(job):
-                    continue  # it would only wait, and no reservation is left to take
-                if not backfill and len(self.closed) == len(self.states):
+            if quiet:
+                if backfill:
+                    # once no reservation is left to take, a job that cannot start now
+                    # would only wait: passed over (first: more GPUs than any partition
+                    # has free, the common case in a long queue)
+                    if self.full and (job.gpus > self.ceiling or not self._might_start(job)):
+                        continue
+                elif len(self.closed) == len(self.states):
                     break  # strict FIFO: every partition is behind a blocked job
             self._place(job)
         return Decision(
@@ -212,6 +219,8 @@ class _Pass:
     def _update_free(self) -> None:
         held = self.held
         self.max_free = max((s.free for s in self.states if s.key not in held), default=0)
+        self.ceiling = max((s.free for s in self.states), default=0)  # most free anywhere
+        self.full = self._no_reservation_left()
 
     def _might_start(self, job: Job) -> bool:
         """A quick necessary condition for some partition to start the job now (`_place`)."""

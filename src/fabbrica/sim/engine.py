@@ -261,6 +261,7 @@ class _Queue:
         "parts",
         "policy",
         "queued",
+        "sizes",
         "strict",
         "waiting",
     )
@@ -270,6 +271,7 @@ class _Queue:
         self.policy = policy
         self.waiting: dict[int, Job] = {}
         self.queued = 0  # GPUs of the waiting jobs
+        self.sizes: dict[int, int] = {}  # GPUs -> waiting jobs of that size
         self.dirty = False
         # strict FIFO on one partition: a pass starts a prefix of the queue and stops at
         # the first job that does not fit, so it needs to see no further than that job
@@ -287,9 +289,18 @@ class _Queue:
     def add(self, index: int, job: Job) -> None:
         self.waiting[index] = job
         self.queued += job.gpus
+        self.sizes[job.gpus] = self.sizes.get(job.gpus, 0) + 1
         if job.submitted_at < self.last:
             self.in_order = False
         self.last = max(self.last, job.submitted_at)
+
+    def idle(self) -> bool:
+        """Whether a pass would provably start nothing: no waiting job fits in any
+        partition's free GPUs, or (strict FIFO in submission order) the first does not."""
+        most = max(p.available for p in self.parts)
+        if self.strict and self.in_order:
+            return next(iter(self.waiting.values())).gpus > most
+        return min(self.sizes) > most
 
     def head(self, depth: int) -> tuple[Job, ...]:
         """The jobs a pass looks at: the first `depth` (0: all); under strict FIFO in
@@ -343,9 +354,8 @@ def simulate(
     queues, route = _queues(jobs, federation, policy, machines, pack_nodes)
     per_node = min(h.gpus_per_node for h in machines.values())
     tally = [0]  # free GPUs on nodes partly in use, over every partition
-    for queue in queues:
-        for part in queue.parts:
-            part.tally = tally
+    for one in (p for q in queues for p in q.parts):
+        one.tally = tally
     pooled = policy == "pooled"
     limits = [time_limit(j.duration, limit_factor) for j in jobs]
     countries = {s.id: s.country or s.id for s in federation.sites}
@@ -429,7 +439,7 @@ def simulate(
             if not queue.dirty:
                 continue
             queue.dirty = False
-            if not queue.waiting:
+            if not queue.waiting or queue.idle():
                 continue
             passes += 1
             for index, part, nodes, gpus in _pass(queue, now, queue_depth):
@@ -521,6 +531,11 @@ def _pass(queue: _Queue, now: float, depth: int) -> list[tuple[int, _Part, tuple
         index = int(assignment.job)
         gpus = queue.waiting.pop(index).gpus
         queue.queued -= gpus
+        left = queue.sizes[gpus] - 1
+        if left:
+            queue.sizes[gpus] = left
+        else:
+            del queue.sizes[gpus]
         started.append(
             (index, by_factory[assignment.factory], assignment.nodes, assignment.gpus_held or gpus)
         )
