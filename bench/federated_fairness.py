@@ -58,25 +58,32 @@ def main() -> None:
         traces.insert(0, ("Philly", load(PHILLY)))
     print(
         "| trace | load | GPUs | policy | mean wait (min) | p95 wait (min) "
-        "| >8 GPUs mean (min) | >8 GPUs p95 (min) | wall s |"
+        "| >8 GPUs mean (min) | >8 GPUs p95 (min) | mean, jobs fitting 2+ factories (min) "
+        "| wall s |"
     )
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     verdicts = []
     for name, trace in traces:
         for value in loads:
             federation = sized_for_load(trace.jobs, value)
             offered = offered_load(trace.jobs, federation.gpus)
+            # jobs larger than the second-largest factory fit only one: there a federation
+            # cannot do what a pool of all the GPUs does (run two of them side by side)
+            second = sorted((s.gpus for s in federation.sites), reverse=True)[1:2] or [0]
+            spread = [i for i, j in enumerate(trace.jobs) if j.gpus <= second[0]]
             found = {}
             for policy in POLICIES:
                 run = simulate(trace.jobs, federation, policy)
                 summary = summarise(trace.jobs, run)
                 found[policy] = summary
                 big = summary.by_size[">8"]
+                waits = [run.starts[i] - trace.jobs[i].submit for i in spread]
                 print(
                     f"| {name} | {offered:.2f} | {federation.gpus:,} | {policy} "
                     f"| {minutes(summary.overall.mean_wait)} "
                     f"| {minutes(summary.overall.p95_wait)} | {minutes(big.mean_wait)} "
-                    f"| {minutes(big.p95_wait)} | {run.wall_seconds:.0f} |",
+                    f"| {minutes(big.p95_wait)} | {minutes(sum(waits) / len(waits))} "
+                    f"| {run.wall_seconds:.0f} |",
                     flush=True,
                 )
             fed, naive, pooled = found["federated"], found["naive"], found["pooled"]

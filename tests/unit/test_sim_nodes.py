@@ -3,6 +3,8 @@ hand-made cases whose answer is known by hand (the core's pass and the engine)."
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
 from fabbrica.sched import Allocation, Job, Partition, Policy, Snapshot, schedule
@@ -112,3 +114,45 @@ def test_the_engine_counts_whole_node_rounding_and_fragmentation() -> None:
     assert run.fragmented_gpu_hours == pytest.approx(7 * (H - 10) / H)
     flat = simulate(jobs, sites(x=16), "site-backfill", pack_nodes=False)
     assert flat.starts == (0, 10) and flat.rounding_gpu_hours == 0.0
+
+
+def test_random_passes_never_overfill_a_node_and_quiet_passes_start_the_same() -> None:
+    rng = random.Random(19)
+    for _ in range(150):
+        per = rng.choice([4, 8])
+        partitions = []
+        for name in ("f", "g"):
+            count = rng.randint(1, 6)
+            total = per * count - rng.choice([0, 0, 1, 2])
+            capacity = [min(per, total - per * i) for i in range(count)]
+            free = tuple(rng.randint(0, c) for c in capacity)
+            partitions.append(
+                Partition(name, "p", "IT", "h100", per, total, sum(free), nodes_free=free)
+            )
+        jobs = tuple(
+            Job(f"j{i}", "p", rng.choice([1, 2, 3, 4, 8, 12, 16]), H, float(i))
+            for i in range(rng.randint(1, 12))
+        )
+        allocations = (Allocation(0, "p", "f", 1e9), Allocation(1, "p", "g", 1e9))
+        decisions = [
+            schedule(Snapshot(0.0, jobs, tuple(partitions), allocations, policy=Policy(explain=e)))
+            for e in (True, False)
+        ]
+        assert decisions[0].assignments == decisions[1].assignments
+        sizes = {j.id: j.gpus for j in jobs}
+        free = {p.factory: list(p.nodes_free) for p in partitions}
+        for a in decisions[0].assignments:
+            nodes = free[a.factory]
+            if sizes[a.job] <= per:
+                assert len(a.nodes) == 1 and a.gpus_held == sizes[a.job]
+                nodes[a.nodes[0]] -= sizes[a.job]
+            else:
+                assert a.gpus_held >= sizes[a.job]
+                for i in a.nodes:  # whole free nodes
+                    whole = min(
+                        per,
+                        next(p.total_gpus for p in partitions if p.factory == a.factory) - per * i,
+                    )
+                    assert nodes[i] == whole
+                    nodes[i] = 0
+        assert all(f >= 0 for n in free.values() for f in n)
