@@ -125,9 +125,9 @@ def test_random_passes_never_overfill_a_node_and_quiet_passes_start_the_same() -
             count = rng.randint(1, 6)
             total = per * count - rng.choice([0, 0, 1, 2])
             capacity = [min(per, total - per * i) for i in range(count)]
-            free = tuple(rng.randint(0, c) for c in capacity)
+            given = tuple(rng.randint(0, c) for c in capacity)
             partitions.append(
-                Partition(name, "p", "IT", "h100", per, total, sum(free), nodes_free=free)
+                Partition(name, "p", "IT", "h100", per, total, sum(given), nodes_free=given)
             )
         jobs = tuple(
             Job(f"j{i}", "p", rng.choice([1, 2, 3, 4, 8, 12, 16]), H, float(i))
