@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from fabbrica.sched import Allocation, Job, Partition, Policy, Snapshot, schedule
+from fabbrica.sched import Allocation, Job, Partition, Policy, Running, Snapshot, schedule
 from fabbrica.sim.engine import Hardware, SimulationError, simulate
 from fabbrica.sim.federation import Federation, Site
 from fabbrica.sim.trace import TraceJob
@@ -156,3 +156,17 @@ def test_random_passes_never_overfill_a_node_and_quiet_passes_start_the_same() -
                     assert nodes[i] == whole
                     nodes[i] = 0
         assert all(f >= 0 for n in free.values() for f in n)
+
+
+def test_a_reservation_on_tracked_nodes_waits_for_whole_nodes_not_free_gpus() -> None:
+    # 12 GPUs free, 4 on each node; the 4-GPU jobs on nodes 0, 1, 2 end at 3 h, 1 h, 2 h:
+    # a 12-GPU job needs two whole nodes, free at 2 h (counting GPUs would say now)
+    running = (
+        Running(4, 3 * H, (0,)),
+        Running(4, 1 * H, (1,)),
+        Running(4, 2 * H, (2,)),
+    )
+    part = Partition("f", "p", "IT", "h100", 8, 24, 12, running=running, nodes_free=(4, 4, 4))
+    d = schedule(_pass((part,), job("big", 12)))
+    assert d.assignments == ()
+    assert d.reservation is not None and d.reservation.start == 2 * H

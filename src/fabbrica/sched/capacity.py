@@ -34,6 +34,9 @@ class PartitionState:
     # whether a job fits now (None: to count again, after work started)
     _most: int | None = None
     _whole: int | None = None
+    # work started in this pass on tracked nodes: (expected end, its nodes, GPUs held)
+    _placed: list[tuple[Seconds, tuple[int, ...], int]] = field(default_factory=list)
+    _packed_when: dict[int, Seconds | None] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         partition = self.partition
@@ -120,6 +123,9 @@ class PartitionState:
             raise ValueError(f"{gpus} GPUs do not fit on the free nodes")
         held = self.held(gpus, found)
         self._most = self._whole = None
+        self._placed.append((end, found, held))
+        if self._packed_when:
+            self._packed_when = {}
         if len(found) == 1 and gpus <= self.partition.gpus_per_node:
             nodes[found[0]] -= gpus
         else:
@@ -145,6 +151,52 @@ class PartitionState:
         self._ends.insert(index, end)
         self._gpus.insert(index, gpus)
         self._prefix = None
+
+    def earliest_packed(self, gpus: int, now: Seconds) -> Seconds | None:
+        """When the job fits on the tracked nodes at the earliest (a node with room for
+        it, or enough whole free nodes), if running work ends on time where it runs."""
+        if self.fits(gpus):
+            return now
+        if gpus in self._packed_when:
+            when = self._packed_when[gpus]
+        else:
+            when = self._packed(gpus)
+            self._packed_when[gpus] = when
+        if when is None:
+            return None
+        return now if now > when else when
+
+    def _packed(self, gpus: int) -> Seconds | None:
+        assert self.nodes is not None
+        per = self.partition.gpus_per_node
+        nodes = list(self.nodes)
+        count = len(nodes)
+        capacity = [self.capacity(i) for i in range(count)]
+        whole = sum(c for f, c in zip(nodes, capacity, strict=True) if f == c and c)
+        releases = sorted(
+            [(r.expected_end, r.nodes, r.gpus) for r in self.partition.running if r.nodes]
+            + self._placed
+        )
+        for end, where, held in releases:
+            if len(where) == 1 and held <= per:
+                node = where[0]
+                if node >= count:
+                    continue
+                nodes[node] += held
+                if nodes[node] == capacity[node]:
+                    whole += capacity[node]
+                if gpus <= per and gpus <= nodes[node]:
+                    return end
+            else:
+                for node in where:
+                    if node < count and nodes[node] != capacity[node]:
+                        nodes[node] = capacity[node]
+                        whole += capacity[node]
+                if gpus <= per and any(gpus <= nodes[n] for n in where if n < count):
+                    return end
+            if gpus > per and gpus <= whole:
+                return end
+        return None
 
     def earliest(self, need: int, now: Seconds) -> Seconds | None:
         """When `need` GPUs are free at the earliest, if running work ends on time."""

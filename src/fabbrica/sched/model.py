@@ -13,6 +13,7 @@ class Running:
 
     gpus: int
     expected_end: Seconds
+    nodes: tuple[int, ...] = ()  # where it runs, when the partition's nodes are tracked
 
 
 @dataclass(frozen=True, slots=True)

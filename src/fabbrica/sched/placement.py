@@ -337,7 +337,10 @@ class _Pass:
         tied: list[_Candidate] | None = None
         for c in candidates:
             state = c[0]
-            t = state.earliest(gpus if state.nodes is None else state.need(gpus), now)
+            if state.nodes is None:
+                t = state.earliest(gpus, now)
+            else:
+                t = state.earliest_packed(gpus, now)
             if t is None:
                 continue
             if first is None or t < first:

@@ -221,7 +221,7 @@ class _Part:
         self.free -= gpus
         index = bisect.bisect_left(self.keys, (expected_end, job))
         self.keys.insert(index, (expected_end, job))
-        self.runs.insert(index, Running(gpus, expected_end))
+        self.runs.insert(index, Running(gpus, expected_end, nodes))
 
     def end(self, job: int, gpus: int, expected_end: float) -> None:
         index = bisect.bisect_left(self.keys, (expected_end, job))
