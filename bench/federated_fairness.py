@@ -5,9 +5,10 @@ al., USENIX ATC 2019; as processed by the Pollux artifact) and the synthetic LLM
 of bench/llm_trace.py (seed 2026) at peak-week loads 0.9, 1.0 and 1.2 under `naive` (each
 job sent on arrival to the least-loaded factory that fits), `federated` (one reservation per
 factory), `federated-single` (one reservation for the federation, the core before) and
-`pooled`, and prints a Markdown table: mean and p95 wait overall and for jobs above 8 GPUs,
-and whether federated meets the bar (mean below naive's and pooled's; mean and p95 above
-8 GPUs no worse than naive's).
+`pooled` (8-GPU nodes packed, the engine's default), and prints a Markdown table: mean
+and p95 wait overall and for jobs above 8 GPUs, the mean wait of the jobs that fit at least
+two factories, and whether federated meets the bar (mean below naive's and pooled's; mean
+and p95 above 8 GPUs no worse than naive's).
 
     uv run python bench/federated_fairness.py [--loads 0.9,1.0,1.2] [--skip-philly]
 """
