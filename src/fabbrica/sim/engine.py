@@ -17,8 +17,13 @@ assignments. Policies differ only in what a queue and its partitions are:
 Outages (`Outage`): from its start a factory takes no new job; what runs there is lost
 `LEASE` seconds later (as production loses a job whose agent lease runs out), its GPU-time
 so far counted as lost, and the job is queued again with its submission time; the factory
-is back after the outage's duration. Under `pooled` the pool shrinks by the factory's GPUs
-and the most recently started jobs are lost until what runs fits.
+is back after the outage's duration. Under `pooled` the pool loses whole nodes holding the
+factory's GPUs and the runs on them (without nodes: it shrinks by the factory's GPUs and
+the most recently started jobs are lost until what runs fits).
+
+Nodes (`partition._Part`): each factory is nodes of its `Hardware.gpus_per_node` (8 by
+default) and the core packs jobs on them; a factory's `Hardware.speed` divides run times
+and time limits there; a trace job with a `gpu_model` runs only on that model.
 
 Priority is the core's fair share plus age with no recorded usage, so jobs are ranked by
 submission; time limits (what backfill plans with) are the run time rounded up. A pass
@@ -26,7 +31,9 @@ sees the first `queue_depth` waiting jobs of its queue, as Slurm's backfill test
 `bf_max_job_test` jobs per cycle.
 
 A pass is skipped when it provably starts nothing: after an arrival whose job fits in no
-partition's free GPUs (earlier jobs could not start before, and nothing was released).
+partition's free GPUs (earlier jobs could not start before, and nothing was released), or
+when no waiting job (strict FIFO in submission order: the first) fits in free GPUs. A
+strict FIFO pass sees the queue only up to its first job that cannot fit.
 Every run checks conservation: each job starts once and ends once, a partition never
 holds more GPUs than it has, and every GPU is free again at the end.
 """
