@@ -5,9 +5,10 @@ al., USENIX ATC 2019; as processed by the Pollux artifact) and the synthetic LLM
 of bench/llm_trace.py (seed 2026) at peak-week loads 0.9, 1.0 and 1.2 under `naive` (each
 job sent on arrival to the least-loaded factory that fits), `federated` (one reservation per
 factory), `federated-single` (one reservation for the federation, the core before) and
-`pooled`, and prints a Markdown table: mean and p95 wait overall and for jobs above 8 GPUs,
-and whether federated meets the bar (mean below naive's and pooled's; mean and p95 above
-8 GPUs no worse than naive's).
+`pooled` (8-GPU nodes packed, the engine's default), and prints a Markdown table: mean
+and p95 wait overall and for jobs above 8 GPUs, the mean wait of the jobs that fit at least
+two factories, and whether federated meets the bar (mean below naive's and pooled's; mean
+and p95 above 8 GPUs no worse than naive's).
 
     uv run python bench/federated_fairness.py [--loads 0.9,1.0,1.2] [--skip-philly]
 """
@@ -58,25 +59,32 @@ def main() -> None:
         traces.insert(0, ("Philly", load(PHILLY)))
     print(
         "| trace | load | GPUs | policy | mean wait (min) | p95 wait (min) "
-        "| >8 GPUs mean (min) | >8 GPUs p95 (min) | wall s |"
+        "| >8 GPUs mean (min) | >8 GPUs p95 (min) | mean, jobs fitting 2+ factories (min) "
+        "| wall s |"
     )
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     verdicts = []
     for name, trace in traces:
         for value in loads:
             federation = sized_for_load(trace.jobs, value)
             offered = offered_load(trace.jobs, federation.gpus)
+            # jobs larger than the second-largest factory fit only one: there a federation
+            # cannot do what a pool of all the GPUs does (run two of them side by side)
+            second = sorted((s.gpus for s in federation.sites), reverse=True)[1:2] or [0]
+            spread = [i for i, j in enumerate(trace.jobs) if j.gpus <= second[0]]
             found = {}
             for policy in POLICIES:
                 run = simulate(trace.jobs, federation, policy)
                 summary = summarise(trace.jobs, run)
                 found[policy] = summary
                 big = summary.by_size[">8"]
+                waits = [run.starts[i] - trace.jobs[i].submit for i in spread]
                 print(
                     f"| {name} | {offered:.2f} | {federation.gpus:,} | {policy} "
                     f"| {minutes(summary.overall.mean_wait)} "
                     f"| {minutes(summary.overall.p95_wait)} | {minutes(big.mean_wait)} "
-                    f"| {minutes(big.p95_wait)} | {run.wall_seconds:.0f} |",
+                    f"| {minutes(big.p95_wait)} | {minutes(sum(waits) / len(waits))} "
+                    f"| {run.wall_seconds:.0f} |",
                     flush=True,
                 )
             fed, naive, pooled = found["federated"], found["naive"], found["pooled"]

@@ -198,7 +198,9 @@ def test_an_outage_shrinks_the_pool_and_loses_the_latest_runs() -> None:
     # pool of 4 (x 2 + y 2); x down at 1000: the pool has 2 GPUs, so of a (started 0) and
     # b (started 10), b is lost and waits for x's return
     jobs = [TraceJob(0, 9000, 2, "x"), TraceJob(10, 9000, 2, "y")]
-    run = simulate(jobs, two_sites(2, 2), "pooled", outages=[Outage("x", 1000.0, 2000.0)])
+    # counted in GPUs (without nodes: the pool's one 4-GPU node would go out whole)
+    outage = [Outage("x", 1000.0, 2000.0)]
+    run = simulate(jobs, two_sites(2, 2), "pooled", outages=outage, pack_nodes=False)
     assert run.starts == (0, 3000)
     assert run.requeued == 1
     assert run.lost_gpu_hours == pytest.approx(2 * (1000 + LEASE - 10) / H)

@@ -13,6 +13,7 @@ class Running:
 
     gpus: int
     expected_end: Seconds
+    nodes: tuple[int, ...] = ()  # where it runs, when the partition's nodes are tracked
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +29,14 @@ class Partition:
     whole_nodes: bool = False  # whole_node billing: partly used nodes are charged in full
     multi_node: bool = True  # the backend can run jobs across nodes
     running: tuple[Running, ...] = ()
+    # Free GPUs on each node, when the caller tracks nodes (the simulator): a job of at most
+    # `gpus_per_node` GPUs is packed into one node (the fullest that fits), a larger job
+    # takes whole free nodes; every node has `gpus_per_node` GPUs but the last, which has
+    # what is left of `total_gpus`. Empty (production): GPUs are counted, not packed.
+    nodes_free: tuple[int, ...] = ()
+    # how fast its GPU model runs a job against the reference model of the jobs' time limits
+    # (an estimate); a job's expected end there is its time limit / speed
+    speed: float = 1.0
 
     @property
     def key(self) -> tuple[str, str]:
@@ -97,6 +106,10 @@ class Assignment:
     charge_gpu_hours: float  # worst case: the time limit under the billing rule
     start: Seconds
     backfilled: bool = False
+    # the nodes (indexes into `Partition.nodes_free`) it was packed on; empty when the
+    # partition's nodes are not tracked
+    nodes: tuple[int, ...] = ()
+    gpus_held: int = 0  # tracked nodes: the GPUs it holds (whole nodes' above one node); else 0
 
 
 @dataclass(frozen=True, slots=True)

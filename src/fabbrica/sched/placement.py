@@ -22,6 +22,7 @@ import gc
 import math
 from collections import defaultdict
 from dataclasses import dataclass
+from operator import attrgetter
 
 from fabbrica.sched.capacity import PartitionState, charge
 from fabbrica.sched.model import (
@@ -47,6 +48,8 @@ class _Held:
     state: PartitionState
     extra: int
 
+
+_PROJECT, _ID = attrgetter("project"), attrgetter("id")
 
 # where a job may run: the partition, the allocation that pays, the worst-case charge (a
 # plain tuple: a pass over 100,000 jobs builds hundreds of thousands of them)
@@ -89,6 +92,9 @@ class _Pass:
         self.reserved: list[Reservation] = []  # in priority order
         self.explain = snapshot.policy.explain
         self.max_free = 0  # most free GPUs of any partition without a reservation
+        self.ceiling = 0  # most free GPUs of any partition
+        self.full = False  # no reservation is left to take
+        self.fastest = max((p.speed for p in snapshot.partitions), default=1.0)
         self._update_free()
         self.closed: set[tuple[str, str]] = set()  # strict FIFO: partitions behind a blocked job
         self.assignments: list[Assignment] = []
@@ -96,23 +102,27 @@ class _Pass:
 
     def run(self) -> Decision:
         snapshot = self.snapshot
-        factors = fairshare_factors(
-            {j.project for j in snapshot.jobs}, snapshot.shares, snapshot.usage
-        )
-        ranked = order(snapshot.jobs, self.now, factors, snapshot.policy)
+        projects = set(map(_PROJECT, snapshot.jobs))
+        factors = fairshare_factors(projects, snapshot.shares, snapshot.usage)
+        ranked = order(snapshot.jobs, self.now, factors, snapshot.policy, projects)
         backfill = snapshot.policy.backfill
+        quiet = not self.explain
         for job in ranked:
-            if not self.explain:
-                if backfill and self._no_reservation_left() and not self._might_start(job):
-                    continue  # it would only wait, and no reservation is left to take
-                if not backfill and len(self.closed) == len(self.states):
+            if quiet:
+                if backfill:
+                    # once no reservation is left to take, a job that cannot start now
+                    # would only wait: passed over (first: more GPUs than any partition
+                    # has free, the common case in a long queue)
+                    if self.full and (job.gpus > self.ceiling or not self._might_start(job)):
+                        continue
+                elif len(self.closed) == len(self.states):
                     break  # strict FIFO: every partition is behind a blocked job
             self._place(job)
         return Decision(
             assignments=tuple(self.assignments),
             waiting=tuple(self.waiting),
             reservation=self.reserved[0] if self.reserved else None,
-            order=tuple([j.id for j in ranked]),
+            order=tuple(map(_ID, ranked)),
             reservations=tuple(self.reserved),
         )
 
@@ -161,8 +171,11 @@ class _Pass:
             c = (state, allocation, cost)
             candidates.append(c)
             if gpus <= state.free and state.key not in closed:
+                if state.nodes is not None and not state.fits(gpus):
+                    continue  # free GPUs, but not on nodes that can take it
                 h = held.get(state.key)
-                if h is None or end <= h.reservation.start or gpus <= h.extra:
+                here = end if state.speed == 1.0 else self.now + time_limit / state.speed
+                if h is None or here <= h.reservation.start or gpus <= h.extra:
                     startable.append(c)
         if startable:
             best = startable[0]
@@ -206,12 +219,14 @@ class _Pass:
     def _update_free(self) -> None:
         held = self.held
         self.max_free = max((s.free for s in self.states if s.key not in held), default=0)
+        self.ceiling = max((s.free for s in self.states), default=0)  # most free anywhere
+        self.full = self._no_reservation_left()
 
     def _might_start(self, job: Job) -> bool:
         """A quick necessary condition for some partition to start the job now (`_place`)."""
         if job.gpus <= self.max_free:
             return True
-        end = self.now + job.time_limit
+        end = self.now + job.time_limit / self.fastest  # its earliest possible end
         return any(
             job.gpus <= h.state.free and (end <= h.reservation.start or job.gpus <= h.extra)
             for h in self.held.values()
@@ -225,12 +240,17 @@ class _Pass:
 
     def _start(self, job: Job, c: _Candidate) -> None:
         state, allocation, cost = c
-        end = self.now + job.time_limit
+        end = self.now + job.time_limit / state.speed
         held = self.held.get(state.key)
         backfilled = bool(self.held)
+        nodes: tuple[int, ...] = ()
+        taken = 0
+        if state.nodes is None:
+            state.start(job.gpus, end)
+        else:
+            nodes, taken = state.take(job.gpus, end)
         if held is not None and end > held.reservation.start:
-            held.extra -= job.gpus
-        state.start(job.gpus, end)
+            held.extra -= taken or job.gpus
         self._update_free()
         self.left[allocation.id] -= cost
         partition = state.partition
@@ -243,6 +263,8 @@ class _Pass:
                 charge_gpu_hours=cost,
                 start=self.now,
                 backfilled=backfilled,
+                nodes=nodes,
+                gpus_held=taken,
             )
         )
 
@@ -264,7 +286,7 @@ class _Pass:
             start, best = reserve
             partition = best[0].partition
             reservation = Reservation(job.id, partition.factory, partition.id, start, job.gpus)
-            extra = best[0].free_at(start) - job.gpus
+            extra = best[0].free_at(start) - best[0].need(job.gpus)
             held[partition.key] = _Held(reservation, best[0], extra)
             self.reserved.append(reservation)
             self._update_free()
@@ -314,7 +336,11 @@ class _Pass:
         best: _Candidate | None = None
         tied: list[_Candidate] | None = None
         for c in candidates:
-            t = c[0].earliest(gpus, now)
+            state = c[0]
+            if state.nodes is None:
+                t = state.earliest(gpus, now)
+            else:
+                t = state.earliest_packed(gpus, now)
             if t is None:
                 continue
             if first is None or t < first:

@@ -34,11 +34,18 @@ def priority(job: Job, now: Seconds, fairshare: float, policy: Policy) -> float:
 
 
 def order(
-    jobs: Iterable[Job], now: Seconds, factors: dict[str, float], policy: Policy
+    jobs: Iterable[Job],
+    now: Seconds,
+    factors: dict[str, float],
+    policy: Policy,
+    projects: set[str] | None = None,
 ) -> list[Job]:
-    """Highest priority first; ties go to the earlier submission, then the id."""
+    """Highest priority first; ties go to the earlier submission, then the id.
+    `projects`: the jobs' projects, when the caller has them already."""
     queue = list(jobs)
-    if _fair_share_is_even(queue, factors) and policy.age_weight >= 0:
+    if projects is None:
+        projects = set(map(_PROJECT, queue))
+    if len({factors.get(p, 1.0) for p in projects}) <= 1 and policy.age_weight >= 0:
         # Priority then falls (weakly) with the submission time, so this is the same order,
         # found without computing a priority per job: what a long queue needs.
         return sorted(queue, key=_BY_SUBMISSION)
@@ -72,9 +79,4 @@ def order(
 
 
 _BY_SUBMISSION = attrgetter("submitted_at", "id")
-
-
-def _fair_share_is_even(jobs: list[Job], factors: dict[str, float]) -> bool:
-    projects = {j.project for j in jobs}
-    values = {factors.get(p, 1.0) for p in projects}
-    return len(values) <= 1
+_PROJECT = attrgetter("project")

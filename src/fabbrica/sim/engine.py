@@ -17,8 +17,13 @@ assignments. Policies differ only in what a queue and its partitions are:
 Outages (`Outage`): from its start a factory takes no new job; what runs there is lost
 `LEASE` seconds later (as production loses a job whose agent lease runs out), its GPU-time
 so far counted as lost, and the job is queued again with its submission time; the factory
-is back after the outage's duration. Under `pooled` the pool shrinks by the factory's GPUs
-and the most recently started jobs are lost until what runs fits.
+is back after the outage's duration. Under `pooled` the pool loses whole nodes holding the
+factory's GPUs and the runs on them (without nodes: it shrinks by the factory's GPUs and
+the most recently started jobs are lost until what runs fits).
+
+Nodes (`partition._Part`): each factory is nodes of its `Hardware.gpus_per_node` (8 by
+default) and the core packs jobs on them; a factory's `Hardware.speed` divides run times
+and time limits there; a trace job with a `gpu_model` runs only on that model.
 
 Priority is the core's fair share plus age with no recorded usage, so jobs are ranked by
 submission; time limits (what backfill plans with) are the run time rounded up. A pass
@@ -26,36 +31,47 @@ sees the first `queue_depth` waiting jobs of its queue, as Slurm's backfill test
 `bf_max_job_test` jobs per cycle.
 
 A pass is skipped when it provably starts nothing: after an arrival whose job fits in no
-partition's free GPUs (earlier jobs could not start before, and nothing was released).
+partition's free GPUs (earlier jobs could not start before, and nothing was released), or
+when no waiting job (strict FIFO in submission order: the first) fits in free GPUs. A
+strict FIFO pass sees the queue only up to its first job that cannot fit.
 Every run checks conservation: each job starts once and ends once, a partition never
 holds more GPUs than it has, and every GPU is free again at the end.
 """
 
 from __future__ import annotations
 
-import bisect
 import heapq
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import islice
 
-from fabbrica.sched import Allocation, Job, Partition, Policy, Running, Snapshot, schedule
+from fabbrica.sched import Allocation, Job, Policy, Snapshot, schedule
 from fabbrica.sim.federation import Federation
+from fabbrica.sim.partition import (
+    GPUS_PER_NODE as GPUS_PER_NODE,
+)
+from fabbrica.sim.partition import (
+    REFERENCE,
+)
+from fabbrica.sim.partition import (
+    Hardware as Hardware,
+)
+from fabbrica.sim.partition import (
+    SimulationError as SimulationError,
+)
+from fabbrica.sim.partition import (
+    _Part as _Part,
+)
 from fabbrica.sim.trace import TraceJob
 
 POLICIES = ("site-fifo", "site-backfill", "naive", "federated", "federated-single", "pooled")
 # Jobs each pass looks at, in priority order, as Slurm's backfill tests at most
 # bf_max_job_test jobs per cycle (500 by default); 0: the whole queue.
 QUEUE_DEPTH = 500
-GPUS_PER_NODE = 8
 PROJECT = "trace"
 LEASE = 60.0  # seconds: production's agent lease (backends.agent_link.DEFAULT_LEASE)
-
-
-class SimulationError(RuntimeError):
-    """A conservation check failed: a bug, never a property of the trace."""
 
 
 @dataclass(frozen=True)
@@ -76,6 +92,11 @@ class Run:
     wall_seconds: float
     requeued: int = 0  # runs lost to outages (a job lost twice counts twice)
     lost_gpu_hours: float = 0.0  # GPU-time those runs had used when they were lost
+    # node packing: GPU-hours held beyond what jobs asked for (whole nodes above one
+    # node's GPUs), and GPU-hours free while jobs waited but on nodes already in use
+    # (fragmentation: free GPUs a waiting multi-node job cannot take)
+    rounding_gpu_hours: float = 0.0
+    fragmented_gpu_hours: float = 0.0
 
 
 def time_limit(duration: float, factor: float) -> float:
@@ -83,63 +104,35 @@ def time_limit(duration: float, factor: float) -> float:
     return max(math.ceil(duration * factor / 3600.0 - 1e-9), 1) * 3600.0
 
 
-class _Part:
-    __slots__ = ("down", "factory", "free", "keys", "partition", "runs", "total")
-
-    def __init__(self, factory: str, country: str, total: int) -> None:
-        self.factory, self.total, self.free = factory, total, total
-        self.down = 0  # GPUs out of service (outages)
-        self.partition = Partition(
-            factory=factory,
-            id="gpu",
-            country=country,
-            gpu_model="gpu",
-            gpus_per_node=GPUS_PER_NODE,
-            total_gpus=total,
-            free_gpus=total,
-        )
-        self.keys: list[tuple[float, int]] = []  # (expected end, job), sorted
-        self.runs: list[Running] = []  # in the same order
-
-    @property
-    def available(self) -> int:
-        return max(self.free - self.down, 0)
-
-    def snapshot(self) -> Partition:
-        p = self.partition
-        return Partition(
-            p.factory, p.id, p.country, p.gpu_model, p.gpus_per_node, p.total_gpus - self.down,
-            self.available, running=tuple(self.runs),
-        )  # fmt: skip
-
-    def start(self, job: int, gpus: int, expected_end: float) -> None:
-        if gpus > self.available:
-            raise SimulationError(f"job {job}: {gpus} GPUs started on {self.available} free")
-        self.free -= gpus
-        index = bisect.bisect_left(self.keys, (expected_end, job))
-        self.keys.insert(index, (expected_end, job))
-        self.runs.insert(index, Running(gpus, expected_end))
-
-    def end(self, job: int, gpus: int, expected_end: float) -> None:
-        index = bisect.bisect_left(self.keys, (expected_end, job))
-        if index == len(self.keys) or self.keys[index] != (expected_end, job):
-            raise SimulationError(f"job {job} ended on {self.factory} where it did not run")
-        del self.keys[index]
-        del self.runs[index]
-        self.free += gpus
-
-
 class _Queue:
     """One scheduler: its waiting jobs and its partitions."""
 
-    __slots__ = ("allocations", "dirty", "parts", "policy", "queued", "waiting")
+    __slots__ = (
+        "allocations",
+        "dirty",
+        "in_order",
+        "last",
+        "parts",
+        "policy",
+        "queued",
+        "sizes",
+        "strict",
+        "waiting",
+    )
 
     def __init__(self, parts: list[_Part], policy: Policy) -> None:
         self.parts = parts
         self.policy = policy
         self.waiting: dict[int, Job] = {}
         self.queued = 0  # GPUs of the waiting jobs
+        self.sizes: dict[int, int] = {}  # GPUs -> waiting jobs of that size
         self.dirty = False
+        # strict FIFO on one partition: a pass starts a prefix of the queue and stops at
+        # the first job that does not fit, so it needs to see no further than that job
+        # while the queue is in submission order (a job queued again is not)
+        self.strict = not policy.backfill and len(parts) == 1
+        self.in_order = True
+        self.last = -math.inf  # the latest submission queued
         self.allocations = tuple(
             Allocation(i, PROJECT, p.factory, math.inf) for i, p in enumerate(parts)
         )
@@ -150,6 +143,39 @@ class _Queue:
     def add(self, index: int, job: Job) -> None:
         self.waiting[index] = job
         self.queued += job.gpus
+        self.sizes[job.gpus] = self.sizes.get(job.gpus, 0) + 1
+        if job.submitted_at < self.last:
+            self.in_order = False
+        self.last = max(self.last, job.submitted_at)
+
+    def idle(self) -> bool:
+        """Whether a pass would provably start nothing: no waiting job fits in any
+        partition's free GPUs, or (strict FIFO in submission order) the first does not."""
+        most = max(p.available for p in self.parts)
+        if self.strict and self.in_order:
+            return next(iter(self.waiting.values())).gpus > most
+        return min(self.sizes) > most
+
+    def head(self, depth: int) -> tuple[Job, ...]:
+        """The jobs a pass looks at: the first `depth` (0: all); under strict FIFO in
+        submission order, only up to the first that cannot fit in the free GPUs (and
+        those submitted at the same instant, which the core may rank before it)."""
+        waiting = self.waiting.values()
+        if not (self.strict and self.in_order):
+            return tuple(islice(waiting, depth) if depth else waiting)
+        room = self.parts[0].available
+        seen: list[Job] = []
+        blocked: float | None = None
+        for job in waiting:
+            if (depth and len(seen) == depth) or (
+                blocked is not None and job.submitted_at != blocked
+            ):
+                break
+            seen.append(job)
+            room -= job.gpus
+            if room < 0 and blocked is None:
+                blocked = job.submitted_at
+        return tuple(seen)
 
     def load(self) -> float:
         """GPUs running and queued over the GPUs (the naive router's measure)."""
@@ -168,12 +194,23 @@ def simulate(
     limit_factor: float = 1.0,
     queue_depth: int = QUEUE_DEPTH,
     outages: Sequence[Outage] = (),
+    hardware: Mapping[str, Hardware] | None = None,
+    pack_nodes: bool = True,
 ) -> Run:
-    """Replay `jobs` (in submission order) under `policy` on `federation`."""
+    """Replay `jobs` (in submission order) under `policy` on `federation`.
+
+    `hardware`: factory id -> its machines (default `REFERENCE`: 8-GPU nodes of the
+    trace's own model); `pack_nodes=False` counts GPUs per factory without nodes."""
     if policy not in POLICIES:
         raise ValueError(f"unknown policy {policy!r}; choose from {', '.join(POLICIES)}")
     began = time.perf_counter()
-    queues, route = _queues(jobs, federation, policy)
+    machines = {s.id: (hardware or {}).get(s.id, REFERENCE) for s in federation.sites}
+    queues, route = _queues(jobs, federation, policy, machines, pack_nodes)
+    per_node = min(h.gpus_per_node for h in machines.values())
+    tally = [0]  # free GPUs on nodes partly in use, over every partition
+    for one in (p for q in queues for p in q.parts):
+        one.tally = tally
+    pooled = policy == "pooled"
     limits = [time_limit(j.duration, limit_factor) for j in jobs]
     countries = {s.id: s.country or s.id for s in federation.sites}
     home = federation.home()
@@ -185,8 +222,10 @@ def simulate(
     ends: list[tuple[float, int, int]] = []  # heap of (end, job, attempt)
     changes = _outage_events(outages, federation, policy)  # heap of (time, kind, factory)
     sizes = {s.id: s.gpus for s in federation.sites}
+    held = [0] * count  # GPUs each run holds (whole nodes above one node's GPUs)
     ended = passes = arrived = requeued = 0
-    lost = 0.0
+    lost = rounding = fragmented = 0.0
+    last = 0.0
 
     def enqueue(index: int) -> None:
         queue = queue_of[index] = route(index)
@@ -199,7 +238,8 @@ def simulate(
                 gpus=job.gpus,
                 time_limit=limits[index],
                 submitted_at=job.submit,
-                nodes=math.ceil(job.gpus / GPUS_PER_NODE),
+                nodes=math.ceil(job.gpus / per_node),
+                gpu_model=None if pooled else job.gpu_model,
                 home_country=countries[home[job.cluster]],
             ),
         )
@@ -213,13 +253,17 @@ def simulate(
             ends[0][0] if ends else math.inf,
             changes[0][0] if changes else math.inf,
         )
+        if pack_nodes and now > last:
+            if tally[0] and any(q.waiting for q in queues):
+                fragmented += tally[0] * (now - last)
+            last = now
         while ends and ends[0][0] <= now:
             _, index, which = heapq.heappop(ends)
             if which != attempt[index]:
                 continue  # a run lost to an outage
             part, queue = ran_on[index], queue_of[index]
             assert part is not None and queue is not None
-            part.end(index, jobs[index].gpus, starts[index] + limits[index])
+            part.end(index, held[index], starts[index] + limits[index] / part.speed)
             queue.dirty = True
             ended += 1
         while changes and changes[0][0] <= now:
@@ -229,14 +273,13 @@ def simulate(
                     continue
                 share = part.total if part.factory == factory else sizes[factory]
                 if kind == _DOWN:
-                    part.down += share
+                    part.take_down(share)
                 elif kind == _UP:
-                    part.down -= share
+                    part.bring_up(share)
                 else:
                     for index in _lost_runs(part, starts):
-                        gpus = jobs[index].gpus
-                        part.end(index, gpus, starts[index] + limits[index])
-                        lost += gpus * (now - starts[index]) / 3600.0
+                        part.end(index, held[index], starts[index] + limits[index] / part.speed)
+                        lost += jobs[index].gpus * (now - starts[index]) / 3600.0
                         requeued += 1
                         attempt[index] += 1
                         starts[index], ran_on[index] = -1.0, None
@@ -250,16 +293,20 @@ def simulate(
             if not queue.dirty:
                 continue
             queue.dirty = False
-            if not queue.waiting:
+            if not queue.waiting or queue.idle():
                 continue
             passes += 1
-            for index, part in _pass(queue, now, queue_depth):
+            for index, part, nodes, gpus in _pass(queue, now, queue_depth):
                 if starts[index] >= 0:
                     raise SimulationError(f"job {index} started twice")
                 starts[index] = now
                 ran_on[index] = part
-                part.start(index, jobs[index].gpus, now + limits[index])
-                heapq.heappush(ends, (now + jobs[index].duration, index, attempt[index]))
+                held[index] = gpus
+                speed = part.speed
+                part.start(index, gpus, now + limits[index] / speed, nodes)
+                run = jobs[index].duration / speed
+                rounding += (gpus - jobs[index].gpus) * run / 3600.0
+                heapq.heappush(ends, (now + run, index, attempt[index]))
         if arrived == count and not ends and not changes and any(q.waiting for q in queues):
             stuck = sum(len(q.waiting) for q in queues)
             raise SimulationError(f"{stuck} jobs can never start")
@@ -274,6 +321,8 @@ def simulate(
         wall_seconds=time.perf_counter() - began,
         requeued=requeued,
         lost_gpu_hours=lost,
+        rounding_gpu_hours=rounding,
+        fragmented_gpu_hours=fragmented / 3600.0,
     )
 
 
@@ -298,7 +347,11 @@ def _outage_events(
 
 def _lost_runs(part: _Part, starts: list[float]) -> list[int]:
     """The runs a partition loses when its GPUs out of service exceed what is free: all
-    of them for a factory that is down, the most recently started first for a pool."""
+    of them for a factory that is down; for a pool, with nodes those on the nodes out of
+    service, without them the most recently started first."""
+    if part.nodes is not None and part.down < part.total:
+        up = len(part.nodes) - part.down_nodes
+        return sorted(j for j, nodes in part.holding.items() if max(nodes) >= up)
     excess = part.down - part.free
     if excess <= 0:
         return []
@@ -312,16 +365,16 @@ def _lost_runs(part: _Part, starts: list[float]) -> list[int]:
     return found
 
 
-def _pass(queue: _Queue, now: float, depth: int) -> list[tuple[int, _Part]]:
+def _pass(queue: _Queue, now: float, depth: int) -> list[tuple[int, _Part, tuple[int, ...], int]]:
+    """Run one pass: (job, partition, its nodes, GPUs it holds) for each job started."""
     parts = [p for p in queue.parts if p.total > p.down]
     if not parts:
         return []
     by_factory = {p.factory: p for p in parts}
-    waiting = queue.waiting.values()
     decision = schedule(
         Snapshot(
             now=now,
-            jobs=tuple(islice(waiting, depth) if depth else waiting),
+            jobs=queue.head(depth),
             partitions=tuple(p.snapshot() for p in parts),
             allocations=queue.allocations,
             policy=queue.policy,
@@ -330,13 +383,25 @@ def _pass(queue: _Queue, now: float, depth: int) -> list[tuple[int, _Part]]:
     started = []
     for assignment in decision.assignments:
         index = int(assignment.job)
-        queue.queued -= queue.waiting.pop(index).gpus
-        started.append((index, by_factory[assignment.factory]))
+        gpus = queue.waiting.pop(index).gpus
+        queue.queued -= gpus
+        left = queue.sizes[gpus] - 1
+        if left:
+            queue.sizes[gpus] = left
+        else:
+            del queue.sizes[gpus]
+        started.append(
+            (index, by_factory[assignment.factory], assignment.nodes, assignment.gpus_held or gpus)
+        )
     return started
 
 
 def _queues(
-    jobs: Sequence[TraceJob], federation: Federation, policy: str
+    jobs: Sequence[TraceJob],
+    federation: Federation,
+    policy: str,
+    machines: Mapping[str, Hardware],
+    pack: bool,
 ) -> tuple[list[_Queue], Route]:
     home = federation.home()
     quiet = Policy(
@@ -345,9 +410,15 @@ def _queues(
         explain=False,
     )
     if policy == "pooled":
-        pool = _Queue([_Part("pool", "", federation.gpus)], quiet)
+        # one pool of the reference model, nodes of the smallest factory's size
+        per = min(h.gpus_per_node for h in machines.values())
+        part = _Part("pool", "", federation.gpus, Hardware(gpus_per_node=per), pack=pack)
+        pool = _Queue([part], quiet)
         return [pool], lambda _: pool
-    parts = {s.id: _Part(s.id, s.country or s.id, s.gpus) for s in federation.sites}
+    parts = {
+        s.id: _Part(s.id, s.country or s.id, s.gpus, machines[s.id], pack=pack)
+        for s in federation.sites
+    }
     if policy.startswith("federated"):
         one = _Queue(list(parts.values()), quiet)
         return [one], lambda _: one
@@ -356,8 +427,15 @@ def _queues(
         sites = list(per_site.values())
 
         def least_loaded(index: int) -> _Queue:
-            gpus = jobs[index].gpus
-            fit = [q for q in sites if q.parts[0].total >= gpus]
+            gpus, model = jobs[index].gpus, jobs[index].gpu_model
+            fit = [
+                q
+                for q in sites
+                if q.parts[0].total >= gpus
+                and (model is None or q.parts[0].partition.gpu_model == model)
+            ]
+            if not fit:
+                raise SimulationError(f"job {index} can never start: no factory fits it")
             return min(fit, key=lambda q: (q.load(), -q.parts[0].total, q.parts[0].factory))
 
         return sites, least_loaded

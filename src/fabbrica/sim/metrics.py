@@ -34,12 +34,18 @@ class Summary:
     by_size: dict[str, Metrics]
     utilisation: float  # GPU-seconds used over GPU-seconds the federation had in the makespan
     makespan: float  # seconds from the first submission to the last end
+    # node packing (`Run`): GPU-hours held beyond what jobs asked (whole nodes), and free
+    # on partly used nodes while jobs waited (fragmentation)
+    rounding_gpu_hours: float = 0.0
+    fragmented_gpu_hours: float = 0.0
 
     def as_dict(self) -> dict[str, object]:
         return {
             **self.overall.as_dict(),
             "utilisation": self.utilisation,
             "makespan": self.makespan,
+            "rounding_gpu_hours": self.rounding_gpu_hours,
+            "fragmented_gpu_hours": self.fragmented_gpu_hours,
             "by_size": {name: m.as_dict() for name, m in self.by_size.items()},
         }
 
@@ -61,6 +67,8 @@ def summarise(jobs: Sequence[TraceJob], run: Run) -> Summary:
         by_size=by_size,
         utilisation=used / (run.capacity * makespan) if run.capacity and makespan > 0 else 0.0,
         makespan=makespan,
+        rounding_gpu_hours=run.rounding_gpu_hours,
+        fragmented_gpu_hours=run.fragmented_gpu_hours,
     )
 
 

@@ -3,7 +3,8 @@
 A row that cannot be used is skipped and counted by kind; a trace whose header lacks a
 column, or that has no usable row, is refused with a `TraceError` naming the problem.
 Rows need not be sorted: jobs come out in submission order (how many were out of order
-is counted). Times are seconds after the first submission.
+is counted). Times are seconds after the first submission. An optional column `gpu_model`
+pins a job to factories of that GPU model (empty: any).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ class TraceJob:
     duration: float  # seconds of real run time
     gpus: int
     cluster: str  # the virtual cluster (team queue): the job's home
+    gpu_model: str | None = None  # the model it asks for (optional column `gpu_model`)
 
 
 @dataclass(frozen=True)
@@ -97,7 +99,7 @@ def load(path: Path) -> Trace:
 
 def _read(reader: csv.DictReader[str], path: Path) -> Trace:
     skipped: Counter[str] = Counter()
-    rows: list[tuple[float, float, int, str]] = []
+    rows: list[tuple[float, float, int, str, str | None]] = []
     out_of_order, last, count = 0, -math.inf, 0
     for row in reader:
         values = [(row.get(c) or "").strip() for c in COLUMNS]
@@ -112,13 +114,13 @@ def _read(reader: csv.DictReader[str], path: Path) -> Trace:
         if parsed[0] < last:
             out_of_order += 1
         last = parsed[0]
-        rows.append(parsed)
+        rows.append((*parsed, (row.get("gpu_model") or "").strip() or None))
     if not rows:
         detail = ", ".join(f"{n} {k}" for k, n in sorted(skipped.items())) or "no rows"
         raise TraceError(f"trace {path} has no usable job ({detail})")
     rows.sort(key=lambda r: r[0])
     start = rows[0][0]
-    jobs = tuple(TraceJob(t - start, d, g, c) for t, d, g, c in rows)
+    jobs = tuple(TraceJob(t - start, d, g, c, m) for t, d, g, c, m in rows)
     return Trace(jobs, start, count, dict(sorted(skipped.items())), out_of_order, str(path))
 
 
@@ -153,7 +155,7 @@ def shifted_copies(trace: Trace, copies: int, spread: float) -> tuple[TraceJob, 
     if copies <= 1:
         return trace.jobs
     merged = [
-        TraceJob(j.submit + k * spread / copies, j.duration, j.gpus, j.cluster)
+        TraceJob(j.submit + k * spread / copies, j.duration, j.gpus, j.cluster, j.gpu_model)
         for k in range(copies)
         for j in trace.jobs
     ]
