@@ -48,12 +48,9 @@ from dataclasses import dataclass
 from itertools import islice
 
 from fabbrica.sched import Allocation, Job, Policy, Snapshot, schedule
-from fabbrica.sim.federation import Federation
+from fabbrica.sim.federation import Federation, Site, node_shape
 from fabbrica.sim.partition import (
     GPUS_PER_NODE as GPUS_PER_NODE,
-)
-from fabbrica.sim.partition import (
-    REFERENCE,
 )
 from fabbrica.sim.partition import (
     Hardware as Hardware,
@@ -186,6 +183,11 @@ class _Queue:
 Route = Callable[[int], _Queue]
 
 
+def _machines(site: Site) -> Hardware:
+    gpu_model, gpus_per_node = node_shape(site)
+    return Hardware(gpu_model=gpu_model, gpus_per_node=gpus_per_node)
+
+
 def simulate(
     jobs: Sequence[TraceJob],
     federation: Federation,
@@ -199,12 +201,14 @@ def simulate(
 ) -> Run:
     """Replay `jobs` (in submission order) under `policy` on `federation`.
 
-    `hardware`: factory id -> its machines (default `REFERENCE`: 8-GPU nodes of the
-    trace's own model); `pack_nodes=False` counts GPUs per factory without nodes."""
+    `hardware`: factory id -> its machines (default: the factory's own GPU model and GPUs
+    per node, from the catalog or a what-if, at the trace's speed; a federation sized from
+    a trace has 8-GPU nodes of the trace's own model); `pack_nodes=False` counts GPUs per
+    factory without nodes."""
     if policy not in POLICIES:
         raise ValueError(f"unknown policy {policy!r}; choose from {', '.join(POLICIES)}")
     began = time.perf_counter()
-    machines = {s.id: (hardware or {}).get(s.id, REFERENCE) for s in federation.sites}
+    machines = {s.id: (hardware or {}).get(s.id) or _machines(s) for s in federation.sites}
     queues, route = _queues(jobs, federation, policy, machines, pack_nodes)
     per_node = min(h.gpus_per_node for h in machines.values())
     tally = [0]  # free GPUs on nodes partly in use, over every partition
