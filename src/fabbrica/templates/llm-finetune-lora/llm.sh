@@ -1,0 +1,17 @@
+#!/bin/sh
+# Run Python with PyTorch, transformers and PEFT: a virtual environment kept in the
+# user's cache and made once, by pip (`pip install torch==2.13.0` takes the CPU build
+# from the machine's local wheels; another version or uv would download gigabytes).
+set -eu
+venv="${FABBRICA_LLM_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/fabbrica/llm-torch-2.13.0}"
+mkdir -p "$(dirname "$venv")"
+(
+    flock 9
+    if ! "$venv/bin/python" -c "import torch, transformers, peft" 2>/dev/null; then
+        echo "installing PyTorch 2.13.0, transformers and PEFT in $venv" >&2
+        python -m venv "$venv"
+        "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
+            "torch==2.13.0" "transformers>=4.40" "peft>=0.10" "safetensors>=0.4"
+    fi
+) 9>"$venv.lock"
+exec "$venv/bin/python" "$@"
