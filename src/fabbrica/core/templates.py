@@ -189,7 +189,7 @@ def _model(parameter: Parameter) -> type[BaseModel]:
     return create_model(
         "ParameterValue",
         __config__=ConfigDict(extra="forbid"),
-        __validators__=validators,  # type: ignore[arg-type]
+        __validators__=validators,
         value=(annotation, Field(**limits)),
     )
 
@@ -276,7 +276,7 @@ def _first_error(exc: ValidationError, source: str) -> tuple[str | None, str]:
 
 def describe(parameter: Parameter) -> str:
     """One line: type, default or required, limits."""
-    facts = [parameter.type]
+    facts: list[str] = [parameter.type]
     if parameter.choices:
         facts.append("one of " + ", ".join(parameter.choices))
     if parameter.min is not None:

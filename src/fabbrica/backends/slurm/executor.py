@@ -16,6 +16,7 @@ import pwd
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from fabbrica.backends.slurm import status as slurm
 from fabbrica.backends.slurm.runner import SlurmCommandError, SlurmRunner
@@ -236,6 +237,7 @@ class SlurmExecutor:
             workdir=str(work),
             stdout_path=str(log),
             stderr_path=str(log),
+            **_checkpointing(request, work),
         )
         script = run_dir / "job.sh"
         script.write_text(render(job), encoding="ascii")
@@ -371,3 +373,17 @@ def parse_nodes(text: str) -> list[Node]:
             )
         )
     return nodes
+
+
+def _checkpointing(request: LaunchRequest, work: Path) -> dict[str, Any]:
+    """The batch job's checkpoint fields: `--signal=B:USR1@<grace>` and the folder. (Staging
+    a checkpoint folder to another site between runs is the agent's: not done yet.)"""
+    if request.checkpoint is None:
+        return {}
+    folder = work / request.checkpoint.dir
+    folder.mkdir(parents=True, exist_ok=True)
+    return {
+        "signal_grace_seconds": request.checkpoint.grace_s,
+        "checkpoint_dir": str(folder).rstrip("/"),
+        "checkpoint_every_seconds": request.checkpoint.every_s,
+    }
