@@ -22,7 +22,7 @@ from fabbrica.core.templates import (
 )
 from fabbrica.services.templates import Templates, workdir_archive
 
-SHIPPED = {f.template.name: f.template for f in Templates().all()}
+SHIPPED = {f.template.name: f.template for f in Templates().listed()}
 NAMES = sorted(SHIPPED)
 
 
@@ -176,6 +176,6 @@ def test_an_operators_folder_adds_and_replaces_templates(tmp_path: Path) -> None
     )
     (mine / "go.py").write_text("print('hi')\n")
     found = Templates(tmp_path)
-    assert found.get("digits-classifier").template.description == "mine"
-    assert "llm-pretrain" in {f.template.name for f in found.all()}
-    assert len(workdir_archive(found.get("digits-classifier"))) > 0
+    assert found.named("digits-classifier").template.description == "mine"
+    assert "llm-pretrain" in {f.template.name for f in found.listed()}
+    assert len(workdir_archive(found.named("digits-classifier"))) > 0

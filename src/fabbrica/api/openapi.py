@@ -96,7 +96,7 @@ ROUTE_ERRORS: dict[tuple[str, str], frozenset[int]] = {
     ("GET", "/jobs/{job_id}/logs"): frozenset({404}),
     ("GET", "/jobs/{job_id}/outputs"): frozenset({404}),
     ("GET", "/usage"): frozenset({404, 422}),
-    ("GET", "/templates"): frozenset(),
+    ("GET", "/templates"): frozenset({404}),
     ("GET", "/templates/{name}"): frozenset({404}),
     ("POST", "/templates/{name}/spec"): frozenset({404, 422}),
     ("POST", "/templates/{name}/jobs"): frozenset({403, 404, 422}),

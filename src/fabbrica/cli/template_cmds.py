@@ -11,15 +11,12 @@ from fabbrica.cli.errors import BAD_INPUT, CliError
 from fabbrica.cli.output import count, emit, print_table, say
 from fabbrica.cli.params import JsonOpt
 
-templates_app = typer.Typer(
-    help="Job templates: a job made from a few parameters (`fabbrica run --template NAME`).",
-    invoke_without_command=True,
-)
+templates_app = typer.Typer(invoke_without_command=True)
 
 
 @templates_app.callback()
 def templates(ctx: typer.Context, json_out: JsonOpt = False) -> None:
-    """List the job templates.
+    """Job templates: list them, or show one (`show NAME`).
 
     The templates shipped with Fabbrica and those the operator added (setting
     `templates_dir`): `name`, `description`, `parameters`. Run one with

@@ -31,7 +31,7 @@ class Templates:
     def __init__(self, extra: Path | None = None) -> None:
         self.folders = (SHIPPED, *((extra,) if extra is not None else ()))
 
-    def all(self) -> list[Found]:
+    def listed(self) -> list[Found]:
         found: dict[str, Found] = {}
         for folder in self.folders:
             if not folder.is_dir():
@@ -41,14 +41,14 @@ class Templates:
                 found[template.name] = Found(template, path.parent)
         return [found[name] for name in sorted(found)]
 
-    def get(self, name: str) -> Found:
-        for each in self.all():
+    def named(self, name: str) -> Found:
+        for each in self.listed():
             if each.template.name == name:
                 return each
-        known = ", ".join(f.template.name for f in self.all())
+        known = ", ".join(f.template.name for f in self.listed())
         raise NotFound(f"no template {name!r} (known: {known})", field="template")
 
-    def render(
+    def render_job(
         self,
         name: str,
         parameters: dict[str, Any],
@@ -57,7 +57,7 @@ class Templates:
         datasets: tuple[str, ...] = (),
     ) -> tuple[Rendered, Found]:
         """The job spec; InvalidInput naming the parameter (`parameters.<name>`)."""
-        found = self.get(name)
+        found = self.named(name)
         try:
             rendered = render(found.template, parameters, project=project, datasets=datasets)
         except TemplateError as exc:

@@ -80,13 +80,13 @@ def template_public(template: Template) -> TemplatePublic:
 @router.get("/templates", response_model=list[TemplatePublic])
 def list_templates(ctx: ContextDep, actor: CurrentUser) -> list[TemplatePublic]:
     """The job templates: those shipped with Fabbrica and the operator's (`templates_dir`)."""
-    return [template_public(f.template) for f in ctx.templates.all()]
+    return [template_public(f.template) for f in ctx.templates.listed()]
 
 
 @router.get("/templates/{name}", response_model=TemplatePublic)
 def show_template(name: TemplateName, ctx: ContextDep, actor: CurrentUser) -> TemplatePublic:
     """One template with its parameters (type, default or required, limits)."""
-    return template_public(ctx.templates.get(name).template)
+    return template_public(ctx.templates.named(name).template)
 
 
 @router.post("/templates/{name}/spec", response_model=Rendered)
@@ -95,7 +95,7 @@ def render_template(
 ) -> Rendered:
     """The job spec the template makes with these parameters; 422 names the parameter
     (`parameters.<name>`). Nothing is submitted."""
-    rendered, found = ctx.templates.render(
+    rendered, found = ctx.templates.render_job(
         name, body.parameters, project=body.project, datasets=tuple(body.datasets)
     )
     spec = rendered.spec.model_dump(mode="json", exclude_defaults=True)
@@ -117,7 +117,7 @@ async def submit_template(
     folder as the workdir. 422 names the parameter, and nothing is queued."""
 
     def work() -> JobPublic:
-        rendered, found = ctx.templates.render(
+        rendered, found = ctx.templates.render_job(
             name, body.parameters, project=body.project, datasets=tuple(body.datasets)
         )
         return submission.submit_and_commit(
