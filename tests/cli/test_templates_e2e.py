@@ -8,6 +8,7 @@ import json
 import os
 import re
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -43,8 +44,15 @@ def test_templates_are_listed_checked_and_run(server: Server) -> None:
     cli.run("run", code=2)  # neither a file nor a template
     assert cli.run("jobs", "--json") == []  # nothing was submitted
     job = cli.run("run", "--template", "digits-classifier", "--set", "epochs=30",
-                  "--project", project, "--wait", "--json")  # fmt: skip
-    assert job["state"] == "succeeded" and job["name"] == "digits-classifier"
+                  "--project", project, "--json")  # fmt: skip
+    job = cli.run("job", str(job["id"]), "--json")
+    for _ in range(600):
+        if job["state"] in ("succeeded", "failed", "timed_out", "cancelled"):
+            break
+        time.sleep(0.2)
+        job = cli.run("job", str(job["id"]), "--json")
+    log = cli.run("logs", str(job["id"])).stdout
+    assert job["state"] == "succeeded" and job["name"] == "digits-classifier", log
     assert "test accuracy" in cli.run("logs", str(job["id"])).stdout
 
 
