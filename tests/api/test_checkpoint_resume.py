@@ -93,6 +93,7 @@ def test_a_timed_out_job_saves_on_the_signal_and_resumes_from_it(world: World) -
     assert saves and starts[1] == saves[0] > 0, log  # the counter goes on, not from 0
     assert "--- fabbrica: run 2 of this job ---" in log
     assert "done at step 50" in log
+    assert done["run"] == len(starts)
     with world.db.session() as s:
         row = s.get(Job, job["id"])
         assert row is not None and row.run == len(starts)

@@ -182,6 +182,7 @@ def run_bash(script: str, where: Path, env: dict[str, str] | None = None) -> Any
         ({"name": ""}, {0: "--job-name=fab-42"}),
         ({"cpus_per_gpu": 8}, {11: "--cpus-per-gpu=8"}),
         ({"mem_per_gpu_mb": 65536}, {11: "--mem-per-gpu=65536M"}),
+        ({"signal_grace_seconds": 90}, {11: "--signal=B:USR1@90"}),
     ],
 )
 def test_directives(overrides: dict[str, Any], changed: dict[int, str]) -> None:
@@ -226,6 +227,7 @@ BIG = "x" * 1024 * 1024
         *[("stdout_path", "/x/%j.out"), ("stderr_path", "/x\n#SBATCH --account=evil")],
         *[("gpus", 0), ("gpus", True), ("nodes", "2"), ("time_limit_seconds", 0)],
         *[("cpus_per_gpu", 0), ("mem_per_gpu_mb", -1), ("job_id", -1), ("name", None)],
+        ("signal_grace_seconds", 0),
         *[("command", ""), ("command", "a\x00b"), ("command", "\ud800"), ("command", BIG)],
         ("command", "x" * (MAX_ARG_BYTES + 1)),
         *[
@@ -287,6 +289,23 @@ def test_fabbrica_variables_on_one_node_win_over_the_jobs_own(tmp_path: Path) ->
     env = {"FABBRICA_JOB_ID": "evil", "FABBRICA_SRUN": "evil", "PATH": "/nowhere"}
     done = run_bash(render(make_job(str(tmp_path), command=command, env=env)), tmp_path)
     assert done.stdout.decode() == f"{tmp_path}|fab-42|1|0|4|{tmp_path}|/nowhere|"
+
+
+def test_a_checkpointing_job_gets_its_folder_whatever_its_name(tmp_path: Path) -> None:
+    folder = str(tmp_path / "ck $(touch pwned) 'q' é")
+    command = 'printf "%s|%s" "$FABBRICA_CHECKPOINT_DIR" "$FABBRICA_CHECKPOINT_EVERY"'
+    job = make_job(
+        str(tmp_path),
+        command=command,
+        signal_grace_seconds=30,
+        checkpoint_dir=folder,
+        checkpoint_every_seconds=300,
+    )
+    script = render(job)
+    assert "#SBATCH --signal=B:USR1@30" in script
+    done = run_bash(script, tmp_path)
+    assert done.stdout.decode() == f"{folder}|300"
+    assert not (tmp_path / "pwned").exists()
 
 
 FAKE_SRUN = """#!/bin/bash

@@ -3,7 +3,13 @@
 # user's cache and made once, by pip (`pip install torch==2.13.0` takes the CPU build
 # from the machine's local wheels; another version or uv would download gigabytes).
 set -eu
-venv="${FABBRICA_LLM_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/fabbrica/llm-torch-2.13.0}"
+cache="${XDG_CACHE_HOME:-${HOME:-/nonexistent}/.cache}"
+if mkdir -p "$cache/fabbrica" 2>/dev/null && [ -w "$cache/fabbrica" ]; then
+    venv="$cache/fabbrica/llm-torch-2.13.0"  # made once per user
+else  # a job isolated as its own user may not reach its home by path: its own folder
+    venv=".venv-llm"
+fi
+venv="${FABBRICA_LLM_VENV:-$venv}"
 mkdir -p "$(dirname "$venv")"
 (
     flock 9
