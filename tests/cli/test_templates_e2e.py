@@ -99,8 +99,12 @@ def test_llm_pretrain_then_lora_finetune(server: Server, tmp_path: Path) -> None
         "m = PeftModel.from_pretrained(GPT2LMHeadModel.from_pretrained(sys.argv[1]), "
         "sys.argv[2]); print(type(m).__name__)"
     )
-    fresh = subprocess.run(
-        [str(LLM_VENV / "bin/python"), "-c", check, str(model), str(adapter)],
+    # the job's own Python with PEFT: the user's cache, or (a job isolated as its own
+    # user) the job's folder
+    found = [LLM_VENV, *sorted(server.data_dir.glob("jobs/*/work/.venv-llm"))]
+    python = next(p / "bin/python" for p in reversed(found) if (p / "bin/python").exists())
+    fresh = subprocess.run(  # a fresh process loads the adapter
+        [str(python), "-c", check, str(model), str(adapter)],
         capture_output=True, text=True, timeout=300, check=False,
     )  # fmt: skip
     assert fresh.returncode == 0 and "PeftModel" in fresh.stdout, fresh.stderr
