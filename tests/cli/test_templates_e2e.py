@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.cli.server import Server, fabbrica
+from tests.cli.server import Server, fabbrica, open_for_job_users
 from tests.cli.test_jobs_e2e import Cli, startup
 
 pytestmark = pytest.mark.slow
@@ -75,6 +75,7 @@ LLM_VENV = Path.home() / ".cache/fabbrica/llm-torch-2.13.0"
 @pytest.mark.parametrize("server_env", ["sqlite"], indirect=True)
 def test_llm_pretrain_then_lora_finetune(server: Server, tmp_path: Path) -> None:
     cli, project = startup(server)
+    open_for_job_users(server.data_dir)  # as root, jobs run as users of their own
     small = ["--set", "steps=60", "--set", "layers=2", "--set", "width=64", "--set", "heads=2",
              "--set", "seq_len=64", "--set", "batch_size=8"]  # fmt: skip
     pretrained = _slow_run(cli, "--template", "llm-pretrain", *small)
@@ -101,7 +102,12 @@ def test_llm_pretrain_then_lora_finetune(server: Server, tmp_path: Path) -> None
     )
     # the job's own Python with PEFT: the user's cache, or (a job isolated as its own
     # user) the job's folder
-    found = [LLM_VENV, *sorted(server.data_dir.glob("jobs/*/work/.venv-llm"))]
+    jobs = server.data_dir / "jobs"
+    found = [
+        LLM_VENV,
+        *sorted(jobs.glob("*/work/.cache/fabbrica/*")),
+        *jobs.glob("*/work/.venv-llm"),
+    ]
     python = next(p / "bin/python" for p in reversed(found) if (p / "bin/python").exists())
     fresh = subprocess.run(  # a fresh process loads the adapter
         [str(python), "-c", check, str(model), str(adapter)],

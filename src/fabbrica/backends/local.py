@@ -106,10 +106,12 @@ class LocalExecutor:
         if request.nodes != 1:
             raise ValueError("the local executor runs single-node jobs only")
         user = self._job_user(request)
+        if before is not None and not self._status(request.run_tag).state.finished:
+            self._stop(request.run_tag, RunState.CANCELLED)  # a later run replaces it
         gpus = self._free_gpus(request.gpus)
         kept = None
         if before is not None:  # a later run of the job: the last one's files step aside
-            kept = _archive_run(directory, before, request)
+            kept = _archive_run(directory, request)
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         if user is not None:
             os.chown(directory, 0, user.gid)
@@ -346,18 +348,18 @@ class LocalExecutor:
         return free[:count]
 
 
-def _archive_run(directory: Path, run: dict[str, Any], request: LaunchRequest) -> Path | None:
-    """Move an earlier run's files to `runs/<its run>/` (the log stays: it goes on) and
-    return where its checkpoint folder now is (None: it kept none)."""
-    into = directory / "runs" / str(run.get("run", 1))
-    into.mkdir(parents=True, exist_ok=True)
-    exit_file = str(run.get("exit_file") or "exit_code")
-    for name in ("run.json", "ended", exit_file, f"{exit_file}.pid", "work", "status", "tmp"):
+def _archive_run(directory: Path, request: LaunchRequest) -> Path | None:
+    """Move the earlier runs' files to `runs/<n>/` (the log stays: it goes on) and return
+    where the checkpoint folder of the last one now is (None: it kept none)."""
+    into = directory / "runs" / str(request.run - 1)
+    while into.exists():  # never over another run's files
+        into = into.with_name(f"{into.name}+")
+    into.mkdir(parents=True)
+    # an isolated job's exit file is in status/, which moves whole
+    for name in ("run.json", "ended", "exit_code", "exit_code.pid", "work", "status", "tmp"):
         source = directory / name
         if source.exists() or source.is_symlink():
-            target = into / name
-            target.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(source, target)
+            os.replace(source, into / name)
     data = directory / "data"
     if data.exists():  # read-only links to the server's copies: made again
         for folder, _, _ in os.walk(data):
