@@ -75,7 +75,7 @@ LLM_VENV = Path.home() / ".cache/fabbrica/llm-torch-2.13.0"
 @pytest.mark.parametrize("server_env", ["sqlite"], indirect=True)
 def test_llm_pretrain_then_lora_finetune(server: Server, tmp_path: Path) -> None:
     cli, project = startup(server)
-    open_for_job_users(server.data_dir)  # as root, jobs run as users of their own
+    open_for_job_users(server.data_dir / "jobs")  # as root, jobs run as users of their own
     small = ["--set", "steps=60", "--set", "layers=2", "--set", "width=64", "--set", "heads=2",
              "--set", "seq_len=64", "--set", "batch_size=8"]  # fmt: skip
     pretrained = _slow_run(cli, "--template", "llm-pretrain", *small)
