@@ -20,6 +20,7 @@ from tests.cli.test_jobs_e2e import Cli, startup
 pytestmark = pytest.mark.slow
 
 
+@pytest.mark.parametrize("server_env", ["sqlite"], indirect=True)  # the API is the same
 def test_templates_are_listed_checked_and_run(server: Server) -> None:
     cli, project = startup(server)
     listed = cli.run("templates", "--json")
