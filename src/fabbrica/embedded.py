@@ -10,9 +10,17 @@ from collections.abc import Callable
 from pathlib import Path
 
 from fabbrica.catalog.model import Catalog
-from fabbrica.core.agent_api import ApiUnavailable, SiteAccount, SyncAnswer, SyncReport
+from fabbrica.core.agent_api import (
+    ApiRefused,
+    ApiUnavailable,
+    SiteAccount,
+    SyncAnswer,
+    SyncReport,
+)
+from fabbrica.core.errors import Forbidden, NotFound
 from fabbrica.core.executor import Capacity, RunStatus
-from fabbrica.services import agents
+from fabbrica.services import agents, dataset_staging
+from fabbrica.services.dataset_store import object_path
 from fabbrica.store.db import Database
 from fabbrica.store.models import Job, User
 
@@ -27,7 +35,9 @@ class InProcessClient:
         factory_id: str,
         clock: Callable[[], dt.datetime],
         lease: dt.timedelta,
+        files: Path | None = None,
     ) -> None:
+        self.files = files  # the server's files: workdirs, data set objects
         self.db = db
         self.catalog = catalog
         self.factory_id = factory_id
@@ -60,7 +70,12 @@ class InProcessClient:
         return []
 
     def download(self, api_path: str, dest: Path) -> Path:
-        job_id = int(api_path.rstrip("/").split("/")[-2])
+        """A job's workdir (`/agent/jobs/<id>/workdir`) or a data set file it reads
+        (`/agent/jobs/<id>/objects/<sha256>`), copied from where the server keeps it."""
+        parts = api_path.rstrip("/").split("/")
+        if len(parts) >= 3 and parts[-2] == "objects":
+            return self._object(int(parts[-3]), parts[-1], dest)
+        job_id = int(parts[-2])
         with self.db.session() as session:
             job = session.get(Job, job_id)
             source = job.workdir_archive if job is not None else None
@@ -68,6 +83,20 @@ class InProcessClient:
             raise ApiUnavailable(f"job {job_id} has no workdir archive")
         dest.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(source, dest)
+        return dest
+
+    def _object(self, job_id: int, sha256: str, dest: Path) -> Path:
+        try:
+            with self.db.session() as session:
+                actor = session.get_one(User, self.user_id)
+                job = agents.agent_job(session, actor, job_id)
+                dataset_staging.agent_object(session, self.catalog, job, sha256)
+        except (NotFound, Forbidden) as exc:  # as the API's 404 and 403 to a site's agent
+            raise ApiRefused(f"{sha256} of job {job_id}: {exc}") from exc
+        if self.files is None:
+            raise ApiUnavailable("this server keeps no files")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(object_path(self.files, sha256), dest)
         return dest
 
     def send_log(self, job_id: int, offset: int, data: bytes) -> int:

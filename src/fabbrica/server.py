@@ -122,7 +122,7 @@ def prepare(settings: Settings, catalog: Catalog, role: str = ALL) -> Prepared:
         # as a site's, driving the local executor (its files stay where the API reads them).
         local = LocalExecutor(settings.data_dir / "jobs", gpus=settings.local_gpus, isolate=isolate)
         if role != API:
-            client = InProcessClient(db, catalog, LOCAL_ID, utcnow, lease)
+            client = InProcessClient(db, catalog, LOCAL_ID, utcnow, lease, settings.data_dir)
             in_process.append(
                 Agent(
                     client,
