@@ -15,6 +15,8 @@ print(
     f"job {os.environ.get('FABBRICA_JOB_ID')} on GPU(s) {os.environ.get('CUDA_VISIBLE_DEVICES')}",
     flush=True,  # seen at once by `fabbrica logs --follow` and the portal
 )
+if os.environ.get("FABBRICA_DATA"):  # data sets given with --dataset
+    print(f"data sets: {sorted(os.listdir(os.environ['FABBRICA_DATA']))}", flush=True)
 X, y = load_digits(return_X_y=True)
 X_train, X_test, y_train, y_test = train_test_split(X, y, test_size=0.25, random_state=0)
 model = make_pipeline(
