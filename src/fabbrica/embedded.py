@@ -10,7 +10,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 from fabbrica.catalog.model import Catalog
-from fabbrica.core.agent_api import ApiUnavailable, SiteAccount, SyncAnswer, SyncReport
+from fabbrica.core.agent_api import (
+    ApiRefused,
+    ApiUnavailable,
+    SiteAccount,
+    SyncAnswer,
+    SyncReport,
+)
+from fabbrica.core.errors import Forbidden, NotFound
 from fabbrica.core.executor import Capacity, RunStatus
 from fabbrica.services import agents, dataset_staging
 from fabbrica.services.dataset_store import object_path
@@ -73,8 +80,8 @@ class InProcessClient:
         return []
 
     def download(self, api_path: str, dest: Path) -> Path:
-        """A job's workdir (`.../jobs/<id>/workdir`) or a data set file it reads
-        (`.../jobs/<id>/objects/<sha256>`, under the same rules as a site agent's)."""
+        """A job's workdir (`/agent/jobs/<id>/workdir`) or a data set file it reads
+        (`/agent/jobs/<id>/objects/<sha256>`), copied from where the server keeps it."""
         parts = api_path.rstrip("/").split("/")
         if len(parts) >= 3 and parts[-2] == "objects":
             return self._object(int(parts[-3]), parts[-1], dest)
@@ -89,11 +96,15 @@ class InProcessClient:
         return dest
 
     def _object(self, job_id: int, sha256: str, dest: Path) -> Path:
-        with self.db.session() as session:
-            job = session.get(Job, job_id)
-            if job is None or job.factory_id != self.factory_id or self.files is None:
-                raise ApiUnavailable(f"job {job_id} reads no file {sha256} here")
-            dataset_staging.agent_object(session, self.catalog, job, sha256)
+        try:
+            with self.db.session() as session:
+                actor = session.get_one(User, self.user_id)
+                job = agents.agent_job(session, actor, job_id)
+                dataset_staging.agent_object(session, self.catalog, job, sha256)
+        except (NotFound, Forbidden) as exc:  # as the API's 404 and 403 to a site's agent
+            raise ApiRefused(f"{sha256} of job {job_id}: {exc}") from exc
+        if self.files is None:
+            raise ApiUnavailable("this server keeps no files")
         dest.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(object_path(self.files, sha256), dest)
         return dest

@@ -41,6 +41,7 @@ from fabbrica.services.dispatch import Dispatcher
 from fabbrica.services.notify import ConsoleSender, SmtpSender
 from fabbrica.services.oidc import Providers
 from fabbrica.services.single_user import SingleUser
+from fabbrica.services.templates import Templates
 from fabbrica.settings import Settings
 from fabbrica.store.db import Database
 from fabbrica.store.leader import Leadership, setup_lock
@@ -169,6 +170,7 @@ def prepare(settings: Settings, catalog: Catalog, role: str = ALL) -> Prepared:
         metrics_cache_seconds=settings.metrics_cache_seconds,
         public_url=settings.public_url,
         oidc=Providers.from_configs([item.config() for item in settings.oidc_providers]),
+        templates=Templates(settings.templates_dir),
     )
     if role == ALL:
         with db.session() as session:  # what a crash mid-submission left behind

@@ -85,6 +85,7 @@ class Settings(BaseSettings):
     metrics_token: str | None = Field(default=None, repr=False)  # /metrics: Bearer, when set
     metrics_cache_seconds: float = Field(default=5.0, ge=0, le=300)  # /metrics: reuse for
     public_url: str | None = Field(default=None, max_length=500, pattern=r"^https?://[^\s]+$")
+    templates_dir: Path | None = None  # job templates added to the shipped ones
     oidc_providers: list[OidcProviderSettings] = Field(default_factory=list)  # docs/identity.md
 
     def resolved_database_url(self) -> str:

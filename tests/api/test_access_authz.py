@@ -38,6 +38,11 @@ NOT_ACCESS_ROUTES = {
     ("GET", "/jobs/{job_id}/logs"),
     ("GET", "/jobs/{job_id}/outputs"),
     ("GET", "/usage"),
+    # templates: the same for every user; a job made from one: tests/cli/test_templates_e2e.py
+    ("GET", "/templates"),
+    ("GET", "/templates/{name}"),
+    ("POST", "/templates/{name}/spec"),
+    ("POST", "/templates/{name}/jobs"),
     # data sets: isolation is tested in tests/api/test_datasets_api.py
     ("POST", "/dataset-uploads"),
     ("GET", "/dataset-uploads/{upload_id}"),

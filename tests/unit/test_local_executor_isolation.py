@@ -114,6 +114,7 @@ def test_a_job_runs_as_its_owners_user_with_no_groups_and_a_clean_env(
         "FABBRICA_JOB_ID",
         "FABBRICA_NUM_GPUS",
         "FABBRICA_JOB_DIR",
+        "FABBRICA_RUN",
     }
     directory = local.job_dir("j1")
     info = directory.stat()

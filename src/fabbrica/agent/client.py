@@ -9,7 +9,13 @@ from typing import Any
 import httpx
 
 from fabbrica.core.agent_api import ApiRefused, ApiUnavailable, SiteAccount, SyncAnswer
-from fabbrica.core.executor import Capacity, DataMount, LaunchRequest, RunStatus
+from fabbrica.core.executor import (
+    Capacity,
+    CheckpointRequest,
+    DataMount,
+    LaunchRequest,
+    RunStatus,
+)
 
 API = "/api/v1"
 
@@ -123,9 +129,17 @@ def _iso(value: dt.datetime | None) -> str | None:
     return value.isoformat() if value else None
 
 
+def _checkpoint(item: dict[str, Any] | None) -> CheckpointRequest | None:
+    if not item:
+        return None
+    return CheckpointRequest(str(item["dir"]), int(item["every_s"]), int(item["grace_s"]))
+
+
 def _launch(item: dict[str, Any]) -> LaunchRequest:
     return LaunchRequest(
         run_tag=item["run_tag"],
+        run=int(item.get("run") or 1),
+        checkpoint=_checkpoint(item.get("checkpoint")),
         partition=item["partition"],
         gpus=int(item["gpus"]),
         nodes=int(item["nodes"]),

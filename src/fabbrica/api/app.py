@@ -28,6 +28,7 @@ from fabbrica.api.routes import (
     projects,
     proposals,
     reports,
+    templates,
     tokens,
     users,
 )
@@ -69,7 +70,17 @@ def create_app(
         upload_prefixes=(f"{API_PREFIX}{datasets.UPLOADS_PATH}/", "/mlflow/"),
     )
     routers = (health, catalog, users, tokens, organisations, projects, calls, proposals)
-    for module in (*routers, allocations, notices, reports, jobs, datasets, models, agents):
+    for module in (
+        *routers,
+        allocations,
+        notices,
+        reports,
+        jobs,
+        templates,
+        datasets,
+        models,
+        agents,
+    ):
         app.include_router(module.router, prefix=API_PREFIX)
     app.mount(MOUNT, create_mlflow_app(ctx))  # MLflow's REST API, per project (docs/models.md)
     install_metrics(app)  # after the guards: its latency includes their waits

@@ -20,6 +20,7 @@ from fabbrica.services import federated, identity
 from fabbrica.services.executors import ExecutorRegistry
 from fabbrica.services.oidc import Providers
 from fabbrica.services.single_user import SingleUser
+from fabbrica.services.templates import Templates
 from fabbrica.store.db import Database
 from fabbrica.store.models import User
 from fabbrica.store.types import utcnow
@@ -47,6 +48,7 @@ class AppContext:
     public_url: str | None = None  # where people reach the portal (links in emails)
     wake: Callable[[], None] = field(default=lambda: None)  # a submission: run the loop now
     oidc: Providers = field(default_factory=Providers)  # OpenID Providers (docs/identity.md)
+    templates: Templates = field(default_factory=Templates)  # job templates (templates_dir)
     executors: ExecutorRegistry = field(init=False)
 
     def __post_init__(self, fixed_executors: Mapping[str, Executor] | None) -> None:

@@ -96,6 +96,10 @@ ROUTE_ERRORS: dict[tuple[str, str], frozenset[int]] = {
     ("GET", "/jobs/{job_id}/logs"): frozenset({404}),
     ("GET", "/jobs/{job_id}/outputs"): frozenset({404}),
     ("GET", "/usage"): frozenset({404, 422}),
+    ("GET", "/templates"): frozenset({404}),
+    ("GET", "/templates/{name}"): frozenset({404}),
+    ("POST", "/templates/{name}/spec"): frozenset({404, 422}),
+    ("POST", "/templates/{name}/jobs"): frozenset({403, 404, 422}),
     ("POST", "/dataset-uploads"): frozenset({404, 409, 422}),
     ("GET", "/dataset-uploads/{upload_id}"): frozenset({404}),
     ("HEAD", "/dataset-uploads/{upload_id}"): frozenset({404}),
@@ -233,6 +237,13 @@ def _add_models(components: Schema) -> None:
         "default": "60m",
         "description": "at most the partition's limit",
     }
+    if "Checkpoint" in components:  # the same durations
+        for name, default in (("every", "10m"), ("grace", "60s")):
+            components["Checkpoint"]["properties"][name] = {
+                **resources["time_limit"],
+                "default": default,
+                "description": components["Checkpoint"]["properties"][name].get("description", ""),
+            }
 
 
 def _special_bodies(method: str, path: str, operation: Schema) -> None:

@@ -63,8 +63,16 @@ class DataMountOut(BaseModel):
     files: list[tuple[str, str]]
 
 
+class CheckpointOut(BaseModel):
+    dir: str
+    every_s: int
+    grace_s: int
+
+
 class LaunchOut(BaseModel):
     run_tag: str
+    run: int = Field(default=1, description="the job's run (a resumed job has had earlier ones)")
+    checkpoint: CheckpointOut | None = None
     partition: str
     gpus: int
     nodes: int

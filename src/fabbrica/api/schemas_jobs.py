@@ -43,6 +43,9 @@ class JobPublic(BaseModel):
         default=None, description="a task of a job array: the array's id (its first task's)"
     )
     array_index: int | None = Field(default=None, description="the task's FABBRICA_ARRAY_INDEX")
+    run: int = Field(
+        default=1, description="the job's run: more than 1 once it was lost or resumed"
+    )
 
 
 MAX_BATCH = 1000  # jobs in one batch submission

@@ -17,6 +17,7 @@ the right process, stay root's. Other users cannot enter the directory at all.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
@@ -48,9 +49,11 @@ ISOLATED_ENV = ("PATH", "LANG", "LC_ALL", "TZ")  # the rest is set for the job u
 OWN_DIRS = ("work", "status", "tmp")  # what an isolated job owns in its directory
 # The job's shell records its own pid first (`<exit file>.pid`): a server killed between
 # starting it and writing run.json again leaves the run findable (see _recover_pid).
+# SIGUSR1 (the warning before the time limit, sent to the whole group) must not end the
+# wrapper itself: it traps it (the job's own processes get the default, or their handler).
 _WRAPPER = (
-    'printf "%s" "$$" > "$2.pid"; bash -c "$1"; code=$?; printf "%s" "$code" > "$2.tmp"; '
-    'mv "$2.tmp" "$2"'
+    'trap : USR1; printf "%s" "$$" > "$2.pid"; bash -c "$1"; code=$?; '
+    'printf "%s" "$code" > "$2.tmp"; mv "$2.tmp" "$2"'
 )
 STARTING_GRACE_S = 10.0  # a run.json without a pid this young may still be starting
 
@@ -95,12 +98,20 @@ class LocalExecutor:
 
     def _submit(self, request: LaunchRequest) -> RunStatus:
         directory = self.root / request.run_tag
-        if (directory / "run.json").exists():  # already started: never twice
+        before = self._run(request.run_tag)
+        if before is not None and int(before.get("run", 1)) >= request.run:
+            return self._status(request.run_tag)  # already started: never twice
+        if (directory / "run.json").exists() and before is None:
             return self._status(request.run_tag)
         if request.nodes != 1:
             raise ValueError("the local executor runs single-node jobs only")
         user = self._job_user(request)
+        if before is not None and not self._status(request.run_tag).state.finished:
+            self._stop(request.run_tag, RunState.CANCELLED)  # a later run replaces it
         gpus = self._free_gpus(request.gpus)
+        kept = None
+        if before is not None:  # a later run of the job: the last one's files step aside
+            kept = _archive_run(directory, request)
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         if user is not None:
             os.chown(directory, 0, user.gid)
@@ -111,6 +122,13 @@ class LocalExecutor:
             _unpack(Path(request.workdir_archive), work)
         if request.datasets:
             _place_data(request.datasets, directory / "data")
+        if request.checkpoint is not None:
+            checkpoints = work / request.checkpoint.dir
+            if kept is not None and kept.is_dir():
+                shutil.rmtree(checkpoints, ignore_errors=True)  # the workdir's own, if any
+                checkpoints.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(kept, checkpoints)
+            checkpoints.mkdir(parents=True, exist_ok=True)
         if user is not None:
             for own in OWN_DIRS:
                 (directory / own).mkdir(exist_ok=True)
@@ -124,14 +142,23 @@ class LocalExecutor:
             "pid": None,
             "user": user.name if user is not None else None,
             "exit_file": "status/exit_code" if user is not None else "exit_code",
+            "run": request.run,
+            "grace": request.checkpoint.grace_s if request.checkpoint is not None else None,
+            "signalled": False,
         }
         _write_json(directory / "run.json", run)  # state first, then the side effect
         # an isolated job may not reach the directory's path from /: it names its exit
         # file from where it starts (work/)
         exit_file = "../status/exit_code" if user is not None else str(directory / "exit_code")
+        command = request.command
+        if request.checkpoint is not None:  # SIGUSR1 asks the job to save: its shells live on
+            command = f"trap : USR1\n{command}"
         with (directory / "log").open("ab") as log:
+            if request.run > 1:
+                log.write(f"--- fabbrica: run {request.run} of this job ---\n".encode())
+                log.flush()
             proc = subprocess.Popen(  # noqa: S603 - the job's own command, by design
-                ["/bin/sh", "-c", _WRAPPER, "fabbrica-job", request.command, exit_file],
+                ["/bin/sh", "-c", _WRAPPER, "fabbrica-job", command, exit_file],
                 cwd=work,
                 env=_job_env(request, directory, gpus, user),
                 stdin=subprocess.DEVNULL,
@@ -204,8 +231,12 @@ class LocalExecutor:
         if alive and ended_as is not None:  # being stopped; the next poll sees it end
             return RunStatus(run_tag, RunState.RUNNING, started, reason=f"stopping: {ended_as}")
         if alive:
-            if time.time() - run["started_at"] > run["time_limit"]:
+            elapsed = time.time() - run["started_at"]
+            if elapsed > run["time_limit"]:
                 return self._stop(run_tag, RunState.TIMED_OUT)
+            grace = run.get("grace")
+            if grace and not run.get("signalled") and elapsed > run["time_limit"] - grace:
+                self._warn(run_tag, run)
             return RunStatus(run_tag, RunState.RUNNING, started_at=started)
         if run["pid"] is None:  # crashed between writing run.json and starting
             if time.time() - run["started_at"] < STARTING_GRACE_S:
@@ -262,6 +293,15 @@ class LocalExecutor:
         _write_json(directory / "run.json", run)
         return run
 
+    def _warn(self, run_tag: str, run: dict[str, Any]) -> None:
+        """SIGUSR1 to the job's processes, once, its grace period before the time limit:
+        time to save a checkpoint (as Slurm's `--signal=B:USR1@<grace>`)."""
+        with self._lock:
+            run = {**run, "signalled": True}
+            _write_json(self.root / run_tag / "run.json", run)  # the record first
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(run["pid"], signal.SIGUSR1)
+
     def _stop(self, run_tag: str, state: RunState) -> RunStatus:
         run = self._run(run_tag)
         if run is None:
@@ -308,6 +348,29 @@ class LocalExecutor:
         return free[:count]
 
 
+def _archive_run(directory: Path, request: LaunchRequest) -> Path | None:
+    """Move the earlier runs' files to `runs/<n>/` (the log stays: it goes on) and return
+    where the checkpoint folder of the last one now is (None: it kept none)."""
+    into = directory / "runs" / str(request.run - 1)
+    while into.exists():  # never over another run's files
+        into = into.with_name(f"{into.name}+")
+    into.mkdir(parents=True)
+    # an isolated job's exit file is in status/, which moves whole
+    for name in ("run.json", "ended", "exit_code", "exit_code.pid", "work", "status", "tmp"):
+        source = directory / name
+        if source.exists() or source.is_symlink():
+            os.replace(source, into / name)
+    data = directory / "data"
+    if data.exists():  # read-only links to the server's copies: made again
+        for folder, _, _ in os.walk(data):
+            os.chmod(folder, 0o700)
+        shutil.rmtree(data)
+    if request.checkpoint is None:
+        return None
+    kept = into / "work" / request.checkpoint.dir
+    return kept if kept.is_dir() else None
+
+
 def _group_alive(pgid: int) -> bool:
     """Whether a process of the group is still running (zombies have ended)."""
     for stat_file in Path("/proc").glob("[0-9]*/stat"):
@@ -352,7 +415,12 @@ def _job_env(
         FABBRICA_JOB_ID=request.run_tag,
         FABBRICA_NUM_GPUS=str(len(gpus)),
         FABBRICA_JOB_DIR=str(directory / "work"),
+        FABBRICA_RUN=str(request.run),
     )
+    if request.checkpoint is not None:
+        checkpoints = directory / "work" / request.checkpoint.dir
+        env["FABBRICA_CHECKPOINT_DIR"] = str(checkpoints).rstrip("/")
+        env["FABBRICA_CHECKPOINT_EVERY"] = str(request.checkpoint.every_s)
     if request.datasets:
         env["FABBRICA_DATA"] = str(directory / "data")
     return env

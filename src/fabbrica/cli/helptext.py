@@ -89,9 +89,20 @@ SPEC_FIELDS = {
     "outputs": "paths inside the job's folder kept for `fabbrica download`",
     "datasets": "data sets of the project, read-only at `$FABBRICA_DATA/<name>` (`name`: the "
     "latest version, `name@3`: version 3); their residency limits where the job runs",
+    "checkpoint": "the job saves its state: what it writes in `$FABBRICA_CHECKPOINT_DIR` is "
+    "kept across runs of the job",
+    "checkpoint.dir": "the folder, inside the job's, that `$FABBRICA_CHECKPOINT_DIR` names",
+    "checkpoint.every": "how often the job should save (`$FABBRICA_CHECKPOINT_EVERY`, in seconds)",
+    "checkpoint.grace": "how long before the time limit (or a stop for requeue) the job gets "
+    "SIGUSR1 to save (on Slurm `--signal=B:USR1@<grace>`)",
+    "resume": "a run that is lost or reaches its time limit queues the job again; the next "
+    "run starts with the checkpoints of the last (each run charged once)",
     "array": "run as an array of tasks (`1-100`, `0-15:4`, `1,3,7`), each with "
     "`FABBRICA_ARRAY_INDEX`",
 }
+
+
+_DURATIONS = ("time_limit", "checkpoint.every", "checkpoint.grace")
 
 
 def spec_fields(model: type[BaseModel] = JobSpec, prefix: str = "") -> list[tuple[str, str]]:
@@ -101,7 +112,7 @@ def spec_fields(model: type[BaseModel] = JobSpec, prefix: str = "") -> list[tupl
         path = f"{prefix}{name}"
         nested = _model_of(info.annotation)
         kind = "mapping" if nested else _kind(info.annotation)
-        if path.endswith("time_limit"):
+        if path.endswith(_DURATIONS):
             kind = "duration"
         facts = [kind, *_limits(info, collection=kind.startswith(("list", "mapping")))]
         if info.is_required():
@@ -124,6 +135,9 @@ def spec_help() -> str:
 def _model_of(annotation: Any) -> type[BaseModel] | None:
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return annotation
+    args = [a for a in get_args(annotation) if a is not type(None)]
+    if len(args) == 1 and isinstance(args[0], type) and issubclass(args[0], BaseModel):
+        return args[0]  # an optional mapping (`checkpoint`)
     return None
 
 
@@ -158,6 +172,8 @@ def _default(path: str, info: FieldInfo) -> str | None:
     default = info.get_default(call_default_factory=True)
     if default in (None, (), {}):
         return None
-    if path.endswith("time_limit"):  # stored in seconds, written as a duration
+    if path.endswith(_DURATIONS):  # stored in seconds, written as a duration
+        if default % 60:
+            return f"{default}s"
         return f"{default // 3600}h" if default % 3600 == 0 else f"{default // 60}m"
     return str(default)

@@ -24,6 +24,7 @@ from fabbrica.cli.errors import BAD_INPUT, FAILURE, CliError
 from fabbrica.cli.helptext import spec_help
 from fabbrica.cli.output import count, emit, err_console, gpu_hours, print_table, say, when
 from fabbrica.cli.params import JsonOpt, ProjectFilterOpt
+from fabbrica.cli.template_cmds import parse_sets
 from fabbrica.client import FINISHED_STATES as FINISHED
 from fabbrica.client import UploadProgress
 from fabbrica.client.types import Job
@@ -44,7 +45,23 @@ def _uploading(progress: Progress) -> Callable[[UploadProgress], None]:
 
 
 def run(
-    file: Annotated[Path, typer.Argument(help="The job spec (YAML or JSON).")],
+    file: Annotated[
+        Path | None, typer.Argument(help="The job spec (YAML or JSON); or --template.")
+    ] = None,
+    template: Annotated[
+        str | None,
+        typer.Option("--template", metavar="NAME", help="Make the job from this template."),
+    ] = None,
+    sets: Annotated[
+        list[str] | None,
+        typer.Option("--set", metavar="KEY=VALUE", help="A template parameter (repeatable)."),
+    ] = None,
+    datasets: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--dataset", metavar="NAME", help="A data set the template's job reads (repeatable)."
+        ),
+    ] = None,
     project: Annotated[
         str | None, typer.Option("--project", metavar="PROJECT_ID", help="Overrides the spec's.")
     ] = None,
@@ -63,10 +80,29 @@ def run(
 ) -> None:
     """Submit a job: packs and uploads its workdir, prints the job."""
     api = client()
-    if follow and _is_array(file):
+    if (file is None) == (template is None):
+        raise CliError("give a job spec file or --template NAME (one of them)", BAD_INPUT)
+    if file is None and workdir_opt is not None:
+        raise CliError(
+            "--workdir goes with a spec file: a template's files are its workdir", BAD_INPUT
+        )
+    if file is not None and (sets or datasets):
+        raise CliError("--set and --dataset go with --template", BAD_INPUT)
+    if template is not None:
+        values = parse_sets(sets or [])
+        job = api.submit_template(template, values, project=project, datasets=tuple(datasets or ()))
+    elif follow and file is not None and _is_array(file):
         raise CliError(
             "an array has a log per task: follow one with fabbrica logs ID --follow", BAD_INPUT
         )
+    else:
+        assert file is not None
+        job = _submit_file(file, project, workdir_opt)
+    _after_submit(job, wait=wait, follow=follow, json_out=json_out)
+
+
+def _submit_file(file: Path, project: str | None, workdir: Path | None) -> Job:
+    api = client()
     with Progress(
         TextColumn("{task.description}", markup=False),  # a folder name is not markup
         BarColumn(),
@@ -75,7 +111,10 @@ def run(
         console=err_console,
         transient=True,
     ) as progress:
-        job = api.submit(file, project=project, workdir=workdir_opt, progress=_uploading(progress))
+        return api.submit(file, project=project, workdir=workdir, progress=_uploading(progress))
+
+
+def _after_submit(job: Job, *, wait: bool, follow: bool, json_out: bool) -> None:
     array_id = job.get("array_id")
     if array_id is not None:
         say(
@@ -134,6 +173,11 @@ output; with either, the exit code is 1 unless the job succeeded, and Ctrl-C sto
 (each sees its index in `FABBRICA_ARRAY_INDEX`; their worst case together must fit an
 allocation); the first task is printed, `--wait` waits for all of them (exit 1 unless all
 succeeded), `--follow` is refused (exit 2): follow one task with `fabbrica logs ID --follow`.
+
+`--template NAME` makes the job from a template instead of a spec file (`fabbrica
+templates`): each `--set key=value` gives a parameter (checked with its type and limits:
+exit 2 naming the parameter, nothing submitted), the others take their defaults;
+`--dataset NAME` adds a data set the job reads; the template's files are the workdir.
 
 {spec_help()}
 

@@ -22,6 +22,7 @@ from fabbrica.cli import (
     plane_cmds,
     proposal_cmds,
     sim_cmds,
+    template_cmds,
     up_cmd,
 )
 from fabbrica.cli.client import cli_error
@@ -92,6 +93,7 @@ _GROUPS: dict[str, list[tuple[str, Any]]] = {
     ],
     JOBS: [
         ("run", job_cmds.run),
+        ("templates", template_cmds.templates_app),
         ("jobs", job_cmds.jobs),
         ("job", job_cmds.job),
         ("logs", job_cmds.logs),

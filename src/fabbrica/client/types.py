@@ -233,6 +233,7 @@ class Job(TypedDict):
     cancel_requested: bool
     array_id: int | None
     array_index: int | None
+    run: int
 
 
 class ArrayCancelled(TypedDict):

@@ -53,6 +53,17 @@ class DataMount:
 
 
 @dataclass(frozen=True, slots=True)
+class CheckpointRequest:
+    """A job that checkpoints: the folder (relative to its own) whose contents the executor
+    keeps across its runs, how often it should save, and how long before its time limit it
+    gets SIGUSR1 to save (Slurm: `--signal=B:USR1@<grace_s>`)."""
+
+    dir: str
+    every_s: int
+    grace_s: int
+
+
+@dataclass(frozen=True, slots=True)
 class LaunchRequest:
     """What to run. `run_tag` (`fab-<job id>`) tags the run so that a restarted loop can
     find it again."""
@@ -72,6 +83,8 @@ class LaunchRequest:
     # each owner's jobs as a system user of their own)
     datasets: tuple[DataMount, ...] = ()  # read-only at $FABBRICA_DATA/<name>
     data_dir: str | None = None  # where a site agent staged `datasets` ($FABBRICA_DATA)
+    run: int = 1  # the job's run: a later one replaces an earlier one, keeping checkpoints
+    checkpoint: CheckpointRequest | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,6 +12,8 @@ env: {EPOCHS: "3"}
 outputs: [outputs/]
 datasets: [digits, scans@3]         # read-only at $FABBRICA_DATA/<name>; latest or @version
 array: 1-100                        # optional: 100 tasks, FABBRICA_ARRAY_INDEX=1..100
+checkpoint: {dir: checkpoints/, every: 10m, grace: 60s}  # kept across runs of the job
+resume: true                        # lost or timed out: queued again, resumes
 ```
 
 Parsing is pure (text in, a validated spec or a SpecError naming the field out).
@@ -24,7 +26,15 @@ import re
 from pathlib import PurePosixPath
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_serializer,
+    field_validator,
+    model_validator,
+)
 
 from fabbrica.core.arrays import parse_array
 from fabbrica.core.datasets import parse_ref
@@ -113,6 +123,10 @@ class Resources(_Spec):
     def _duration(cls, value: Any) -> int:
         return parse_duration(value)
 
+    @field_serializer("time_limit", when_used="json")
+    def _seconds(self, value: int) -> str:
+        return f"{value}s"  # a bare number would read back as minutes
+
 
 class Placement(_Spec):
     factories: tuple[Slug, ...] | None = Field(default=None, min_length=1, max_length=64)
@@ -125,6 +139,28 @@ class Placement(_Spec):
     def _upper(cls, value: Any) -> Any:
         if isinstance(value, list | tuple):
             return [v.upper() if isinstance(v, str) else v for v in value]
+        return value
+
+
+class Checkpoint(_Spec):
+    dir: str = Field(default="checkpoints/", min_length=1, max_length=1024)
+    every: int = Field(default=600, description="seconds; written as 10m, 1h ...")
+    grace: int = Field(default=60, description="seconds; written as 60s, 2m ...")
+
+    @field_validator("every", "grace", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> int:
+        return parse_duration(value)
+
+    @field_serializer("every", "grace", when_used="json")
+    def _seconds(self, value: int) -> str:
+        return f"{value}s"  # a bare number would read back as minutes
+
+    @field_validator("dir")
+    @classmethod
+    def _inside(cls, value: str) -> str:
+        if not is_inside(value) or PurePosixPath(value).parts in ((), (".",)):
+            raise ValueError(f"{value!r} is not a folder inside the job directory")
         return value
 
 
@@ -153,6 +189,18 @@ class JobSpec(_Spec):
         max_length=1024,
         description="run as an array of tasks: 1-1000, 0-15:4, 1,3,7 (as sbatch --array)",
     )
+
+    checkpoint: Checkpoint | None = None
+    resume: bool = False
+
+    @model_validator(mode="after")
+    def _grace(self) -> JobSpec:
+        if self.checkpoint is not None and self.checkpoint.grace >= self.resources.time_limit:
+            raise ValueError(
+                "checkpoint.grace must be shorter than resources.time_limit "
+                f"({self.checkpoint.grace} s >= {self.resources.time_limit} s)"
+            )
+        return self
 
     @field_validator("array", mode="before")
     @classmethod
@@ -267,4 +315,6 @@ def spec_from_data(data: dict[str, Any]) -> JobSpec:
         field = ".".join(str(p) for p in error["loc"]) or None
         message = "unknown field" if error["type"] == "extra_forbidden" else error["msg"]
         message = message.removeprefix("Value error, ")
+        if field is None and message.startswith("checkpoint.grace"):  # a rule across fields
+            field = "checkpoint.grace"
         raise SpecError(field, message) from exc

@@ -52,12 +52,15 @@ def settle(
     now: dt.datetime,
     site_job_id: str | None = None,
 ) -> float:
-    """Charge what the job used (`charge` GPU-hours under its partition's billing, never
-    more than was reserved) and release the rest of the reservation. Idempotent: a job is
-    charged once (one usage record per job, unique in the database too)."""
+    """Charge what the job's current run used (`charge` GPU-hours under its partition's
+    billing, never more than was reserved) and release the rest of the reservation.
+    Idempotent: each run of a job is charged once (one usage record per job and run,
+    unique in the database too); the job's `gpu_hours` adds up its runs."""
     if job.allocation_id is None:
         return 0.0
-    existing = session.scalar(select(UsageRecord).where(UsageRecord.job_id == job.id))
+    existing = session.scalar(
+        select(UsageRecord).where(UsageRecord.job_id == job.id, UsageRecord.run == job.run)
+    )
     if existing is not None:
         return existing.gpu_hours
     allocation = locked(session, job.allocation_id)
@@ -65,10 +68,11 @@ def settle(
     allocation.reserved_gpu_hours = max(allocation.reserved_gpu_hours - job.reserved_gpu_hours, 0.0)
     allocation.used_gpu_hours += charged
     job.reserved_gpu_hours = 0.0
-    job.gpu_hours = charged
+    job.gpu_hours = (job.gpu_hours or 0.0) + charged
     session.add(
         UsageRecord(
             job_id=job.id,
+            run=job.run,
             allocation_id=allocation.id,
             gpus=gpus,
             elapsed_s=max(elapsed_s, 0.0),

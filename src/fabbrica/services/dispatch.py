@@ -271,7 +271,7 @@ LOST_MARK = "; queued again"
 
 
 def _keep_lost(before: str | None, reason: str) -> str:
-    """A job that was lost keeps saying so while it waits again."""
-    if before and before.startswith("lost at ") and LOST_MARK in before:
+    """A job that was lost (or timed out, to resume) keeps saying so while it waits again."""
+    if before and before.startswith(("lost at ", "timed out at ")) and LOST_MARK in before:
         return f"{before.split(LOST_MARK)[0]}{LOST_MARK}: {reason}"
     return reason

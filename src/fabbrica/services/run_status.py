@@ -13,12 +13,19 @@ from sqlalchemy.orm import Session
 
 from fabbrica.catalog.model import Catalog, Partition
 from fabbrica.core.billing import Holding, charged_gpu_hours
-from fabbrica.core.executor import DataMount, LaunchRequest, RunState, RunStatus
+from fabbrica.core.executor import (
+    CheckpointRequest,
+    DataMount,
+    LaunchRequest,
+    RunState,
+    RunStatus,
+)
 from fabbrica.core.jobs import FROM_RUN, JobState, job_command, run_tag
 from fabbrica.core.jobspec import JobSpec
 from fabbrica.services import accounting
 from fabbrica.store.models import Job, JobLoss
 
+MAX_RUNS = 20  # a job that keeps timing out stops resuming after this many runs
 UNPLACED = "unplaced"  # a job lost before it had a factory (never seen: it had one)
 
 
@@ -56,7 +63,29 @@ def apply_status(
         job.ended_at, job.exit_code = ended, status.exit_code
         job.reason = status.reason
         job.lease_until = None
+        if state is JobState.TIMED_OUT and _resumes(job):
+            return queue_next_run(job, f"timed out at {job.factory_id} (run {job.run})")
     job.state = state.value
+    return 1
+
+
+def _resumes(job: Job) -> bool:
+    """A run that reached its time limit queues the job again: it asked to (`resume`),
+    nobody asked to stop it, and it has runs left."""
+    if job.cancel_requested or job.run >= MAX_RUNS:
+        return False
+    return JobSpec.model_validate_json(job.spec).resume
+
+
+def queue_next_run(job: Job, why: str) -> int:
+    """The job waits again for its next run (charged already, or released); it may be
+    placed elsewhere, and starts from the checkpoints its last run left."""
+    job.state, job.reason = JobState.QUEUED.value, f"{why}; queued again to resume"
+    job.run += 1
+    job.factory_id = job.partition_id = None
+    job.allocation_id, job.started_at, job.dispatched_at = None, None, None
+    job.ended_at, job.exit_code = None, None
+    job.lease_until, job.site_job_id = None, None
     return 1
 
 
@@ -64,8 +93,14 @@ def launch_request(job: Job, datasets: tuple[DataMount, ...] = ()) -> LaunchRequ
     """What an executor needs to run `job` (tagged with its run tag), with the data sets
     it reads (`datasets`, where their files are on the executor's machine)."""
     spec = JobSpec.model_validate_json(job.spec)
+    checkpoint = None
+    if spec.checkpoint is not None:
+        every, grace = spec.checkpoint.every, spec.checkpoint.grace
+        checkpoint = CheckpointRequest(spec.checkpoint.dir, every, grace)
     return LaunchRequest(
         run_tag=run_tag(job.id),
+        run=job.run,
+        checkpoint=checkpoint,
         partition=job.partition_id or "",
         gpus=job.gpus,
         nodes=job.nodes,
@@ -86,6 +121,7 @@ def requeue_lost(session: Session, job: Job, now: dt.datetime) -> int:
     session.add(JobLoss(job_id=job.id, factory_id=job.factory_id or UNPLACED, lost_at=now))
     # dispatch keeps the "lost at X; queued again" head while the job waits again
     job.state, job.reason = JobState.QUEUED.value, f"lost at {job.factory_id}; queued again"
+    job.run += 1  # the next run starts anew, with the checkpoints the executor kept
     job.factory_id = job.partition_id = None
     job.allocation_id, job.started_at, job.dispatched_at = None, None, None
     job.lost_site_job_id = job.site_job_id or job.lost_site_job_id

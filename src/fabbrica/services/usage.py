@@ -38,7 +38,9 @@ def usage(
         raise InvalidInput(f"group by one of: {', '.join(GROUPS)}", field="by")
     query = (
         select(
-            column, func.count(UsageRecord.id), func.coalesce(func.sum(UsageRecord.gpu_hours), 0)
+            column,
+            func.count(UsageRecord.job_id.distinct()),
+            func.coalesce(func.sum(UsageRecord.gpu_hours), 0),
         )
         .join(Job, Job.id == UsageRecord.job_id)
         .join(Project, Project.pk == Job.project_pk)

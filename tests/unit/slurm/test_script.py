@@ -182,6 +182,7 @@ def run_bash(script: str, where: Path, env: dict[str, str] | None = None) -> Any
         ({"name": ""}, {0: "--job-name=fab-42"}),
         ({"cpus_per_gpu": 8}, {11: "--cpus-per-gpu=8"}),
         ({"mem_per_gpu_mb": 65536}, {11: "--mem-per-gpu=65536M"}),
+        ({"signal_grace_seconds": 90}, {11: "--signal=B:USR1@90"}),
     ],
 )
 def test_directives(overrides: dict[str, Any], changed: dict[int, str]) -> None:
@@ -227,6 +228,7 @@ BIG = "x" * 1024 * 1024
         *[("data_dir", "data"), ("data_dir", "/d;rm -rf /")],
         *[("gpus", 0), ("gpus", True), ("nodes", "2"), ("time_limit_seconds", 0)],
         *[("cpus_per_gpu", 0), ("mem_per_gpu_mb", -1), ("job_id", -1), ("name", None)],
+        ("signal_grace_seconds", 0),
         *[("command", ""), ("command", "a\x00b"), ("command", "\ud800"), ("command", BIG)],
         ("command", "x" * (MAX_ARG_BYTES + 1)),
         *[
@@ -299,6 +301,23 @@ def test_the_staged_data_sets_are_at_fabbrica_data_and_only_fabbrica_says_where(
     assert plain.stdout.decode() == "unset|"
     staged = make_job(str(tmp_path), command=command, env=env, data_dir="/srv/data/fab-42")
     assert run_bash(render(staged), tmp_path).stdout.decode() == "/srv/data/fab-42|"
+
+
+def test_a_checkpointing_job_gets_its_folder_whatever_its_name(tmp_path: Path) -> None:
+    folder = str(tmp_path / "ck $(touch pwned) 'q' é")
+    command = 'printf "%s|%s" "$FABBRICA_CHECKPOINT_DIR" "$FABBRICA_CHECKPOINT_EVERY"'
+    job = make_job(
+        str(tmp_path),
+        command=command,
+        signal_grace_seconds=30,
+        checkpoint_dir=folder,
+        checkpoint_every_seconds=300,
+    )
+    script = render(job)
+    assert "#SBATCH --signal=B:USR1@30" in script
+    done = run_bash(script, tmp_path)
+    assert done.stdout.decode() == f"{folder}|300"
+    assert not (tmp_path / "pwned").exists()
 
 
 FAKE_SRUN = """#!/bin/bash

@@ -18,6 +18,7 @@ from fabbrica.api.schemas_agents import (
     AgentPublic,
     AgentTokenPublic,
     CapacityIn,
+    CheckpointOut,
     DataMountOut,
     LaunchOut,
     SiteUsernamePublic,
@@ -114,6 +115,14 @@ def agent_sync(
         launch=[
             LaunchOut(
                 run_tag=r.run_tag,
+                run=r.run,
+                checkpoint=None
+                if r.checkpoint is None
+                else CheckpointOut(
+                    dir=r.checkpoint.dir,
+                    every_s=r.checkpoint.every_s,
+                    grace_s=r.checkpoint.grace_s,
+                ),
                 partition=r.partition,
                 gpus=r.gpus,
                 nodes=r.nodes,

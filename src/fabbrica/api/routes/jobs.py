@@ -52,6 +52,7 @@ def job_public(job: Job) -> JobPublic:
         cancel_requested=job.cancel_requested,
         array_id=job.array_id,
         array_index=job.array_index,
+        run=job.run,
     )
 
 

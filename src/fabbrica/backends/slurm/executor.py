@@ -16,6 +16,7 @@ import pwd
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from fabbrica.backends.slurm import status as slurm
 from fabbrica.backends.slurm.runner import SlurmCommandError, SlurmRunner
@@ -153,7 +154,13 @@ class SlurmExecutor:
             current = self.poll([request.run_tag])[0]
             if not current.state.finished and current.state is not RunState.UNKNOWN:
                 return current  # already submitted: never twice
-            _set_aside(run_dir)
+            aside = _set_aside(run_dir)
+            if aside is not None and request.checkpoint is not None:  # resumed here
+                kept = aside / "work" / request.checkpoint.dir
+                if kept.is_dir():
+                    target = run_dir / "work" / request.checkpoint.dir
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    kept.rename(target)
         live = self._find_live(request.run_tag)
         if live is not None:  # submitted before a crash, its id not yet written
             run_dir.mkdir(parents=True, exist_ok=True)
@@ -237,6 +244,7 @@ class SlurmExecutor:
             data_dir=request.data_dir,
             stdout_path=str(log),
             stderr_path=str(log),
+            **_checkpointing(request, work),
         )
         script = run_dir / "job.sh"
         script.write_text(render(job), encoding="ascii")
@@ -325,13 +333,16 @@ def _final_state(job: slurm.SlurmJob) -> RunState:
     return _STATES.get(job.state, RunState.FAILED)
 
 
-def _set_aside(run_dir: Path) -> None:
-    """An earlier run of the same job (it was placed here again): keep it beside."""
-    if run_dir.exists():
-        n = 1
-        while run_dir.with_name(f"{run_dir.name}.{n}").exists():
-            n += 1
-        run_dir.rename(run_dir.with_name(f"{run_dir.name}.{n}"))
+def _set_aside(run_dir: Path) -> Path | None:
+    """An earlier run of the same job (it was placed here again): keep it beside; where."""
+    if not run_dir.exists():
+        return None
+    n = 1
+    while run_dir.with_name(f"{run_dir.name}.{n}").exists():
+        n += 1
+    aside = run_dir.with_name(f"{run_dir.name}.{n}")
+    run_dir.rename(aside)
+    return aside
 
 
 def _give(run_dir: Path, user: str) -> None:
@@ -372,3 +383,17 @@ def parse_nodes(text: str) -> list[Node]:
             )
         )
     return nodes
+
+
+def _checkpointing(request: LaunchRequest, work: Path) -> dict[str, Any]:
+    """The batch job's checkpoint fields: `--signal=B:USR1@<grace>` and the folder. (Staging
+    a checkpoint folder to another site between runs is the agent's: not done yet.)"""
+    if request.checkpoint is None:
+        return {}
+    folder = work / request.checkpoint.dir
+    folder.mkdir(parents=True, exist_ok=True)
+    return {
+        "signal_grace_seconds": request.checkpoint.grace_s,
+        "checkpoint_dir": str(folder).rstrip("/"),
+        "checkpoint_every_seconds": request.checkpoint.every_s,
+    }

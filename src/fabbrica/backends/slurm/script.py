@@ -87,6 +87,11 @@ class BatchJob:
     stderr_path: str
     cpus_per_gpu: int | None = None
     mem_per_gpu_mb: int | None = None
+    # a job that checkpoints: SIGUSR1 to the batch shell this long before its time limit,
+    # and where it saves (a path of the run's work folder)
+    signal_grace_seconds: int | None = None
+    checkpoint_dir: str | None = None
+    checkpoint_every_seconds: int | None = None
 
     def __post_init__(self) -> None:
         _check(self)
@@ -174,6 +179,8 @@ def _directives(job: BatchJob) -> list[str]:
         directives.append(f"--cpus-per-gpu={job.cpus_per_gpu}")
     if job.mem_per_gpu_mb is not None:
         directives.append(f"--mem-per-gpu={job.mem_per_gpu_mb}M")
+    if job.signal_grace_seconds is not None:
+        directives.append(f"--signal=B:USR1@{job.signal_grace_seconds}")
     return directives
 
 
@@ -203,6 +210,9 @@ def _body(job: BatchJob) -> list[str]:
     }
     if job.data_dir is not None:
         fabbrica["FABBRICA_DATA"] = shlex.quote(job.data_dir)
+    if job.checkpoint_dir is not None:
+        fabbrica["FABBRICA_CHECKPOINT_DIR"] = ansi_c_quote(job.checkpoint_dir)
+        fabbrica["FABBRICA_CHECKPOINT_EVERY"] = str(job.checkpoint_every_seconds or 600)
     if multi:
         fabbrica |= {
             "MASTER_ADDR": '"$FABBRICA_MASTER_ADDR"',
@@ -235,7 +245,7 @@ def _check(job: BatchJob) -> None:
         _token(job.gpu_model, "gpu_model")
     for field in ("gpus", "nodes", "time_limit_seconds"):
         _int(getattr(job, field), field, low=1)
-    for field in ("cpus_per_gpu", "mem_per_gpu_mb"):
+    for field in ("cpus_per_gpu", "mem_per_gpu_mb", "signal_grace_seconds"):
         if getattr(job, field) is not None:
             _int(getattr(job, field), field, low=1)
     paths = ("workdir", "stdout_path", "stderr_path", "data_dir")

@@ -52,24 +52,30 @@ class Job(Base):
     # a task of a job array: the array's first task (its own id for that one), its index
     array_id: Mapped[int | None]
     array_index: Mapped[int | None]
+    # the job's run: 1, then one more each time it is queued again (lost, or timed out
+    # with `resume`); each run is charged once (a usage record per run)
+    run: Mapped[int] = mapped_column(default=1, server_default="1")
 
     project: Mapped[Project] = relationship()
     allocation: Mapped[Allocation | None] = relationship()
 
 
 class UsageRecord(Base):
-    """What one job charged to one allocation: exactly one row per job, and one per run
-    at a site (a usage report sent twice is charged once)."""
+    """What one run of a job charged to one allocation: exactly one row per run of a job
+    (a job that resumed has one per run), and one per run at a site (a usage report sent
+    twice is charged once)."""
 
     __tablename__ = "usage_records"
     __table_args__ = (
         UniqueConstraint("factory_id", "site_job_id"),
+        UniqueConstraint("job_id", "run", name="uq_usage_records_job_id_run"),
         # the usage of a period by allocation (federation report), read from the index alone
         Index("ix_usage_records_created_at", "created_at", "allocation_id", "gpu_hours"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id"), unique=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id"))
+    run: Mapped[int] = mapped_column(default=1, server_default="1")
     allocation_id: Mapped[int] = mapped_column(ForeignKey("allocations.id"))
     gpus: Mapped[int]
     elapsed_s: Mapped[float] = mapped_column(Float)

@@ -1,0 +1,23 @@
+#!/bin/sh
+# Run Python with PyTorch, transformers and PEFT: a virtual environment kept in the
+# user's cache and made once, by pip (`pip install torch==2.13.0` takes the CPU build
+# from the machine's local wheels; another version or uv would download gigabytes).
+set -eu
+cache="${XDG_CACHE_HOME:-${HOME:-/nonexistent}/.cache}"
+if mkdir -p "$cache/fabbrica" 2>/dev/null && [ -w "$cache/fabbrica" ]; then
+    venv="$cache/fabbrica/llm-torch-2.13.0"  # made once per user
+else  # a job isolated as its own user may not reach its home by path: its own folder
+    venv=".venv-llm"
+fi
+venv="${FABBRICA_LLM_VENV:-$venv}"
+mkdir -p "$(dirname "$venv")"
+(
+    flock 9
+    if ! "$venv/bin/python" -c "import torch, transformers, peft" 2>/dev/null; then
+        echo "installing PyTorch 2.13.0, transformers and PEFT in $venv" >&2
+        python -m venv "$venv"
+        "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
+            "torch==2.13.0" "transformers>=4.40" "peft>=0.10" "safetensors>=0.4"
+    fi
+) 9>"$venv.lock"
+exec "$venv/bin/python" "$@"

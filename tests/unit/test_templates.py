@@ -1,0 +1,181 @@
+"""Job templates: the shipped ones parse, every parameter is checked with errors naming it,
+and any values a template accepts render a spec that the job spec's own parser accepts."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from fabbrica.core.jobspec import parse_job_spec
+from fabbrica.core.templates import (
+    Parameter,
+    Template,
+    TemplateError,
+    parse_template,
+    render,
+    validate_values,
+)
+from fabbrica.services.templates import Templates, workdir_archive
+
+SHIPPED = {f.template.name: f.template for f in Templates().listed()}
+NAMES = sorted(SHIPPED)
+
+
+def test_the_three_templates_ship() -> None:
+    assert {"digits-classifier", "llm-pretrain", "llm-finetune-lora"} <= set(SHIPPED)
+
+
+def _bad_values(parameter: Parameter) -> list[Any]:
+    """Values the parameter must refuse."""
+    if parameter.type in ("int", "float"):
+        bad: list[Any] = ["x", "1e999" if parameter.type == "float" else "1.5"]
+        if parameter.min is not None:
+            bad.append(str(parameter.min - 1))
+        if parameter.max is not None:
+            bad.append(str(parameter.max + 1))
+        return bad
+    if parameter.type == "bool":
+        return ["maybe", "2"]
+    if parameter.type == "duration":
+        return ["soon", "0", "-5m"]
+    bad = ["a\x00b", "x" * 5000]
+    if parameter.pattern is not None:
+        bad.append("no spaces allowed ; rm -rf /")
+    return bad
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_parameter_refuses_bad_values_naming_itself(name: str) -> None:
+    template = SHIPPED[name]
+    required = _required(template)
+    for pname, parameter in template.parameters.items():
+        for value in _bad_values(parameter):
+            with pytest.raises(TemplateError) as caught:
+                validate_values(template, {**required, pname: value})
+            assert caught.value.field == f"parameters.{pname}", (pname, value)
+            assert pname in str(caught.value)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_unknown_and_missing_parameters_are_named(name: str) -> None:
+    template = SHIPPED[name]
+    with pytest.raises(TemplateError) as caught:
+        validate_values(template, {**_required(template), "no_such": "1"})
+    assert caught.value.field == "parameters.no_such"
+    for pname, parameter in template.parameters.items():
+        if parameter.required:
+            rest = {k: v for k, v in _required(template).items() if k != pname}
+            with pytest.raises(TemplateError) as caught:
+                validate_values(template, rest)
+            assert caught.value.field == f"parameters.{pname}"
+
+
+def _required(template: Template) -> dict[str, Any]:
+    """A valid value for each required parameter."""
+    return {n: "base-model" for n, p in template.parameters.items() if p.required}
+
+
+def _value(parameter: Parameter) -> st.SearchStrategy[Any]:
+    """Values within the parameter's declared type and limits, as text or typed."""
+    low, high = parameter.min, parameter.max
+    if parameter.type == "int":
+        ints = st.integers(int(low) if low is not None else -(10**6), int(high or 10**6))
+        return ints | ints.map(str)
+    if parameter.type == "float":
+        floats = st.floats(low if low is not None else -1e6, high or 1e6, allow_nan=False)
+        return floats | floats.map(repr)
+    if parameter.type == "bool":
+        return st.sampled_from([True, False, "true", "false", "1", "0", "yes", "no"])
+    if parameter.type == "duration":
+        return st.integers(1, 14 * 86400).map(lambda s: f"{s}s") | st.sampled_from(
+            ["30m", "2h", "1h30m", "01:00:00", "1d"]
+        )
+    if parameter.choices:
+        return st.sampled_from(parameter.choices)
+    if parameter.pattern is not None:
+        return st.from_regex(parameter.pattern, fullmatch=True)
+    return st.text(max_size=50)
+
+
+@st.composite
+def _values(draw: st.DrawFn, template: Template) -> dict[str, Any]:
+    chosen = {}
+    for name, parameter in template.parameters.items():
+        if parameter.required or draw(st.booleans()):
+            chosen[name] = draw(_value(parameter))
+    return chosen
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_accepted_parameters_render_a_valid_job_spec(name: str) -> None:
+    template = SHIPPED[name]
+
+    @settings(max_examples=25, deadline=None)
+    @given(_values(template))
+    def check(values: dict[str, Any]) -> None:
+        try:
+            rendered = render(template, values)
+        except TemplateError as exc:  # refused: always naming a parameter
+            assert exc.field is not None and exc.field.startswith("parameters.")
+            return
+        # the spec round-trips through the parser every submission goes through
+        again = parse_job_spec(json.dumps(rendered.spec.model_dump(mode="json")))
+        assert again == rendered.spec
+        assert again.name == template.spec["name"]
+
+    check()
+
+
+def test_a_whole_placeholder_keeps_its_type_and_a_part_becomes_text() -> None:
+    template = parse_template(
+        """
+name: t
+description: d
+parameters:
+  gpus: {type: int, default: 2, min: 1, max: 4}
+  tag: {type: text, default: a}
+spec: {name: t, resources: {gpus: "{{ gpus }}"}, run: "echo {{tag}}-{{ gpus }}"}
+"""
+    )
+    spec = render(template, {"gpus": "3"}, project="P-1", datasets=("d@2",)).spec
+    assert spec.resources.gpus == 3 and spec.run == "echo a-3"
+    assert spec.project == "P-1" and spec.datasets == ("d@2",)
+
+
+@pytest.mark.parametrize(
+    ("text", "field"),
+    [
+        ("name: t\ndescription: d\nspec: {name: t, run: '{{ nope }}'}\n", "spec"),
+        ("name: t\ndescription: d\nparameters: {Bad: {}}\nspec: {}\n", "parameters"),
+        ("name: t\ndescription: d\nparameters: {n: {type: int, default: x}}\nspec: {}\n", "n"),
+        ("name: t\ndescription: d\nextra: 1\nspec: {}\n", "extra"),
+    ],
+)
+def test_a_broken_template_is_refused_naming_the_field(text: str, field: str) -> None:
+    with pytest.raises(TemplateError) as caught:
+        parse_template(text)
+    assert field in str(caught.value)
+
+
+def test_a_value_that_breaks_a_rule_across_fields_names_its_parameter() -> None:
+    with pytest.raises(TemplateError) as caught:
+        render(SHIPPED["llm-pretrain"], {"time_limit": "20s", "grace": "30s"})
+    assert caught.value.field in ("parameters.grace", "parameters.time_limit")
+
+
+def test_an_operators_folder_adds_and_replaces_templates(tmp_path: Path) -> None:
+    mine = tmp_path / "digits-classifier"
+    mine.mkdir()
+    (mine / "template.yaml").write_text(
+        "name: digits-classifier\ndescription: mine\nspec: {name: x, run: python go.py}\n"
+    )
+    (mine / "go.py").write_text("print('hi')\n")
+    found = Templates(tmp_path)
+    assert found.named("digits-classifier").template.description == "mine"
+    assert "llm-pretrain" in {f.template.name for f in found.listed()}
+    assert len(workdir_archive(found.named("digits-classifier"))) > 0
