@@ -195,14 +195,33 @@ def _functions() -> dict[str, list[tuple[str, ast.FunctionDef | ast.AsyncFunctio
     return found
 
 
+def _foreign_names() -> dict[str, set[str]]:
+    """module -> the names it imports from outside Fabbrica (`from pydantic import
+    create_model`, `import httpx`): a call through one of them is not Fabbrica's."""
+    found: dict[str, set[str]] = {}
+    for path, tree in _trees():
+        names = found.setdefault(path.relative_to(SRC).as_posix(), set())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.level == 0:
+                if not (node.module or "").startswith("fabbrica"):
+                    names.update(a.asname or a.name for a in node.names)
+            elif isinstance(node, ast.Import):
+                for alias in node.names:
+                    if not alias.name.startswith("fabbrica"):
+                        names.add(alias.asname or alias.name.split(".")[0])
+    return found
+
+
 class Raises:
     """The domain errors a function raises, itself or through the functions it calls
     (resolved by name: `module.f(...)` to f in that module, `f(...)` to f in the same module
-    or the only one of that name). An over-approximation, never an under-one, for the
-    route handlers' service calls."""
+    or the only one of that name; never a name the calling module imports from another
+    library). An over-approximation, never an under-one, for the route handlers' service
+    calls."""
 
     def __init__(self) -> None:
         self.functions = _functions()
+        self.foreign = _foreign_names()
         self.memo: dict[tuple[str, int], frozenset[int]] = {}
 
     def of(
@@ -238,6 +257,8 @@ class Raises:
             owner = func.value.id if isinstance(func.value, ast.Name) else None
             name = func.attr
         else:
+            return []
+        if (owner or name) in self.foreign.get(module, set()):
             return []
         candidates = [
             (m, n)
