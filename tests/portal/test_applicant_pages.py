@@ -7,6 +7,7 @@ stored text escaped, forms without their CSRF token refused."""
 from __future__ import annotations
 
 import datetime as dt
+import html
 import re
 from collections.abc import Iterator
 from typing import Any
@@ -133,6 +134,13 @@ def test_the_application_form_names_each_broken_rule_and_stores_nothing(
     not_a_number = portal.post(f"/calls/{PLAYGROUND}/apply/check",
                                data=application(project, token, gpu_hours="lots"))  # fmt: skip
     assert "give the GPU-hours you need as a number" in not_a_number.text
+    # in Italian: each rule in Italian, its numbers the Italian way
+    italian = portal.post(f"/calls/{PLAYGROUND}/apply/check", data=body,
+                          headers={"HX-Request": "true", "Accept-Language": "it"})  # fmt: skip
+    assert re.findall(r'data-field="([a-z_]+)"', italian.text) == fields
+    assert "il paese dell'organizzazione, US, non è ammissibile" in html.unescape(italian.text)
+    assert "Playground assegna al massimo 5.000 ore GPU; richieste 900.000" in italian.text
+    assert "is not eligible" not in italian.text and "requested" not in italian.text
     assert stored(db) == before
 
 

@@ -13,6 +13,8 @@ from babel.messages.extract import extract_from_dir
 from babel.messages.pofile import read_po
 
 import fabbrica.portal
+from fabbrica.core.access import REFUSAL_TEMPLATES
+from fabbrica.portal.i18n import REFUSALS
 from tests.portal.test_roles import World, portal, world
 
 __all__ = ["portal", "world"]  # fixtures, used by name
@@ -49,6 +51,13 @@ def test_every_marked_message_is_in_the_catalog_with_an_italian_translation() ->
     assert marked == set(catalog), "run pybabel extract/update (docs/portal.md, Languages)"
     untranslated = [key for key, strings in catalog.items() if not all(s.strip() for s in strings)]
     assert untranslated == []
+
+
+def test_the_cores_refusals_are_all_marked_and_keep_their_places_in_italian() -> None:
+    assert REFUSALS == REFUSAL_TEMPLATES  # each wording the core refuses with is translated
+    places = re.compile(r"\{(\w+)\}")
+    for english, (italian, *_) in _catalog().items():
+        assert sorted(places.findall(italian)) == sorted(places.findall(english)), english
 
 
 class _Text(HTMLParser):

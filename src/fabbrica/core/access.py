@@ -82,10 +82,38 @@ class CallState(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Refusal:
-    """One rule a request breaks, said so that the applicant can act on it."""
+    """One rule a request breaks, said so that the applicant can act on it. `message` is
+    `template` (English, with `{name}` places) filled with `values`, so that a reader in
+    another language gets the same sentence translated (the portal's catalogs)."""
 
     field: str
     message: str
+    template: str = ""
+    values: tuple[tuple[str, str | int | float], ...] = ()
+
+
+# The wording of every refusal made from a template, by name: the portal's catalogs carry
+# a translation of each (tests/portal/test_languages.py checks that none is missing).
+REFUSAL_TEMPLATES = {
+    "call_closed": "call {call} is closed; apply when it reopens",
+    "country": "organisation country {country} is not eligible: only organisations "
+    "established in an EU member state or a EuroHPC participating state may apply",
+    "organisation_type": "{mode} does not admit {type} organisations (admits: {allowed})",
+    "months": "{mode} offers {offered} months, not {months}",
+    "gpu_model": "this factory does not offer {model} GPUs (offers: {offered})",
+    "gpu_hours_min": "{mode} starts at {minimum} GPU-hours; {hours} requested",
+    "gpu_hours_max": "{mode} grants at most {maximum} GPU-hours; {hours} requested",
+    "report_overdue": "the final report of project {project} is overdue (due {due}); submit "
+    "it before applying again",
+    "declaration": "the declaration of civilian use and EU AI Act compliance is required",
+}
+
+
+def refused(field: str, name: str, **values: str | int | float) -> Refusal:
+    """A refusal worded by REFUSAL_TEMPLATES[name] (floats: GPU-hours, grouped)."""
+    template = REFUSAL_TEMPLATES[name]
+    shown = {k: _hours(v) if isinstance(v, float) else str(v) for k, v in values.items()}
+    return Refusal(field, template.format(**shown), template, tuple(values.items()))
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,38 +144,29 @@ def eligibility_refusals(
     """Every rule the request breaks (empty: eligible). Order: the most basic first."""
     refusals: list[Refusal] = []
     if not call_open:
-        refusals.append(Refusal("call", f"call {call_name} is closed; apply when it reopens"))
+        refusals.append(refused("call", "call_closed", call=call_name))
     if same_country(applicant.country) not in {same_country(c) for c in eligible_countries}:
-        refusals.append(
-            Refusal(
-                "country",
-                f"organisation country {applicant.country} is not eligible: only organisations "
-                "established in an EU member state or a EuroHPC participating state may apply",
-            )
-        )
+        refusals.append(refused("country", "country", country=applicant.country))
     if applicant.organisation_type not in mode.organisation_types:
         allowed = ", ".join(mode.organisation_types)
         refusals.append(
-            Refusal(
+            refused(
                 "organisation_type",
-                f"{mode.name} does not admit {applicant.organisation_type} organisations "
-                f"(admits: {allowed})",
+                "organisation_type",
+                mode=mode.name,
+                type=applicant.organisation_type,
+                allowed=allowed,
             )
         )
     refusals += _size_refusals(mode, request)
     if request.months not in mode.duration_months:
         offered = ", ".join(str(m) for m in mode.duration_months)
         refusals.append(
-            Refusal("months", f"{mode.name} offers {offered} months, not {request.months}")
+            refused("months", "months", mode=mode.name, offered=offered, months=request.months)
         )
     if request.gpu_model and request.gpu_model not in factory_gpu_models:
         offered = ", ".join(sorted(factory_gpu_models)) or "none"
-        refusals.append(
-            Refusal(
-                "gpu_model",
-                f"this factory does not offer {request.gpu_model} GPUs (offers: {offered})",
-            )
-        )
+        refusals.append(refused("gpu_model", "gpu_model", model=request.gpu_model, offered=offered))
     return refusals
 
 
@@ -162,19 +181,17 @@ def _size_refusals(mode: AccessMode, request: GrantRequest) -> list[Refusal]:
     if problem is not None:
         return [Refusal("gpu_hours", problem)]
     if mode.min_gpu_hours is not None and hours < mode.min_gpu_hours:
+        minimum = float(mode.min_gpu_hours)
         return [
-            Refusal(
-                "gpu_hours",
-                f"{mode.name} starts at {_hours(mode.min_gpu_hours)} GPU-hours; "
-                f"{_hours(hours)} requested",
+            refused(
+                "gpu_hours", "gpu_hours_min", mode=mode.name, minimum=minimum, hours=float(hours)
             )
         ]
     if mode.max_gpu_hours is not None and hours > mode.max_gpu_hours:
+        maximum = float(mode.max_gpu_hours)
         return [
-            Refusal(
-                "gpu_hours",
-                f"{mode.name} grants at most {_hours(mode.max_gpu_hours)} GPU-hours; "
-                f"{_hours(hours)} requested",
+            refused(
+                "gpu_hours", "gpu_hours_max", mode=mode.name, maximum=maximum, hours=float(hours)
             )
         ]
     return []

@@ -96,19 +96,24 @@ def choose_call(
     )
 
 
+def _own(message: str) -> tuple[str, str]:
+    """The portal's own refusal wording, as message and template (translated on show)."""
+    return message, message
+
+
 def _refusals(
     request: Request, session: DbSession, user: User, call: Call, form: ApplicationForm
 ) -> list[Refusal]:
     """The rules the form breaks, as the submission would find them."""
     found: list[Refusal] = []
     if not form.project:
-        return [Refusal("project_id", "choose the project you apply for")]
+        return [Refusal("project_id", *_own(N_("choose the project you apply for")))]
     hours = _number(form.gpu_hours, float)
     if hours is None:
-        found.append(Refusal("gpu_hours", "give the GPU-hours you need as a number"))
+        found.append(Refusal("gpu_hours", *_own(N_("give the GPU-hours you need as a number"))))
     months = _number(form.months, int)
     if months is None:
-        found.append(Refusal("months", "give the duration in whole months"))
+        found.append(Refusal("months", *_own(N_("give the duration in whole months"))))
     app = proposals_service.Application(
         project_id=form.project,
         call_id=call.id,

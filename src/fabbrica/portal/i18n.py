@@ -221,7 +221,43 @@ def term(word: str | None) -> str:
     return _(TERMS[word]) if word in TERMS else word.replace("_", " ")
 
 
+# The core's refusal wordings (fabbrica.core.access.REFUSAL_TEMPLATES), marked here so that
+# pybabel extracts them; tests/portal/test_languages.py checks that the two stay equal.
+REFUSALS = {
+    "call_closed": N_("call {call} is closed; apply when it reopens"),
+    "country": N_(
+        "organisation country {country} is not eligible: only organisations "
+        "established in an EU member state or a EuroHPC participating state may apply"
+    ),
+    "organisation_type": N_("{mode} does not admit {type} organisations (admits: {allowed})"),
+    "months": N_("{mode} offers {offered} months, not {months}"),
+    "gpu_model": N_("this factory does not offer {model} GPUs (offers: {offered})"),
+    "gpu_hours_min": N_("{mode} starts at {minimum} GPU-hours; {hours} requested"),
+    "gpu_hours_max": N_("{mode} grants at most {maximum} GPU-hours; {hours} requested"),
+    "report_overdue": N_(
+        "the final report of project {project} is overdue (due {due}); submit "
+        "it before applying again"
+    ),
+    "declaration": N_("the declaration of civilian use and EU AI Act compliance is required"),
+}
+
+
+def refusal(item: Any) -> str:
+    """A refusal (fabbrica.core.access.Refusal) in the reader's language: its template
+    translated and filled with its values (numbers formatted for the language); a refusal
+    without a template as it was said."""
+    if not item.template:
+        return str(item.message)
+    values = {k: number(v, None) if isinstance(v, float) else str(v) for k, v in item.values}
+    if "type" in values:  # organisation types, as the reader's language names them
+        values["type"] = term(values["type"])
+    if "allowed" in values and "type" in values:
+        values["allowed"] = ", ".join(term(t) for t in values["allowed"].split(", "))
+    return _(item.template).format(**values)
+
+
 FILTERS: dict[str, Callable[..., str]] = {
+    "refusal": refusal,
     "term": term,
     "number": number,
     "percent": percent,

@@ -22,6 +22,7 @@ from fabbrica.core.access import (
     Refusal,
     eligibility_refusals,
     next_cutoff,
+    refused,
 )
 from fabbrica.core.billing import gpu_hours_problem
 from fabbrica.core.errors import Conflict, InvalidInput, NotFound
@@ -229,12 +230,7 @@ def application_refusals(
     except InvalidInput as exc:
         refusals.append(Refusal("abstract", exc.message))
     if not app.declare_civilian_ai_act:
-        refusals.append(
-            Refusal(
-                "declare_civilian_ai_act",
-                "the declaration of civilian use and EU AI Act compliance is required",
-            )
-        )
+        refusals.append(refused("declare_civilian_ai_act", "declaration"))
     return refusals
 
 
@@ -250,11 +246,7 @@ def _refusals(
     mode = _mode(catalog, call)
     factory = catalog.factory(call.factory_id)
     refusals: list[Refusal] = [
-        Refusal(
-            "project_id",
-            f"the final report of project {pid} is overdue (due {due:%Y-%m-%d}); submit it "
-            "before applying again",
-        )
+        refused("project_id", "report_overdue", project=pid, due=f"{due:%Y-%m-%d}")
         for pid, due in overdue_reports(session, actor, now)
     ]
     name = call.id
