@@ -176,6 +176,37 @@ def test_a_slow_staging_shows_its_progress_and_the_job_launches_after(sites: Sit
         assert shown["state"] in ("dispatched", "running") and shown["reason"] is None, shown
 
 
+def test_an_agent_restarted_mid_staging_stages_the_job_again(sites: Sites) -> None:
+    add(sites, {"a.bin": A, "b.bin": B})
+    job = sites.submit("jaif")
+    sites.dispatcher.step()
+    old = sites.agents["jaif"]
+    old.stage_wait = 0.0
+    fetch, reached, release = old.data.fetch, threading.Event(), threading.Event()
+
+    def stuck(url: str, dest: Path) -> Path:
+        reached.set()
+        assert release.wait(30)
+        return fetch(url, dest)
+
+    old.data.fetch = stuck
+    try:
+        assert old.round().launched == [] and reached.wait(30)
+        assert old.round().ok
+        assert sites.job(job)["reason"].startswith("staging data set scans@1 at jaif: 0 of 2")
+        # the agent dies; a new one on the same directory is offered the job and stages it
+        new = Agent(old.client, old.executor, backend="memory", interval=0.01,
+                    work_dir=old.work_dir)  # fmt: skip
+        assert staged(new) == [f"fab-{job}"]
+        assert (new.work_dir / "data" / f"fab-{job}" / "scans" / "b.bin").read_bytes() == B
+        new.round()
+        assert sites.job(job)["reason"] is None
+    finally:
+        release.set()
+        for staging in old.staging.values():
+            staging.wait(30)
+
+
 def test_the_cache_drops_the_least_recently_used_never_a_file_in_use(tmp_path: Path) -> None:
     blobs = {hashlib.sha256(d).hexdigest(): d for d in (b"1" * 100, b"2" * 100, b"3" * 100)}
     fetched: list[str] = []
