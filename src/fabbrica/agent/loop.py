@@ -5,10 +5,11 @@ send both in one sync, cancel what the answer says, launch what it offers (launc
 idempotent per job: a backend never starts the same job twice), then upload new log
 output. A job that reads data sets is staged first, in the background (agent.staging):
 meanwhile it is reported as a run still pending whose reason is the staging's progress,
-and it is launched at the first round after its staging is done. When the API is away the agent keeps its runs running, retries with exponential
-backoff, and reports their states when the API answers again (states, not events, so
-nothing is lost in between). After a crash, the runs are found again in the backend by
-their tag (`adopt`), so a restart neither loses nor duplicates them.
+and it is launched at the first round after its staging is done. When the API is away
+the agent keeps its runs running, retries with exponential backoff, and reports their
+states when the API answers again (states, not events, so nothing is lost in between).
+After a crash, the runs are found again in the backend by their tag (`adopt`), so a
+restart neither loses nor duplicates them.
 """
 
 from __future__ import annotations

@@ -15,6 +15,7 @@ from fabbrica.agent.data_cache import DataCache, StagingError
 from fabbrica.core.agent_api import ApiRefused, ApiUnavailable
 from fabbrica.core.executor import DataMount, LaunchRequest, RunState, RunStatus
 
+
 class Staging:
     """One job's staging: started at once, read by the loop (`status`, `done`)."""
 
@@ -25,7 +26,8 @@ class Staging:
         self.reason = f"staging data at {factory}"
         self.error: str | None = None  # why it failed (the job fails with it)
         self.unavailable = False  # the API was away: offered again, staged again
-        self.shas = frozenset(url.rsplit("/", 1)[-1] for m in request.datasets for _, url in m.files)
+        files = [url for m in request.datasets for _, url in m.files]
+        self.shas = frozenset(url.rsplit("/", 1)[-1] for url in files)
         self._cache = cache
         self._thread = threading.Thread(target=self._run, name=f"stage-{request.run_tag}")
         self._thread.daemon = True  # a restart stages again: nothing to finish
@@ -54,8 +56,8 @@ class Staging:
 
     def _progress(self, mount: DataMount, files: int, done: int) -> None:
         self.reason = (
-            f"staging data set {mount.version or mount.name} at {self.factory}: {files} of {len(mount.files)} "
-            f"files, {_amount(done, mount.size)}"
+            f"staging data set {mount.version or mount.name} at {self.factory}: "
+            f"{files} of {len(mount.files)} files, {_amount(done, mount.size)}"
         )
 
     def _run(self) -> None:
