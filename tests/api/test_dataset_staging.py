@@ -207,6 +207,38 @@ def test_an_agent_restarted_mid_staging_stages_the_job_again(sites: Sites) -> No
             staging.wait(30)
 
 
+def test_a_job_cancelled_while_its_data_is_staged_never_launches(sites: Sites) -> None:
+    add(sites, {"a.bin": A})
+    job = sites.submit("jaif")
+    sites.dispatcher.step()
+    jaif = sites.agents["jaif"]
+    jaif.stage_wait = 0.0
+    fetch, reached, release = jaif.data.fetch, threading.Event(), threading.Event()
+
+    def stuck(url: str, dest: Path) -> Path:
+        reached.set()
+        assert release.wait(30)
+        return fetch(url, dest)
+
+    jaif.data.fetch = stuck
+    staging = []
+    try:
+        assert jaif.round().launched == [] and reached.wait(30)
+        staging = list(jaif.staging.values())
+        r = sites.api.post(f"{API}/jobs/{job}/cancel", headers=sites.pi)
+        assert r.status_code == 200, r.text
+        sites.dispatcher.step()
+        assert jaif.round().cancelled == [f"fab-{job}"]
+        assert not jaif.staging
+    finally:
+        release.set()
+        for each in staging:
+            each.wait(30)
+    assert staged(jaif) == [] and jaif.executor.poll([f"fab-{job}"])[0].state.value == "unknown"
+    jaif.round()
+    assert sites.job(job)["state"] == "cancelled"
+
+
 def test_the_cache_drops_the_least_recently_used_never_a_file_in_use(tmp_path: Path) -> None:
     blobs = {hashlib.sha256(d).hexdigest(): d for d in (b"1" * 100, b"2" * 100, b"3" * 100)}
     fetched: list[str] = []
