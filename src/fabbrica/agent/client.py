@@ -151,7 +151,12 @@ def _launch(item: dict[str, Any]) -> LaunchRequest:
         account=item["account"],
         user=item["user"],
         datasets=tuple(
-            DataMount(d["name"], tuple((f[0], f[1]) for f in d["files"]))
+            DataMount(
+                d["name"],
+                tuple((f[0], f[1]) for f in d["files"]),
+                version=str(d.get("version") or d["name"]),
+                size=int(d.get("size") or 0),
+            )
             for d in item.get("datasets") or ()
         ),
     )

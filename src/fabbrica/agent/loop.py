@@ -3,10 +3,13 @@
 Each round: ask the backend for its capacity and the state of every run the agent holds,
 send both in one sync, cancel what the answer says, launch what it offers (launching is
 idempotent per job: a backend never starts the same job twice), then upload new log
-output. When the API is away the agent keeps its runs running, retries with exponential
-backoff, and reports their states when the API answers again (states, not events, so
-nothing is lost in between). After a crash, the runs are found again in the backend by
-their tag (`adopt`), so a restart neither loses nor duplicates them.
+output. A job that reads data sets is staged first, in the background (agent.staging):
+meanwhile it is reported as a run still pending whose reason is the staging's progress,
+and it is launched at the first round after its staging is done. When the API is away
+the agent keeps its runs running, retries with exponential backoff, and reports their
+states when the API answers again (states, not events, so nothing is lost in between).
+After a crash, the runs are found again in the backend by their tag (`adopt`), so a
+restart neither loses nor duplicates them.
 """
 
 from __future__ import annotations
@@ -14,15 +17,16 @@ from __future__ import annotations
 import logging
 import tempfile
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from fabbrica.agent.data_cache import DataCache, StagingError
+from fabbrica.agent.data_cache import DataCache
+from fabbrica.agent.staging import Staging
 from fabbrica.core.agent_api import AgentApi, ApiRefused, ApiUnavailable, SyncAnswer
 from fabbrica.core.executor import (
     Capacity,
-    DataMount,
     Executor,
     LaunchRequest,
     RunState,
@@ -38,6 +42,7 @@ MAX_BACKOFF = 30.0
 
 
 DATA_CACHE_BYTES = 50 * 1024**3  # data set files an agent keeps
+STAGE_WAIT = 1.0  # seconds a round waits for stagings it started (small ones: launched at once)
 
 
 @dataclass
@@ -72,6 +77,7 @@ class Agent:
         accounts_every: int = 10,
         watch: Callable[[], Callable[[float, threading.Event], object]] | None = None,
         data_cache_bytes: int = DATA_CACHE_BYTES,
+        stage_wait: float = STAGE_WAIT,
     ) -> None:
         """`watch()`, called before each round, gives a `wait(seconds, stop)` that returns
         once work arrived for this agent since that call, or when the time is up: the loop
@@ -92,6 +98,8 @@ class Agent:
         # (account, user) pairs an account sync has run for since this agent started
         self.synced_for: set[tuple[str | None, str | None]] = set()
         self.data = DataCache(self.work_dir / "data-cache", data_cache_bytes, client.download)
+        self.staging: dict[str, Staging] = {}  # run tag -> its data being staged
+        self.stage_wait = stage_wait
 
     def adopt(self) -> int:
         """Find the runs the backend holds for Fabbrica (after a restart)."""
@@ -131,6 +139,8 @@ class Agent:
         except (ApiUnavailable, ApiRefused) as exc:
             return RoundResult(ok=False, error=str(exc))
         for status in runs:
+            if status.run_tag in self.staging:
+                continue
             held = self.held.get(status.run_tag)
             if held is not None and status.state.finished:
                 held.finished_reported = True
@@ -174,10 +184,16 @@ class Agent:
             if status.state is RunState.UNKNOWN and held.status.state.finished:
                 continue  # it never reached the backend (refused at submission): keep that
             held.status = status
-        return capacity, [h.status for h in self.held.values()]
+        staging = [s.status() for s in self.staging.values()]
+        return capacity, [h.status for h in self.held.values()] + staging
 
     def _cancel(self, answer: SyncAnswer, result: RoundResult) -> None:
         for tag in answer.cancel:
+            if self.staging.pop(tag, None) is not None:  # its thread ends on its own
+                reason = "cancelled while its data was staged"
+                self.held[tag] = Held(RunStatus(tag, RunState.CANCELLED, reason=reason))
+                result.cancelled.append(tag)
+                continue
             try:
                 status = self.executor.cancel(tag)
             except Exception as exc:
@@ -187,55 +203,51 @@ class Agent:
             result.cancelled.append(tag)
 
     def _launch(self, answer: SyncAnswer, result: RoundResult) -> None:
+        started = []
         for request in answer.launch:
-            if request.run_tag in self.held:
+            if request.run_tag in self.held or request.run_tag in self.staging:
                 continue
-            try:
-                staged = self._with_data(request)
-            except ApiUnavailable as exc:
-                log.warning("data of %s not fetched: %s", request.run_tag, exc)
-                continue  # the next round tries again
-            except (ApiRefused, StagingError, OSError) as exc:
-                reason = f"data staging failed: {exc}"
-                self.held[request.run_tag] = Held(
-                    RunStatus(request.run_tag, RunState.FAILED, reason=reason)
-                )
-                result.launched.append(request.run_tag)
+            if not request.datasets:
+                self._submit(request, result)
                 continue
-            try:
-                status = self.executor.submit(self._with_workdir(staged))
-            except (ApiUnavailable, ApiRefused) as exc:
-                log.warning("workdir of %s not fetched: %s", request.run_tag, exc)
+            into = self.work_dir / "data" / request.run_tag
+            self.staging[request.run_tag] = Staging(request, self.data, into, answer.factory)
+            started.append(self.staging[request.run_tag])
+        deadline = time.monotonic() + self.stage_wait
+        for staging in started:  # a small one is done by then: launched in this round
+            staging.wait(max(deadline - time.monotonic(), 0.0))
+        for tag, staging in list(self.staging.items()):
+            if not staging.done():
                 continue
-            except Exception as exc:
-                log.warning("%s could not start: %s", request.run_tag, exc)
-                status = RunStatus(
-                    request.run_tag, RunState.FAILED, reason=f"could not start: {exc}"
-                )
-            shas = frozenset(url.rsplit("/", 1)[-1] for m in request.datasets for _, url in m.files)
-            self.held[request.run_tag] = Held(status, data=shas)
-            result.launched.append(request.run_tag)
-        if answer.launch:
+            del self.staging[tag]
+            if staging.unavailable:
+                log.warning("data of %s not fetched: the API is away", tag)
+                continue  # offered again, staged again
+            if staging.error is not None:
+                self.held[tag] = Held(RunStatus(tag, RunState.FAILED, reason=staging.error))
+                result.launched.append(tag)
+                continue
+            self._submit(staging.staged(), result, data=staging.shas)
+        if answer.launch or result.launched:
             in_use = set().union(
-                *(h.data for h in self.held.values() if not h.status.state.finished)
+                *(h.data for h in self.held.values() if not h.status.state.finished),
+                *(s.shas for s in self.staging.values()),
             )
             self.data.evict(in_use)
 
-    def _with_data(self, request: LaunchRequest) -> LaunchRequest:
-        """The data sets fetched (each file once, checked) and linked read-only under
-        the agent's directory; the run finds them at $FABBRICA_DATA."""
-        if not request.datasets:
-            return request
-        into = self.work_dir / "data" / request.run_tag
-        self.data.stage(request.datasets, into)
-        # where the run finds them ($FABBRICA_DATA: Slurm's batch script exports it), and as
-        # local files, for an executor that places them in the run's own directory (the
-        # local one: an isolated run's user cannot enter the agent's directory)
-        staged = tuple(
-            DataMount(m.name, tuple((path, str(into / m.name / path)) for path, _ in m.files))
-            for m in request.datasets
-        )
-        return replace(request, datasets=staged, data_dir=str(into))
+    def _submit(
+        self, request: LaunchRequest, result: RoundResult, data: frozenset[str] = frozenset()
+    ) -> None:
+        try:
+            status = self.executor.submit(self._with_workdir(request))
+        except (ApiUnavailable, ApiRefused) as exc:
+            log.warning("workdir of %s not fetched: %s", request.run_tag, exc)
+            return
+        except Exception as exc:
+            log.warning("%s could not start: %s", request.run_tag, exc)
+            status = RunStatus(request.run_tag, RunState.FAILED, reason=f"could not start: {exc}")
+        self.held[request.run_tag] = Held(status, data=data)
+        result.launched.append(request.run_tag)
 
     def _with_workdir(self, request: LaunchRequest) -> LaunchRequest:
         if not request.workdir_archive:

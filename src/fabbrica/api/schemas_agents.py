@@ -61,6 +61,8 @@ class SyncIn(In):
 class DataMountOut(BaseModel):
     name: str
     files: list[tuple[str, str]]
+    version: str = Field(default="", description="the data set version, as `scans@2`")
+    size: int = Field(default=0, description="bytes, all files")
 
 
 class CheckpointOut(BaseModel):

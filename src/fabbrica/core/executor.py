@@ -46,10 +46,14 @@ class RunState(StrEnum):
 @dataclass(frozen=True, slots=True)
 class DataMount:
     """A data set version a job reads at `$FABBRICA_DATA/<name>`: its files, each as
-    (its path in the data set, where its bytes are on the executor's machine)."""
+    (its path in the data set, where its bytes are on the executor's machine); for a
+    site agent staging it, the version it is (`scans@2`) and its size, for the progress it
+    reports."""
 
     name: str
     files: tuple[tuple[str, str], ...]
+    version: str = ""
+    size: int = 0  # bytes, all files
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,8 +25,20 @@ def object_url(job_id: int, sha256: str) -> str:
 def agent_mounts(session: Session, job_id: int) -> tuple[DataMount, ...]:
     """The data sets of a job as an agent fetches them: each file's API path (ending in
     its sha256, which the agent checks)."""
+    rows = session.execute(
+        select(JobDataset.name, Dataset.name, DatasetVersion.version)
+        .join(DatasetVersion, DatasetVersion.id == JobDataset.version_id)
+        .join(Dataset, Dataset.id == DatasetVersion.dataset_id)
+        .where(JobDataset.job_id == job_id)
+    )
+    versions = {mount: f"{name}@{version}" for mount, name, version in rows}
     return tuple(
-        DataMount(name, tuple((f.path, object_url(job_id, f.sha256)) for f in entries))
+        DataMount(
+            name,
+            tuple((f.path, object_url(job_id, f.sha256)) for f in entries),
+            version=versions.get(name, name),
+            size=sum(f.size for f in entries),
+        )
         for name, entries in job_mounts(session, job_id)
     )
 

@@ -39,9 +39,13 @@ def apply_status(
     if status.site_job_id:
         job.site_job_id = status.site_job_id
     if state.value == job.state and not state.finished:
+        if state is JobState.DISPATCHED:
+            job.reason = status.reason  # why it waits there (an agent: staging its data)
         return 0
     if status.started_at is not None:
         job.started_at = status.started_at
+    if not state.finished:  # started: what held it (staging its data) holds it no more
+        job.reason = status.reason if state is JobState.DISPATCHED else None
     if state.finished:
         started = job.started_at or status.ended_at or now
         ended = status.ended_at or now

@@ -133,7 +133,10 @@ def agent_sync(
                 workdir_archive=r.workdir_archive,
                 account=r.account,
                 user=r.user,
-                datasets=[DataMountOut(name=m.name, files=list(m.files)) for m in r.datasets],
+                datasets=[
+                    DataMountOut(name=m.name, files=list(m.files), version=m.version, size=m.size)
+                    for m in r.datasets
+                ],
             )
             for r in answer.launch
         ],
