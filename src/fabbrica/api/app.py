@@ -21,6 +21,7 @@ from fabbrica.api.routes import (
     datasets,
     health,
     jobs,
+    notebooks,
     notices,
     organisations,
     projects,
@@ -67,7 +68,7 @@ def create_app(
         upload_prefixes=(f"{API_PREFIX}{datasets.UPLOADS_PATH}/",),
     )
     routers = (health, catalog, users, tokens, organisations, projects, calls, proposals)
-    for module in (*routers, allocations, notices, reports, jobs, datasets, agents):
+    for module in (*routers, allocations, notices, reports, jobs, notebooks, datasets, agents):
         app.include_router(module.router, prefix=API_PREFIX)
     install_metrics(app)  # after the guards: its latency includes their waits
     install_openapi(app, API_PREFIX)

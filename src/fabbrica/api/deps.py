@@ -47,6 +47,7 @@ class AppContext:
     public_url: str | None = None  # where people reach the portal (links in emails)
     wake: Callable[[], None] = field(default=lambda: None)  # a submission: run the loop now
     oidc: Providers = field(default_factory=Providers)  # OpenID Providers (docs/identity.md)
+    notebook_idle_s: int = 3600  # a notebook idle this long ends (FABBRICA_NOTEBOOK_IDLE)
     executors: ExecutorRegistry = field(init=False)
 
     def __post_init__(self, fixed_executors: Mapping[str, Executor] | None) -> None:
