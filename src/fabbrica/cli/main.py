@@ -17,6 +17,7 @@ from fabbrica.cli import (
     dataset_cmds,
     identity_cmds,
     job_cmds,
+    notebook_cmds,
     plane_cmds,
     proposal_cmds,
     sim_cmds,
@@ -94,6 +95,7 @@ _GROUPS: dict[str, list[tuple[str, Any]]] = {
         ("logs", job_cmds.logs),
         ("cancel", job_cmds.cancel),
         ("usage", job_cmds.usage),
+        ("notebook", notebook_cmds.notebook_app),
     ],
     DATA: [("download", job_cmds.download), ("dataset", dataset_cmds.dataset_app)],
     OPERATE: [

@@ -5,9 +5,10 @@ from __future__ import annotations
 from fabbrica.client._access import AccessApi, CatalogApi, IdentityApi
 from fabbrica.client._datasets import DatasetsApi
 from fabbrica.client._jobs import JobsApi
+from fabbrica.client._notebooks import NotebooksApi
 
 
-class Client(CatalogApi, IdentityApi, AccessApi, JobsApi, DatasetsApi):
+class Client(CatalogApi, IdentityApi, AccessApi, JobsApi, DatasetsApi, NotebooksApi):
     """A connection to a Fabbrica API.
 
     ```python
