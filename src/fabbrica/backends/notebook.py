@@ -45,9 +45,7 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def connection_dir(work: Path) -> Path:
-    """Beside the work folder, never in it: `<job dir>/tmp`."""
-    return work.parent / "tmp"
+CONNECTION_DIR = "../tmp"  # from work/: beside it, never in it (never among the outputs)
 
 
 def _get(url: str, token: str) -> Any:
@@ -71,14 +69,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--idle", type=float, required=True)
     parser.add_argument("--base-url", required=True)
     args = parser.parse_args(argv)
-    work = Path(os.environ.get("FABBRICA_JOB_DIR") or os.getcwd())
+    # An isolated job may not reach its directory's path from / (backends.local): every
+    # path given to Jupyter goes through this process's own working directory (work/).
+    work = Path(f"/proc/{os.getpid()}/cwd")
     root = work / "outputs"
-    root.mkdir(exist_ok=True)
+    Path("outputs").mkdir(exist_ok=True)
+    Path(CONNECTION_DIR).mkdir(mode=0o700, exist_ok=True)
     port, token = free_port(), secrets.token_urlsafe(32)
+    state = work / CONNECTION_DIR
     env = {**os.environ, "JUPYTER_TOKEN": token}
-    env.setdefault("JUPYTER_RUNTIME_DIR", str(connection_dir(work) / "jupyter"))
-    env["JUPYTER_CONFIG_DIR"] = str(connection_dir(work) / "jupyter-config")
-    env.setdefault("IPYTHONDIR", str(connection_dir(work) / "ipython"))
+    env.update(
+        JUPYTER_RUNTIME_DIR=str(state / "jupyter-runtime"),
+        JUPYTER_CONFIG_DIR=str(state / "jupyter-config"),
+        JUPYTER_DATA_DIR=str(state / "jupyter-data"),
+        IPYTHONDIR=str(state / "ipython"),
+    )
     command = [
         sys.executable, "-m", "jupyterlab", "--no-browser",
         "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}", "--ServerApp.port_retries=0",
@@ -93,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     ]  # fmt: skip
     if os.geteuid() == 0:  # a server that does not isolate its jobs, run as root
         command.append("--ServerApp.allow_root=True")
-    jupyter = subprocess.Popen(command, env=env, cwd=root)  # noqa: S603
+    jupyter = subprocess.Popen(command, env=env, cwd="outputs")  # noqa: S603
     signal.signal(signal.SIGTERM, lambda *_: jupyter.terminate())
     base = f"http://127.0.0.1:{port}{args.base_url}"
     started, written = time.monotonic(), False
@@ -107,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
                 jupyter.terminate()
             continue
         if not written:
-            _write_connection(work, port, token, args.base_url)
+            _write_connection(port, token, args.base_url)
             written = True
             print(f"JupyterLab is ready (ends after {int(args.idle)} s idle)", flush=True)
         elif is_idle(status, args.idle):
@@ -121,9 +126,8 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _write_connection(work: Path, port: int, token: str, base_url: str) -> None:
-    folder = connection_dir(work)
-    folder.mkdir(mode=0o700, exist_ok=True)
+def _write_connection(port: int, token: str, base_url: str) -> None:
+    folder = Path(CONNECTION_DIR)
     tmp = folder / f".{CONNECTION_FILE}.tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as out:

@@ -16,11 +16,7 @@ from fabbrica.client import FINISHED_STATES
 
 READY_LIMIT_S = 600.0  # how long `fabbrica notebook` waits for JupyterLab to answer
 
-notebook_app = typer.Typer(
-    help="Notebooks: JupyterLab on a factory's GPUs, charged like any job, reached "
-    "through Fabbrica.",
-    invoke_without_command=True,
-)
+notebook_app = typer.Typer(invoke_without_command=True)
 
 
 @notebook_app.callback()
@@ -39,7 +35,7 @@ def notebook(
     dataset: Annotated[
         list[str] | None,
         typer.Option(
-            "--dataset", metavar="NAME", help="A data set to mount read-only (repeatable)."
+            "--dataset", metavar="NAME", help="A data set to mount read-only."
         ),
     ] = None,
     json_out: JsonOpt = False,

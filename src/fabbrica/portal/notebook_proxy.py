@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from urllib.parse import quote, urlsplit
 
 import httpx
@@ -28,6 +29,7 @@ from fabbrica.services import identity, notebooks, portal_sessions
 from fabbrica.services.notebooks import Endpoint
 
 router = APIRouter(include_in_schema=False)
+log = logging.getLogger(__name__)
 METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 TIMEOUT = httpx.Timeout(300.0, connect=5.0)
 # hop-by-hop headers, and what is Fabbrica's (credentials, its cookies) or the proxy's to set
@@ -148,9 +150,10 @@ async def proxy_websocket(websocket: WebSocket, job_id: str, path: str) -> None:
             additional_headers={"Authorization": f"token {found.token}"},
             subprotocols=offered or None,
             max_size=None,
-            open_timeout=10,
+            open_timeout=120,  # JupyterLab answers once the kernel has started
         )
-    except (OSError, InvalidHandshake, TimeoutError):
+    except (OSError, InvalidHandshake, TimeoutError) as exc:
+        log.warning("notebook %d: its WebSocket %s refused: %r", number, path, exc)
         await websocket.send_denial_response(Response(status_code=502))
         return
     async with upstream:

@@ -61,20 +61,30 @@ def start(
     try:
         spec = notebook_spec(request, idle_s)
     except SpecError as exc:
-        field = exc.field or ""
-        name = _FIELDS.get(field, "factory" if field.startswith("placement") else field)
-        raise InvalidInput(exc.message, name.split(".")[0] or None) from exc
-    return jobs.submit(
-        session,
-        actor,
-        catalog,
-        spec,
-        project_id=request.project,
-        connected=connected,
-        workdir_archive=None,
-        now=now,
-        single_user=single_user,
-    )
+        raise InvalidInput(exc.message, _field(exc.field)) from exc
+    try:
+        return jobs.submit(
+            session,
+            actor,
+            catalog,
+            spec,
+            project_id=request.project,
+            connected=connected,
+            workdir_archive=None,
+            now=now,
+            single_user=single_user,
+        )
+    except (InvalidInput, NotFound) as exc:
+        raise type(exc)(exc.message, _field(exc.field)) from exc
+
+
+def _field(field: str | None) -> str | None:
+    """A spec's field as the member named it (`--gpus`, `--hours`, `--factory`)."""
+    if field is None:
+        return None
+    if field.startswith("placement"):
+        return "factory"
+    return _FIELDS.get(field, field.split(".")[0])
 
 
 def is_notebook_job(job: Job) -> bool:
