@@ -75,7 +75,10 @@ def execute(ws_url: str, cookie: str, code: str) -> str:
                     result = message["content"]["data"]["text/plain"]
                 if message["msg_type"] == "error":
                     raise AssertionError(message["content"])
-                if message["msg_type"] == "status" and message["content"]["execution_state"] == "idle":
+                if (
+                    message["msg_type"] == "status"
+                    and message["content"]["execution_state"] == "idle"
+                ):
                     return result
 
     return asyncio.run(run())
@@ -121,7 +124,9 @@ def through_fabbrica(server: Server, inbox: tuple[Inbox, int], stack: contextlib
     kernel = web.post(f"{base}api/kernels", json={"name": "python3"})
     assert kernel.status_code == 201, kernel.text
     cookie = f"fabbrica_session={web.cookies['fabbrica_session']}"
-    ws_url = f"ws://{server.url.removeprefix('http://')}{base}api/kernels/{kernel.json()['id']}/channels"
+    ws_url = (
+        f"ws://{server.url.removeprefix('http://')}{base}api/kernels/{kernel.json()['id']}/channels"
+    )
     assert execute(ws_url, cookie, "sum(range(10))") == "45"
     execute(ws_url, cookie, "open('result.txt', 'w').write('45\\n')")
     # JupyterLab's token never reaches the member
@@ -145,7 +150,9 @@ def through_fabbrica(server: Server, inbox: tuple[Inbox, int], stack: contextlib
     assert stopped["state"] == "cancelled"
     job = cli.run("job", str(job_id), "--json")
     assert job["gpu_hours"] == pytest.approx(2 * hours_between(job), rel=0.02, abs=2e-4)
-    outputs = web.get(f"/api/v1/jobs/{job_id}/outputs", headers={"Authorization": f"Bearer {cli.token}"})
+    outputs = web.get(
+        f"/api/v1/jobs/{job_id}/outputs", headers={"Authorization": f"Bearer {cli.token}"}
+    )
     with tarfile.open(fileobj=io.BytesIO(outputs.content)) as tar:
         names = tar.getnames()
         member = next(n for n in names if n.endswith("result.txt"))

@@ -7,9 +7,10 @@ command of every notebook job (see core.notebooks). It
   never on a command line other users could read in `ps`);
 - starts JupyterLab with that `base_url`, its files rooted in the job's `outputs/` folder
   (the folder Fabbrica keeps as the job's outputs): what the notebook writes is kept;
-- once Jupyter answers, writes `notebook.json` (port, token, base_url) into the job's
-  `tmp/` folder beside `work/`: the Fabbrica server reads it to proxy the member's traffic,
-  and it is never among the outputs;
+- once Jupyter answers, writes `notebook.json` (port, token, base_url) into `.notebook/`
+  in the job's work folder, beside `outputs/` (so never among the outputs), mode 0600:
+  the Fabbrica server reads it to proxy the member's traffic. Jupyter's own state
+  (runtime, config, data, IPython) is kept there too;
 - polls Jupyter's `/api/status` and ends Jupyter (exit 0) once no client is connected, no
   kernel is left (Jupyter culls kernels idle for `--idle` seconds) and nothing happened
   for `--idle` seconds.
@@ -45,7 +46,7 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-CONNECTION_DIR = "../tmp"  # from work/: beside it, never in it (never among the outputs)
+CONNECTION_DIR = ".notebook"  # in work/, beside outputs/: never among the outputs
 
 
 def _get(url: str, token: str) -> Any:

@@ -34,9 +34,7 @@ def notebook(
     ] = 4.0,
     dataset: Annotated[
         list[str] | None,
-        typer.Option(
-            "--dataset", metavar="NAME", help="A data set to mount read-only."
-        ),
+        typer.Option("--dataset", metavar="NAME", help="A data set to mount read-only."),
     ] = None,
     json_out: JsonOpt = False,
 ) -> None:

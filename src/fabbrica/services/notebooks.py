@@ -30,7 +30,7 @@ from fabbrica.services.executors import ExecutorRegistry
 from fabbrica.services.single_user import SingleUser
 from fabbrica.store.models import Job, User
 
-CONNECTION_FILE = "tmp/notebook.json"  # in the job's directory; backends.notebook writes it
+CONNECTION_FILE = "work/.notebook/notebook.json"  # in the job's directory (backends.notebook)
 MAX_CONNECTION_BYTES = 4096
 READY, STARTING = "ready", "starting"
 # the spec's fields as a member names them (`--gpus`, `--hours`, `--factory`)
