@@ -96,7 +96,7 @@ ROUTE_ERRORS: dict[tuple[str, str], frozenset[int]] = {
     ("GET", "/jobs/{job_id}/logs"): frozenset({404}),
     ("GET", "/jobs/{job_id}/outputs"): frozenset({404}),
     ("POST", "/notebooks"): frozenset({403, 404, 422}),
-    ("GET", "/notebooks"): frozenset(),
+    ("GET", "/notebooks"): frozenset({404}),
     ("GET", "/notebooks/{job_id}"): frozenset({404}),
     ("GET", "/usage"): frozenset({404, 422}),
     ("POST", "/dataset-uploads"): frozenset({404, 409, 422}),

@@ -46,7 +46,7 @@ DROPPED_BACK = frozenset(
 OURS = (SESSION_COOKIE, CSRF_COOKIE)
 
 
-def _connect(
+def _reach(
     ctx: AppContext, cookies: dict[str, str], authorization: str | None, job_id: int
 ) -> Endpoint:
     """Who asks (session cookie or Bearer token) and where their notebook listens; a
@@ -62,7 +62,7 @@ def _connect(
             user = identity.authenticate(session, authorization[7:].strip(), now=now)
         if user is None:
             raise Unauthenticated("sign in, or send Authorization: Bearer <token>")
-        found = notebooks.connect(session, user, ctx.executors, job_id)
+        found = notebooks.find_endpoint(session, user, ctx.executors, job_id)
         session.commit()  # a session cookie's last use
         return found
 
@@ -95,7 +95,7 @@ async def proxy_http(request: Request, job_id: str, path: str) -> Response:
         return JSONResponse({"detail": "refused: another site's page", "code": "forbidden"}, 403)
     try:
         found = await run_in_threadpool(
-            _connect, ctx, dict(request.cookies), request.headers.get("authorization"), number
+            _reach, ctx, dict(request.cookies), request.headers.get("authorization"), number
         )
     except FabbricaError as exc:
         return _refusal(request, exc)
@@ -136,7 +136,7 @@ async def proxy_websocket(websocket: WebSocket, job_id: str, path: str) -> None:
         return
     try:
         found = await run_in_threadpool(
-            _connect, ctx, dict(websocket.cookies), websocket.headers.get("authorization"), number
+            _reach, ctx, dict(websocket.cookies), websocket.headers.get("authorization"), number
         )
     except FabbricaError as exc:
         await websocket.send_denial_response(Response(exc.message, status_code=exc.status))

@@ -141,7 +141,9 @@ def endpoint(executors: ExecutorRegistry, job: Job) -> Endpoint | None:
     return _read_connection(directory / CONNECTION_FILE, proxy_path(job.id))
 
 
-def connect(session: Session, actor: User, executors: ExecutorRegistry, job_id: int) -> Endpoint:
+def find_endpoint(
+    session: Session, actor: User, executors: ExecutorRegistry, job_id: int
+) -> Endpoint:
     """The endpoint of the actor's notebook: NotFound when it is not theirs or has ended,
     Unavailable while it starts."""
     job = get_notebook(session, actor, job_id)
