@@ -169,6 +169,7 @@ def prepare(settings: Settings, catalog: Catalog, role: str = ALL) -> Prepared:
         metrics_token=(settings.metrics_token or "").strip() or None,
         metrics_cache_seconds=settings.metrics_cache_seconds,
         public_url=settings.public_url,
+        notebook_idle_s=settings.notebook_idle,
         oidc=Providers.from_configs([item.config() for item in settings.oidc_providers]),
         templates=Templates(settings.templates_dir),
     )

@@ -71,6 +71,7 @@ class Settings(BaseSettings):
     log_level: str = "info"
     max_request_bytes: int = Field(default=1024 * 1024, ge=1024, le=1024**3)
     local_gpus: int = Field(default=2, ge=0, le=1024)
+    notebook_idle: int = Field(default=3600, ge=10, le=14 * 86400)  # seconds; notebooks.md
     emulate_federation: bool = False
     local_user: str | None = Field(default=None, max_length=254)  # see services.single_user
     upload_max_bytes: int = Field(default=100 * 1024 * 1024, ge=1024, le=10 * 1024**3)

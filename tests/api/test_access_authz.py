@@ -43,6 +43,10 @@ NOT_ACCESS_ROUTES = {
     ("GET", "/templates/{name}"),
     ("POST", "/templates/{name}/spec"),
     ("POST", "/templates/{name}/jobs"),
+    # notebooks: their member only, tested in tests/api/test_notebooks_api.py
+    ("POST", "/notebooks"),
+    ("GET", "/notebooks"),
+    ("GET", "/notebooks/{job_id}"),
     # data sets: isolation is tested in tests/api/test_datasets_api.py
     ("POST", "/dataset-uploads"),
     ("GET", "/dataset-uploads/{upload_id}"),

@@ -45,6 +45,10 @@ CAPACITY = {
 # themselves (tests/api/test_access_authz.py) or agents do (tests/api/test_agents_api.py).
 NOT_FACTORY_SCOPED = {
     ("GET", "/health"),
+    # a notebook is its member's alone, operators included: tests/api/test_notebooks_api.py
+    ("POST", "/notebooks"),
+    ("GET", "/notebooks"),
+    ("GET", "/notebooks/{job_id}"),
     ("GET", "/factories"),
     ("GET", "/factories/{factory_id}"),
     ("GET", "/access-modes"),

@@ -131,6 +131,7 @@ def test_italian_pages_of_every_role_show_no_english_message(world: World) -> No
             "/calls/it4lia-large-scale/apply",
             "/allocations",
             "/jobs",
+            "/notebooks",
             "/notices",
             "/usage",
             "/account",

@@ -23,6 +23,7 @@ from fabbrica.api.routes import (
     health,
     jobs,
     models,
+    notebooks,
     notices,
     organisations,
     projects,
@@ -79,6 +80,7 @@ def create_app(
         templates,
         datasets,
         models,
+        notebooks,
         agents,
     ):
         app.include_router(module.router, prefix=API_PREFIX)

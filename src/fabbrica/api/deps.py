@@ -49,6 +49,7 @@ class AppContext:
     wake: Callable[[], None] = field(default=lambda: None)  # a submission: run the loop now
     oidc: Providers = field(default_factory=Providers)  # OpenID Providers (docs/identity.md)
     templates: Templates = field(default_factory=Templates)  # job templates (templates_dir)
+    notebook_idle_s: int = 3600  # a notebook idle this long ends (FABBRICA_NOTEBOOK_IDLE)
     executors: ExecutorRegistry = field(init=False)
 
     def __post_init__(self, fixed_executors: Mapping[str, Executor] | None) -> None:

@@ -18,6 +18,7 @@ from fabbrica.cli import (
     identity_cmds,
     job_cmds,
     model_cmds,
+    notebook_cmds,
     plan_cmd,
     plane_cmds,
     proposal_cmds,
@@ -99,6 +100,7 @@ _GROUPS: dict[str, list[tuple[str, Any]]] = {
         ("logs", job_cmds.logs),
         ("cancel", job_cmds.cancel),
         ("usage", job_cmds.usage),
+        ("notebook", notebook_cmds.notebook_app),
     ],
     DATA: [
         ("download", job_cmds.download),

@@ -6,10 +6,20 @@ from fabbrica.client._access import AccessApi, CatalogApi, IdentityApi
 from fabbrica.client._datasets import DatasetsApi
 from fabbrica.client._jobs import JobsApi
 from fabbrica.client._models import ModelsApi
+from fabbrica.client._notebooks import NotebooksApi
 from fabbrica.client._templates import TemplatesApi
 
 
-class Client(CatalogApi, IdentityApi, AccessApi, JobsApi, DatasetsApi, ModelsApi, TemplatesApi):
+class Client(
+    CatalogApi,
+    IdentityApi,
+    AccessApi,
+    JobsApi,
+    DatasetsApi,
+    ModelsApi,
+    NotebooksApi,
+    TemplatesApi,
+):
     """A connection to a Fabbrica API.
 
     ```python

@@ -208,6 +208,23 @@ class AuditEntry(TypedDict):
     reason: str | None
 
 
+class Notebook(TypedDict):
+    """A notebook (POST/GET /notebooks): its job, its path on the server, its state."""
+
+    job: int
+    url: str
+    state: str
+    project: str
+    factory: str | None
+    gpus: int
+    time_limit_s: int
+    submitted_at: str
+    started_at: str | None
+    ended_at: str | None
+    gpu_hours: float | None
+    reason: str | None
+
+
 class Job(TypedDict):
     """A job: `state` is queued, starting, running, succeeded, failed, cancelled or
     timed_out; `reason` says why it waits or how it ended; `gpu_hours` is charged once it

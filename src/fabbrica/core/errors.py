@@ -45,3 +45,10 @@ class Unauthenticated(FabbricaError):
 class Forbidden(FabbricaError):
     code = "forbidden"
     status = 403
+
+
+class Unavailable(FabbricaError):
+    """Not there yet, try again shortly (a notebook still starting)."""
+
+    code = "unavailable"
+    status = 503

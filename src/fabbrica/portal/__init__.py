@@ -14,6 +14,8 @@ from fabbrica.portal import (
     dashboard,
     federated,
     jobs,
+    notebook_proxy,
+    notebooks,
     notices,
     operate,
     projects,
@@ -29,7 +31,7 @@ STATIC = Path(__file__).parent / "static"
 def install_portal(app: FastAPI) -> None:
     """Add the portal's pages and its static files (CSS, the vendored htmx) to `app`."""
     modules = (public, signin, federated, jobs, projects, apply, allocations, notices, review)
-    for module in (*modules, operate, dashboard):
+    for module in (*modules, operate, dashboard, notebooks, notebook_proxy):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.add_middleware(LanguageMiddleware)

@@ -198,6 +198,8 @@ TERMS = {
     "closed": N_("closed"),
     "automatic": N_("automatic"),
     "manual": N_("manual"),
+    "ready": N_("ready"),
+    "starting": N_("starting"),
     "startup": N_("startup"),
     "sme": N_("SME"),
     "large_industry": N_("large industry"),

@@ -1,0 +1,140 @@
+"""What a notebook job runs: JupyterLab on 127.0.0.1, watched until it is idle.
+
+`python -m fabbrica.backends.notebook --idle 3600 --base-url /notebooks/42/` is the
+command of every notebook job (see core.notebooks). It
+
+- picks a free port on 127.0.0.1 and a random token (handed to Jupyter in its environment,
+  never on a command line other users could read in `ps`);
+- starts JupyterLab with that `base_url`, its files rooted in the job's `outputs/` folder
+  (the folder Fabbrica keeps as the job's outputs): what the notebook writes is kept;
+- once Jupyter answers, writes `notebook.json` (port, token, base_url) into `.notebook/`
+  in the job's work folder, beside `outputs/` (so never among the outputs), mode 0600:
+  the Fabbrica server reads it to proxy the member's traffic. Jupyter's own state
+  (runtime, config, data, IPython) is kept there too;
+- polls Jupyter's `/api/status` and ends Jupyter (exit 0) once no client is connected, no
+  kernel is left (Jupyter culls kernels idle for `--idle` seconds) and nothing happened
+  for `--idle` seconds.
+
+Stdlib only: it runs in the job's environment, which has Fabbrica's Python but needs
+nothing of Fabbrica's server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+CONNECTION_FILE = "notebook.json"
+POLL_S = 2.0
+START_LIMIT_S = 300.0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+CONNECTION_DIR = ".notebook"  # in work/, beside outputs/: never among the outputs
+
+
+def _get(url: str, token: str) -> Any:
+    request = urllib.request.Request(url, headers={"Authorization": f"token {token}"})  # noqa: S310
+    with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310 - 127.0.0.1
+        return json.loads(response.read())
+
+
+def is_idle(status: dict[str, Any], idle_s: float) -> bool:
+    """No open client, no kernel left (Jupyter's culler ends idle kernels, never busy
+    ones), and no activity for `idle_s` seconds. Only `/api/status` is asked: it is the
+    one API call that does not count as activity."""
+    if status.get("connections", 0) or status.get("kernels", 0):
+        return False
+    last = dt.datetime.fromisoformat(str(status["last_activity"]).replace("Z", "+00:00"))
+    return (dt.datetime.now(dt.UTC) - last).total_seconds() > idle_s
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="fabbrica-notebook")
+    parser.add_argument("--idle", type=float, required=True)
+    parser.add_argument("--base-url", required=True)
+    args = parser.parse_args(argv)
+    # An isolated job may not reach its directory's path from / (backends.local): every
+    # path given to Jupyter goes through this process's own working directory (work/).
+    work = Path(f"/proc/{os.getpid()}/cwd")
+    root = work / "outputs"
+    Path("outputs").mkdir(exist_ok=True)
+    Path(CONNECTION_DIR).mkdir(mode=0o700, exist_ok=True)
+    port, token = free_port(), secrets.token_urlsafe(32)
+    state = work / CONNECTION_DIR
+    env = {**os.environ, "JUPYTER_TOKEN": token}
+    env.update(
+        JUPYTER_RUNTIME_DIR=str(state / "jupyter-runtime"),
+        JUPYTER_CONFIG_DIR=str(state / "jupyter-config"),
+        JUPYTER_DATA_DIR=str(state / "jupyter-data"),
+        IPYTHONDIR=str(state / "ipython"),
+    )
+    command = [
+        sys.executable, "-m", "jupyterlab", "--no-browser",
+        "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}", "--ServerApp.port_retries=0",
+        f"--ServerApp.base_url={args.base_url}", f"--ServerApp.root_dir={root}",
+        "--ServerApp.allow_remote_access=True",  # the proxy's Host header is Fabbrica's
+        "--ServerApp.trust_xheaders=True",
+        "--ServerApp.disable_check_xsrf=False",
+        f"--ServerApp.shutdown_no_activity_timeout={int(args.idle)}",
+        f"--MappingKernelManager.cull_idle_timeout={int(args.idle)}",
+        "--MappingKernelManager.cull_interval=10",
+        "--MappingKernelManager.cull_connected=False",
+    ]  # fmt: skip
+    if os.geteuid() == 0:  # a server that does not isolate its jobs, run as root
+        command.append("--ServerApp.allow_root=True")
+    jupyter = subprocess.Popen(command, env=env, cwd="outputs")  # noqa: S603
+    signal.signal(signal.SIGTERM, lambda *_: jupyter.terminate())
+    base = f"http://127.0.0.1:{port}{args.base_url}"
+    started, written = time.monotonic(), False
+    while jupyter.poll() is None:
+        time.sleep(POLL_S if written else 0.3)
+        try:
+            status = _get(f"{base}api/status", token)
+        except (OSError, ValueError):
+            if not written and time.monotonic() - started > START_LIMIT_S:
+                print("JupyterLab did not answer; stopping it", flush=True)
+                jupyter.terminate()
+            continue
+        if not written:
+            _write_connection(port, token, args.base_url)
+            written = True
+            print(f"JupyterLab is ready (ends after {int(args.idle)} s idle)", flush=True)
+        elif is_idle(status, args.idle):
+            print(f"no activity for {int(args.idle)} s: stopping JupyterLab", flush=True)
+            jupyter.terminate()
+            break
+    try:
+        jupyter.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        jupyter.kill()
+    return 0
+
+
+def _write_connection(port: int, token: str, base_url: str) -> None:
+    folder = Path(CONNECTION_DIR)
+    tmp = folder / f".{CONNECTION_FILE}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        json.dump({"port": port, "token": token, "base_url": base_url}, out)
+    os.replace(tmp, folder / CONNECTION_FILE)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

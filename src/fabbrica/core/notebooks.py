@@ -1,0 +1,62 @@
+"""Notebooks: interactive jobs that run JupyterLab, reached through Fabbrica's proxy.
+
+A notebook is a job like any other (placed, charged to its project's allocation, listed
+with the other jobs) whose spec is made here: its name is `notebook` and its command is the
+launcher in `backends.notebook`, which serves JupyterLab on 127.0.0.1 under the proxy's
+path `/notebooks/<job id>/` and ends it once idle. Pure: values in, a spec out.
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass
+
+from fabbrica.core.jobspec import JobSpec, spec_from_data
+
+NOTEBOOK_NAME = "notebook"
+PROXY_PREFIX = "/notebooks"
+DEFAULT_IDLE_S = 3600
+DEFAULT_HOURS = 4.0
+LAUNCHER = "fabbrica.backends.notebook"
+
+
+def proxy_path(job_id: int) -> str:
+    """The notebook's address on the Fabbrica server (JupyterLab's `base_url`)."""
+    return f"{PROXY_PREFIX}/{job_id}/"
+
+
+def notebook_command(idle_s: int) -> str:
+    """The job's command: the launcher, told its idle time. Its `base_url` comes from the
+    job id the executor gives every job (FABBRICA_JOB_ID is `fab-<id>`)."""
+    idle = shlex.quote(str(idle_s))
+    base = f'{PROXY_PREFIX}/"${{FABBRICA_JOB_ID#fab-}}"/'
+    return f"exec python -m {LAUNCHER} --idle {idle} --base-url {base}"
+
+
+@dataclass(frozen=True)
+class NotebookRequest:
+    project: str | None = None
+    factory: str | None = None
+    gpus: int = 1
+    hours: float = DEFAULT_HOURS
+    datasets: tuple[str, ...] = ()
+
+
+def notebook_spec(request: NotebookRequest, idle_s: int) -> JobSpec:
+    """The job spec of a notebook; SpecError names the field (gpus, hours, datasets)."""
+    seconds = max(1, round(request.hours * 3600))
+    data: dict[str, object] = {
+        "name": NOTEBOOK_NAME,
+        "resources": {"gpus": request.gpus, "time_limit": f"{seconds}s"},
+        "run": notebook_command(idle_s),
+        "datasets": list(request.datasets),
+    }
+    if request.project is not None:
+        data["project"] = request.project
+    if request.factory is not None:
+        data["placement"] = {"factories": [request.factory]}
+    return spec_from_data(data)
+
+
+def is_notebook(spec: JobSpec) -> bool:
+    return spec.name == NOTEBOOK_NAME and spec.run.startswith(f"exec python -m {LAUNCHER} ")

@@ -1,0 +1,181 @@
+"""Notebooks: start one (a job made by core.notebooks), list a member's, and find where a
+running one listens so the proxy can reach it. Only the member who started a notebook
+reaches it; for anyone else it does not exist (NotFound)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from fabbrica.catalog.model import Catalog
+from fabbrica.core.errors import InvalidInput, NotFound, Unavailable
+from fabbrica.core.jobs import JobState
+from fabbrica.core.jobspec import SpecError
+from fabbrica.core.notebooks import (
+    LAUNCHER,
+    NOTEBOOK_NAME,
+    NotebookRequest,
+    notebook_spec,
+    proxy_path,
+)
+from fabbrica.services import job_files, jobs
+from fabbrica.services.executors import ExecutorRegistry
+from fabbrica.services.single_user import SingleUser
+from fabbrica.store.models import Job, User
+
+CONNECTION_FILE = "work/.notebook/notebook.json"  # in the job's directory (backends.notebook)
+MAX_CONNECTION_BYTES = 4096
+READY, STARTING = "ready", "starting"
+# the spec's fields as a member names them (`--gpus`, `--hours`, `--factory`)
+_FIELDS = {"resources.gpus": "gpus", "resources.time_limit": "hours"}
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where a running notebook listens, on the machine that runs it, and its token."""
+
+    port: int
+    token: str
+    base_url: str
+
+
+def start(
+    session: Session,
+    actor: User,
+    catalog: Catalog,
+    request: NotebookRequest,
+    *,
+    idle_s: int,
+    connected: set[str],
+    single_user: SingleUser,
+    now: dt.datetime,
+) -> Job:
+    """Queue a notebook job; placed and charged like any job. The caller commits."""
+    try:
+        spec = notebook_spec(request, idle_s)
+    except SpecError as exc:
+        raise InvalidInput(exc.message, _field(exc.field)) from exc
+    try:
+        return jobs.submit(
+            session,
+            actor,
+            catalog,
+            spec,
+            project_id=request.project,
+            connected=connected,
+            workdir_archive=None,
+            now=now,
+            single_user=single_user,
+        )
+    except (InvalidInput, NotFound) as exc:
+        raise type(exc)(exc.message, _field(exc.field)) from exc
+
+
+def _field(field: str | None) -> str | None:
+    """A spec's field as the member named it (`--gpus`, `--hours`, `--factory`)."""
+    if field is None:
+        return None
+    if field.startswith("placement"):
+        return "factory"
+    return _FIELDS.get(field, field.split(".")[0])
+
+
+def is_notebook_job(job: Job) -> bool:
+    try:
+        spec = json.loads(job.spec)
+    except ValueError:
+        return False
+    run = spec.get("run") if isinstance(spec, dict) else None
+    return job.name == NOTEBOOK_NAME and isinstance(run, str) and f" -m {LAUNCHER} " in run
+
+
+def get_notebook(session: Session, actor: User, job_id: int) -> Job:
+    """The actor's own notebook; NotFound for any other job or anyone else's notebook."""
+    job = session.get(Job, job_id)
+    if job is None or job.user_id != actor.id or not is_notebook_job(job):
+        raise NotFound(f"no notebook {job_id}", field="job_id")
+    return job
+
+
+def list_notebooks(session: Session, actor: User, *, limit: int = 100) -> list[Job]:
+    """The actor's notebooks, newest first."""
+    query = (
+        select(Job)
+        .where(Job.user_id == actor.id, Job.name == NOTEBOOK_NAME)
+        .order_by(Job.id.desc())
+        .limit(limit)
+    )
+    return [job for job in session.scalars(query) if is_notebook_job(job)]
+
+
+def url_of(job: Job) -> str:
+    return f"{proxy_path(job.id)}lab"
+
+
+def state_of(executors: ExecutorRegistry, job: Job) -> str:
+    """`starting` until JupyterLab answers, then `ready`; an ended notebook's job state."""
+    state = JobState(job.state)
+    if state.finished:
+        return state.value
+    if state is JobState.RUNNING and endpoint(executors, job) is not None:
+        return READY
+    return STARTING
+
+
+def endpoint(executors: ExecutorRegistry, job: Job) -> Endpoint | None:
+    """Where the running notebook listens, from the file its launcher wrote once JupyterLab
+    answered; None until then (or when the job runs where this server keeps no files)."""
+    if job.state != JobState.RUNNING.value:
+        return None
+    try:
+        directory = job_files.job_dir(executors, job)
+    except NotFound:
+        return None
+    return _read_connection(directory / CONNECTION_FILE, proxy_path(job.id))
+
+
+def find_endpoint(
+    session: Session, actor: User, executors: ExecutorRegistry, job_id: int
+) -> Endpoint:
+    """The endpoint of the actor's notebook: NotFound when it is not theirs or has ended,
+    Unavailable while it starts."""
+    job = get_notebook(session, actor, job_id)
+    if JobState(job.state).finished:
+        raise NotFound(f"notebook {job_id} has ended ({job.state})", field="job_id")
+    found = endpoint(executors, job)
+    if found is None:
+        raise Unavailable(f"notebook {job_id} is starting ({job.state}); try again shortly")
+    return found
+
+
+def _read_connection(path: Path, base_url: str) -> Endpoint | None:
+    """The job wrote this file: read it as untrusted (no link, no FIFO, small, checked)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        data = json.loads(os.read(fd, MAX_CONNECTION_BYTES))
+    except (OSError, ValueError):
+        return None
+    finally:
+        os.close(fd)
+    if not isinstance(data, dict):
+        return None
+    port, token = data.get("port"), data.get("token")
+    if not isinstance(port, int) or not 1024 <= port <= 65535:
+        return None
+    if not isinstance(token, str) or not token.isascii() or not 16 <= len(token) <= 256:
+        return None
+    if not token.replace("-", "").replace("_", "").isalnum():
+        return None
+    return Endpoint(port, token, base_url)  # the base URL is ours, never the file's
