@@ -84,6 +84,18 @@ NOT_FACTORY_SCOPED = {
     ("GET", "/datasets/{dataset_id}/versions/{version}/file"),
     ("DELETE", "/datasets/{dataset_id}"),
     ("GET", "/notices"),  # a member's own projects' alerts; operators get emailed digests
+    # registered models are their project members' only (services/models.py; another
+    # organisation's user gets 404: tests/api/test_models_api.py)
+    ("GET", "/models"),
+    ("GET", "/models/{name}/versions/{version}"),
+    ("GET", "/models/{name}/versions/{version}/card"),
+    ("GET", "/models/{name}/versions/{version}/files"),
+    # templates are the same for everyone; a job made from one goes through the same
+    # submission as POST /jobs (its case below)
+    ("GET", "/templates"),
+    ("GET", "/templates/{name}"),
+    ("POST", "/templates/{name}/spec"),
+    ("POST", "/templates/{name}/jobs"),
     ("POST", "/agent/sync"),
     ("GET", "/agent/accounts"),
     ("GET", "/agent/jobs/{job_id}/workdir"),
