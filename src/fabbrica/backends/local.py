@@ -55,6 +55,7 @@ _WRAPPER = (
     'trap : USR1; printf "%s" "$$" > "$2.pid"; bash -c "$1"; code=$?; '
     'printf "%s" "$code" > "$2.tmp"; mv "$2.tmp" "$2"'
 )
+REAP_WAIT_S = 2.0  # how long a finished run's wrapper may take to exit before it is reaped
 STARTING_GRACE_S = 10.0  # a run.json without a pid this young may still be starting
 
 
@@ -227,6 +228,7 @@ class LocalExecutor:
         exit_text = _read_small(exit_path)
         alive = self._alive(run_tag, run)
         if exit_text is not None or (ended_as is not None and not alive):
+            self._reap(run_tag)
             return self._finished(run_tag, started, ended_as, exit_text, exit_path)
         if alive and ended_as is not None:  # being stopped; the next poll sees it end
             return RunStatus(run_tag, RunState.RUNNING, started, reason=f"stopping: {ended_as}")
@@ -266,6 +268,17 @@ class LocalExecutor:
             return RunStatus(run_tag, RunState(ended_as), started, ended, code)
         state = RunState.SUCCEEDED if code == 0 else RunState.FAILED
         return RunStatus(run_tag, state, started, ended, code)
+
+    def _reap(self, run_tag: str) -> None:
+        """Forget a finished run's process once it has exited (its wrapper exits right
+        after writing the exit code): a child never waited for would stay a zombie, and
+        its Popen warn when dropped."""
+        proc = self._procs.get(run_tag)
+        if proc is None:
+            return
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(REAP_WAIT_S)
+            self._procs.pop(run_tag, None)
 
     def _alive(self, run_tag: str, run: dict[str, Any]) -> bool:
         proc = self._procs.get(run_tag)
