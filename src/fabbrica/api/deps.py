@@ -76,7 +76,10 @@ def get_session(ctx: ContextDep) -> Iterator[Session]:
         yield session
 
 
-SessionDep = Annotated[Session, Depends(get_session)]
+# scope="function": the transaction commits (or rolls back) before the response is sent,
+# so a client never hears of a change before it is stored (FastAPI's default for a yield
+# dependency ends it after the response).
+SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 
 _bearer = HTTPBearer(auto_error=False, description="an API token: `Authorization: Bearer fab_...`")
 

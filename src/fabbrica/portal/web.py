@@ -89,7 +89,7 @@ def db_session(request: Request) -> Iterator[Session]:
         yield session
 
 
-DbSession = Annotated[Session, Depends(db_session)]
+DbSession = Annotated[Session, Depends(db_session, scope="function")]  # as api.deps.SessionDep
 
 
 @dataclass
