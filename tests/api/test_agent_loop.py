@@ -207,7 +207,7 @@ def test_an_idle_agent_watching_for_work_launches_a_placed_job_without_waiting_i
         job_id = site.submit()
         site.dispatcher.step()  # placed at the agent's factory: the link wakes the agent
         assert poll(lambda: site.job(job_id)["state"] == "running")
-        assert agent.rounds >= 3  # woken: launched, then reported running at once
+        assert agent.rounds >= 2  # woken: a round after the first, not an hour later
     finally:
         stop.set()
         thread.join(10)
