@@ -220,8 +220,11 @@ class LocalExecutor:
         if run is None:
             return RunStatus(run_tag, RunState.UNKNOWN)
         directory = self.root / run_tag
-        if run["pid"] is None:
-            run = self._recover_pid(directory, run)
+        if run["pid"] is None:  # after a launch in progress, if one is
+            with self._lock:
+                run = self._run(run_tag) or run
+                if run["pid"] is None:
+                    run = self._recover_pid(directory, run)
         started = dt.datetime.fromtimestamp(run["started_at"], dt.UTC)
         ended_as = _read(directory / "ended")
         exit_path = _exit_path(directory, run)
@@ -494,7 +497,8 @@ def _unpack(archive: Path, into: Path) -> None:
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_suffix(".tmp")
+    # a name of its own per writer: two dispatchers polling one run may both write it
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     tmp.write_text(json.dumps(data))
     os.replace(tmp, path)
 
