@@ -3,7 +3,9 @@ and any values a template accepts render a spec that the job spec's own parser a
 
 from __future__ import annotations
 
+import io
 import json
+import tarfile
 from pathlib import Path
 from typing import Any
 
@@ -179,3 +181,53 @@ def test_an_operators_folder_adds_and_replaces_templates(tmp_path: Path) -> None
     assert found.named("digits-classifier").template.description == "mine"
     assert "llm-pretrain" in {f.template.name for f in found.listed()}
     assert len(workdir_archive(found.named("digits-classifier"))) > 0
+
+
+def _names(archive: bytes) -> dict[str, bytes]:
+    with tarfile.open(fileobj=io.BytesIO(archive), mode="r:gz") as tar:
+        return {
+            m.name: tar.extractfile(m).read()  # type: ignore[union-attr]
+            for m in tar.getmembers()
+            if m.isfile()
+        }
+
+
+def test_the_llm_templates_carry_the_shared_scripts_once_in_the_package() -> None:
+    found = Templates()
+    for name in ("llm-pretrain", "llm-finetune-lora"):
+        files = _names(workdir_archive(found.named(name)))
+        assert {"llm.sh", "training.py", "chartok.py"} <= set(files), name
+        assert "template.yaml" not in files
+    assert (
+        _names(workdir_archive(found.named("llm-pretrain")))["training.py"]
+        == (_names(workdir_archive(found.named("llm-finetune-lora")))["training.py"])
+    )
+
+
+def test_a_shared_folder_joins_the_workdir_and_the_templates_own_file_wins(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "_shared" / "common").mkdir(parents=True)
+    (tmp_path / "_shared" / "common" / "util.sh").write_text("shared util\n")
+    (tmp_path / "_shared" / "common" / "go.py").write_text("shared go\n")
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "template.yaml").write_text(
+        "name: mine\ndescription: mine\nshared: [common, llm]\nspec: {name: x, run: python go.py}\n"
+    )
+    (mine / "go.py").write_text("own go\n")
+    files = _names(workdir_archive(Templates(tmp_path).named("mine")))
+    assert files["util.sh"] == b"shared util\n"
+    assert files["go.py"] == b"own go\n"  # the template's own wins
+    assert "llm.sh" in files  # a name missing here comes from the shipped _shared
+
+
+def test_a_shared_name_without_its_folder_is_refused_naming_shared(tmp_path: Path) -> None:
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "template.yaml").write_text(
+        "name: mine\ndescription: mine\nshared: [nowhere]\nspec: {name: x, run: 'true'}\n"
+    )
+    with pytest.raises(TemplateError) as caught:
+        Templates(tmp_path).listed()
+    assert caught.value.field == "shared" and "_shared/nowhere" in caught.value.message

@@ -9,6 +9,7 @@ description: A small GPT-2 shaped language model trained from scratch on a text
 parameters:
   steps: {type: int, default: 300, min: 1, max: 100000, description: optimizer steps}
   time_limit: {type: duration, default: 30m, description: the run's time limit}
+shared: [llm]                  # optional: files of `_shared/llm/` beside the templates
 spec:                          # a job spec; "{{ name }}" stands for a parameter's value
   name: llm-pretrain
   resources: {gpus: 1, time_limit: "{{ time_limit }}"}
@@ -18,13 +19,16 @@ spec:                          # a job spec; "{{ name }}" stands for a parameter
 
 A string that is exactly `"{{ name }}"` becomes the parameter's value with its type (an
 integer stays an integer); inside a longer string the value is written as text.
+`shared` names folders under `_shared/` (in the template's own templates folder, else the
+shipped one) whose files join the workdir, so that templates share scripts without copies;
+a file of the template's own wins over a shared one of the same path.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator
 
@@ -77,6 +81,9 @@ class Template(BaseModel):
     name: str = Field(pattern=SLUG_PATTERN)
     description: str = Field(min_length=1, max_length=500)
     parameters: dict[str, Parameter] = Field(default_factory=dict, max_length=MAX_PARAMETERS)
+    shared: tuple[Annotated[str, Field(pattern=SLUG_PATTERN)], ...] = Field(
+        default=(), max_length=8
+    )
     spec: dict[str, Any]
 
     @field_validator("parameters")

@@ -1,7 +1,7 @@
 """Job templates: those shipped in the package (`fabbrica/templates/<name>/`) and those an
 operator adds from a folder (setting `templates_dir`, same layout; a name there replaces a
 shipped one). Each is rendered by the core (`core.templates`) and its folder, less
-`template.yaml`, is the job's workdir."""
+`template.yaml`, with the `_shared/<name>/` folders it names, is the job's workdir."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from fabbrica.core.templates import Rendered, Template, TemplateError, parse_tem
 
 SHIPPED = Path(__file__).resolve().parent.parent / "templates"
 TEMPLATE_FILE = "template.yaml"
+SHARED = "_shared"
 _LEFT_OUT = ("__pycache__", ".venv", ".git")
 
 
@@ -23,6 +24,7 @@ _LEFT_OUT = ("__pycache__", ".venv", ".git")
 class Found:
     template: Template
     folder: Path
+    shared: tuple[Path, ...] = ()  # the `_shared/<name>/` folders it draws files from
 
 
 class Templates:
@@ -38,7 +40,8 @@ class Templates:
                 continue
             for path in sorted(folder.glob(f"*/{TEMPLATE_FILE}")):
                 template = _load(path)
-                found[template.name] = Found(template, path.parent)
+                shared = tuple(_shared(folder, template, name) for name in template.shared)
+                found[template.name] = Found(template, path.parent, shared)
         return [found[name] for name in sorted(found)]
 
     def named(self, name: str) -> Found:
@@ -73,15 +76,28 @@ def _load(path: Path) -> Template:
     return template
 
 
+def _shared(root: Path, template: Template, name: str) -> Path:
+    """A shared folder: the template's own templates folder's, else the shipped one's."""
+    for base in (root, SHIPPED):
+        if (base / SHARED / name).is_dir():
+            return base / SHARED / name
+    raise TemplateError("shared", f"{template.name}: no shared folder {SHARED}/{name}")
+
+
 def workdir_archive(found: Found) -> bytes:
-    """The template's files (all but template.yaml) as a gzipped tar: the job's workdir."""
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
-        for path in sorted(found.folder.rglob("*")):
+    """The template's files (all but template.yaml) and its shared folders' files, as a
+    gzipped tar: the job's workdir. A file of the template's own wins over a shared one."""
+    files: dict[str, Path] = {}
+    for folder in (*found.shared, found.folder):
+        for path in sorted(folder.rglob("*")):
             if not path.is_file() or path.name == TEMPLATE_FILE:
                 continue
-            relative = path.relative_to(found.folder)
+            relative = path.relative_to(folder)
             if any(part in _LEFT_OUT for part in relative.parts):
                 continue
-            tar.add(path, arcname=str(relative), recursive=False)
+            files[str(relative)] = path
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        for name in sorted(files):
+            tar.add(files[name], arcname=name, recursive=False)
     return buffer.getvalue()
