@@ -146,4 +146,24 @@ def test_a_founder_applies_in_the_browser_and_runs_the_digits_example(
         page.goto(f"{server.url}/projects/{ours}")
         browsed.assert_accessible()
         page.screenshot(path=str(SCREENSHOTS / "portal-project.png"), full_page=True)
+
+        # a job from a template's form: a refusal names the parameter, then it is queued
+        page.click("header >> text=Jobs")
+        page.click("text=Or start from a job template")
+        browsed.assert_accessible()
+        page.click('a[href="/templates/digits-classifier"]')
+        page.select_option("#project", ours)
+        page.fill("#p_epochs", "0")  # below its minimum: the browser's own check first
+        assert page.evaluate("document.querySelector('#p_epochs').validity.rangeUnderflow")
+        page.evaluate("document.querySelector('form.stack').noValidate = true")
+        page.click("text=Run it")
+        assert "parameters.epochs" in page.inner_text('[role="alert"]')
+        assert page.get_attribute("#p_epochs", "aria-invalid") == "true"
+        assert "status of 422" in browsed.errors.pop()  # the refusal's page, as it should
+        browsed.assert_accessible()
+        page.screenshot(path=str(SCREENSHOTS / "portal-template.png"), full_page=True)
+        page.fill("#p_epochs", "20")
+        page.click("text=Run it")
+        assert re.fullmatch(rf"{server.url}/jobs/\d+", page.url), page.inner_text("main")
+        assert "digits-classifier" in page.inner_text("main")
         assert browsed.errors == []
