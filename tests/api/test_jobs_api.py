@@ -315,3 +315,18 @@ def test_concurrent_submissions_and_dispatchers_never_overdraw(world: World) -> 
         assert a.used_gpu_hours + a.reserved_gpu_hours <= a.granted_gpu_hours + 1e-9
         charged = sum(u.gpu_hours for u in s.scalars(select(UsageRecord)))
         assert a.used_gpu_hours == pytest.approx(charged)
+
+
+def test_the_log_of_a_job_not_started_yet_is_empty_with_its_state(world: World) -> None:
+    blocker = submit(world, spec("sleep 30", gpus=4)).json()
+    world.dispatcher.step()
+    waiting = submit(world, spec("echo later", gpus=4)).json()  # no room: stays queued
+    world.dispatcher.step()
+    logs = world.api.get(f"{API}/jobs/{waiting['id']}/logs?offset=0", headers=world.pi)
+    assert logs.status_code == 200, logs.text
+    assert logs.content == b"" and logs.headers["X-Next-Offset"] == "0"
+    assert logs.headers["X-Job-State"] == "queued"
+    assert world.api.get(f"{API}/jobs/{waiting['id']}/logs", headers=world.other).status_code == 404
+    world.api.post(f"{API}/jobs/{blocker['id']}/cancel", headers=world.pi)
+    world.api.post(f"{API}/jobs/{waiting['id']}/cancel", headers=world.pi)
+    world.run_loop_until(blocker["id"])

@@ -89,6 +89,19 @@ def job_dir(executors: ExecutorRegistry, job: Job) -> Path:
     return path
 
 
+def job_log(
+    executors: ExecutorRegistry, job: Job, offset: int, limit: int = 1024 * 1024
+) -> tuple[bytes, int]:
+    """The job's log from byte `offset`, as `read_log`; a job not placed or not started yet
+    has an empty log (its state says why), not an error."""
+    if job.factory_id is None:
+        return b"", offset
+    files = job_files(executors.get(job.factory_id))
+    if files is None:
+        raise NotFound(f"job {job.id} has no files on this server", field="job_id")
+    return read_log(files.job_dir(run_tag(job.id)), offset, limit)
+
+
 def read_log(directory: Path, offset: int, limit: int = 1024 * 1024) -> tuple[bytes, int]:
     """The log from byte `offset` (at most `limit` bytes) and the offset after it; past the
     end: nothing, and the same offset."""

@@ -250,9 +250,10 @@ def job_logs(
     job_id: int = Path(ge=1, le=MAX_ID),
     offset: int = Query(default=0, ge=0, le=MAX_OFFSET, description="a byte offset"),
 ) -> Response:
-    """The job's output from byte `offset`; `X-Next-Offset` says where to go on."""
+    """The job's output from byte `offset`; `X-Next-Offset` says where to go on (a job not
+    started yet: nothing yet, its state in `X-Job-State`)."""
     job = _job(session, actor, job_id)
-    data, next_offset = job_files.read_log(job_files.job_dir(ctx.executors, job), offset)
+    data, next_offset = job_files.job_log(ctx.executors, job, offset)
     headers = {"X-Next-Offset": str(next_offset), "X-Job-State": job.state}
     return Response(data, media_type="text/plain; charset=utf-8", headers=headers)
 
