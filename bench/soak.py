@@ -175,6 +175,15 @@ def user_loop(
             c.close()
 
 
+def jobs_by_state(db_url: str) -> dict[str, int]:
+    """How many jobs are in each state (the queue's length shapes the controller's memory)."""
+    engine = create_engine(db_url)
+    with engine.connect() as conn:
+        rows = conn.execute(text("SELECT state, count(*) FROM jobs GROUP BY state")).all()
+    engine.dispose()
+    return {state: int(count) for state, count in sorted(rows)}
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
@@ -232,8 +241,10 @@ def main() -> None:
                   f"{minutes:g} min (warm-up {args.warmup:g} s)", file=sys.stderr)  # fmt: skip
         stop.wait(min(args.warmup, minutes * 60 / 2))
         first = {p.name: p.rss_mib() for p in procs}
+        queued_first = jobs_by_state(db_url)
         stop.wait(max(0.0, began + minutes * 60 - time.monotonic()))
         last = {p.name: p.rss_mib() for p in procs if p.alive()}
+        queued_last = jobs_by_state(db_url)
         stop.set()
         for t in threads:
             t.join(60)
@@ -255,6 +266,7 @@ def main() -> None:
                                            * 100, 1)}
                 for name in first
             },
+            "jobs_by_state": {"after_warmup": queued_first, "end": queued_last},
             "ended_early": dead,
             "load_average": round(os.getloadavg()[0], 1),
         }  # fmt: skip
@@ -291,6 +303,8 @@ def main() -> None:
     for kind, row in report["requests"].items():
         for example in row["error_examples"]:
             console.print(f"error ({kind}): {example}")
+    console.print(f"jobs by state after the warm-up: {report['jobs_by_state']['after_warmup']}")
+    console.print(f"jobs by state at the end: {report['jobs_by_state']['end']}")
     if dead:
         console.print(f"ended early: {', '.join(dead)}")
     console.print(f"load average {report['load_average']} on {os.cpu_count()} cores")
