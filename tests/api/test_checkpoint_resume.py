@@ -5,28 +5,16 @@ saves, and goes on in a second run from that checkpoint; each run is charged onc
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from fabbrica.api.app import create_app
-from fabbrica.api.deps import AppContext
-from fabbrica.backends.local import LocalExecutor
-from fabbrica.catalog.local import local_factory
-from fabbrica.catalog.model import Catalog
-from fabbrica.services import identity
-from fabbrica.services.access.calls import seed_calls
-from fabbrica.services.dispatch import Dispatcher
-from fabbrica.store.db import Database
 from fabbrica.store.models import Allocation, Job, UsageRecord
-from fabbrica.store.types import utcnow
 from tests.api.helpers import API
-from tests.api.test_jobs_api import World, stop_all, tenant
-from tests.conftest import ADMIN_TOKEN, bearer
+from tests.api.test_jobs_api import World, world
+
+__all__ = ["world"]  # the fixture, shared with the jobs API tests
 
 # A job that counts steps, saves its step in $FABBRICA_CHECKPOINT_DIR when SIGUSR1 comes,
 # and starts from the saved step. Only the standard library.
@@ -47,23 +35,6 @@ while step < 50:
     time.sleep(0.1)
 print(f"done at step {step}", flush=True)
 """
-
-
-@pytest.fixture
-def world(db: Database, catalog: Catalog, tmp_path: Path) -> Iterator[World]:
-    full = catalog.with_factory(local_factory(4))
-    with db.session() as session:
-        identity.bootstrap(session, now=utcnow(), token=ADMIN_TOKEN)
-        seed_calls(session, full, utcnow())
-    executors = {"local": LocalExecutor(tmp_path / "jobs", gpus=4)}
-    ctx = AppContext(db=db, catalog=full, fixed_executors=executors, files=tmp_path)
-    with TestClient(create_app(ctx), raise_server_exceptions=True) as api:
-        admin = bearer(ADMIN_TOKEN)
-        pi, project, allocation = tenant(api, admin, "pi@startup.it", 10)
-        other, _, _ = tenant(api, admin, "other@startup.it", 10)
-        dispatcher = Dispatcher(db, full, ctx.executors, utcnow)
-        yield World(api, db, dispatcher, admin, pi, project, allocation, other)
-    stop_all(executors["local"])
 
 
 def counter_spec(resume: bool) -> dict[str, Any]:
