@@ -13,7 +13,7 @@
 # mount namespace where /etc/netns/<netns>/hosts is /etc/hosts (both nodes' names), so a job
 # sees a host of its own, and MASTER_ADDR=<cluster>n1 resolves on both nodes. Jobs there
 # reach the other node and the controller, nothing beyond (no route out of $NET.0/24).
-# Needs these globals of the script: BASE, PORT_BASE, log, die.
+# Needs these globals of the script: BASE, PORT_BASE, NODE_CPUS, NODE_MEMORY, GPUS, log, die.
 
 TWO_NODE="${FABBRICA_TESTBED_TWO_NODE-lumiaif}"  # its ClusterName; empty: no such cluster
 NET_TAG="fabtb$PORT_BASE"  # the bridge, and the start of the namespaces' names
@@ -33,6 +33,22 @@ ctld_addr() { if multi_node "$1"; then echo "$NET.1"; else echo 127.0.0.1; fi; }
 node_addr() {  # node_addr CLUSTER NODE
     multi_node "$1" || { echo 127.0.0.1; return; }
     echo "$NET.$((10 + ${2##*n}))"
+}
+
+node_lines() {  # node_lines CLUSTER MODEL HOST: its NodeName lines for slurm.conf
+    local node name
+    for node in $(cluster_nodes "$1"); do
+        name=$3
+        if multi_node "$1"; then name=$node; fi
+        printf 'NodeName=%s NodeHostname=%s NodeAddr=%s CPUs=%d Boards=1 SocketsPerBoard=1' \
+            "$node" "$name" "$(node_addr "$1" "$node")" "$NODE_CPUS"
+        printf ' CoresPerSocket=%d ThreadsPerCore=1 RealMemory=%d Gres=gpu:%s:%d State=UNKNOWN\n' \
+            "$NODE_CPUS" "$NODE_MEMORY" "$2" "$GPUS"
+    done
+}
+
+slurmd_pidfile() {  # slurmd_pidfile CLUSTER NODE
+    if multi_node "$1"; then echo "$BASE/$1/run/slurmd-$2.pid"; else echo "$BASE/$1/run/slurmd.pid"; fi
 }
 
 node_netns() { echo "$NET_TAG-$2"; }  # node_netns CLUSTER NODE
