@@ -118,6 +118,8 @@ def test_a_multi_node_job_waits_for_a_factory_whose_backend_declares_it(world: W
     world.dispatcher.step()
     placed = world.job(job_id)
     assert (placed["state"], placed["factory"]) == ("dispatched", "jaif")
+    (launch,) = world.sync("jaif", capabilities=["multi_node"])["launch"]
+    assert (placed["gpus"], launch["gpus"], launch["nodes"]) == (4, 4, 2)  # 2 on each node
 
 
 def test_jobs_dispatched_since_the_agents_report_count_against_its_free_gpus(

@@ -41,7 +41,8 @@ class Cluster:
     slurm_conf: str
     partition: str
     gpu_model: str
-    gpus: int
+    gpus: int  # on all its nodes
+    nodes: tuple[str, ...] = ()
 
     def run(
         self, argv: Sequence[str], *, user: str | None = None, check: bool = True
@@ -90,6 +91,7 @@ def load(path: Path) -> SlurmTestbed:
             partition=c["partition"],
             gpu_model=c["gpu_model"],
             gpus=int(c["gpus"]),
+            nodes=tuple(c.get("nodes") or [c["node"]]),
         )
         for c in data["clusters"]
     )

@@ -28,6 +28,13 @@ def test_the_issue_example_parses() -> None:
     assert spec.outputs == ("outputs/",)
 
 
+def test_gpus_are_per_node() -> None:
+    spec = parse_job_spec("name: j\nrun: torchrun train.py\nresources: {gpus: 4, nodes: 2}\n")
+    assert (spec.resources.gpus, spec.resources.nodes, spec.resources.total_gpus) == (4, 2, 8)
+    biggest = parse_job_spec("name: j\nrun: x\nresources: {gpus: 16, nodes: 1024}\n")
+    assert biggest.resources.total_gpus == 16_384
+
+
 def test_json_is_yaml_too() -> None:
     spec = parse_job_spec('{"name": "j", "run": "true", "resources": {"time_limit": "2h"}}')
     assert spec.resources.time_limit == 7200
@@ -57,6 +64,8 @@ def test_durations(text: str | int, seconds: int) -> None:
         ("placement: {factories: []}", "placement.factories"),
         ("env: {'1BAD': x}", "env.1BAD.[key]"),
         ("name: Not A Slug", "name"),
+        ("resources: {gpus: 16, nodes: 1025}", "resources.nodes"),
+        ("resources: {gpus: 17, nodes: 1024}", "resources.nodes"),  # 17,408 GPUs in all
     ],
 )
 def test_bad_specs_name_the_field(change: str, field: str) -> None:

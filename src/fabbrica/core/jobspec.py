@@ -31,6 +31,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_serializer,
     field_validator,
     model_validator,
@@ -126,6 +127,19 @@ class Resources(_Spec):
     @field_serializer("time_limit", when_used="json")
     def _seconds(self, value: int) -> str:
         return f"{value}s"  # a bare number would read back as minutes
+
+    @field_validator("nodes")
+    @classmethod
+    def _all_gpus(cls, value: int, info: ValidationInfo) -> int:
+        gpus = info.data.get("gpus")  # GPUs per node: the job holds gpus x nodes
+        if isinstance(gpus, int) and gpus * value > MAX_GPUS:
+            raise ValueError(f"{gpus} GPUs on each of {value} nodes is more than {MAX_GPUS:,}")
+        return value
+
+    @property
+    def total_gpus(self) -> int:
+        """The GPUs the job holds on all its nodes (`gpus` is per node)."""
+        return self.gpus * self.nodes
 
 
 class Placement(_Spec):

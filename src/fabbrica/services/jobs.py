@@ -110,7 +110,7 @@ def submit(
         name=spec.name,
         spec=_task_spec(spec, indices[0]) if indices else spec.model_dump_json(),
         state=JobState.QUEUED.value,
-        gpus=spec.resources.gpus,
+        gpus=spec.resources.total_gpus,  # per node in the spec, in all from here on
         nodes=spec.resources.nodes,
         gpu_model=spec.resources.gpu_model,
         time_limit_s=spec.resources.time_limit,

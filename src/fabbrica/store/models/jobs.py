@@ -28,7 +28,7 @@ class Job(Base):
     spec: Mapped[str] = mapped_column(Text)  # the validated spec, as JSON
     state: Mapped[str] = mapped_column(String(12))
     reason: Mapped[str | None] = mapped_column(Text)
-    gpus: Mapped[int]
+    gpus: Mapped[int]  # on all its nodes (the spec says per node)
     nodes: Mapped[int]
     gpu_model: Mapped[str | None] = mapped_column(String(64))
     time_limit_s: Mapped[int]
