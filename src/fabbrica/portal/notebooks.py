@@ -9,7 +9,7 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from fabbrica.core.errors import FabbricaError
-from fabbrica.core.notebooks import DEFAULT_HOURS, NotebookRequest
+from fabbrica.core.notebooks import DEFAULT_HOURS, WARN_S, NotebookRequest
 from fabbrica.portal.web import (
     CsrfChecked,
     DbSession,
@@ -24,6 +24,7 @@ from fabbrica.services.access import projects as projects_service
 from fabbrica.store.models import User
 
 router = APIRouter(route_class=PortalRoute, include_in_schema=False)
+REFRESH_S = 10  # the list (states, warnings) refreshes itself this often; 2 s while one starts
 
 
 def _page(
@@ -34,9 +35,15 @@ def _page(
     status: int = 200,
     error: FabbricaError | None = None,
 ) -> HTMLResponse:
-    executors = context(request).executors
+    ctx = context(request)
+    executors, now = ctx.executors, ctx.clock()
     rows = [
-        (job, notebooks.state_of(executors, job), notebooks.url_of(job))
+        (
+            job,
+            notebooks.state_of(executors, job),
+            notebooks.url_of(job),
+            notebooks.ending(executors, job, now),
+        )
         for job in notebooks.list_notebooks(session, user, limit=50)
     ]
     return render(
@@ -45,6 +52,8 @@ def _page(
         "notebooks.html",
         status,
         notebooks=rows,
+        warn_minutes=WARN_S // 60,
+        refresh_s=2 if any(row[1] == notebooks.STARTING for row in rows) else REFRESH_S,
         projects=projects_service.list_projects(session, user),
         default_hours=DEFAULT_HOURS,
         error=error,
