@@ -122,9 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     Path(CONNECTION_DIR).mkdir(mode=0o700, exist_ok=True)
     port, token = free_port(), secrets.token_urlsafe(32)
     state = work / CONNECTION_DIR
-    limit_end = (
-        dt.datetime.now(dt.UTC) + dt.timedelta(seconds=args.limit) if args.limit else None
-    )
+    limit_end = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=args.limit) if args.limit else None
     startup = Path(CONNECTION_DIR, "ipython", "profile_default", "startup")
     startup.mkdir(parents=True, exist_ok=True)
     (startup / "00-fabbrica-warning.py").write_text(WARNING_STARTUP)
