@@ -16,8 +16,8 @@ from fabbrica.api.deps import AppContext
 from fabbrica.backends.local import LocalExecutor
 from fabbrica.catalog.local import local_factory
 from fabbrica.catalog.model import Catalog
-from fabbrica.portal import install_portal
 from fabbrica.core.notebooks import WARN_S
+from fabbrica.portal import install_portal
 from fabbrica.services import identity, notebooks
 from fabbrica.services.access.calls import seed_calls
 from fabbrica.services.dispatch import Dispatcher
