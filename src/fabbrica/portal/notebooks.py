@@ -21,10 +21,11 @@ from fabbrica.portal.web import (
 )
 from fabbrica.services import jobs, notebooks
 from fabbrica.services.access import projects as projects_service
-from fabbrica.store.models import User
+from fabbrica.store.models import Job, User
 
 router = APIRouter(route_class=PortalRoute, include_in_schema=False)
-REFRESH_S = 10  # the list (states, warnings) refreshes itself this often; 2 s while one starts
+REFRESH_S = 30  # the list (states, warnings) refreshes itself this often; 2 s while one
+# starts or stops
 
 
 def _page(
@@ -53,11 +54,16 @@ def _page(
         status,
         notebooks=rows,
         warn_minutes=WARN_S // 60,
-        refresh_s=2 if any(row[1] == notebooks.STARTING for row in rows) else REFRESH_S,
+        refresh_s=2 if any(_changing(job, state) for job, state, _, _ in rows) else REFRESH_S,
         projects=projects_service.list_projects(session, user),
         default_hours=DEFAULT_HOURS,
         error=error,
     )
+
+
+def _changing(job: Job, state: str) -> bool:
+    """Starting, or stopping (cancelled, not ended yet): its row changes in seconds."""
+    return state == notebooks.STARTING or (job.cancel_requested and job.ended_at is None)
 
 
 @router.get("/notebooks", response_class=HTMLResponse)
