@@ -3,6 +3,8 @@ loop is not run: notebooks stay queued). tests/cli/test_notebooks_e2e.py runs on
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,11 +16,14 @@ from fabbrica.api.deps import AppContext
 from fabbrica.backends.local import LocalExecutor
 from fabbrica.catalog.local import local_factory
 from fabbrica.catalog.model import Catalog
+from fabbrica.core.notebooks import WARN_S
 from fabbrica.portal import install_portal
-from fabbrica.services import identity
+from fabbrica.services import identity, notebooks
 from fabbrica.services.access.calls import seed_calls
 from fabbrica.services.dispatch import Dispatcher
+from fabbrica.services.notebooks import Ending
 from fabbrica.store.db import Database
+from fabbrica.store.models import Job
 from fabbrica.store.types import utcnow
 from tests.api.helpers import API, assert_error
 from tests.api.test_jobs_api import World, spec, submit, tenant
@@ -97,3 +102,39 @@ def test_bad_input_names_the_field_and_queues_nothing(world: World) -> None:
         assert refused.status_code == 422, (body, refused.text)
         assert refused.json()["error"]["field"].split(".")[0] in (field, "body"), refused.text
     assert world.api.get(f"{API}/jobs", headers=world.pi).json() == []
+
+
+def test_a_notebook_ends_at_the_sooner_of_its_idle_end_and_its_time_limit(
+    world: World, catalog: Catalog, tmp_path: Path
+) -> None:
+    """What the portal warns of: the launcher's status.json (read as untrusted) or the
+    job's start plus its limit, `soon` within WARN_S."""
+    full = catalog.with_factory(local_factory(4))
+    local = LocalExecutor(tmp_path / "jobs", gpus=4)  # the world's executor's directory
+    executors = AppContext(db=world.db, catalog=full, fixed_executors={"local": local}).executors
+    started = world.api.post(f"{API}/notebooks", headers=world.pi, json={"project": world.project})
+    job_id = started.json()["job"]
+    now = utcnow()
+    with world.db.session() as session:
+        job = session.get(Job, job_id)
+        assert job is not None and notebooks.ending(executors, job, now) is None  # queued
+        job.factory_id, job.state, job.started_at = "local", "running", now
+        status = tmp_path / "jobs" / f"fab-{job_id}" / "work" / ".notebook" / "status.json"
+        status.parent.mkdir(parents=True)
+        limit = now + dt.timedelta(hours=4)
+        assert notebooks.ending(executors, job, now) == Ending(limit, "time_limit", False)
+        idle = now + dt.timedelta(seconds=300)
+        status.write_text(json.dumps({"idle_ends_at": idle.isoformat()}))
+        assert notebooks.ending(executors, job, now) == Ending(idle, "idle", True)
+        status.write_text(json.dumps({"idle_ends_at": None}))  # a client is connected
+        assert notebooks.ending(executors, job, now) == Ending(limit, "time_limit", False)
+        soon = limit - dt.timedelta(seconds=WARN_S)
+        assert notebooks.ending(executors, job, soon) == Ending(limit, "time_limit", True)
+        for bad in ("2026-13-01T00:00:00+00:00", "2026-12-01T00:00:00", "x" * 50, 7):
+            status.write_text(json.dumps({"idle_ends_at": bad}))
+            assert notebooks.ending(executors, job, now) == Ending(limit, "time_limit", False)
+        status.unlink()
+        status.symlink_to(tmp_path / "elsewhere.json")
+        (tmp_path / "elsewhere.json").write_text(json.dumps({"idle_ends_at": idle.isoformat()}))
+        assert notebooks.ending(executors, job, now) == Ending(limit, "time_limit", False)
+        session.rollback()

@@ -31,6 +31,11 @@ from tests.cli.test_portal_browser import Inbox
 pytestmark = pytest.mark.slow
 inbox = test_portal_browser.inbox  # the real SMTP server the sign-in links arrive at
 IDLE_S = 30
+MLFLOW_CELL = """import mlflow
+mlflow.set_experiment("notebook")
+with mlflow.start_run() as run:
+    mlflow.log_metric("answer", 45)
+run.info.run_id"""
 
 
 @pytest.fixture
@@ -118,6 +123,12 @@ def through_fabbrica(server: Server, inbox: tuple[Inbox, int], stack: contextlib
 
     web = signed_in(server, mail, "eng@startup.it")
     stack.callback(web.close)
+    # the portal warns that the untouched one ends soon if it stays idle (30 s < 10 min)
+    deadline = time.monotonic() + 20
+    while f'id="ending-{untouched}"' not in (page := web.get("/notebooks").text):
+        assert time.monotonic() < deadline, page
+        time.sleep(0.5)
+    assert "if it stays idle" in page
     lab = web.get(started["url"])
     assert lab.status_code == 200 and "JupyterLab" in lab.text
     base = f"/notebooks/{job_id}/"
@@ -129,6 +140,18 @@ def through_fabbrica(server: Server, inbox: tuple[Inbox, int], stack: contextlib
     )
     assert execute(ws_url, cookie, "sum(range(10))") == "45"
     execute(ws_url, cookie, "open('result.txt', 'w').write('45\\n')")
+    # the project's MLflow tracking URI and a job token: the stock client logs a run
+    uri = f"{server.url}/mlflow/{project}"
+    assert execute(ws_url, cookie, "import os; os.environ['MLFLOW_TRACKING_URI']") == repr(uri)
+    run_id = execute(ws_url, cookie, MLFLOW_CELL).strip("'")
+    run = web.get(
+        f"/mlflow/{project}/api/2.0/mlflow/runs/get",
+        params={"run_id": run_id},
+        headers={"Authorization": f"Bearer {cli.token}"},
+    )
+    assert run.status_code == 200, run.text
+    metrics = {m["key"]: m["value"] for m in run.json()["run"]["data"]["metrics"]}
+    assert metrics == {"answer": 45.0}
     # JupyterLab's token never reaches the member
     assert "token" not in json.dumps(dict(lab.headers)).lower()
 

@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from fabbrica.backends.notebook import is_idle
+from fabbrica.backends.notebook import idle_end, is_idle
 from fabbrica.core.jobspec import SpecError
 from fabbrica.core.notebooks import NotebookRequest, is_notebook, notebook_spec, proxy_path
 
@@ -23,7 +23,9 @@ def test_the_spec_of_a_notebook() -> None:
     shown = subprocess.run(
         ["bash", "-c", line], env={"FABBRICA_JOB_ID": "fab-42"}, capture_output=True, text=True
     )
-    assert shown.stdout.split() == ["--idle", "30", "--base-url", "/notebooks/42/"]
+    assert shown.stdout.split() == [
+        "--idle", "30", "--limit", "5400", "--base-url", "/notebooks/42/"
+    ]  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -51,3 +53,10 @@ def test_idle_means_no_client_no_kernel_and_nothing_for_the_idle_time() -> None:
     assert not is_idle({"connections": 1, "kernels": 0, "last_activity": _ago(99)}, 30)
     assert not is_idle({"connections": 0, "kernels": 1, "last_activity": _ago(99)}, 30)
     assert is_idle({"connections": 0, "kernels": 0, "last_activity": "2020-01-01T00:00:00Z"}, 30)
+
+
+def test_the_idle_end_is_the_idle_time_after_the_last_activity_with_no_client() -> None:
+    last = dt.datetime(2026, 12, 1, 3, 0, tzinfo=dt.UTC)
+    status = {"connections": 0, "kernels": 1, "last_activity": "2026-12-01T03:00:00Z"}
+    assert idle_end(status, 600) == last + dt.timedelta(seconds=600)
+    assert idle_end({**status, "connections": 1}, 600) is None  # an open notebook stays

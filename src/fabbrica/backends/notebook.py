@@ -1,7 +1,7 @@
 """What a notebook job runs: JupyterLab on 127.0.0.1, watched until it is idle.
 
-`python -m fabbrica.backends.notebook --idle 3600 --base-url /notebooks/42/` is the
-command of every notebook job (see core.notebooks). It
+`python -m fabbrica.backends.notebook --idle 3600 --limit 14400 --base-url /notebooks/42/`
+is the command of every notebook job (see core.notebooks). It
 
 - picks a free port on 127.0.0.1 and a random token (handed to Jupyter in its environment,
   never on a command line other users could read in `ps`);
@@ -13,7 +13,11 @@ command of every notebook job (see core.notebooks). It
   (runtime, config, data, IPython) is kept there too;
 - polls Jupyter's `/api/status` and ends Jupyter (exit 0) once no client is connected, no
   kernel is left (Jupyter culls kernels idle for `--idle` seconds) and nothing happened
-  for `--idle` seconds.
+  for `--idle` seconds; meanwhile it keeps `status.json` beside `notebook.json`: when the
+  notebook would end if left idle (`idle_ends_at`, null while a client is connected), for
+  the portal's warning (the time limit's end the server knows from the job);
+- gives the kernels an IPython startup file that warns under every cell run in the last
+  WARN_S seconds before the time limit (the kernel's stderr, shown under the cell).
 
 Stdlib only: it runs in the job's environment, which has Fabbrica's Python but needs
 nothing of Fabbrica's server.
@@ -36,6 +40,8 @@ from pathlib import Path
 from typing import Any
 
 CONNECTION_FILE = "notebook.json"
+STATUS_FILE = "status.json"
+WARN_S = 600  # as core.notebooks.WARN_S (this module imports nothing of Fabbrica's)
 POLL_S = 2.0
 START_LIMIT_S = 300.0
 
@@ -55,19 +61,57 @@ def _get(url: str, token: str) -> Any:
         return json.loads(response.read())
 
 
+def idle_end(status: dict[str, Any], idle_s: float) -> dt.datetime | None:
+    """When the notebook ends if nothing more happens: `idle_s` after its last activity;
+    None while a client is connected (an open notebook never ends idle)."""
+    if status.get("connections", 0):
+        return None
+    last = dt.datetime.fromisoformat(str(status["last_activity"]).replace("Z", "+00:00"))
+    return last + dt.timedelta(seconds=idle_s)
+
+
 def is_idle(status: dict[str, Any], idle_s: float) -> bool:
     """No open client, no kernel left (Jupyter's culler ends idle kernels, never busy
     ones), and no activity for `idle_s` seconds. Only `/api/status` is asked: it is the
     one API call that does not count as activity."""
-    if status.get("connections", 0) or status.get("kernels", 0):
+    end = idle_end(status, idle_s)
+    if end is None or status.get("kernels", 0):
         return False
-    last = dt.datetime.fromisoformat(str(status["last_activity"]).replace("Z", "+00:00"))
-    return (dt.datetime.now(dt.UTC) - last).total_seconds() > idle_s
+    return dt.datetime.now(dt.UTC) > end
+
+
+PAGE_CONFIG = {"disabledExtensions": {"@jupyterlab/apputils-extension:announcements": True}}
+
+# Run by every kernel at its start (IPython's startup folder, in the launcher's IPYTHONDIR).
+WARNING_STARTUP = """\
+# Fabbrica: a warning under each cell run in the last minutes before the time limit.
+import datetime as _dt, os as _os, sys as _sys
+
+
+def _fabbrica_warn(result=None):
+    try:
+        end = _dt.datetime.fromisoformat(_os.environ["FABBRICA_NOTEBOOK_ENDS_AT"])
+        lead = float(_os.environ.get("FABBRICA_NOTEBOOK_WARN_S", "600"))
+    except (KeyError, ValueError):
+        return
+    left = (end - _dt.datetime.now(_dt.timezone.utc)).total_seconds()
+    if left <= lead:
+        print(
+            f"Fabbrica: this notebook reaches its time limit at {end:%H:%M} UTC"
+            f" (in {max(0, int(left // 60))} min) and ends then. Save your work:"
+            " what is saved in this folder is kept as the job's outputs.",
+            file=_sys.stderr,
+        )
+
+
+get_ipython().events.register("post_run_cell", _fabbrica_warn)  # noqa: F821
+"""
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="fabbrica-notebook")
     parser.add_argument("--idle", type=float, required=True)
+    parser.add_argument("--limit", type=float, default=None, help="the time limit, seconds")
     parser.add_argument("--base-url", required=True)
     args = parser.parse_args(argv)
     # An isolated job may not reach its directory's path from / (backends.local): every
@@ -78,7 +122,16 @@ def main(argv: list[str] | None = None) -> int:
     Path(CONNECTION_DIR).mkdir(mode=0o700, exist_ok=True)
     port, token = free_port(), secrets.token_urlsafe(32)
     state = work / CONNECTION_DIR
-    env = {**os.environ, "JUPYTER_TOKEN": token}
+    limit_end = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=args.limit) if args.limit else None
+    startup = Path(CONNECTION_DIR, "ipython", "profile_default", "startup")
+    startup.mkdir(parents=True, exist_ok=True)
+    (startup / "00-fabbrica-warning.py").write_text(WARNING_STARTUP)
+    labconfig = Path(CONNECTION_DIR, "jupyter-config", "labconfig")
+    labconfig.mkdir(parents=True, exist_ok=True)  # no prompt for Jupyter's news over the work
+    (labconfig / "page_config.json").write_text(json.dumps(PAGE_CONFIG))
+    env = {**os.environ, "JUPYTER_TOKEN": token, "FABBRICA_NOTEBOOK_WARN_S": str(WARN_S)}
+    if limit_end is not None:
+        env["FABBRICA_NOTEBOOK_ENDS_AT"] = limit_end.isoformat(timespec="seconds")
     env.update(
         JUPYTER_RUNTIME_DIR=str(state / "jupyter-runtime"),
         JUPYTER_CONFIG_DIR=str(state / "jupyter-config"),
@@ -96,6 +149,8 @@ def main(argv: list[str] | None = None) -> int:
         f"--MappingKernelManager.cull_idle_timeout={int(args.idle)}",
         "--MappingKernelManager.cull_interval=10",
         "--MappingKernelManager.cull_connected=False",
+        # no calls out from the factory's node (news, updates)
+        "--LabApp.news_url=None", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
     ]  # fmt: skip
     if os.geteuid() == 0:  # a server that does not isolate its jobs, run as root
         command.append("--ServerApp.allow_root=True")
@@ -112,6 +167,7 @@ def main(argv: list[str] | None = None) -> int:
                 print("JupyterLab did not answer; stopping it", flush=True)
                 jupyter.terminate()
             continue
+        _write_status(idle_end(status, args.idle))
         if not written:
             _write_connection(port, token, args.base_url)
             written = True
@@ -128,12 +184,21 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _write_connection(port: int, token: str, base_url: str) -> None:
+    _write(CONNECTION_FILE, {"port": port, "token": token, "base_url": base_url})
+
+
+def _write_status(idle_ends: dt.datetime | None) -> None:
+    at = idle_ends.isoformat(timespec="seconds") if idle_ends is not None else None
+    _write(STATUS_FILE, {"idle_ends_at": at})
+
+
+def _write(name: str, data: dict[str, Any]) -> None:
     folder = Path(CONNECTION_DIR)
-    tmp = folder / f".{CONNECTION_FILE}.tmp"
+    tmp = folder / f".{name}.tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as out:
-        json.dump({"port": port, "token": token, "base_url": base_url}, out)
-    os.replace(tmp, folder / CONNECTION_FILE)
+        json.dump(data, out)
+    os.replace(tmp, folder / name)
 
 
 if __name__ == "__main__":

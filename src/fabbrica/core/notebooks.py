@@ -18,6 +18,7 @@ PROXY_PREFIX = "/notebooks"
 DEFAULT_IDLE_S = 3600
 DEFAULT_HOURS = 4.0
 LAUNCHER = "fabbrica.backends.notebook"
+WARN_S = 600  # the member is warned this long before a notebook ends (idle or time limit)
 
 
 def proxy_path(job_id: int) -> str:
@@ -25,12 +26,13 @@ def proxy_path(job_id: int) -> str:
     return f"{PROXY_PREFIX}/{job_id}/"
 
 
-def notebook_command(idle_s: int) -> str:
-    """The job's command: the launcher, told its idle time. Its `base_url` comes from the
-    job id the executor gives every job (FABBRICA_JOB_ID is `fab-<id>`)."""
-    idle = shlex.quote(str(idle_s))
+def notebook_command(idle_s: int, limit_s: int) -> str:
+    """The job's command: the launcher, told its idle time and time limit (for the
+    warning before it). Its `base_url` comes from the job id the executor gives every job
+    (FABBRICA_JOB_ID is `fab-<id>`)."""
+    idle, limit = shlex.quote(str(idle_s)), shlex.quote(str(limit_s))
     base = f'{PROXY_PREFIX}/"${{FABBRICA_JOB_ID#fab-}}"/'
-    return f"exec python -m {LAUNCHER} --idle {idle} --base-url {base}"
+    return f"exec python -m {LAUNCHER} --idle {idle} --limit {limit} --base-url {base}"
 
 
 @dataclass(frozen=True)
@@ -48,7 +50,7 @@ def notebook_spec(request: NotebookRequest, idle_s: int) -> JobSpec:
     data: dict[str, object] = {
         "name": NOTEBOOK_NAME,
         "resources": {"gpus": request.gpus, "time_limit": f"{seconds}s"},
-        "run": notebook_command(idle_s),
+        "run": notebook_command(idle_s, seconds),
         "datasets": list(request.datasets),
     }
     if request.project is not None:

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from fabbrica.core.errors import FabbricaError
-from fabbrica.core.notebooks import DEFAULT_HOURS, NotebookRequest
+from fabbrica.core.notebooks import DEFAULT_HOURS, WARN_S, NotebookRequest
 from fabbrica.portal.web import (
     CsrfChecked,
     DbSession,
@@ -21,9 +21,11 @@ from fabbrica.portal.web import (
 )
 from fabbrica.services import jobs, notebooks
 from fabbrica.services.access import projects as projects_service
-from fabbrica.store.models import User
+from fabbrica.store.models import Job, User
 
 router = APIRouter(route_class=PortalRoute, include_in_schema=False)
+REFRESH_S = 30  # the list (states, warnings) refreshes itself this often; 2 s while one
+# starts or stops
 
 
 def _page(
@@ -34,9 +36,15 @@ def _page(
     status: int = 200,
     error: FabbricaError | None = None,
 ) -> HTMLResponse:
-    executors = context(request).executors
+    ctx = context(request)
+    executors, now = ctx.executors, ctx.clock()
     rows = [
-        (job, notebooks.state_of(executors, job), notebooks.url_of(job))
+        (
+            job,
+            notebooks.state_of(executors, job),
+            notebooks.url_of(job),
+            notebooks.ending(executors, job, now),
+        )
         for job in notebooks.list_notebooks(session, user, limit=50)
     ]
     return render(
@@ -45,10 +53,17 @@ def _page(
         "notebooks.html",
         status,
         notebooks=rows,
+        warn_minutes=WARN_S // 60,
+        refresh_s=2 if any(_changing(job, state) for job, state, _, _ in rows) else REFRESH_S,
         projects=projects_service.list_projects(session, user),
         default_hours=DEFAULT_HOURS,
         error=error,
     )
+
+
+def _changing(job: Job, state: str) -> bool:
+    """Starting, or stopping (cancelled, not ended yet): its row changes in seconds."""
+    return state == notebooks.STARTING or (job.cancel_requested and job.ended_at is None)
 
 
 @router.get("/notebooks", response_class=HTMLResponse)

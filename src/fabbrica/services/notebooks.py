@@ -21,6 +21,7 @@ from fabbrica.core.jobspec import SpecError
 from fabbrica.core.notebooks import (
     LAUNCHER,
     NOTEBOOK_NAME,
+    WARN_S,
     NotebookRequest,
     notebook_spec,
     proxy_path,
@@ -31,10 +32,21 @@ from fabbrica.services.single_user import SingleUser
 from fabbrica.store.models import Job, User
 
 CONNECTION_FILE = "work/.notebook/notebook.json"  # in the job's directory (backends.notebook)
+STATUS_FILE = "work/.notebook/status.json"  # when it ends if left idle, kept by the launcher
 MAX_CONNECTION_BYTES = 4096
 READY, STARTING = "ready", "starting"
 # the spec's fields as a member names them (`--gpus`, `--hours`, `--factory`)
 _FIELDS = {"resources.gpus": "gpus", "resources.time_limit": "hours"}
+
+
+@dataclass(frozen=True)
+class Ending:
+    """When a running notebook ends if nothing changes, and why: `idle` (no client open,
+    nothing happening) or `time_limit`; `soon` within WARN_S of it (the member is warned)."""
+
+    at: dt.datetime
+    why: str
+    soon: bool
 
 
 @dataclass(frozen=True)
@@ -129,6 +141,33 @@ def state_of(executors: ExecutorRegistry, job: Job) -> str:
     return STARTING
 
 
+def ending(executors: ExecutorRegistry, job: Job, now: dt.datetime) -> Ending | None:
+    """The sooner of the time limit's end and the idle end the launcher last saw (none
+    while a client is connected); None for a notebook that does not run."""
+    if job.state != JobState.RUNNING.value or job.started_at is None:
+        return None
+    at, why = job.started_at + dt.timedelta(seconds=job.time_limit_s), "time_limit"
+    try:
+        idle = _read_idle_end(job_files.job_dir(executors, job) / STATUS_FILE)
+    except NotFound:
+        idle = None
+    if idle is not None and idle < at:
+        at, why = idle, "idle"
+    return Ending(at, why, (at - now).total_seconds() <= WARN_S)
+
+
+def _read_idle_end(path: Path) -> dt.datetime | None:
+    data = _read_json(path)
+    value = data.get("idle_ends_at") if isinstance(data, dict) else None
+    if not isinstance(value, str) or len(value) > 40:
+        return None
+    try:
+        at = dt.datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return at if at.tzinfo is not None else None
+
+
 def endpoint(executors: ExecutorRegistry, job: Job) -> Endpoint | None:
     """Where the running notebook listens, from the file its launcher wrote once JupyterLab
     answered; None until then (or when the job runs where this server keeps no files)."""
@@ -155,8 +194,8 @@ def find_endpoint(
     return found
 
 
-def _read_connection(path: Path, base_url: str) -> Endpoint | None:
-    """The job wrote this file: read it as untrusted (no link, no FIFO, small, checked)."""
+def _read_json(path: Path) -> object:
+    """The job wrote this file: read it as untrusted (no link, no FIFO, small)."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except OSError:
@@ -164,11 +203,16 @@ def _read_connection(path: Path, base_url: str) -> Endpoint | None:
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             return None
-        data = json.loads(os.read(fd, MAX_CONNECTION_BYTES))
+        return json.loads(os.read(fd, MAX_CONNECTION_BYTES))
     except (OSError, ValueError):
         return None
     finally:
         os.close(fd)
+
+
+def _read_connection(path: Path, base_url: str) -> Endpoint | None:
+    """Where the launcher says JupyterLab listens, checked."""
+    data = _read_json(path)
     if not isinstance(data, dict):
         return None
     port, token = data.get("port"), data.get("token")
