@@ -7,11 +7,15 @@ its own port) and one `fabbrica controller` (the control loop, and the agent of 
 (each one keep-alive HTTP connection to a replica, in turn) POSTs --jobs JSON job specs to
 /jobs. Each job asks for the whole `local` factory for an hour: the first runs (a `sleep`),
 the others stay queued, as held Slurm jobs do, so the machine does not run hundreds of jobs
-while it is measured; the control loop still sees every one of them.
+while it is measured; the control loop still sees every one of them. Each round's jobs are
+cancelled after it (untimed), as the sbatch round's are.
 
 sbatch: C client threads run `sbatch --hold --parsable --wrap true` on the testbed's
 it4lia cluster (as root, account root: no runuser in the way) --jobs times in all; each
 round's jobs are cancelled with scancel by id right after it (they never run).
+
+Beside Fabbrica's rate, the CPU time each submission cost (medians): the API processes,
+the controller and PostgreSQL's backends of the bench's database (from /proc).
 
 Each (system, clients) cell is the median of --rounds rounds, the rounds of the two
 systems interleaved so a change of load hits both. Prints the table and the ratios
@@ -42,7 +46,7 @@ from pathlib import Path
 import httpx
 from rich.console import Console
 from rich.table import Table
-from sqlalchemy import create_engine, text
+from sqlalchemy import Engine, create_engine, text
 
 PG_ADMIN = os.environ.get(
     "FABBRICA_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
@@ -115,6 +119,26 @@ class Plane:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+def cpu_seconds(pids: list[int]) -> float:
+    """User and system CPU time of these processes so far (children not included)."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # a backend that ended: its time is lost (rare: the pool keeps them)
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def backend_pids(admin: Engine, database: str) -> list[int]:
+    with admin.connect() as conn:
+        rows = conn.execute(
+            text("SELECT pid FROM pg_stat_activity WHERE datname = :d"), {"d": database}
+        )
+        return [int(r[0]) for r in rows]
+
+
 def setup(url: str) -> tuple[str, str]:
     """A member's token and a project with 500 GPU-hours on `local`."""
     admin = {"Authorization": "Bearer t"}
@@ -147,7 +171,7 @@ def run_clients(jobs: int, clients: int, one: Callable[[int, int], None]) -> flo
                 return
             try:
                 one(c, n)
-            except Exception as exc:  # noqa: BLE001 - counted and shown
+            except Exception as exc:
                 failures.append(repr(exc)[:300])
 
     threads = [threading.Thread(target=client, args=(c,)) for c in range(clients)]
@@ -163,35 +187,55 @@ def run_clients(jobs: int, clients: int, one: Callable[[int, int], None]) -> flo
     return jobs / elapsed
 
 
-def fabbrica_round(urls: list[str], token: str, project: str, jobs: int, clients: int) -> float:
+def fabbrica_round(
+    urls: list[str], token: str, project: str, jobs: int, clients: int
+) -> tuple[float, Callable[[], None]]:
+    """Submissions per second, and what cancels the round's jobs (untimed, as the sbatch
+    round's are cancelled), so that each round starts on the same queue."""
     spec = {"name": "b", "run": "sleep 3600",
             "resources": {"gpus": LOCAL_GPUS, "time_limit": "1h"}}  # fmt: skip
     body = json.dumps({"spec": spec, "project": project}).encode()
     headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
     conns: dict[int, http.client.HTTPConnection] = {}
+    ids: list[int] = []
 
-    def one(c: int, _n: int) -> None:
+    def call(c: int, path: str, payload: bytes, expect: int) -> bytes:
         conn = conns.get(c)
         if conn is None:
             host = urls[c % len(urls)].removeprefix("http://")
             conn = conns[c] = http.client.HTTPConnection(host, timeout=60)
-        conn.request("POST", "/api/v1/jobs", body=body, headers=headers)
+        conn.request("POST", path, body=payload, headers=headers)
         r = conn.getresponse()
         answer = r.read()
-        if r.status != 201:
-            raise RuntimeError(f"{r.status} {answer[:200]!r}")
+        if r.status != expect:
+            raise RuntimeError(f"{path}: {r.status} {answer[:200]!r}")
+        return answer
+
+    def submit(c: int, _n: int) -> None:
+        ids.append(json.loads(call(c, "/api/v1/jobs", body, 201))["id"])
+
+    def cancel(c: int, n: int) -> None:
+        call(c, f"/api/v1/jobs/{ids[n]}/cancel", b"", 200)
+
+    def cancel_all() -> None:
+        try:
+            run_clients(len(ids), clients, cancel)
+        finally:
+            for conn in conns.values():
+                conn.close()
 
     try:
-        return run_clients(jobs, clients, one)
-    finally:
-        for conn in conns.values():
-            conn.close()
+        return run_clients(jobs, clients, submit), cancel_all
+    except BaseException:
+        cancel_all()
+        raise
 
 
 def sbatch_round(cluster: dict[str, str], jobs: int, clients: int) -> float:
     env = {**os.environ, "SLURM_CONF": cluster["slurm_conf"]}
     argv = ["sbatch", "--hold", "--parsable", "-A", "root", "-p", cluster["partition"],
-            "-J", "fabbrica-bench-held", "-t", "1", "-o", "/dev/null", "--wrap", "true"]  # fmt: skip
+            "-J", "fabbrica-bench-held", "-t", "1", "-o", "/dev/null",
+            "--wrap", "true"]  # fmt: skip
     ids: list[str] = []
 
     def one(_c: int, _n: int) -> None:
@@ -230,16 +274,25 @@ def main() -> None:
         conn.execute(text(f'CREATE DATABASE "{name}"'))
     url = admin.url.set(database=name).render_as_string(hide_password=False)
     rates: dict[tuple[str, int], list[float]] = {}
+    cpu: dict[int, list[list[float]]] = {}  # clients -> per round: API, controller, PG ms
     plane = None
     try:
         plane = Plane(url, args.replicas, args.workers)
         token, project = setup(plane.urls[0])
-        fabbrica_round(plane.urls, token, project, 50, 8)  # warm-up: connections, caches
+        fabbrica_round(plane.urls, token, project, 50, 8)[1]()  # warm-up: connections, caches
         for n in range(args.rounds):
             for clients in counts:
-                rate = fabbrica_round(plane.urls, token, project, args.jobs, clients)
+                api, ctl = [p.pid for p in plane.procs[:-1]], [plane.procs[-1].pid]
+                pg = backend_pids(admin, name)
+                before = (cpu_seconds(api), cpu_seconds(ctl), cpu_seconds(pg))
+                rate, cancel = fabbrica_round(plane.urls, token, project, args.jobs, clients)
+                after = (cpu_seconds(api), cpu_seconds(ctl), cpu_seconds(pg))
+                cancel()
+                ms = [(b - a) * 1000 / args.jobs for a, b in zip(before, after, strict=True)]
+                cpu.setdefault(clients, []).append(ms)
                 rates.setdefault(("Fabbrica", clients), []).append(rate)
-                line = f"round {n + 1}, {clients} clients: Fabbrica {rate:.0f}/s"
+                line = (f"round {n + 1}, {clients} clients: Fabbrica {rate:.0f}/s (CPU ms each: "
+                        f"API {ms[0]:.2f}, controller {ms[1]:.2f}, PostgreSQL {ms[2]:.2f})")
                 if cluster is not None:
                     rate = sbatch_round(cluster, args.jobs, clients)
                     rates.setdefault(("sbatch", clients), []).append(rate)
@@ -256,12 +309,15 @@ def main() -> None:
         f"Fabbrica (PostgreSQL, {args.replicas} x `fabbrica serve` --workers {args.workers}, "
         f"`fabbrica controller`) and `sbatch --hold` on {CLUSTER}"
     )
-    for column in ("clients", "Fabbrica /s", "min", "max", "sbatch /s", "min", "max", "ratio"):
+    columns = ("clients", "Fabbrica /s", "min", "max", "CPU ms each: API", "controller",
+               "PostgreSQL", "sbatch /s", "min", "max", "ratio")  # fmt: skip
+    for column in columns:
         table.add_column(column, justify="right")
     for clients in counts:
         ours = rates[("Fabbrica", clients)]
         row = [str(clients), f"{statistics.median(ours):.0f}", f"{min(ours):.0f}",
                f"{max(ours):.0f}"]  # fmt: skip
+        row += [f"{statistics.median(r[k] for r in cpu[clients]):.2f}" for k in range(3)]
         theirs = rates.get(("sbatch", clients))
         if theirs:
             ratio = statistics.median(ours) / statistics.median(theirs)
