@@ -119,8 +119,20 @@ class Plane:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+def with_children(pids: list[int]) -> list[int]:
+    """The processes and their children (the workers of `fabbrica serve --workers N`)."""
+    found = list(pids)
+    for pid in pids:
+        try:
+            found += [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+        except OSError:
+            continue
+    return found
+
+
 def cpu_seconds(pids: list[int]) -> float:
-    """User and system CPU time of these processes so far (children not included)."""
+    """User and system CPU time of these processes so far (their children's: see
+    with_children)."""
     total = 0
     for pid in pids:
         try:
@@ -282,7 +294,8 @@ def main() -> None:
         fabbrica_round(plane.urls, token, project, 50, 8)[1]()  # warm-up: connections, caches
         for n in range(args.rounds):
             for clients in counts:
-                api, ctl = [p.pid for p in plane.procs[:-1]], [plane.procs[-1].pid]
+                api = with_children([p.pid for p in plane.procs[:-1]])
+                ctl = [plane.procs[-1].pid]
                 pg = backend_pids(admin, name)
                 before = (cpu_seconds(api), cpu_seconds(ctl), cpu_seconds(pg))
                 rate, cancel = fabbrica_round(plane.urls, token, project, args.jobs, clients)
@@ -291,8 +304,10 @@ def main() -> None:
                 ms = [(b - a) * 1000 / args.jobs for a, b in zip(before, after, strict=True)]
                 cpu.setdefault(clients, []).append(ms)
                 rates.setdefault(("Fabbrica", clients), []).append(rate)
-                line = (f"round {n + 1}, {clients} clients: Fabbrica {rate:.0f}/s (CPU ms each: "
-                        f"API {ms[0]:.2f}, controller {ms[1]:.2f}, PostgreSQL {ms[2]:.2f})")
+                line = (
+                    f"round {n + 1}, {clients} clients: Fabbrica {rate:.0f}/s (CPU ms each: "
+                    f"API {ms[0]:.2f}, controller {ms[1]:.2f}, PostgreSQL {ms[2]:.2f})"
+                )
                 if cluster is not None:
                     rate = sbatch_round(cluster, args.jobs, clients)
                     rates.setdefault(("sbatch", clients), []).append(rate)
