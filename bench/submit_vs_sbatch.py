@@ -65,7 +65,7 @@ def free_port() -> int:
 def wait_healthy(url: str, proc: subprocess.Popen[bytes]) -> None:
     for _ in range(600):
         if proc.poll() is not None:
-            raise RuntimeError(f"{proc.args} exited {proc.returncode}")
+            raise RuntimeError(f"{proc.args!r} exited {proc.returncode}")
         try:
             if httpx.get(f"{url}/api/v1/health", timeout=1).status_code == 200:
                 return

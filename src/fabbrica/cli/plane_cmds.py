@@ -71,9 +71,9 @@ def serve(
     say(f"  database: {describe_database(prepared.ctx.db.url)}", err=True)
     say("  control loop: not here (fabbrica controller)", err=True)
     admin_banner(prepared, settings.public_url or None)
-    where = {"host": settings.host, "port": settings.port, "log_level": settings.log_level}
+    host, port, level = settings.host, settings.port, settings.log_level
     if workers == 1:
-        uvicorn.run(build_api(prepared), **where)
+        uvicorn.run(build_api(prepared), host=host, port=port, log_level=level)
         return
     # each worker builds its API from the environment (fabbrica.server.worker_api): the
     # settings this process resolved, options included
@@ -85,7 +85,8 @@ def serve(
     )
     if settings.catalog is not None:
         os.environ["FABBRICA_CATALOG"] = str(settings.catalog)
-    uvicorn.run("fabbrica.server:worker_api", factory=True, workers=workers, **where)
+    app = "fabbrica.server:worker_api"
+    uvicorn.run(app, factory=True, workers=workers, host=host, port=port, log_level=level)
 
 
 def controller(data_dir: DataDirOpt = None, catalog: CatalogOpt = None) -> None:

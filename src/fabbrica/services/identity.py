@@ -252,7 +252,7 @@ def revoke_token(session: Session, actor: User, token_id: int, *, now: dt.dateti
 
 
 @cache
-def _token_query() -> Select[tuple[ApiToken]]:
+def _token_query() -> Select[ApiToken]:
     """A token by its hash, with its user: one round trip. Built once (every request runs
     it): SQLAlchemy then skips building the statement and its cache key each time."""
     by_hash = ApiToken.token_hash == bindparam("token_hash")

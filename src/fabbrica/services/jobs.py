@@ -235,7 +235,7 @@ def _add_tasks(session: Session, first: Job, spec: JobSpec, indices: tuple[int, 
 
 
 @cache
-def _member_project_query() -> Select[tuple[Project]]:
+def _member_project_query() -> Select[Project]:
     """A project by id, with its organisation, when the user is a member. Built once (every
     submission runs it): SQLAlchemy then skips building the statement and its cache key."""
     member = Project.pk.in_(member_project_pks(bindparam("user_id")))
@@ -244,7 +244,7 @@ def _member_project_query() -> Select[tuple[Project]]:
 
 
 @cache
-def _live_allocations_query() -> Select[tuple[Allocation]]:
+def _live_allocations_query() -> Select[Allocation]:
     """The allocations of a project in force now (built once, as above)."""
     return in_force(bindparam("now")).where(Allocation.project_pk == bindparam("project_pk"))
 
@@ -255,9 +255,9 @@ def _project(session: Session, actor: User, project_id: str | None) -> Project:
         # a member's submission (the usual case): the project and its organisation in one
         # round trip; anything else (staff, not a member, no such project) below
         values = {"project_id": project_id, "user_id": actor.id}
-        mine = session.scalar(_member_project_query(), values)
-        if mine is not None:
-            return mine
+        member_of = session.scalar(_member_project_query(), values)
+        if member_of is not None:
+            return member_of
         project = visible_project(session, actor, project_id, field="project")
         # staff see projects (operators: those that applied to their factories), but only
         # the project's people spend its allocations
