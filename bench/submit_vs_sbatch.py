@@ -15,7 +15,9 @@ it4lia cluster (as root, account root: no runuser in the way) --jobs times in al
 round's jobs are cancelled with scancel by id right after it (they never run).
 
 Beside Fabbrica's rate, the CPU time each submission cost (medians): the API processes,
-the controller and PostgreSQL's backends of the bench's database (from /proc).
+the controller and PostgreSQL's backends of the bench's database (from /proc; a backend
+that ends during the round takes its time with it: PostgreSQL's figure is then too low,
+even negative, as when a pool opens and closes connections per request).
 
 Each (system, clients) cell is the median of --rounds rounds, the rounds of the two
 systems interleaved so a change of load hits both. Prints the table and the ratios
