@@ -274,6 +274,14 @@ def build_api(prepared: Prepared) -> FastAPI:
     return app
 
 
+def worker_api() -> FastAPI:
+    """The API of one worker process of `fabbrica serve --workers N` (uvicorn calls it by
+    name in each worker): the settings from the environment, which the parent process set
+    from its own; the parent migrated the schema and made the first admin already."""
+    settings = Settings()
+    return build_api(prepare(settings, load_settings_catalog(settings), API))
+
+
 class Controller:
     """`fabbrica controller`: the control loop, and the agents of the factories that run on
     this machine, while this process leads (a PostgreSQL advisory lock, held on a connection

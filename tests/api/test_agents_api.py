@@ -357,3 +357,22 @@ def test_a_bad_report_is_refused_and_changes_nothing(
     assert r.status_code == 422, r.text
     assert r.json()["error"]["field"].startswith("runs.0.")
     assert snapshot(world.db) == before
+
+
+def test_a_factory_whose_agent_registers_later_takes_jobs_at_once(world: World) -> None:
+    """A submission checks the factories the API process saw connected, without reading
+    them again each time; one refused there is checked again on those connected now."""
+    applied = world.api.post(f"{API}/proposals", headers=world.user, json={
+        "project_id": world.project, "call_id": "lumi-aif-playground", "gpu_hours": 50,
+        "months": 1, "declare_civilian_ai_act": True})  # fmt: skip
+    assert applied.json()["state"] == "accepted", applied.text
+    spec = {"name": "t", "run": "echo hi", "resources": {"gpus": 1, "gpu_model": "mi250x",
+                                                         "time_limit": "10m"}}  # fmt: skip
+    refused = world.api.post(f"{API}/jobs", headers=world.user, json={"spec": spec})
+    assert_error(refused, 422, "invalid", "resources")  # lumi-aif has no agent yet
+    assert "lumi-aif" not in world.ctx.executors.seen()
+    made = world.api.post(f"{API}/agents/lumi-aif/token", headers=world.admin)
+    assert made.status_code == 201, made.text
+    queued = world.api.post(f"{API}/jobs", headers=world.user, json={"spec": spec})
+    assert queued.status_code == 201, queued.text
+    assert "lumi-aif" in world.ctx.executors.seen()

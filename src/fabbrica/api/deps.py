@@ -63,7 +63,9 @@ class AppContext:
         )
 
 
-def get_context(request: Request) -> AppContext:
+# Dependencies that only read what is at hand are `async def`: FastAPI runs a plain `def`
+# dependency in a worker thread, one thread hop per dependency and request.
+async def get_context(request: Request) -> AppContext:
     ctx: AppContext = request.app.state.ctx
     return ctx
 
@@ -82,13 +84,20 @@ def get_session(ctx: ContextDep) -> Iterator[Session]:
 SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 
 _bearer = HTTPBearer(auto_error=False, description="an API token: `Authorization: Bearer fab_...`")
+# The bearer credentials as sent, unchecked: for a route that signs them in itself
+# (`authenticated`), in the worker thread where it does the rest of its work
+BearerDep = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 
 
-def get_current_user(
-    ctx: ContextDep,
-    session: SessionDep,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+def get_current_user(ctx: ContextDep, session: SessionDep, credentials: BearerDep) -> User:
+    return authenticated(ctx, session, credentials)
+
+
+def authenticated(
+    ctx: AppContext, session: Session, credentials: HTTPAuthorizationCredentials | None
 ) -> User:
+    """The user the bearer credentials sign in (Unauthenticated otherwise), under the
+    catalog's MFA policy: what `CurrentUser` gives a route."""
     if credentials is None or not credentials.credentials:
         raise Unauthenticated("missing bearer token (Authorization: Bearer <token>)")
     secret = credentials.credentials
@@ -105,7 +114,7 @@ def get_current_user(
 CurrentUser = Annotated[User, Depends(get_current_user)]
 
 
-def get_catalog(ctx: ContextDep) -> Catalog:
+async def get_catalog(ctx: ContextDep) -> Catalog:
     return ctx.catalog
 
 

@@ -105,7 +105,8 @@ def _allowed(request: Request) -> str:
 async def _on_database_away(_: Request, exc: Exception) -> JSONResponse:
     """The database cannot be reached (down, restarting, failing over, the network): 503,
     never 500; the request changed nothing (its transaction did not commit). The pool
-    checks each connection before use (pool_pre_ping), so service resumes by itself."""
+    checks a connection idle for a second or more before use, and drops them all after a
+    connection fails (store/db.py), so service resumes by itself."""
     log.warning("database unavailable: %s", " ".join(str(exc).split())[:300])
     return error_response(
         503,

@@ -4,6 +4,7 @@ their own, on PostgreSQL (docs/deploy.md). `fabbrica up` runs both in one proces
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 from pathlib import Path
@@ -38,6 +39,14 @@ def serve(
     port: Annotated[int | None, typer.Option(help="Port to listen on.", min=1, max=65535)] = None,
     data_dir: DataDirOpt = None,
     catalog: CatalogOpt = None,
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=64,
+            help="Worker processes of this replica (one per core it may use), on one port.",
+        ),
+    ] = 1,
 ) -> None:
     """Run the API only, on PostgreSQL: any number of replicas, no control loop.
 
@@ -46,9 +55,10 @@ def serve(
     in one process). A replica holds no state of its own: run as many as you like behind a
     reverse proxy, with the same catalog and settings, and `fabbrica controller` beside
     them. On start it migrates the schema and creates the first admin on an empty database,
-    one process at a time. While the database is unreachable it answers 503 (`unavailable`,
-    with `Retry-After`) and it recovers by itself when the database returns. See
-    docs/deploy.md.
+    one process at a time. With `--workers N` the replica runs N processes on its port
+    (uvicorn's workers), each its own API. While the database is unreachable it answers
+    503 (`unavailable`, with `Retry-After`) and it recovers by itself when the database
+    returns. See docs/deploy.md.
     """
     import uvicorn
 
@@ -61,9 +71,22 @@ def serve(
     say(f"  database: {describe_database(prepared.ctx.db.url)}", err=True)
     say("  control loop: not here (fabbrica controller)", err=True)
     admin_banner(prepared, settings.public_url or None)
-    uvicorn.run(
-        build_api(prepared), host=settings.host, port=settings.port, log_level=settings.log_level
+    host, port, level = settings.host, settings.port, settings.log_level
+    if workers == 1:
+        uvicorn.run(build_api(prepared), host=host, port=port, log_level=level)
+        return
+    # each worker builds its API from the environment (fabbrica.server.worker_api): the
+    # settings this process resolved, options included
+    prepared.ctx.db.dispose()
+    os.environ.update(
+        FABBRICA_DATA_DIR=str(settings.data_dir),
+        FABBRICA_HOST=settings.host,
+        FABBRICA_PORT=str(settings.port),
     )
+    if settings.catalog is not None:
+        os.environ["FABBRICA_CATALOG"] = str(settings.catalog)
+    app = "fabbrica.server:worker_api"
+    uvicorn.run(app, factory=True, workers=workers, host=host, port=port, log_level=level)
 
 
 def controller(data_dir: DataDirOpt = None, catalog: CatalogOpt = None) -> None:

@@ -47,6 +47,7 @@ class ExecutorRegistry:
         self.fixed: dict[str, Executor] = dict(fixed or {})
         self._links: dict[str, AgentLink] = {}
         self._lock = threading.Lock()
+        self._seen: set[str] | None = None  # what `connected` last answered
 
     def connected(self, session: Session | None = None) -> set[str]:
         """The factories that can run jobs now: the fixed ones, and those of the catalog
@@ -60,7 +61,17 @@ class ExecutorRegistry:
             for factory_id in agents - set(self.fixed) - set(self._links):
                 if self.catalog.factory(factory_id) is not None:
                     self._links[factory_id] = self._link(factory_id)
-            return set(self.fixed) | set(self._links)
+            self._seen = set(self.fixed) | set(self._links)
+            return set(self._seen)
+
+    def seen(self, session: Session | None = None) -> set[str]:
+        """The connected factories as this process last saw them, without reading the
+        database again (the first time it reads). Safe where a smaller set can only make
+        an answer more cautious: factories only ever join (an agent's row is never
+        deleted), so every factory seen is still connected."""
+        with self._lock:
+            seen = None if self._seen is None else set(self._seen)
+        return self.connected(session) if seen is None else seen
 
     def get(self, factory_id: str) -> Executor | None:
         """The factory's executor; None when nothing runs it (no agent registered)."""

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Callable
+from functools import cache
 from typing import Any
 
-from sqlalchemy import insert, select
-from sqlalchemy.orm import Session
+from sqlalchemy import Select, bindparam, insert, select
+from sqlalchemy.orm import Session, joinedload
 
 from fabbrica.catalog.model import Catalog
 from fabbrica.core.arrays import INDEX_VARIABLE, MAX_TASKS
@@ -93,13 +95,15 @@ def submit(
     workdir_archive: str | None,
     now: dt.datetime,
     single_user: SingleUser | None = None,
+    recheck: Callable[[], set[str]] | None = None,
 ) -> Job:
     """Queue a job (or, for a spec with `array`, all its tasks at once: the first task is
     returned, the others share its `array_id`). Refused (InvalidInput, the numbers in the
     message) when no connected partition could ever run it, when its worst case (every
     task's, for an array) exceeds what every eligible allocation of its project has left,
     or when it could run only on factories that run another user's jobs only
-    (`single_user`)."""
+    (`single_user`). With `recheck`, `connected` may be an earlier view: a job refused
+    there is checked again on `recheck()` (the factories connected now)."""
     project = _project(session, actor, project_id or spec.project)
     _check_names(catalog, spec)
     data = resolve_for_job(session, project, [parse_ref(r) for r in spec.datasets])
@@ -120,11 +124,45 @@ def submit(
         array_index=indices[0] if indices else None,
     )
     job.project = project
-    probe = as_sched_job(job, spec, project.organisation.country, data)
+    try:
+        spec = _placed(session, actor, catalog, spec, job, data, connected, now, single_user)
+    except (InvalidInput, Forbidden):
+        # `connected` may be what this process saw earlier (factories only ever join):
+        # refused there, the job is checked again on the factories connected now
+        if recheck is None or (fresh := recheck()) == connected:
+            raise
+        spec = _placed(session, actor, catalog, spec, job, data, fresh, now, single_user)
+    session.add(job)
+    session.flush()
+    if indices:
+        _add_tasks(session, job, spec, indices)
+    if data.versions:
+        tasks_of = select(Job).where(Job.array_id == job.id) if indices else None
+        for each in [job] if tasks_of is None else list(session.scalars(tasks_of)):
+            link_job(session, each, data)
+    return job
+
+
+def _placed(
+    session: Session,
+    actor: User,
+    catalog: Catalog,
+    spec: JobSpec,
+    job: Job,
+    data: JobData,
+    connected: set[str],
+    now: dt.datetime,
+    single_user: SingleUser | None,
+) -> JobSpec:
+    """Check that the job can run on some connected partition under an allocation of its
+    project with its worst case left; returns its spec, narrowed to the factories the
+    sign-in is strong enough for (and `job.spec` with it)."""
+    indices = spec.array_indices
+    probe = as_sched_job(job, spec, job.project.organisation.country, data)
     parts = [p for p in partitions_of(catalog, connected) if _fits(probe, p)]
     if not parts:
         reason = no_candidate_reason(probe, tuple(partitions_of(catalog, connected)))
-        free = as_sched_job(job, spec, project.organisation.country)
+        free = as_sched_job(job, spec, job.project.organisation.country)
         if data.label is not None and any(
             _fits(free, p) for p in partitions_of(catalog, connected)
         ):  # it could run, but not where its data may go
@@ -140,20 +178,12 @@ def submit(
             raise mfa_refusal(min(blocked), "run jobs there")
         spec = _placed_outside(spec, catalog, actor.lacks_mfa_for)
         job.spec = _task_spec(spec, indices[0]) if indices else spec.model_dump_json()
-        probe = as_sched_job(job, spec, project.organisation.country)
+        probe = as_sched_job(job, spec, job.project.organisation.country)
     tasks = max(len(indices), 1)
-    _check_allocations(session, project, probe, parts, now, tasks=tasks)
+    _check_allocations(session, job.project, probe, parts, now, tasks=tasks)
     if single_user is not None:
-        _check_single_user(session, single_user, actor, project, probe, parts, now)
-    session.add(job)
-    session.flush()
-    if indices:
-        _add_tasks(session, job, spec, indices)
-    if data.versions:
-        tasks_of = select(Job).where(Job.array_id == job.id) if indices else None
-        for each in [job] if tasks_of is None else list(session.scalars(tasks_of)):
-            link_job(session, each, data)
-    return job
+        _check_single_user(session, single_user, actor, job.project, probe, parts, now)
+    return spec
 
 
 def _placed_outside(spec: JobSpec, catalog: Catalog, excluded: frozenset[str]) -> JobSpec:
@@ -204,9 +234,30 @@ def _add_tasks(session: Session, first: Job, spec: JobSpec, indices: tuple[int, 
         session.execute(insert(Job), rows)
 
 
+@cache
+def _member_project_query() -> Select[Project]:
+    """A project by id, with its organisation, when the user is a member. Built once (every
+    submission runs it): SQLAlchemy then skips building the statement and its cache key."""
+    member = Project.pk.in_(member_project_pks(bindparam("user_id")))
+    by_id = Project.id == bindparam("project_id")
+    return select(Project).options(joinedload(Project.organisation)).where(by_id, member)
+
+
+@cache
+def _live_allocations_query() -> Select[Allocation]:
+    """The allocations of a project in force now (built once, as above)."""
+    return in_force(bindparam("now")).where(Allocation.project_pk == bindparam("project_pk"))
+
+
 def _project(session: Session, actor: User, project_id: str | None) -> Project:
     """The named project, or, when none is named, the one project the user belongs to."""
     if project_id:
+        # a member's submission (the usual case): the project and its organisation in one
+        # round trip; anything else (staff, not a member, no such project) below
+        values = {"project_id": project_id, "user_id": actor.id}
+        member_of = session.scalar(_member_project_query(), values)
+        if member_of is not None:
+            return member_of
         project = visible_project(session, actor, project_id, field="project")
         # staff see projects (operators: those that applied to their factories), but only
         # the project's people spend its allocations
@@ -257,7 +308,8 @@ def _check_allocations(
     tasks: int = 1,
 ) -> None:
     """Some eligible allocation has left the worst case of `tasks` such jobs."""
-    live = list(session.scalars(in_force(now).where(Allocation.project_pk == project.pk)))
+    values = {"now": now, "project_pk": project.pk}
+    live = list(session.scalars(_live_allocations_query(), values))
     best: tuple[float, float, str] | None = None
     for part in parts:
         worst = charge(part, job) * tasks
@@ -330,6 +382,7 @@ def submit_batch(
     connected: set[str],
     now: dt.datetime,
     single_user: SingleUser | None = None,
+    recheck: Callable[[], set[str]] | None = None,
 ) -> list[Job]:
     """Queue several jobs (without workdirs), each checked as if submitted alone; the first
     refusal names its place in the batch (`jobs.N.field`). The caller commits all or none."""
@@ -346,6 +399,7 @@ def submit_batch(
                 workdir_archive=None,
                 now=now,
                 single_user=single_user,
+                recheck=recheck,
             )
         except (InvalidInput, Forbidden, NotFound) as exc:
             if exc.field is None:

@@ -36,6 +36,7 @@ def submit_and_commit(
     single_user: SingleUser,
     now: dt.datetime,
     present: Callable[[Job], T],
+    recheck: Callable[[], set[str]] | None = None,
 ) -> T:
     """Queue the job and commit; returns `present(job)`, made before the commit."""
     path = None
@@ -54,6 +55,7 @@ def submit_and_commit(
         workdir_archive=str(path) if path is not None else None,
         now=now,
         single_user=single_user,
+        recheck=recheck,
     )
     try:  # stored only once the job is accepted; gone again if it cannot be kept
         if path is not None and archive is not None:

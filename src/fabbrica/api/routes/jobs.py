@@ -11,7 +11,14 @@ from fastapi.responses import Response
 from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
-from fabbrica.api.deps import CatalogDep, ContextDep, CurrentUser, SessionDep
+from fabbrica.api.deps import (
+    BearerDep,
+    CatalogDep,
+    ContextDep,
+    CurrentUser,
+    SessionDep,
+    authenticated,
+)
 from fabbrica.api.multipart import Part, parse_form
 from fabbrica.api.params import MAX_ID, MAX_OFFSET
 from fabbrica.api.schemas_jobs import (
@@ -126,9 +133,7 @@ def _from_data(data: dict[str, Any]) -> JobSpec:
 
 
 @router.post("/jobs", response_model=JobPublic, status_code=status.HTTP_201_CREATED)
-async def submit_job(
-    request: Request, ctx: ContextDep, session: SessionDep, actor: CurrentUser, catalog: CatalogDep
-) -> JobPublic:
+async def submit_job(request: Request, ctx: ContextDep, credentials: BearerDep) -> JobPublic:
     """Submit a job: JSON `{spec, project}`, or a multipart form with `spec` (YAML or JSON
     text), `project` and a `workdir` tar archive. Refused with 422 when it can never run or
     its worst case exceeds every eligible allocation; a workdir archive over its budgets
@@ -137,21 +142,26 @@ async def submit_job(
     raw = _Submission(await request.body(), request.headers.get("content-type", ""))
 
     def work() -> JobPublic:
-        spec, project, archive = _parse_submission(raw)
-        return submission.submit_and_commit(
-            session,
-            actor,
-            catalog,
-            spec,
-            project_id=project,
-            archive=archive,
-            files=ctx.files,
-            limits=ctx.archive_limits,
-            connected=ctx.executors.connected(session),
-            single_user=ctx.single_user,
-            now=ctx.clock(),
-            present=job_public,
-        )
+        # the whole submission in one worker thread and one transaction: sign-in, checks,
+        # the job's row, commit (no thread hop per dependency)
+        with ctx.db.session() as session:
+            actor = authenticated(ctx, session, credentials)
+            spec, project, archive = _parse_submission(raw)
+            return submission.submit_and_commit(
+                session,
+                actor,
+                ctx.catalog,
+                spec,
+                project_id=project,
+                archive=archive,
+                files=ctx.files,
+                limits=ctx.archive_limits,
+                connected=ctx.executors.seen(session),
+                single_user=ctx.single_user,
+                now=ctx.clock(),
+                present=job_public,
+                recheck=lambda: ctx.executors.connected(session),
+            )
 
     public = await run_in_threadpool(work)
     ctx.wake()  # a control loop in this process (`fabbrica up`) dispatches it now
@@ -181,9 +191,10 @@ def submit_batch(
         actor,
         catalog,
         parsed,
-        connected=ctx.executors.connected(session),
+        connected=ctx.executors.seen(session),
         single_user=ctx.single_user,
         now=ctx.clock(),
+        recheck=lambda: ctx.executors.connected(session),
     )
     shown = [job_public(j) for j in queued]
     session.commit()

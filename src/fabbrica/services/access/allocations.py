@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.elements import BindParameter
 
 from fabbrica.core.access import LIVE, MAX_GPU_HOURS, AllocationState, add_months
 from fabbrica.core.billing import gpu_hours_problem
@@ -72,7 +73,7 @@ def create_allocation(
     return allocation
 
 
-def in_force(now: dt.datetime) -> Select[Allocation]:
+def in_force(now: dt.datetime | BindParameter[dt.datetime]) -> Select[Allocation]:
     """Allocations that jobs may charge now: active and within their validity."""
     return select(Allocation).where(
         Allocation.state == AllocationState.ACTIVE.value,

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from sqlalchemy import Select, false, or_, select, true
 from sqlalchemy.orm import InstrumentedAttribute, Session
-from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.sql.elements import BindParameter, ColumnElement
 
 from fabbrica.core.errors import Forbidden, NotFound
 from fabbrica.core.identity import Role
@@ -102,9 +102,16 @@ def org_role(session: Session, user: User, org_id: int) -> str | None:
     return None if role in INVITED_ROLES else role
 
 
-def joined_org_ids(user: User) -> Select[int]:
+def _user_id(user: User | BindParameter[int]) -> int | BindParameter[int]:
+    """The user's id, or a parameter bound to it when the statement runs (a statement
+    built once and run for every request)."""
+    return user if isinstance(user, BindParameter) else user.id
+
+
+def joined_org_ids(user: User | BindParameter[int]) -> Select[int]:
     return select(OrganisationMember.organisation_id).where(
-        OrganisationMember.user_id == user.id, OrganisationMember.role.not_in(INVITED_ROLES)
+        OrganisationMember.user_id == _user_id(user),
+        OrganisationMember.role.not_in(INVITED_ROLES),
     )
 
 
@@ -152,10 +159,10 @@ def visible_org(session: Session, user: User, org_id: int) -> Organisation:
     return org
 
 
-def member_project_pks(user: User) -> Select[int]:
+def member_project_pks(user: User | BindParameter[int]) -> Select[int]:
     """The pks of the projects `user` belongs to, directly or through its organisation."""
     org_ids = joined_org_ids(user)
-    member_of = select(ProjectMember.project_pk).where(ProjectMember.user_id == user.id)
+    member_of = select(ProjectMember.project_pk).where(ProjectMember.user_id == _user_id(user))
     return select(Project.pk).where(
         or_(Project.pk.in_(member_of), Project.organisation_id.in_(org_ids))
     )
