@@ -1,0 +1,100 @@
+"""Checkpoints that follow a job across factories, through the agent API: a run's agent
+sends its checkpoint folder in parts (checked whole against its SHA-256, and only from the
+factory and run that hold the job), and the job's next run, lost and placed elsewhere, is
+launched with it to download."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import tarfile
+from typing import Any
+
+from fabbrica.store.models import JobLoss
+from tests.api.helpers import API
+from tests.api.test_agents_api import LEASE, World, run, world  # noqa: F401
+
+
+def submit(w: World) -> int:
+    spec = {
+        "name": "ckpt",
+        "run": "echo hi",
+        "resources": {"time_limit": "10m", "gpus": 1, "gpu_model": "gh200"},
+        "checkpoint": {"dir": "ckpt/", "every": "1m", "grace": "10s"},
+        "resume": True,
+    }
+    r = w.api.post(f"{API}/jobs", headers=w.user, json={"spec": spec})
+    assert r.status_code == 201, r.text
+    return int(r.json()["id"])
+
+
+def folder_tar(files: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def send(w: World, factory: str, job_id: int, data: bytes, **params: Any) -> Any:
+    return w.api.post(
+        f"{API}/agent/jobs/{job_id}/checkpoint",
+        params=params,
+        content=data,
+        headers={**w.agents[factory], "Content-Type": "application/octet-stream"},
+    )
+
+
+def test_a_checkpoint_sent_in_parts_follows_the_lost_job_to_its_next_run(world: World) -> None:
+    w = world
+    w.sync("jaif")
+    job_id = submit(w)
+    w.dispatcher.step()
+    first = w.sync("jaif")["launch"]
+    assert [o["checkpoint"]["archive"] for o in first] == [None]  # nothing kept yet
+    w.sync("jaif", [run(job_id, "running", site_job_id="7")])
+
+    data = folder_tar({"step": b"41\n", "weights.bin": bytes(range(256)) * 1024})
+    sha = hashlib.sha256(data).hexdigest()
+    whole = {"run": 1, "size": len(data), "sha256": sha}
+    half = len(data) // 2
+    r = send(w, "jaif", job_id, data[:half], offset=0, **whole)
+    assert r.status_code == 200 and r.json() == {"received": half, "stored": False}, r.text
+    # a part past what the server has, another factory, a run that is not the job's: refused
+    assert send(w, "jaif", job_id, data[half + 1 :], offset=half + 1, **whole).status_code == 409
+    assert send(w, "it4lia", job_id, data[half:], offset=half, **whole).status_code == 404
+    assert (
+        send(w, "jaif", job_id, data[half:], offset=half, **{**whole, "run": 2}).status_code == 409
+    )
+    bad = {**whole, "sha256": "0" * 64}
+    assert send(w, "jaif", job_id, data, offset=0, **bad).status_code == 409  # does not match
+    assert (
+        w.api.get(f"{API}/agent/jobs/{job_id}/checkpoint", headers=w.agents["jaif"]).status_code
+        == 404
+    )
+    r = send(w, "jaif", job_id, data[half:], offset=half, **whole)  # goes on where it stopped
+    assert r.status_code == 200 and r.json() == {"received": len(data), "stored": True}, r.text
+
+    # jaif goes quiet past the lease: the job is lost and waits again; its run at jaif can
+    # no longer replace the checkpoint
+    w.clock.advance(seconds=LEASE.total_seconds() + 1)
+    w.dispatcher.step()
+    assert w.job(job_id)["state"] == "queued"
+    assert send(w, "jaif", job_id, data, offset=0, **whole).status_code == 404
+    with w.db.session() as s:
+        (loss,) = s.query(JobLoss).all()
+        assert (loss.run, loss.site_job_id, loss.factory_id) == (1, "7", "jaif")
+
+    # back, it is placed again: its second run is launched with the checkpoint to download
+    w.sync("jaif")
+    w.dispatcher.step()
+    (launch,) = w.sync("jaif")["launch"]
+    assert launch["run"] == 2
+    assert launch["checkpoint"]["archive"] == f"/api/v1/agent/jobs/{job_id}/checkpoint"
+    assert launch["checkpoint"]["sha256"] == sha
+    got = w.api.get(launch["checkpoint"]["archive"], headers=w.agents["jaif"])
+    assert got.status_code == 200 and got.content == data
+    assert got.headers["x-checkpoint-sha256"] == sha
+    assert send(w, "jaif", job_id, data, offset=0, **whole).status_code == 409  # run 1 is over
