@@ -12,7 +12,9 @@ from typing import Any
 
 from fabbrica.store.models import JobLoss
 from tests.api.helpers import API
-from tests.api.test_agents_api import LEASE, World, run, world  # noqa: F401
+from tests.api.test_agents_api import LEASE, World, run, world
+
+__all__ = ["world"]  # test_agents_api.py's: two agents' factories, the control loop in the test
 
 
 def submit(w: World) -> int:
