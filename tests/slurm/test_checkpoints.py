@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import re
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -49,24 +50,32 @@ def with_checkpoint(path: Path, **extra: Any) -> Path:
     return path
 
 
-def lost_and_resumed(fed: Federation, spec: Path, started: str) -> tuple[int, str]:
-    """Run `spec` at jaif (it4lia is full), stop jaif's controller once the log shows
-    `started`, and let the job resume at it4lia. The job's id and its log at it4lia."""
-    blocker = fed.submit(fed.spec("it4lia-full", "sleep 600", gpus=4, factories=["it4lia"]))
-    assert fed.wait_state(blocker, "running")["factory"] == "it4lia"
-    job_id = fed.submit(spec)
-    assert fed.wait_state(job_id, "running")["factory"] == "jaif"
+def lost_and_resumed(
+    fed: Federation, submit: Callable[[], int], started: str, *, slow: float = 1.0
+) -> tuple[int, str]:
+    """Submit a job while it4lia and lumi-aif are full (so it runs at jaif), stop jaif's
+    controller once its log shows `started`, and let it resume at it4lia. The job's id and
+    its log at it4lia. (`slow`: how many times longer it may take.)"""
+    blockers = {
+        factory: fed.submit(fed.spec(f"{factory}-full", "sleep 900", gpus=4, factories=[factory]))
+        for factory in ("it4lia", "lumi-aif")
+    }
+    for factory, blocker in blockers.items():
+        assert fed.wait_state(blocker, "running")["factory"] == factory
+    job_id = submit()
+    assert fed.wait_state(job_id, "running", timeout=120 * slow)["factory"] == "jaif"
     poll(f"{started!r} in the log at jaif", lambda: True if started in fed.logs(job_id) else None,
-         timeout=180)  # fmt: skip
+         timeout=120 * slow)  # fmt: skip
     fed.stop_ctld("jaif")
     lost = fed.wait_state(job_id, "queued", timeout=OUTAGE_LEASE_S + 40)
     assert "lost at jaif" in (lost["reason"] or ""), lost
-    assert fed.cli("cancel", str(blocker)).returncode == 0
+    assert fed.cli("cancel", str(blockers["it4lia"])).returncode == 0
     resumed = fed.wait_state(job_id, "running", timeout=90)
     assert resumed["factory"] == "it4lia", resumed
     fed.start_ctld("jaif")  # the run it lost is still there: stopped, and charged
-    done = fed.wait_finished(job_id, timeout=300)
+    done = fed.wait_finished(job_id, timeout=300 * slow)
     assert (done["state"], done["factory"]) == ("succeeded", "it4lia"), done
+    assert fed.cli("cancel", str(blockers["lumi-aif"])).returncode == 0
     return job_id, fed.logs(job_id)
 
 
@@ -98,7 +107,7 @@ def test_a_lost_job_resumes_at_another_factory_from_its_last_checkpoint(
     fed = federation(lease_s=OUTAGE_LEASE_S)
     spec = with_checkpoint(fed.spec("counter", COUNTER, factories=["jaif", "it4lia"]))
     stopped = time.monotonic()
-    job_id, log = lost_and_resumed(fed, spec, "step 3 at jaif")
+    job_id, log = lost_and_resumed(fed, lambda: fed.submit(spec), "step 3 at jaif")
     match = re.search(r"resumed from step (\d+) at it4lia", log)
     assert match is not None, log
     start = int(match.group(1))
@@ -115,14 +124,17 @@ def test_a_lost_job_resumes_at_another_factory_from_its_last_checkpoint(
 )
 def test_llm_pretrain_lost_at_jaif_resumes_at_it4lia(federation: Make) -> None:
     fed = federation(lease_s=OUTAGE_LEASE_S)
-    rendered = fed.cli("templates", "render", "llm-pretrain", "--set", "steps=200")
-    assert rendered.returncode == 0, rendered.stderr
-    path = fed.root / "specs" / "llm" / "job.yaml"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    spec = yaml.safe_load(rendered.stdout)
-    spec.update(project=fed.project, placement={"factories": ["jaif", "it4lia"]})
-    path.write_text(yaml.safe_dump(spec, sort_keys=False))
-    job_id, log = lost_and_resumed(fed, with_checkpoint(path), "step 20")
-    match = re.search(r"resum\w* from step (\d+)", log)
-    assert match is not None and int(match.group(1)) >= 20, log
+    small = ["--set", "steps=150", "--set", "layers=2", "--set", "width=64", "--set", "heads=2",
+             "--set", "seq_len=64", "--set", "batch_size=8", "--set", "step_delay=0.2",
+             "--set", "checkpoint_every=5s"]  # fmt: skip
+
+    def submit() -> int:
+        made = fed.cli_json("run", "--template", "llm-pretrain", *small, "--project", fed.project)
+        return int(made["id"])
+
+    job_id, log = lost_and_resumed(fed, submit, "step 20 ", slow=5)
+    match = re.search(r"resuming from step (\d+)", log)
+    assert match is not None and int(match.group(1)) >= 20, log  # not from 0
+    steps = [int(s) for s in re.findall(r"^step (\d+) loss", log, re.M)]
+    assert steps and steps[0] > int(match.group(1)) and steps[-1] == 150, log
     charged_once_per_run(fed, job_id)

@@ -31,6 +31,7 @@ from fabbrica.core.jobs import job_id_of
 log = logging.getLogger("fabbrica.agent")
 PART = 512 * 1024  # bytes of a checkpoint per request (under the server's body limit)
 ROUND = 256 * 1024 * 1024  # bytes of checkpoints sent per round at most, for running runs
+GIVE_UP = 30  # rounds a finished run's end waits for its last checkpoint to be sent
 
 Signature = tuple[int, int, int]  # newest mtime (ns), files, bytes
 
@@ -56,6 +57,7 @@ class Outgoing:
     sent: Signature | None = None  # the folder as the server has it
     sending: Sending | None = None
     refused: bool = False  # the server takes no more from this run (it is over there)
+    failures: int = 0  # rounds in a row its send failed (the API away or failing)
 
 
 class Checkpoints:
@@ -117,27 +119,36 @@ class Checkpoints:
 
     # --- while it runs, and once it ended -----------------------------------------------
 
-    def send(self, finished: set[str]) -> bool:
+    def send(self, finished: set[str]) -> set[str]:
         """Send each tracked run's folder that changed since its last send (the runs in
-        `finished`: all of it; the others within the round's budget). False when the API
-        is away (the rest goes at a later round)."""
+        `finished`: all of it; the others within the round's budget). The finished runs
+        whose last folder did not reach the server (the API away or failing): their end
+        is reported at a later round, once it did (or after GIVE_UP rounds of trying)."""
         budget = ROUND
+        held_back: set[str] = set()
         for tag, out in self.runs.items():
             if out.refused:
                 continue
             last = tag in finished
             try:
                 budget = self._send(out, budget if not last else None) or 0
+                out.failures = 0
             except ApiUnavailable as exc:
                 log.warning("checkpoint of %s not sent: %s", tag, exc)
-                return False
+                out.failures += 1
+                if last and out.failures < GIVE_UP:
+                    held_back.add(tag)
+                elif last:
+                    log.warning("checkpoint of %s given up after %d rounds", tag, GIVE_UP)
+                    out.refused = True
+                budget = 0  # the rest at a later round
             except ApiRefused as exc:
                 log.warning("checkpoint of %s refused: %s", tag, exc)
                 out.refused = True
                 if out.sending is not None:
                     out.sending.path.unlink(missing_ok=True)
                 out.sending = None
-        return True
+        return held_back
 
     def pending(self, run_tag: str) -> bool:
         """Whether the run's folder still has to reach the server."""

@@ -135,9 +135,10 @@ class Agent:
     def round(self) -> RoundResult:
         capacity, runs = self._observe()
         self._send_logs()  # before a run is reported ended, its log is on the server
-        # and so is its checkpoint folder (the next run, anywhere, starts from it)
-        if not self.checkpoints.send({s.run_tag for s in runs if s.state.finished}):
-            return RoundResult(ok=False, error="checkpoints not sent: the API is away")
+        # and so is its checkpoint folder (the next run, anywhere, starts from it): a run
+        # whose last folder could not be sent is reported running for now
+        waiting = self.checkpoints.send({s.run_tag for s in runs if s.state.finished})
+        runs = [_still_running(s) if s.run_tag in waiting else s for s in runs]
         try:
             answer = self.client.sync(
                 self.backend, sorted(self.executor.capabilities()), capacity, runs
@@ -311,3 +312,13 @@ class Agent:
                 continue  # and its checkpoint folder
             del self.held[tag]
             self.checkpoints.forget(tag)
+
+
+def _still_running(status: RunStatus) -> RunStatus:
+    """A run that ended, reported as running until its last checkpoint is sent."""
+    return RunStatus(
+        status.run_tag,
+        RunState.RUNNING,
+        started_at=status.started_at,
+        site_job_id=status.site_job_id,
+    )
