@@ -13,6 +13,7 @@ from fabbrica.portal import (
     apply,
     dashboard,
     federated,
+    job_templates,
     jobs,
     notebook_proxy,
     notebooks,
@@ -31,7 +32,7 @@ STATIC = Path(__file__).parent / "static"
 def install_portal(app: FastAPI) -> None:
     """Add the portal's pages and its static files (CSS, the vendored htmx) to `app`."""
     modules = (public, signin, federated, jobs, projects, apply, allocations, notices, review)
-    for module in (*modules, operate, dashboard, notebooks, notebook_proxy):
+    for module in (*modules, job_templates, operate, dashboard, notebooks, notebook_proxy):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.add_middleware(LanguageMiddleware)
