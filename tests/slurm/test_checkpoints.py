@@ -132,9 +132,9 @@ def test_llm_pretrain_lost_at_jaif_resumes_at_it4lia(federation: Make) -> None:
         made = fed.cli_json("run", "--template", "llm-pretrain", *small, "--project", fed.project)
         return int(made["id"])
 
-    job_id, log = lost_and_resumed(fed, submit, "step 20 ", slow=5)
+    job_id, log = lost_and_resumed(fed, submit, "checkpoint saved at step", slow=5)
     match = re.search(r"resuming from step (\d+)", log)
-    assert match is not None and int(match.group(1)) >= 20, log  # not from 0
+    assert match is not None and int(match.group(1)) > 0, log  # not from 0
     steps = [int(s) for s in re.findall(r"^step (\d+) loss", log, re.M)]
     assert steps and steps[0] > int(match.group(1)) and steps[-1] == 150, log
     charged_once_per_run(fed, job_id)
