@@ -50,6 +50,12 @@ def with_checkpoint(path: Path, **extra: Any) -> Path:
     return path
 
 
+def log_so_far(fed: Federation, job_id: int) -> str:
+    """The job's log, "" while the server has none yet."""
+    done = fed.cli("logs", str(job_id))
+    return done.stdout if done.returncode == 0 else ""
+
+
 def lost_and_resumed(
     fed: Federation, submit: Callable[[], int], started: str, *, slow: float = 1.0
 ) -> tuple[int, str]:
@@ -64,8 +70,11 @@ def lost_and_resumed(
         assert fed.wait_state(blocker, "running")["factory"] == factory
     job_id = submit()
     assert fed.wait_state(job_id, "running", timeout=120 * slow)["factory"] == "jaif"
-    poll(f"{started!r} in the log at jaif", lambda: True if started in fed.logs(job_id) else None,
-         timeout=120 * slow)  # fmt: skip
+    poll(
+        f"{started!r} in the log at jaif",
+        lambda: True if started in log_so_far(fed, job_id) else None,
+        timeout=120 * slow,
+    )
     fed.stop_ctld("jaif")
     lost = fed.wait_state(job_id, "queued", timeout=OUTAGE_LEASE_S + 40)
     assert "lost at jaif" in (lost["reason"] or ""), lost
