@@ -17,9 +17,9 @@ from fabbrica.core.agent_api import (
     SyncAnswer,
     SyncReport,
 )
-from fabbrica.core.errors import Forbidden, NotFound
+from fabbrica.core.errors import Conflict, Forbidden, InvalidInput, NotFound
 from fabbrica.core.executor import Capacity, RunStatus
-from fabbrica.services import agents, dataset_staging
+from fabbrica.services import agents, checkpoints, dataset_staging
 from fabbrica.services.dataset_store import object_path
 from fabbrica.store.db import Database
 from fabbrica.store.models import Job, User
@@ -72,6 +72,7 @@ class InProcessClient:
                     now=self.clock(),
                     lease=self.lease,
                     server_url=self.server_url,
+                    files=self.files,
                 )
         except Exception as exc:  # the database is away: the loop backs off and retries
             raise ApiUnavailable(f"sync of {self.factory_id}: {exc}") from exc
@@ -86,6 +87,13 @@ class InProcessClient:
         if len(parts) >= 3 and parts[-2] == "objects":
             return self._object(int(parts[-3]), parts[-1], dest)
         job_id = int(parts[-2])
+        if parts[-1] == "checkpoint":
+            kept = checkpoints.stored(self.files, job_id)
+            if kept is None:
+                raise ApiRefused(f"job {job_id} has no checkpoint")
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(kept.path, dest)
+            return dest
         with self.db.session() as session:
             job = session.get(Job, job_id)
             source = job.workdir_archive if job is not None else None
@@ -112,3 +120,16 @@ class InProcessClient:
     def send_log(self, job_id: int, offset: int, data: bytes) -> int:
         """The log is already where the server reads it (the executor's job directory)."""
         return offset + len(data)
+
+    def send_checkpoint(
+        self, job_id: int, run: int, *, offset: int, size: int, sha256: str, data: bytes
+    ) -> tuple[int, bool]:
+        try:
+            with self.db.session() as session:
+                actor = session.get_one(User, self.user_id)
+                job = agents.agent_job(session, actor, job_id)
+                return checkpoints.receive(
+                    self.files, job, run=run, offset=offset, size=size, sha256=sha256, data=data
+                )
+        except (NotFound, Conflict, InvalidInput) as exc:  # as the API's 404, 409 and 400
+            raise ApiRefused(f"checkpoint of job {job_id}: {exc}") from exc

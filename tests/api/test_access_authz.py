@@ -72,6 +72,8 @@ NOT_ACCESS_ROUTES = {
     ("GET", "/agent/jobs/{job_id}/workdir"),
     ("POST", "/agent/jobs/{job_id}/log"),
     ("GET", "/agent/jobs/{job_id}/objects/{sha256}"),
+    ("POST", "/agent/jobs/{job_id}/checkpoint"),
+    ("GET", "/agent/jobs/{job_id}/checkpoint"),
     ("GET", "/sectors"),
     ("GET", "/health"),
     ("GET", "/factories"),

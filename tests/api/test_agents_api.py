@@ -211,10 +211,15 @@ def test_a_lost_job_placed_again_at_its_old_factory_runs_anew(world: World) -> N
     cancelled = run(job_id, "cancelled", site_job_id="7", gpus=1, elapsed_s=80)
     world.sync("jaif", [cancelled])
     assert world.job(job_id)["state"] == "dispatched"  # the old run's end is not its end
-    world.sync("jaif", [run(job_id, "running", site_job_id="8")])
+    world.sync("jaif", [cancelled, run(job_id, "running", site_job_id="8")])  # told twice
     assert world.job(job_id)["state"] == "running"
-    with world.db.session() as s:
-        assert s.scalar(select(func.count()).select_from(UsageRecord)) == 0
+    with world.db.session() as s:  # but the lost run is charged for its time, once
+        records = s.scalars(select(UsageRecord)).all()
+        assert [(r.run, r.site_job_id, r.factory_id, r.elapsed_s) for r in records] == [
+            (1, "7", "jaif", 80.0)
+        ]
+        assert records[0].gpu_hours == pytest.approx(80 / 3600)
+    assert world.job(job_id)["gpu_hours"] == pytest.approx(80 / 3600)
 
 
 def test_a_quiet_agent_gets_no_new_work(world: World) -> None:

@@ -101,6 +101,8 @@ NOT_FACTORY_SCOPED = {
     ("GET", "/agent/jobs/{job_id}/workdir"),
     ("POST", "/agent/jobs/{job_id}/log"),
     ("GET", "/agent/jobs/{job_id}/objects/{sha256}"),
+    ("POST", "/agent/jobs/{job_id}/checkpoint"),
+    ("GET", "/agent/jobs/{job_id}/checkpoint"),
 }
 
 

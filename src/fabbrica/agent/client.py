@@ -110,6 +110,19 @@ class AgentClient:
         )
         return int(response.json()["size"])
 
+    def send_checkpoint(
+        self, job_id: int, run: int, *, offset: int, size: int, sha256: str, data: bytes
+    ) -> tuple[int, bool]:
+        response = self._call(
+            "POST",
+            f"/agent/jobs/{job_id}/checkpoint",
+            params={"run": run, "offset": offset, "size": size, "sha256": sha256},
+            content=data,
+            headers={"Content-Type": "application/octet-stream"},
+        )
+        body = response.json()
+        return int(body["received"]), bool(body["stored"])
+
 
 def _run_json(r: RunStatus) -> dict[str, Any]:
     return {
@@ -132,7 +145,13 @@ def _iso(value: dt.datetime | None) -> str | None:
 def _checkpoint(item: dict[str, Any] | None) -> CheckpointRequest | None:
     if not item:
         return None
-    return CheckpointRequest(str(item["dir"]), int(item["every_s"]), int(item["grace_s"]))
+    return CheckpointRequest(
+        str(item["dir"]),
+        int(item["every_s"]),
+        int(item["grace_s"]),
+        archive=item.get("archive") or None,
+        sha256=item.get("sha256") or None,
+    )
 
 
 def _launch(item: dict[str, Any]) -> LaunchRequest:

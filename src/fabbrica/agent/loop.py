@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from fabbrica.agent.checkpoints import Checkpoints
 from fabbrica.agent.data_cache import DataCache
 from fabbrica.agent.staging import Staging
 from fabbrica.core.agent_api import AgentApi, ApiRefused, ApiUnavailable, SyncAnswer
@@ -100,12 +101,14 @@ class Agent:
         self.data = DataCache(self.work_dir / "data-cache", data_cache_bytes, client.download)
         self.staging: dict[str, Staging] = {}  # run tag -> its data being staged
         self.stage_wait = stage_wait
+        self.checkpoints = Checkpoints(client, self.work_dir)
 
     def adopt(self) -> int:
         """Find the runs the backend holds for Fabbrica (after a restart)."""
         found = self.executor.adopt()
         for status in found:
             self.held.setdefault(status.run_tag, Held(status))
+            self.checkpoints.adopt(status.run_tag)
         return len(found)
 
     def run(self, stop: threading.Event) -> None:
@@ -132,6 +135,10 @@ class Agent:
     def round(self) -> RoundResult:
         capacity, runs = self._observe()
         self._send_logs()  # before a run is reported ended, its log is on the server
+        # and so is its checkpoint folder (the next run, anywhere, starts from it): a run
+        # whose last folder could not be sent is reported running for now
+        waiting = self.checkpoints.send({s.run_tag for s in runs if s.state.finished})
+        runs = [_still_running(s) if s.run_tag in waiting else s for s in runs]
         try:
             answer = self.client.sync(
                 self.backend, sorted(self.executor.capabilities()), capacity, runs
@@ -239,14 +246,18 @@ class Agent:
         self, request: LaunchRequest, result: RoundResult, data: frozenset[str] = frozenset()
     ) -> None:
         try:
-            status = self.executor.submit(self._with_workdir(request))
+            request = self.checkpoints.fetch(self._with_workdir(request))
+            status = self.executor.submit(request)
         except (ApiUnavailable, ApiRefused) as exc:
-            log.warning("workdir of %s not fetched: %s", request.run_tag, exc)
+            log.warning("workdir or checkpoint of %s not fetched: %s", request.run_tag, exc)
             return
         except Exception as exc:
             log.warning("%s could not start: %s", request.run_tag, exc)
             status = RunStatus(request.run_tag, RunState.FAILED, reason=f"could not start: {exc}")
         self.held[request.run_tag] = Held(status, data=data)
+        files = job_files(self.executor)
+        if files is not None and not status.state.finished:
+            self.checkpoints.track(request, files.job_dir(request.run_tag))
         result.launched.append(request.run_tag)
 
     def _with_workdir(self, request: LaunchRequest) -> LaunchRequest:
@@ -297,4 +308,17 @@ class Agent:
                     size = 0
                 if held.log_sent < size:
                     continue  # the rest of its log goes out first
+            if self.checkpoints.pending(tag):
+                continue  # and its checkpoint folder
             del self.held[tag]
+            self.checkpoints.forget(tag)
+
+
+def _still_running(status: RunStatus) -> RunStatus:
+    """A run that ended, reported as running until its last checkpoint is sent."""
+    return RunStatus(
+        status.run_tag,
+        RunState.RUNNING,
+        started_at=status.started_at,
+        site_job_id=status.site_job_id,
+    )

@@ -125,6 +125,8 @@ ROUTE_ERRORS: dict[tuple[str, str], frozenset[int]] = {
     ("GET", "/agent/jobs/{job_id}/workdir"): frozenset({403, 404}),
     ("POST", "/agent/jobs/{job_id}/log"): frozenset({403, 404, 409}),
     ("GET", "/agent/jobs/{job_id}/objects/{sha256}"): frozenset({403, 404}),
+    ("POST", "/agent/jobs/{job_id}/checkpoint"): frozenset({400, 403, 404, 409}),
+    ("GET", "/agent/jobs/{job_id}/checkpoint"): frozenset({403, 404}),
 }
 
 _WHY = {
@@ -259,7 +261,10 @@ def _special_bodies(method: str, path: str, operation: Schema) -> None:
                 "multipart/form-data": {"schema": _MULTIPART_JOB},
             },
         }
-    elif (method, path) == ("POST", "/agent/jobs/{job_id}/log"):
+    elif (method, path) in (
+        ("POST", "/agent/jobs/{job_id}/log"),
+        ("POST", "/agent/jobs/{job_id}/checkpoint"),
+    ):
         operation["requestBody"] = {
             "required": False,
             "content": {
@@ -276,6 +281,8 @@ def _special_bodies(method: str, path: str, operation: Schema) -> None:
         ok["200"] = _binary("The job's outputs as a gzipped tar.", "application/gzip")
     elif (method, path) == ("GET", "/agent/jobs/{job_id}/workdir"):
         ok["200"] = _binary("The job's uploaded workdir archive.", "application/x-tar")
+    elif (method, path) == ("GET", "/agent/jobs/{job_id}/checkpoint"):
+        ok["200"] = _binary("The job's last checkpoint folder, as a tar.", "application/x-tar")
 
 
 def _binary(description: str, media_type: str) -> Schema:

@@ -69,6 +69,11 @@ class CheckpointOut(BaseModel):
     dir: str
     every_s: int
     grace_s: int
+    archive: str | None = Field(
+        default=None,
+        description="where the agent downloads the folder an earlier run sent (a tar), if any",
+    )
+    sha256: str | None = Field(default=None, description="the archive's SHA-256")
 
 
 class LaunchOut(BaseModel):

@@ -129,6 +129,10 @@ class LocalExecutor:
                 shutil.rmtree(checkpoints, ignore_errors=True)  # the workdir's own, if any
                 checkpoints.parent.mkdir(parents=True, exist_ok=True)
                 os.replace(kept, checkpoints)
+            if request.checkpoint.archive:  # the last one the server holds (any site's)
+                shutil.rmtree(checkpoints, ignore_errors=True)
+                checkpoints.mkdir(parents=True)
+                _unpack(Path(request.checkpoint.archive), checkpoints)
             checkpoints.mkdir(parents=True, exist_ok=True)
         if user is not None:
             for own in OWN_DIRS:

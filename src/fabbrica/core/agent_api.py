@@ -78,4 +78,10 @@ class AgentApi(Protocol):
 
     def send_log(self, job_id: int, offset: int, data: bytes) -> int: ...
 
+    def send_checkpoint(
+        self, job_id: int, run: int, *, offset: int, size: int, sha256: str, data: bytes
+    ) -> tuple[int, bool]:
+        """Part of a run's checkpoint tar; (bytes the server has, whether it is whole)."""
+        ...
+
     def close(self) -> None: ...

@@ -60,11 +60,16 @@ class DataMount:
 class CheckpointRequest:
     """A job that checkpoints: the folder (relative to its own) whose contents the executor
     keeps across its runs, how often it should save, and how long before its time limit it
-    gets SIGUSR1 to save (Slurm: `--signal=B:USR1@<grace_s>`)."""
+    gets SIGUSR1 to save (Slurm: `--signal=B:USR1@<grace_s>`). `archive`: the folder's last
+    copy the server holds (a tar its earlier run sent, possibly from another site), unpacked
+    into the folder before the run starts: from the API, the path a site agent downloads
+    (checked against `sha256`); in a request to an executor, the downloaded file."""
 
     dir: str
     every_s: int
     grace_s: int
+    archive: str | None = None
+    sha256: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

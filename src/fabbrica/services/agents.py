@@ -17,6 +17,7 @@ import datetime as dt
 import json
 import re
 from dataclasses import replace
+from pathlib import Path
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -33,12 +34,12 @@ from fabbrica.core.executor import (
 )
 from fabbrica.core.identity import Role
 from fabbrica.core.jobs import JobState, job_id_of, run_tag
-from fabbrica.services import tracking
+from fabbrica.services import checkpoints, tracking
 from fabbrica.services.access.visibility import in_operated, require_operator_of, require_staff
 from fabbrica.services.dataset_staging import agent_mounts
 from fabbrica.services.executors import ExecutorRegistry
 from fabbrica.services.identity import issue_token
-from fabbrica.services.run_status import apply_status, launch_request
+from fabbrica.services.run_status import apply_status, launch_request, settle_lost_run
 from fabbrica.store.models import Agent, Allocation, Job, ProjectMember, SiteUsername, User
 
 USERNAME = re.compile(r"^[a-z_][a-z0-9_.-]{0,31}$")
@@ -144,9 +145,11 @@ def sync(
     now: dt.datetime,
     lease: dt.timedelta = DEFAULT_LEASE,
     server_url: str | None = None,
+    files: Path | None = None,
 ) -> SyncAnswer:
     """`server_url`: where the factory's jobs reach this server (their MLflow tracking URI
-    is under it); None: the jobs get no tracking URI."""
+    is under it); None: the jobs get no tracking URI. `files`: where the server keeps job
+    files (the checkpoints a run starts from)."""
     factory = factory_of(actor)
     agent = session.get(Agent, factory, with_for_update=True)
     if agent is None:
@@ -163,6 +166,8 @@ def sync(
         stale = status.site_job_id is not None and status.site_job_id == (
             job.lost_site_job_id if job is not None else None
         )  # the run it had before it was lost (placed here again, it runs anew)
+        if job is not None and status.state.finished and status.site_job_id:
+            settle_lost_run(session, catalog, job, factory, status, now)
         if job is None or job.factory_id != factory or job.state not in ACTIVE or stale:
             if not status.state.finished:
                 cancel.append(status.run_tag)  # not this factory's (any more): stop it
@@ -188,21 +193,33 @@ def sync(
         if job.cancel_requested:
             continue  # the control loop cancels it through the link
         job.lease_until = now + lease
-        launch.append(_launch(session, job, factory, server_url, now))
+        launch.append(_launch(session, job, factory, server_url, now, files))
     return SyncAnswer(factory, lease.total_seconds(), launch, cancel)
 
 
 def _launch(
-    session: Session, job: Job, factory: str, server_url: str | None, now: dt.datetime
+    session: Session,
+    job: Job,
+    factory: str,
+    server_url: str | None,
+    now: dt.datetime,
+    files: Path | None,
 ) -> LaunchRequest:
     """The job as the agent launches it: its account, the member's site username, the
-    workdir as an API path the agent downloads, and its MLflow tracking URI and token."""
+    workdir and the last checkpoint (as API paths the agent downloads), and its MLflow
+    tracking URI and token."""
     username = session.scalar(
         select(SiteUsername.username).where(
             SiteUsername.factory_id == factory, SiteUsername.user_id == job.user_id
         )
     )
     request = launch_request(job)
+    kept = checkpoints.stored(files, job.id) if request.checkpoint is not None else None
+    if request.checkpoint is not None and kept is not None:
+        archive = f"/api/v1/agent/jobs/{job.id}/checkpoint"
+        request = replace(
+            request, checkpoint=replace(request.checkpoint, archive=archive, sha256=kept.sha256)
+        )
     return replace(
         request,
         env={**request.env, **tracking.job_env(session, job, server_url, now)},

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from fabbrica.catalog.model import Catalog, Partition
@@ -23,7 +24,7 @@ from fabbrica.core.executor import (
 from fabbrica.core.jobs import FROM_RUN, JobState, job_command, run_tag
 from fabbrica.core.jobspec import JobSpec
 from fabbrica.services import accounting
-from fabbrica.store.models import Job, JobLoss
+from fabbrica.store.models import Job, JobLoss, UsageRecord
 
 MAX_RUNS = 20  # a job that keeps timing out stops resuming after this many runs
 UNPLACED = "unplaced"  # a job lost before it had a factory (never seen: it had one)
@@ -121,8 +122,18 @@ def launch_request(job: Job, datasets: tuple[DataMount, ...] = ()) -> LaunchRequ
 def requeue_lost(session: Session, job: Job, now: dt.datetime) -> int:
     """The site has no trace of the run, or stopped answering: give its hours back and
     queue the job again (it may be placed elsewhere); the loss is counted (JobLoss)."""
+    session.add(
+        JobLoss(
+            job_id=job.id,
+            factory_id=job.factory_id or UNPLACED,
+            lost_at=now,
+            run=job.run,
+            site_job_id=job.site_job_id,
+            partition_id=job.partition_id,
+            allocation_id=job.allocation_id,
+        )
+    )
     accounting.release(session, job)
-    session.add(JobLoss(job_id=job.id, factory_id=job.factory_id or UNPLACED, lost_at=now))
     # dispatch keeps the "lost at X; queued again" head while the job waits again
     job.state, job.reason = JobState.QUEUED.value, f"lost at {job.factory_id}; queued again"
     job.run += 1  # the next run starts anew, with the checkpoints the executor kept
@@ -133,9 +144,68 @@ def requeue_lost(session: Session, job: Job, now: dt.datetime) -> int:
     return 1
 
 
+def settle_lost_run(
+    session: Session,
+    catalog: Catalog,
+    job: Job,
+    factory_id: str,
+    status: RunStatus,
+    now: dt.datetime,
+) -> float:
+    """A run lost with its site, reported ended by that site after all (`status`, with its
+    site job id): charge it for its time, once, to the allocation it held (never past the
+    grant). 0 when `status` is no lost run of the job, or it was charged already."""
+    loss = session.scalar(
+        select(JobLoss).where(
+            JobLoss.job_id == job.id,
+            JobLoss.factory_id == factory_id,
+            JobLoss.site_job_id == status.site_job_id,
+        )
+    )
+    if loss is None or loss.run is None or loss.allocation_id is None:
+        return 0.0
+    done = session.scalar(
+        select(UsageRecord.id).where(
+            (UsageRecord.job_id == job.id) & (UsageRecord.run == loss.run)
+            | (UsageRecord.factory_id == factory_id)
+            & (UsageRecord.site_job_id == status.site_job_id)
+        )
+    )
+    if done is not None:
+        return 0.0
+    elapsed = status.elapsed_s
+    if elapsed is None:
+        start, end = status.started_at, status.ended_at
+        elapsed = max((end - start).total_seconds(), 0.0) if start and end else 0.0
+    gpus = status.gpus if status.gpus is not None else job.gpus
+    allocation = accounting.locked(session, loss.allocation_id)
+    partition = _partition_at(catalog, factory_id, loss.partition_id)
+    hours = _charge_under(partition, gpus, elapsed)
+    charged = min(max(hours, 0.0), max(accounting.remaining(allocation), 0.0))
+    allocation.used_gpu_hours += charged
+    job.gpu_hours = (job.gpu_hours or 0.0) + charged
+    session.add(
+        UsageRecord(
+            job_id=job.id,
+            run=loss.run,
+            allocation_id=allocation.id,
+            gpus=gpus,
+            elapsed_s=max(elapsed, 0.0),
+            gpu_hours=charged,
+            created_at=now,
+            factory_id=factory_id,
+            site_job_id=status.site_job_id,
+        )
+    )
+    return charged
+
+
 def charge(catalog: Catalog, job: Job, gpus: int, elapsed_s: float) -> float:
     """GPU-hours charged for `gpus` x `elapsed_s` under the job's partition's billing."""
-    partition = _partition(catalog, job)
+    return _charge_under(_partition(catalog, job), gpus, elapsed_s)
+
+
+def _charge_under(partition: Partition | None, gpus: int, elapsed_s: float) -> float:
     if partition is None:
         return gpus * elapsed_s / 3600.0
     return charged_gpu_hours(
@@ -144,7 +214,13 @@ def charge(catalog: Catalog, job: Job, gpus: int, elapsed_s: float) -> float:
 
 
 def _partition(catalog: Catalog, job: Job) -> Partition | None:
-    factory = catalog.factory(job.factory_id or "")
+    return _partition_at(catalog, job.factory_id, job.partition_id)
+
+
+def _partition_at(
+    catalog: Catalog, factory_id: str | None, partition_id: str | None
+) -> Partition | None:
+    factory = catalog.factory(factory_id or "")
     if factory is None:
         return None
-    return next((p for _, p in factory.partitions() if p.id == job.partition_id), None)
+    return next((p for _, p in factory.partitions() if p.id == partition_id), None)

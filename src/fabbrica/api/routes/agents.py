@@ -30,7 +30,7 @@ from fabbrica.core.agent_api import SyncReport
 from fabbrica.core.errors import Conflict, NotFound
 from fabbrica.core.executor import Capacity, RunStatus
 from fabbrica.core.text import SLUG_PATTERN
-from fabbrica.services import agents, dataset_staging
+from fabbrica.services import agents, checkpoints, dataset_staging
 from fabbrica.services.dataset_store import object_path
 
 router = APIRouter(tags=["agents"])
@@ -107,6 +107,7 @@ def agent_sync(
         report,
         now=ctx.clock(),
         lease=ctx.agent_lease,
+        files=ctx.files,
         server_url=(ctx.public_url or str(request.base_url)).rstrip("/"),
     )
     return SyncOut(
@@ -122,6 +123,8 @@ def agent_sync(
                     dir=r.checkpoint.dir,
                     every_s=r.checkpoint.every_s,
                     grace_s=r.checkpoint.grace_s,
+                    archive=r.checkpoint.archive,
+                    sha256=r.checkpoint.sha256,
                 ),
                 partition=r.partition,
                 gpus=r.gpus,
@@ -207,3 +210,50 @@ async def agent_log(
         return {"size": agents.write_log(ctx.executors, job, offset, data)}
 
     return await run_in_threadpool(work)
+
+
+@router.post("/agent/jobs/{job_id}/checkpoint")
+async def agent_send_checkpoint(
+    job_id: JobId,
+    request: Request,
+    ctx: ContextDep,
+    session: SessionDep,
+    actor: CurrentUser,
+    run: Annotated[int, Query(ge=1, le=MAX_ID)],
+    size: Annotated[int, Query(ge=1, le=checkpoints.MAX_CHECKPOINT_BYTES)],
+    sha256: Annotated[str, Query(pattern=r"^[0-9a-f]{64}$")],
+    offset: Annotated[int, Query(ge=0, le=checkpoints.MAX_CHECKPOINT_BYTES)] = 0,
+) -> dict[str, int | bool]:
+    """Write the next part of a run's checkpoint folder (a tar of `size` bytes whose SHA-256
+    is `sha256`) from byte `offset`; once whole and checked it is the job's checkpoint,
+    which the next run of the job starts from at any factory. 409 when `run` is not the
+    job's current run, `offset` is past what the server has, or the bytes do not match."""
+    data = await request.body()
+
+    def work() -> dict[str, int | bool]:  # the database and the file, off the event loop
+        job = agents.agent_job(session, actor, job_id)
+        if len(data) > LOG_CHUNK_MAX:
+            raise Conflict(f"a checkpoint part is at most {LOG_CHUNK_MAX} bytes", field="body")
+        received, stored = checkpoints.receive(
+            ctx.files, job, run=run, offset=offset, size=size, sha256=sha256, data=data
+        )
+        return {"received": received, "stored": stored}
+
+    return await run_in_threadpool(work)
+
+
+@router.get("/agent/jobs/{job_id}/checkpoint", response_class=FileResponse)
+def agent_checkpoint(
+    job_id: JobId, ctx: ContextDep, session: SessionDep, actor: CurrentUser
+) -> FileResponse:
+    """The job's last checkpoint folder (a tar sent by its earlier run, from any factory),
+    for its run at the agent's factory; its SHA-256 in `X-Checkpoint-Sha256`."""
+    job = agents.agent_job(session, actor, job_id)
+    found = checkpoints.stored(ctx.files, job.id)
+    if found is None:
+        raise NotFound(f"job {job_id} has no checkpoint", field="job_id")
+    return FileResponse(
+        found.path,
+        media_type="application/x-tar",
+        headers={"X-Checkpoint-Sha256": found.sha256},
+    )

@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import pwd
+import shutil
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -386,11 +387,17 @@ def parse_nodes(text: str) -> list[Node]:
 
 
 def _checkpointing(request: LaunchRequest, work: Path) -> dict[str, Any]:
-    """The batch job's checkpoint fields: `--signal=B:USR1@<grace>` and the folder. (Staging
-    a checkpoint folder to another site between runs is the agent's: not done yet.)"""
+    """The batch job's checkpoint fields: `--signal=B:USR1@<grace>` and the folder, with
+    the last checkpoint the server holds unpacked into it (the agent downloaded it: sent by
+    the job's last run, here or at another site)."""
     if request.checkpoint is None:
         return {}
     folder = work / request.checkpoint.dir
+    if request.checkpoint.archive:
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True, exist_ok=True)
+        with tarfile.open(request.checkpoint.archive, mode="r:*") as tar:
+            tar.extractall(folder, filter="data")
     folder.mkdir(parents=True, exist_ok=True)
     return {
         "signal_grace_seconds": request.checkpoint.grace_s,

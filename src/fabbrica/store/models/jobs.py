@@ -88,7 +88,9 @@ class UsageRecord(Base):
 class JobLoss(Base):
     """A factory lost a job (its site went quiet, the claim ran out, or the site had no
     trace of the run) and it was queued again: one row each time, never updated, so that
-    `fabbrica_jobs_lost_total` counts every loss, after restarts and on every replica."""
+    `fabbrica_jobs_lost_total` counts every loss, after restarts and on every replica.
+    The lost run (its number, site job id, partition and allocation) is kept too: when the
+    site reports it ended after all, that run is charged for its time (once)."""
 
     __tablename__ = "job_losses"
 
@@ -96,3 +98,7 @@ class JobLoss(Base):
     job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
     factory_id: Mapped[str] = mapped_column(String(64))
     lost_at: Mapped[dt.datetime]
+    run: Mapped[int | None]
+    site_job_id: Mapped[str | None] = mapped_column(String(64))
+    partition_id: Mapped[str | None] = mapped_column(String(64))
+    allocation_id: Mapped[int | None]

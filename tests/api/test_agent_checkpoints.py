@@ -1,0 +1,192 @@
+"""Checkpoints that follow a job across factories, through the agent API: a run's agent
+sends its checkpoint folder in parts (checked whole against its SHA-256, and only from the
+factory and run that hold the job), and the job's next run, lost and placed elsewhere, is
+launched with it to download."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import re
+import tarfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, cast
+
+import httpx
+from fastapi.testclient import TestClient
+
+from fabbrica.agent.client import AgentClient
+from fabbrica.agent.loop import Agent
+from fabbrica.backends.local import LocalExecutor
+from fabbrica.services import checkpoints
+from fabbrica.store.models import JobLoss
+from tests.api.helpers import API
+from tests.api.test_agents_api import LEASE, World, run, world
+
+__all__ = ["world"]  # test_agents_api.py's: two agents' factories, the control loop in the test
+
+
+def submit(w: World) -> int:
+    spec = {
+        "name": "ckpt",
+        "run": "echo hi",
+        "resources": {"time_limit": "10m", "gpus": 1, "gpu_model": "gh200"},
+        "checkpoint": {"dir": "ckpt/", "every": "1m", "grace": "10s"},
+        "resume": True,
+    }
+    r = w.api.post(f"{API}/jobs", headers=w.user, json={"spec": spec})
+    assert r.status_code == 201, r.text
+    return int(r.json()["id"])
+
+
+def folder_tar(files: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def send(w: World, factory: str, job_id: int, data: bytes, **params: Any) -> Any:
+    return w.api.post(
+        f"{API}/agent/jobs/{job_id}/checkpoint",
+        params=params,
+        content=data,
+        headers={**w.agents[factory], "Content-Type": "application/octet-stream"},
+    )
+
+
+def test_a_checkpoint_sent_in_parts_follows_the_lost_job_to_its_next_run(world: World) -> None:
+    w = world
+    w.sync("jaif")
+    job_id = submit(w)
+    w.dispatcher.step()
+    first = w.sync("jaif")["launch"]
+    assert [o["checkpoint"]["archive"] for o in first] == [None]  # nothing kept yet
+    w.sync("jaif", [run(job_id, "running", site_job_id="7")])
+
+    data = folder_tar({"step": b"41\n", "weights.bin": bytes(range(256)) * 1024})
+    sha = hashlib.sha256(data).hexdigest()
+    whole = {"run": 1, "size": len(data), "sha256": sha}
+    half = len(data) // 2
+    r = send(w, "jaif", job_id, data[:half], offset=0, **whole)
+    assert r.status_code == 200 and r.json() == {"received": half, "stored": False}, r.text
+    # a part past what the server has, another factory, a run that is not the job's: refused
+    assert send(w, "jaif", job_id, data[half + 1 :], offset=half + 1, **whole).status_code == 409
+    assert send(w, "it4lia", job_id, data[half:], offset=half, **whole).status_code == 404
+    assert (
+        send(w, "jaif", job_id, data[half:], offset=half, **{**whole, "run": 2}).status_code == 409
+    )
+    bad = {**whole, "sha256": "0" * 64}
+    assert send(w, "jaif", job_id, data, offset=0, **bad).status_code == 409  # does not match
+    assert (
+        w.api.get(f"{API}/agent/jobs/{job_id}/checkpoint", headers=w.agents["jaif"]).status_code
+        == 404
+    )
+    r = send(w, "jaif", job_id, data[half:], offset=half, **whole)  # goes on where it stopped
+    assert r.status_code == 200 and r.json() == {"received": len(data), "stored": True}, r.text
+
+    # jaif goes quiet past the lease: the job is lost and waits again; its run at jaif can
+    # no longer replace the checkpoint
+    w.clock.advance(seconds=LEASE.total_seconds() + 1)
+    w.dispatcher.step()
+    assert w.job(job_id)["state"] == "queued"
+    assert send(w, "jaif", job_id, data, offset=0, **whole).status_code == 404
+    with w.db.session() as s:
+        (loss,) = s.query(JobLoss).all()
+        assert (loss.run, loss.site_job_id, loss.factory_id) == (1, "7", "jaif")
+
+    # back, it is placed again: its second run is launched with the checkpoint to download
+    w.sync("jaif")
+    w.dispatcher.step()
+    (launch,) = w.sync("jaif")["launch"]
+    assert launch["run"] == 2
+    assert launch["checkpoint"]["archive"] == f"/api/v1/agent/jobs/{job_id}/checkpoint"
+    assert launch["checkpoint"]["sha256"] == sha
+    got = w.api.get(launch["checkpoint"]["archive"], headers=w.agents["jaif"])
+    assert got.status_code == 200 and got.content == data
+    assert got.headers["x-checkpoint-sha256"] == sha
+    assert send(w, "jaif", job_id, data, offset=0, **whole).status_code == 409  # run 1 is over
+
+
+# --- two agents running the local backend: the folder goes from one to the other ----------
+
+RESUMING = """\
+f="$FABBRICA_CHECKPOINT_DIR/step"; s=0; stop=1000000
+if [ -f "$f" ]; then s=$(cat "$f"); stop=$((s + 3)); echo "resumed from step $s"; fi
+while [ "$s" -lt "$stop" ]; do
+  s=$((s + 1)); echo "$s" > "$f.new"; mv "$f.new" "$f"; echo "step $s"; sleep 0.05
+done
+"""
+
+
+def agent_of(w: World, factory: str, root: Path, partition: str, model: str) -> Agent:
+    token = w.agents[factory]["Authorization"].removeprefix("Bearer ")
+    http = TestClient(w.api.app)  # a client of its own: AgentClient sets its token on it
+    client = AgentClient("http://testserver", token, http=cast("httpx.Client", http))
+    executor = LocalExecutor(root / factory, gpus=4, gpu_model=model, partition=partition)
+    return Agent(client, executor, backend="local", interval=0.01, work_dir=root / f"{factory}-a")
+
+
+def until(what: str, probe: Callable[[], Any], agent: Agent, timeout: float = 60) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert agent.round().ok
+        if found := probe():
+            return found
+        time.sleep(0.05)
+    raise AssertionError(f"gave up waiting for {what}")
+
+
+def kept_step(w: World, job_id: int) -> int:
+    kept = checkpoints.stored(w.ctx.files, job_id)
+    if kept is None:
+        return 0
+    with tarfile.open(kept.path) as tar:
+        member = tar.extractfile("step")
+        return int(member.read()) if member is not None else 0
+
+
+def test_a_run_lost_with_its_site_resumes_at_another_from_what_its_agent_sent(
+    world: World, tmp_path: Path
+) -> None:
+    w = world
+    jaif = agent_of(w, "jaif", tmp_path, "booster", "gh200")
+    it4lia = agent_of(w, "it4lia", tmp_path, "boost_usr_prod", "a100")
+    assert jaif.round().ok
+    spec = {
+        "name": "counter",
+        "run": RESUMING,
+        "resources": {"time_limit": "10m", "gpus": 1},
+        "placement": {"factories": ["jaif", "it4lia"]},
+        "checkpoint": {"dir": "ckpt/", "every": "1m", "grace": "10s"},
+        "resume": True,
+    }
+    r = w.api.post(f"{API}/jobs", headers=w.user, json={"spec": spec})
+    job_id = int(r.json()["id"])
+    w.dispatcher.step()
+    assert w.job(job_id)["factory"] == "jaif"
+    # while it runs, jaif's agent sends the folder as it changes
+    sent = until("step 5 on the server", lambda: (k := kept_step(w, job_id)) >= 5 and k, jaif)
+    try:
+        # jaif goes quiet past the lease (its agent no longer syncs): lost, placed at it4lia
+        w.clock.advance(seconds=LEASE.total_seconds() + 1)
+        w.dispatcher.step()
+        assert w.job(job_id)["state"] == "queued"
+        assert it4lia.round().ok
+        w.dispatcher.step()
+        assert w.job(job_id)["factory"] == "it4lia"
+        done = until("the job to succeed", lambda: (j := w.job(job_id))["state"] == "succeeded"
+                     and j, it4lia)  # fmt: skip
+        assert done["factory"] == "it4lia"
+        log = w.api.get(f"{API}/jobs/{job_id}/logs", headers=w.user).text
+        start = int(re.findall(r"resumed from step (\d+)", log)[0])
+        assert start >= sent, log  # from what jaif's agent last sent, not from 0
+        assert re.findall(r"^step (\d+)$", log, re.M)[-3:] == [str(start + i) for i in (1, 2, 3)]
+        assert kept_step(w, job_id) == start + 3  # its end sent its last folder first
+    finally:
+        jaif.executor.cancel(f"fab-{job_id}")
