@@ -70,10 +70,14 @@ class _Pass:
     def __init__(self, snapshot: Snapshot) -> None:
         self.now = snapshot.now
         self.snapshot = snapshot
-        self.states = [PartitionState.of(p) for p in snapshot.partitions]
-        self.by_factory: dict[str, list[PartitionState]] = defaultdict(list)
-        for state in self.states:
-            self.by_factory[state.partition.factory].append(state)
+        self.states = states = [PartitionState(p, p.free_gpus) for p in snapshot.partitions]
+        self.by_factory: dict[str, list[PartitionState]] = {}
+        for state in states:
+            factory = state.partition.factory
+            if factory in self.by_factory:
+                self.by_factory[factory].append(state)
+            else:
+                self.by_factory[factory] = [state]
         self.left: dict[int, float] = {a.id: a.remaining_gpu_hours for a in snapshot.allocations}
         # project -> factory -> its allocations there, in the snapshot's order
         self.by_project: dict[str, dict[str, list[Allocation]]] = defaultdict(dict)
@@ -93,9 +97,9 @@ class _Pass:
         self.explain = snapshot.policy.explain
         self.max_free = 0  # most free GPUs of any partition without a reservation
         self.ceiling = 0  # most free GPUs of any partition
-        self.full = False  # no reservation is left to take
+        self.stale = True  # max_free and ceiling to count again (work started, or held)
+        self.full = self._no_reservation_left()  # no reservation is left to take
         self.fastest = max((p.speed for p in snapshot.partitions), default=1.0)
-        self._update_free()
         self.closed: set[tuple[str, str]] = set()  # strict FIFO: partitions behind a blocked job
         self.assignments: list[Assignment] = []
         self.waiting: list[Waiting] = []
@@ -113,8 +117,11 @@ class _Pass:
                     # once no reservation is left to take, a job that cannot start now
                     # would only wait: passed over (first: more GPUs than any partition
                     # has free, the common case in a long queue)
-                    if self.full and (job.gpus > self.ceiling or not self._might_start(job)):
-                        continue
+                    if self.full:
+                        if self.stale:
+                            self._update_free()
+                        if job.gpus > self.ceiling or not self._might_start(job):
+                            continue
                 elif len(self.closed) == len(self.states):
                     break  # strict FIFO: every partition is behind a blocked job
             self._place(job)
@@ -180,7 +187,19 @@ class _Pass:
         if startable:
             best = startable[0]
             if len(startable) > 1:
-                best = min(startable, key=lambda c: self._rank(job, c))
+                # `_rank`, inlined: the first of the lowest (away, load, factory, id)
+                home = job.home_country
+                low = None
+                for c in startable:
+                    partition = c[0].partition
+                    rank = (
+                        0 if home and partition.country == home else 1,
+                        c[0].load,
+                        partition.factory,
+                        partition.id,
+                    )
+                    if low is None or rank < low:
+                        low, best = rank, c
             self._start(job, best)
         elif candidates:
             self._block(job, candidates)
@@ -220,7 +239,7 @@ class _Pass:
         held = self.held
         self.max_free = max((s.free for s in self.states if s.key not in held), default=0)
         self.ceiling = max((s.free for s in self.states), default=0)  # most free anywhere
-        self.full = self._no_reservation_left()
+        self.stale = False
 
     def _might_start(self, job: Job) -> bool:
         """A quick necessary condition for some partition to start the job now (`_place`)."""
@@ -251,7 +270,7 @@ class _Pass:
             nodes, taken = state.take(job.gpus, end)
         if held is not None and end > held.reservation.start:
             held.extra -= taken or job.gpus
-        self._update_free()
+        self.stale = True
         self.left[allocation.id] -= cost
         partition = state.partition
         self.assignments.append(
@@ -289,7 +308,8 @@ class _Pass:
             extra = best[0].free_at(start) - best[0].need(job.gpus)
             held[partition.key] = _Held(reservation, best[0], extra)
             self.reserved.append(reservation)
-            self._update_free()
+            self.stale = True
+            self.full = self._no_reservation_left()
             if explain:
                 note = residency_note(job, {c[0].partition.factory for c in candidates})
                 self.waiting.append(
