@@ -101,6 +101,7 @@ class _Pass:
         self.full = self._no_reservation_left()  # no reservation is left to take
         self.fastest = max((p.speed for p in snapshot.partitions), default=1.0)
         self.closed: set[tuple[str, str]] = set()  # strict FIFO: partitions behind a blocked job
+        self.last: Job | None = None  # the last job in priority order
         self.assignments: list[Assignment] = []
         self.waiting: list[Waiting] = []
 
@@ -111,6 +112,7 @@ class _Pass:
         ranked = order(snapshot.jobs, self.now, factors, snapshot.policy, projects)
         backfill = snapshot.policy.backfill
         quiet = not self.explain
+        self.last = ranked[-1] if ranked else None
         for job in ranked:
             if quiet:
                 if backfill:
@@ -289,6 +291,8 @@ class _Pass:
 
     def _block(self, job: Job, candidates: list[_Candidate]) -> None:
         backfill, explain, held = self.backfill, self.explain, self.held
+        if not backfill and not explain and job is self.last:
+            return  # quiet strict FIFO: what it closes matters only to the jobs after it
         reserve = None
         if backfill:
             if held and not self.per_partition:
