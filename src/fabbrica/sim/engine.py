@@ -285,10 +285,10 @@ def simulate(
             _, index, which = heapq.heappop(ends)
             if which != attempt[index]:
                 continue  # a run lost to an outage
-            part, queue = ran_on[index], queue_of[index]
-            assert part is not None and queue is not None
+            part, owner = ran_on[index], queue_of[index]
+            assert part is not None and owner is not None
             part.end(index, held[index], starts[index] + limits[index] / part.speed)
-            mark(queue)
+            mark(owner)
             ended += 1
         while changes and changes[0][0] <= now:
             _, kind, factory = heapq.heappop(changes)
