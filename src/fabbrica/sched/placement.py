@@ -193,10 +193,12 @@ class _Pass:
                 home = job.home_country
                 low = None
                 for c in startable:
-                    partition = c[0].partition
+                    state = c[0]
+                    partition = state.partition
+                    total = partition.total_gpus
                     rank = (
                         0 if home and partition.country == home else 1,
-                        c[0].load,
+                        1.0 - state.free / total if total else 1.0,  # `load`, inlined
                         partition.factory,
                         partition.id,
                     )
@@ -211,12 +213,20 @@ class _Pass:
 
     def _fit(self, job: Job) -> _Fit:
         factories = job.factories if job.factories is not None else self.by_factory.keys()
-        fitting = [
-            state
-            for factory in factories
-            for state in self.by_factory.get(factory, ())
-            if fits(job, state.partition)
-        ]
+        # `fits`, inlined (a pass asks it of every partition for each shape of job)
+        countries, model, gpus, nodes = job.countries, job.gpu_model, job.gpus, job.nodes
+        fitting = []
+        for factory in factories:
+            for state in self.by_factory.get(factory, ()):
+                partition = state.partition
+                if (
+                    (countries is None or partition.country in countries)
+                    and (model is None or partition.gpu_model == model)
+                    and (nodes <= 1 or partition.multi_node)
+                    and math.ceil(gpus / nodes) <= partition.gpus_per_node
+                    and gpus <= partition.total_gpus
+                ):
+                    fitting.append(state)
         fit = self.interned.get(tuple(map(id, fitting)))
         if fit is None:
             fit = self.interned[tuple(map(id, fitting))] = (fitting, {})
