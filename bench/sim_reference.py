@@ -178,14 +178,24 @@ def main() -> None:
             f"simulate {ours[-1][0]:.1f} s wall, {ours[-1][1]:.1f} s CPU",
             flush=True,
         )
+    medians = {}
     for what, k in (("wall", 0), ("CPU", 1)):
         a = statistics.median(x[k] for x in ours)
         b = statistics.median(x[k] for x in theirs)
+        medians[what] = (a, b)
         print(
             f"{what}, medians of {args.runs}: fabbrica simulate {a:.1f} s (four policies, "
             f"one run, whole process), reference {b:.1f} s (simulation only); "
             f"ratio {a / b:.2f}"
         )
+    # the table of docs/simulator.md's section Speed
+    (wall_ours, wall_ref), (cpu_ours, cpu_ref) = medians["wall"], medians["CPU"]
+    print(f"\n| | wall s (median of {args.runs}) | CPU s (median of {args.runs}) |")
+    print("|---|---|---|")
+    ours_row = "`fabbrica simulate`, four policies, nodes packed"
+    print(f"| {ours_row} | {wall_ours:.1f} | {cpu_ours:.1f} |")
+    print(f"| reference, four policies, simulation only | {wall_ref:.1f} | {cpu_ref:.1f} |")
+    print(f"| ratio | {wall_ours / wall_ref:.2f} | {cpu_ours / cpu_ref:.2f} |")
 
 
 if __name__ == "__main__":

@@ -4,47 +4,62 @@ from __future__ import annotations
 
 import bisect
 import math
-from dataclasses import dataclass, field
+from itertools import islice
+from operator import attrgetter, itemgetter, le
 
 from fabbrica.sched.model import Job, Partition, Seconds
 
 
-@dataclass
 class PartitionState:
     """Free GPUs and the release times of running work. The release times are sorted only
-    when a reservation or an estimate needs them: most passes never look."""
+    when a reservation or an estimate needs them: most passes never look. A plain class
+    with slots: a pass builds one per partition, and the simulator runs passes by the
+    hundred thousand."""
 
-    partition: Partition
-    free: int
-    _ends: list[Seconds] | None = None  # sorted release times, once needed
-    _gpus: list[int] = field(default_factory=list)  # GPUs released at _ends[i]
-    _started: list[tuple[Seconds, int]] = field(default_factory=list)  # before sorting
-    _prefix: list[int] | None = None
-    # need -> the release time at which `need` GPUs are free (None: never), for needs above
-    # `free`; emptied when work starts. Most of a long queue asks the same few sizes.
-    _when: dict[int, Seconds | None] = field(default_factory=dict)
-    # the partition's (factory, id) and billing, read by every placement
-    key: tuple[str, str] = field(init=False)
-    billing_factor: float = field(init=False)
-    whole_node_gpus: int = field(init=False)  # GPUs per node under whole_node billing, or 0
-    speed: float = field(init=False)
-    # free GPUs per node when the partition's nodes are tracked (`Partition.nodes_free`)
-    nodes: list[int] | None = field(init=False)
-    # the most free GPUs on one node, and the GPUs of the wholly free nodes: what decides
-    # whether a job fits now (None: to count again, after work started)
-    _most: int | None = None
-    _whole: int | None = None
-    # work started in this pass on tracked nodes: (expected end, its nodes, GPUs held)
-    _placed: list[tuple[Seconds, tuple[int, ...], int]] = field(default_factory=list)
-    _packed_when: dict[int, Seconds | None] = field(default_factory=dict)
+    __slots__ = (
+        "_ends",
+        "_gpus",
+        "_most",
+        "_packed_when",
+        "_placed",
+        "_prefix",
+        "_started",
+        "_when",
+        "_whole",
+        "billing_factor",
+        "free",
+        "key",
+        "nodes",
+        "partition",
+        "speed",
+        "whole_node_gpus",
+    )
 
-    def __post_init__(self) -> None:
-        partition = self.partition
-        self.key = partition.key
+    def __init__(self, partition: Partition, free: int) -> None:
+        self.partition = partition
+        self.free = free
+        self._ends: list[Seconds] | None = None  # sorted release times, once needed
+        self._gpus: list[int] = []  # GPUs released at _ends[i]
+        self._started: list[tuple[Seconds, int]] = []  # before sorting
+        self._prefix: list[int] | None = None
+        # need -> the release time at which `need` GPUs are free (None: never), for needs
+        # above `free`; emptied when work starts. Most of a long queue asks few sizes.
+        self._when: dict[int, Seconds | None] = {}
+        # the partition's (factory, id) and billing, read by every placement
+        self.key = (partition.factory, partition.id)
         self.billing_factor = partition.billing_factor
+        # GPUs per node under whole_node billing, or 0
         self.whole_node_gpus = partition.gpus_per_node if partition.whole_nodes else 0
         self.speed = partition.speed
-        self.nodes = list(partition.nodes_free) if partition.nodes_free else None
+        # free GPUs per node when the partition's nodes are tracked (`nodes_free`)
+        self.nodes: list[int] | None = list(partition.nodes_free) if partition.nodes_free else None
+        # the most free GPUs on one node, and the GPUs of the wholly free nodes: what
+        # decides whether a job fits now (None: to count again, after work started)
+        self._most: int | None = None
+        self._whole: int | None = None
+        # work started in this pass on tracked nodes: (expected end, its nodes, GPUs held)
+        self._placed: list[tuple[Seconds, tuple[int, ...], int]] = []
+        self._packed_when: dict[int, Seconds | None] = {}
 
     # --- nodes (tracked only when the snapshot gives them) ------------------------------
 
@@ -63,10 +78,32 @@ class PartitionState:
             return True
         if self._most is None or self._whole is None:
             self._most = max(nodes, default=0)
-            self._whole = sum(f for i, f in enumerate(nodes) if f and f == self.capacity(i))
+            self._whole = self._whole_free(nodes)
         if gpus <= self.partition.gpus_per_node:
             return gpus <= self._most
         return gpus <= self._whole
+
+    def _capacities(self, count: int) -> list[int]:
+        """`capacity` of the first `count` nodes."""
+        per, total = self.partition.gpus_per_node, self.partition.total_gpus
+        if per <= 0:
+            return [self.capacity(i) for i in range(count)]
+        full = min(total // per, count)
+        return [per] * full + [total - per * i for i in range(max(full, 0), count)]
+
+    def _whole_free(self, nodes: list[int]) -> int:
+        """GPUs of the wholly free nodes: those with all of their `capacity` free."""
+        per, total = self.partition.gpus_per_node, self.partition.total_gpus
+        if per <= 0:
+            return sum(f for i, f in enumerate(nodes) if f and f == self.capacity(i))
+        # nodes below `full` have `per` GPUs; node `full` has what is left (maybe none);
+        # any further node has none (a capacity of 0 or less is never wholly free)
+        full = total // per
+        whole = nodes[:full].count(per) * per
+        rest = total - per * full
+        if rest and len(nodes) > full and nodes[full] == rest:
+            whole += rest
+        return whole
 
     def pack(self, gpus: int) -> tuple[int, ...] | None:
         """The nodes a job would take now: the fullest node with room for a job of at most
@@ -76,29 +113,33 @@ class PartitionState:
         assert nodes is not None
         per = self.partition.gpus_per_node
         if gpus <= per:
-            best, room = -1, per + 1
-            for i, free in enumerate(nodes):
-                if gpus <= free < room:
-                    best, room = i, free
-                    if free == gpus:
-                        break
-            return None if best < 0 else (best,)
+            # the least room that holds it, on the first node with that room (no node
+            # has more than `per` free); each look is one scan in C
+            for room in range(max(gpus, 0), per + 1):
+                if room in nodes:
+                    return (nodes.index(room),)
+            return None
+        # whole free nodes: those below `full` have `per` GPUs, node `full` what is left
+        # (the short last node, used only if the full ones do not do); beyond, none
+        if per <= 0:
+            return None  # nodes of no GPUs never hold it
+        full = self.partition.total_gpus // per
         taken: list[int] = []
-        short = -1
         total = 0
-        for i, free in enumerate(nodes):
-            capacity = self.capacity(i)
-            if free != capacity:
-                continue
-            if capacity < per:
-                short = i  # the short last node, used only if the full ones do not do
-                continue
-            taken.append(i)
-            total += capacity
+        at = 0
+        while True:
+            try:
+                at = nodes.index(per, at, full)
+            except ValueError:
+                break
+            taken.append(at)
+            at += 1
+            total += per
             if total >= gpus:
                 return tuple(taken)
-        if short >= 0 and total + nodes[short] >= gpus:
-            return (*taken, short)
+        rest = self.partition.total_gpus - per * full
+        if rest and len(nodes) > full and nodes[full] == rest and total + rest >= gpus:
+            return (*taken, full)
         return None
 
     def held(self, gpus: int, nodes: tuple[int, ...]) -> int:
@@ -171,12 +212,13 @@ class PartitionState:
         per = self.partition.gpus_per_node
         nodes = list(self.nodes)
         count = len(nodes)
-        capacity = [self.capacity(i) for i in range(count)]
+        capacity = self._capacities(count)
         whole = sum(c for f, c in zip(nodes, capacity, strict=True) if f == c and c)
-        releases = sorted(
-            [(r.expected_end, r.nodes, r.gpus) for r in self.partition.running if r.nodes]
-            + self._placed
-        )
+        # by release time; work released at the same time may come in any order: the answer
+        # is a release time, reached at the end of the same run of equal times either way
+        releases = [(r.expected_end, r.nodes, r.gpus) for r in self.partition.running if r.nodes]
+        releases += self._placed
+        releases.sort(key=_FIRST)
         for end, where, held in releases:
             if len(where) == 1 and held <= per:
                 node = where[0]
@@ -221,11 +263,21 @@ class PartitionState:
 
     def _sorted(self) -> list[Seconds]:
         if self._ends is None:
-            pairs = sorted(
-                [(r.expected_end, r.gpus) for r in self.partition.running] + self._started
-            )
-            self._ends = [end for end, _ in pairs]
-            self._gpus = [gpus for _, gpus in pairs]
+            running = self.partition.running
+            ends = list(map(_END, running))
+            if all(map(le, ends, islice(ends, 1, None))):
+                # already in order (the simulator keeps its runs so): no sort; work
+                # ending at the same time may come in another order, which changes no
+                # answer (`earliest` and `free_at` look at whole runs of equal ends)
+                self._ends, self._gpus = ends, list(map(_GPUS, running))
+                for end, gpus in self._started:
+                    index = bisect.bisect_right(ends, end)
+                    ends.insert(index, end)
+                    self._gpus.insert(index, gpus)
+            else:
+                pairs = sorted([(r.expected_end, r.gpus) for r in running] + self._started)
+                self._ends = [end for end, _ in pairs]
+                self._gpus = [gpus for _, gpus in pairs]
             self._started = []
         return self._ends
 
@@ -252,3 +304,7 @@ def charge(partition: Partition, job: Job) -> float:
         per = partition.gpus_per_node
         gpus = math.ceil(gpus / per) * per
     return gpus * partition.billing_factor * job.time_limit / 3600.0
+
+
+_END, _GPUS = attrgetter("expected_end"), attrgetter("gpus")
+_FIRST = itemgetter(0)

@@ -70,10 +70,14 @@ class _Pass:
     def __init__(self, snapshot: Snapshot) -> None:
         self.now = snapshot.now
         self.snapshot = snapshot
-        self.states = [PartitionState.of(p) for p in snapshot.partitions]
-        self.by_factory: dict[str, list[PartitionState]] = defaultdict(list)
-        for state in self.states:
-            self.by_factory[state.partition.factory].append(state)
+        self.states = states = [PartitionState(p, p.free_gpus) for p in snapshot.partitions]
+        self.by_factory: dict[str, list[PartitionState]] = {}
+        for state in states:
+            factory = state.partition.factory
+            if factory in self.by_factory:
+                self.by_factory[factory].append(state)
+            else:
+                self.by_factory[factory] = [state]
         self.left: dict[int, float] = {a.id: a.remaining_gpu_hours for a in snapshot.allocations}
         # project -> factory -> its allocations there, in the snapshot's order
         self.by_project: dict[str, dict[str, list[Allocation]]] = defaultdict(dict)
@@ -93,10 +97,11 @@ class _Pass:
         self.explain = snapshot.policy.explain
         self.max_free = 0  # most free GPUs of any partition without a reservation
         self.ceiling = 0  # most free GPUs of any partition
-        self.full = False  # no reservation is left to take
+        self.stale = True  # max_free and ceiling to count again (work started, or held)
+        self.full = self._no_reservation_left()  # no reservation is left to take
         self.fastest = max((p.speed for p in snapshot.partitions), default=1.0)
-        self._update_free()
         self.closed: set[tuple[str, str]] = set()  # strict FIFO: partitions behind a blocked job
+        self.last: Job | None = None  # the last job in priority order
         self.assignments: list[Assignment] = []
         self.waiting: list[Waiting] = []
 
@@ -107,14 +112,18 @@ class _Pass:
         ranked = order(snapshot.jobs, self.now, factors, snapshot.policy, projects)
         backfill = snapshot.policy.backfill
         quiet = not self.explain
+        self.last = ranked[-1] if ranked else None
         for job in ranked:
             if quiet:
                 if backfill:
                     # once no reservation is left to take, a job that cannot start now
                     # would only wait: passed over (first: more GPUs than any partition
                     # has free, the common case in a long queue)
-                    if self.full and (job.gpus > self.ceiling or not self._might_start(job)):
-                        continue
+                    if self.full:
+                        if self.stale:
+                            self._update_free()
+                        if job.gpus > self.ceiling or not self._might_start(job):
+                            continue
                 elif len(self.closed) == len(self.states):
                     break  # strict FIFO: every partition is behind a blocked job
             self._place(job)
@@ -180,7 +189,21 @@ class _Pass:
         if startable:
             best = startable[0]
             if len(startable) > 1:
-                best = min(startable, key=lambda c: self._rank(job, c))
+                # `_rank`, inlined: the first of the lowest (away, load, factory, id)
+                home = job.home_country
+                low = None
+                for c in startable:
+                    state = c[0]
+                    partition = state.partition
+                    total = partition.total_gpus
+                    rank = (
+                        0 if home and partition.country == home else 1,
+                        1.0 - state.free / total if total else 1.0,  # `load`, inlined
+                        partition.factory,
+                        partition.id,
+                    )
+                    if low is None or rank < low:
+                        low, best = rank, c
             self._start(job, best)
         elif candidates:
             self._block(job, candidates)
@@ -190,12 +213,20 @@ class _Pass:
 
     def _fit(self, job: Job) -> _Fit:
         factories = job.factories if job.factories is not None else self.by_factory.keys()
-        fitting = [
-            state
-            for factory in factories
-            for state in self.by_factory.get(factory, ())
-            if fits(job, state.partition)
-        ]
+        # `fits`, inlined (a pass asks it of every partition for each shape of job)
+        countries, model, gpus, nodes = job.countries, job.gpu_model, job.gpus, job.nodes
+        fitting = []
+        for factory in factories:
+            for state in self.by_factory.get(factory, ()):
+                partition = state.partition
+                if (
+                    (countries is None or partition.country in countries)
+                    and (model is None or partition.gpu_model == model)
+                    and (nodes <= 1 or partition.multi_node)
+                    and math.ceil(gpus / nodes) <= partition.gpus_per_node
+                    and gpus <= partition.total_gpus
+                ):
+                    fitting.append(state)
         fit = self.interned.get(tuple(map(id, fitting)))
         if fit is None:
             fit = self.interned[tuple(map(id, fitting))] = (fitting, {})
@@ -220,7 +251,7 @@ class _Pass:
         held = self.held
         self.max_free = max((s.free for s in self.states if s.key not in held), default=0)
         self.ceiling = max((s.free for s in self.states), default=0)  # most free anywhere
-        self.full = self._no_reservation_left()
+        self.stale = False
 
     def _might_start(self, job: Job) -> bool:
         """A quick necessary condition for some partition to start the job now (`_place`)."""
@@ -251,7 +282,7 @@ class _Pass:
             nodes, taken = state.take(job.gpus, end)
         if held is not None and end > held.reservation.start:
             held.extra -= taken or job.gpus
-        self._update_free()
+        self.stale = True
         self.left[allocation.id] -= cost
         partition = state.partition
         self.assignments.append(
@@ -270,6 +301,8 @@ class _Pass:
 
     def _block(self, job: Job, candidates: list[_Candidate]) -> None:
         backfill, explain, held = self.backfill, self.explain, self.held
+        if not backfill and not explain and job is self.last:
+            return  # quiet strict FIFO: what it closes matters only to the jobs after it
         reserve = None
         if backfill:
             if held and not self.per_partition:
@@ -289,7 +322,8 @@ class _Pass:
             extra = best[0].free_at(start) - best[0].need(job.gpus)
             held[partition.key] = _Held(reservation, best[0], extra)
             self.reserved.append(reservation)
-            self._update_free()
+            self.stale = True
+            self.full = self._no_reservation_left()
             if explain:
                 note = residency_note(job, {c[0].partition.factory for c in candidates})
                 self.waiting.append(

@@ -15,6 +15,8 @@ def fairshare_factors(
     """Slurm's classic factor 2^(-U/S): 1.0 for an idle project, 0.5 for one that used
     exactly its share, towards 0 for heavy users. U and S are normalised over `projects`."""
     names = set(projects)
+    if not usage:
+        return dict.fromkeys(names, 1.0)  # no usage: every factor is 1.0 (below)
     total_share = sum(shares.get(p, 1.0) for p in names) or 1.0
     total_usage = sum(max(usage.get(p, 0.0), 0.0) for p in names)
     factors = {}

@@ -46,6 +46,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import islice
+from operator import attrgetter
 
 from fabbrica.sched import Allocation, Job, Policy, Snapshot, schedule
 from fabbrica.sim.federation import Federation, Site, node_shape
@@ -106,11 +107,13 @@ class _Queue:
 
     __slots__ = (
         "allocations",
+        "by_factory",
         "dirty",
         "in_order",
         "last",
         "parts",
         "policy",
+        "position",
         "queued",
         "sizes",
         "strict",
@@ -133,6 +136,8 @@ class _Queue:
         self.allocations = tuple(
             Allocation(i, PROJECT, p.factory, math.inf) for i, p in enumerate(parts)
         )
+        self.by_factory = {p.factory: p for p in parts}
+        self.position = 0  # in the run's list of queues: passes run in that order
 
     def could_start(self, gpus: int) -> bool:
         return any(p.available >= gpus for p in self.parts)
@@ -148,7 +153,7 @@ class _Queue:
     def idle(self) -> bool:
         """Whether a pass would provably start nothing: no waiting job fits in any
         partition's free GPUs, or (strict FIFO in submission order) the first does not."""
-        most = max(p.available for p in self.parts)
+        most = max(max([p.free - p.down for p in self.parts]), 0)  # `available`, inlined
         if self.strict and self.in_order:
             return next(iter(self.waiting.values())).gpus > most
         return min(self.sizes) > most
@@ -210,6 +215,16 @@ def simulate(
     began = time.perf_counter()
     machines = {s.id: (hardware or {}).get(s.id) or _machines(s) for s in federation.sites}
     queues, route = _queues(jobs, federation, policy, machines, pack_nodes)
+    for position, queue in enumerate(queues):
+        queue.position = position
+    dirty: list[_Queue] = []  # the queues that could start something, once each
+    pending = [0]  # jobs waiting in every queue
+
+    def mark(queue: _Queue) -> None:
+        if not queue.dirty:
+            queue.dirty = True
+            dirty.append(queue)
+
     per_node = min(h.gpus_per_node for h in machines.values())
     tally = [0]  # free GPUs on nodes partly in use, over every partition
     for one in (p for q in queues for p in q.parts):
@@ -233,6 +248,7 @@ def simulate(
 
     def enqueue(index: int) -> None:
         queue = queue_of[index] = route(index)
+        pending[0] += 1
         job = jobs[index]
         queue.add(
             index,
@@ -247,9 +263,13 @@ def simulate(
                 home_country=countries[home[job.cluster]],
             ),
         )
-        if not queue.dirty and queue.could_start(job.gpus):
-            # beyond the depth a pass does not look at it: nothing to start
-            queue.dirty = not queue_depth or len(queue.waiting) <= queue_depth
+        # beyond the depth a pass does not look at it: nothing to start
+        if (
+            not queue.dirty
+            and queue.could_start(job.gpus)
+            and (not queue_depth or len(queue.waiting) <= queue_depth)
+        ):
+            mark(queue)
 
     while arrived < count or ends or (changes and any(q.waiting for q in queues)):
         now = min(
@@ -258,17 +278,17 @@ def simulate(
             changes[0][0] if changes else math.inf,
         )
         if pack_nodes and now > last:
-            if tally[0] and any(q.waiting for q in queues):
+            if tally[0] and pending[0]:
                 fragmented += tally[0] * (now - last)
             last = now
         while ends and ends[0][0] <= now:
             _, index, which = heapq.heappop(ends)
             if which != attempt[index]:
                 continue  # a run lost to an outage
-            part, queue = ran_on[index], queue_of[index]
-            assert part is not None and queue is not None
+            part, owner = ran_on[index], queue_of[index]
+            assert part is not None and owner is not None
             part.end(index, held[index], starts[index] + limits[index] / part.speed)
-            queue.dirty = True
+            mark(owner)
             ended += 1
         while changes and changes[0][0] <= now:
             _, kind, factory = heapq.heappop(changes)
@@ -289,18 +309,20 @@ def simulate(
                         starts[index], ran_on[index] = -1.0, None
                         enqueue(index)
             for queue in queues:
-                queue.dirty = True
+                mark(queue)
         while arrived < count and jobs[arrived].submit <= now:
             enqueue(arrived)
             arrived += 1
-        for queue in queues:
-            if not queue.dirty:
-                continue
+        if len(dirty) > 1:
+            dirty.sort(key=_POSITION)
+        for queue in dirty:
             queue.dirty = False
             if not queue.waiting or queue.idle():
                 continue
             passes += 1
-            for index, part, nodes, gpus in _pass(queue, now, queue_depth):
+            started = _pass(queue, now, queue_depth, bool(outages))
+            pending[0] -= len(started)
+            for index, part, nodes, gpus in started:
                 if starts[index] >= 0:
                     raise SimulationError(f"job {index} started twice")
                 starts[index] = now
@@ -311,6 +333,7 @@ def simulate(
                 run = jobs[index].duration / speed
                 rounding += (gpus - jobs[index].gpus) * run / 3600.0
                 heapq.heappush(ends, (now + run, index, attempt[index]))
+        dirty.clear()
         if arrived == count and not ends and not changes and any(q.waiting for q in queues):
             stuck = sum(len(q.waiting) for q in queues)
             raise SimulationError(f"{stuck} jobs can never start")
@@ -330,6 +353,7 @@ def simulate(
     )
 
 
+_POSITION = attrgetter("position")
 _DOWN, _LOST, _UP = 0, 1, 2  # outage events at the same instant: down, then lost, then up
 
 
@@ -369,12 +393,16 @@ def _lost_runs(part: _Part, starts: list[float]) -> list[int]:
     return found
 
 
-def _pass(queue: _Queue, now: float, depth: int) -> list[tuple[int, _Part, tuple[int, ...], int]]:
+def _pass(
+    queue: _Queue, now: float, depth: int, outages: bool
+) -> list[tuple[int, _Part, tuple[int, ...], int]]:
     """Run one pass: (job, partition, its nodes, GPUs it holds) for each job started."""
-    parts = [p for p in queue.parts if p.total > p.down]
-    if not parts:
-        return []
-    by_factory = {p.factory: p for p in parts}
+    parts = queue.parts
+    if outages and any(p.down for p in parts):
+        parts = [p for p in parts if p.total > p.down]
+        if not parts:
+            return []
+    by_factory = queue.by_factory
     decision = schedule(
         Snapshot(
             now=now,
