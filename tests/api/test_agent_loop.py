@@ -6,9 +6,9 @@ from __future__ import annotations
 import datetime as dt
 import threading
 import time
-from functools import partial
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, cast
 
