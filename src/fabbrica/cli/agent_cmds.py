@@ -86,7 +86,8 @@ def agent(
     Runs the site agent of one factory until SIGINT/SIGTERM, with the factory token in
     `FABBRICA_TOKEN` and the API in `FABBRICA_URL`. Every `--interval` seconds (default 1) it
     sends one sync (capacity per partition, the state of every run it holds), cancels and
-    launches what the answer says, and uploads new log output. With `--backend slurm` it also
+    launches what the answer says, and uploads new log output; the API holds a sync until
+    there is work for the factory or the interval ends, so a job placed there starts at once. With `--backend slurm` it also
     brings Slurm's accounts and limits in line every `--accounts-every` syncs (default 10) and
     before every launch. `--partition-map` (JSON or YAML) maps catalog partition ids to Slurm
     partitions and GRES types: `{"partitions": {"booster": {"slurm_partition": "gpu",
