@@ -131,8 +131,14 @@ def agent(
         data_cache_bytes=int(data_cache_gib * 1024**3),
     )
     stop = threading.Event()
+
+    def on_signal(*_: object) -> None:
+        stop.set()
+        # a sync the API holds ends now (its connection closed), not when its wait does
+        threading.Thread(target=api.close, daemon=True).start()
+
     for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop.set())
+        signal.signal(signum, on_signal)
     say(
         f"agent of {factory} ({backend}) syncing with {target.url} every {interval:g} s; "
         f"work dir {root}",
