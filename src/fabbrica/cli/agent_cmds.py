@@ -87,14 +87,15 @@ def agent(
     `FABBRICA_TOKEN` and the API in `FABBRICA_URL`. Every `--interval` seconds (default 1) it
     sends one sync (capacity per partition, the state of every run it holds), cancels and
     launches what the answer says, and uploads new log output; the API holds a sync until
-    there is work for the factory or the interval ends, so a job placed there starts at once. With `--backend slurm` it also
-    brings Slurm's accounts and limits in line every `--accounts-every` syncs (default 10) and
-    before every launch. `--partition-map` (JSON or YAML) maps catalog partition ids to Slurm
-    partitions and GRES types: `{"partitions": {"booster": {"slurm_partition": "gpu",
-    "gres_type": "gh200"}}}`; without it, each catalog partition is the Slurm partition of the
-    same name. `--backend local` runs jobs on this machine (`--gpus` emulated GPUs). When the
-    API is away it keeps its runs running and retries with backoff (up to 30 s). Exit 2 for an
-    unknown factory, a bad map or a missing token.
+    there is work for the factory or the interval ends, so a job placed there starts at
+    once. With `--backend slurm` it also brings Slurm's accounts and limits in line every
+    `--accounts-every` syncs (default 10) and before every launch. `--partition-map` (JSON
+    or YAML) maps catalog partition ids to Slurm partitions and GRES types:
+    `{"partitions": {"booster": {"slurm_partition": "gpu", "gres_type": "gh200"}}}`;
+    without it, each catalog partition is the Slurm partition of the same name. `--backend
+    local` runs jobs on this machine (`--gpus` emulated GPUs). When the API is away it keeps
+    its runs running and retries with backoff (up to 30 s). Exit 2 for an unknown factory, a
+    bad map or a missing token.
     """
     if ctx.invoked_subcommand is not None:
         return
