@@ -12,7 +12,7 @@ import logging
 import stat
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from functools import partial
@@ -218,7 +218,11 @@ def close_data_dir(data_dir: Path) -> None:
 
 
 def build_app(prepared: Prepared) -> FastAPI:
+    """`fabbrica up`: the API, the control loop and the local factory's agent in one
+    process. On PostgreSQL its loop leads like a controller's (`build_leading_app`)."""
     ctx = prepared.ctx
+    if supported(ctx.db.engine):
+        return build_leading_app(prepared)
 
     def publish(status: LoopStatus) -> None:
         ctx.status["control_loop"] = status.state
@@ -254,6 +258,37 @@ def build_app(prepared: Prepared) -> FastAPI:
             stop.set()
             for thread in threads:
                 thread.join(10)
+            ctx.db.dispose()
+
+    app = create_app(ctx, lifespan=lifespan, max_body_bytes=prepared.settings.max_request_bytes)
+    install_portal(app)
+    return app
+
+
+def build_leading_app(prepared: Prepared) -> FastAPI:
+    """`fabbrica up` on PostgreSQL: the API, and a `Controller` in a thread, which runs the
+    loop and the local agents only while it holds the leader lock (beside other
+    controllers, or another `fabbrica up`, on the same database, one leads)."""
+    ctx = prepared.ctx
+
+    def publish(status: LoopStatus) -> None:
+        ctx.status["control_loop"] = status.state
+
+    controller = Controller(prepared, on_status=publish)
+    ctx.wake = controller.wake.set  # a job submitted here: a round now (when leading)
+    ctx.status["control_loop"] = "standing by"
+    stop = threading.Event()
+    thread = threading.Thread(target=controller.run, args=(stop,), name="controller", daemon=True)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            controller.wake.set()
+            thread.join(20)
             ctx.db.dispose()
 
     app = create_app(ctx, lifespan=lifespan, max_body_bytes=prepared.settings.max_request_bytes)
@@ -305,14 +340,23 @@ class Controller:
     the leader died, or its connection did. A leader whose connection fails stops acting at
     once (its lock may already be another's) and tries again like the others."""
 
-    def __init__(self, prepared: Prepared, leadership: Leadership | None = None) -> None:
+    def __init__(
+        self,
+        prepared: Prepared,
+        leadership: Leadership | None = None,
+        on_status: Callable[[LoopStatus], None] | None = None,
+    ) -> None:
         self.prepared = prepared
         ctx = prepared.ctx
         self.leadership = leadership or Leadership(ctx.db.url)
         self.interval = prepared.settings.loop_interval_seconds
         self.loop = ControlLoop(
-            loop_steps(prepared.settings, ctx), interval=self.interval, clock=ctx.clock
+            loop_steps(prepared.settings, ctx),
+            interval=self.interval,
+            clock=ctx.clock,
+            on_status=on_status,
         )
+        self._on_status = on_status
         self.terms = 0  # how many times this process took the lead
         self.wake = threading.Event()  # a replica stored a submission: a round now
         self._agents_stop: threading.Event | None = None
@@ -366,6 +410,7 @@ class Controller:
     def _lead(self) -> None:
         self.terms += 1
         log.info("leading: this controller runs the control loop (term %d)", self.terms)
+        self.loop.status.state = "running"  # published by its next tick
         for agent in self.prepared.agents:
             agent.failures = 0  # no backoff left over from the last term
             try:  # as in `fabbrica up`: runs seen (leases renewed) before the loop looks
@@ -390,6 +435,9 @@ class Controller:
         if self._agents_stop is None:
             return
         log.warning("standing by: this controller no longer leads")
+        self.loop.status.state = "standing by"
+        if self._on_status is not None:
+            self._on_status(self.loop.status)
         self._agents_stop.set()
         for thread in self._threads:
             thread.join(10)
