@@ -59,7 +59,10 @@ class InProcessClient:
         capabilities: list[str],
         capacity: list[Capacity],
         runs: list[RunStatus],
+        wait: float = 0.0,
     ) -> SyncAnswer:
+        """Answered at once (`wait` is not used): the embedded agent waits for work on
+        `agent_link.OFFERS` between its rounds instead."""
         report = SyncReport(backend, capabilities, capacity, runs)
         try:
             with self.db.session() as session:

@@ -11,9 +11,11 @@ import datetime as dt
 import logging
 import stat
 import threading
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 from fastapi import FastAPI
@@ -46,6 +48,8 @@ from fabbrica.settings import Settings
 from fabbrica.store.db import Database
 from fabbrica.store.leader import Leadership, setup_lock
 from fabbrica.store.migrate import upgrade
+from fabbrica.store.signals import OFFER, WORK, Listener, Notifier, supported
+from fabbrica.store.signals import notify as notify_others
 from fabbrica.store.types import utcnow
 
 log = logging.getLogger("fabbrica")
@@ -165,6 +169,7 @@ def prepare(settings: Settings, catalog: Catalog, role: str = ALL) -> Prepared:
             max_ratio=settings.archive_max_ratio,
         ),
         agent_lease=lease,
+        agent_wait_s=settings.agent_wait_seconds,
         single_user=single_user,
         metrics_token=(settings.metrics_token or "").strip() or None,
         metrics_cache_seconds=settings.metrics_cache_seconds,
@@ -213,7 +218,11 @@ def close_data_dir(data_dir: Path) -> None:
 
 
 def build_app(prepared: Prepared) -> FastAPI:
+    """`fabbrica up`: the API, the control loop and the local factory's agent in one
+    process. On PostgreSQL its loop leads like a controller's (`build_leading_app`)."""
     ctx = prepared.ctx
+    if supported(ctx.db.engine):
+        return build_leading_app(prepared)
 
     def publish(status: LoopStatus) -> None:
         ctx.status["control_loop"] = status.state
@@ -256,6 +265,37 @@ def build_app(prepared: Prepared) -> FastAPI:
     return app
 
 
+def build_leading_app(prepared: Prepared) -> FastAPI:
+    """`fabbrica up` on PostgreSQL: the API, and a `Controller` in a thread, which runs the
+    loop and the local agents only while it holds the leader lock (beside other
+    controllers, or another `fabbrica up`, on the same database, one leads)."""
+    ctx = prepared.ctx
+
+    def publish(status: LoopStatus) -> None:
+        ctx.status["control_loop"] = status.state
+
+    controller = Controller(prepared, on_status=publish)
+    ctx.wake = controller.wake.set  # a job submitted here: a round now (when leading)
+    ctx.status["control_loop"] = "standing by"
+    stop = threading.Event()
+    thread = threading.Thread(target=controller.run, args=(stop,), name="controller", daemon=True)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            controller.wake.set()
+            thread.join(20)
+            ctx.db.dispose()
+
+    app = create_app(ctx, lifespan=lifespan, max_body_bytes=prepared.settings.max_request_bytes)
+    install_portal(app)
+    return app
+
+
 def build_api(prepared: Prepared) -> FastAPI:
     """`fabbrica serve`: the API and the portal, holding no state of their own; the control
     loop runs in `fabbrica controller`."""
@@ -264,9 +304,20 @@ def build_api(prepared: Prepared) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        notifier, listener = None, None
+        if supported(ctx.db.engine):
+            # a submission here wakes the leading controller (another process), and its
+            # offers wake the agents' syncs held here (store.signals)
+            notifier = Notifier(ctx.db.engine)
+            ctx.wake = partial(notifier.send, WORK)
+            listener = Listener(ctx.db.url, {OFFER: offered}).start()
         try:
             yield
         finally:
+            if listener is not None:
+                listener.stop()
+            if notifier is not None:
+                notifier.close()
             ctx.db.dispose()
 
     app = create_app(ctx, lifespan=lifespan, max_body_bytes=prepared.settings.max_request_bytes)
@@ -282,6 +333,14 @@ def worker_api() -> FastAPI:
     return build_api(prepare(settings, load_settings_catalog(settings), API))
 
 
+def offered(factory_id: str) -> None:
+    """A controller placed work on `factory_id` (a notification): wake its agent's held
+    sync. After a reconnection (empty payload) nothing is woken: held syncs end by their
+    wait, and the agents sync again."""
+    if factory_id:
+        OFFERS.notify(factory_id, publish=False)
+
+
 class Controller:
     """`fabbrica controller`: the control loop, and the agents of the factories that run on
     this machine, while this process leads (a PostgreSQL advisory lock, held on a connection
@@ -289,15 +348,25 @@ class Controller:
     the leader died, or its connection did. A leader whose connection fails stops acting at
     once (its lock may already be another's) and tries again like the others."""
 
-    def __init__(self, prepared: Prepared, leadership: Leadership | None = None) -> None:
+    def __init__(
+        self,
+        prepared: Prepared,
+        leadership: Leadership | None = None,
+        on_status: Callable[[LoopStatus], None] | None = None,
+    ) -> None:
         self.prepared = prepared
         ctx = prepared.ctx
         self.leadership = leadership or Leadership(ctx.db.url)
         self.interval = prepared.settings.loop_interval_seconds
         self.loop = ControlLoop(
-            loop_steps(prepared.settings, ctx), interval=self.interval, clock=ctx.clock
+            loop_steps(prepared.settings, ctx),
+            interval=self.interval,
+            clock=ctx.clock,
+            on_status=on_status,
         )
+        self._on_status = on_status
         self.terms = 0  # how many times this process took the lead
+        self.wake = threading.Event()  # a replica stored a submission: a round now
         self._agents_stop: threading.Event | None = None
         self._threads: list[threading.Thread] = []
 
@@ -306,15 +375,34 @@ class Controller:
         return self._agents_stop is not None
 
     def run(self, stop: threading.Event) -> None:
-        """Lead or wait, every interval, until `stop` is set; then give the lead up."""
+        """Lead or wait, every interval, until `stop` is set; then give the lead up. The
+        leader also runs a round as soon as a replica notifies a submission (WORK)."""
+        listener = None
+        if supported(self.prepared.ctx.db.engine):
+            listener = Listener(self.prepared.ctx.db.url, {WORK: lambda _: self.wake.set()})
+            listener.start()
         try:
             while not stop.is_set():
-                self.step()
-                stop.wait(self.interval)
+                self.wake.clear()  # a wake during the round still counts: cleared before it
+                if self.step():
+                    self._wait(stop)
+                else:
+                    stop.wait(self.interval)
         finally:
+            if listener is not None:
+                listener.stop()
             self._follow()
             self.leadership.dispose()
             self.prepared.ctx.db.dispose()
+
+    def _wait(self, stop: threading.Event) -> None:
+        """Until the interval ends, a wake, or `stop` (checked every 0.25 s)."""
+        deadline = time.monotonic() + self.interval
+        while not stop.is_set() and not self.wake.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            self.wake.wait(min(left, 0.25))
 
     def step(self) -> bool:
         """One round: when this process leads (still, or from now), one tick of the loop."""
@@ -330,6 +418,7 @@ class Controller:
     def _lead(self) -> None:
         self.terms += 1
         log.info("leading: this controller runs the control loop (term %d)", self.terms)
+        self.loop.status.state = "running"  # published by its next tick
         for agent in self.prepared.agents:
             agent.failures = 0  # no backoff left over from the last term
             try:  # as in `fabbrica up`: runs seen (leases renewed) before the loop looks
@@ -354,6 +443,9 @@ class Controller:
         if self._agents_stop is None:
             return
         log.warning("standing by: this controller no longer leads")
+        self.loop.status.state = "standing by"
+        if self._on_status is not None:
+            self._on_status(self.loop.status)
         self._agents_stop.set()
         for thread in self._threads:
             thread.join(10)
@@ -370,6 +462,7 @@ def loop_steps(settings: Settings, ctx: AppContext) -> dict[str, Step]:
     )
     steps: dict[str, Step] = {
         "jobs": dispatcher.step,
+        "offers": partial(publish_offers, ctx.db),  # after jobs: what it placed, committed
         "expiry": ExpiryStep(ctx.db, ctx.clock),
         "alerts": AlertStep(ctx.db, ctx.clock),  # after jobs: the usage they were charged
     }
@@ -386,6 +479,16 @@ def loop_steps(settings: Settings, ctx: AppContext) -> dict[str, Step]:
             ctx.db, kinds=frozenset({portal_sessions.SIGN_IN_KIND}), write=log.warning
         )
     return steps
+
+
+def publish_offers(db: Database) -> int:
+    """Wake, now that the loop's transaction is committed, the agents the loop offered work
+    to: in this process, and on PostgreSQL in the others (the replicas holding their syncs)."""
+    pending = OFFERS.take_pending()
+    for factory_id in pending:
+        OFFERS.notify(factory_id, publish=False)
+    notify_others(db.engine, OFFER, pending)
+    return len(pending)
 
 
 def describe_database(url: str) -> str:

@@ -80,6 +80,7 @@ class Settings(BaseSettings):
     archive_max_unpacked_bytes: int = Field(default=1024**3, ge=1024, le=1024**5)
     archive_max_ratio: float = Field(default=100.0, ge=1, le=1_000_000)
     agent_lease_seconds: float = Field(default=60.0, ge=5, le=86400)
+    agent_wait_seconds: float = Field(default=20.0, ge=0, le=3600)  # a sync held, at most
     smtp_host: str | None = None
     smtp_port: int = Field(default=25, ge=1, le=65535)
     smtp_from: str = "fabbrica@localhost"

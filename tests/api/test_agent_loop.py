@@ -8,6 +8,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, cast
 
@@ -196,6 +197,7 @@ def test_an_idle_agent_watching_for_work_launches_a_placed_job_without_waiting_i
     site: Site,
 ) -> None:
     from fabbrica.backends.agent_link import OFFERS
+    from fabbrica.server import publish_offers
 
     agent = Agent(site.client, site.executor, backend="memory", interval=3600,
                   watch=lambda: OFFERS.watch("jaif"))  # fmt: skip
@@ -206,6 +208,7 @@ def test_an_idle_agent_watching_for_work_launches_a_placed_job_without_waiting_i
         assert poll(lambda: agent.rounds >= 1)  # its capacity is in: it now waits an hour
         job_id = site.submit()
         site.dispatcher.step()  # placed at the agent's factory: the link wakes the agent
+        publish_offers(site.db)  # and the loop's next step, once that is committed
         assert poll(lambda: site.job(job_id)["state"] == "running")
         assert agent.rounds >= 2  # woken: a round after the first, not an hour later
     finally:
@@ -221,3 +224,84 @@ def poll(check: Callable[[], bool], seconds: float = 30.0) -> bool:
             return True
         time.sleep(0.02)
     return False
+
+
+def hold_long(site: Site) -> None:
+    """The API holds a sync up to 10 minutes (the cap follows the lease: 1 day here)."""
+    ctx: AppContext = site.api.app.state.ctx  # type: ignore[attr-defined]
+    ctx.agent_wait_s = 600
+    ctx.agent_lease = dt.timedelta(days=1)
+    site.api.timeout = None  # the TestClient refuses a timeout per request
+
+
+def test_an_agent_over_http_is_held_by_the_api_and_launches_a_placed_job_at_once(
+    site: Site,
+) -> None:
+    """No watch: the agent's sync asks the API to hold it for its interval (an hour), and
+    the offer of the control loop (its `offers` step, after the commit) answers it."""
+    from fabbrica.backends.agent_link import OFFERS
+    from fabbrica.server import publish_offers
+
+    hold_long(site)
+    agent = Agent(site.client, site.executor, backend="memory", interval=3600)
+    stop = threading.Event()
+    thread = threading.Thread(target=agent.run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        assert poll(lambda: site.executor.capacity() != [] and agent_seen(site))
+        time.sleep(0.3)  # its second sync is held now: nothing to launch
+        job_id = site.submit()
+        site.dispatcher.step()
+        publish_offers(site.db)
+        assert poll(lambda: site.job(job_id)["state"] == "running", 60)  # not in an hour
+    finally:
+        stop.set()
+        OFFERS.release()  # its sync held now answers
+        thread.join(10)
+    assert not thread.is_alive()
+
+
+def agent_seen(site: Site) -> bool:
+    admin = bearer(ADMIN_TOKEN)
+    rows = site.api.get(f"{API}/agents", headers=admin).json()
+    return any(r["factory"] == "jaif" and r["last_seen_at"] for r in rows)
+
+
+def held_now(n: int) -> bool:
+    from fabbrica.backends.agent_link import OFFERS
+
+    return OFFERS.held("jaif") == n
+
+
+def test_held_syncs_hold_no_worker_thread_and_no_database_connection(site: Site) -> None:
+    """More held syncs than the thread pool has threads (40), the database pool has
+    connections (15) and SQLite's request limit has slots (16): the API still answers,
+    and one offer answers them all."""
+    from fabbrica.backends.agent_link import OFFERS
+    from fabbrica.server import publish_offers
+
+    hold_long(site)
+    capacity = {"partition": "booster", "gpu_model": "gh200", "total_gpus": 4, "free_gpus": 4}
+    body = {"backend": "memory", "capacity": [capacity], "wait_s": 600}
+    headers = {"Authorization": site.client.http.headers["Authorization"]}
+    answers: list[list[str]] = []
+
+    def held() -> None:
+        made = site.api.post(f"{API}/agent/sync", headers=headers, json=body)
+        answers.append([r["run_tag"] for r in made.json()["launch"]])
+
+    threads = [threading.Thread(target=held, daemon=True) for _ in range(45)]
+    try:
+        for n, thread in enumerate(threads, 1):  # one after the other: each held, then the next
+            thread.start()
+            assert poll(partial(held_now, n)), site.db.engine.pool.status()
+        assert answers == []
+        job_id = site.submit()  # the API answers meanwhile: it needs a thread and connections
+        site.dispatcher.step()
+        assert site.job(job_id)["state"] == "dispatched"
+        publish_offers(site.db)
+        for thread in threads:
+            thread.join(30)
+    finally:
+        OFFERS.release()  # should one still be held, the test ends
+    assert answers == [[f"fab-{job_id}"]] * 45

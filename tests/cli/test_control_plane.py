@@ -398,3 +398,26 @@ def test_serve_and_controller_refuse_sqlite(
         assert exited.value.code == 2, said
         assert "needs PostgreSQL" in said and "fabbrica up" in said
         assert not (tmp_path / "fabbrica.db").exists()
+
+
+def test_fabbrica_up_on_postgresql_takes_the_leader_lock_as_a_controller_does(
+    plane: Plane,
+) -> None:
+    port = free_port()
+    args = ["up", "--port", str(port), "--data-dir", str(plane.home / "data")]
+    up = Proc(args, plane.env, plane.home / "up.log", port=port)
+    plane.procs.append(up)
+    up.start()
+    plane.ready(up)
+
+    def loop_of_up() -> str:
+        return str(httpx.get(f"{up.url}/api/v1/health", timeout=5).json()["control_loop"])
+
+    wait_for(lambda: loop_of_up() == "running", 30, "fabbrica up leads")
+    controller = plane.controller()
+    wait_for(lambda: "Fabbrica controller on" in controller.output(), 30, "the controller runs")
+    time.sleep(3)  # ten of its tries for the lock
+    assert leader_of([controller]) is None, controller.output()  # fabbrica up holds it
+    assert loop_of_up() == "running"
+    up.kill9()
+    wait_for(lambda: leader_of([controller]), 10, "the controller leads once up is gone")

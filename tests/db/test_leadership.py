@@ -26,6 +26,8 @@ def holder_pids(url: str) -> list[int]:
             text(
                 "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted"
                 " AND (classid::bigint << 32) + objid::bigint = :key"
+                # pg_locks is the server's: other tests' databases hold the same key
+                " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
             ),
             {"key": LEADER_KEY},
         ).scalars()

@@ -54,6 +54,7 @@ class AgentClient:
         capabilities: list[str],
         capacity: list[Capacity],
         runs: list[RunStatus],
+        wait: float = 0.0,
     ) -> SyncAnswer:
         body = {
             "backend": backend,
@@ -69,13 +70,22 @@ class AgentClient:
                 for c in capacity
             ],
             "runs": [_run_json(r) for r in runs],
+            "wait_s": round(wait, 3),
         }
-        data = self._call("POST", "/agent/sync", json=body).json()
+        held: dict[str, Any] = {}
+        limits = self.http.timeout
+        if wait > 0 and limits.read is not None:  # the server may hold it up to `wait` s
+            read = limits.read + wait
+            held["timeout"] = httpx.Timeout(
+                limits.connect, read=read, write=limits.write, pool=limits.pool
+            )
+        data = self._call("POST", "/agent/sync", json=body, **held).json()
         return SyncAnswer(
             factory=data["factory"],
             lease_seconds=float(data["lease_seconds"]),
             launch=[_launch(item) for item in data["launch"]],
             cancel=list(data["cancel"]),
+            wait_s=float(data.get("wait_s") or 0.0),  # an older server holds no sync
         )
 
     def accounts(self) -> list[SiteAccount]:

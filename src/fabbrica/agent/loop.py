@@ -8,6 +8,9 @@ meanwhile it is reported as a run still pending whose reason is the staging's pr
 and it is launched at the first round after its staging is done. When the API is away
 the agent keeps its runs running, retries with exponential backoff, and reports their
 states when the API answers again (states, not events, so nothing is lost in between).
+Over HTTP a sync asks the API to hold it until there is work for the agent or its interval
+ends (a long poll): a job placed on an idle factory is launched at once, and an idle agent
+still syncs once per interval (or per the API's longest wait, when shorter).
 After a crash, the runs are found again in the backend by their tag (`adopt`), so a
 restart neither loses nor duplicates them.
 """
@@ -63,6 +66,7 @@ class RoundResult:
     cancelled: list[str] = field(default_factory=list)
     reported: int = 0
     error: str | None = None
+    held: bool = False  # the API held the sync until its wait ended, and had no work for us
 
 
 class Agent:
@@ -115,7 +119,9 @@ class Agent:
         self.adopt()
         while not stop.is_set():
             wait_for_work = self.watch() if self.watch is not None else None
-            result = self.round()
+            began = time.monotonic()
+            # over HTTP the API holds the sync until there is work or the interval ends
+            result = self.round(wait=self.interval if wait_for_work is None else 0.0)
             if result.ok:
                 self.failures = 0
                 if result.launched:
@@ -123,16 +129,20 @@ class Agent:
                 if wait_for_work is not None:
                     wait_for_work(self.interval, stop)  # woken early by work for it
                     continue
-                wait = self.interval
+                if result.held:
+                    continue  # the wait was the interval: sync again at once
+                wait = self.interval - (time.monotonic() - began)
             else:
                 self.failures += 1
                 wait = min(self.interval * 2 ** min(self.failures, 10), MAX_BACKOFF)
                 log.warning("sync failed (%s); retrying in %.1f s", result.error, wait)
-            stop.wait(wait)
+            stop.wait(max(wait, 0.0))
 
     # --- one round ---------------------------------------------------------------------
 
-    def round(self) -> RoundResult:
+    def round(self, wait: float = 0.0) -> RoundResult:
+        """One sync; with `wait`, the API may hold it up to `wait` seconds until there is
+        work for this agent (if the API holds syncs; otherwise it answers at once)."""
         capacity, runs = self._observe()
         self._send_logs()  # before a run is reported ended, its log is on the server
         # and so is its checkpoint folder (the next run, anywhere, starts from it): a run
@@ -141,7 +151,7 @@ class Agent:
         runs = [_still_running(s) if s.run_tag in waiting else s for s in runs]
         try:
             answer = self.client.sync(
-                self.backend, sorted(self.executor.capabilities()), capacity, runs
+                self.backend, sorted(self.executor.capabilities()), capacity, runs, wait=wait
             )
         except (ApiUnavailable, ApiRefused) as exc:
             return RoundResult(ok=False, error=str(exc))
@@ -151,7 +161,9 @@ class Agent:
             held = self.held.get(status.run_tag)
             if held is not None and status.state.finished:
                 held.finished_reported = True
-        result = RoundResult(ok=True, reported=len(runs))
+        idle = not answer.launch and not answer.cancel
+        waited = wait > 0 and answer.wait_s > 0 and idle
+        result = RoundResult(ok=True, reported=len(runs), held=waited)
         self.rounds += 1
         self._cancel(answer, result)
         due = self.accounts_every and self.rounds % self.accounts_every == 1 % self.accounts_every

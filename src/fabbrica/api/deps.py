@@ -41,6 +41,7 @@ class AppContext:
     dataset_quota_bytes: int = 100 * 1024**3  # data sets a project may keep, in bytes
     archive_limits: ArchiveLimits = field(default_factory=ArchiveLimits)  # workdirs, outputs
     agent_lease: dt.timedelta = dt.timedelta(seconds=60)  # how long a site agent's claim holds
+    agent_wait_s: float = 20.0  # the longest a site agent's sync is held waiting for work
     status: dict[str, str] = field(default_factory=lambda: {"control_loop": "not running"})
     single_user: SingleUser = field(default_factory=SingleUser)  # factories that cannot isolate
     metrics_token: str | None = field(default=None, repr=False)  # /metrics wants it when set

@@ -13,9 +13,12 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import parse_qsl
 
+import anyio
 from anyio import to_thread
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -202,8 +205,6 @@ class ConcurrencyLimit:
     on that lock in its own worker could starve the holder of the thread it needs next."""
 
     def __init__(self, app: ASGIApp, limit: int, exempt: frozenset[str] = frozenset()) -> None:
-        import anyio
-
         self.app = app
         self.slots = anyio.Semaphore(limit)
         self.exempt = exempt  # paths that take no write lock (the health probe)
@@ -213,4 +214,24 @@ class ConcurrencyLimit:
             await self.app(scope, receive, send)
             return
         async with self.slots:
+            scope[SLOTS] = self.slots  # a request may give its slot up while it waits
             await self.app(scope, receive, send)
+
+
+SLOTS = "fabbrica.concurrency_slots"
+
+
+@asynccontextmanager
+async def slot_released(scope: Scope) -> AsyncIterator[None]:
+    """Give the request's `ConcurrencyLimit` slot to others while it waits on something
+    other than the database (a held agent sync), and take one back after."""
+    slots = scope.get(SLOTS)
+    if slots is None:
+        yield
+        return
+    slots.release()
+    try:
+        yield
+    finally:
+        with anyio.CancelScope(shield=True):  # the middleware releases it once more
+            await slots.acquire()

@@ -56,6 +56,13 @@ class SyncIn(In):
     capabilities: list[str] = Field(default_factory=list, max_length=16)
     capacity: list[CapacityIn] = Field(default_factory=list, max_length=256)
     runs: list[RunIn] = Field(default_factory=list, max_length=100_000)
+    wait_s: float = Field(
+        default=0,
+        ge=0,
+        le=3600,
+        description="hold the answer up to this many seconds until there is work for the "
+        "agent (the server caps it: see `wait_s` in the answer)",
+    )
 
 
 class DataMountOut(BaseModel):
@@ -102,6 +109,9 @@ class SyncOut(BaseModel):
     lease_seconds: float
     launch: list[LaunchOut]
     cancel: list[str]
+    wait_s: float = Field(
+        default=0, description="the longest this server holds a sync (0: it answers at once)"
+    )
 
 
 class AccountOut(BaseModel):

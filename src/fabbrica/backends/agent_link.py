@@ -9,6 +9,8 @@ starts when it is dispatched and is renewed by the agent's syncs (services/agent
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import datetime as dt
 import json
 import threading
@@ -41,20 +43,55 @@ class Offers:
     """Wakes what waits in this process for a factory's agent to have work: a job placed
     there (or one to cancel). The control loop notifies when it hands a job to the link;
     an agent loop in the same process (the embedded default) waits here instead of
-    sleeping its interval, so a job submitted to an idle factory is launched at once."""
+    sleeping its interval, and so does a site agent's sync held by the API (`wait_async`),
+    so a job submitted to an idle factory is launched at once.
+
+    The link notifies while the loop's transaction is still open; the loop's `offers` step
+    (`take_pending`) notifies again after the commit, here and, on PostgreSQL, to the
+    other processes (store.signals.OFFER), whose listeners notify theirs (`publish=False`)."""
 
     def __init__(self) -> None:
         self._changed = threading.Condition()
         self._generation: dict[str, int] = {}
+        self._pending: set[str] = set()  # notified since the last `take_pending`
+        self._waiters: dict[str, set[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]]] = {}
+        self.releases = 0  # `release` calls: a held sync that sees it move answers now
+
+    def release(self) -> None:
+        """Answer every held sync now (a server that stops, a test that ends): each one
+        answers with what it has, whatever its wait."""
+        with self._changed:
+            self.releases += 1
+            factories = list(self._waiters)
+        for factory_id in factories:
+            self.notify(factory_id, publish=False)
 
     def generation(self, factory_id: str) -> int:
         with self._changed:
             return self._generation.get(factory_id, 0)
 
-    def notify(self, factory_id: str) -> None:
+    def notify(self, factory_id: str, *, publish: bool = True) -> None:
         with self._changed:
             self._generation[factory_id] = self._generation.get(factory_id, 0) + 1
+            if publish:
+                self._pending.add(factory_id)
             self._changed.notify_all()
+            waiters = self._waiters.pop(factory_id, set())
+        for loop, future in waiters:
+            # a closed event loop raises: nobody waits there any more
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(_resolve, future)
+
+    def held(self, factory_id: str) -> int:
+        """How many syncs of the factory's agent wait here now (`wait_async`)."""
+        with self._changed:
+            return len(self._waiters.get(factory_id, ()))
+
+    def take_pending(self) -> set[str]:
+        """The factories notified since the last call (the loop publishes them)."""
+        with self._changed:
+            pending, self._pending = self._pending, set()
+        return pending
 
     def watch(self, factory_id: str) -> Callable[[float, threading.Event], bool]:
         """A wait for work that arrives after this call (see `wait`)."""
@@ -74,6 +111,29 @@ class Offers:
                     return False
                 self._changed.wait(min(left, 0.25))
             return True
+
+    async def wait_async(self, factory_id: str, since: int, timeout: float) -> bool:
+        """`wait` on an event loop, holding no thread (an API replica holds many at once)."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        waiter = (loop, future)
+        with self._changed:
+            if self._generation.get(factory_id, 0) != since:
+                return True
+            self._waiters.setdefault(factory_id, set()).add(waiter)
+        try:
+            await asyncio.wait_for(future, timeout)
+            return True
+        except TimeoutError:
+            return False
+        finally:
+            with self._changed:
+                self._waiters.get(factory_id, set()).discard(waiter)
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 OFFERS = Offers()  # this process's

@@ -86,14 +86,16 @@ def agent(
     Runs the site agent of one factory until SIGINT/SIGTERM, with the factory token in
     `FABBRICA_TOKEN` and the API in `FABBRICA_URL`. Every `--interval` seconds (default 1) it
     sends one sync (capacity per partition, the state of every run it holds), cancels and
-    launches what the answer says, and uploads new log output. With `--backend slurm` it also
-    brings Slurm's accounts and limits in line every `--accounts-every` syncs (default 10) and
-    before every launch. `--partition-map` (JSON or YAML) maps catalog partition ids to Slurm
-    partitions and GRES types: `{"partitions": {"booster": {"slurm_partition": "gpu",
-    "gres_type": "gh200"}}}`; without it, each catalog partition is the Slurm partition of the
-    same name. `--backend local` runs jobs on this machine (`--gpus` emulated GPUs). When the
-    API is away it keeps its runs running and retries with backoff (up to 30 s). Exit 2 for an
-    unknown factory, a bad map or a missing token.
+    launches what the answer says, and uploads new log output; the API holds a sync until
+    there is work for the factory or the interval ends, so a job placed there starts at
+    once. With `--backend slurm` it also brings Slurm's accounts and limits in line every
+    `--accounts-every` syncs (default 10) and before every launch. `--partition-map` (JSON
+    or YAML) maps catalog partition ids to Slurm partitions and GRES types:
+    `{"partitions": {"booster": {"slurm_partition": "gpu", "gres_type": "gh200"}}}`;
+    without it, each catalog partition is the Slurm partition of the same name. `--backend
+    local` runs jobs on this machine (`--gpus` emulated GPUs). When the API is away it keeps
+    its runs running and retries with backoff (up to 30 s). Exit 2 for an unknown factory, a
+    bad map or a missing token.
     """
     if ctx.invoked_subcommand is not None:
         return
@@ -130,8 +132,14 @@ def agent(
         data_cache_bytes=int(data_cache_gib * 1024**3),
     )
     stop = threading.Event()
+
+    def on_signal(*_: object) -> None:
+        stop.set()
+        # a sync the API holds ends now (its connection closed), not when its wait does
+        threading.Thread(target=api.close, daemon=True).start()
+
     for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop.set())
+        signal.signal(signum, on_signal)
     say(
         f"agent of {factory} ({backend}) syncing with {target.url} every {interval:g} s; "
         f"work dir {root}",

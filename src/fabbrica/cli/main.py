@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import sys
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -10,28 +11,7 @@ import typer.main
 from rich.text import Text
 
 from fabbrica import __version__
-from fabbrica.cli import (
-    access_cmds,
-    agent_cmds,
-    catalog_cmds,
-    dataset_cmds,
-    identity_cmds,
-    job_cmds,
-    model_cmds,
-    notebook_cmds,
-    plan_cmd,
-    plane_cmds,
-    proposal_cmds,
-    sim_cmds,
-    template_cmds,
-    up_cmd,
-)
-from fabbrica.cli.client import cli_error
 from fabbrica.cli.errors import CliError
-from fabbrica.cli.helptext import plain_placeholders
-from fabbrica.cli.output import err_console
-from fabbrica.cli.sim_input import optional_values
-from fabbrica.client import ClientError
 
 if TYPE_CHECKING:
     from typer._click.core import Command
@@ -43,13 +23,13 @@ OPERATE = "Operate"
 SIMULATE = "Simulate"
 ACCOUNT = "Your account"
 
-app = typer.Typer(
-    name="fabbrica",
-    help="Fabbrica: the one-stop shop of a federation of AI Factories.",
-    no_args_is_help=True,
-    pretty_exceptions_show_locals=False,
-    rich_markup_mode="markdown",
-)
+APP_OPTIONS: dict[str, Any] = {
+    "name": "fabbrica",
+    "help": "Fabbrica: the one-stop shop of a federation of AI Factories.",
+    "no_args_is_help": True,
+    "pretty_exceptions_show_locals": False,
+    "rich_markup_mode": "markdown",
+}
 
 
 def _version(value: bool) -> None:
@@ -58,7 +38,6 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
-@app.callback()
 def _root(
     version: Annotated[
         bool,
@@ -69,75 +48,125 @@ def _root(
 
 
 # Commands grouped by what a person does with them; `fabbrica --help` shows the groups.
-_GROUPS: dict[str, list[tuple[str, Any]]] = {
+_GROUPS: dict[str, list[tuple[str, str]]] = {  # name -> "module.attribute" in fabbrica.cli
     ACCOUNT: [
-        ("login", identity_cmds.login),
-        ("logout", identity_cmds.logout),
-        ("whoami", identity_cmds.whoami),
-        ("token", identity_cmds.token_app),
+        ("login", "identity_cmds.login"),
+        ("logout", "identity_cmds.logout"),
+        ("whoami", "identity_cmds.whoami"),
+        ("token", "identity_cmds.token_app"),
     ],
     CATALOG: [
-        ("catalog", catalog_cmds.catalog),
-        ("factory", catalog_cmds.factory),
-        ("sectors", catalog_cmds.sectors),
-        ("org", access_cmds.org_app),
-        ("project", access_cmds.project_app),
-        ("calls", access_cmds.calls),
-        ("apply", proposal_cmds.apply),
-        ("proposals", proposal_cmds.proposals),
-        ("proposal", proposal_cmds.proposal),
-        ("withdraw", proposal_cmds.withdraw),
-        ("review", proposal_cmds.review),
-        ("allocations", proposal_cmds.allocations),
-        ("allocation", proposal_cmds.allocation_app),
-        ("notices", proposal_cmds.notices),
+        ("catalog", "catalog_cmds.catalog"),
+        ("factory", "catalog_cmds.factory"),
+        ("sectors", "catalog_cmds.sectors"),
+        ("org", "access_cmds.org_app"),
+        ("project", "access_cmds.project_app"),
+        ("calls", "access_cmds.calls"),
+        ("apply", "proposal_cmds.apply"),
+        ("proposals", "proposal_cmds.proposals"),
+        ("proposal", "proposal_cmds.proposal"),
+        ("withdraw", "proposal_cmds.withdraw"),
+        ("review", "proposal_cmds.review"),
+        ("allocations", "proposal_cmds.allocations"),
+        ("allocation", "proposal_cmds.allocation_app"),
+        ("notices", "proposal_cmds.notices"),
     ],
     JOBS: [
-        ("run", job_cmds.run),
-        ("templates", template_cmds.templates_app),
-        ("jobs", job_cmds.jobs),
-        ("job", job_cmds.job),
-        ("logs", job_cmds.logs),
-        ("cancel", job_cmds.cancel),
-        ("usage", job_cmds.usage),
-        ("notebook", notebook_cmds.notebook_app),
+        ("run", "job_cmds.run"),
+        ("templates", "template_cmds.templates_app"),
+        ("jobs", "job_cmds.jobs"),
+        ("job", "job_cmds.job"),
+        ("logs", "job_cmds.logs"),
+        ("cancel", "job_cmds.cancel"),
+        ("usage", "job_cmds.usage"),
+        ("notebook", "notebook_cmds.notebook_app"),
     ],
     DATA: [
-        ("download", job_cmds.download),
-        ("dataset", dataset_cmds.dataset_app),
-        ("model", model_cmds.model_app),
+        ("download", "job_cmds.download"),
+        ("dataset", "dataset_cmds.dataset_app"),
+        ("model", "model_cmds.model_app"),
     ],
     OPERATE: [
-        ("up", up_cmd.up),
-        ("serve", plane_cmds.serve),
-        ("controller", plane_cmds.controller),
-        ("db", up_cmd.db_app),
-        ("user", identity_cmds.user_app),
-        ("call", access_cmds.call_app),
-        ("assign", proposal_cmds.assign),
-        ("decide", proposal_cmds.decide),
-        ("report", proposal_cmds.report_app),
-        ("agent", agent_cmds.agent_app),
+        ("up", "up_cmd.up"),
+        ("serve", "plane_cmds.serve"),
+        ("controller", "plane_cmds.controller"),
+        ("db", "up_cmd.db_app"),
+        ("user", "identity_cmds.user_app"),
+        ("call", "access_cmds.call_app"),
+        ("assign", "proposal_cmds.assign"),
+        ("decide", "proposal_cmds.decide"),
+        ("report", "proposal_cmds.report_app"),
+        ("agent", "agent_cmds.agent_app"),
     ],
-    SIMULATE: [("simulate", sim_cmds.simulate), ("plan", plan_cmd.plan)],
+    SIMULATE: [("simulate", "sim_cmds.simulate"), ("plan", "plan_cmd.plan")],
 }
-for _panel, _entries in _GROUPS.items():
-    for _name, _target in _entries:
-        if isinstance(_target, typer.Typer):
-            app.add_typer(_target, name=_name, rich_help_panel=_panel)
-        else:
-            app.command(_name, rich_help_panel=_panel)(_target)
 
 
-def command() -> Command:
-    """The `fabbrica` command as Click runs it (help with plain placeholders)."""
-    return plain_placeholders(typer.main.get_command(app))
+def _register(target_app: typer.Typer, only: str | None = None) -> typer.Typer:
+    """Add the commands to `target_app`: every one, or only `only` (then only its module
+    is imported, not every command's: `fabbrica run` starts sooner)."""
+    for panel, entries in _GROUPS.items():
+        for name, where in entries:
+            if only is not None and name != only:
+                continue
+            module, attribute = where.split(".")
+            target = getattr(importlib.import_module(f"fabbrica.cli.{module}"), attribute)
+            if isinstance(target, typer.Typer):
+                target_app.add_typer(target, name=name, rich_help_panel=panel)
+            else:
+                target_app.command(name, rich_help_panel=panel)(target)
+    return target_app
+
+
+def _new_app() -> typer.Typer:
+    made = typer.Typer(**APP_OPTIONS)
+    made.callback()(_root)
+    return made
+
+
+_FULL: list[typer.Typer] = []
+
+
+def __getattr__(name: str) -> Any:
+    """`app`: the Typer app with every command (imported on first use)."""
+    if name == "app":
+        if not _FULL:
+            _FULL.append(_register(_new_app()))
+        return _FULL[0]
+    raise AttributeError(name)
+
+
+def command(only: str | None = None) -> Command:
+    """The `fabbrica` command as Click runs it (help with plain placeholders); with `only`,
+    with that one command alone (the other commands' modules are not imported)."""
+    from fabbrica.cli.helptext import plain_placeholders
+
+    full = __getattr__("app") if only is None else _register(_new_app(), only)
+    return plain_placeholders(typer.main.get_command(full))
+
+
+def _invoked(args: list[str]) -> str | None:
+    """The command named first on the line, when it is one of ours (None: the root's help,
+    `--version`, or a mistake Click reports with every command listed)."""
+    names = {name for entries in _GROUPS.values() for name, _ in entries}
+    return args[0] if args and args[0] in names else None
 
 
 def main() -> None:
+    from fabbrica.cli.sim_input import optional_values
+
+    args = sys.argv[1:]
     try:
-        command()(args=optional_values(sys.argv[1:]))
-    except (CliError, ClientError) as exc:
+        command(_invoked(args))(args=optional_values(args))
+    except Exception as exc:
+        if not isinstance(exc, CliError):
+            from fabbrica.client import ClientError
+
+            if not isinstance(exc, ClientError):
+                raise
+        from fabbrica.cli.client import cli_error
+        from fabbrica.cli.output import err_console
+
         error = exc if isinstance(exc, CliError) else cli_error(exc)  # the SDK's, translated
         # The message is user text (server errors, names, patterns): printed as written.
         err_console.print(Text.assemble(("error:", "red"), " ", error.message), soft_wrap=True)

@@ -42,6 +42,8 @@ class SyncAnswer:
     lease_seconds: float
     launch: list[LaunchRequest]
     cancel: list[str]  # run tags
+    # the longest this service holds a sync that asks to wait for work (0: it never does)
+    wait_s: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -70,7 +72,11 @@ class AgentApi(Protocol):
         capabilities: list[str],
         capacity: list[Capacity],
         runs: list[RunStatus],
-    ) -> SyncAnswer: ...
+        wait: float = 0.0,
+    ) -> SyncAnswer:
+        """Report and be answered; with `wait`, the answer may come up to `wait` seconds
+        later, as soon as there is work for the agent (when the service holds syncs)."""
+        ...
 
     def accounts(self) -> list[SiteAccount]: ...
 

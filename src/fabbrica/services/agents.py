@@ -22,7 +22,8 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from fabbrica.backends.agent_link import DEFAULT_LEASE, AgentLink
+from fabbrica.backends.agent_link import DEFAULT_LEASE, STALE_SHARE_OF_LEASE, AgentLink
+from fabbrica.backends.agent_link import OFFERS as OFFERS  # where a held sync waits for work
 from fabbrica.catalog.model import Catalog
 from fabbrica.core.access import AllocationState
 from fabbrica.core.agent_api import SiteAccount, SyncAnswer, SyncReport, site_account
@@ -40,6 +41,7 @@ from fabbrica.services.dataset_staging import agent_mounts
 from fabbrica.services.executors import ExecutorRegistry
 from fabbrica.services.identity import issue_token
 from fabbrica.services.run_status import apply_status, launch_request, settle_lost_run
+from fabbrica.store.db import Database
 from fabbrica.store.models import Agent, Allocation, Job, ProjectMember, SiteUsername, User
 
 USERNAME = re.compile(r"^[a-z_][a-z0-9_.-]{0,31}$")
@@ -134,6 +136,40 @@ def factory_of(actor: User) -> str:
 
 
 # --- the sync -----------------------------------------------------------------------------
+
+
+def held_wait(asked: float, most: float, lease: dt.timedelta) -> float:
+    """How long the API holds a sync that asks to wait `asked` seconds for work: at most
+    `most` (FABBRICA_AGENT_WAIT_SECONDS), and at most half the time after which an agent's
+    capacity is stale (an agent held longer would look gone, and get no work)."""
+    return max(0.0, min(asked, most, lease.total_seconds() * STALE_SHARE_OF_LEASE / 2))
+
+
+def sync_as(
+    db: Database,
+    catalog: Catalog,
+    agent_user_id: int,
+    report: SyncReport,
+    *,
+    now: dt.datetime,
+    lease: dt.timedelta = DEFAULT_LEASE,
+    server_url: str | None = None,
+    files: Path | None = None,
+) -> SyncAnswer:
+    """`sync` in a transaction of its own, committed when it returns (a held sync keeps no
+    transaction, and no connection, while it waits)."""
+    with db.session() as session:
+        actor = session.get_one(User, agent_user_id)
+        return sync(
+            session,
+            catalog,
+            actor,
+            report,
+            now=now,
+            lease=lease,
+            server_url=server_url,
+            files=files,
+        )
 
 
 def sync(

@@ -4,6 +4,7 @@ sync, accounts, a job's workdir and log."""
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path as FsPath
 from typing import Annotated
 
@@ -12,6 +13,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
 
 from fabbrica.api.deps import CatalogDep, ContextDep, CurrentUser, SessionDep
+from fabbrica.api.limits import slot_released
 from fabbrica.api.params import MAX_ID
 from fabbrica.api.schemas_agents import (
     AccountOut,
@@ -26,7 +28,7 @@ from fabbrica.api.schemas_agents import (
     SyncIn,
     SyncOut,
 )
-from fabbrica.core.agent_api import SyncReport
+from fabbrica.core.agent_api import SyncAnswer, SyncReport
 from fabbrica.core.errors import Conflict, NotFound
 from fabbrica.core.executor import Capacity, RunStatus
 from fabbrica.core.text import SLUG_PATTERN
@@ -84,7 +86,7 @@ def set_site_username(
 
 
 @router.post("/agent/sync")
-def agent_sync(
+async def agent_sync(
     request: Request,
     body: SyncIn,
     ctx: ContextDep,
@@ -93,26 +95,54 @@ def agent_sync(
     actor: CurrentUser,
 ) -> SyncOut:
     """The agent's heartbeat: capacity and the runs it holds in; jobs to launch and runs
-    to cancel out."""
+    to cancel out. With `wait_s`, an answer with nothing to do is held until there is
+    (a job placed on the factory, a cancel) or the wait ends; the server caps the wait
+    (`wait_s` in the answer). A held sync holds no thread and no database connection."""
     report = SyncReport(
         backend=body.backend,
         capabilities=body.capabilities,
         capacity=[Capacity(**c.model_dump()) for c in body.capacity],
         runs=[RunStatus(**r.model_dump()) for r in body.runs],
     )
-    answer = agents.sync(
-        session,
-        catalog,
-        actor,
-        report,
-        now=ctx.clock(),
-        lease=ctx.agent_lease,
-        files=ctx.files,
-        server_url=(ctx.public_url or str(request.base_url)).rstrip("/"),
-    )
+    server_url = (ctx.public_url or str(request.base_url)).rstrip("/")
+    most = agents.held_wait(ctx.agent_wait_s, ctx.agent_wait_s, ctx.agent_lease)
+
+    def sync() -> SyncAnswer:  # off the event loop, each in a transaction of its own
+        return agents.sync_as(
+            ctx.db,
+            catalog,
+            actor_id,
+            report,
+            now=ctx.clock(),
+            lease=ctx.agent_lease,
+            server_url=server_url,
+            files=ctx.files,
+        )
+
+    factory, actor_id = agents.factory_of(actor), actor.id
+    await run_in_threadpool(session.commit)  # the token's check: its transaction ends here
+    deadline = time.monotonic() + agents.held_wait(body.wait_s, most, ctx.agent_lease)
+    releases = agents.OFFERS.releases
+    since = agents.OFFERS.generation(factory)  # before the sync: no offer falls in between
+    answer = await run_in_threadpool(sync)
+    while not answer.launch and not answer.cancel:
+        left = deadline - time.monotonic()
+        async with slot_released(request.scope):  # SQLite's request limit: not while held
+            woken = left > 0 and await agents.OFFERS.wait_async(factory, since, left)
+        if not woken:
+            break
+        if agents.OFFERS.releases != releases:
+            break
+        since = agents.OFFERS.generation(factory)
+        answer = await run_in_threadpool(sync)  # the same report again: it is idempotent
+    return _sync_out(answer, most)
+
+
+def _sync_out(answer: SyncAnswer, most: float) -> SyncOut:
     return SyncOut(
         factory=answer.factory,
         lease_seconds=answer.lease_seconds,
+        wait_s=most,
         launch=[
             LaunchOut(
                 run_tag=r.run_tag,
