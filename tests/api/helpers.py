@@ -35,7 +35,7 @@ def assert_error(r: Response, status: int, code: str, field: str | None = None) 
     assert set(body["error"]) == {"code", "message", "field"}
     assert body["error"]["code"] == code
     assert isinstance(body["error"]["message"], str) and body["error"]["message"]
-    assert body["error"]["field"] == field
+    assert body["error"]["field"] == field, body
     if status == 401:
         assert r.headers["WWW-Authenticate"] == "Bearer"
 

@@ -125,7 +125,7 @@ ROUTE_ERRORS: dict[tuple[str, str], frozenset[int]] = {
     ("GET", "/agent/jobs/{job_id}/workdir"): frozenset({403, 404}),
     ("POST", "/agent/jobs/{job_id}/log"): frozenset({403, 404, 409}),
     ("GET", "/agent/jobs/{job_id}/objects/{sha256}"): frozenset({403, 404}),
-    ("POST", "/agent/jobs/{job_id}/checkpoint"): frozenset({400, 403, 404, 409}),
+    ("POST", "/agent/jobs/{job_id}/checkpoint"): frozenset({400, 403, 404, 409, 422}),
     ("GET", "/agent/jobs/{job_id}/checkpoint"): frozenset({403, 404}),
 }
 

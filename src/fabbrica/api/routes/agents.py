@@ -249,10 +249,11 @@ async def agent_send_checkpoint(
     ctx: ContextDep,
     session: SessionDep,
     actor: CurrentUser,
+    *,  # keyword-only: the numbers first, so that a bad one is the field named
     run: Annotated[int, Query(ge=1, le=MAX_ID)],
     size: Annotated[int, Query(ge=1, le=checkpoints.MAX_CHECKPOINT_BYTES)],
-    sha256: Annotated[str, Query(pattern=r"^[0-9a-f]{64}$")],
     offset: Annotated[int, Query(ge=0, le=checkpoints.MAX_CHECKPOINT_BYTES)] = 0,
+    sha256: Annotated[str, Query(pattern=r"^[0-9a-f]{64}$")],
 ) -> dict[str, int | bool]:
     """Write the next part of a run's checkpoint folder (a tar of `size` bytes whose SHA-256
     is `sha256`) from byte `offset`; once whole and checked it is the job's checkpoint,
