@@ -11,6 +11,7 @@ from fabbrica.client._config import resolve_target
 from fabbrica.client._errors import ApiError, ConnectError, NoTokenError
 
 DEFAULT_TIMEOUT = 30.0
+IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 
 
 class Http:
@@ -54,7 +55,14 @@ class Http:
                 "no API token: pass token=, set FABBRICA_TOKEN or run `fabbrica login`"
             )
         try:
-            return self._http.request(method, path, **kwargs)
+            try:
+                return self._http.request(method, path, **kwargs)
+            except (httpx.RemoteProtocolError, httpx.ReadError):
+                # a kept-alive connection the server closed as we sent on it: a request
+                # that changes nothing, or changes it the same way again, is sent once more
+                if method not in IDEMPOTENT:
+                    raise
+                return self._http.request(method, path, **kwargs)
         except httpx.HTTPError as exc:
             raise ConnectError(self.url, str(exc) or type(exc).__name__) from exc
 
