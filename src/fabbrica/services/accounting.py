@@ -66,23 +66,62 @@ def settle(
     allocation = locked(session, job.allocation_id)
     charged = min(max(charge, 0.0), job.reserved_gpu_hours)
     allocation.reserved_gpu_hours = max(allocation.reserved_gpu_hours - job.reserved_gpu_hours, 0.0)
-    allocation.used_gpu_hours += charged
     job.reserved_gpu_hours = 0.0
+    _record(session, job, allocation, job.run, charged, gpus, elapsed_s, now,
+            job.factory_id, site_job_id)  # fmt: skip
+    return charged
+
+
+def settle_lost(
+    session: Session,
+    job: Job,
+    *,
+    allocation_id: int,
+    run: int,
+    charge: float,
+    gpus: int,
+    elapsed_s: float,
+    now: dt.datetime,
+    factory_id: str,
+    site_job_id: str | None,
+) -> float:
+    """Charge a run lost with its site (its reservation long released) that the site
+    reported ended after all: `charge` GPU-hours, never past what the allocation has left.
+    The caller checks that the run was not charged already."""
+    allocation = locked(session, allocation_id)
+    charged = min(max(charge, 0.0), max(remaining(allocation), 0.0))
+    _record(session, job, allocation, run, charged, gpus, elapsed_s, now, factory_id, site_job_id)
+    return charged
+
+
+def _record(
+    session: Session,
+    job: Job,
+    allocation: Allocation,
+    run: int,
+    charged: float,
+    gpus: int,
+    elapsed_s: float,
+    now: dt.datetime,
+    factory_id: str | None,
+    site_job_id: str | None,
+) -> None:
+    """The charge of one run of the job: on the allocation, the job and a usage record."""
+    allocation.used_gpu_hours += charged
     job.gpu_hours = (job.gpu_hours or 0.0) + charged
     session.add(
         UsageRecord(
             job_id=job.id,
-            run=job.run,
+            run=run,
             allocation_id=allocation.id,
             gpus=gpus,
             elapsed_s=max(elapsed_s, 0.0),
             gpu_hours=charged,
             created_at=now,
-            factory_id=job.factory_id,
+            factory_id=factory_id,
             site_job_id=site_job_id,
         )
     )
-    return charged
 
 
 def release(session: Session, job: Job) -> None:

@@ -178,26 +178,19 @@ def settle_lost_run(
         start, end = status.started_at, status.ended_at
         elapsed = max((end - start).total_seconds(), 0.0) if start and end else 0.0
     gpus = status.gpus if status.gpus is not None else job.gpus
-    allocation = accounting.locked(session, loss.allocation_id)
     partition = _partition_at(catalog, factory_id, loss.partition_id)
-    hours = _charge_under(partition, gpus, elapsed)
-    charged = min(max(hours, 0.0), max(accounting.remaining(allocation), 0.0))
-    allocation.used_gpu_hours += charged
-    job.gpu_hours = (job.gpu_hours or 0.0) + charged
-    session.add(
-        UsageRecord(
-            job_id=job.id,
-            run=loss.run,
-            allocation_id=allocation.id,
-            gpus=gpus,
-            elapsed_s=max(elapsed, 0.0),
-            gpu_hours=charged,
-            created_at=now,
-            factory_id=factory_id,
-            site_job_id=status.site_job_id,
-        )
+    return accounting.settle_lost(
+        session,
+        job,
+        allocation_id=loss.allocation_id,
+        run=loss.run,
+        charge=_charge_under(partition, gpus, elapsed),
+        gpus=gpus,
+        elapsed_s=elapsed,
+        now=now,
+        factory_id=factory_id,
+        site_job_id=status.site_job_id,
     )
-    return charged
 
 
 def charge(catalog: Catalog, job: Job, gpus: int, elapsed_s: float) -> float:
