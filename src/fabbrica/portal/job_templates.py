@@ -14,6 +14,7 @@ from starlette.datastructures import FormData
 
 from fabbrica.core.errors import FabbricaError, InvalidInput, NotFound
 from fabbrica.core.text import SLUG_PATTERN
+from fabbrica.portal.jobs import queue_job
 from fabbrica.portal.web import (
     CSRF_FIELD,
     CsrfChecked,
@@ -24,7 +25,6 @@ from fabbrica.portal.web import (
     context,
     render,
 )
-from fabbrica.services import submission
 from fabbrica.services.access import projects as projects_service
 from fabbrica.services.templates import Found, workdir_archive
 from fabbrica.store.models import User
@@ -132,20 +132,8 @@ async def submit_template(
             rendered, _found = ctx.templates.render_job(
                 name, given, project=project, datasets=_datasets(entered.get("datasets", ""))
             )
-            job_id = submission.submit_and_commit(
-                session,
-                user,
-                ctx.catalog,
-                rendered.spec,
-                project_id=project,
-                archive=workdir_archive(found),
-                files=ctx.files,
-                limits=ctx.archive_limits,
-                connected=ctx.executors.connected(session),
-                single_user=ctx.single_user,
-                now=ctx.clock(),
-                present=lambda job: job.id,
-            )
+            job_id = queue_job(request, session, user, rendered.spec, workdir_archive(found),
+                               project)  # fmt: skip
         except (InvalidInput, NotFound) as exc:
             savepoint.rollback()
             return _form(request, who, user, session, found, status=422, error=exc,

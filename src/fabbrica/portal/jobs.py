@@ -27,7 +27,7 @@ from fabbrica.portal.web import (
 )
 from fabbrica.services import examples, job_files, jobs, submission
 from fabbrica.services.access import projects as projects_service
-from fabbrica.store.models import Job
+from fabbrica.store.models import Job, User
 
 router = APIRouter(route_class=PortalRoute, include_in_schema=False)
 LOG_PAGE_BYTES = 256 * 1024  # what one refresh of the log brings at most
@@ -117,25 +117,39 @@ def submit_job(
         else:
             job_spec = _spec(spec)
             archive = _pack(files or [], ctx.upload_max_bytes)
-        job_id = submission.submit_and_commit(
-            session,
-            user,
-            ctx.catalog,
-            job_spec,
-            project_id=project or None,
-            archive=archive,
-            files=ctx.files,
-            limits=ctx.archive_limits,
-            connected=ctx.executors.connected(session),
-            single_user=ctx.single_user,
-            now=ctx.clock(),
-            present=lambda job: job.id,
-        )
+        job_id = queue_job(request, session, user, job_spec, archive, project or None)
     except (InvalidInput, NotFound) as exc:
         savepoint.rollback()
         return _jobs_page(request, who, user, session, 422, exc, spec)
     ctx.wake()  # a control loop in this process (`fabbrica up`) dispatches it now
     return RedirectResponse(f"/jobs/{job_id}", status_code=303)
+
+
+def queue_job(
+    request: Request,
+    session: DbSession,
+    user: User,
+    spec: JobSpec,
+    archive: bytes | None,
+    project: str | None,
+) -> int:
+    """Queue a job submitted from a page (its workdir archive checked and stored) and
+    commit; the job's id. InvalidInput or NotFound when refused, nothing stored."""
+    ctx = context(request)
+    return submission.submit_and_commit(
+        session,
+        user,
+        ctx.catalog,
+        spec,
+        project_id=project,
+        archive=archive,
+        files=ctx.files,
+        limits=ctx.archive_limits,
+        connected=ctx.executors.connected(session),
+        single_user=ctx.single_user,
+        now=ctx.clock(),
+        present=lambda job: job.id,
+    )
 
 
 def _log(request: Request, job: Job, offset: int) -> tuple[str, int]:
