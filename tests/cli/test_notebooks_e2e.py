@@ -59,11 +59,13 @@ def signed_in(server: Server, mail: Inbox, email: str) -> httpx.Client:
     return web
 
 
-def execute(ws_url: str, cookie: str, code: str) -> str:
-    """Run `code` in the kernel over its WebSocket (Jupyter's JSON messages); its result."""
+def execute(ws_url: str, cookie: str | dict[str, str], code: str) -> str:
+    """Run `code` in the kernel over its WebSocket (Jupyter's JSON messages); its result.
+    `cookie`: the portal session's cookie, or the request's headers."""
+    headers = {"Cookie": cookie} if isinstance(cookie, str) else cookie
 
     async def run() -> str:
-        async with connect(ws_url, additional_headers={"Cookie": cookie}, open_timeout=90) as ws:
+        async with connect(ws_url, additional_headers=headers, open_timeout=90) as ws:
             msg_id = uuid.uuid4().hex
             header = {"msg_id": msg_id, "msg_type": "execute_request", "username": "t",
                       "session": uuid.uuid4().hex, "version": "5.3", "date": ""}  # fmt: skip

@@ -28,6 +28,7 @@ from pathlib import Path
 from fabbrica.agent.checkpoints import Checkpoints
 from fabbrica.agent.data_cache import DataCache
 from fabbrica.agent.staging import Staging
+from fabbrica.backends.notebook import CONNECTION_DIR, CONNECTION_FILE
 from fabbrica.core.agent_api import AgentApi, ApiRefused, ApiUnavailable, SyncAnswer
 from fabbrica.core.executor import (
     Capacity,
@@ -37,7 +38,7 @@ from fabbrica.core.executor import (
     RunStatus,
     job_files,
 )
-from fabbrica.core.jobs import job_id_of
+from fabbrica.core.jobs import job_id_of, run_tag
 
 log = logging.getLogger("fabbrica.agent")
 LOG_PART = 256 * 1024  # bytes of a job's log per request
@@ -106,6 +107,20 @@ class Agent:
         self.staging: dict[str, Staging] = {}  # run tag -> its data being staged
         self.stage_wait = stage_wait
         self.checkpoints = Checkpoints(client, self.work_dir)
+
+    # --- what the notebook tunnel asks (agent.tunnel; read from its thread) -----------------
+
+    def running_jobs(self) -> list[int]:
+        """The ids of the jobs this agent holds running."""
+        held = list(self.held.items())  # a copy: the loop's thread changes the dict
+        ids = (job_id_of(tag) for tag, h in held if h.status.state is RunState.RUNNING)
+        return [i for i in ids if i is not None]
+
+    def connection_file(self, job_id: int) -> Path | None:
+        files = job_files(self.executor)
+        if files is None:
+            return None
+        return files.job_dir(run_tag(job_id)) / "work" / CONNECTION_DIR / CONNECTION_FILE
 
     def adopt(self) -> int:
         """Find the runs the backend holds for Fabbrica (after a restart)."""

@@ -15,6 +15,7 @@ from fabbrica.api.metrics import METRICS_PATH, install_metrics
 from fabbrica.api.mlflow import MOUNT, create_mlflow_app
 from fabbrica.api.openapi import install_openapi
 from fabbrica.api.routes import (
+    agent_tunnel,
     agents,
     allocations,
     calls,
@@ -84,6 +85,7 @@ def create_app(
         agents,
     ):
         app.include_router(module.router, prefix=API_PREFIX)
+    app.include_router(agent_tunnel.router)  # its own full path (core.tunnel.PATH)
     app.mount(MOUNT, create_mlflow_app(ctx))  # MLflow's REST API, per project (docs/models.md)
     install_metrics(app)  # after the guards: its latency includes their waits
     install_openapi(app, API_PREFIX)

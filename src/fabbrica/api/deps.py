@@ -12,6 +12,7 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
+from fabbrica.api.tunnels import TunnelHub
 from fabbrica.catalog.model import Catalog
 from fabbrica.core.archives import ArchiveLimits
 from fabbrica.core.errors import Unauthenticated
@@ -51,6 +52,7 @@ class AppContext:
     oidc: Providers = field(default_factory=Providers)  # OpenID Providers (docs/identity.md)
     templates: Templates = field(default_factory=Templates)  # job templates (templates_dir)
     notebook_idle_s: int = 3600  # a notebook idle this long ends (FABBRICA_NOTEBOOK_IDLE)
+    tunnels: TunnelHub = field(default_factory=TunnelHub)  # the site agents' notebook tunnels
     executors: ExecutorRegistry = field(init=False)
 
     def __post_init__(self, fixed_executors: Mapping[str, Executor] | None) -> None:

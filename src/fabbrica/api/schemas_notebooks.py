@@ -22,6 +22,14 @@ class NotebookPublic(BaseModel):
     job: int = Field(description="the notebook's job id (`fabbrica jobs show`, its outputs)")
     url: str = Field(description="its address on this server: the proxy's path")
     state: str = Field(description="starting, ready, or how its job ended")
+    ends_at: dt.datetime | None = Field(
+        default=None,
+        description="when a running notebook ends if nothing changes: the sooner of its"
+        " time limit and its idle end (none while a client is connected)",
+    )
+    ends_because: str | None = Field(
+        default=None, description="why it ends then: `time_limit` or `idle`"
+    )
     project: str
     factory: str | None
     gpus: int

@@ -1,16 +1,19 @@
-"""What a notebook job runs: JupyterLab on 127.0.0.1, watched until it is idle.
+"""What a notebook job runs: JupyterLab on 127.0.0.1 (or FABBRICA_NOTEBOOK_HOST), watched
+until it is idle.
 
 `python -m fabbrica.backends.notebook --idle 3600 --limit 14400 --base-url /notebooks/42/`
 is the command of every notebook job (see core.notebooks). It
 
-- picks a free port on 127.0.0.1 and a random token (handed to Jupyter in its environment,
-  never on a command line other users could read in `ps`);
+- picks a free port on 127.0.0.1 (or the address in FABBRICA_NOTEBOOK_HOST, where a
+  site agent on another machine than the node reaches it) and a random token (handed to
+  Jupyter in its environment, never on a command line other users could read in `ps`);
 - starts JupyterLab with that `base_url`, its files rooted in the job's `outputs/` folder
   (the folder Fabbrica keeps as the job's outputs): what the notebook writes is kept;
-- once Jupyter answers, writes `notebook.json` (port, token, base_url) into `.notebook/`
-  in the job's work folder, beside `outputs/` (so never among the outputs), mode 0600:
-  the Fabbrica server reads it to proxy the member's traffic. Jupyter's own state
-  (runtime, config, data, IPython) is kept there too;
+- once Jupyter answers, writes `notebook.json` (host, port, token, base_url) into
+  `.notebook/` in the job's work folder, beside `outputs/` (so never among the outputs),
+  mode 0600: the Fabbrica server, or the site agent through its notebook tunnel, reads it
+  to proxy the member's traffic. Jupyter's own state (runtime, config, data, IPython) is
+  kept there too;
 - polls Jupyter's `/api/status` and ends Jupyter (exit 0) once no client is connected, no
   kernel is left (Jupyter culls kernels idle for `--idle` seconds) and nothing happened
   for `--idle` seconds; meanwhile it keeps `status.json` beside `notebook.json`: when the
@@ -27,15 +30,18 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import ipaddress
 import json
 import os
 import secrets
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import time
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -46,10 +52,65 @@ POLL_S = 2.0
 START_LIMIT_S = 300.0
 
 
-def free_port() -> int:
+HOST_ENV = "FABBRICA_NOTEBOOK_HOST"  # the address JupyterLab listens on (default 127.0.0.1)
+MAX_CONNECTION_BYTES = 4096
+
+
+def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
+        sock.bind((host, 0))
         return int(sock.getsockname()[1])
+
+
+@dataclass(frozen=True)
+class Connection:
+    """Where JupyterLab listens and its token, as the launcher wrote them."""
+
+    host: str
+    port: int
+    token: str
+
+    @property
+    def loopback(self) -> bool:
+        return ipaddress.ip_address(self.host).is_loopback
+
+
+def read_untrusted_json(path: Path) -> object:
+    """A file a job wrote, read as untrusted (no link, no FIFO, small); None if unfit."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        return json.loads(os.read(fd, MAX_CONNECTION_BYTES))
+    except (OSError, ValueError):
+        return None
+    finally:
+        os.close(fd)
+
+
+def read_connection(path: Path) -> Connection | None:
+    """Where the launcher says JupyterLab listens (`notebook.json`), checked; None if the
+    file is missing or unfit."""
+    data = read_untrusted_json(path)
+    if not isinstance(data, dict):
+        return None
+    host, port, token = data.get("host", "127.0.0.1"), data.get("port"), data.get("token")
+    if not isinstance(port, int) or not 1024 <= port <= 65535:
+        return None
+    if not isinstance(token, str) or not token.isascii() or not 16 <= len(token) <= 256:
+        return None
+    if not token.replace("-", "").replace("_", "").isalnum():
+        return None
+    try:
+        address = ipaddress.ip_address(host) if isinstance(host, str) else None
+    except ValueError:
+        return None
+    if address is None or address.is_unspecified or address.is_multicast:
+        return None
+    return Connection(str(address), port, token)
 
 
 CONNECTION_DIR = ".notebook"  # in work/, beside outputs/: never among the outputs
@@ -57,7 +118,7 @@ CONNECTION_DIR = ".notebook"  # in work/, beside outputs/: never among the outpu
 
 def _get(url: str, token: str) -> Any:
     request = urllib.request.Request(url, headers={"Authorization": f"token {token}"})  # noqa: S310
-    with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310 - 127.0.0.1
+    with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310 - its own JupyterLab
         return json.loads(response.read())
 
 
@@ -120,7 +181,8 @@ def main(argv: list[str] | None = None) -> int:
     root = work / "outputs"
     Path("outputs").mkdir(exist_ok=True)
     Path(CONNECTION_DIR).mkdir(mode=0o700, exist_ok=True)
-    port, token = free_port(), secrets.token_urlsafe(32)
+    host = os.environ.get(HOST_ENV) or "127.0.0.1"
+    port, token = free_port(host), secrets.token_urlsafe(32)
     state = work / CONNECTION_DIR
     limit_end = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=args.limit) if args.limit else None
     startup = Path(CONNECTION_DIR, "ipython", "profile_default", "startup")
@@ -140,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     command = [
         sys.executable, "-m", "jupyterlab", "--no-browser",
-        "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}", "--ServerApp.port_retries=0",
+        f"--ServerApp.ip={host}", f"--ServerApp.port={port}", "--ServerApp.port_retries=0",
         f"--ServerApp.base_url={args.base_url}", f"--ServerApp.root_dir={root}",
         "--ServerApp.allow_remote_access=True",  # the proxy's Host header is Fabbrica's
         "--ServerApp.trust_xheaders=True",
@@ -156,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
         command.append("--ServerApp.allow_root=True")
     jupyter = subprocess.Popen(command, env=env, cwd="outputs")  # noqa: S603
     signal.signal(signal.SIGTERM, lambda *_: jupyter.terminate())
-    base = f"http://127.0.0.1:{port}{args.base_url}"
+    base = f"http://{_netloc(host, port)}{args.base_url}"
     started, written = time.monotonic(), False
     while jupyter.poll() is None:
         time.sleep(POLL_S if written else 0.3)
@@ -169,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
             continue
         _write_status(idle_end(status, args.idle))
         if not written:
-            _write_connection(port, token, args.base_url)
+            _write_connection(host, port, token, args.base_url)
             written = True
             print(f"JupyterLab is ready (ends after {int(args.idle)} s idle)", flush=True)
         elif is_idle(status, args.idle):
@@ -183,8 +245,12 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _write_connection(port: int, token: str, base_url: str) -> None:
-    _write(CONNECTION_FILE, {"port": port, "token": token, "base_url": base_url})
+def _netloc(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _write_connection(host: str, port: int, token: str, base_url: str) -> None:
+    _write(CONNECTION_FILE, {"host": host, "port": port, "token": token, "base_url": base_url})
 
 
 def _write_status(idle_ends: dt.datetime | None) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import signal
 import threading
@@ -79,6 +80,14 @@ def agent(
     catalog: Annotated[
         Path | None, typer.Option("--catalog", metavar="FILE", help="Your catalog file.")
     ] = None,
+    notebook_network: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--notebook-network",
+            metavar="CIDR",
+            help="The compute nodes' network, where notebooks may listen (default: loopback).",
+        ),
+    ] = None,
 ) -> None:
     """Run a factory's site agent until stopped; `check`, `token`, `username`, `list` manage
     agents.
@@ -92,7 +101,10 @@ def agent(
     `--accounts-every` syncs (default 10) and before every launch. `--partition-map` (JSON
     or YAML) maps catalog partition ids to Slurm partitions and GRES types:
     `{"partitions": {"booster": {"slurm_partition": "gpu", "gres_type": "gh200"}}}`;
-    without it, each catalog partition is the Slurm partition of the same name. `--backend
+    without it, each catalog partition is the Slurm partition of the same name. Notebooks'
+    traffic goes through a WebSocket the agent opens to the API (no port opens at the
+    site); a notebook listening on a compute node's address is reached only when that
+    address is in a `--notebook-network`. `--backend
     local` runs jobs on this machine (`--gpus` emulated GPUs). When the API is away it keeps
     its runs running and retries with backoff (up to 30 s). Exit 2 for an unknown factory, a
     bad map or a missing token.
@@ -105,6 +117,7 @@ def agent(
         raise CliError(f"--backend: {backend!r}; choose from {', '.join(BACKENDS)}", BAD_INPUT)
     from fabbrica.agent.client import AgentClient
     from fabbrica.agent.loop import Agent
+    from fabbrica.agent.tunnel import NotebookTunnel
 
     target = resolve_target()
     if not target.token:
@@ -118,6 +131,7 @@ def agent(
         raise CliError(
             f"--work-dir: cannot create {root}: {exc.strerror or exc}", BAD_INPUT
         ) from exc
+    networks = _networks(notebook_network or [])
     executor, accounts = _backend(backend, factory, catalog, slurm_conf, partition_map, root, gpus)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     api = AgentClient(target.url, target.token)
@@ -140,6 +154,8 @@ def agent(
 
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, on_signal)
+    tunnel = NotebookTunnel(target.url, target.token, loop, networks=networks)
+    tunnel.start()  # the notebooks' traffic, over a connection the agent opens
     say(
         f"agent of {factory} ({backend}) syncing with {target.url} every {interval:g} s; "
         f"work dir {root}",
@@ -148,7 +164,15 @@ def agent(
     try:
         loop.run(stop)
     finally:
+        tunnel.stop()
         api.close()
+
+
+def _networks(values: list[str]) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    try:
+        return [ipaddress.ip_network(v, strict=False) for v in values]
+    except ValueError as exc:
+        raise CliError(f"--notebook-network: {exc}", BAD_INPUT) from exc
 
 
 def _backend(

@@ -100,12 +100,22 @@ def list_notebooks(json_out: JsonOpt = False) -> None:
                 ("gpus", lambda n: n["gpus"]),
                 ("gpu-hours", lambda n: gpu_hours(n["gpu_hours"], unit=False)),
                 ("started", lambda n: when(n["started_at"])),
+                ("ends", _ends),
                 ("url", lambda n: n["url"] if n["state"] == "ready" else ""),
             ],
             data,
         )
 
     emit(rows, json_out, human)
+
+
+def _ends(notebook: dict[str, Any]) -> str:
+    """When a running notebook ends if nothing changes, and why (idle or time limit)."""
+    at = notebook.get("ends_at")
+    if not at:
+        return ""
+    why = "idle" if notebook.get("ends_because") == "idle" else "time limit"
+    return f"{when(at)} ({why})"
 
 
 @notebook_app.command("stop")

@@ -24,9 +24,10 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake
 from fabbrica.api.deps import AppContext
 from fabbrica.core.errors import FabbricaError, Unauthenticated
 from fabbrica.core.notebooks import PROXY_PREFIX
+from fabbrica.portal import notebook_remote
 from fabbrica.portal.web import CSRF_COOKIE, SESSION_COOKIE
 from fabbrica.services import identity, notebooks, portal_sessions
-from fabbrica.services.notebooks import Endpoint
+from fabbrica.services.notebooks import Endpoint, Remote
 
 router = APIRouter(include_in_schema=False)
 log = logging.getLogger(__name__)
@@ -48,7 +49,7 @@ OURS = (SESSION_COOKIE, CSRF_COOKIE)
 
 def _reach(
     ctx: AppContext, cookies: dict[str, str], authorization: str | None, job_id: int
-) -> Endpoint:
+) -> Endpoint | Remote:
     """Who asks (session cookie or Bearer token) and where their notebook listens; a
     FabbricaError otherwise (Unauthenticated, NotFound, Unavailable)."""
     with ctx.db.session() as session:
@@ -100,10 +101,13 @@ async def proxy_http(request: Request, job_id: str, path: str) -> Response:
     except FabbricaError as exc:
         return _refusal(request, exc)
     headers = {k: v for k, v in request.headers.items() if k.lower() not in DROPPED}
-    headers["authorization"] = f"token {found.token}"
     kept = "; ".join(f"{k}={v}" for k, v in request.cookies.items() if k not in OURS)
     if kept:
         headers["cookie"] = kept
+    if isinstance(found, Remote):  # the agent adds the notebook's token at the site
+        sent = await request.body()
+        return await notebook_remote.http(ctx.tunnels, found, request, headers, sent)
+    headers["authorization"] = f"token {found.token}"
     url = f"http://127.0.0.1:{found.port}{request.url.path}"
     async with httpx.AsyncClient(timeout=TIMEOUT) as client:
         try:
@@ -140,6 +144,11 @@ async def proxy_websocket(websocket: WebSocket, job_id: str, path: str) -> None:
         )
     except FabbricaError as exc:
         await websocket.send_denial_response(Response(exc.message, status_code=exc.status))
+        return
+    if isinstance(found, Remote):
+        await notebook_remote.websocket(
+            ctx.tunnels, found, websocket, websocket.url.path, websocket.url.query
+        )
         return
     query = f"?{websocket.url.query}" if websocket.url.query else ""
     url = f"ws://127.0.0.1:{found.port}{websocket.url.path}{query}"

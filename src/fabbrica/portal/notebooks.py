@@ -41,7 +41,7 @@ def _page(
     rows = [
         (
             job,
-            notebooks.state_of(executors, job),
+            notebooks.state_of(executors, job, ctx.tunnels.ready),
             notebooks.url_of(job),
             notebooks.ending(executors, job, now),
         )

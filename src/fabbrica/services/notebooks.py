@@ -6,14 +6,15 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
-import stat
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from fabbrica.backends.agent_link import AgentLink
+from fabbrica.backends.notebook import read_connection, read_untrusted_json
 from fabbrica.catalog.model import Catalog
 from fabbrica.core.errors import InvalidInput, NotFound, Unavailable
 from fabbrica.core.jobs import JobState
@@ -33,7 +34,6 @@ from fabbrica.store.models import Job, User
 
 CONNECTION_FILE = "work/.notebook/notebook.json"  # in the job's directory (backends.notebook)
 STATUS_FILE = "work/.notebook/status.json"  # when it ends if left idle, kept by the launcher
-MAX_CONNECTION_BYTES = 4096
 READY, STARTING = "ready", "starting"
 # the spec's fields as a member names them (`--gpus`, `--hours`, `--factory`)
 _FIELDS = {"resources.gpus": "gpus", "resources.time_limit": "hours"}
@@ -56,6 +56,23 @@ class Endpoint:
     port: int
     token: str
     base_url: str
+
+
+@dataclass(frozen=True)
+class Remote:
+    """A running notebook at a site whose agent carries its traffic (its notebook tunnel):
+    where it listens and its token stay at the site."""
+
+    factory: str
+    job_id: int
+
+
+# (factory, job id) -> whether the factory's agent says that notebook answers now
+RemoteReady = Callable[[str, int], bool]
+
+
+def _never(factory: str, job_id: int) -> bool:
+    return False
 
 
 def start(
@@ -131,14 +148,22 @@ def url_of(job: Job) -> str:
     return f"{proxy_path(job.id)}lab"
 
 
-def state_of(executors: ExecutorRegistry, job: Job) -> str:
-    """`starting` until JupyterLab answers, then `ready`; an ended notebook's job state."""
+def state_of(executors: ExecutorRegistry, job: Job, remote_ready: RemoteReady = _never) -> str:
+    """`starting` until JupyterLab answers (at a site: until its agent says so), then
+    `ready`; an ended notebook's job state."""
     state = JobState(job.state)
     if state.finished:
         return state.value
-    if state is JobState.RUNNING and endpoint(executors, job) is not None:
-        return READY
-    return STARTING
+    if state is not JobState.RUNNING:
+        return STARTING
+    if _at_site(executors, job):
+        return READY if remote_ready(job.factory_id or "", job.id) else STARTING
+    return READY if endpoint(executors, job) is not None else STARTING
+
+
+def _at_site(executors: ExecutorRegistry, job: Job) -> bool:
+    """Whether the job runs at a factory of a site agent (its files stay at the site)."""
+    return isinstance(executors.get(job.factory_id or ""), AgentLink)
 
 
 def ending(executors: ExecutorRegistry, job: Job, now: dt.datetime) -> Ending | None:
@@ -157,7 +182,7 @@ def ending(executors: ExecutorRegistry, job: Job, now: dt.datetime) -> Ending | 
 
 
 def _read_idle_end(path: Path) -> dt.datetime | None:
-    data = _read_json(path)
+    data = read_untrusted_json(path)
     value = data.get("idle_ends_at") if isinstance(data, dict) else None
     if not isinstance(value, str) or len(value) > 40:
         return None
@@ -182,44 +207,23 @@ def endpoint(executors: ExecutorRegistry, job: Job) -> Endpoint | None:
 
 def find_endpoint(
     session: Session, actor: User, executors: ExecutorRegistry, job_id: int
-) -> Endpoint:
-    """The endpoint of the actor's notebook: NotFound when it is not theirs or has ended,
-    Unavailable while it starts."""
+) -> Endpoint | Remote:
+    """The endpoint of the actor's notebook (Remote for one at a site agent's factory):
+    NotFound when it is not theirs or has ended, Unavailable while it starts."""
     job = get_notebook(session, actor, job_id)
     if JobState(job.state).finished:
         raise NotFound(f"notebook {job_id} has ended ({job.state})", field="job_id")
+    if job.state == JobState.RUNNING.value and _at_site(executors, job):
+        return Remote(job.factory_id or "", job.id)
     found = endpoint(executors, job)
     if found is None:
         raise Unavailable(f"notebook {job_id} is starting ({job.state}); try again shortly")
     return found
 
 
-def _read_json(path: Path) -> object:
-    """The job wrote this file: read it as untrusted (no link, no FIFO, small)."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    except OSError:
-        return None
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return None
-        return json.loads(os.read(fd, MAX_CONNECTION_BYTES))
-    except (OSError, ValueError):
-        return None
-    finally:
-        os.close(fd)
-
-
 def _read_connection(path: Path, base_url: str) -> Endpoint | None:
-    """Where the launcher says JupyterLab listens, checked."""
-    data = _read_json(path)
-    if not isinstance(data, dict):
+    """Where the launcher says JupyterLab listens, checked: on this machine's loopback."""
+    found = read_connection(path)
+    if found is None or not found.loopback:
         return None
-    port, token = data.get("port"), data.get("token")
-    if not isinstance(port, int) or not 1024 <= port <= 65535:
-        return None
-    if not isinstance(token, str) or not token.isascii() or not 16 <= len(token) <= 256:
-        return None
-    if not token.replace("-", "").replace("_", "").isalnum():
-        return None
-    return Endpoint(port, token, base_url)  # the base URL is ours, never the file's
+    return Endpoint(found.port, found.token, base_url)  # the base URL is ours, never the file's

@@ -6,22 +6,24 @@ from __future__ import annotations
 from fastapi import APIRouter, Path, status
 from sqlalchemy.orm import Session
 
-from fabbrica.api.deps import CatalogDep, ContextDep, CurrentUser, SessionDep
+from fabbrica.api.deps import AppContext, CatalogDep, ContextDep, CurrentUser, SessionDep
 from fabbrica.api.params import MAX_ID
 from fabbrica.api.schemas_notebooks import NotebookCreate, NotebookPublic
 from fabbrica.core.notebooks import NotebookRequest
 from fabbrica.services import notebooks
-from fabbrica.services.executors import ExecutorRegistry
 from fabbrica.store.models import Job
 
 router = APIRouter(tags=["notebooks"])
 
 
-def notebook_public(executors: ExecutorRegistry, job: Job) -> NotebookPublic:
+def notebook_public(ctx: AppContext, job: Job) -> NotebookPublic:
+    ending = notebooks.ending(ctx.executors, job, ctx.clock())
     return NotebookPublic(
         job=job.id,
         url=notebooks.url_of(job),
-        state=notebooks.state_of(executors, job),
+        state=notebooks.state_of(ctx.executors, job, ctx.tunnels.ready),
+        ends_at=ending.at if ending else None,
+        ends_because=ending.why if ending else None,
         project=job.project.id or "",
         factory=job.factory_id,
         gpus=job.gpus,
@@ -57,7 +59,7 @@ def start_notebook(
         single_user=ctx.single_user,
         now=ctx.clock(),
     )
-    shown = notebook_public(ctx.executors, job)
+    shown = notebook_public(ctx, job)
     session.commit()
     ctx.wake()
     return shown
@@ -68,7 +70,7 @@ def list_notebooks(
     ctx: ContextDep, session: SessionDep, actor: CurrentUser
 ) -> list[NotebookPublic]:
     """Your notebooks, newest first."""
-    return [notebook_public(ctx.executors, j) for j in notebooks.list_notebooks(session, actor)]
+    return [notebook_public(ctx, j) for j in notebooks.list_notebooks(session, actor)]
 
 
 def _notebook(session: Session, actor: CurrentUser, job_id: int) -> Job:
@@ -83,4 +85,4 @@ def get_notebook(
     job_id: int = Path(ge=1, le=MAX_ID),
 ) -> NotebookPublic:
     """One of your notebooks: `starting` until JupyterLab answers, then `ready`."""
-    return notebook_public(ctx.executors, _notebook(session, actor, job_id))
+    return notebook_public(ctx, _notebook(session, actor, job_id))
