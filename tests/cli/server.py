@@ -81,10 +81,12 @@ class Server:
     process: subprocess.Popen[bytes] | None = None
     started_in: float = 0.0
     user: str | None = None  # the OS user `fabbrica up` runs as (None: this process's)
+    host: str = "127.0.0.1"  # the address it listens on
+    prefix: tuple[str, ...] = ()  # runs `fabbrica up` through it (`ip netns exec NS`)
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     def start(self, *extra: str) -> Server:
         """Start `fabbrica up`; on another free port when a parallel test took this one
@@ -100,12 +102,14 @@ class Server:
         if self.user is None:  # as root, its local jobs run as users of their own
             open_for_job_users(self.data_dir)
         args = ["up", "--port", str(self.port), "--data-dir", str(self.data_dir), *extra]
+        if self.host != "127.0.0.1":
+            args += ["--host", self.host]
         began = time.monotonic()
         entry = pwd.getpwnam(self.user) if self.user else None
         logged = self.log.stat().st_size if self.log.exists() else 0
         with self.log.open("ab") as out:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "fabbrica", *args],
+                [*self.prefix, sys.executable, "-m", "fabbrica", *args],
                 env=self.env,
                 stdout=out,
                 stderr=subprocess.STDOUT,

@@ -307,6 +307,9 @@ class Federation:
     catalog: Catalog = field(default_factory=lambda: load_catalog(None))
     clients: dict[str, httpx.Client] = field(default_factory=dict)
     work_root: Path | None = None  # the agents' work dirs
+    # the server's address, and what runs it (`ip netns exec NS`: a network of its own)
+    server_host: str = "127.0.0.1"
+    server_prefix: tuple[str, ...] = ()
 
     # --- start ----------------------------------------------------------------------------
 
@@ -323,7 +326,13 @@ class Federation:
             FABBRICA_BOOTSTRAP_TOKEN=self.admin_token,
             FABBRICA_LOG_LEVEL="warning",
         )
-        self.server = Server(self.root / "data", env, self.root / "up.log").start()
+        self.server = Server(
+            self.root / "data",
+            env,
+            self.root / "up.log",
+            host=self.server_host,
+            prefix=self.server_prefix,
+        ).start()
         admin = self.http(self.admin_token)
         user = _ok(admin.post("/users", json={"email": EMAIL, "name": "Ada", "role": "user"}))
         self.user_token = user["token"]
