@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -138,3 +139,29 @@ def test_a_notebook_ends_at_the_sooner_of_its_idle_end_and_its_time_limit(
         (tmp_path / "elsewhere.json").write_text(json.dumps({"idle_ends_at": idle.isoformat()}))
         assert notebooks.ending(executors, job, now) == Ending(limit, "time_limit", False)
         session.rollback()
+
+
+def test_only_a_factorys_agent_opens_a_notebook_tunnel(world: World) -> None:
+    """The tunnel's upgrade is refused without a token (401) and to anyone but a site
+    agent (403); the agent of a factory gets it, and the factory counts as connected."""
+    from starlette.testclient import WebSocketDenialResponse
+
+    from fabbrica.core.tunnel import PATH
+
+    for headers, status in (({}, 401), (world.pi, 403), (world.admin, 403)):
+        with pytest.raises(WebSocketDenialResponse) as refused:
+            with world.api.websocket_connect(PATH, headers=headers):
+                pass
+        assert refused.value.status_code == status, (headers, refused.value.text)
+    made = world.api.post(f"{API}/agents/jaif/token", headers=world.admin, json={})
+    assert made.status_code == 201, made.text
+    hub = world.api.app.state.ctx.tunnels  # type: ignore[attr-defined]
+    with world.api.websocket_connect(PATH, headers=bearer(made.json()["token"])) as ws:
+        ws.send_text('{"op": "ready", "jobs": [5]}')
+        ws.send_text('{"op": "ready", "jobs": [5, 6]}')  # in order: after the first
+        deadline = dt.datetime.now() + dt.timedelta(seconds=10)
+        while not hub.ready("jaif", 6):
+            assert dt.datetime.now() < deadline, "the ready report never arrived"
+            time.sleep(0.05)
+        assert hub.connected("jaif") and not hub.ready("jaif", 7)
+    assert not hub.connected("jaif")

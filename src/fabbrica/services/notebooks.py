@@ -163,7 +163,8 @@ def state_of(executors: ExecutorRegistry, job: Job, remote_ready: RemoteReady = 
 
 def _at_site(executors: ExecutorRegistry, job: Job) -> bool:
     """Whether the job runs at a factory of a site agent (its files stay at the site)."""
-    return isinstance(executors.get(job.factory_id or ""), AgentLink)
+    link = executors.get(job.factory_id or "")
+    return isinstance(link, AgentLink) and link.job_dirs is None  # not an in-process agent
 
 
 def ending(executors: ExecutorRegistry, job: Job, now: dt.datetime) -> Ending | None:
