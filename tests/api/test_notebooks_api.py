@@ -149,9 +149,11 @@ def test_only_a_factorys_agent_opens_a_notebook_tunnel(world: World) -> None:
     from fabbrica.core.tunnel import PATH
 
     for headers, status in (({}, 401), (world.pi, 403), (world.admin, 403)):
-        with pytest.raises(WebSocketDenialResponse) as refused:
-            with world.api.websocket_connect(PATH, headers=headers):
-                pass
+        with (
+            pytest.raises(WebSocketDenialResponse) as refused,
+            world.api.websocket_connect(PATH, headers=headers),
+        ):
+            pass
         assert refused.value.status_code == status, (headers, refused.value.text)
     made = world.api.post(f"{API}/agents/jaif/token", headers=world.admin, json={})
     assert made.status_code == 201, made.text

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+from playwright.sync_api import Page
 
 from tests.browser import browser_page
 from tests.cli import test_portal_browser
@@ -34,6 +35,18 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
                  log=home / "up.log")  # fmt: skip
     yield srv
     srv.stop()
+
+
+def run_cell(lab: Page) -> None:
+    """In JupyterLab's own interface: a new notebook, CELL run once its kernel is idle (a
+    cell run before the kernel connected is lost), and 45 under it."""
+    lab.click('.jp-LauncherCard[data-category="Notebook"]', timeout=120_000)
+    lab.wait_for_selector("text=Python 3 (ipykernel) | Idle", timeout=120_000)
+    lab.click(".jp-Notebook .jp-Cell .cm-content")
+    lab.keyboard.type(CELL)
+    lab.keyboard.press("Shift+Enter")
+    output = ".jp-OutputArea-output[data-mime-type='text/plain']"
+    lab.wait_for_selector(f"{output}:has-text('45')", timeout=60_000)
 
 
 def test_a_notebook_from_the_portal_runs_a_cell(server: Server, inbox: tuple[Inbox, int]) -> None:
@@ -69,13 +82,7 @@ def test_a_notebook_from_the_portal_runs_a_cell(server: Server, inbox: tuple[Inb
         lab = popup.value
         lab.wait_for_load_state()
         assert lab.url == f"{server.url}/notebooks/{job_id}/lab"
-        lab.click('.jp-LauncherCard[data-category="Notebook"]', timeout=120_000)
-        lab.wait_for_selector("text=Python 3 (ipykernel) | Idle", timeout=120_000)
-        lab.click(".jp-Notebook .jp-Cell .cm-content")
-        lab.keyboard.type(CELL)
-        lab.keyboard.press("Shift+Enter")
-        output = ".jp-OutputArea-output[data-mime-type='text/plain']"
-        lab.wait_for_selector(f"{output}:has-text('45')", timeout=60_000)
+        run_cell(lab)
         # the kernel's warning under the cell: the time limit is within 10 minutes
         lab.wait_for_selector("text=reaches its time limit at", timeout=10_000)
         lab.screenshot(path=str(SCREENSHOTS / "notebook-lab.png"))

@@ -1,11 +1,12 @@
 """A notebook on the Slurm testbed through it4lia's site agent. The central server runs in a
 network namespace of its own: it reaches the sites' side only through what the sites open
 to it, and the agent opens its notebook tunnel outward to it. JupyterLab runs as the
-member's site user in a Slurm job, is reached through Fabbrica's URL only (a cell computes
-45 and writes a file), and no new port of the sites' side becomes reachable from the
-server's namespace. Killing the agent leaves the notebook running while the proxy answers
-"reconnecting"; after the agent restarts, the same kernel answers. Stopped, the job is
-charged GPUs x the time it ran, what sacct shows."""
+member's site user in a Slurm job and is reached through Fabbrica's URL only: a cell
+computes 45 and writes a file, over the kernel's WebSocket and in JupyterLab's own page in
+Chromium. No new port of the sites' side becomes reachable from the server's namespace.
+Killing the agent leaves the notebook running while the proxy answers "reconnecting";
+after the agent restarts, the same kernel answers. Stopped, the job is charged GPUs x the
+time it ran, what sacct shows."""
 
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
+from tests.browser import browser_page
+from tests.cli.test_notebooks_browser import run_cell
 from tests.cli.test_notebooks_e2e import execute, hours_between, ws_status
 from tests.slurm.agents import SITE_USER
 from tests.slurm.conftest import poll
@@ -78,6 +81,10 @@ def test_a_notebook_at_a_slurm_site_through_the_agents_tunnel(
     assert execute(ws_url, auth, "x = sum(range(10)); x") == "45"
     assert execute(ws_url, auth, "import getpass; getpass.getuser()") == repr(SITE_USER)
     execute(ws_url, auth, "open('result.txt', 'w').write('45\\n')")
+    with browser_page() as browsed:  # JupyterLab's own interface, in Chromium
+        browsed.page.set_extra_http_headers(auth)
+        browsed.page.goto(f"{url}{base}lab")
+        run_cell(browsed.page)
     assert ws_status(ws_url, {}) == 401
     assert httpx.get(f"{url}{base}api/kernels").status_code == 401
 
