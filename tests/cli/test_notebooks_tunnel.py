@@ -158,6 +158,8 @@ def tunnel_round_trip(server: Server, cli: Cli, agent: Agent, project: str, othe
     assert page.status_code == 503 and "Reconnecting" in page.text
     assert ws_status(ws_url, auth) == 503
     assert cli.run("job", str(job_id), "--json")["state"] == "running"
+    listed = {n["job"]: n for n in cli.run("notebook", "list", "--json")}
+    assert listed[job_id]["state"] == "reconnecting"
 
     agent.start()
     until("the tunnel back", lambda: me.get(f"{base}api/status").status_code == 200, 60)

@@ -21,7 +21,10 @@ class NotebookCreate(BaseModel):
 class NotebookPublic(BaseModel):
     job: int = Field(description="the notebook's job id (`fabbrica jobs show`, its outputs)")
     url: str = Field(description="its address on this server: the proxy's path")
-    state: str = Field(description="starting, ready, or how its job ended")
+    state: str = Field(
+        description="starting, ready, reconnecting (it runs at a site whose agent is away),"
+        " or how its job ended"
+    )
     ends_at: dt.datetime | None = Field(
         default=None,
         description="when a running notebook ends if nothing changes: the sooner of its"

@@ -56,7 +56,7 @@ def notebook(
     begun = time.monotonic()
     with Status(f"notebook {job_id}: starting", console=err_console) as status:
         found = started
-        while found["state"] == "starting":
+        while found["state"] in ("starting", "reconnecting"):
             if time.monotonic() - begun > READY_LIMIT_S:
                 raise CliError(
                     f"notebook {job_id} is not ready after {READY_LIMIT_S:.0f} s "

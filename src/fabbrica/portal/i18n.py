@@ -200,6 +200,7 @@ TERMS = {
     "manual": N_("manual"),
     "ready": N_("ready"),
     "starting": N_("starting"),
+    "reconnecting": N_("reconnecting"),
     "startup": N_("startup"),
     "sme": N_("SME"),
     "large_industry": N_("large industry"),

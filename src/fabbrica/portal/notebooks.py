@@ -41,7 +41,7 @@ def _page(
     rows = [
         (
             job,
-            notebooks.state_of(executors, job, ctx.tunnels.ready),
+            notebooks.state_of(executors, job, ctx.tunnels),
             notebooks.url_of(job),
             notebooks.ending(executors, job, now),
         )
@@ -63,7 +63,9 @@ def _page(
 
 def _changing(job: Job, state: str) -> bool:
     """Starting, or stopping (cancelled, not ended yet): its row changes in seconds."""
-    return state == notebooks.STARTING or (job.cancel_requested and job.ended_at is None)
+    return state in (notebooks.STARTING, notebooks.RECONNECTING) or (
+        job.cancel_requested and job.ended_at is None
+    )
 
 
 @router.get("/notebooks", response_class=HTMLResponse)

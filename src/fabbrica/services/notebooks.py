@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -34,7 +34,7 @@ from fabbrica.store.models import Job, User
 
 CONNECTION_FILE = "work/.notebook/notebook.json"  # in the job's directory (backends.notebook)
 STATUS_FILE = "work/.notebook/status.json"  # when it ends if left idle, kept by the launcher
-READY, STARTING = "ready", "starting"
+READY, STARTING, RECONNECTING = "ready", "starting", "reconnecting"
 # the spec's fields as a member names them (`--gpus`, `--hours`, `--factory`)
 _FIELDS = {"resources.gpus": "gpus", "resources.time_limit": "hours"}
 
@@ -67,12 +67,24 @@ class Remote:
     job_id: int
 
 
-# (factory, job id) -> whether the factory's agent says that notebook answers now
-RemoteReady = Callable[[str, int], bool]
+class Tunnels(Protocol):
+    """What the site agents' notebook tunnels say (api.tunnels.TunnelHub)."""
+
+    def connected(self, factory: str) -> bool:
+        """Whether the factory's agent holds its tunnel open now."""
+        ...
+
+    def ready(self, factory: str, job_id: int) -> bool:
+        """Whether the factory's agent says that notebook answers now."""
+        ...
 
 
-def _never(factory: str, job_id: int) -> bool:
-    return False
+class _NoTunnels:
+    def connected(self, factory: str) -> bool:
+        return False
+
+    def ready(self, factory: str, job_id: int) -> bool:
+        return False
 
 
 def start(
@@ -148,16 +160,21 @@ def url_of(job: Job) -> str:
     return f"{proxy_path(job.id)}lab"
 
 
-def state_of(executors: ExecutorRegistry, job: Job, remote_ready: RemoteReady = _never) -> str:
+def state_of(executors: ExecutorRegistry, job: Job, tunnels: Tunnels | None = None) -> str:
     """`starting` until JupyterLab answers (at a site: until its agent says so), then
-    `ready`; an ended notebook's job state."""
+    `ready`; `reconnecting` while it runs at a site whose agent's tunnel is down; an ended
+    notebook's job state."""
     state = JobState(job.state)
     if state.finished:
         return state.value
     if state is not JobState.RUNNING:
         return STARTING
     if _at_site(executors, job):
-        return READY if remote_ready(job.factory_id or "", job.id) else STARTING
+        tunnels = tunnels or _NoTunnels()
+        factory = job.factory_id or ""
+        if not tunnels.connected(factory):
+            return RECONNECTING
+        return READY if tunnels.ready(factory, job.id) else STARTING
     return READY if endpoint(executors, job) is not None else STARTING
 
 

@@ -21,7 +21,7 @@ def notebook_public(ctx: AppContext, job: Job) -> NotebookPublic:
     return NotebookPublic(
         job=job.id,
         url=notebooks.url_of(job),
-        state=notebooks.state_of(ctx.executors, job, ctx.tunnels.ready),
+        state=notebooks.state_of(ctx.executors, job, ctx.tunnels),
         ends_at=ending.at if ending else None,
         ends_because=ending.why if ending else None,
         project=job.project.id or "",
