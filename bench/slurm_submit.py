@@ -5,9 +5,11 @@ Starts `fabbrica up` (SQLite) and the site agent of jaif as processes (the harne
 tests/slurm/agents.py), then N times, one job after the other on the idle cluster:
 
 (a) Fabbrica: starts `fabbrica run SPEC` (a CLI process: it packs and uploads the spec's
-    folder) and takes the wall time until the job is `running` in Fabbrica and until its
-    Slurm job is RUNNING in squeue; on the way, when the CLI exits, when the job is
-    `dispatched` and when its Slurm job first shows in squeue.
+    folder), or with `--via api` sends `POST /api/v1/jobs` (the spec as JSON, from this
+    process: the time from the API request, as the issue asks), and takes the wall time
+    until the job is `running` in Fabbrica and until its Slurm job is RUNNING in squeue; on
+    the way, when the CLI exits (the API answers), when the job is `dispatched` and when its
+    Slurm job first shows in squeue.
 (b) sbatch: starts `sbatch` (a process, as the same site user, in the same account) of the
     batch script Fabbrica renders for the same job (fabbrica.backends.slurm.script.render),
     and takes the wall time until the Slurm job is RUNNING in squeue.
@@ -15,8 +17,8 @@ tests/slurm/agents.py), then N times, one job after the other on the idle cluste
 Prints min / median / max of each, the ratio of the medians and the overhead in seconds.
 Needs the testbed (scripts/slurm-testbed up) and root.
 
-    uv run --frozen python bench/slurm_submit.py [--runs 10] [--loop-interval 0.5]
-        [--agent-interval 0.5]
+    uv run --frozen python bench/slurm_submit.py [--runs 10] [--via cli|api]
+        [--factory jaif] [--loop-interval 0.5] [--agent-interval 0.5]
 """
 
 from __future__ import annotations
@@ -32,7 +34,9 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import yaml
 from rich.console import Console
 from rich.table import Table
 
@@ -45,7 +49,7 @@ from tests.slurm.conftest import Cluster, load, mapping_path  # noqa: E402
 from fabbrica.backends.slurm.script import BatchJob, render  # noqa: E402
 from fabbrica.backends.slurm.status import STATUS_ENV  # noqa: E402
 
-FACTORY = "jaif"
+FACTORY = "jaif"  # the default; --factory another
 COMMAND = "sleep 3"
 POLL_S = 0.05
 BATCH_SCHED_DELAY_S = 3.0  # slurm.conf SchedulerParameters default
@@ -99,28 +103,59 @@ def wait_idle(cluster: Cluster) -> None:
     time.sleep(BATCH_SCHED_DELAY_S + 0.5)
 
 
-def through_fabbrica(fed: Federation, spec: Path, known: set[int]) -> dict[str, float]:
-    """Times (s from the CLI's start) of one job submitted with `fabbrica run`."""
-    cluster = fed.sites[FACTORY].cluster
+class ApiSubmission:
+    """`POST /api/v1/jobs` from this process, in a thread (the times go on meanwhile)."""
+
+    def __init__(self, fed: Federation, spec: Path) -> None:
+        import threading
+
+        body = {"spec": yaml.safe_load(spec.read_text()), "project": fed.project}
+        self.returncode: int | None = None
+        http = fed.http(fed.user_token)
+
+        def send() -> None:
+            answer = http.post("/jobs", json=body)
+            self.returncode = 0 if answer.status_code == 201 else answer.status_code
+
+        self.thread = threading.Thread(target=send)
+        self.thread.start()
+
+    def poll(self) -> int | None:
+        return self.returncode
+
+    def wait(self, timeout: float) -> Any:
+        self.thread.join(timeout)
+
+
+def through_fabbrica(
+    fed: Federation, spec: Path, known: set[int], via: str = "cli"
+) -> dict[str, float]:
+    """Times (s from the CLI's start, or the API request) of one job through Fabbrica."""
+    (site,) = fed.sites.values()  # the one factory of the run
+    cluster = site.cluster
     assert fed.server is not None
     http = fed.http(fed.user_token)
     times: dict[str, float] = {}
     wait_idle(cluster)
     began = time.monotonic()
-    cli = subprocess.Popen(  # noqa: S603 - our own CLI
-        [sys.executable, "-m", "fabbrica", "run", str(spec), "--json"],
-        env=fed.server.client_env(fed.user_token),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    client: subprocess.Popen[bytes] | ApiSubmission
+    if via == "api":
+        client = ApiSubmission(fed, spec)
+    else:
+        client = subprocess.Popen(  # noqa: S603 - our own CLI
+            [sys.executable, "-m", "fabbrica", "run", str(spec), "--json"],
+            env=fed.server.client_env(fed.user_token),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
     job_id: int | None = None
     while "fabbrica running" not in times or "slurm RUNNING" not in times:
         now = time.monotonic() - began
         if now > TIMEOUT_S:
             raise RuntimeError(f"the job did not run in {TIMEOUT_S:g} s")
-        if "cli exits" not in times and cli.poll() is not None:
-            if cli.returncode != 0:
-                raise RuntimeError(f"fabbrica run exited {cli.returncode}")
+        if "cli exits" not in times and client.poll() is not None:
+            if client.poll() != 0:
+                raise RuntimeError(f"the submission failed ({client.poll()})")
             times["cli exits"] = now
         jobs = http.get("/jobs", params={"project_id": fed.project}).json()
         mine = [j for j in jobs if j["id"] not in known]
@@ -139,7 +174,7 @@ def through_fabbrica(fed: Federation, spec: Path, known: set[int]) -> dict[str, 
                     if state not in ("PENDING", "CONFIGURING"):
                         times.setdefault("slurm RUNNING", now)
         time.sleep(POLL_S)
-    cli.wait(30)
+    client.wait(30)
     assert job_id is not None
     known.add(job_id)
     until(
@@ -151,7 +186,8 @@ def through_fabbrica(fed: Federation, spec: Path, known: set[int]) -> dict[str, 
 
 def plain_sbatch(fed: Federation, n: int, folder: Path) -> dict[str, float]:
     """Times (s from sbatch's start) of the same batch script submitted with sbatch."""
-    cluster = fed.sites[FACTORY].cluster
+    (site,) = fed.sites.values()  # the one factory of the run
+    cluster = site.cluster
     work = folder / f"run{n}"
     work.mkdir()
     shutil.chown(work, SITE_USER, SITE_USER)
@@ -212,9 +248,13 @@ def main() -> None:
                         help="FABBRICA_LOOP_INTERVAL_SECONDS of the server")  # fmt: skip
     parser.add_argument("--agent-interval", type=float, default=0.5,
                         help="the agent's --interval (seconds between syncs)")  # fmt: skip
+    parser.add_argument("--via", choices=("cli", "api"), default="cli",
+                        help="submit with `fabbrica run` or POST /api/v1/jobs")  # fmt: skip
+    parser.add_argument("--factory", default=FACTORY, help="the testbed factory")
     parser.add_argument("--shared", action="store_true",
                         help="run even beside other agents on the testbed")  # fmt: skip
     args = parser.parse_args()
+    factory = args.factory
     if os.geteuid() != 0:
         sys.exit("run as root (sbatch as the site user with runuser, sacctmgr)")
     bed = load(mapping_path())
@@ -231,19 +271,19 @@ def main() -> None:
         root,
         interval_s=args.agent_interval,
         loop_interval_s=args.loop_interval,
-        factories=[FACTORY],
+        factories=[factory],
         lease_s=60.0,
     )
     fabbrica: list[dict[str, float]] = []
     sbatch: list[dict[str, float]] = []
     try:
         fed.start()
-        spec = fed.spec("bench", COMMAND, model=bed.cluster(FACTORY).gpu_model)
+        spec = fed.spec("bench", COMMAND, model=bed.cluster(factory).gpu_model)
         known: set[int] = set()
-        through_fabbrica(fed, spec, known)  # warm-up: imports, first account sync, caches
+        through_fabbrica(fed, spec, known, args.via)  # warm-up: first account sync, caches
         plain_sbatch(fed, 0, scripts)
         for n in range(1, args.runs + 1):
-            fabbrica.append(through_fabbrica(fed, spec, known))
+            fabbrica.append(through_fabbrica(fed, spec, known, args.via))
             sbatch.append(plain_sbatch(fed, n, scripts))
             console.print(
                 f"run {n}: fabbrica {fabbrica[-1]['slurm RUNNING']:.2f} s to RUNNING, "
@@ -257,17 +297,19 @@ def main() -> None:
         shutil.rmtree(scripts, ignore_errors=True)
 
     table = Table(
-        title=f"GPU job submission on idle {FACTORY} ({bed.cluster(FACTORY).gpu_model}), "
+        title=f"GPU job submission on idle {factory} ({bed.cluster(factory).gpu_model}), "
         f"{args.runs} runs, s from the client process's start"
+        + (" (Fabbrica: from the API request)" if args.via == "api" else "")
     )
     for column in ("path", "until", "min", "median", "max"):
         table.add_column(column, justify="left" if column in ("path", "until") else "right")
+    path = "fabbrica run" if args.via == "cli" else "POST /jobs"
     rows = [
-        ("fabbrica run", "the CLI exits", fabbrica, "cli exits"),
-        ("fabbrica run", "job dispatched", fabbrica, "dispatched"),
-        ("fabbrica run", "Slurm job in squeue", fabbrica, "in squeue"),
-        ("fabbrica run", "Slurm job RUNNING", fabbrica, "slurm RUNNING"),
-        ("fabbrica run", "job running in Fabbrica", fabbrica, "fabbrica running"),
+        (path, "the CLI exits" if args.via == "cli" else "the API answers", fabbrica, "cli exits"),
+        (path, "job dispatched", fabbrica, "dispatched"),
+        (path, "Slurm job in squeue", fabbrica, "in squeue"),
+        (path, "Slurm job RUNNING", fabbrica, "slurm RUNNING"),
+        (path, "job running in Fabbrica", fabbrica, "fabbrica running"),
         ("sbatch", "sbatch exits", sbatch, "sbatch exits"),
         ("sbatch", "Slurm job RUNNING", sbatch, "slurm RUNNING"),
     ]
@@ -279,6 +321,11 @@ def main() -> None:
         )  # fmt: skip
     console.print(table)
     plain = statistics.median(r["slurm RUNNING"] for r in sbatch)
+    slurm = statistics.median(r["fabbrica running"] - r["slurm RUNNING"] for r in fabbrica)
+    console.print(
+        f"Fabbrica shows running {slurm:+.2f} s after Slurm does (median of the differences)",
+        highlight=False,
+    )
     for label, key in (
         ("RUNNING in Slurm", "slurm RUNNING"),
         ("running in Fabbrica", "fabbrica running"),

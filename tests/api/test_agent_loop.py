@@ -305,3 +305,46 @@ def test_held_syncs_hold_no_worker_thread_and_no_database_connection(site: Site)
     finally:
         OFFERS.release()  # should one still be held, the test ends
     assert answers == [[f"fab-{job_id}"]] * 45
+
+
+class SlowToStart(InMemoryExecutor):
+    """A backend whose runs stay pending until `start()` (a busy scheduler's queue)."""
+
+    held_back = True
+
+    def _start_waiting(self) -> None:
+        if not self.held_back:
+            super()._start_waiting()
+
+    def start(self) -> None:
+        self.held_back = False
+        self._start_waiting()
+
+
+def test_a_run_just_launched_is_reported_running_soon_after_it_starts(site: Site) -> None:
+    """A launched run still pending in the backend is followed closely (no held sync): its
+    start reaches the API at once, not at the end of the agent's interval (an hour)."""
+    from fabbrica.backends.agent_link import OFFERS
+    from fabbrica.server import publish_offers
+
+    hold_long(site)
+    executor = SlowToStart([FakePartition("booster", "gh200", 4)], now=site.clock())
+    agent = Agent(site.client, executor, backend="memory", interval=3600)
+    stop = threading.Event()
+    thread = threading.Thread(target=agent.run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        assert poll(lambda: agent_seen(site))
+        job_id = site.submit()
+        site.dispatcher.step()
+        publish_offers(site.db)
+        assert poll(lambda: f"fab-{job_id}" in agent.held, 60)
+        assert poll(lambda: site.job(job_id)["state"] == "dispatched")
+        time.sleep(0.5)  # the agent keeps following it meanwhile
+        executor.start()
+        assert poll(lambda: site.job(job_id)["state"] == "running", 60)  # not in an hour
+    finally:
+        stop.set()
+        OFFERS.release()
+        thread.join(10)
+    assert not thread.is_alive()

@@ -44,6 +44,10 @@ log = logging.getLogger("fabbrica.agent")
 LOG_PART = 256 * 1024  # bytes of a job's log per request
 LOG_ROUND = 64 * 1024 * 1024  # bytes of logs sent per round at most
 MAX_BACKOFF = 30.0
+# A run just launched is followed closely until it starts (or this long has passed): its
+# start is reported within FOLLOW_POLL_S of the backend's, not at the next held sync.
+FOLLOW_S = 10.0
+FOLLOW_POLL_S = 0.1
 
 
 DATA_CACHE_BYTES = 50 * 1024**3  # data set files an agent keeps
@@ -58,6 +62,7 @@ class Held:
     log_sent: int = 0
     finished_reported: bool = False
     data: frozenset[str] = frozenset()  # sha256 of the data set files the run reads
+    launched_at: float = 0.0  # time.monotonic() of its launch by this agent (0: adopted)
 
 
 @dataclass
@@ -135,12 +140,17 @@ class Agent:
         while not stop.is_set():
             wait_for_work = self.watch() if self.watch is not None else None
             began = time.monotonic()
+            following = self._following(began)
             # over HTTP the API holds the sync until there is work or the interval ends
-            result = self.round(wait=self.interval if wait_for_work is None else 0.0)
+            held = wait_for_work is None and not following
+            result = self.round(wait=self.interval if held else 0.0)
             if result.ok:
                 self.failures = 0
                 if result.launched:
                     continue  # report what it launched (running, or refused) at once
+                if following:
+                    stop.wait(min(FOLLOW_POLL_S, self.interval))
+                    continue
                 if wait_for_work is not None:
                     wait_for_work(self.interval, stop)  # woken early by work for it
                     continue
@@ -191,6 +201,13 @@ class Agent:
         self._launch(answer, result)
         self._forget_finished()
         return result
+
+    def _following(self, now: float) -> bool:
+        """Whether a run launched in the last FOLLOW_S seconds has not started yet."""
+        return any(
+            h.launched_at and now - h.launched_at < FOLLOW_S and h.status.state is RunState.PENDING
+            for h in self.held.values()
+        )
 
     def _accounts(self) -> bool:
         assert self.sync_accounts is not None
@@ -281,7 +298,7 @@ class Agent:
         except Exception as exc:
             log.warning("%s could not start: %s", request.run_tag, exc)
             status = RunStatus(request.run_tag, RunState.FAILED, reason=f"could not start: {exc}")
-        self.held[request.run_tag] = Held(status, data=data)
+        self.held[request.run_tag] = Held(status, data=data, launched_at=time.monotonic())
         files = job_files(self.executor)
         if files is not None and not status.state.finished:
             self.checkpoints.track(request, files.job_dir(request.run_tag))

@@ -10,8 +10,10 @@ each row stays on one line.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -128,3 +130,17 @@ def when(value: str | None) -> str:
 
 def count(n: int, noun: str, plural: str | None = None) -> str:
     return f"{n} {noun}" if n == 1 else f"{n} {plural or noun + 's'}"
+
+
+def log_to_stderr(level: str) -> None:
+    """Fabbrica's own log lines (the `fabbrica.*` loggers) on stderr at `level`
+    (FABBRICA_LOG_LEVEL), beside the web server's; nothing else's."""
+    logger = logging.getLogger("fabbrica")
+    if any(getattr(h, "fabbrica_stderr", False) for h in logger.handlers):
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+    handler.fabbrica_stderr = True  # type: ignore[attr-defined]
+    logger.addHandler(handler)
+    logger.setLevel(level.upper())
+    logger.propagate = False

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from fabbrica.cli.errors import BAD_INPUT, CliError
-from fabbrica.cli.output import say
+from fabbrica.cli.output import log_to_stderr, say
 from fabbrica.cli.up_cmd import _settings, admin_banner, storage_errors
 
 if TYPE_CHECKING:
@@ -72,6 +72,7 @@ def serve(
     say("  control loop: not here (fabbrica controller)", err=True)
     admin_banner(prepared, settings.public_url or None)
     host, port, level = settings.host, settings.port, settings.log_level
+    log_to_stderr(level)
     if workers == 1:
         uvicorn.run(build_api(prepared), host=host, port=port, log_level=level)
         return

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from fabbrica.cli.errors import BAD_INPUT, CliError
-from fabbrica.cli.output import say
+from fabbrica.cli.output import log_to_stderr, say
 
 if TYPE_CHECKING:
     from fabbrica.server import Prepared
@@ -116,6 +116,7 @@ def up(
     admin_banner(prepared, settings.public_url)
     if prepared.bootstrap_token:
         say(f"  export FABBRICA_URL={url} FABBRICA_TOKEN=<the token above>", err=True)
+    log_to_stderr(settings.log_level)
     uvicorn.run(
         build_app(prepared),
         host=settings.host,
