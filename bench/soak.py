@@ -7,7 +7,12 @@ Prints, per kind of request: how many, errors, p50/p99/max latency; and each pro
 resident memory (RSS) after the warm-up and at the end, with its growth (the target: under
 10%). `--json` prints the same as one object.
 
-    uv run python bench/soak.py [--minutes 10] [--users 50] [--agents 4] [--warmup 60] [--json]
+    uv run python bench/soak.py [--minutes 10] [--users 50] [--agents 4] [--warmup 60]
+        [--submit-share 0.35] [--json]
+
+`--submit-share` is the share of a user's requests that submit a job: at 0.35, 50 users
+submit faster than four agents run (the queue grows through the run); at 0.2 the queue
+stays level, which tells a process's own growth from its queue's.
 """
 
 from __future__ import annotations
@@ -144,7 +149,7 @@ def make_user(url: str, n: int, factory: str) -> tuple[dict[str, str], str]:
 
 def user_loop(
     urls: list[str], headers: dict[str, str], project: str, stop: threading.Event,
-    record: Latencies, seed: int,
+    record: Latencies, seed: int, submit_share: float = 0.35,
 ) -> None:  # fmt: skip
     rng = random.Random(seed)
     clients = [httpx.Client(base_url=f"{u}/api/v1", headers=headers, timeout=30) for u in urls]
@@ -153,7 +158,7 @@ def user_loop(
         while not stop.is_set():
             http = rng.choice(clients)
             roll = rng.random()
-            if roll < 0.35 or not mine:
+            if roll < submit_share or not mine:
                 spec = {"name": "soak", "run": f"echo soak; sleep {rng.randint(1, 4)}",
                         "resources": {"gpus": 1, "time_limit": "5m"}}  # fmt: skip
                 r = record.timed("submit", http, "POST", "/jobs",
@@ -161,11 +166,11 @@ def user_loop(
                 if r is not None and r.status_code == 201:
                     mine.append(int(r.json()["id"]))
                     mine = mine[-20:]
-            elif roll < 0.45:
+            elif roll < submit_share + 0.1:
                 record.timed("cancel", http, "POST", f"/jobs/{rng.choice(mine)}/cancel")
-            elif roll < 0.75:
+            elif roll < submit_share + 0.1 + (1 - submit_share - 0.1) * 0.55:
                 record.timed("logs", http, "GET", f"/jobs/{rng.choice(mine)}/logs")
-            elif roll < 0.9:
+            elif roll < submit_share + 0.1 + (1 - submit_share - 0.1) * 0.82:
                 record.timed("job", http, "GET", f"/jobs/{rng.choice(mine)}")
             else:
                 record.timed("list", http, "GET", "/jobs", params={"project_id": project})
@@ -195,6 +200,8 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=50)
     parser.add_argument("--agents", type=int, default=4, choices=range(1, len(FACTORIES) + 1))
     parser.add_argument("--warmup", type=float, default=60, help="seconds before the first RSS")
+    parser.add_argument("--submit-share", type=float, default=0.35,
+                        help="share of requests that submit (0.2: a level queue)")  # fmt: skip
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     minutes = min(args.minutes, MAX_MINUTES)
@@ -231,7 +238,8 @@ def main() -> None:
         users = [make_user(urls[n % 2], n, factories[n % len(factories)])
                  for n in range(args.users)]  # fmt: skip
         record = Latencies()
-        threads = [threading.Thread(target=user_loop, args=(urls, h, p, stop, record, n))
+        threads = [threading.Thread(target=user_loop,
+                                    args=(urls, h, p, stop, record, n, args.submit_share))
                    for n, (h, p) in enumerate(users)]  # fmt: skip
         began = time.monotonic()
         for t in threads:
