@@ -58,6 +58,8 @@ def test_the_agent_reaches_only_the_jobs_own_path() -> None:
     assert _path(ok, 7) == "/notebooks/7/api/contents/My%20file.ipynb?content=1"
     for bad in (
         {"path": "/notebooks/8/lab"},  # another job's
+        {"path": "/notebooks/7/../8/api/contents"},  # folded into another's by a client
+        {"path": "/notebooks/7/./x"},
         {"path": "/api/v1/agent/sync"},
         {"path": "/notebooks/7/lab\r\nX-Injected: 1"},
         {"path": "/notebooks/7/lab", "query": "a b"},
@@ -69,18 +71,42 @@ def test_the_agent_reaches_only_the_jobs_own_path() -> None:
 
 
 def test_the_connection_file_is_checked(tmp_path: Path) -> None:
-    path = tmp_path / "notebook.json"
-    good = {"host": "127.0.0.1", "port": 40000, "token": "a" * 32}
+    job = tmp_path / "fab-7"
+    folder = job / "work" / ".notebook"
+    folder.mkdir(parents=True)
+    path = folder / "notebook.json"
+    base = "/notebooks/7/"
+    good = {"host": "127.0.0.1", "port": 40000, "token": "a" * 32, "base_url": base}
     path.write_text(json.dumps(good))
-    found = read_connection(path)
+    found = read_connection(job, base)
     assert found is not None and found.loopback and found.port == 40000
+    assert found.owner == path.stat().st_uid
+    assert read_connection(job, "/notebooks/8/") is None  # another notebook's file
     path.write_text(json.dumps(good | {"host": "10.1.2.3"}))
-    found = read_connection(path)
+    found = read_connection(job, base)
     assert found is not None and not found.loopback
     for bad in ({"host": "0.0.0.0"}, {"host": "example.org"}, {"port": 22}, {"token": "x"}):
         path.write_text(json.dumps(good | bad))
-        assert read_connection(path) is None, bad
+        assert read_connection(job, base) is None, bad
+    # never through a link: neither the file nor a folder on the way
+    other = tmp_path / "fab-8" / "work" / ".notebook"
+    other.mkdir(parents=True)
+    (other / "notebook.json").write_text(json.dumps(good))
     path.unlink()
-    path.symlink_to(tmp_path / "elsewhere.json")
-    (tmp_path / "elsewhere.json").write_text(json.dumps(good))
-    assert read_connection(path) is None  # never through a link
+    path.symlink_to(other / "notebook.json")
+    assert read_connection(job, base) is None
+    path.unlink()
+    folder.rmdir()
+    folder.symlink_to(other)
+    assert read_connection(job, base) is None
+
+
+def test_a_websocket_message_crosses_in_parts_and_whole() -> None:
+    for message in ("é" * tunnel.CHUNK, b"\x00" * (2 * tunnel.CHUNK + 5), "", b""):
+        frames = tunnel.message_frames(9, message)
+        assert all(len(f) <= tunnel.CHUNK + tunnel.HEADER.size for f in frames)
+        whole = tunnel.Message()
+        got = [whole.add(*tunnel.parse_data(f)[1:]) for f in frames]
+        assert got[:-1] == [None] * (len(frames) - 1) and got[-1] == message
+    with pytest.raises(TunnelError, match="body"):
+        tunnel.Message().add(tunnel.DATA, b"x")

@@ -28,7 +28,6 @@ from pathlib import Path
 from fabbrica.agent.checkpoints import Checkpoints
 from fabbrica.agent.data_cache import DataCache
 from fabbrica.agent.staging import Staging
-from fabbrica.backends.notebook import CONNECTION_DIR, CONNECTION_FILE
 from fabbrica.core.agent_api import AgentApi, ApiRefused, ApiUnavailable, SyncAnswer
 from fabbrica.core.executor import (
     Capacity,
@@ -45,7 +44,8 @@ LOG_PART = 256 * 1024  # bytes of a job's log per request
 LOG_ROUND = 64 * 1024 * 1024  # bytes of logs sent per round at most
 MAX_BACKOFF = 30.0
 # A run just launched is followed closely until it starts (or this long has passed): its
-# start is reported within FOLLOW_POLL_S of the backend's, not at the next held sync.
+# start is reported soon after the backend's, not at the next held sync. The backend is
+# asked FOLLOW_POLL_S after the launch, then 1.5 times later each time, up to the interval.
 FOLLOW_S = 10.0
 FOLLOW_POLL_S = 0.1
 
@@ -112,6 +112,7 @@ class Agent:
         self.staging: dict[str, Staging] = {}  # run tag -> its data being staged
         self.stage_wait = stage_wait
         self.checkpoints = Checkpoints(client, self.work_dir)
+        self.follow_polls = 0  # rounds since a fresh run began to be followed
 
     # --- what the notebook tunnel asks (agent.tunnel; read from its thread) -----------------
 
@@ -121,11 +122,10 @@ class Agent:
         ids = (job_id_of(tag) for tag, h in held if h.status.state is RunState.RUNNING)
         return [i for i in ids if i is not None]
 
-    def connection_file(self, job_id: int) -> Path | None:
+    def job_dir(self, job_id: int) -> Path | None:
+        """The folder of a job's run at this site (where its notebook's launcher writes)."""
         files = job_files(self.executor)
-        if files is None:
-            return None
-        return files.job_dir(run_tag(job_id)) / "work" / CONNECTION_DIR / CONNECTION_FILE
+        return None if files is None else files.job_dir(run_tag(job_id))
 
     def adopt(self) -> int:
         """Find the runs the backend holds for Fabbrica (after a restart)."""
@@ -148,9 +148,11 @@ class Agent:
                 self.failures = 0
                 if result.launched:
                     continue  # report what it launched (running, or refused) at once
-                if following:
-                    stop.wait(min(FOLLOW_POLL_S, self.interval))
+                if following:  # 0.1 s, then a little longer each time, up to the interval
+                    self.follow_polls += 1
+                    stop.wait(min(FOLLOW_POLL_S * 1.5 ** (self.follow_polls - 1), self.interval))
                     continue
+                self.follow_polls = 0
                 if wait_for_work is not None:
                     wait_for_work(self.interval, stop)  # woken early by work for it
                     continue
@@ -203,8 +205,9 @@ class Agent:
         return result
 
     def _following(self, now: float) -> bool:
-        """Whether a run launched in the last FOLLOW_S seconds has not started yet."""
-        return any(
+        """Whether a run launched in the last FOLLOW_S seconds has not started yet (and the
+        backend answers: a backend away is not asked faster)."""
+        return self.backend_ok and any(
             h.launched_at and now - h.launched_at < FOLLOW_S and h.status.state is RunState.PENDING
             for h in self.held.values()
         )

@@ -24,7 +24,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
-from urllib.parse import quote
 
 import httpx
 from websockets.asyncio.client import ClientConnection, connect
@@ -32,12 +31,13 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 
 from fabbrica.backends.notebook import Connection, read_connection
 from fabbrica.core import tunnel
-from fabbrica.core.notebooks import proxy_path
+from fabbrica.core.notebooks import proxy_path, upstream_path
 from fabbrica.core.tunnel import TunnelError
 
 log = logging.getLogger("fabbrica.agent.tunnel")
 MAX_BACKOFF = 30.0
 READY_EVERY = 1.0
+QUEUE = 1024  # messages for a notebook's socket not yet sent to it; past that it is closed
 DROPPED_BACK = frozenset(
     {"connection", "keep-alive", "transfer-encoding", "content-length", "content-encoding"}
 )
@@ -59,18 +59,21 @@ class Notebooks(Protocol):
         """The ids of the jobs this agent holds running."""
         ...
 
-    def connection_file(self, job_id: int) -> Path | None:
-        """Where a running job's notebook launcher writes its connection file."""
+    def job_dir(self, job_id: int) -> Path | None:
+        """The folder of a job's run at this site (its notebook's launcher writes there)."""
         ...
 
 
 @dataclass
 class _Incoming:
-    """A stream the server opened: an HTTP request still arriving, or an open WebSocket."""
+    """A stream the server opened: an HTTP request still arriving, or an open WebSocket
+    (the messages for the notebook, put together again, and None once it closes)."""
 
     message: dict[str, Any]
     body: bytearray = field(default_factory=bytearray)
-    to_notebook: asyncio.Queue[tuple[int, bytes] | None] | None = None
+    to_notebook: asyncio.Queue[str | bytes | None] | None = None
+    whole: tunnel.Message = field(default_factory=tunnel.Message)
+    task: asyncio.Task[None] | None = None
 
 
 class NotebookTunnel:
@@ -152,10 +155,11 @@ class NotebookTunnel:
             async with lock:
                 await server.send(frame)
 
-        def spawn(coro: Any) -> None:
+        def spawn(coro: Any) -> asyncio.Task[None]:
             task = asyncio.create_task(coro)
             tasks.add(task)
             task.add_done_callback(_ended)
+            return task
 
         def _ended(task: asyncio.Task[None]) -> None:
             tasks.discard(task)
@@ -168,35 +172,25 @@ class NotebookTunnel:
                 if self._stop.is_set():
                     return
                 if isinstance(frame, bytes):
-                    stream, kind, payload = tunnel.parse_data(frame)
-                    incoming = streams.get(stream)
-                    if incoming is None:
-                        continue
-                    if incoming.to_notebook is not None:
-                        await incoming.to_notebook.put((kind, payload))
-                    elif len(incoming.body) + len(payload) > tunnel.MAX_BODY:
-                        streams.pop(stream)
-                        await send(
-                            tunnel.control("error", id=stream, status=413, detail="too large")
-                        )
-                    else:
-                        incoming.body += payload
+                    await self._data(send, streams, *tunnel.parse_data(frame))
                     continue
                 message = tunnel.parse_control(frame)
                 op, stream = message["op"], message.get("id", 0)
                 if op == "http":
                     streams[stream] = _Incoming(message)
                 elif op == "end" and stream in streams and streams[stream].to_notebook is None:
-                    incoming = streams.pop(stream)
-                    spawn(self._http(send, stream, incoming))
+                    incoming = streams[stream]
+                    incoming.task = spawn(self._http(send, stream, incoming, streams))
                 elif op == "ws":
                     incoming = _Incoming(message, to_notebook=asyncio.Queue())
                     streams[stream] = incoming
-                    spawn(self._websocket(send, stream, incoming, streams))
+                    incoming.task = spawn(self._websocket(send, stream, incoming, streams))
                 elif op == "close" and stream in streams:
-                    queue = streams.pop(stream).to_notebook
-                    if queue is not None:
-                        await queue.put(None)
+                    incoming = streams.pop(stream)
+                    if incoming.to_notebook is not None:
+                        incoming.to_notebook.put_nowait(None)
+                    elif incoming.task is not None:
+                        incoming.task.cancel()  # the member went away: no answer wanted
         finally:
             for task in list(tasks):
                 task.cancel()
@@ -204,11 +198,49 @@ class NotebookTunnel:
                 if incoming.to_notebook is not None:
                     incoming.to_notebook.put_nowait(None)
 
+    @staticmethod
+    async def _data(
+        send: Callable[[str | bytes], Any],
+        streams: dict[int, _Incoming],
+        stream: int,
+        kind: int,
+        payload: bytes,
+    ) -> None:
+        """A data frame: part of a request's body, or of a message for a notebook's socket."""
+        incoming = streams.get(stream)
+        if incoming is None:
+            return
+        queue = incoming.to_notebook
+        if queue is None:
+            if len(incoming.body) + len(payload) > tunnel.MAX_BODY:
+                streams.pop(stream)
+                await send(tunnel.control("error", id=stream, status=413, detail="too large"))
+            else:
+                incoming.body += payload
+            return
+        try:
+            message = incoming.whole.add(kind, payload)
+        except TunnelError as exc:
+            log.warning("notebook tunnel: stream %d closed: %s", stream, exc)
+            message = None
+            queue.put_nowait(None)
+        if message is None:
+            return
+        if queue.qsize() >= QUEUE:  # the notebook does not keep up: this stream only ends
+            streams.pop(stream, None)
+            queue.put_nowait(None)
+            return
+        queue.put_nowait(message)
+
     async def _report_ready(self, send: Callable[[str], Any]) -> None:
         """Which notebooks answer: at once, then whenever that changes (polled)."""
         last: list[int] | None = None
         while not self._stop.is_set():
-            ready = sorted(await asyncio.to_thread(self._ready))
+            try:
+                ready = sorted(await asyncio.to_thread(self._ready))
+            except Exception:  # a bad folder must not stop the reports: the next poll
+                log.exception("notebook tunnel: which notebooks answer could not be told")
+                ready = last or []
             if ready != last:
                 await send(tunnel.control("ready", jobs=ready))
                 last = ready
@@ -225,18 +257,30 @@ class NotebookTunnel:
             return None
         if job_id not in self.notebooks.running_jobs():
             return None
-        path = self.notebooks.connection_file(job_id)
-        found = read_connection(path) if path is not None else None
+        folder = self.notebooks.job_dir(job_id)
+        found = read_connection(folder, proxy_path(job_id)) if folder is not None else None
         if found is None:
             return None
+        if found.loopback:  # on this host: the port must be the job's user's own
+            return found if found.owner in listeners(found.port) else None
         address = ipaddress.ip_address(found.host)
-        if not found.loopback and not any(address in net for net in self.networks):
-            return None
-        return found
+        return found if any(address in net for net in self.networks) else None
 
     # --- streams -------------------------------------------------------------------------
 
     async def _http(
+        self,
+        send: Callable[[str | bytes], Any],
+        stream: int,
+        incoming: _Incoming,
+        streams: dict[int, _Incoming],
+    ) -> None:
+        try:
+            await self._request(send, stream, incoming)
+        finally:
+            streams.pop(stream, None)
+
+    async def _request(
         self, send: Callable[[str | bytes], Any], stream: int, incoming: _Incoming
     ) -> None:
         message = incoming.message
@@ -310,14 +354,12 @@ class NotebookTunnel:
 
         async def to_notebook() -> None:
             while (item := await queue.get()) is not None:
-                kind, payload = item
-                await notebook.send(payload if kind == tunnel.BYTES else payload.decode())
+                await notebook.send(item)
 
         async def to_server() -> None:
             async for data in notebook:
-                kind = tunnel.BYTES if isinstance(data, bytes) else tunnel.TEXT
-                raw = data if isinstance(data, bytes) else data.encode()
-                await send(tunnel.data_frame(stream, kind, raw))
+                for frame in tunnel.message_frames(stream, data):
+                    await send(frame)
 
         tasks = [asyncio.create_task(to_notebook()), asyncio.create_task(to_server())]
         try:
@@ -339,12 +381,26 @@ def _netloc(found: Connection) -> str:
 
 
 def _path(message: dict[str, Any], job_id: int) -> str:
-    """The request's path on the notebook: under the job's proxy path, as its JupyterLab's
-    base_url is; anything else is refused."""
-    path, query = str(message.get("path") or ""), str(message.get("query") or "")
-    if not path.startswith(proxy_path(job_id)) or any(c in path for c in "\r\n"):
+    """The request's path on the notebook: under the job's own proxy path (its JupyterLab's
+    base_url), no `.` or `..` segment; anything else is refused."""
+    path = upstream_path(str(message.get("path") or ""), str(message.get("query") or ""), job_id)
+    if path is None:
         raise TunnelError(f"a request path outside notebook {job_id}")
-    if any(c in query for c in "\r\n #"):
-        raise TunnelError("a query that is not URL-encoded")
-    path = quote(path, safe="/:@!$&'()*+,;=~")  # the member's path arrives decoded
-    return f"{path}?{query}" if query else path
+    return path
+
+
+def listeners(port: int) -> set[int]:
+    """The uids of the sockets listening on TCP `port` on this host (Linux's /proc/net):
+    the agent reaches a notebook on its own host only on a port its job's user holds, not
+    another service's."""
+    uids = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if len(fields) > 7 and fields[3] == "0A" and fields[1].endswith(f":{port:04X}"):
+                uids.add(int(fields[7]))
+    return uids

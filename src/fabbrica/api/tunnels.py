@@ -18,7 +18,7 @@ from fabbrica.core import tunnel
 from fabbrica.core.tunnel import TunnelError
 
 log = logging.getLogger(__name__)
-QUEUE = 256  # messages a stream holds before the tunnel waits for its reader
+QUEUE = 256  # frames a stream may hold unread; past that the stream (only) is dropped
 
 
 class Reconnecting(RuntimeError):
@@ -39,7 +39,7 @@ class Stream:
 
     id: int
     tunnel: Tunnel
-    inbox: asyncio.Queue[tuple[str, Any]] = field(default_factory=lambda: asyncio.Queue(QUEUE))
+    inbox: asyncio.Queue[tuple[str, Any]] = field(default_factory=asyncio.Queue)
 
     async def next(self) -> tuple[str, Any]:
         """("response"|"ws_ok"|"error"|"end"|"close", message) or ("data", (kind, bytes))."""
@@ -48,11 +48,15 @@ class Stream:
     async def send_control(self, op: str, **fields: Any) -> None:
         await self.tunnel.send_text(tunnel.control(op, id=self.id, **fields))
 
-    async def send_data(self, kind: int, payload: bytes) -> None:
-        for start in range(0, max(len(payload), 1), tunnel.CHUNK):
+    async def send_body(self, payload: bytes) -> None:
+        for start in range(0, len(payload), tunnel.CHUNK):
             await self.tunnel.send_bytes(
-                tunnel.data_frame(self.id, kind, payload[start : start + tunnel.CHUNK])
+                tunnel.data_frame(self.id, tunnel.DATA, payload[start : start + tunnel.CHUNK])
             )
+
+    async def send_message(self, message: str | bytes) -> None:
+        for frame in tunnel.message_frames(self.id, message):
+            await self.tunnel.send_bytes(frame)
 
     def close(self) -> None:
         self.tunnel.streams.pop(self.id, None)
@@ -80,16 +84,31 @@ class Tunnel:
         self.streams[stream.id] = stream
         return stream
 
-    async def deliver(self, stream_id: int, item: tuple[str, Any]) -> None:
+    def deliver(self, stream_id: int, item: tuple[str, Any]) -> None:
+        """Hand what the agent sent to its stream. Never waits: a stream whose reader (the
+        member) is too slow is dropped alone, not the tunnel with every other stream."""
         stream = self.streams.get(stream_id)
-        if stream is not None:
-            await stream.inbox.put(item)
+        if stream is None:
+            return
+        if stream.inbox.qsize() >= QUEUE:
+            self._drop(stream, "the member reads too slowly")
+            return
+        stream.inbox.put_nowait(item)
+
+    def _drop(self, stream: Stream, why: str) -> None:
+        while not stream.inbox.empty():
+            stream.inbox.get_nowait()
+        stream.inbox.put_nowait(("error", {"status": 502, "detail": why}))
+        self.streams.pop(stream.id, None)
+        task = asyncio.get_running_loop().create_task(
+            self.send_text(tunnel.control("close", id=stream.id))
+        )
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())
 
     def broken(self) -> None:
         """The tunnel closed: every open stream hears so."""
         for stream in list(self.streams.values()):
-            with contextlib.suppress(asyncio.QueueFull):
-                stream.inbox.put_nowait(("error", {"status": 503, "detail": "reconnecting"}))
+            stream.inbox.put_nowait(("error", {"status": 503, "detail": "reconnecting"}))
         self.streams.clear()
 
 
@@ -117,8 +136,11 @@ class TunnelHub:
         mine = Tunnel(factory, websocket)
         previous = self.tunnels.get(factory)
         self.tunnels[factory] = mine
-        if previous is not None:
+        if previous is not None:  # an agent restarted, or two agents run for one factory
+            log.warning("notebook tunnel of %s replaced by a new connection", factory)
             previous.broken()
+            with contextlib.suppress(RuntimeError, OSError):
+                await previous.websocket.close(code=4000, reason="replaced")
         log.info("notebook tunnel of %s connected", factory)
         try:
             while True:
@@ -127,9 +149,9 @@ class TunnelHub:
                     return
                 if message.get("bytes") is not None:
                     stream, kind, payload = tunnel.parse_data(message["bytes"])
-                    await mine.deliver(stream, ("data", (kind, payload)))
+                    mine.deliver(stream, ("data", (kind, payload)))
                 elif message.get("text") is not None:
-                    await self._control(mine, tunnel.parse_control(message["text"]))
+                    self._control(mine, tunnel.parse_control(message["text"]))
         except TunnelError as exc:
             log.warning("notebook tunnel of %s closed: %s", factory, exc)
             with contextlib.suppress(RuntimeError):
@@ -140,11 +162,12 @@ class TunnelHub:
             mine.broken()
             log.info("notebook tunnel of %s disconnected", factory)
 
-    async def _control(self, mine: Tunnel, message: dict[str, Any]) -> None:
+    @staticmethod
+    def _control(mine: Tunnel, message: dict[str, Any]) -> None:
         op = message["op"]
         if op == "ready":
             mine.ready = tunnel.ready_jobs(message)
         elif op in ("response", "ws_ok", "error", "end", "close"):
-            await mine.deliver(message["id"], (op, message))
+            mine.deliver(message["id"], (op, message))
         else:
             raise TunnelError(f"an agent does not send {op}")

@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import Any
 
 CONNECTION_FILE = "notebook.json"
+CONNECTION_DIR = ".notebook"  # in work/, beside outputs/: never among the outputs
 STATUS_FILE = "status.json"
 WARN_S = 600  # as core.notebooks.WARN_S (this module imports nothing of Fabbrica's)
 POLL_S = 2.0
@@ -69,33 +70,42 @@ class Connection:
     host: str
     port: int
     token: str
+    owner: int = -1  # the uid that wrote the file: the job's user
 
     @property
     def loopback(self) -> bool:
         return ipaddress.ip_address(self.host).is_loopback
 
 
-def read_untrusted_json(path: Path) -> object:
-    """A file a job wrote, read as untrusted (no link, no FIFO, small); None if unfit."""
+def read_untrusted_json(job_dir: Path, name: str) -> tuple[object, int]:
+    """A file the launcher of the job in `job_dir` wrote into `work/.notebook/`, read as
+    untrusted: every folder on the way below `job_dir` and the file itself opened without
+    following a link (a job may plant one towards another job's files), a regular file,
+    small. (its JSON, its owner's uid); (None, -1) if unfit."""
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK
+    fds: list[int] = []
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    except OSError:
-        return None
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return None
-        return json.loads(os.read(fd, MAX_CONNECTION_BYTES))
+        fds.append(os.open(job_dir, os.O_RDONLY | os.O_DIRECTORY))
+        for folder in ("work", CONNECTION_DIR):
+            fds.append(os.open(folder, flags | os.O_DIRECTORY, dir_fd=fds[-1]))
+        fds.append(os.open(name, flags, dir_fd=fds[-1]))
+        info = os.fstat(fds[-1])
+        if not stat.S_ISREG(info.st_mode):
+            return None, -1
+        return json.loads(os.read(fds[-1], MAX_CONNECTION_BYTES)), info.st_uid
     except (OSError, ValueError):
-        return None
+        return None, -1
     finally:
-        os.close(fd)
+        for fd in fds:
+            os.close(fd)
 
 
-def read_connection(path: Path) -> Connection | None:
-    """Where the launcher says JupyterLab listens (`notebook.json`), checked; None if the
-    file is missing or unfit."""
-    data = read_untrusted_json(path)
-    if not isinstance(data, dict):
+def read_connection(job_dir: Path, base_url: str) -> Connection | None:
+    """Where the launcher of the job in `job_dir` says its JupyterLab listens
+    (`notebook.json`), checked: it must serve `base_url`, the job's own proxy path; None
+    if the file is missing or unfit."""
+    data, owner = read_untrusted_json(job_dir, CONNECTION_FILE)
+    if not isinstance(data, dict) or data.get("base_url") != base_url:
         return None
     host, port, token = data.get("host", "127.0.0.1"), data.get("port"), data.get("token")
     if not isinstance(port, int) or not 1024 <= port <= 65535:
@@ -110,10 +120,7 @@ def read_connection(path: Path) -> Connection | None:
         return None
     if address is None or address.is_unspecified or address.is_multicast:
         return None
-    return Connection(str(address), port, token)
-
-
-CONNECTION_DIR = ".notebook"  # in work/, beside outputs/: never among the outputs
+    return Connection(str(address), port, token, owner)
 
 
 def _get(url: str, token: str) -> Any:

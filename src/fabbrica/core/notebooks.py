@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import shlex
 from dataclasses import dataclass
+from urllib.parse import quote
 
 from fabbrica.core.jobspec import JobSpec, spec_from_data
 
@@ -24,6 +25,24 @@ WARN_S = 600  # the member is warned this long before a notebook ends (idle or t
 def proxy_path(job_id: int) -> str:
     """The notebook's address on the Fabbrica server (JupyterLab's `base_url`)."""
     return f"{PROXY_PREFIX}/{job_id}/"
+
+
+_PATH_SAFE = "/:@!$&'()*+,;=~"
+
+
+def upstream_path(path: str, query: str, job_id: int) -> str | None:
+    """The path and query to ask the notebook of `job_id` for, given the member's request
+    (its path as received, decoded): under that notebook's own proxy path, without a `.`
+    or `..` segment (an HTTP client would fold those into another notebook's path) or a
+    line break; encoded again. None when the request is refused."""
+    if not path.startswith(proxy_path(job_id)) or any(c in path for c in "\r\n\0\\"):
+        return None
+    if any(part in (".", "..") for part in path.split("/")):
+        return None
+    if any(c in query for c in "\r\n #\0"):
+        return None
+    encoded = quote(path, safe=_PATH_SAFE)
+    return f"{encoded}?{query}" if query else encoded
 
 
 def notebook_command(idle_s: int, limit_s: int) -> str:

@@ -14,8 +14,11 @@ Control messages are JSON text frames, `{"op": ..., "id": <stream>, ...}`:
                       close  {id}
     both ways         end    {id}                      a body is complete
 
-Data are binary frames: a 4-byte stream id, a 1-byte kind (DATA for a body's part, TEXT or
-BYTES for a WebSocket message) and the payload. Pure: encoding and checking, no I/O.
+Data are binary frames: a 4-byte stream id, a 1-byte kind and the payload. DATA is a part
+of a body; TEXT or BYTES ends a WebSocket message, TEXT_PART or BYTES_PART is a part of one
+that goes on in the next frame (a message is cut into frames of at most CHUNK bytes and put
+together again at the far end: `message_frames`, `Message`). Pure: encoding and checking,
+no I/O.
 """
 
 from __future__ import annotations
@@ -24,12 +27,13 @@ import json
 import struct
 from typing import Any
 
-DATA, TEXT, BYTES = 0, 1, 2
-KINDS = frozenset({DATA, TEXT, BYTES})
+DATA, TEXT, BYTES, TEXT_PART, BYTES_PART = 0, 1, 2, 3, 4
+KINDS = frozenset({DATA, TEXT, BYTES, TEXT_PART, BYTES_PART})
 HEADER = struct.Struct(">IB")
 CHUNK = 256 * 1024  # bytes of a body per frame
 MAX_CONTROL = 64 * 1024  # bytes of one control message
 MAX_BODY = 64 * 1024 * 1024  # bytes of one proxied request or response body
+MAX_MESSAGE = MAX_BODY  # bytes of one WebSocket message
 MAX_STREAM = 2**31
 OPS = frozenset({"http", "ws", "close", "ready", "response", "ws_ok", "error", "end"})
 PATH = "/api/v1/agent/tunnel"  # where the agent opens it (a WebSocket)
@@ -96,3 +100,42 @@ def ready_jobs(message: dict[str, Any]) -> frozenset[int]:
     ):
         raise TunnelError("ready needs a list of job ids")
     return frozenset(jobs)
+
+
+def message_frames(stream: int, message: str | bytes) -> list[bytes]:
+    """A WebSocket message as data frames of at most CHUNK bytes of payload each."""
+    binary = isinstance(message, bytes)
+    raw = message if isinstance(message, bytes) else message.encode()
+    part, last = (BYTES_PART, BYTES) if binary else (TEXT_PART, TEXT)
+    starts = range(0, max(len(raw), 1), CHUNK)
+    return [
+        data_frame(stream, last if start + CHUNK >= len(raw) else part, raw[start : start + CHUNK])
+        for start in starts
+    ]
+
+
+class Message:
+    """A WebSocket message put together again from its frames."""
+
+    def __init__(self) -> None:
+        self.parts: list[bytes] = []
+        self.size = 0
+
+    def add(self, kind: int, payload: bytes) -> str | bytes | None:
+        """The whole message once its last frame is in, else None; TunnelError past
+        MAX_MESSAGE, for a body's frame or for text that is not UTF-8."""
+        if kind == DATA:
+            raise TunnelError("a body's frame in a WebSocket stream")
+        self.size += len(payload)
+        if self.size > MAX_MESSAGE:
+            raise TunnelError("a WebSocket message over 64 MiB")
+        self.parts.append(payload)
+        if kind in (TEXT_PART, BYTES_PART):
+            return None
+        raw, self.parts, self.size = b"".join(self.parts), [], 0
+        if kind == BYTES:
+            return raw
+        try:
+            return raw.decode()
+        except UnicodeDecodeError as exc:
+            raise TunnelError("a text message that is not UTF-8") from exc

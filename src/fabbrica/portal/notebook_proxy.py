@@ -23,7 +23,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 from fabbrica.api.deps import AppContext
 from fabbrica.core.errors import FabbricaError, Unauthenticated
-from fabbrica.core.notebooks import PROXY_PREFIX
+from fabbrica.core.notebooks import PROXY_PREFIX, upstream_path
 from fabbrica.portal import notebook_remote
 from fabbrica.portal.web import CSRF_COOKIE, SESSION_COOKIE
 from fabbrica.services import identity, notebooks, portal_sessions
@@ -108,13 +108,14 @@ async def proxy_http(request: Request, job_id: str, path: str) -> Response:
         sent = await request.body()
         return await notebook_remote.http(ctx.tunnels, found, request, headers, sent)
     headers["authorization"] = f"token {found.token}"
-    url = f"http://127.0.0.1:{found.port}{request.url.path}"
+    target = upstream_path(request.url.path, request.url.query, number)
+    if target is None:
+        return JSONResponse({"detail": "no such path in this notebook", "code": "not_found"}, 404)
     async with httpx.AsyncClient(timeout=TIMEOUT) as client:
         try:
             upstream = await client.request(
                 request.method,
-                url,
-                params=request.url.query or None,
+                f"http://127.0.0.1:{found.port}{target}",
                 headers=headers,
                 content=await request.body(),
             )
@@ -150,8 +151,11 @@ async def proxy_websocket(websocket: WebSocket, job_id: str, path: str) -> None:
             ctx.tunnels, found, websocket, websocket.url.path, websocket.url.query
         )
         return
-    query = f"?{websocket.url.query}" if websocket.url.query else ""
-    url = f"ws://127.0.0.1:{found.port}{websocket.url.path}{query}"
+    target = upstream_path(websocket.url.path, websocket.url.query, number)
+    if target is None:
+        await websocket.send_denial_response(Response(status_code=404))
+        return
+    url = f"ws://127.0.0.1:{found.port}{target}"
     offered = websocket.scope.get("subprotocols") or []
     try:
         upstream = await ws_connect(

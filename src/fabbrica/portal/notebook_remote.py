@@ -16,10 +16,13 @@ from starlette.websockets import WebSocketDisconnect
 
 from fabbrica.api.tunnels import Reconnecting, Stream, TunnelHub
 from fabbrica.core import tunnel
+from fabbrica.core.tunnel import TunnelError
 from fabbrica.services.notebooks import Remote
 
 ANSWER_S = 300.0  # the longest the agent may take to answer a request
 RETRY_S = 5
+# what breaks one stream (the agent went away, or sent what it should not): never a 500
+BROKEN = (RuntimeError, OSError, WebSocketDisconnect, TunnelError, ValueError, KeyError)
 
 
 def reconnecting(request: Request | None, remote: Remote) -> Response:
@@ -40,11 +43,29 @@ def reconnecting(request: Request | None, remote: Remote) -> Response:
     return JSONResponse(body, status_code=503, headers=headers)
 
 
+def starting(remote: Remote) -> Response:
+    detail = f"notebook {remote.job_id} is starting; try again shortly"
+    body = {"detail": detail, "code": "unavailable"}
+    return JSONResponse(body, status_code=503, headers={"Retry-After": "2"})
+
+
 def _failed(remote: Remote, status: int, detail: str, request: Request | None) -> Response:
     if status == 503:
         return reconnecting(request, remote)
-    code = "not_found" if status == 404 else "unavailable"
+    code = {404: "not_found", 431: "too_large", 504: "timeout"}.get(status, "unavailable")
     return JSONResponse({"detail": detail[:500], "code": code}, status_code=status)
+
+
+def _open(hub: TunnelHub, remote: Remote, request: Request | None) -> Stream | Response:
+    """A stream to the notebook, or the answer that says why there is none yet."""
+    if not hub.connected(remote.factory):
+        return reconnecting(request, remote)
+    if not hub.ready(remote.factory, remote.job_id):
+        return starting(remote)
+    try:
+        return hub.open(remote.factory)
+    except Reconnecting:
+        return reconnecting(request, remote)
 
 
 async def http(
@@ -55,35 +76,48 @@ async def http(
     body: bytes,
 ) -> Response:
     """One request to the notebook, its whole answer back."""
+    opened = _open(hub, remote, request)
+    if isinstance(opened, Response):
+        return opened
+    stream = opened
+    answered = False
     try:
-        stream = hub.open(remote.factory)
-    except Reconnecting:
-        return reconnecting(request, remote)
-    try:
-        await stream.send_control(
+        asked = tunnel.control(
             "http",
+            id=stream.id,
             job=remote.job_id,
             method=request.method,
             path=request.url.path,
             query=request.url.query,
             headers=[[k, v] for k, v in headers.items()],
         )
-        if body:
-            await stream.send_data(tunnel.DATA, body)
+        if len(asked) > tunnel.MAX_CONTROL:
+            return _failed(remote, 431, "the request's headers are too large", request)
+        await stream.tunnel.send_text(asked)
+        await stream.send_body(body)
         await stream.send_control("end")
-        return await _response(stream, remote, request)
-    except (TimeoutError, RuntimeError, OSError):
+        response, answered = await _response(stream, remote, request)
+        return response
+    except TimeoutError:
+        detail = f"notebook {remote.job_id} did not answer in {ANSWER_S:.0f} s"
+        return _failed(remote, 504, detail, request)
+    except BROKEN:
         return reconnecting(request, remote)
     finally:
+        if not answered and stream.id in stream.tunnel.streams:  # the agent stops too
+            with contextlib.suppress(*BROKEN):
+                await stream.send_control("close")
         stream.close()
 
 
-async def _response(stream: Stream, remote: Remote, request: Request) -> Response:
+async def _response(stream: Stream, remote: Remote, request: Request) -> tuple[Response, bool]:
+    """The answer, and whether the agent is done with the stream."""
     op, message = await asyncio.wait_for(stream.next(), ANSWER_S)
     if op == "error":
-        return _failed(remote, int(message.get("status", 502)), str(message.get("detail")), request)
+        status, detail = int(message.get("status", 502)), str(message.get("detail"))
+        return _failed(remote, status, detail, request), True
     if op != "response":
-        return _failed(remote, 502, f"the agent answered {op}", request)
+        return _failed(remote, 502, f"the agent answered {op}", request), False
     parts: list[bytes] = []
     size = 0
     while True:
@@ -91,27 +125,30 @@ async def _response(stream: Stream, remote: Remote, request: Request) -> Respons
         if op == "end":
             break
         if op == "error":
-            return _failed(remote, int(item.get("status", 502)), str(item.get("detail")), request)
+            status, detail = int(item.get("status", 502)), str(item.get("detail"))
+            return _failed(remote, status, detail, request), True
         if op == "data":
             parts.append(item[1])
             size += len(item[1])
             if size > tunnel.MAX_BODY:
-                return _failed(remote, 502, "the notebook's answer is too large", request)
+                detail = "the notebook's answer is over 64 MiB"
+                return _failed(remote, 502, detail, request), False
     response = Response(b"".join(parts), status_code=int(message.get("status", 502)))
     for key, value in tunnel.headers_of(message.get("headers", [])):
         response.headers.append(key, value)
-    return response
+    return response, True
 
 
 async def websocket(
     hub: TunnelHub, remote: Remote, member: WebSocket, path: str, query: str
 ) -> None:
     """A WebSocket to the notebook, carried both ways until either side closes."""
-    try:
-        stream = hub.open(remote.factory)
-    except Reconnecting:
-        await member.send_denial_response(reconnecting(None, remote))
+    opened = _open(hub, remote, None)
+    if isinstance(opened, Response):
+        await member.send_denial_response(opened)
         return
+    stream = opened
+    accepted = False
     try:
         offered = member.scope.get("subprotocols") or []
         await stream.send_control(
@@ -123,12 +160,20 @@ async def websocket(
             await member.send_denial_response(Response(status_code=status))
             return
         await member.accept(subprotocol=message.get("subprotocol") or None)
+        accepted = True
         await _pump(member, stream)
-    except (TimeoutError, RuntimeError, OSError):
-        with contextlib.suppress(RuntimeError):
-            await member.close(code=1012)  # service restart: the client may reconnect
+    except (TimeoutError, *BROKEN):
+        if not accepted:
+            with contextlib.suppress(*BROKEN):
+                await member.send_denial_response(Response(status_code=502))
     finally:
+        if stream.id in stream.tunnel.streams:  # the agent closes its side too
+            with contextlib.suppress(*BROKEN):
+                await stream.send_control("close")
         stream.close()
+        if accepted:
+            with contextlib.suppress(*BROKEN):
+                await member.close(code=1012)  # service restart: the client may reconnect
 
 
 async def _pump(member: WebSocket, stream: Stream) -> None:
@@ -136,23 +181,23 @@ async def _pump(member: WebSocket, stream: Stream) -> None:
         while True:
             message = await member.receive()
             if message["type"] == "websocket.disconnect":
-                await stream.send_control("close")
                 return
             if message.get("bytes") is not None:
-                await stream.send_data(tunnel.BYTES, message["bytes"])
+                await stream.send_message(message["bytes"])
             elif message.get("text") is not None:
-                await stream.send_data(tunnel.TEXT, message["text"].encode())
+                await stream.send_message(message["text"])
 
     async def to_member() -> None:
+        whole = tunnel.Message()
         while True:
             op, item = await stream.next()
             if op != "data":
                 return  # closed, or the tunnel broke
-            kind, payload = item
-            if kind == tunnel.BYTES:
-                await member.send_bytes(payload)
-            else:
-                await member.send_text(payload.decode(errors="replace"))
+            done = whole.add(*item)
+            if isinstance(done, bytes):
+                await member.send_bytes(done)
+            elif done is not None:
+                await member.send_text(done)
 
     tasks = [asyncio.create_task(to_notebook()), asyncio.create_task(to_member())]
     try:
@@ -161,7 +206,5 @@ async def _pump(member: WebSocket, stream: Stream) -> None:
         for task in tasks:
             task.cancel()
         for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, WebSocketDisconnect, RuntimeError):
+            with contextlib.suppress(asyncio.CancelledError, *BROKEN):
                 await task
-        with contextlib.suppress(RuntimeError, WebSocketDisconnect):
-            await member.close(code=1012)

@@ -14,7 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from fabbrica.backends.agent_link import AgentLink
-from fabbrica.backends.notebook import read_connection, read_untrusted_json
+from fabbrica.backends.notebook import STATUS_FILE, read_connection, read_untrusted_json
 from fabbrica.catalog.model import Catalog
 from fabbrica.core.errors import InvalidInput, NotFound, Unavailable
 from fabbrica.core.jobs import JobState
@@ -32,8 +32,6 @@ from fabbrica.services.executors import ExecutorRegistry
 from fabbrica.services.single_user import SingleUser
 from fabbrica.store.models import Job, User
 
-CONNECTION_FILE = "work/.notebook/notebook.json"  # in the job's directory (backends.notebook)
-STATUS_FILE = "work/.notebook/status.json"  # when it ends if left idle, kept by the launcher
 READY, STARTING, RECONNECTING = "ready", "starting", "reconnecting"
 # the spec's fields as a member names them (`--gpus`, `--hours`, `--factory`)
 _FIELDS = {"resources.gpus": "gpus", "resources.time_limit": "hours"}
@@ -191,7 +189,7 @@ def ending(executors: ExecutorRegistry, job: Job, now: dt.datetime) -> Ending | 
         return None
     at, why = job.started_at + dt.timedelta(seconds=job.time_limit_s), "time_limit"
     try:
-        idle = _read_idle_end(job_files.job_dir(executors, job) / STATUS_FILE)
+        idle = _read_idle_end(job_files.job_dir(executors, job))
     except NotFound:
         idle = None
     if idle is not None and idle < at:
@@ -199,8 +197,9 @@ def ending(executors: ExecutorRegistry, job: Job, now: dt.datetime) -> Ending | 
     return Ending(at, why, (at - now).total_seconds() <= WARN_S)
 
 
-def _read_idle_end(path: Path) -> dt.datetime | None:
-    data = read_untrusted_json(path)
+def _read_idle_end(job_dir: Path) -> dt.datetime | None:
+    """When the launcher last saw the notebook ending if left idle (`status.json`)."""
+    data, _ = read_untrusted_json(job_dir, STATUS_FILE)
     value = data.get("idle_ends_at") if isinstance(data, dict) else None
     if not isinstance(value, str) or len(value) > 40:
         return None
@@ -220,7 +219,7 @@ def endpoint(executors: ExecutorRegistry, job: Job) -> Endpoint | None:
         directory = job_files.job_dir(executors, job)
     except NotFound:
         return None
-    return _read_connection(directory / CONNECTION_FILE, proxy_path(job.id))
+    return _read_connection(directory, proxy_path(job.id))
 
 
 def find_endpoint(
@@ -239,9 +238,9 @@ def find_endpoint(
     return found
 
 
-def _read_connection(path: Path, base_url: str) -> Endpoint | None:
+def _read_connection(job_dir: Path, base_url: str) -> Endpoint | None:
     """Where the launcher says JupyterLab listens, checked: on this machine's loopback."""
-    found = read_connection(path)
+    found = read_connection(job_dir, base_url)
     if found is None or not found.loopback:
         return None
     return Endpoint(found.port, found.token, base_url)  # the base URL is ours, never the file's
