@@ -184,7 +184,7 @@ def settle_lost_run(
         job,
         allocation_id=loss.allocation_id,
         run=loss.run,
-        charge=_charge_under(partition, gpus, elapsed),
+        charge=_charge_under(partition, gpus, job.nodes, elapsed),
         gpus=gpus,
         elapsed_s=elapsed,
         now=now,
@@ -194,16 +194,16 @@ def settle_lost_run(
 
 
 def charge(catalog: Catalog, job: Job, gpus: int, elapsed_s: float) -> float:
-    """GPU-hours charged for `gpus` x `elapsed_s` under the job's partition's billing."""
-    return _charge_under(_partition(catalog, job), gpus, elapsed_s)
+    """GPU-hours charged for `gpus` (on all the job's nodes) x `elapsed_s` under the job's
+    partition's billing (whole nodes: each of the job's nodes)."""
+    return _charge_under(_partition(catalog, job), gpus, job.nodes, elapsed_s)
 
 
-def _charge_under(partition: Partition | None, gpus: int, elapsed_s: float) -> float:
+def _charge_under(partition: Partition | None, gpus: int, nodes: int, elapsed_s: float) -> float:
     if partition is None:
         return gpus * elapsed_s / 3600.0
-    return charged_gpu_hours(
-        partition.billing, partition.gpus_per_node, Holding(gpus=gpus), elapsed_s / 3600.0
-    )
+    held = Holding(gpus=gpus, nodes=max(nodes, 1))
+    return charged_gpu_hours(partition.billing, partition.gpus_per_node, held, elapsed_s / 3600.0)
 
 
 def _partition(catalog: Catalog, job: Job) -> Partition | None:
