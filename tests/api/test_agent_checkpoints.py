@@ -5,6 +5,7 @@ launched with it to download."""
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import io
 import re
@@ -21,7 +22,7 @@ from fabbrica.agent.client import AgentClient
 from fabbrica.agent.loop import Agent
 from fabbrica.backends.local import LocalExecutor
 from fabbrica.services import checkpoints
-from fabbrica.store.models import JobLoss
+from fabbrica.store.models import JobLoss, UsageRecord
 from tests.api.helpers import API
 from tests.api.test_agents_api import LEASE, World, run, world
 
@@ -190,3 +191,101 @@ def test_a_run_lost_with_its_site_resumes_at_another_from_what_its_agent_sent(
         assert kept_step(w, job_id) == start + 3  # its end sent its last folder first
     finally:
         jaif.executor.cancel(f"fab-{job_id}")
+
+
+# --- deleted once the job is over (FABBRICA_CHECKPOINT_KEEP_DAYS) ------------------------------
+
+
+def store(w: World, job_id: int, run_no: int, files: dict[str, bytes]) -> None:
+    data = folder_tar(files)
+    whole = {"run": run_no, "size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    r = send(w, "jaif", job_id, data, offset=0, **whole)
+    assert r.status_code == 200 and r.json()["stored"], r.text
+
+
+def launched_at_jaif(w: World, job_id: int, run_no: int) -> None:
+    w.sync("jaif")
+    w.dispatcher.step()
+    (launch,) = w.sync("jaif")["launch"]
+    assert (launch["run_tag"], launch["run"]) == (f"fab-{job_id}", run_no)
+    w.sync("jaif", [run(job_id, "running", site_job_id=str(run_no))])
+
+
+def sweep(w: World, days: float = 0) -> list[int]:
+    with w.db.session() as s:
+        return checkpoints.sweep(s, w.ctx.files, w.clock(), dt.timedelta(days=days))
+
+
+def test_a_jobs_checkpoint_is_deleted_once_it_is_over_and_kept_while_it_resumes(
+    world: World,
+) -> None:
+    w = world
+    assert w.ctx.files is not None
+    job_id = submit(w)
+    launched_at_jaif(w, job_id, 1)
+    store(w, job_id, 1, {"step": b"10\n"})
+    kept = checkpoints.folder(w.ctx.files, job_id)
+
+    # its first run reaches its time limit: queued again to resume, the checkpoint stays
+    w.sync("jaif", [run(job_id, "timed_out", site_job_id="1", gpus=1, elapsed_s=60)])
+    assert (w.job(job_id)["state"], w.job(job_id)["run"]) == ("queued", 2)
+    assert sweep(w) == [] and checkpoints.stored(w.ctx.files, job_id) is not None
+
+    # placed there again, its agent reports the ended run once more: stale, not the
+    # second run's end (charged once, not queued again)
+    w.sync("jaif")
+    w.dispatcher.step()
+    assert w.job(job_id)["state"] == "dispatched"
+    w.sync("jaif", [run(job_id, "timed_out", site_job_id="1", gpus=1, elapsed_s=60)])
+    assert (w.job(job_id)["state"], w.job(job_id)["run"]) == ("dispatched", 2)
+    with w.db.session() as s:
+        assert s.query(UsageRecord).filter_by(job_id=job_id).count() == 1
+
+    # its second run succeeds: over for good, the checkpoint goes (the folder too)
+    launched_at_jaif(w, job_id, 2)
+    store(w, job_id, 2, {"step": b"20\n"})
+    assert sweep(w) == []  # running: kept
+    w.sync("jaif", [run(job_id, "succeeded", site_job_id="2", gpus=1, elapsed_s=30)])
+    assert w.job(job_id)["state"] == "succeeded"
+    data = folder_tar({"step": b"21\n"})
+    late = {"run": 2, "size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    assert send(w, "jaif", job_id, data, offset=0, **late).status_code == 409  # it is over
+    assert sweep(w) == [job_id]
+    assert not kept.exists() and checkpoints.stored(w.ctx.files, job_id) is None
+    assert sweep(w) == []
+    got = w.api.get(f"{API}/agent/jobs/{job_id}/checkpoint", headers=w.agents["jaif"])
+    assert got.status_code == 404
+
+
+def test_with_a_retention_a_checkpoint_is_kept_that_many_days_after_the_job_ended(
+    world: World,
+) -> None:
+    w = world
+    assert w.ctx.files is not None
+    cancelled = submit(w)
+    launched_at_jaif(w, cancelled, 1)
+    store(w, cancelled, 1, {"step": b"5\n"})
+    assert w.api.post(f"{API}/jobs/{cancelled}/cancel", headers=w.user).status_code == 200
+    w.sync("jaif", [run(cancelled, "cancelled", site_job_id="1", gpus=1, elapsed_s=5)])
+    assert w.job(cancelled)["state"] == "cancelled"
+    (checkpoints.folder(w.ctx.files, 999_999)).mkdir(parents=True)  # no such job
+
+    assert sweep(w, days=2) == [999_999]  # the job's stays 2 days after its end
+    assert checkpoints.stored(w.ctx.files, cancelled) is not None
+    w.clock.advance(seconds=2 * 86400 - 60)
+    assert sweep(w, days=2) == []
+    w.clock.advance(seconds=120)
+    assert sweep(w, days=2) == [cancelled]
+    assert not checkpoints.folder(w.ctx.files, cancelled).exists()
+
+
+def test_the_control_loop_step_sweeps_at_most_every_interval(world: World) -> None:
+    w = world
+    assert w.ctx.files is not None
+    step = checkpoints.CheckpointSweep(w.db, w.ctx.files, w.clock, dt.timedelta(0), every=3600)
+    assert step() == 0  # no checkpoints at all yet
+    for ghost in (999_998, 999_999):
+        (checkpoints.folder(w.ctx.files, ghost)).mkdir(parents=True)
+        assert step() == (1 if ghost == 999_998 else 0)  # the second waits for the interval
+    assert checkpoints.folder(w.ctx.files, 999_999).exists()
+    assert checkpoints.CheckpointSweep(w.db, w.ctx.files, w.clock, dt.timedelta(0))() == 1
