@@ -10,6 +10,7 @@ import hashlib
 import io
 import re
 import tarfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -289,3 +290,98 @@ def test_the_control_loop_step_sweeps_at_most_every_interval(world: World) -> No
         assert step() == (1 if ghost == 999_998 else 0)  # the second waits for the interval
     assert checkpoints.folder(w.ctx.files, 999_999).exists()
     assert checkpoints.CheckpointSweep(w.db, w.ctx.files, w.clock, dt.timedelta(0))() == 1
+
+
+# --- the checkpoint's download does not hold the agent's round -----------------------------
+
+
+class GatedClient(AgentClient):
+    """The agent's real client, whose checkpoint downloads wait until the test opens the
+    gate (a large checkpoint on a slow link)."""
+
+    gate = threading.Event()
+
+    def download(self, api_path: str, dest: Path) -> Path:
+        if api_path.endswith("/checkpoint"):
+            assert self.gate.wait(120), "the gate was never opened"
+        return super().download(api_path, dest)
+
+
+def test_a_checkpoint_downloads_in_the_background_while_the_round_launches_the_others(
+    world: World, tmp_path: Path
+) -> None:
+    w = world
+    # job `resumed`: its first run at jaif sent a checkpoint, then jaif went quiet: lost
+    w.sync("jaif")
+    resumed = submit(w)
+    launched_at_jaif(w, resumed, 1)
+    store(w, resumed, 1, {"step": b"41\n"})
+    w.clock.advance(seconds=LEASE.total_seconds() + 1)
+    w.dispatcher.step()
+    assert (w.job(resumed)["state"], w.job(resumed)["run"]) == ("queued", 2)
+
+    # jaif's agent is back; a second job, with no checkpoint, is placed there too
+    token = w.agents["jaif"]["Authorization"].removeprefix("Bearer ")
+    http = TestClient(w.api.app)
+    client = GatedClient("http://testserver", token, http=cast("httpx.Client", http))
+    GatedClient.gate = threading.Event()
+    executor = LocalExecutor(tmp_path / "jaif", gpus=4, gpu_model="gh200", partition="booster")
+    agent = Agent(client, executor, backend="local", interval=0.01, work_dir=tmp_path / "a")
+    assert agent.round().ok
+    plain = w.submit(gpus=1, gpu_model="gh200")
+    w.dispatcher.step()
+    assert {w.job(j)["state"] for j in (resumed, plain)} == {"dispatched"}
+    try:
+        # a round while the checkpoint cannot arrive: it launches the other job and ends
+        done: list[Any] = []
+        thread = threading.Thread(target=lambda: done.append(agent.round()), daemon=True)
+        thread.start()
+        thread.join(60)
+        assert not thread.is_alive(), "the round waited for the checkpoint's download"
+        assert done[0].ok and done[0].launched == [f"fab-{plain}"], done
+        assert f"fab-{resumed}" not in agent.held
+        assert agent.round().launched == []  # offered again, still downloading: not twice
+        assert w.job(resumed)["state"] == "dispatched"  # its lease renewed by the offers
+
+        # once it is here, the run is launched from it
+        GatedClient.gate.set()
+        until("the resumed run to start", lambda: f"fab-{resumed}" in agent.held, agent)
+        folder = executor.job_dir(f"fab-{resumed}") / "work" / "ckpt"
+        assert (folder / "step").read_bytes() == b"41\n"
+        assert list((tmp_path / "a" / "checkpoints").glob("*.tar")) == []  # unpacked, gone
+    finally:
+        GatedClient.gate.set()
+        for job_id in (resumed, plain):
+            executor.cancel(f"fab-{job_id}")
+
+
+def test_a_download_whose_run_is_no_longer_offered_is_dropped(world: World, tmp_path: Path) -> None:
+    w = world
+    w.sync("jaif")
+    job_id = submit(w)
+    launched_at_jaif(w, job_id, 1)
+    store(w, job_id, 1, {"step": b"7\n"})
+    w.clock.advance(seconds=LEASE.total_seconds() + 1)
+    w.dispatcher.step()
+    token = w.agents["jaif"]["Authorization"].removeprefix("Bearer ")
+    client = GatedClient(
+        "http://testserver", token, http=cast("httpx.Client", TestClient(w.api.app))
+    )
+    GatedClient.gate = threading.Event()
+    executor = LocalExecutor(tmp_path / "jaif", gpus=4, gpu_model="gh200", partition="booster")
+    agent = Agent(client, executor, backend="local", interval=0.01, work_dir=tmp_path / "a")
+    assert agent.round().ok
+    w.dispatcher.step()
+    assert agent.round().launched == []  # downloading
+    fetch = agent.checkpoints.fetching[f"fab-{job_id}"]
+
+    # cancelled meanwhile: no longer offered, its download is dropped and its file removed
+    assert w.api.post(f"{API}/jobs/{job_id}/cancel", headers=w.user).status_code == 200
+    w.dispatcher.step()
+    assert w.job(job_id)["state"] == "cancelled"
+    assert agent.round().ok
+    assert agent.checkpoints.fetching == {}
+    GatedClient.gate.set()
+    assert fetch.done.wait(60)
+    assert not fetch.dest.exists()
+    assert f"fab-{job_id}" not in agent.held
