@@ -116,7 +116,10 @@ def log_lines(fed: Federation, job_id: int, pattern: str, count: int) -> list[re
         found = [m for m in re.finditer(pattern, fed.logs(job_id), re.MULTILINE)]
         return found if len(found) >= count else None
 
-    return poll(f"{count} lines of job {job_id}'s log", probe, timeout=30)
+    try:
+        return poll(f"{count} lines of job {job_id}'s log", probe, timeout=30)
+    except AssertionError as failure:
+        raise AssertionError(f"{failure}; the log:\n{fed.logs(job_id)}") from None
 
 
 def one_job_on_two_nodes_charged_once(fed: Federation, cluster: Cluster, job_id: int) -> None:

@@ -157,7 +157,7 @@ class SlurmExecutor:
             if not current.state.finished and current.state is not RunState.UNKNOWN:
                 return current  # already submitted: never twice
             aside = _set_aside(run_dir)
-            if aside is not None:
+            if aside is not None and request.run > 1:  # an earlier run of this job
                 _carry_log(aside, run_dir, request.run)
             if aside is not None and request.checkpoint is not None:  # resumed here
                 kept = aside / "work" / request.checkpoint.dir
