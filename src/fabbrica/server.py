@@ -38,6 +38,7 @@ from fabbrica.services import agents, datasets, identity, job_files, portal_sess
 from fabbrica.services.access.allocations import ExpiryStep
 from fabbrica.services.access.calls import seed_calls
 from fabbrica.services.alerts import AlertStep
+from fabbrica.services.checkpoints import CheckpointSweep
 from fabbrica.services.control_loop import ControlLoop, LoopStatus, Step
 from fabbrica.services.dispatch import Dispatcher
 from fabbrica.services.notify import ConsoleSender, SmtpSender
@@ -465,6 +466,9 @@ def loop_steps(settings: Settings, ctx: AppContext) -> dict[str, Step]:
         "offers": partial(publish_offers, ctx.db),  # after jobs: what it placed, committed
         "expiry": ExpiryStep(ctx.db, ctx.clock),
         "alerts": AlertStep(ctx.db, ctx.clock),  # after jobs: the usage they were charged
+        "checkpoints": CheckpointSweep(  # of the jobs that are over
+            ctx.db, ctx.files, ctx.clock, dt.timedelta(days=settings.checkpoint_keep_days)
+        ),
     }
     if settings.smtp_host:
         steps["email"] = SmtpSender(

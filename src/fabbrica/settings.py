@@ -87,6 +87,7 @@ class Settings(BaseSettings):
     metrics_token: str | None = Field(default=None, repr=False)  # /metrics: Bearer, when set
     metrics_cache_seconds: float = Field(default=5.0, ge=0, le=300)  # /metrics: reuse for
     public_url: str | None = Field(default=None, max_length=500, pattern=r"^https?://[^\s]+$")
+    checkpoint_keep_days: float = Field(default=0.0, ge=0, le=3650)  # after a job is over
     templates_dir: Path | None = None  # job templates added to the shipped ones
     oidc_providers: list[OidcProviderSettings] = Field(default_factory=list)  # docs/identity.md
 

@@ -381,3 +381,24 @@ def test_a_factory_whose_agent_registers_later_takes_jobs_at_once(world: World) 
     queued = world.api.post(f"{API}/jobs", headers=world.user, json={"spec": spec})
     assert queued.status_code == 201, queued.text
     assert "lumi-aif" in world.ctx.executors.seen()
+
+
+def test_a_run_past_its_time_limit_is_charged_what_the_site_counted_never_past_the_grant(
+    world: World,
+) -> None:
+    """Slurm ends a run some seconds past its time limit (it checks every 30 s or so, then
+    waits KillWait): the charge is what sacct shows, past the reservation (the 10-minute
+    worst case) from what the allocation has left, and never more than the grant."""
+    over = dispatched_to(world, "gh200")  # 1 GPU, 10 minutes reserved (per GPU at jaif)
+    world.sync("jaif", [run(over, "running", site_job_id="11")])
+    world.sync("jaif", [run(over, "timed_out", site_job_id="11", gpus=1, elapsed_s=637)])
+    assert world.job(over)["gpu_hours"] == pytest.approx(637 / 3600)  # not cut at 600 s
+    huge = dispatched_to(world, "gh200")
+    world.sync("jaif", [run(huge, "running", site_job_id="12")])
+    world.sync("jaif", [run(huge, "timed_out", site_job_id="12", gpus=1, elapsed_s=10**6)])
+    with world.db.session() as s:
+        allocation = s.scalar(select(Allocation).where(Allocation.factory_id == "jaif"))
+        assert allocation is not None
+        assert allocation.used_gpu_hours == pytest.approx(allocation.granted_gpu_hours)
+        assert allocation.reserved_gpu_hours == pytest.approx(0)
+    assert world.job(huge)["gpu_hours"] == pytest.approx(50 - 637 / 3600)  # what was left

@@ -683,7 +683,7 @@ class Federation:
         with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)) as c:
             c.row_factory = sqlite3.Row
             rows = c.execute(
-                "SELECT job_id, gpus, elapsed_s, gpu_hours, factory_id, site_job_id"
+                "SELECT job_id, run, gpus, elapsed_s, gpu_hours, factory_id, site_job_id"
                 " FROM usage_records ORDER BY job_id"
             ).fetchall()
         return [dict(r) for r in rows]

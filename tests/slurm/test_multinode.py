@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 import yaml
 
-from fabbrica.core.billing import Holding, billed_units
+from fabbrica.core.billing import Holding, WholeNode, billed_units
 from tests.conftest import need_service
 from tests.slurm.agents import Federation, foreign_agents
 from tests.slurm.conftest import Cluster, SlurmTestbed, poll
@@ -116,12 +116,17 @@ def log_lines(fed: Federation, job_id: int, pattern: str, count: int) -> list[re
         found = [m for m in re.finditer(pattern, fed.logs(job_id), re.MULTILINE)]
         return found if len(found) >= count else None
 
-    return poll(f"{count} lines of job {job_id}'s log", probe, timeout=30)
+    try:
+        return poll(f"{count} lines of job {job_id}'s log", probe, timeout=30)
+    except AssertionError as failure:
+        raise AssertionError(f"{failure}; the log:\n{fed.logs(job_id)}") from None
 
 
 def one_job_on_two_nodes_charged_once(fed: Federation, cluster: Cluster, job_id: int) -> None:
     """sacct: one job (one allocation) on both nodes holding 2 GPUs; Fabbrica's usage record
-    is those 2 GPUs (1 per node x 2 nodes) x sacct's elapsed, under the partition's billing."""
+    is those 2 GPUs (1 per node x 2 nodes) x sacct's elapsed, and its charge is GPUs per node
+    x nodes x elapsed under the partition's billing: at lumi-aif whole nodes (8 GCDs at half
+    rate), each of the 2 nodes charged whole, not the 1 node 2 GCDs would fill."""
 
     def sacct() -> list[list[str]] | None:
         out = cluster.run(
@@ -138,16 +143,27 @@ def one_job_on_two_nodes_charged_once(fed: Federation, cluster: Cluster, job_id:
     nodes = cluster.run(["scontrol", "show", "hostnames", nodelist]).stdout.split()
     assert nodes == list(cluster.nodes[:2])
     assert "gres/gpu=2" in tres.split(","), tres
+    sacct_gpus, sacct_nodes, sacct_s = 2, int(nnodes), int(elapsed)
 
     def record() -> dict[str, Any] | None:
         return next((r for r in fed.usage_records() if r["job_id"] == job_id), None)
 
     charged = poll(f"job {job_id}'s usage record", record)
     assert len([r for r in fed.usage_records() if r["job_id"] == job_id]) == 1
-    assert (charged["gpus"], charged["elapsed_s"]) == (1 * 2, int(elapsed))
+    # what sacct shows: gres/gpu=2 (1 per node x 2 nodes) for ElapsedRaw seconds
+    assert (charged["gpus"], charged["elapsed_s"]) == (sacct_gpus, sacct_s)
+    assert charged["gpus"] * charged["elapsed_s"] == 1 * sacct_nodes * sacct_s
     part = fed.sites[cluster.factory].partition
-    units = billed_units(part.billing, part.gpus_per_node, Holding(gpus=2))
-    assert charged["gpu_hours"] == pytest.approx(units * int(elapsed) / 3600)
+    per_node = sacct_gpus // sacct_nodes  # the spec's resources.gpus
+    if isinstance(part.billing, WholeNode):  # lumi-aif: each node whole, whatever it uses
+        units = part.gpus_per_node * sacct_nodes * part.billing.factor
+        assert units > billed_units(part.billing, part.gpus_per_node, Holding(gpus=sacct_gpus))
+    else:
+        units = per_node * sacct_nodes * part.billing.factor
+    held = Holding(gpus=sacct_gpus, nodes=sacct_nodes)
+    assert units == billed_units(part.billing, part.gpus_per_node, held)
+    assert charged["gpu_hours"] == pytest.approx(units * sacct_s / 3600)
+    assert fed.job(job_id)["gpu_hours"] == pytest.approx(units * sacct_s / 3600)
 
 
 def test_a_two_node_shell_job_runs_once_per_node_with_its_own_rank(

@@ -106,7 +106,7 @@ def charge(partition: Partition, job: Job) -> float:
     gpus = job.gpus
     if partition.whole_nodes:
         per = partition.gpus_per_node
-        gpus = math.ceil(gpus / per) * per
+        gpus = max(job.nodes if gpus else 0, math.ceil(gpus / per)) * per
     return gpus * partition.billing_factor * job.time_limit / 3600.0
 
 

@@ -18,6 +18,13 @@ LUMI_SMALL_G = MaxResource(rule="max_resource", factor=0.5, cpus_per_unit=8, mem
         # one GCD still takes (and pays for) the whole node
         (LUMI_STANDARD_G, 8, Holding(gpus=1), 2.0, 8.0),
         (LUMI_STANDARD_G, 8, Holding(gpus=9), 1.0, 8.0),
+        # several nodes: each is held whole, however few GCDs the job uses on it
+        (LUMI_STANDARD_G, 8, Holding(gpus=2, nodes=2), 1.0, 8.0),
+        (LUMI_STANDARD_G, 8, Holding(gpus=16, nodes=2), 1.5, 12.0),
+        (LUMI_STANDARD_G, 8, Holding(gpus=9, nodes=3), 1.0, 12.0),
+        # per GPU: GPUs per node x nodes, the nodes add nothing else
+        (PerGpu(rule="per_gpu"), 4, Holding(gpus=2, nodes=2), 1.0, 2.0),
+        (PerGpu(rule="per_gpu", factor=2.0), 4, Holding(gpus=8, nodes=2), 0.5, 8.0),
         # LUMI small-g: 0.5 x max(ceil(cores/8), ceil(mem/64), GCDs)
         (LUMI_SMALL_G, 8, Holding(gpus=1, cpus=7, memory_gb=60), 1.0, 0.5),
         (LUMI_SMALL_G, 8, Holding(gpus=1, cpus=32, memory_gb=60), 1.0, 2.0),
@@ -42,6 +49,8 @@ def test_negative_inputs_are_refused() -> None:
         charged_gpu_hours(PerGpu(rule="per_gpu"), 4, Holding(gpus=1), -1)
     with pytest.raises(ValueError, match="negative"):
         charged_gpu_hours(PerGpu(rule="per_gpu"), 4, Holding(gpus=-1), 1)
+    with pytest.raises(ValueError, match="1 node"):
+        charged_gpu_hours(LUMI_STANDARD_G, 8, Holding(gpus=1, nodes=0), 1)
 
 
 gpus = st.integers(min_value=0, max_value=4096)
@@ -66,3 +75,19 @@ def test_more_gpus_never_cost_less(a: int, b: int, k: int, h: float) -> None:
         assert charged_gpu_hours(rule, k, Holding(gpus=small), h) <= charged_gpu_hours(
             rule, k, Holding(gpus=large), h
         )
+
+
+@given(st.integers(min_value=1, max_value=16), st.integers(min_value=1, max_value=64), per_node,
+       hours, factor)  # fmt: skip
+def test_a_multi_node_job_is_charged_gpus_per_node_x_nodes(
+    g: int, m: int, k: int, h: float, f: float
+) -> None:
+    """`g` GPUs on each of `m` nodes: per GPU, g x m x hours; whole nodes, every one of the
+    m nodes (at least), whole."""
+    held = Holding(gpus=g * m, nodes=m)
+    per = charged_gpu_hours(PerGpu(rule="per_gpu", factor=f), k, held, h)
+    assert per == pytest.approx(g * m * f * h)
+    whole = charged_gpu_hours(WholeNode(rule="whole_node", factor=f), k, held, h)
+    assert whole >= m * k * f * h - 1e-6
+    if g <= k:  # as placed: a node has the GPUs the job asks of it
+        assert whole == pytest.approx(m * k * f * h)

@@ -172,6 +172,12 @@ def test_whole_node_billing_charges_full_nodes() -> None:
     assert d.assignments[0].charge_gpu_hours == 8.0  # 8 GCDs x 0.5 x 2 h
 
 
+def test_whole_node_billing_charges_every_node_of_a_multi_node_job() -> None:
+    lumi = part("lumi", 16, gpus_per_node=8, whole_nodes=True, billing_factor=0.5)
+    d = schedule(snap([job("j", 2, hours=2, nodes=2)], [lumi]))  # 1 GCD on each of 2 nodes
+    assert d.assignments[0].charge_gpu_hours == 16.0  # 2 nodes x 8 GCDs x 0.5 x 2 h
+
+
 def test_waiting_reason_gives_the_earliest_start() -> None:
     busy = part("jaif", 8, free=0, running=(Running(8, 2 * H + 600),))
     d = schedule(snap([job("j", 8)], [busy]))

@@ -2,7 +2,12 @@
 
 Before a run of a job that checkpoints starts, the agent downloads the folder the job's
 last run sent to the server (from this site or another), checks its SHA-256, and the
-executor unpacks it into the run's `$FABBRICA_CHECKPOINT_DIR`. While the run goes on, each
+executor unpacks it into the run's `$FABBRICA_CHECKPOINT_DIR`. The download runs in a
+thread of its own (`ready` starts it): the round goes on with the other jobs, and the run
+is launched at the first round after it is here (a small one: in the same round, the
+round waits up to FETCH_WAIT seconds in all for them). Meanwhile the server offers the
+run again each round, which renews its lease; a download whose run is no longer offered
+(cancelled, or placed elsewhere) is dropped. While the run goes on, each
 round the agent looks at the folder (its newest mtime, file count and size): when it
 changed since the last send, it packs the folder (a tar) and sends it in parts, from an
 offset, so that a send cut short goes on where it stopped; the server keeps it only once
@@ -21,7 +26,9 @@ import json
 import logging
 import os
 import tarfile
-from dataclasses import dataclass, replace
+import threading
+import time
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from fabbrica.core.agent_api import AgentApi, ApiRefused, ApiUnavailable
@@ -32,6 +39,7 @@ log = logging.getLogger("fabbrica.agent")
 PART = 512 * 1024  # bytes of a checkpoint per request (under the server's body limit)
 ROUND = 256 * 1024 * 1024  # bytes of checkpoints sent per round at most, for running runs
 GIVE_UP = 30  # rounds a finished run's end waits for its last checkpoint to be sent
+FETCH_WAIT = 1.0  # seconds a round waits in all for the downloads it started
 
 Signature = tuple[int, int, int]  # newest mtime (ns), files, bytes
 
@@ -60,30 +68,99 @@ class Outgoing:
     failures: int = 0  # rounds in a row its send failed (the API away or failing)
 
 
+@dataclass
+class Fetch:
+    """A run's checkpoint being downloaded in the background."""
+
+    key: tuple[int, str]  # the run, and the checkpoint (its sha256, else its path)
+    dest: Path
+    done: threading.Event = field(default_factory=threading.Event)
+    error: str | None = None
+    dropped: bool = False  # no longer wanted: the thread removes what it downloaded
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
 class Checkpoints:
     def __init__(self, client: AgentApi, work_dir: Path) -> None:
         self.client = client
         self.dir = work_dir / "checkpoints"
         self.runs: dict[str, Outgoing] = {}
+        self.fetching: dict[str, Fetch] = {}  # run tag -> its checkpoint's download
+        self._deadline = 0.0  # until when this round waits for the downloads it started
+        self._fetches = 0  # downloads started: each has a file of its own
 
     # --- before a run starts -------------------------------------------------------------
 
+    def offered(self, run_tags: set[str]) -> None:
+        """A new round offers these runs (or holds them being staged): drop the downloads
+        of the others (cancelled, or placed elsewhere meanwhile)."""
+        self._deadline = time.monotonic() + FETCH_WAIT
+        for tag in [t for t in self.fetching if t not in run_tags]:
+            self._drop(self.fetching.pop(tag))
+
+    def ready(self, request: LaunchRequest) -> bool:
+        """Whether the run may be launched now: it has no checkpoint to download, or its
+        download ended (`fetch` then gives it, or says why not). Otherwise its download
+        goes on (started now, in a thread) and the run waits for a later round."""
+        wanted = request.checkpoint
+        if wanted is None or not wanted.archive:
+            return True
+        key = (request.run, wanted.sha256 or wanted.archive)
+        fetch = self.fetching.get(request.run_tag)
+        if fetch is not None and fetch.key != key:  # another run, or a newer checkpoint
+            self._drop(self.fetching.pop(request.run_tag))
+            fetch = None
+        if fetch is None:
+            fetch = self.fetching[request.run_tag] = self._start(request, key)
+        return fetch.done.wait(max(self._deadline - time.monotonic(), 0.0))
+
     def fetch(self, request: LaunchRequest) -> LaunchRequest:
         """The request with its checkpoint archive downloaded here and checked (unchanged
-        when the job has none on the server). ApiUnavailable when it could not be had:
-        the run is launched at a later round."""
+        when the job has none on the server). ApiUnavailable when it could not be had, or
+        is not here yet: the run is launched at a later round."""
         wanted = request.checkpoint
         if wanted is None or not wanted.archive:
             return request
-        dest = self.dir / f"{request.run_tag}.{request.run}.tar"
+        if not self.ready(request):
+            raise ApiUnavailable(f"checkpoint of {request.run_tag} is still downloading")
+        fetch = self.fetching.pop(request.run_tag)
+        if fetch.error is not None:
+            raise ApiUnavailable(fetch.error)  # tried again when the run is offered again
+        return replace(request, checkpoint=replace(wanted, archive=str(fetch.dest)))
+
+    def _start(self, request: LaunchRequest, key: tuple[int, str]) -> Fetch:
+        assert request.checkpoint is not None and request.checkpoint.archive
+        self._fetches += 1  # a dropped download may still write its own file
+        fetch = Fetch(key, self.dir / f"{request.run_tag}.{request.run}.{self._fetches}.tar")
+        archive, sha256 = request.checkpoint.archive, request.checkpoint.sha256
+        thread = threading.Thread(
+            target=self._download,
+            args=(fetch, request.run_tag, archive, sha256),
+            name=f"checkpoint-{request.run_tag}",
+            daemon=True,
+        )
+        thread.start()
+        return fetch
+
+    def _download(self, fetch: Fetch, tag: str, archive: str, sha256: str | None) -> None:
         try:
-            self.client.download(wanted.archive, dest)
+            self.client.download(archive, fetch.dest)
+            if sha256 and _sha256(fetch.dest) != sha256:
+                fetch.error = f"checkpoint of {tag} does not match its sha256"
         except ApiRefused as exc:  # gone meanwhile (a newer one came): offered again
-            raise ApiUnavailable(f"checkpoint of {request.run_tag}: {exc}") from exc
-        if wanted.sha256 and _sha256(dest) != wanted.sha256:
-            dest.unlink(missing_ok=True)
-            raise ApiUnavailable(f"checkpoint of {request.run_tag} does not match its sha256")
-        return replace(request, checkpoint=replace(wanted, archive=str(dest)))
+            fetch.error = f"checkpoint of {tag}: {exc}"
+        except Exception as exc:  # the API away, the disk full: the run waits, tried again
+            fetch.error = f"checkpoint of {tag} not downloaded: {exc}"
+        with fetch.lock:
+            if fetch.error is not None or fetch.dropped:
+                fetch.dest.unlink(missing_ok=True)
+            fetch.done.set()
+
+    def _drop(self, fetch: Fetch) -> None:
+        with fetch.lock:
+            fetch.dropped = True
+            if fetch.done.is_set():
+                fetch.dest.unlink(missing_ok=True)
 
     def track(self, request: LaunchRequest, job_dir: Path) -> None:
         """Send the run's checkpoint folder from now on (`job_dir`: the run's directory)."""

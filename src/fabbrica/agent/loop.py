@@ -258,9 +258,12 @@ class Agent:
 
     def _launch(self, answer: SyncAnswer, result: RoundResult) -> None:
         started = []
+        self.checkpoints.offered({r.run_tag for r in answer.launch} | set(self.staging))
         for request in answer.launch:
             if request.run_tag in self.held or request.run_tag in self.staging:
                 continue
+            if not self.checkpoints.ready(request):
+                continue  # its checkpoint is downloaded in the background first
             if not request.datasets:
                 self._submit(request, result)
                 continue

@@ -4,7 +4,8 @@ Pure functions over plain values. Three rules cover what sites publish:
 
 - ``per_gpu``: every allocated GPU counts, times a factor.
 - ``whole_node``: nodes are charged whole (LUMI standard-g: a node of 8 GCDs is
-  4 GPU-hours per hour, so factor 0.5 per GCD).
+  4 GPU-hours per hour, so factor 0.5 per GCD); a job on several nodes holds each of
+  them whole, however few GPUs it uses on each.
 - ``max_resource``: the largest of the GPU, CPU and memory shares counts (LUMI small-g:
   0.5 x max(ceil(cores/8), ceil(mem_GB/64), GCDs) per hour).
 """
@@ -63,23 +64,33 @@ BillingRule = Annotated[PerGpu | WholeNode | MaxResource, Field(discriminator="r
 
 @dataclass(frozen=True, slots=True)
 class Holding:
-    """What a job holds for the length of its run."""
+    """What a job holds for the length of its run: `gpus` on all its `nodes` together."""
 
     gpus: int
     cpus: int = 0
     memory_gb: float = 0.0
+    nodes: int = 1
+
+
+def whole_node_gpus(gpus: int, nodes: int, gpus_per_node: int) -> int:
+    """The GPUs of the whole nodes a job of `gpus` (in all) on `nodes` nodes is charged
+    for: every node it runs on, and at least enough nodes for its GPUs (none without GPUs:
+    a GPU partition's billing counts GPUs)."""
+    if gpus <= 0:
+        return 0
+    return max(nodes, math.ceil(gpus / gpus_per_node)) * gpus_per_node
 
 
 def billed_units(
     rule: PerGpu | WholeNode | MaxResource, gpus_per_node: int, held: Holding
 ) -> float:
     """Charged GPU-hours for one hour of `held` on a partition with `gpus_per_node`."""
-    if held.gpus < 0 or held.cpus < 0 or held.memory_gb < 0:
-        raise ValueError("a holding cannot have negative resources")
+    if held.gpus < 0 or held.cpus < 0 or held.memory_gb < 0 or held.nodes < 1:
+        raise ValueError("a holding cannot have negative resources (or fewer than 1 node)")
     if isinstance(rule, PerGpu):
         units = float(held.gpus)
     elif isinstance(rule, WholeNode):
-        units = float(math.ceil(held.gpus / gpus_per_node) * gpus_per_node)
+        units = float(whole_node_gpus(held.gpus, held.nodes, gpus_per_node))
     else:
         units = float(
             max(

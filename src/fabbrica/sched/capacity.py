@@ -300,9 +300,9 @@ class PartitionState:
 def charge(partition: Partition, job: Job) -> float:
     """Worst-case charged GPU-hours: the time limit under the partition's billing."""
     gpus = job.gpus
-    if partition.whole_nodes:
+    if partition.whole_nodes:  # core.billing.whole_node_gpus: every node it runs on, whole
         per = partition.gpus_per_node
-        gpus = math.ceil(gpus / per) * per
+        gpus = max(job.nodes if gpus else 0, math.ceil(gpus / per)) * per
     return gpus * partition.billing_factor * job.time_limit / 3600.0
 
 

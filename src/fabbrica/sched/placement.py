@@ -163,14 +163,14 @@ class _Pass:
         # case (the charge is `capacity.charge`'s arithmetic, in the same order); among them
         # those that may start it now without delaying a reservation. The pass's hottest
         # loop: a queue of 100,000 jobs runs it for each.
-        gpus, time_limit = job.gpus, job.time_limit
+        gpus, time_limit, nodes = job.gpus, job.time_limit, job.nodes
         end = self.now + time_limit
         left, closed, held = self.left, self.closed, self.held
         candidates: list[_Candidate] = []
         startable: list[_Candidate] = []
         for state, allocations in matching:
             per = state.whole_node_gpus
-            charged = gpus if not per else math.ceil(gpus / per) * per
+            charged = gpus if not per or not gpus else max(nodes, math.ceil(gpus / per)) * per
             cost = charged * state.billing_factor * time_limit / 3600.0
             for allocation in allocations:
                 if left[allocation.id] + 1e-9 >= cost:

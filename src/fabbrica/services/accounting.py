@@ -53,9 +53,12 @@ def settle(
     site_job_id: str | None = None,
 ) -> float:
     """Charge what the job's current run used (`charge` GPU-hours under its partition's
-    billing, never more than was reserved) and release the rest of the reservation.
-    Idempotent: each run of a job is charged once (one usage record per job and run,
-    unique in the database too); the job's `gpu_hours` adds up its runs."""
+    billing, as its site counted it) and release the rest of the reservation. A run the
+    site ended some seconds past its time limit (Slurm checks limits every 30 s or so,
+    then waits KillWait) used more than its reservation: the excess comes from what the
+    allocation has left, never past the grant. Idempotent: each run of a job is charged
+    once (one usage record per job and run, unique in the database too); the job's
+    `gpu_hours` adds up its runs."""
     if job.allocation_id is None:
         return 0.0
     existing = session.scalar(
@@ -64,8 +67,8 @@ def settle(
     if existing is not None:
         return existing.gpu_hours
     allocation = locked(session, job.allocation_id)
-    charged = min(max(charge, 0.0), job.reserved_gpu_hours)
     allocation.reserved_gpu_hours = max(allocation.reserved_gpu_hours - job.reserved_gpu_hours, 0.0)
+    charged = min(max(charge, 0.0), max(job.reserved_gpu_hours, remaining(allocation), 0.0))
     job.reserved_gpu_hours = 0.0
     _record(session, job, allocation, job.run, charged, gpus, elapsed_s, now,
             job.factory_id, site_job_id)  # fmt: skip

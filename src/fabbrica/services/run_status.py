@@ -90,6 +90,9 @@ def queue_next_run(job: Job, why: str) -> int:
     job.factory_id = job.partition_id = None
     job.allocation_id, job.started_at, job.dispatched_at = None, None, None
     job.ended_at, job.exit_code = None, None
+    # its agent may report the run that ended once more (it holds it until its log and
+    # checkpoint are sent): a report of that run is stale, never the next run's end
+    job.lost_site_job_id = job.site_job_id or job.lost_site_job_id
     job.lease_until, job.site_job_id = None, None
     return 1
 
@@ -184,7 +187,7 @@ def settle_lost_run(
         job,
         allocation_id=loss.allocation_id,
         run=loss.run,
-        charge=_charge_under(partition, gpus, elapsed),
+        charge=_charge_under(partition, gpus, job.nodes, elapsed),
         gpus=gpus,
         elapsed_s=elapsed,
         now=now,
@@ -194,16 +197,16 @@ def settle_lost_run(
 
 
 def charge(catalog: Catalog, job: Job, gpus: int, elapsed_s: float) -> float:
-    """GPU-hours charged for `gpus` x `elapsed_s` under the job's partition's billing."""
-    return _charge_under(_partition(catalog, job), gpus, elapsed_s)
+    """GPU-hours charged for `gpus` (on all the job's nodes) x `elapsed_s` under the job's
+    partition's billing (whole nodes: each of the job's nodes)."""
+    return _charge_under(_partition(catalog, job), gpus, job.nodes, elapsed_s)
 
 
-def _charge_under(partition: Partition | None, gpus: int, elapsed_s: float) -> float:
+def _charge_under(partition: Partition | None, gpus: int, nodes: int, elapsed_s: float) -> float:
     if partition is None:
         return gpus * elapsed_s / 3600.0
-    return charged_gpu_hours(
-        partition.billing, partition.gpus_per_node, Holding(gpus=gpus), elapsed_s / 3600.0
-    )
+    held = Holding(gpus=gpus, nodes=max(nodes, 1))
+    return charged_gpu_hours(partition.billing, partition.gpus_per_node, held, elapsed_s / 3600.0)
 
 
 def _partition(catalog: Catalog, job: Job) -> Partition | None:

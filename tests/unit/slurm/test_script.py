@@ -86,6 +86,7 @@ def expected(
         f"--chdir={workdir}",
         f"--output={workdir}/stdout",
         f"--error={workdir}/stderr",
+        "--open-mode=append",
     ]
 
 
@@ -143,8 +144,17 @@ def check_lines(script: str, job: BatchJob, directives: list[str]) -> None:
     assert lines[0] == "#!/bin/bash"
     assert lines[1 : k + 1] == [f"#SBATCH {d}" for d in directives]
     assert lines[k + 1].startswith("# Fabbrica job fab-")
+    warned = job.signal_grace_seconds is not None and job.nodes == 1
+    if warned:  # the batch shell passes SIGUSR1 on, from its first statement
+        assert lines[k + 3].startswith("trap '") and lines[k + 3].endswith("' USR1")
+        del lines[k + 3]
     assert lines[k + 2 : k + 4] == ["set -euo pipefail", f"cd {job.workdir}"]
     rest = lines[k + 4 :]
+    if warned:
+        assert rest[-4] == "set -m"
+        assert re.fullmatch(r"/bin/bash -c \$'trap : USR1\\x0a(?:[^'\\]|\\.)*' &", rest[-3])
+        assert rest[-2] == "FABBRICA_CHILD=$!" and rest[-1].startswith("while :; do wait ")
+        rest[-4:] = ["exec /bin/bash -c $'(the command)'"]
     if job.nodes > 1:
         assert all(line.startswith("FABBRICA_") for line in rest[:4])
         rest = rest[4:]
@@ -180,9 +190,9 @@ def run_bash(script: str, where: Path, env: dict[str, str] | None = None) -> Any
         ({"time_limit_seconds": 90061}, {7: "--time=1-01:02:00"}),
         ({"name": "my job: v2/é"}, {0: "--job-name=fab-42-my_job__v2__"}),
         ({"name": ""}, {0: "--job-name=fab-42"}),
-        ({"cpus_per_gpu": 8}, {11: "--cpus-per-gpu=8"}),
-        ({"mem_per_gpu_mb": 65536}, {11: "--mem-per-gpu=65536M"}),
-        ({"signal_grace_seconds": 90}, {11: "--signal=B:USR1@90"}),
+        ({"cpus_per_gpu": 8}, {12: "--cpus-per-gpu=8"}),
+        ({"mem_per_gpu_mb": 65536}, {12: "--mem-per-gpu=65536M"}),
+        ({"signal_grace_seconds": 90}, {12: "--signal=B:USR1@90"}),
     ],
 )
 def test_directives(overrides: dict[str, Any], changed: dict[int, str]) -> None:
@@ -226,7 +236,7 @@ BIG = "x" * 1024 * 1024
         *[("workdir", "relative/dir"), ("workdir", "/has space"), ("workdir", "/a'b")],
         *[("stdout_path", "/x/%j.out"), ("stderr_path", "/x\n#SBATCH --account=evil")],
         *[("data_dir", "data"), ("data_dir", "/d;rm -rf /")],
-        *[("gpus", 0), ("gpus", True), ("nodes", "2"), ("time_limit_seconds", 0)],
+        *[("gpus", 0), ("gpus", True), ("nodes", "2"), ("time_limit_seconds", 0), ("run", 0)],
         *[("cpus_per_gpu", 0), ("mem_per_gpu_mb", -1), ("job_id", -1), ("name", None)],
         ("signal_grace_seconds", 0),
         *[("command", ""), ("command", "a\x00b"), ("command", "\ud800"), ("command", BIG)],
@@ -286,10 +296,11 @@ def test_the_command_runs_as_written_without_the_wrappers_shell_options(tmp_path
 
 def test_fabbrica_variables_on_one_node_win_over_the_jobs_own(tmp_path: Path) -> None:
     command = 'printf "%s|" "$PWD" $FABBRICA_JOB_ID $FABBRICA_NUM_NODES $FABBRICA_NODE_RANK'
-    command += ' $FABBRICA_NUM_GPUS "$FABBRICA_JOB_DIR" "$PATH"'
+    command += ' $FABBRICA_NUM_GPUS "$FABBRICA_JOB_DIR" "$PATH" $FABBRICA_RUN'
     env = {"FABBRICA_JOB_ID": "evil", "FABBRICA_SRUN": "evil", "PATH": "/nowhere"}
-    done = run_bash(render(make_job(str(tmp_path), command=command, env=env)), tmp_path)
-    assert done.stdout.decode() == f"{tmp_path}|fab-42|1|0|4|{tmp_path}|/nowhere|"
+    env |= {"FABBRICA_RUN": "evil"}
+    done = run_bash(render(make_job(str(tmp_path), command=command, env=env, run=3)), tmp_path)
+    assert done.stdout.decode() == f"{tmp_path}|fab-42|1|0|4|{tmp_path}|/nowhere|3|"
 
 
 def test_the_staged_data_sets_are_at_fabbrica_data_and_only_fabbrica_says_where(

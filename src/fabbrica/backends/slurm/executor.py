@@ -10,6 +10,7 @@ when sacct has its final record, so what Fabbrica charges is what sacct shows.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import pwd
@@ -156,6 +157,8 @@ class SlurmExecutor:
             if not current.state.finished and current.state is not RunState.UNKNOWN:
                 return current  # already submitted: never twice
             aside = _set_aside(run_dir)
+            if aside is not None and request.run > 1:  # an earlier run of this job
+                _carry_log(aside, run_dir, request.run)
             if aside is not None and request.checkpoint is not None:  # resumed here
                 kept = aside / "work" / request.checkpoint.dir
                 if kept.is_dir():
@@ -245,6 +248,7 @@ class SlurmExecutor:
             data_dir=request.data_dir,
             stdout_path=str(log),
             stderr_path=str(log),
+            run=max(request.run, 1),
             **_checkpointing(request, work),
         )
         script = run_dir / "job.sh"
@@ -344,6 +348,17 @@ def _set_aside(run_dir: Path) -> Path | None:
     aside = run_dir.with_name(f"{run_dir.name}.{n}")
     run_dir.rename(aside)
     return aside
+
+
+def _carry_log(aside: Path, run_dir: Path, run: int) -> None:
+    """A later run of the job here: its log goes on after the earlier run's (as on the
+    local backend; Slurm appends, `--open-mode=append`), so the log the server shows keeps
+    both (the agent sends the whole of it again for the new run, the same bytes first)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(OSError):  # no log kept: the new one starts with the mark
+        shutil.copyfile(aside / "log", run_dir / "log")
+    with (run_dir / "log").open("ab") as log:
+        log.write(f"--- fabbrica: run {run} of this job ---\n".encode())
 
 
 def _give(run_dir: Path, user: str) -> None:

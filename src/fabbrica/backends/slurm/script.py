@@ -53,6 +53,17 @@ _PER_NODE = (
     'exec /bin/bash -c "$1"'
 )
 
+# A job warned before its time limit, on one node: the batch shell passes SIGUSR1 on to the
+# command's process group and waits until the command ended (a wait cut short by the
+# signal is waited again), then exits with its code.
+_FORWARD_USR1 = (
+    'trap \'[ -n "${FABBRICA_CHILD-}" ] && kill -USR1 -- "-$FABBRICA_CHILD" 2>/dev/null || :\' USR1'
+)
+_WAIT_CHILD = (
+    'while :; do wait "$FABBRICA_CHILD" && FABBRICA_CODE=0 || FABBRICA_CODE=$?; '
+    'kill -0 "$FABBRICA_CHILD" 2>/dev/null || exit "$FABBRICA_CODE"; done'
+)
+
 # One escape (or the character itself) for each byte of the UTF-8 text.
 _ESCAPES = {b: f"\\x{b:02x}" for b in range(256)}
 _ESCAPES.update({b: chr(b) for b in range(0x20, 0x7F)})
@@ -92,6 +103,7 @@ class BatchJob:
     signal_grace_seconds: int | None = None
     checkpoint_dir: str | None = None
     checkpoint_every_seconds: int | None = None
+    run: int = 1  # the job's run ($FABBRICA_RUN): 2 and on once it was lost or resumed
 
     def __post_init__(self) -> None:
         _check(self)
@@ -129,6 +141,14 @@ def render(job: BatchJob) -> str:
     exit code is the command's (several nodes: srun's, the highest of the nodes', and
     `--kill-on-bad-exit` ends the others when one fails). The wrapper's `set -euo pipefail`
     stops only Fabbrica's own steps; the command runs in a fresh bash, as written.
+
+    A job warned before its time limit (`signal_grace_seconds`): Slurm sends SIGUSR1 to the
+    batch shell alone (`B:`), and a bash that does not trap it dies of it, and its child
+    (the job's program) never hears of it. So, as on the local backend, the job's shells
+    ignore it (`trap : USR1` before the command; the job may set its own) and every process
+    of the job gets it: on one node the batch shell runs the command in a process group of
+    its own (`set -m`), forwards SIGUSR1 to that group and waits for it (its exit code is
+    the command's); on several, srun forwards it to each node's task.
     """
     lines = ["#!/bin/bash", *(f"#SBATCH {d}" for d in _directives(job))]
     lines.append(f"# Fabbrica job {run_tag(job.job_id)}: user text is only inside $'...'")
@@ -174,6 +194,7 @@ def _directives(job: BatchJob) -> list[str]:
         f"--chdir={job.workdir}",
         f"--output={job.stdout_path}",
         f"--error={job.stderr_path}",
+        "--open-mode=append",  # a later run of the job here goes on after the earlier's log
     ]
     if job.cpus_per_gpu is not None:
         directives.append(f"--cpus-per-gpu={job.cpus_per_gpu}")
@@ -188,7 +209,10 @@ def _body(job: BatchJob) -> list[str]:
     """Fabbrica's own steps first (before the job's environment can change PATH), then
     the job's environment, Fabbrica's variables, and the command as the last process."""
     multi = job.nodes > 1
-    lines = ["set -euo pipefail", f"cd {shlex.quote(job.workdir)}"]
+    lines = ["set -euo pipefail"]
+    if job.signal_grace_seconds is not None and not multi:
+        lines.append(_FORWARD_USR1)  # from the start: the batch shell never dies of it
+    lines.append(f"cd {shlex.quote(job.workdir)}")
     if multi:
         lines += [
             'FABBRICA_HOSTS="$(scontrol show hostnames "${SLURM_JOB_NODELIST:?}")"',
@@ -207,6 +231,7 @@ def _body(job: BatchJob) -> list[str]:
         "FABBRICA_JOB_DIR": shlex.quote(job.workdir),
         "FABBRICA_NUM_NODES": str(job.nodes),
         "FABBRICA_NUM_GPUS": str(job.gpus),
+        "FABBRICA_RUN": str(job.run),
     }
     if job.data_dir is not None:
         fabbrica["FABBRICA_DATA"] = shlex.quote(job.data_dir)
@@ -222,11 +247,19 @@ def _body(job: BatchJob) -> list[str]:
     else:
         fabbrica["FABBRICA_NODE_RANK"] = "0"
     lines.append("export " + " ".join(f"{k}={v}" for k, v in fabbrica.items()))
-    command = ansi_c_quote(job.command, "command")
+    warned = job.signal_grace_seconds is not None
+    command = ansi_c_quote(f"trap : USR1\n{job.command}" if warned else job.command, "command")
     if multi:
         srun = f"--export=ALL --kill-on-bad-exit=1 --nodes={job.nodes} --ntasks-per-node=1"
         per_node = f"/bin/bash -c {shlex.quote(_PER_NODE)} fabbrica-node"
         lines.append(f'exec "$FABBRICA_SRUN" {srun} {per_node} {command}')
+    elif warned:
+        lines += [
+            "set -m",  # the command in a process group of its own, which SIGUSR1 goes to
+            f"/bin/bash -c {command} &",
+            "FABBRICA_CHILD=$!",
+            _WAIT_CHILD,
+        ]
     else:
         lines.append(f"exec /bin/bash -c {command}")
     return lines
@@ -243,7 +276,7 @@ def _check(job: BatchJob) -> None:
         _token(getattr(job, field), field)
     if job.gpu_model is not None:
         _token(job.gpu_model, "gpu_model")
-    for field in ("gpus", "nodes", "time_limit_seconds"):
+    for field in ("gpus", "nodes", "time_limit_seconds", "run"):
         _int(getattr(job, field), field, low=1)
     for field in ("cpus_per_gpu", "mem_per_gpu_mb", "signal_grace_seconds"):
         if getattr(job, field) is not None:

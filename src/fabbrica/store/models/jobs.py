@@ -42,7 +42,8 @@ class Job(Base):
     # Jobs run by a site agent: until when its claim holds, and the site's id of the run.
     lease_until: Mapped[dt.datetime | None]
     site_job_id: Mapped[str | None] = mapped_column(String(64))
-    # the site's id of the run it had when it was lost: reports of that run are stale
+    # the site's id of its previous run (lost, or ended and queued again to resume): reports
+    # of that run are stale
     lost_site_job_id: Mapped[str | None] = mapped_column(String(64))
     submitted_at: Mapped[dt.datetime]
     dispatched_at: Mapped[dt.datetime | None]
