@@ -15,7 +15,8 @@ mkdir -p "$(dirname "$venv")"
     flock 9
     if ! "$venv/bin/python" -c "import torch, transformers, peft" 2>/dev/null; then
         echo "installing PyTorch 2.13.0, transformers and PEFT in $venv" >&2
-        python -m venv "$venv"
+        python="$(command -v python || command -v python3)"  # Debian has no `python`
+        "$python" -m venv "$venv"
         "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
             "torch==2.13.0" "transformers>=4.40" "peft>=0.10" "safetensors>=0.4"
     fi
