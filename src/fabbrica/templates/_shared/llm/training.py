@@ -16,6 +16,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from ranks import Ranks, RanksError, backend, ranks_from_env
+from torch.nn.parallel import DistributedDataParallel
 
 CHECKPOINT_DIR = Path(os.environ.get("FABBRICA_CHECKPOINT_DIR", "checkpoints"))
 EVERY_S = float(os.environ.get("FABBRICA_CHECKPOINT_EVERY", "600"))
@@ -114,8 +115,6 @@ def wrap(model: torch.nn.Module, ranks: Ranks) -> torch.nn.Module:
     gives every rank rank 0's weights; each step averages the gradients), else as is."""
     if not ranks.distributed:
         return model
-    from torch.nn.parallel import DistributedDataParallel
-
     ids = [ranks.local_rank] if torch.cuda.is_available() else None
     return DistributedDataParallel(model, device_ids=ids)
 
