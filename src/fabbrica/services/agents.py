@@ -201,7 +201,7 @@ def sync(
         job = session.get(Job, job_id, with_for_update=True) if job_id is not None else None
         stale = status.site_job_id is not None and status.site_job_id == (
             job.lost_site_job_id if job is not None else None
-        )  # the run it had before it was lost (placed here again, it runs anew)
+        )  # the run it had before it was lost or timed out (placed here again, it runs anew)
         if job is not None and status.state.finished and status.site_job_id:
             settle_lost_run(session, catalog, job, factory, status, now)
         if job is None or job.factory_id != factory or job.state not in ACTIVE or stale:

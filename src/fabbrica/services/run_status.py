@@ -90,6 +90,9 @@ def queue_next_run(job: Job, why: str) -> int:
     job.factory_id = job.partition_id = None
     job.allocation_id, job.started_at, job.dispatched_at = None, None, None
     job.ended_at, job.exit_code = None, None
+    # its agent may report the run that ended again once the job is placed there anew:
+    # that report is stale, as a lost run's is (never the next run's end, charged twice)
+    job.lost_site_job_id = job.site_job_id or job.lost_site_job_id
     job.lease_until, job.site_job_id = None, None
     return 1
 
