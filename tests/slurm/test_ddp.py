@@ -121,3 +121,52 @@ def test_llm_pretrain_on_two_nodes_trains_with_ddp_as_one_slurm_job(
         first,
         second,
     ]
+
+
+RESUME_STEPS = 90
+RESUMING = {
+    **SMALL, "steps": str(RESUME_STEPS), "step_delay": "1", "time_limit": "1m",
+    "grace": "30s", "checkpoint_every": "5s", "resume": "true",
+}  # fmt: skip
+
+
+@pytest.mark.skipif(
+    not os.environ.get("FABBRICA_TEST_LLM"), reason="set FABBRICA_TEST_LLM=1 (minutes)"
+)
+def test_two_nodes_that_reach_the_time_limit_resume_together_from_rank_0s_checkpoint(
+    federation: Federation, two_nodes: Cluster, site_user_llm_env: None
+) -> None:
+    """Each run has a 1-minute limit and a step takes over a second: at most ~80 of the 90
+    steps in a run, even if Slurm ends it half a minute late. The job runs again (its
+    next run placed at the same factory) until done; each later run's two ranks load the
+    checkpoint rank 0 saved and the step counter goes on from it."""
+    fed = federation
+    sets = [arg for key, value in RESUMING.items() for arg in ("--set", f"{key}={value}")]
+    made = fed.cli_json("run", "--template", "llm-pretrain", *sets, "--project", fed.project)
+    job = fed.wait_finished(int(made["id"]), timeout=900)
+    log = fed.logs(job["id"])  # the last run's (a Slurm run's log replaces the one before)
+    print(log)
+    assert job["state"] == "succeeded", f"{log}\n{fed.output()}"
+    first, second = two_nodes.nodes[:2]
+    joined = sorted(re.findall(r"^rank (\d) of 2 joined on (\S+) ", log, re.M))
+    assert joined == [("0", first), ("1", second)], log
+    (start,) = map(int, re.findall(r"^resuming from step (\d+)$", log, re.M))  # rank 0 only
+    assert 0 < start < RESUME_STEPS, log
+    steps = [int(s) for s in re.findall(r"^step (\d+) loss \d", log, re.M)]
+    assert steps and steps[0] > start and steps[-1] == RESUME_STEPS, log  # it goes on
+    assert steps == sorted(set(steps)), log
+    saved = re.findall(r"^checkpoint saved at step (\d+)", log, re.M)
+    assert len(saved) == len(set(saved)), log  # one saver
+
+    def sacct() -> list[list[str]] | None:
+        out = two_nodes.run(
+            ["sacct", "-X", "-a", "-P", "-n", "-A", fed.account, "-S", "now-1days",
+             "-o", "Comment,State,NNodes"]
+        ).stdout  # fmt: skip
+        rows = [line.split("|") for line in out.splitlines() if line.strip()]
+        mine = [r for r in rows if r[0] == f"fab-{job['id']}"]
+        return mine if mine and mine[-1][1] == "COMPLETED" else None
+
+    rows = poll(f"job {job['id']}'s runs in sacct", sacct)
+    assert len(rows) >= 2 and [r[2] for r in rows] == ["2"] * len(rows), rows
+    assert [r[1] for r in rows] == ["TIMEOUT"] * (len(rows) - 1) + ["COMPLETED"], rows
