@@ -1,9 +1,10 @@
 """A run that reaches its time limit with `resume: true`, its job placed again at the same
 factory: the agent reports the run that ended once more (its report of it is still in
 hand when the next run is placed) and that report is the old run's, never the new one's
-end. Found on the Slurm testbed (tests/slurm/test_ddp.py): the old report was charged a
-second time as the new run's, the usage record's (factory, site job id) was taken and
-every later sync of that agent answered 500."""
+end (it was charged already: its usage record names that factory and site job). Found on
+the Slurm testbed (tests/slurm/test_ddp.py): the old report was charged a second time as
+the new run's, the usage record's (factory, site job id) was taken and every later sync of
+that agent answered 500."""
 
 from __future__ import annotations
 

@@ -90,11 +90,22 @@ def queue_next_run(job: Job, why: str) -> int:
     job.factory_id = job.partition_id = None
     job.allocation_id, job.started_at, job.dispatched_at = None, None, None
     job.ended_at, job.exit_code = None, None
-    # its agent may report the run that ended again once the job is placed there anew:
-    # that report is stale, as a lost run's is (never the next run's end, charged twice)
-    job.lost_site_job_id = job.site_job_id or job.lost_site_job_id
     job.lease_until, job.site_job_id = None, None
     return 1
+
+
+def charged_already(session: Session, job: Job, factory_id: str, site_job_id: str) -> bool:
+    """Whether that site job of `job` at `factory_id` was charged: it is a run that ended
+    (timed out, and the job queued again), whose agent may report it once more after the
+    job was placed there anew; that report is never the next run's end."""
+    found = session.scalar(
+        select(UsageRecord.id).where(
+            UsageRecord.job_id == job.id,
+            UsageRecord.factory_id == factory_id,
+            UsageRecord.site_job_id == site_job_id,
+        )
+    )
+    return found is not None
 
 
 def launch_request(job: Job, datasets: tuple[DataMount, ...] = ()) -> LaunchRequest:
