@@ -39,6 +39,9 @@ def test_templates_are_listed_checked_and_run(server: Server) -> None:
     ]:
         result = cli.run("run", "--template", "digits-classifier", *args, code=2)
         assert named in result.stderr, (args, result.stderr)
+    for nodes in ("0", "1.5", "65"):
+        result = cli.run("run", "--template", "llm-pretrain", "--set", f"nodes={nodes}", code=2)
+        assert "nodes" in result.stderr, (nodes, result.stderr)
     refused = cli.run("run", "--template", "llm-finetune-lora", code=2)
     assert "base" in refused.stderr  # required, no default
     assert "no-such" in cli.run("run", "--template", "no-such", code=2).stderr
@@ -55,6 +58,10 @@ def test_templates_are_listed_checked_and_run(server: Server) -> None:
     log = cli.run("logs", str(job["id"])).stdout
     assert job["state"] == "succeeded" and job["name"] == "digits-classifier", log
     assert "test accuracy" in log
+    # two nodes render, but the embedded default's local factory runs one node only
+    wide = cli.run("run", "--template", "llm-pretrain", "--set", "nodes=2", "--project",
+                   project, code=2)  # fmt: skip
+    assert "resources" in wide.stderr and "multi-node" in wide.stderr, wide.stderr
 
 
 def _slow_run(cli: Cli, *args: str) -> dict[str, Any]:

@@ -170,6 +170,19 @@ def test_a_value_that_breaks_a_rule_across_fields_names_its_parameter() -> None:
     assert caught.value.field in ("parameters.grace", "parameters.time_limit")
 
 
+def test_llm_pretrain_asks_for_its_nodes_and_tells_the_script() -> None:
+    template = SHIPPED["llm-pretrain"]
+    one = render(template, {})
+    assert (one.spec.resources.nodes, one.spec.env["NODES"]) == (1, "1")  # as before
+    two = render(template, {"nodes": "2", "gpus": "3"})
+    assert (two.spec.resources.nodes, two.spec.env["NODES"]) == (2, "2")
+    assert (two.spec.resources.gpus, two.spec.resources.total_gpus) == (3, 6)  # per node
+    for bad in ("0", "-1", "1.5", "two", "65", ""):
+        with pytest.raises(TemplateError) as caught:
+            render(template, {"nodes": bad})
+        assert caught.value.field == "parameters.nodes" and "nodes" in str(caught.value), bad
+
+
 def test_an_operators_folder_adds_and_replaces_templates(tmp_path: Path) -> None:
     mine = tmp_path / "digits-classifier"
     mine.mkdir()

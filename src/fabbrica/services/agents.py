@@ -40,7 +40,13 @@ from fabbrica.services.access.visibility import in_operated, require_operator_of
 from fabbrica.services.dataset_staging import agent_mounts
 from fabbrica.services.executors import ExecutorRegistry
 from fabbrica.services.identity import issue_token
-from fabbrica.services.run_status import apply_status, launch_request, settle_lost_run
+from fabbrica.services.run_status import (
+    apply_status,
+    charged_already,
+    is_stale,
+    launch_request,
+    settle_lost_run,
+)
 from fabbrica.store.db import Database
 from fabbrica.store.models import Agent, Allocation, Job, ProjectMember, SiteUsername, User
 
@@ -199,9 +205,10 @@ def sync(
     for status in report.runs:
         job_id = job_id_of(status.run_tag)
         job = session.get(Job, job_id, with_for_update=True) if job_id is not None else None
-        stale = status.site_job_id is not None and status.site_job_id == (
-            job.lost_site_job_id if job is not None else None
-        )  # the run it had before it was lost (placed here again, it runs anew)
+        # the run it had before it was lost or timed out (placed here again, it runs anew)
+        stale = job is not None and is_stale(job, factory, status.site_job_id)
+        if job is not None and status.state.finished and status.site_job_id and not stale:
+            stale = charged_already(session, job, factory, status.site_job_id)  # timed out
         if job is not None and status.state.finished and status.site_job_id:
             settle_lost_run(session, catalog, job, factory, status, now)
         if job is None or job.factory_id != factory or job.state not in ACTIVE or stale:

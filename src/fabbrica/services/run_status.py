@@ -85,16 +85,47 @@ def _resumes(job: Job) -> bool:
 def queue_next_run(job: Job, why: str) -> int:
     """The job waits again for its next run (charged already, or released); it may be
     placed elsewhere, and starts from the checkpoints its last run left."""
+    # its agent may report the run that ended once more (it holds it until its log and
+    # checkpoint are sent): a report of that run is stale, never the next run's end
+    _mark_lost(job)
     job.state, job.reason = JobState.QUEUED.value, f"{why}; queued again to resume"
     job.run += 1
     job.factory_id = job.partition_id = None
     job.allocation_id, job.started_at, job.dispatched_at = None, None, None
     job.ended_at, job.exit_code = None, None
-    # its agent may report the run that ended once more (it holds it until its log and
-    # checkpoint are sent): a report of that run is stale, never the next run's end
-    job.lost_site_job_id = job.site_job_id or job.lost_site_job_id
     job.lease_until, job.site_job_id = None, None
     return 1
+
+
+def _mark_lost(job: Job) -> None:
+    """Remember the run that ended (site and id) before the job is placed anew: Slurm's job
+    ids start at 1 on every cluster, so an id alone could name the next run elsewhere."""
+    if job.site_job_id is None:
+        return
+    marked = f"{job.factory_id}:{job.site_job_id}"
+    job.lost_site_job_id = marked if len(marked) <= 64 else job.site_job_id
+
+
+def is_stale(job: Job, factory_id: str, site_job_id: str | None) -> bool:
+    """Whether a report of `site_job_id` at `factory_id` is of the job's run before it was
+    queued again (lost, or timed out to resume), never of its run now."""
+    if site_job_id is None or job.lost_site_job_id is None:
+        return False
+    return job.lost_site_job_id in (f"{factory_id}:{site_job_id}", site_job_id)
+
+
+def charged_already(session: Session, job: Job, factory_id: str, site_job_id: str) -> bool:
+    """Whether that site job of `job` at `factory_id` was charged: it is a run that ended
+    (timed out, and the job queued again), whose agent may report it once more after the
+    job was placed there anew; that report is never the next run's end."""
+    found = session.scalar(
+        select(UsageRecord.id).where(
+            UsageRecord.job_id == job.id,
+            UsageRecord.factory_id == factory_id,
+            UsageRecord.site_job_id == site_job_id,
+        )
+    )
+    return found is not None
 
 
 def launch_request(job: Job, datasets: tuple[DataMount, ...] = ()) -> LaunchRequest:
@@ -139,10 +170,10 @@ def requeue_lost(session: Session, job: Job, now: dt.datetime) -> int:
     accounting.release(session, job)
     # dispatch keeps the "lost at X; queued again" head while the job waits again
     job.state, job.reason = JobState.QUEUED.value, f"lost at {job.factory_id}; queued again"
+    _mark_lost(job)
     job.run += 1  # the next run starts anew, with the checkpoints the executor kept
     job.factory_id = job.partition_id = None
     job.allocation_id, job.started_at, job.dispatched_at = None, None, None
-    job.lost_site_job_id = job.site_job_id or job.lost_site_job_id
     job.lease_until, job.site_job_id = None, None
     return 1
 

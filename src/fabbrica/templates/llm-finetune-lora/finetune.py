@@ -1,7 +1,11 @@
 """LoRA fine-tuning (PEFT) of a base model saved by llm-pretrain on an instruction data
 set, with checkpoints that survive runs. Writes the adapter to outputs/adapter (it loads
 with `PeftModel.from_pretrained(base, "outputs/adapter")`), prints the held-out loss of the
-base model and of the fine-tuned one, and registers the adapter with its lineage."""
+base model and of the fine-tuned one, and registers the adapter with its lineage.
+
+On several nodes (NODES > 1, one process each, with torchrun's variables) it trains with
+DistributedDataParallel as pretrain.py does: each rank its own part of one draw made alike
+on all ranks; rank 0 alone saves checkpoints, logs, writes and registers the adapter."""
 
 import json
 import os
@@ -13,7 +17,7 @@ import torch
 from chartok import CharTokenizer
 from peft import LoraConfig, PeftModel, get_peft_model, set_peft_model_state_dict
 from peft.utils import get_peft_model_state_dict
-from training import Checkpoints, register, sha256_of
+from training import Checkpoints, agree, device, join, leave, mean, register, sha256_of, wrap
 from transformers import GPT2LMHeadModel
 
 env = os.environ.get
@@ -29,6 +33,8 @@ STEP_DELAY = float(env("STEP_DELAY", "0"))
 NAME = env("MODEL_NAME", "llm-finetune-lora")
 LOG_EVERY = max(1, STEPS // 20)
 
+ranks = join()  # one process, or this node's rank of the job's process group
+where = device(ranks)
 if not (BASE / "config.json").exists():
     sys.exit(f"no base model at {BASE} (set base= to a data set holding llm-pretrain's model)")
 torch.manual_seed(int(env("SEED", "0")))
@@ -37,7 +43,7 @@ rows = [json.loads(line) for line in DATA.read_text(encoding="utf-8").splitlines
 texts = [f"Question: {r['instruction']}\nAnswer: {r['response']}\n\n" for r in rows]
 held = max(1, len(texts) // 10)
 train_texts, held_texts = texts[:-held], texts[-held:]
-base = GPT2LMHeadModel.from_pretrained(BASE)
+base = GPT2LMHeadModel.from_pretrained(BASE).to(where)
 SEQ_LEN = base.config.n_positions
 
 
@@ -53,13 +59,14 @@ train, held_out = encode(train_texts), encode(held_texts)
 
 def loss_on(model: torch.nn.Module, chunks: torch.Tensor) -> float:
     model.eval()
+    chunks = chunks.to(where)
     with torch.no_grad():
         loss = float(model(chunks, labels=chunks).loss)
     model.train()
     return loss
 
 
-base_loss = loss_on(base, held_out)
+base_loss = loss_on(base, held_out) if ranks.main else float("nan")  # rank 0 reports
 config = LoraConfig(
     r=RANK,
     lora_alpha=2 * RANK,
@@ -70,11 +77,12 @@ config = LoraConfig(
 )
 model = get_peft_model(base, config)
 trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-print(f"job {env('FABBRICA_JOB_ID')}: LoRA on {BASE}, {trainable:,} trainable", flush=True)
+if ranks.main:
+    print(f"job {env('FABBRICA_JOB_ID')}: LoRA on {BASE}, {trainable:,} trainable", flush=True)
 optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=LR)
 generator = torch.Generator().manual_seed(int(env("SEED", "0")))
 
-checkpoints = Checkpoints()
+checkpoints = Checkpoints(ranks)  # saved by rank 0 only, loaded by every rank
 step = 0
 state = checkpoints.load()
 if state is not None:
@@ -82,19 +90,26 @@ if state is not None:
     optimizer.load_state_dict(state["optimizer"])
     generator.set_state(state["generator"])
     step = int(state["step"])
-    print(f"resuming from step {step}", flush=True)
+    if ranks.main:
+        print(f"resuming from step {step}", flush=True)
+agree(step, ranks)
+trained = wrap(model, ranks)
 
 model.train()
+count = min(BATCH, len(train))
 while step < STEPS:
-    picks = torch.randint(0, len(train), (min(BATCH, len(train)),), generator=generator)
-    inputs = train[picks]
-    loss = model(inputs, labels=inputs).loss
+    drawn = (count * ranks.world_size,)  # alike on every rank; each takes its own part
+    picks = torch.randint(0, len(train), drawn, generator=generator)[ranks.shard(count)]
+    inputs = train[picks].to(where)
+    loss = trained(inputs, labels=inputs).loss
     optimizer.zero_grad()
     loss.backward()
     optimizer.step()
     step += 1
     if step % LOG_EVERY == 0 or step == STEPS:
-        print(f"step {step} loss {loss.item():.4f}", flush=True)
+        shown = mean(loss, ranks)  # every rank's, averaged
+        if ranks.main:
+            print(f"step {step} loss {shown:.4f}", flush=True)
     if STEP_DELAY:
         time.sleep(STEP_DELAY)
     checkpoints.maybe_save(
@@ -106,13 +121,16 @@ while step < STEPS:
         }
     )
 
+if not ranks.main:  # rank 0 writes and registers the adapter
+    leave(ranks)
+    sys.exit(0)
 tuned_loss = loss_on(model, held_out)
 print(f"held-out loss: base {base_loss:.4f}, fine-tuned {tuned_loss:.4f}", flush=True)
 folder = Path("outputs/adapter")
 model.save_pretrained(folder)
 tokenizer.save(folder)
 # the adapter loads with PEFT's own from_pretrained, on the base it names
-reloaded = PeftModel.from_pretrained(GPT2LMHeadModel.from_pretrained(BASE), folder)
+reloaded = PeftModel.from_pretrained(GPT2LMHeadModel.from_pretrained(BASE), folder).to(where)
 assert abs(loss_on(reloaded, held_out) - tuned_loss) < 1e-4
 base_lineage = BASE / "lineage.json"
 register(
@@ -124,9 +142,11 @@ register(
         "base_model": json.loads(base_lineage.read_text()) if base_lineage.exists() else None,
         "base_path": str(BASE),
         "steps": step,
+        "nodes": ranks.world_size,
         "held_out_loss": {"base": base_loss, "fine_tuned": tuned_loss},
         "data": {"path": str(DATA), "sha256": sha256_of(DATA)},
         "job": env("FABBRICA_JOB_ID"),
     },
 )
+leave(ranks)
 sys.exit(0 if tuned_loss < base_loss else 3)
