@@ -222,6 +222,32 @@ def test_a_lost_job_placed_again_at_its_old_factory_runs_anew(world: World) -> N
     assert world.job(job_id)["gpu_hours"] == pytest.approx(80 / 3600)
 
 
+def test_a_lost_job_placed_at_another_factory_is_not_taken_for_its_old_run(
+    world: World,
+) -> None:
+    """Slurm's job ids start at 1 on every cluster: the next run at it4lia may have the id
+    the lost run had at jaif. It is the job's run now, not the old one (never cancelled)."""
+    world.sync("jaif")
+    job_id = world.submit(gpus=1)  # any model: jaif or it4lia
+    world.dispatcher.step()
+    first = world.job(job_id)["factory"]
+    other = "it4lia" if first == "jaif" else "jaif"
+    world.sync(first, [run(job_id, "running", site_job_id="7")])
+    world.clock.advance(seconds=LEASE.total_seconds() + 1)
+    world.dispatcher.step()  # lost at the first factory
+    assert world.job(job_id)["state"] == "queued"
+    world.sync(other)  # only the other factory answers now
+    world.dispatcher.step()
+    assert world.job(job_id)["factory"] == other
+    answer = world.sync(other, [run(job_id, "running", site_job_id="7")])
+    assert answer["cancel"] == []
+    assert world.job(job_id)["state"] == "running"
+    # while the first factory's report of its old run (the same id) is still stale there
+    back = world.sync(first, [run(job_id, "running", site_job_id="7")])
+    assert back["cancel"] == [f"fab-{job_id}"]
+    assert world.job(job_id)["state"] == "running"
+
+
 def test_a_quiet_agent_gets_no_new_work(world: World) -> None:
     world.sync("jaif")
     world.clock.advance(seconds=LEASE.total_seconds() / 2 - 1)  # fresh for half its lease
