@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import tarfile
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from fabbrica.core.templates import (
     render,
     validate_values,
 )
+from fabbrica.services.templates import SHIPPED as SHIPPED_DIR
 from fabbrica.services.templates import Templates, workdir_archive
 
 SHIPPED = {f.template.name: f.template for f in Templates().listed()}
@@ -244,3 +246,30 @@ def test_a_shared_name_without_its_folder_is_refused_naming_shared(tmp_path: Pat
     with pytest.raises(TemplateError) as caught:
         Templates(tmp_path).listed()
     assert caught.value.field == "shared" and "_shared/nowhere" in caught.value.message
+
+
+def test_the_digits_template_checkpoints_and_resumes(tmp_path: Path) -> None:
+    """Its train.py saves its model and epoch, and a second run starts from them: the
+    epoch counter goes on (the run of a job queued again after its time limit)."""
+    import shutil
+    import subprocess
+    import sys
+
+    shutil.copy(SHIPPED_DIR / "digits-classifier" / "train.py", tmp_path)
+    env = {**os.environ, "FABBRICA_CHECKPOINT_DIR": str(tmp_path / "ck"),
+           "FABBRICA_CHECKPOINT_EVERY": "0"}  # fmt: skip
+
+    def train(epochs: int) -> str:
+        done = subprocess.run(
+            [sys.executable, "train.py"], cwd=tmp_path, env={**env, "EPOCHS": str(epochs)},
+            capture_output=True, text=True, timeout=120, check=True,
+        )  # fmt: skip
+        return done.stdout
+
+    first = train(40)
+    assert "resuming" not in first and "epoch 40" in first and "checkpoint: epoch 40" in first
+    second = train(60)
+    assert "resuming from epoch 40" in second
+    assert "epoch 20\n" not in second and "epoch 60" in second
+    accuracy = float(second.split("test accuracy:")[1].split()[0])
+    assert accuracy > 0.9
