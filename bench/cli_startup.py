@@ -93,9 +93,7 @@ def main() -> None:
         cells = []
         for mode in modes:
             values = results[(name, mode)]
-            cells.append(
-                f"{statistics.median(values):.3f} s ({min(values):.3f}-{max(values):.3f})"
-            )
+            cells.append(f"{statistics.median(values):.3f} s ({min(values):.3f}-{max(values):.3f})")
         print(f"| {name} | " + " | ".join(cells) + " |")
     print("median (min-max)")
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())

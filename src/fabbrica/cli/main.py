@@ -17,7 +17,10 @@ def main() -> None:
     if args[:1] == ["run"]:
         from fabbrica.cli.quick_run import run_quickly
 
-        run_quickly(args[1:])  # exits when it sent the job; returns when it cannot
+        try:
+            run_quickly(args[1:])  # exits when it sent the job; returns when it cannot
+        except KeyboardInterrupt:
+            sys.exit(130)  # as the Typer app exits on Ctrl-C
     from fabbrica.cli.app import run
 
     run(args)

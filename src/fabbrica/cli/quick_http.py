@@ -69,6 +69,8 @@ def post(
         return None
     if parts.scheme not in ("http", "https") or not parts.hostname or parts.query:
         return None
+    if parts.username is not None or parts.fragment:  # httpx's ways with these: its own
+        return None
     connection: http.client.HTTPConnection
     if parts.scheme == "https":
         connection = http.client.HTTPSConnection(

@@ -39,7 +39,9 @@ PROXIES = frozenset({"http_proxy", "https_proxy", "all_proxy"})  # httpx honours
 
 # A top-level `workdir: folder` line: the key at column 0, a plain value of path letters
 # (not a number, a boolean, a null, an alias, a tag, quoted or flow text), a comment after.
-_WORKDIR_LINE = re.compile(r"^workdir[ \t]*:[ \t]*(?P<value>[^\s#]*)[ \t]*(?:#.*)?$", re.M)
+_WORKDIR_LINE = re.compile(
+    r"^workdir[ \t]*:[ \t]+(?P<value>[^\s#]+)(?:[ \t]+#[^\n]*|[ \t]*)\r?$", re.M
+)
 _PLAIN_PATH = re.compile(r"[A-Za-z_/][A-Za-z0-9_./-]*|\.\.?(?:/[A-Za-z0-9_./-]*)?")
 _YAML_WORDS = frozenset({"y", "yes", "n", "no", "true", "false", "on", "off", "null"})
 # What Rich changes in text it prints (drops 7, 8, 11, 12, 13; expands tabs)
