@@ -1,6 +1,7 @@
 """How long the `fabbrica` command takes as a process: `fabbrica --help`, and `fabbrica run`
 of a small workdir against a running server (`fabbrica up`, SQLite), medians of N; beside
-them the floor, Python itself (`python -c pass`, `python -S -c pass`).
+them the floor, Python itself (`python -c pass`, `python -S -c pass`), and the quick
+path's imports alone.
 
 `fabbrica run` here packs and uploads a workdir of three small files with a spec that
 names the project; the time is the whole process, from exec to exit (Python's start, the
@@ -32,6 +33,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from api_submit import Server, setup  # the bench's own harness
 
 FULL = "import sys\nfrom fabbrica.cli.app import run\nrun(sys.argv[1:])\n"
+# what the quick path imports, without reading, packing or sending anything
+QUICK_IMPORTS = (
+    "import fabbrica.cli.main, fabbrica.cli.quick_run, fabbrica.cli.quick_http, "
+    "fabbrica.cli.formats"
+)
 
 
 def timed(argv: list[str], env: dict[str, str], cwd: Path) -> float:
@@ -52,6 +58,7 @@ def main() -> None:
     rows = {
         "python -c pass": ["-c", "pass"],
         "python -S -c pass": ["-S", "-c", "pass"],
+        "the quick run's imports alone": ["-c", QUICK_IMPORTS],
         "fabbrica --help": ["-m", "fabbrica", "--help"],
         "fabbrica run (small workdir)": ["-m", "fabbrica", "run", "job.yaml"],
         "fabbrica run, full Typer path": ["-c", FULL, "run", "job.yaml"],
