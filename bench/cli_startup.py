@@ -5,9 +5,10 @@ path's imports alone.
 
 `fabbrica run` here packs and uploads a workdir of three small files with a spec that
 names the project; the time is the whole process, from exec to exit (Python's start, the
-imports, the upload, the answer). It is measured twice: as `fabbrica` runs it (the quick
-path, fabbrica.cli.quick_run, the standard library alone) and through the Typer app (the
-full path, which every other command and flag takes, and which `run` took before).
+imports, the upload, the answer). It is measured as `fabbrica` runs it (the quick path,
+fabbrica.cli.quick_run, the standard library alone) and through the Typer app (the full
+path, which every other command and flag takes, and which `run` took before); into pipes,
+and on a terminal (a pty: keys in bold, the full path's progress bar).
 
 Each row is measured without a bytecode cache (as with PYTHONDONTWRITEBYTECODE=1, which
 some environments set: every module outside the standard library is compiled at each
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import pty
 import statistics
 import subprocess
 import sys
@@ -33,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from api_submit import Server, setup  # the bench's own harness
 
 FULL = "import sys\nfrom fabbrica.cli.app import run\nrun(sys.argv[1:])\n"
+TTY = "(on a terminal)"
 # what the quick path imports, without reading, packing or sending anything
 QUICK_IMPORTS = (
     "import fabbrica.cli.main, fabbrica.cli.quick_run, fabbrica.cli.quick_http, "
@@ -41,6 +44,9 @@ QUICK_IMPORTS = (
 
 
 def timed(argv: list[str], env: dict[str, str], cwd: Path) -> float:
+    """The process's time, its output into pipes; `TTY` first in `argv`: on a terminal."""
+    if argv[0] == TTY:
+        return timed_on_a_terminal(argv[1:], env, cwd)
     began = time.perf_counter()
     done = subprocess.run(  # noqa: S603 - our own CLI
         [sys.executable, *argv], env=env, cwd=cwd, capture_output=True
@@ -48,6 +54,31 @@ def timed(argv: list[str], env: dict[str, str], cwd: Path) -> float:
     took = time.perf_counter() - began
     if done.returncode != 0:
         raise RuntimeError(done.stderr.decode(errors="replace"))
+    return took
+
+
+def timed_on_a_terminal(argv: list[str], env: dict[str, str], cwd: Path) -> float:
+    began = time.perf_counter()
+    leader, follower = pty.openpty()
+    process = subprocess.Popen(  # noqa: S603 - our own CLI
+        [sys.executable, *argv], env=env | {"TERM": "xterm-256color"}, cwd=cwd,
+        stdin=follower, stdout=follower, stderr=follower,
+    )  # fmt: skip
+    os.close(follower)
+    written = b""
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:  # the process closed the terminal
+            break
+        if not chunk:
+            break
+        written += chunk
+    os.close(leader)
+    code = process.wait()
+    took = time.perf_counter() - began
+    if code != 0:
+        raise RuntimeError(written.decode(errors="replace"))
     return took
 
 
@@ -62,6 +93,8 @@ def main() -> None:
         "fabbrica --help": ["-m", "fabbrica", "--help"],
         "fabbrica run (small workdir)": ["-m", "fabbrica", "run", "job.yaml"],
         "fabbrica run, full Typer path": ["-c", FULL, "run", "job.yaml"],
+        "fabbrica run, on a terminal": [TTY, "-m", "fabbrica", "run", "job.yaml"],
+        "fabbrica run, full Typer path, on a terminal": [TTY, "-c", FULL, "run", "job.yaml"],
     }
     results: dict[tuple[str, str], list[float]] = {}
     server = Server(None)

@@ -44,8 +44,6 @@ _WORKDIR_LINE = re.compile(
 )
 _PLAIN_PATH = re.compile(r"[A-Za-z_/][A-Za-z0-9_./-]*|\.\.?(?:/[A-Za-z0-9_./-]*)?")
 _YAML_WORDS = frozenset({"y", "yes", "n", "no", "true", "false", "on", "off", "null"})
-# What Rich changes in text it prints (drops 7, 8, 11, 12, 13; expands tabs)
-_RICH_CHANGES = frozenset("\a\b\v\f\r\t")
 
 
 def spec_workdir(text: str) -> str | None:
@@ -110,40 +108,18 @@ def run_quickly(args: list[str]) -> None:
     if target.token is None or request is None:
         return
     from fabbrica.cli.quick_http import Refused, post
+    from fabbrica.cli.quick_output import bar_ended, show
 
     try:
         job = post(target.url, API_JOBS, target.token, request, timeout=DEFAULT_TIMEOUT)
     except Refused as refused:
-        _bar_ended()
+        bar_ended()
         _refused(Path(spec), refused)
     if job is None:  # no connection: nothing was sent
         return
-    _bar_ended()
-    _show(job, json_out)
+    bar_ended()
+    show(job, json_out)
     sys.exit(0)
-
-
-def _bar_ended() -> None:
-    """What the full path's progress bar leaves on stderr (Rich's `Progress.stop`): an
-    empty line where it was not drawn (not an interactive terminal); on a terminal it
-    erases itself, and there is nothing to erase here."""
-    if not _interactive(sys.stderr):
-        print(file=sys.stderr)
-
-
-def _interactive(stream: Any) -> bool:
-    """Rich's `Console.is_interactive` for `stream`, from the same environment."""
-    forced = os.environ.get("TTY_INTERACTIVE")
-    if forced in ("0", "1"):
-        return forced == "1"
-    compatible = os.environ.get("TTY_COMPATIBLE", "")
-    if compatible in ("0", "1"):
-        terminal = compatible == "1"
-    elif "FORCE_COLOR" in os.environ:
-        terminal = os.environ["FORCE_COLOR"] != ""
-    else:
-        terminal = stream.isatty()
-    return terminal and os.environ.get("TERM", "").lower() not in ("dumb", "unknown")
 
 
 def _environment_says_no() -> bool:
@@ -192,52 +168,3 @@ def _refused(file: Path, refused: Any) -> NoReturn:
     except JobSpecError as exc:
         report(cli_error(exc))
     report(cli_error(refused.error))
-
-
-def _show(job: dict[str, Any], json_out: bool) -> None:
-    """As `fabbrica.cli.job_cmds._after_submit` shows a job it does not wait for."""
-    from fabbrica.cli.formats import plain, print_json
-
-    try:
-        array_id = job.get("array_id")
-        if array_id is not None:
-            _line(
-                f"job {job['id']} is the first task of array {array_id}; all of them: "
-                f"fabbrica jobs --array {array_id}",
-                err=True,
-            )
-        if json_out:
-            print_json(job)
-            return
-        width = max((len(k) for k in job), default=0)
-        lines = [(key.ljust(width), plain(key, value)) for key, value in job.items()]
-        if not _plainly(sys.stdout, [v for _, v in lines]):
-            from fabbrica.cli.output import print_record
-
-            print_record(job)
-            return
-        for key, value in lines:
-            print(f"{key}  {value}")
-    except BrokenPipeError:  # as Click: a reader that went away ends it quietly
-        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - the flush at exit
-        sys.exit(1)
-
-
-def _line(text: str, *, err: bool) -> None:
-    stream = sys.stderr if err else sys.stdout
-    if _plainly(stream, [text]):
-        print(text, file=stream)
-        return
-    from fabbrica.cli.output import say
-
-    say(text, err=err)
-
-
-def _plainly(stream: Any, texts: list[str]) -> bool:
-    """Whether `print` writes what Rich would (fabbrica.cli.output): not a terminal (nor
-    one forced by the environment), UTF-8, and no character Rich changes."""
-    if os.environ.get("FORCE_COLOR") or os.environ.get("TTY_COMPATIBLE") == "1":
-        return False
-    if stream.isatty() or (getattr(stream, "encoding", "") or "").lower() not in ("utf-8", "utf8"):
-        return False
-    return not any(_RICH_CHANGES.intersection(text) for text in texts)
