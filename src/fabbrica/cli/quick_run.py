@@ -24,11 +24,14 @@ import os
 import re
 import sys
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from fabbrica.client._config import DEFAULT_TIMEOUT, resolve_target
 from fabbrica.client._errors import ClientError, JobSpecError
 from fabbrica.client._upload import multipart, pack_workdir, resolve_workdir, workdir_files
+
+if TYPE_CHECKING:
+    from fabbrica.cli.quick_http import Refused
 
 #: Uploads up to this size are sent here: the full path's progress bar moves by 256 KiB
 #: chunks (fabbrica.client._jobs), so it would be full from its first frame.
@@ -104,8 +107,10 @@ def run_quickly(args: list[str]) -> None:
         target = resolve_target()
     except ClientError:  # a config file that cannot be read: the full path says so
         return
+    if target.token is None:  # the full path says where one comes from
+        return
     request = _request(Path(spec), project, workdir)
-    if target.token is None or request is None:
+    if request is None:
         return
     from fabbrica.cli.quick_http import Refused, post
     from fabbrica.cli.quick_output import bar_ended, show
@@ -136,7 +141,7 @@ def _request(file: Path, project: str | None, workdir: str | None) -> tuple[str,
         text = file.read_bytes().decode("utf-8")
     except (OSError, UnicodeDecodeError):
         return None
-    written = spec_workdir(text)
+    written = DEFAULT_WORKDIR if workdir is not None else spec_workdir(text)  # --workdir wins
     if written is None:
         return None
     try:
@@ -154,7 +159,7 @@ def _request(file: Path, project: str | None, workdir: str | None) -> tuple[str,
     return None if len(body) > MOST_BYTES else (content_type, body)
 
 
-def _refused(file: Path, refused: Any) -> NoReturn:
+def _refused(file: Path, refused: Refused) -> NoReturn:
     """What the full path prints when the server refuses (or fails): first the spec's own
     problem, which it finds before sending; else the server's error."""
     from fabbrica.cli.client import cli_error
@@ -162,6 +167,7 @@ def _refused(file: Path, refused: Any) -> NoReturn:
     from fabbrica.client._jobs import _read_spec
 
     if refused.error is None:  # a connection that broke once the request was out
+        assert refused.connect_error is not None
         report(cli_error(refused.connect_error))
     try:
         _read_spec(file)
