@@ -104,8 +104,8 @@ def test_the_quick_run_prints_what_the_full_path_prints(server: Server, tmp_path
     assert quick.stdout.count("\n") == full.stdout.count("\n")  # the same indentation
     assert quick.stderr == full.stderr == "\n"
     # --workdir names the folder (the spec's own `workdir` is not read then)
-    args = ("run", str(spec), "--workdir", str(work / "data"), "--project", project, "--json")
-    quick, full, heavy = both(tmp_path, env, *args)
+    named = ("run", str(spec), "--workdir", str(work / "data"), "--project", project, "--json")
+    quick, full, heavy = both(tmp_path, env, *named)
     assert heavy == [] and quick.returncode == full.returncode == 0, (quick, full)
     assert _without(json.loads(quick.stdout), VARYING) == _without(json.loads(full.stdout), VARYING)
 
