@@ -4,10 +4,15 @@ none of the heavy modules (issue 17: the process starts and uploads in under 0.3
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
+import contextlib
 import json
 import re
+import ssl
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +38,7 @@ main()
 # the full path: the Typer app, as every line but a quick `run` goes
 FULL = "import sys\nfrom fabbrica.cli.app import run\nrun(sys.argv[1:])\n"
 # what differs between two submissions of the same job
+SYSTEM_CERTS = Path(ssl.get_default_verify_paths().openssl_cafile)
 VARYING = ("id", "array_id", "submitted_at", "started_at", "ended_at", "state", "reason", "factory")
 
 
@@ -179,3 +185,60 @@ def _without(data: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
 
 def _without_ids(text: str) -> str:
     return re.sub(r"\d+", "N", text)
+
+
+class TlsProxy:
+    """HTTPS in front of a plain HTTP server: a certificate of its own for 127.0.0.1
+    (trusted through SSL_CERT_FILE, as httpx and the quick path both read it)."""
+
+    def __init__(self, upstream_port: int, folder: Path) -> None:
+        self.cert, key = folder / "cert.pem", folder / "key.pem"
+        subprocess.run(
+            ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+             "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+             "-keyout", str(key), "-out", str(self.cert)],
+            check=True, capture_output=True,
+        )  # fmt: skip
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(self.cert, key)
+        self.loop = asyncio.new_event_loop()
+        ready: concurrent.futures.Future[int] = concurrent.futures.Future()
+
+        async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(ConnectionError, ssl.SSLError):
+                while data := await reader.read(65536):
+                    writer.write(data)
+                    await writer.drain()
+            writer.close()
+
+        async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", upstream_port)
+            await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+        async def start() -> None:
+            server = await asyncio.start_server(serve, "127.0.0.1", 0, ssl=context)
+            ready.set_result(server.sockets[0].getsockname()[1])
+            await server.serve_forever()
+
+        threading.Thread(target=self.loop.run_until_complete, args=(start(),), daemon=True).start()
+        self.url = f"https://127.0.0.1:{ready.result(30)}"
+
+
+@pytest.mark.parametrize("server_env", ["sqlite"], indirect=True)
+def test_the_quick_run_over_https_as_the_full_path(server: Server, tmp_path: Path) -> None:
+    cli, project = startup(server)
+    proxy = TlsProxy(server.port, tmp_path)
+    env = server.client_env(cli.token) | {"FABBRICA_URL": proxy.url}
+    env["SSL_CERT_FILE"] = str(proxy.cert)
+    spec = tmp_path / "work" / "job.yaml"
+    spec.parent.mkdir()
+    spec.write_text("name: tls\nrun: 'true'\n")
+    quick, full, heavy = both(tmp_path, env, "run", str(spec), "--project", project, "--json")
+    assert heavy == [] and quick.returncode == full.returncode == 0, (quick, full)
+    assert _without(json.loads(quick.stdout), VARYING) == _without(json.loads(full.stdout), VARYING)
+    # a certificate it does not trust (the system's authorities only): nothing is sent, and
+    # the full path says why
+    untrusted = env | {"SSL_CERT_FILE": str(SYSTEM_CERTS)}
+    quick, full, heavy = both(tmp_path, untrusted, "run", str(spec), "--project", project)
+    same(quick, full)
+    assert quick.returncode == 1 and "cannot reach Fabbrica" in quick.stderr and "typer" in heavy

@@ -73,8 +73,12 @@ def post(
         return None
     connection: http.client.HTTPConnection
     if parts.scheme == "https":
+        try:
+            context = _tls()
+        except (OSError, ValueError):  # a certificate file it cannot read: the SDK says so
+            return None
         connection = http.client.HTTPSConnection(
-            parts.hostname, port, timeout=timeout, context=_tls()
+            parts.hostname, port, timeout=timeout, context=context
         )
     else:
         connection = http.client.HTTPConnection(parts.hostname, port, timeout=timeout)
