@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 import typer.main
 
-from fabbrica import __version__
 from fabbrica.cli.errors import CliError, report
 
 if TYPE_CHECKING:
@@ -34,6 +33,8 @@ APP_OPTIONS: dict[str, Any] = {
 
 def _version(value: bool) -> None:
     if value:
+        from fabbrica import __version__  # the package metadata: read only when asked
+
         print(f"fabbrica {__version__}")
         raise typer.Exit()
 
