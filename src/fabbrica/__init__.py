@@ -2,20 +2,16 @@
 
 `from fabbrica import Client` is the Python SDK (docs/sdk.md). The SDK is imported on
 first use of one of its names (PEP 562): `import fabbrica.cli.main` (every CLI process, the
-server's too) does not pay for httpx and the SDK's models unless it needs them.
+server's too) does not pay for httpx and the SDK's models unless it needs them, nor for the
+package metadata behind `__version__`.
 """
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
-try:
-    __version__ = version("fabbrica")
-except PackageNotFoundError:  # pragma: no cover - running from a bare source tree
-    __version__ = "0.0.0"
-
 if TYPE_CHECKING:
+    __version__: str
     from fabbrica.client import (
         ApiError,
         Client,
@@ -41,6 +37,15 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
+    if name == "__version__":  # the package metadata is read on first use (`--version`)
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            found = version("fabbrica")
+        except PackageNotFoundError:  # pragma: no cover - running from a bare source tree
+            found = "0.0.0"
+        globals()["__version__"] = found
+        return found
     if name in __all__:
         import fabbrica.client
 

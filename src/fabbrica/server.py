@@ -336,10 +336,12 @@ def worker_api() -> FastAPI:
 
 def offered(factory_id: str) -> None:
     """A controller placed work on `factory_id` (a notification): wake its agent's held
-    sync. After a reconnection (empty payload) nothing is woken: held syncs end by their
-    wait, and the agents sync again."""
+    sync. When the listener (re)connects (empty payload), what was sent while it was away
+    is unknown: every held sync is woken once and checks the database again."""
     if factory_id:
         OFFERS.notify(factory_id, publish=False)
+    else:
+        OFFERS.wake_all()
 
 
 class Controller:

@@ -12,8 +12,8 @@ import pytest
 from pydantic import BaseModel
 
 from fabbrica.cli import docgen, identity_cmds
+from fabbrica.cli.app import _GROUPS, command
 from fabbrica.cli.helptext import SPEC_FIELDS, spec_fields
-from fabbrica.cli.main import _GROUPS, command
 from fabbrica.client import Client
 from fabbrica.core.identity import Role
 from fabbrica.core.jobspec import JobSpec

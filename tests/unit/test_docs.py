@@ -9,7 +9,7 @@ import typer.main
 from fabbrica.api.app import create_app
 from fabbrica.api.deps import AppContext
 from fabbrica.catalog.loader import load_catalog
-from fabbrica.cli.main import app as cli_app
+from fabbrica.cli.app import app as cli_app
 from fabbrica.settings import Settings
 from fabbrica.store.db import Database
 from tests.conftest import REPO

@@ -53,6 +53,7 @@ class Offers:
     def __init__(self) -> None:
         self._changed = threading.Condition()
         self._generation: dict[str, int] = {}
+        self._epoch = 0  # `wake_all` calls: part of every factory's generation
         self._pending: set[str] = set()  # notified since the last `take_pending`
         self._waiters: dict[str, set[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]]] = {}
         self.releases = 0  # `release` calls: a held sync that sees it move answers now
@@ -66,9 +67,27 @@ class Offers:
         for factory_id in factories:
             self.notify(factory_id, publish=False)
 
+    def wake_all(self) -> None:
+        """Wake every held sync once, whatever its factory: each checks the database again
+        and, with nothing to do, waits on (a listener that reconnected: the offers sent
+        while it was away are unknown). A sync between its check and its wait sees the
+        generation move too, and checks again."""
+        with self._changed:
+            self._epoch += 1
+            self._changed.notify_all()
+            waiters = [w for held in self._waiters.values() for w in held]
+            self._waiters.clear()
+        for loop, future in waiters:
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(_resolve, future)
+
     def generation(self, factory_id: str) -> int:
         with self._changed:
-            return self._generation.get(factory_id, 0)
+            return self._now(factory_id)
+
+    def _now(self, factory_id: str) -> int:
+        """The factory's generation (under the lock): its offers and every `wake_all`."""
+        return self._generation.get(factory_id, 0) + self._epoch
 
     def notify(self, factory_id: str, *, publish: bool = True) -> None:
         with self._changed:
@@ -105,7 +124,7 @@ class Offers:
         or `stop` is set (False; checked every 0.25 s)."""
         deadline = time.monotonic() + timeout
         with self._changed:
-            while self._generation.get(factory_id, 0) == since:
+            while self._now(factory_id) == since:
                 left = deadline - time.monotonic()
                 if left <= 0 or (stop is not None and stop.is_set()):
                     return False
@@ -118,7 +137,7 @@ class Offers:
         future: asyncio.Future[None] = loop.create_future()
         waiter = (loop, future)
         with self._changed:
-            if self._generation.get(factory_id, 0) != since:
+            if self._now(factory_id) != since:
                 return True
             self._waiters.setdefault(factory_id, set()).add(waiter)
         try:

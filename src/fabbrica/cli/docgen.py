@@ -55,7 +55,7 @@ MAX_LISTED_OPTIONS = 4  # a synopsis names this many optional options, else says
 def render(root: Command | None = None) -> str:
     """The whole page."""
     if root is None:
-        from fabbrica.cli.main import command
+        from fabbrica.cli.app import command
 
         root = command()
     ctx = typer.Context(root, info_name="fabbrica")

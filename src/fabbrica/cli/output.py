@@ -9,9 +9,7 @@ each row stays on one line.
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
@@ -22,13 +20,12 @@ from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
+from fabbrica.cli.formats import cell, count, gpu_hours, number, plain, print_json, when
+
+__all__ = ["cell", "count", "gpu_hours", "number", "print_json", "when"]  # formats, here too
+
 console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)
-
-
-def print_json(data: Any) -> None:
-    # Plain print: Rich would wrap long lines and break the JSON for a pipe.
-    print(json.dumps(data, indent=2, ensure_ascii=False, default=str))
 
 
 def emit(data: Any, json_out: bool, human: Callable[[Any], None] | None = None) -> None:
@@ -77,59 +74,8 @@ def print_record(data: Mapping[str, Any], *, hide: Sequence[str] = ()) -> None:
     width = max((len(k) for k in data), default=0)
     for key, value in data.items():
         if key not in hide:
-            line = Text.assemble((key.ljust(width), "bold"), "  ", _plain(key, value))
+            line = Text.assemble((key.ljust(width), "bold"), "  ", plain(key, value))
             console.print(line, soft_wrap=True)
-
-
-def _plain(key: str, value: object) -> str:
-    if isinstance(value, list | tuple):
-        return ", ".join(cell(v) for v in value)
-    if key.endswith("gpu_hours") and isinstance(value, int | float):
-        return gpu_hours(value)
-    return cell(value)
-
-
-def cell(value: object) -> str:
-    """A value as people read it: empty for None, floats without exponents."""
-    if value is None:
-        return ""
-    if isinstance(value, float):
-        return number(value)
-    return str(value)
-
-
-def number(value: float, *, places: int = 4) -> str:
-    """A float as people read it: `0.0016`, `12.5`, `1,234`, `0.0000055` (no `5.5e-06`);
-    at least two significant digits below 1, up to `places` decimals above."""
-    if not math.isfinite(value):
-        return str(value)
-    if value == 0:
-        return "0"
-    size = abs(value)
-    if size >= 1000:
-        text = f"{value:,.0f}" if size >= 100_000 else f"{value:,.{min(places, 1)}f}"
-    elif size >= 1:
-        text = f"{value:,.{places}f}"
-    else:
-        digits = max(places, 1 - math.floor(math.log10(size)))
-        text = f"{value:.{digits}f}"
-    return text.rstrip("0").rstrip(".") if "." in text else text
-
-
-def gpu_hours(value: float | None, *, unit: bool = True) -> str:
-    """GPU-hours as people read them: `0.0016 GPU-h`, `50 GPU-h` (empty for None)."""
-    if value is None:
-        return ""
-    return f"{number(value)} GPU-h" if unit else number(value)
-
-
-def when(value: str | None) -> str:
-    """An API timestamp as `YYYY-MM-DD HH:MM` (UTC), or empty."""
-    return value[:16].replace("T", " ") if value else ""
-
-
-def count(n: int, noun: str, plural: str | None = None) -> str:
-    return f"{n} {noun}" if n == 1 else f"{n} {plural or noun + 's'}"
 
 
 def log_to_stderr(level: str) -> None:

@@ -10,9 +10,18 @@ from pathlib import Path
 
 from fabbrica.client._errors import ConfigError
 
-__all__ = ["DEFAULT_URL", "Target", "config_path", "read_config", "resolve_target", "write_config"]
+__all__ = [
+    "DEFAULT_TIMEOUT",
+    "DEFAULT_URL",
+    "Target",
+    "config_path",
+    "read_config",
+    "resolve_target",
+    "write_config",
+]
 
 DEFAULT_URL = "http://127.0.0.1:8000"
+DEFAULT_TIMEOUT = 30.0  # seconds a single request may take
 
 
 def config_path() -> Path:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import httpx
+from typing import Any, Protocol
 
 __all__ = [
     "ApiError",
@@ -13,6 +13,19 @@ __all__ = [
     "NoTokenError",
     "OutputsError",
 ]
+
+
+class Answer(Protocol):
+    """What `ApiError.from_response` reads of a response: an `httpx.Response`, or the CLI's
+    quick `fabbrica run`'s (the standard library's `http.client`)."""
+
+    @property
+    def status_code(self) -> int: ...
+    @property
+    def text(self) -> str: ...
+    @property
+    def reason_phrase(self) -> str: ...
+    def json(self) -> Any: ...
 
 
 class ClientError(Exception):
@@ -45,7 +58,7 @@ class ApiError(ClientError):
         return f"{text} (HTTP {self.status})"
 
     @classmethod
-    def from_response(cls, response: httpx.Response) -> ApiError:
+    def from_response(cls, response: Answer) -> ApiError:
         """The error a failed response carries, in the API's `{"error": {...}}` shape, or
         its text when it has another shape (a proxy's page, say)."""
         try:

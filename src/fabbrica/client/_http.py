@@ -7,10 +7,11 @@ from typing import Any, Self
 
 import httpx
 
-from fabbrica.client._config import resolve_target
+from fabbrica.client._config import DEFAULT_TIMEOUT, resolve_target
 from fabbrica.client._errors import ApiError, ConnectError, NoTokenError
 
-DEFAULT_TIMEOUT = 30.0
+__all__ = ["DEFAULT_TIMEOUT", "IDEMPOTENT", "Http"]
+
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 
 

@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import codecs
-import io
 import json
 import os
-import tarfile
 import time
-import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,15 +14,12 @@ from typing import Any, cast
 from fabbrica.client._archive import extract_outputs
 from fabbrica.client._errors import ApiError, JobSpecError
 from fabbrica.client._http import Http
+from fabbrica.client._upload import multipart, pack_workdir, resolve_workdir
 from fabbrica.client.types import ArrayCancelled, Job, UsageRow
 from fabbrica.core.jobspec import JobSpec, SpecError, parse_job_spec, spec_from_data
 
 #: The states a job ends in; it changes no more once it has one of them.
 FINISHED_STATES = frozenset({"succeeded", "failed", "cancelled", "timed_out"})
-#: Folders never packed into an upload, wherever they are in the workdir.
-SKIPPED_FOLDERS = frozenset(
-    {".git", "__pycache__", ".venv", ".mypy_cache", ".pytest_cache", "node_modules"}
-)
 
 
 @dataclass(frozen=True)
@@ -53,18 +47,6 @@ class Outputs:
 
     folder: Path
     names: list[str]
-
-
-def pack_workdir(workdir: Path) -> bytes:
-    """A gzipped tar of the files under `workdir` (no symlinks, no SKIPPED_FOLDERS)."""
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
-        for path in sorted(workdir.rglob("*")):
-            relative = path.relative_to(workdir)
-            if SKIPPED_FOLDERS & set(relative.parts) or path.is_symlink() or not path.is_file():
-                continue
-            tar.add(path, arcname=str(relative))
-    return buffer.getvalue()
 
 
 class JobsApi(Http):
@@ -100,7 +82,7 @@ class JobsApi(Http):
             if project:
                 body["project"] = project
             return cast(Job, self._json("POST", "/jobs", json=body))
-        folder = _workdir(
+        folder = resolve_workdir(
             source, base, parsed.workdir, workdir, inside=isinstance(spec, str | os.PathLike)
         )
         try:
@@ -110,7 +92,7 @@ class JobsApi(Http):
         fields = {"spec": text}
         if project:
             fields["project"] = project
-        content_type, payload = _multipart(fields, archive)
+        content_type, payload = multipart(fields, archive)
         return cast(
             Job,
             self._json(
@@ -251,48 +233,6 @@ def _read_spec(spec: str | os.PathLike[str] | Mapping[str, Any]) -> tuple[str, s
     except SpecError as exc:
         raise JobSpecError(f"{file}: {exc}", exc.field) from exc
     return str(file), data.decode("utf-8"), parsed, file.parent
-
-
-def _workdir(
-    source: str, base: Path, written: str, given: str | os.PathLike[str] | None, *, inside: bool
-) -> Path:
-    """The folder to upload: `given` as it is, else the spec's `workdir` relative to `base`,
-    which for a spec file (`inside`) must resolve inside the spec's own folder."""
-    if given is not None:
-        folder = Path(given).resolve()
-        if not folder.is_dir():
-            raise JobSpecError(f"workdir: {given} is not a directory", "workdir")
-        return folder
-    home = base.resolve()
-    folder = (home / written).resolve()
-    if inside and not folder.is_relative_to(home):
-        raise JobSpecError(
-            f"{source}: workdir {written!r} resolves to {folder}, outside the spec's folder "
-            f"{home}; move the spec, or name the folder to upload it anyway (`workdir=`, "
-            f"`fabbrica run --workdir {folder}`)",
-            "workdir",
-        )
-    if not folder.is_dir():
-        raise JobSpecError(f"{source}: workdir {written!r} is not a directory", "workdir")
-    return folder
-
-
-def _multipart(fields: dict[str, str], archive: bytes) -> tuple[str, bytes]:
-    boundary = uuid.uuid4().hex
-    parts = []
-    for name, value in fields.items():
-        parts.append(
-            f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n'.encode()
-            + value.encode()
-            + b"\r\n"
-        )
-    parts.append(
-        f'--{boundary}\r\nContent-Disposition: form-data; name="workdir"; '
-        f'filename="workdir.tar.gz"\r\nContent-Type: application/gzip\r\n\r\n'.encode()
-        + archive
-        + f"\r\n--{boundary}--\r\n".encode()
-    )
-    return f"multipart/form-data; boundary={boundary}", b"".join(parts)
 
 
 def _chunks(

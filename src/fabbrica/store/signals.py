@@ -5,10 +5,12 @@ leading `fabbrica controller` runs a round now instead of at the end of its inte
 `OFFER` (payload: a factory id): the controller placed a job on the factory (or asked for
 a cancel there), so the replica holding that factory's agent's waiting sync answers now.
 
-A notification is only a hint to look sooner: nothing is lost when one is missed (the
-database is away, a listener is reconnecting), the controller still runs every interval
-and a waiting sync still ends when its wait does. On SQLite (one process runs everything)
-none of this is used: the wake-ups stay inside the process.
+A notification is only a hint to look sooner, and one sent while a listener is away (the
+database restarted, its connection dropped) is lost: so each time a listener starts
+listening, the first time too, it calls every handler once with an empty payload, and they
+look again (the controller runs a round, every held sync checks the database again). On
+SQLite (one process runs everything) none of this is used: the wake-ups stay inside the
+process.
 """
 
 from __future__ import annotations
@@ -85,13 +87,15 @@ class Notifier:
 class Listener:
     """LISTEN on channels from a thread of its own, on a connection of its own (no pool:
     it is held for the life of the listener), and call each channel's handler with the
-    payload of every notification. Reconnects by itself when the connection fails; then
-    calls every handler once with an empty payload (what was sent meanwhile is unknown)."""
+    payload of every notification. Reconnects by itself when the connection fails. Each time
+    it starts listening (the first time too) it calls every handler once with an empty
+    payload: what was sent before, while it was not listening, is unknown."""
 
     def __init__(self, url: str, handlers: dict[str, Callable[[str], Any]]) -> None:
         self.url = url
         self.handlers = handlers
         self.connected = threading.Event()  # listening now (tests wait for it)
+        self.listens = 0  # times it started listening and called the handlers (tests)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="fabbrica-listen", daemon=True)
 
@@ -106,22 +110,21 @@ class Listener:
     def _run(self) -> None:
         engine = lock_engine(self.url)
         pause = 0.5
-        first = True
         try:
             while not self._stop.is_set():
                 try:
-                    self._listen(engine, missed=not first)
-                    pause = 0.5
+                    self._listen(engine)
                 except Exception as exc:  # the database is away: try again, slower each time
+                    if self.connected.is_set():  # it was listening: the first retry is soon
+                        pause = 0.5
                     log.debug("listener: %s; reconnecting in %.1f s", exc, pause)
                 self.connected.clear()
-                first = False
                 self._stop.wait(pause)
                 pause = min(pause * 2, RECONNECT_MAX)
         finally:
             engine.dispose()
 
-    def _listen(self, engine: Engine, missed: bool) -> None:
+    def _listen(self, engine: Engine) -> None:
         raw = engine.raw_connection()
         try:
             conn = raw.driver_connection
@@ -130,8 +133,8 @@ class Listener:
             for channel in self.handlers:
                 conn.execute(f'LISTEN "{channel}"')
             self.connected.set()
-            if missed:
-                self._call_all("")
+            self._call_all("")  # what was sent while we were not listening
+            self.listens += 1
             while not self._stop.is_set():
                 for note in conn.notifies(timeout=1.0):
                     handler = self.handlers.get(note.channel)
