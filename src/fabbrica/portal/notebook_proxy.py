@@ -7,7 +7,6 @@ Fabbrica's cookies and the member's credentials never reach JupyterLab."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 from urllib.parse import quote, urlsplit
@@ -19,7 +18,7 @@ from fastapi.responses import JSONResponse, RedirectResponse, Response
 from starlette.websockets import WebSocketDisconnect
 from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as ws_connect
-from websockets.exceptions import ConnectionClosed, InvalidHandshake
+from websockets.exceptions import InvalidHandshake
 
 from fabbrica.api.deps import AppContext
 from fabbrica.core.errors import FabbricaError, Unauthenticated
@@ -176,34 +175,8 @@ async def proxy_websocket(websocket: WebSocket, job_id: str, path: str) -> None:
 
 async def _pump(websocket: WebSocket, upstream: ClientConnection) -> None:
     """Messages both ways until either side closes."""
-
-    async def to_notebook() -> None:
-        while True:
-            message = await websocket.receive()
-            if message["type"] == "websocket.disconnect":
-                return
-            if message.get("bytes") is not None:
-                await upstream.send(message["bytes"])
-            elif message.get("text") is not None:
-                await upstream.send(message["text"])
-
-    async def to_member() -> None:
-        async for message in upstream:
-            if isinstance(message, bytes):
-                await websocket.send_bytes(message)
-            else:
-                await websocket.send_text(message)
-
-    tasks = [asyncio.create_task(to_notebook()), asyncio.create_task(to_member())]
     try:
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        await notebook_remote.pump(websocket, upstream.send, aiter(upstream))
     finally:
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(
-                asyncio.CancelledError, ConnectionClosed, WebSocketDisconnect, RuntimeError
-            ):
-                await task
         with contextlib.suppress(RuntimeError, WebSocketDisconnect):
             await websocket.close()

@@ -9,10 +9,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import html
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 from fastapi import Request, WebSocket
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.websockets import WebSocketDisconnect
+from websockets.exceptions import ConnectionClosed
 
 from fabbrica.api.tunnels import Reconnecting, Stream, TunnelHub
 from fabbrica.core import tunnel
@@ -177,27 +180,43 @@ async def websocket(
 
 
 async def _pump(member: WebSocket, stream: Stream) -> None:
-    async def to_notebook() -> None:
-        while True:
-            message = await member.receive()
-            if message["type"] == "websocket.disconnect":
-                return
-            if message.get("bytes") is not None:
-                await stream.send_message(message["bytes"])
-            elif message.get("text") is not None:
-                await stream.send_message(message["text"])
-
-    async def to_member() -> None:
+    async def messages() -> AsyncIterator[str | bytes]:
         whole = tunnel.Message()
         while True:
             op, item = await stream.next()
             if op != "data":
                 return  # closed, or the tunnel broke
             done = whole.add(*item)
-            if isinstance(done, bytes):
-                await member.send_bytes(done)
-            elif done is not None:
-                await member.send_text(done)
+            if done is not None:
+                yield done
+
+    await pump(member, stream.send_message, messages())
+
+
+async def pump(
+    member: WebSocket,
+    send: Callable[[str | bytes], Awaitable[Any]],
+    messages: AsyncIterator[str | bytes],
+) -> None:
+    """A member's WebSocket and the notebook's, both ways until either side closes: what
+    the member sends goes to `send`, what `messages` yields goes to the member."""
+
+    async def to_notebook() -> None:
+        while True:
+            message = await member.receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            if message.get("bytes") is not None:
+                await send(message["bytes"])
+            elif message.get("text") is not None:
+                await send(message["text"])
+
+    async def to_member() -> None:
+        async for message in messages:
+            if isinstance(message, bytes):
+                await member.send_bytes(message)
+            else:
+                await member.send_text(message)
 
     tasks = [asyncio.create_task(to_notebook()), asyncio.create_task(to_member())]
     try:
@@ -206,5 +225,5 @@ async def _pump(member: WebSocket, stream: Stream) -> None:
         for task in tasks:
             task.cancel()
         for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, *BROKEN):
+            with contextlib.suppress(asyncio.CancelledError, ConnectionClosed, *BROKEN):
                 await task
