@@ -193,6 +193,33 @@ class PartitionState:
         self._gpus.insert(index, gpus)
         self._prefix = None
 
+    def release(self, gpus: int, end: Seconds, nodes: tuple[int, ...] = ()) -> None:
+        """Work started on this state ends (a state kept between passes, `Scheduler`):
+        `gpus` held until `end` on `nodes`, as `start` or `take` recorded it."""
+        self.free += gpus
+        if self._when:
+            self._when = {}
+        if self.nodes is not None:
+            self._most = self._whole = None
+            if self._packed_when:
+                self._packed_when = {}
+            self._placed.remove((end, nodes, gpus))
+            if len(nodes) == 1 and gpus <= self.partition.gpus_per_node:
+                self.nodes[nodes[0]] += gpus
+            else:
+                for i in nodes:
+                    self.nodes[i] = self.capacity(i)
+        if self._ends is None:
+            self._started.remove((end, gpus))
+            return
+        # any of the equal release times: the answers look at whole runs of them
+        index = bisect.bisect_left(self._ends, end)
+        while self._gpus[index] != gpus or self._ends[index] != end:
+            index += 1
+        del self._ends[index]
+        del self._gpus[index]
+        self._prefix = None
+
     def earliest_packed(self, gpus: int, now: Seconds) -> Seconds | None:
         """When the job fits on the tracked nodes at the earliest (a node with room for
         it, or enough whole free nodes), if running work ends on time where it runs."""

@@ -67,9 +67,11 @@ _Fit = tuple[list[PartitionState], dict[str, tuple[_Payers, _Payers]]]
 
 
 class _Pass:
+    """One pass; or, kept by a `Scheduler`, every pass of a replay: what a pass learns
+    about the partitions and allocations (the states, what fits each shape of job, who pays
+    there) stays, and `begin` resets only what belongs to one pass."""
+
     def __init__(self, snapshot: Snapshot) -> None:
-        self.now = snapshot.now
-        self.snapshot = snapshot
         self.states = states = [PartitionState(p, p.free_gpus) for p in snapshot.partitions]
         self.by_factory: dict[str, list[PartitionState]] = {}
         for state in states:
@@ -92,14 +94,20 @@ class _Pass:
         self.per_partition = snapshot.policy.reservations != "federation"
         self.backfill = snapshot.policy.backfill
         self.partitions = len(snapshot.partitions)
+        self.explain = snapshot.policy.explain
+        self.fastest = max((p.speed for p in snapshot.partitions), default=1.0)
+        self.begin(snapshot)
+
+    def begin(self, snapshot: Snapshot) -> None:
+        """What one pass starts from: its time, its jobs, no reservation held."""
+        self.now = snapshot.now
+        self.snapshot = snapshot
         self.held: dict[tuple[str, str], _Held] = {}  # partition key -> its reservation
         self.reserved: list[Reservation] = []  # in priority order
-        self.explain = snapshot.policy.explain
         self.max_free = 0  # most free GPUs of any partition without a reservation
         self.ceiling = 0  # most free GPUs of any partition
         self.stale = True  # max_free and ceiling to count again (work started, or held)
         self.full = self._no_reservation_left()  # no reservation is left to take
-        self.fastest = max((p.speed for p in snapshot.partitions), default=1.0)
         self.closed: set[tuple[str, str]] = set()  # strict FIFO: partitions behind a blocked job
         self.last: Job | None = None  # the last job in priority order
         self.assignments: list[Assignment] = []

@@ -48,7 +48,7 @@ from dataclasses import dataclass
 from itertools import islice
 from operator import attrgetter
 
-from fabbrica.sched import Allocation, Job, Policy, Snapshot, schedule
+from fabbrica.sched import Allocation, Job, Policy, Scheduler, Snapshot, schedule
 from fabbrica.sim.federation import Federation, Site, node_shape
 from fabbrica.sim.partition import (
     GPUS_PER_NODE as GPUS_PER_NODE,
@@ -108,6 +108,7 @@ class _Queue:
     __slots__ = (
         "allocations",
         "by_factory",
+        "core",
         "dirty",
         "in_order",
         "last",
@@ -138,6 +139,16 @@ class _Queue:
         )
         self.by_factory = {p.factory: p for p in parts}
         self.position = 0  # in the run's list of queues: passes run in that order
+        for slot, part in enumerate(parts):
+            part.slot = slot
+        # the core's state kept between passes (`Scheduler`); None: a snapshot per pass
+        # (outages change partitions' sizes, which a kept state does not follow)
+        self.core: Scheduler | None = None
+
+    def keep_state(self) -> None:
+        """Run the passes on a `Scheduler` from now on (before any job started)."""
+        snapshots = [p.snapshot() for p in self.parts]
+        self.core = Scheduler(snapshots, self.allocations, self.policy)
 
     def could_start(self, gpus: int) -> bool:
         return any(p.available >= gpus for p in self.parts)
@@ -217,6 +228,8 @@ def simulate(
     queues, route = _queues(jobs, federation, policy, machines, pack_nodes)
     for position, queue in enumerate(queues):
         queue.position = position
+        if not outages:
+            queue.keep_state()
     dirty: list[_Queue] = []  # the queues that could start something, once each
     pending = [0]  # jobs waiting in every queue
 
@@ -287,7 +300,11 @@ def simulate(
                 continue  # a run lost to an outage
             part, owner = ran_on[index], queue_of[index]
             assert part is not None and owner is not None
-            part.end(index, held[index], starts[index] + limits[index] / part.speed)
+            expected = starts[index] + limits[index] / part.speed
+            if owner.core is not None:
+                nodes = part.holding[index] if part.nodes is not None else ()
+                owner.core.release(part.slot, held[index], expected, nodes)
+            part.end(index, held[index], expected)
             mark(owner)
             ended += 1
         while changes and changes[0][0] <= now:
@@ -403,15 +420,18 @@ def _pass(
         if not parts:
             return []
     by_factory = queue.by_factory
-    decision = schedule(
-        Snapshot(
-            now=now,
-            jobs=queue.head(depth),
-            partitions=tuple(p.snapshot() for p in parts),
-            allocations=queue.allocations,
-            policy=queue.policy,
+    if queue.core is not None:
+        decision = queue.core.schedule(now, queue.head(depth))
+    else:
+        decision = schedule(
+            Snapshot(
+                now=now,
+                jobs=queue.head(depth),
+                partitions=tuple(p.snapshot() for p in parts),
+                allocations=queue.allocations,
+                policy=queue.policy,
+            )
         )
-    )
     started = []
     for assignment in decision.assignments:
         index = int(assignment.job)

@@ -46,6 +46,7 @@ class _Part:
         "per",
         "runs",
         "seen",
+        "slot",
         "speed",
         "tally",
         "total",
@@ -78,6 +79,7 @@ class _Part:
         self.down_share = 0  # GPUs the outages take (whole nodes go: `down` may be more)
         self.partial = 0  # free GPUs on nodes partly in use (fragmentation)
         self.seen: Partition | None = None  # the last snapshot, while nothing changed
+        self.slot = 0  # its index in its queue's partitions
         self.tally = [0]  # `partial` summed over the partitions of a run (shared)
         self.holding: dict[int, tuple[int, ...]] = {}  # job -> its nodes
         self.keys: list[tuple[float, int]] = []  # (expected end, job), sorted
