@@ -57,7 +57,8 @@ class PartitionState:
         # decides whether a job fits now (None: to count again, after work started)
         self._most: int | None = None
         self._whole: int | None = None
-        # work started in this pass on tracked nodes: (expected end, its nodes, GPUs held)
+        # work started in this pass on tracked nodes: (expected end, its nodes, GPUs held),
+        # sorted
         self._placed: list[tuple[Seconds, tuple[int, ...], int]] = []
         self._packed_when: dict[int, Seconds | None] = {}
 
@@ -164,7 +165,7 @@ class PartitionState:
             raise ValueError(f"{gpus} GPUs do not fit on the free nodes")
         held = self.held(gpus, found)
         self._most = self._whole = None
-        self._placed.append((end, found, held))
+        bisect.insort(self._placed, (end, found, held))  # in order: `release` finds it
         if self._packed_when:
             self._packed_when = {}
         if len(found) == 1 and gpus <= self.partition.gpus_per_node:
@@ -203,21 +204,25 @@ class PartitionState:
             self._most = self._whole = None
             if self._packed_when:
                 self._packed_when = {}
-            self._placed.remove((end, nodes, gpus))
+            placed = self._placed
+            at = bisect.bisect_left(placed, (end, nodes, gpus))
+            if at == len(placed) or placed[at] != (end, nodes, gpus):
+                raise ValueError(f"no work of {gpus} GPUs on nodes {nodes} ends at {end}")
+            del placed[at]
             if len(nodes) == 1 and gpus <= self.partition.gpus_per_node:
                 self.nodes[nodes[0]] += gpus
             else:
                 for i in nodes:
                     self.nodes[i] = self.capacity(i)
-        if self._ends is None:
-            self._started.remove((end, gpus))
-            return
         # any of the equal release times: the answers look at whole runs of them
-        index = bisect.bisect_left(self._ends, end)
-        while self._gpus[index] != gpus or self._ends[index] != end:
+        ends, held = self._sorted(), self._gpus
+        index = bisect.bisect_left(ends, end)
+        while index < len(ends) and ends[index] == end and held[index] != gpus:
             index += 1
-        del self._ends[index]
-        del self._gpus[index]
+        if index == len(ends) or ends[index] != end:
+            raise ValueError(f"no work of {gpus} GPUs ends at {end}")
+        del ends[index]
+        del held[index]
         self._prefix = None
 
     def earliest_packed(self, gpus: int, now: Seconds) -> Seconds | None:

@@ -22,7 +22,8 @@ import gc
 import math
 from collections import defaultdict
 from dataclasses import dataclass
-from operator import attrgetter
+from itertools import compress, repeat
+from operator import attrgetter, le
 
 from fabbrica.sched.capacity import PartitionState, charge
 from fabbrica.sched.model import (
@@ -49,7 +50,7 @@ class _Held:
     extra: int
 
 
-_PROJECT, _ID = attrgetter("project"), attrgetter("id")
+_PROJECT, _ID, _GPUS = attrgetter("project"), attrgetter("id"), attrgetter("gpus")
 
 # where a job may run: the partition, the allocation that pays, the worst-case charge (a
 # plain tuple: a pass over 100,000 jobs builds hundreds of thousands of them)
@@ -121,20 +122,13 @@ class _Pass:
         backfill = snapshot.policy.backfill
         quiet = not self.explain
         self.last = ranked[-1] if ranked else None
-        for job in ranked:
-            if quiet:
-                if backfill:
-                    # once no reservation is left to take, a job that cannot start now
-                    # would only wait: passed over (first: more GPUs than any partition
-                    # has free, the common case in a long queue)
-                    if self.full:
-                        if self.stale:
-                            self._update_free()
-                        if job.gpus > self.ceiling or not self._might_start(job):
-                            continue
-                elif len(self.closed) == len(self.states):
+        if quiet and backfill:
+            self._run_quiet(ranked)
+        else:
+            for job in ranked:
+                if quiet and len(self.closed) == len(self.states):
                     break  # strict FIFO: every partition is behind a blocked job
-            self._place(job)
+                self._place(job)
         return Decision(
             assignments=tuple(self.assignments),
             waiting=tuple(self.waiting),
@@ -142,6 +136,32 @@ class _Pass:
             order=tuple(map(_ID, ranked)),
             reservations=tuple(self.reserved),
         )
+
+    def _run_quiet(self, ranked: list[Job]) -> None:
+        """A quiet backfill pass: every job is placed until no reservation is left to
+        take; from then on a job that cannot start now would only wait, and is passed
+        over. Most of a long queue asks more GPUs than any partition has free (`ceiling`):
+        those are passed over in C. The ceiling only falls during a pass (work starts,
+        none ends), so the jobs at most the ceiling when the rest is filtered include
+        every job at most the ceiling later; each is checked again."""
+        placed = 0
+        for job in ranked:
+            if self.full:
+                break
+            self._place(job)
+            placed += 1
+        else:
+            return
+        if self.stale:
+            self._update_free()
+        rest = ranked[placed:]
+        small = compress(rest, map(le, map(_GPUS, rest), repeat(self.ceiling)))
+        for job in small:
+            if self.stale:
+                self._update_free()
+            if job.gpus > self.ceiling or not self._might_start(job):
+                continue
+            self._place(job)
 
     def _no_reservation_left(self) -> bool:
         if self.per_partition:

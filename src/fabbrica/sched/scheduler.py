@@ -24,8 +24,8 @@ from fabbrica.sched.placement import _Pass
 
 
 class Scheduler:
-    """Passes over partitions that start as `partitions` say (free GPUs, nodes, running
-    work) and change only by the work the passes start and `release` ends."""
+    """Passes over partitions that start as `partitions` say (free GPUs and nodes, nothing
+    running) and change only by the work the passes start and `release` ends."""
 
     __slots__ = ("_allocations", "_partitions", "_pass", "_policy")
 
@@ -36,6 +36,8 @@ class Scheduler:
         policy: Policy,
     ) -> None:
         self._partitions = tuple(partitions)
+        if any(p.running for p in self._partitions):
+            raise ValueError("a Scheduler starts from partitions with nothing running")
         self._allocations = tuple(allocations)
         self._policy = policy
         self._pass = _Pass(Snapshot(0.0, (), self._partitions, self._allocations, policy=policy))

@@ -149,9 +149,14 @@ class _Queue:
         """Run the passes on a `Scheduler` from now on (before any job started)."""
         snapshots = [p.snapshot() for p in self.parts]
         self.core = Scheduler(snapshots, self.allocations, self.policy)
+        for part in self.parts:
+            part.keep_runs = False  # no snapshot is taken again
 
     def could_start(self, gpus: int) -> bool:
-        return any(p.available >= gpus for p in self.parts)
+        for p in self.parts:  # noqa: SIM110 (a loop: no generator for every arrival)
+            if p.free - p.down >= gpus:  # `available` (gpus is at least 1)
+                return True
+        return False
 
     def add(self, index: int, job: Job) -> None:
         self.waiting[index] = job

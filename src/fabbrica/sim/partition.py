@@ -39,6 +39,7 @@ class _Part:
         "factory",
         "free",
         "holding",
+        "keep_runs",
         "keys",
         "nodes",
         "partial",
@@ -84,6 +85,9 @@ class _Part:
         self.holding: dict[int, tuple[int, ...]] = {}  # job -> its nodes
         self.keys: list[tuple[float, int]] = []  # (expected end, job), sorted
         self.runs: list[Running] = []  # in the same order
+        # whether to keep `runs` (for snapshots and outages; not needed when the core
+        # keeps its own state between passes)
+        self.keep_runs = True
 
     @property
     def available(self) -> int:
@@ -150,14 +154,16 @@ class _Part:
         self.free -= gpus
         index = bisect.bisect_left(self.keys, (expected_end, job))
         self.keys.insert(index, (expected_end, job))
-        self.runs.insert(index, Running(gpus, expected_end, nodes))
+        if self.keep_runs:
+            self.runs.insert(index, Running(gpus, expected_end, nodes))
 
     def end(self, job: int, gpus: int, expected_end: float) -> None:
         index = bisect.bisect_left(self.keys, (expected_end, job))
         if index == len(self.keys) or self.keys[index] != (expected_end, job):
             raise SimulationError(f"job {job} ended on {self.factory} where it did not run")
         del self.keys[index]
-        del self.runs[index]
+        if self.keep_runs:
+            del self.runs[index]
         self.free += gpus
         self.seen = None
         if self.nodes is not None:
