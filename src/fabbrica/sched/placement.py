@@ -97,12 +97,21 @@ class _Pass:
         self.partitions = len(snapshot.partitions)
         self.explain = snapshot.policy.explain
         self.fastest = max((p.speed for p in snapshot.partitions), default=1.0)
-        self.begin(snapshot)
+        self.given = snapshot.partitions  # as given: what the reasons name
+        self.policy = snapshot.policy
+        self.begin(snapshot.now, snapshot.jobs, snapshot.shares, snapshot.usage)
 
-    def begin(self, snapshot: Snapshot) -> None:
-        """What one pass starts from: its time, its jobs, no reservation held."""
-        self.now = snapshot.now
-        self.snapshot = snapshot
+    def begin(
+        self,
+        now: Seconds,
+        jobs: tuple[Job, ...],
+        shares: dict[str, float],
+        usage: dict[str, float],
+    ) -> None:
+        """What one pass starts from: its time, its jobs and the projects' shares and
+        usage, no reservation held."""
+        self.now = now
+        self.jobs, self.shares, self.usage = jobs, shares, usage
         self.held: dict[tuple[str, str], _Held] = {}  # partition key -> its reservation
         self.reserved: list[Reservation] = []  # in priority order
         self.max_free = 0  # most free GPUs of any partition without a reservation
@@ -115,11 +124,11 @@ class _Pass:
         self.waiting: list[Waiting] = []
 
     def run(self) -> Decision:
-        snapshot = self.snapshot
-        projects = set(map(_PROJECT, snapshot.jobs))
-        factors = fairshare_factors(projects, snapshot.shares, snapshot.usage)
-        ranked = order(snapshot.jobs, self.now, factors, snapshot.policy, projects)
-        backfill = snapshot.policy.backfill
+        jobs, policy = self.jobs, self.policy
+        projects = set(map(_PROJECT, jobs))
+        factors = fairshare_factors(projects, self.shares, self.usage)
+        ranked = order(jobs, self.now, factors, policy, projects)
+        backfill = policy.backfill
         quiet = not self.explain
         self.last = ranked[-1] if ranked else None
         if quiet and backfill:
@@ -182,7 +191,7 @@ class _Pass:
         if not matching:
             if self.explain:
                 if not fitting:
-                    self._wait(job, no_candidate_reason(job, self.snapshot.partitions))
+                    self._wait(job, no_candidate_reason(job, self.given))
                 else:
                     note = residency_note(job, {s.partition.factory for s in fitting})
                     self._wait(job, self._allocation_reason(job, fitting, any_model) + note)

@@ -53,8 +53,7 @@ class Scheduler:
         decide on the partitions as they are now. The cyclic garbage collector is paused
         for the pass, as `schedule` does."""
         pass_ = self._pass
-        parts, allocations, policy = self._partitions, self._allocations, self._policy
-        pass_.begin(Snapshot(now, jobs, parts, allocations, shares or {}, usage or {}, policy))
+        pass_.begin(now, jobs, shares or {}, usage or {})
         paused = gc.isenabled()
         if paused:
             gc.disable()

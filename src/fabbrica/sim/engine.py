@@ -169,7 +169,12 @@ class _Queue:
     def idle(self) -> bool:
         """Whether a pass would provably start nothing: no waiting job fits in any
         partition's free GPUs, or (strict FIFO in submission order) the first does not."""
-        most = max(max([p.free - p.down for p in self.parts]), 0)  # `available`, inlined
+        parts = self.parts
+        if len(parts) == 1:
+            most = parts[0].free - parts[0].down  # `available`, inlined
+        else:
+            most = max([p.free - p.down for p in parts])
+        most = max(most, 0)
         if self.strict and self.in_order:
             return next(iter(self.waiting.values())).gpus > most
         return min(self.sizes) > most
