@@ -98,6 +98,10 @@ class _Pass:
         self.explain = snapshot.policy.explain
         self.fastest = max((p.speed for p in snapshot.partitions), default=1.0)
         self.given = snapshot.partitions  # as given: what the reasons name
+        # the last order found without usage, and for which jobs (never changed)
+        self.ranked_jobs: tuple[Job, ...] | None = None
+        self.ranked: list[Job] = []
+        self.ranked_ids: tuple[str, ...] = ()
         self.policy = snapshot.policy
         self.begin(snapshot.now, snapshot.jobs, snapshot.shares, snapshot.usage)
 
@@ -125,9 +129,19 @@ class _Pass:
 
     def run(self) -> Decision:
         jobs, policy = self.jobs, self.policy
-        projects = set(map(_PROJECT, jobs))
-        factors = fairshare_factors(projects, self.shares, self.usage)
-        ranked = order(jobs, self.now, factors, policy, projects)
+        if self.usage or policy.age_weight < 0:
+            projects = set(map(_PROJECT, jobs))
+            factors = fairshare_factors(projects, self.shares, self.usage)
+            ranked = order(jobs, self.now, factors, policy, projects)
+            ids = tuple(map(_ID, ranked))
+        elif jobs is self.ranked_jobs:
+            # no usage: every factor is 1.0 and the order is by submission, whatever the
+            # time; the same jobs as the last pass (a kept `Scheduler`): the same order
+            ranked, ids = self.ranked, self.ranked_ids
+        else:
+            ranked = order(jobs, self.now, {}, policy, set())  # every factor 1.0
+            ids = tuple(map(_ID, ranked))
+            self.ranked_jobs, self.ranked, self.ranked_ids = jobs, ranked, ids
         backfill = policy.backfill
         quiet = not self.explain
         self.last = ranked[-1] if ranked else None
@@ -142,7 +156,7 @@ class _Pass:
             assignments=tuple(self.assignments),
             waiting=tuple(self.waiting),
             reservation=self.reserved[0] if self.reserved else None,
-            order=tuple(map(_ID, ranked)),
+            order=ids,
             reservations=tuple(self.reserved),
         )
 

@@ -109,6 +109,7 @@ class _Queue:
         "allocations",
         "by_factory",
         "core",
+        "depth",
         "dirty",
         "in_order",
         "last",
@@ -119,6 +120,7 @@ class _Queue:
         "sizes",
         "strict",
         "waiting",
+        "window",
     )
 
     def __init__(self, parts: list[_Part], policy: Policy) -> None:
@@ -139,6 +141,10 @@ class _Queue:
         )
         self.by_factory = {p.factory: p for p in parts}
         self.position = 0  # in the run's list of queues: passes run in that order
+        self.depth = QUEUE_DEPTH  # jobs a pass looks at (0: all)
+        # the jobs the last pass looked at, while they are the same (not strict FIFO): the
+        # same tuple again, which the core ranks once
+        self.window: tuple[Job, ...] | None = None
         for slot, part in enumerate(parts):
             part.slot = slot
         # the core's state kept between passes (`Scheduler`); None: a snapshot per pass
@@ -160,6 +166,8 @@ class _Queue:
 
     def add(self, index: int, job: Job) -> None:
         self.waiting[index] = job
+        if not self.depth or len(self.waiting) <= self.depth:
+            self.window = None  # a pass sees it
         self.queued += job.gpus
         self.sizes[job.gpus] = self.sizes.get(job.gpus, 0) + 1
         if job.submitted_at < self.last:
@@ -185,7 +193,9 @@ class _Queue:
         those submitted at the same instant, which the core may rank before it)."""
         waiting = self.waiting.values()
         if not (self.strict and self.in_order):
-            return tuple(islice(waiting, depth) if depth else waiting)
+            if self.window is None:
+                self.window = tuple(islice(waiting, depth) if depth else waiting)
+            return self.window
         room = self.parts[0].available
         seen: list[Job] = []
         blocked: float | None = None
@@ -238,6 +248,7 @@ def simulate(
     queues, route = _queues(jobs, federation, policy, machines, pack_nodes)
     for position, queue in enumerate(queues):
         queue.position = position
+        queue.depth = queue_depth
         if not outages:
             queue.keep_state()
     dirty: list[_Queue] = []  # the queues that could start something, once each
@@ -443,6 +454,8 @@ def _pass(
             )
         )
     started = []
+    if decision.assignments:
+        queue.window = None  # the jobs started leave it
     for assignment in decision.assignments:
         index = int(assignment.job)
         gpus = queue.waiting.pop(index).gpus
