@@ -77,11 +77,13 @@ class PartitionState:
         nodes = self.nodes
         if nodes is None:
             return True
-        if self._most is None or self._whole is None:
-            self._most = max(nodes, default=0)
-            self._whole = self._whole_free(nodes)
+        # each count only when a job needs it (most jobs take one node: the most free)
         if gpus <= self.partition.gpus_per_node:
+            if self._most is None:
+                self._most = max(nodes, default=0)
             return gpus <= self._most
+        if self._whole is None:
+            self._whole = self._whole_free(nodes)
         return gpus <= self._whole
 
     def _capacities(self, count: int) -> list[int]:

@@ -33,6 +33,7 @@ class _Part:
     """A partition's GPUs, and (node packing) its nodes' free GPUs."""
 
     __slots__ = (
+        "caps",
         "down",
         "down_nodes",
         "down_share",
@@ -76,6 +77,7 @@ class _Part:
         if pack:
             full, rest = divmod(total, self.per)
             self.nodes = [self.per] * full + ([rest] if rest else [])
+        self.caps = list(self.nodes or ())  # each node's GPUs (`capacity`)
         self.down_nodes = 0  # nodes out of service, the last ones (a pool's outage)
         self.down_share = 0  # GPUs the outages take (whole nodes go: `down` may be more)
         self.partial = 0  # free GPUs on nodes partly in use (fragmentation)
@@ -135,7 +137,7 @@ class _Part:
         return min(self.per, self.total - self.per * node)
 
     def start(self, job: int, gpus: int, expected_end: float, nodes: tuple[int, ...] = ()) -> None:
-        if gpus > self.available:
+        if gpus > self.free - self.down:  # `available` (gpus is at least 1)
             raise SimulationError(f"job {job}: {gpus} GPUs started on {self.available} free")
         self.seen = None
         if self.nodes is not None:
@@ -147,7 +149,7 @@ class _Part:
                     raise SimulationError(f"job {job}: node {nodes[0]} over-full")
             else:
                 for node in nodes:
-                    if self.nodes[node] != self.capacity(node):
+                    if self.nodes[node] != self.caps[node]:
                         raise SimulationError(f"job {job}: node {node} is not free")
                     self.nodes[node] = 0
             self.holding[job] = nodes
@@ -172,12 +174,12 @@ class _Part:
                 self._set(nodes[0], self.nodes[nodes[0]] + gpus)
             else:
                 for node in nodes:
-                    self.nodes[node] = self.capacity(node)
+                    self.nodes[node] = self.caps[node]
 
     def _set(self, node: int, free: int) -> None:
         """A node's free GPUs, keeping `partial` (free GPUs on nodes partly in use)."""
         assert self.nodes is not None
-        capacity = self.capacity(node)
+        capacity = self.caps[node]
         old = self.nodes[node]
         change = (free if 0 < free < capacity else 0) - (old if 0 < old < capacity else 0)
         self.partial += change
