@@ -4,6 +4,7 @@ without tracked nodes, of several speeds, compared Decision for Decision."""
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import replace
 
@@ -94,7 +95,7 @@ def _job(rng: random.Random, n: int, now: float, per: int) -> Job:
     gpus = rng.choice(SIZES)
     return Job(
         id=str(n),
-        project=rng.choice(["p", "q"]),
+        project=rng.choice(["p", "q", "r"]),
         gpus=gpus,
         nodes=-(-gpus // per),
         time_limit=rng.choice([H, 2 * H, 3 * H, 8 * H]),
@@ -109,8 +110,14 @@ def _replay(seed: int, policy: Policy) -> int:
     rng = random.Random(seed)
     parts = _partitions(rng)
     per = min(p.gpus_per_node for p in parts)
-    allocations = (Allocation(1, "p", "f0", 1e12), *(Allocation(2 + i, "q", p.factory, 5e4)
-                   for i, p in enumerate(parts)))  # fmt: skip
+    # p: unbounded everywhere (the simulator's), q: bounded everywhere, r: both
+    allocations = tuple(
+        Allocation(len(parts) * k + i + 1, project, part.factory, amount)
+        for k, (project, amount) in enumerate(
+            [("p", math.inf), ("q", 5e4), ("r", 300.0), ("r", math.inf)]
+        )
+        for i, part in enumerate(parts)
+    )
     left = {a.id: a.remaining_gpu_hours for a in allocations}
     world = _World(parts)
     core = Scheduler(parts, allocations, policy)

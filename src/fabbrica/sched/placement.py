@@ -92,6 +92,9 @@ class _Pass:
         # the same by the fitting partitions (their ids)
         self.fitting: dict[tuple[object, ...], _Fit] = {}
         self.interned: dict[tuple[int, ...], _Fit] = {}
+        # (payers, GPUs, time limit) -> the candidates, where every partition's first
+        # allocation is unbounded (the simulator's): they never change
+        self.unbounded: dict[tuple[int, int, float], list[_Candidate]] = {}
         self.per_partition = snapshot.policy.reservations != "federation"
         self.backfill = snapshot.policy.backfill
         self.partitions = len(snapshot.partitions)
@@ -216,20 +219,21 @@ class _Pass:
         # loop: a queue of 100,000 jobs runs it for each.
         gpus, time_limit = job.gpus, job.time_limit
         end = self.now + time_limit
-        left, closed, held = self.left, self.closed, self.held
-        candidates: list[_Candidate] = []
+        closed, held = self.closed, self.held
+        key = (id(matching), gpus, time_limit)
+        candidates = self.unbounded.get(key)
+        if candidates is None:
+            candidates = self._candidates(gpus, time_limit, matching)
+            if len(candidates) == len(matching) and all(
+                self.left[a.id] == math.inf and math.isfinite(cost) for _, a, cost in candidates
+            ):
+                # each partition's paying allocation has no bound (the simulator's): it pays
+                # whatever this pass or those before took (a kept `Scheduler`), and those
+                # before it in its list never will (what is left only falls)
+                self.unbounded[key] = candidates
         startable: list[_Candidate] = []
-        for state, allocations in matching:
-            per = state.whole_node_gpus
-            charged = gpus if not per else math.ceil(gpus / per) * per
-            cost = charged * state.billing_factor * time_limit / 3600.0
-            for allocation in allocations:
-                if left[allocation.id] + 1e-9 >= cost:
-                    break
-            else:
-                continue
-            c = (state, allocation, cost)
-            candidates.append(c)
+        for c in candidates:
+            state = c[0]
             if gpus <= state.free and state.key not in closed:
                 if state.nodes is not None and not state.fits(gpus):
                     continue  # free GPUs, but not on nodes that can take it
@@ -261,6 +265,22 @@ class _Pass:
         elif self.explain:
             note = residency_note(job, {s.partition.factory for s in fitting})
             self._wait(job, self._allocation_reason(job, fitting, any_model) + note)
+
+    def _candidates(self, gpus: int, time_limit: Seconds, matching: _Payers) -> list[_Candidate]:
+        """Where an allocation of the project still covers the job's worst case (the
+        charge is `capacity.charge`'s arithmetic, in the same order): the first such
+        allocation of each partition, with the charge."""
+        left = self.left
+        candidates: list[_Candidate] = []
+        for state, allocations in matching:
+            per = state.whole_node_gpus
+            charged = gpus if not per else math.ceil(gpus / per) * per
+            cost = charged * state.billing_factor * time_limit / 3600.0
+            for allocation in allocations:
+                if left[allocation.id] + 1e-9 >= cost:
+                    candidates.append((state, allocation, cost))
+                    break
+        return candidates
 
     def _fit(self, job: Job) -> _Fit:
         factories = job.factories if job.factories is not None else self.by_factory.keys()
