@@ -185,3 +185,16 @@ def test_the_comparison_sees_a_release_the_core_was_not_told_of() -> None:
     assert core.schedule(60.0, second).assignments == ()
     core.release(0, a.gpus_held, H, a.nodes)
     assert core.schedule(60.0, second) == expected
+
+
+def test_without_the_order_a_decision_starts_the_same_jobs() -> None:
+    rng = random.Random(5)
+    parts = _partitions(rng)
+    allocations = tuple(Allocation(i + 1, "p", p.factory, math.inf) for i, p in enumerate(parts))
+    jobs = tuple(_job(rng, n, 0.0, 4) for n in range(40))
+    named = Scheduler(parts, allocations, Policy(explain=False)).schedule(0.0, jobs)
+    bare = Scheduler(parts, allocations, Policy(explain=False), order=False).schedule(0.0, jobs)
+    assert len(named.order) == len(jobs)
+    assert bare.order == ()
+    assert bare.assignments == named.assignments
+    assert bare.reservations == named.reservations

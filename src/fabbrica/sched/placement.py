@@ -22,7 +22,7 @@ import gc
 import math
 from collections import defaultdict
 from dataclasses import dataclass
-from itertools import compress, repeat
+from itertools import compress, islice, repeat
 from operator import attrgetter, le
 
 from fabbrica.sched.capacity import PartitionState, charge
@@ -101,10 +101,12 @@ class _Pass:
         self.explain = snapshot.policy.explain
         self.fastest = max((p.speed for p in snapshot.partitions), default=1.0)
         self.given = snapshot.partitions  # as given: what the reasons name
+        self.with_order = True  # Decision.order (a `Scheduler` may go without)
         # the last order found without usage, and for which jobs (never changed)
         self.ranked_jobs: tuple[Job, ...] | None = None
         self.ranked: list[Job] = []
         self.ranked_ids: tuple[str, ...] = ()
+        self.ranked_gpus: list[int] | None = None  # their GPUs, once a pass needs them
         self.policy = snapshot.policy
         self.begin(snapshot.now, snapshot.jobs, snapshot.shares, snapshot.usage)
 
@@ -132,19 +134,21 @@ class _Pass:
 
     def run(self) -> Decision:
         jobs, policy = self.jobs, self.policy
+        named = self.with_order
         if self.usage or policy.age_weight < 0:
             projects = set(map(_PROJECT, jobs))
             factors = fairshare_factors(projects, self.shares, self.usage)
             ranked = order(jobs, self.now, factors, policy, projects)
-            ids = tuple(map(_ID, ranked))
+            ids = tuple(map(_ID, ranked)) if named else ()
         elif jobs is self.ranked_jobs:
             # no usage: every factor is 1.0 and the order is by submission, whatever the
             # time; the same jobs as the last pass (a kept `Scheduler`): the same order
             ranked, ids = self.ranked, self.ranked_ids
         else:
             ranked = order(jobs, self.now, {}, policy, set())  # every factor 1.0
-            ids = tuple(map(_ID, ranked))
+            ids = tuple(map(_ID, ranked)) if named else ()
             self.ranked_jobs, self.ranked, self.ranked_ids = jobs, ranked, ids
+            self.ranked_gpus = None
         backfill = policy.backfill
         quiet = not self.explain
         self.last = ranked[-1] if ranked else None
@@ -180,8 +184,14 @@ class _Pass:
             return
         if self.stale:
             self._update_free()
-        rest = ranked[placed:]
-        small = compress(rest, map(le, map(_GPUS, rest), repeat(self.ceiling)))
+        if ranked is self.ranked:  # kept for the same jobs: their sizes too
+            if self.ranked_gpus is None:
+                self.ranked_gpus = list(map(_GPUS, ranked))
+            sizes = self.ranked_gpus
+        else:
+            sizes = list(map(_GPUS, ranked))
+        fits = map(le, islice(sizes, placed, None), repeat(self.ceiling))
+        small = compress(islice(ranked, placed, None), fits)
         for job in small:
             if self.stale:
                 self._update_free()

@@ -34,13 +34,18 @@ class Scheduler:
         partitions: Sequence[Partition],
         allocations: Sequence[Allocation],
         policy: Policy,
+        *,
+        order: bool = True,
     ) -> None:
+        """`order=False`: every Decision's `order` is empty (a caller that reads only the
+        assignments, as the simulator, saves naming the jobs of each pass)."""
         self._partitions = tuple(partitions)
         if any(p.running for p in self._partitions):
             raise ValueError("a Scheduler starts from partitions with nothing running")
         self._allocations = tuple(allocations)
         self._policy = policy
         self._pass = _Pass(Snapshot(0.0, (), self._partitions, self._allocations, policy=policy))
+        self._pass.with_order = order
 
     def schedule(
         self,

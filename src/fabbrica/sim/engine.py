@@ -154,7 +154,8 @@ class _Queue:
     def keep_state(self) -> None:
         """Run the passes on a `Scheduler` from now on (before any job started)."""
         snapshots = [p.snapshot() for p in self.parts]
-        self.core = Scheduler(snapshots, self.allocations, self.policy)
+        # the engine reads only the assignments: no Decision.order
+        self.core = Scheduler(snapshots, self.allocations, self.policy, order=False)
         for part in self.parts:
             part.keep_runs = False  # no snapshot is taken again
 
