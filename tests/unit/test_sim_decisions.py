@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from fabbrica.sim.engine import POLICIES, Outage, Run, simulate
-from fabbrica.sim.federation import sized_for_load
-from fabbrica.sim.trace import load
+from fabbrica.sim.engine import POLICIES, Hardware, Outage, Run, simulate
+from fabbrica.sim.federation import Federation, Site, sized_for_load
+from fabbrica.sim.trace import TraceJob, load
 
 SAMPLE = Path(__file__).resolve().parents[1] / "data" / "traces" / "philly-sample.csv"
 
@@ -117,3 +117,31 @@ def test_the_digest_sees_one_start_moved() -> None:
         run.passes, run.events, run.wall_seconds,
     )  # fmt: skip
     assert digest(moved) != digest(run)
+
+
+def test_one_tuple_of_jobs_replayed_by_every_policy_in_turn_decides_as_each_alone() -> None:
+    """The policies of a point replay the same jobs one after another (the engine then
+    makes the core's jobs once): each decides as it does alone."""
+    jobs = load(SAMPLE).jobs
+    federation = sized_for_load(jobs, 1.2)
+    for policy in (*POLICIES, *reversed(POLICIES)):
+        assert digest(simulate(jobs, federation, policy)) == PINNED[(1.2, policy, "plain")]
+
+
+def test_pins_hold_after_pooled_and_pooled_drops_them_after_the_others() -> None:
+    jobs = tuple(
+        TraceJob(60.0 * i, 3600.0, 1 + i % 4, "xy"[i % 2], "gb300" if i % 3 == 0 else None)
+        for i in range(60)
+    )
+    federation = Federation((Site("x", 16, ("x",)), Site("y", 16, ("y",))))
+    hardware = {"x": Hardware("h100", 8, 1.0), "y": Hardware("gb300", 8, 1.0)}
+    alone = {
+        policy: digest(simulate(tuple(jobs), federation, policy, hardware=hardware))
+        for policy in ("federated", "pooled")
+    }
+    in_turn = [
+        (policy, digest(simulate(jobs, federation, policy, hardware=hardware)))
+        for policy in ("federated", "pooled", "federated", "pooled")
+    ]
+    assert alone["federated"] != alone["pooled"]
+    assert all(d == alone[policy] for policy, d in in_turn)

@@ -268,6 +268,7 @@ def simulate(
     limits = [time_limit(j.duration, limit_factor) for j in jobs]
     countries = {s.id: s.country or s.id for s in federation.sites}
     home = federation.home()
+    core_jobs = _core_jobs(jobs, limits, limit_factor, per_node, pooled, countries, home)
     count = len(jobs)
     starts = [-1.0] * count
     ran_on: list[_Part | None] = [None] * count
@@ -284,20 +285,8 @@ def simulate(
     def enqueue(index: int) -> None:
         queue = queue_of[index] = route(index)
         pending[0] += 1
-        job = jobs[index]
-        queue.add(
-            index,
-            Job(
-                id=str(index),
-                project=PROJECT,
-                gpus=job.gpus,
-                time_limit=limits[index],
-                submitted_at=job.submit,
-                nodes=math.ceil(job.gpus / per_node),
-                gpu_model=None if pooled else job.gpu_model,
-                home_country=countries[home[job.cluster]],
-            ),
-        )
+        job = core_jobs[index]
+        queue.add(index, job)
         # beyond the depth a pass does not look at it: nothing to start
         if (
             not queue.dirty
@@ -393,6 +382,49 @@ def simulate(
 
 
 _POSITION = attrgetter("position")
+
+# The core's jobs of the last replay, and what they were made from: the policies of one
+# point replay the same jobs on the same federation, and a job is the same for each (but
+# under `pooled`, which drops GPU-model pins). One entry, replaced whole: a sweep of other
+# jobs or federations keeps no more than one replay's jobs.
+_made: list[tuple[object, Sequence[TraceJob], tuple[Job, ...]]] = []
+
+
+def _core_jobs(
+    jobs: Sequence[TraceJob],
+    limits: list[float],
+    limit_factor: float,
+    per_node: int,
+    pooled: bool,
+    countries: Mapping[str, str],
+    home: Mapping[str, str],
+) -> tuple[Job, ...]:
+    """The core's job for each trace job (frozen values: one set serves every policy of
+    the same jobs, given as a tuple of frozen `TraceJob`s, which nothing can change)."""
+    unpinned = pooled and any(j.gpu_model for j in jobs)
+    homes = tuple(sorted((cluster, countries[site]) for cluster, site in home.items()))
+    key = (limit_factor, per_node, unpinned, homes)
+    last = _made[0] if _made else None
+    if last is not None and last[1] is jobs and last[0] == key:
+        return last[2]
+    made = tuple(
+        Job(
+            id=str(index),
+            project=PROJECT,
+            gpus=job.gpus,
+            time_limit=limits[index],
+            submitted_at=job.submit,
+            nodes=math.ceil(job.gpus / per_node),
+            gpu_model=None if unpinned else job.gpu_model,
+            home_country=countries[home[job.cluster]],
+        )
+        for index, job in enumerate(jobs)
+    )
+    if isinstance(jobs, tuple):
+        _made[:] = [(key, jobs, made)]
+    return made
+
+
 _DOWN, _LOST, _UP = 0, 1, 2  # outage events at the same instant: down, then lost, then up
 
 
