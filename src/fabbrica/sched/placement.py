@@ -26,6 +26,7 @@ from itertools import compress, islice, repeat
 from operator import attrgetter, le
 
 from fabbrica.sched.capacity import PartitionState, charge
+from fabbrica.sched.earliest import _Candidate, earliest
 from fabbrica.sched.model import (
     Allocation,
     Assignment,
@@ -51,10 +52,6 @@ class _Held:
 
 
 _PROJECT, _ID, _GPUS = attrgetter("project"), attrgetter("id"), attrgetter("gpus")
-
-# where a job may run: the partition, the allocation that pays, the worst-case charge (a
-# plain tuple: a pass over 100,000 jobs builds hundreds of thousands of them)
-_Candidate = tuple[PartitionState, Allocation, float]
 
 
 # Where a job's project may charge it, among the partitions its shape fits: each such
@@ -254,7 +251,7 @@ class _Pass:
         if startable:
             best = startable[0]
             if len(startable) > 1:
-                # `_rank`, inlined: the first of the lowest (away, load, factory, id)
+                # `rank`, inlined: the first of the lowest (away, load, factory, id)
                 home = job.home_country
                 low = None
                 for c in startable:
@@ -344,12 +341,6 @@ class _Pass:
             for h in self.held.values()
         )
 
-    def _rank(self, job: Job, c: _Candidate) -> tuple[int, float, str, str]:
-        state = c[0]
-        partition = state.partition
-        away = 0 if job.home_country and partition.country == job.home_country else 1
-        return (away, state.load, partition.factory, partition.id)
-
     def _start(self, job: Job, c: _Candidate) -> None:
         state, allocation, cost = c
         end = self.now + job.time_limit / state.speed
@@ -393,7 +384,7 @@ class _Pass:
             else:
                 to_hold = [c for c in candidates if c[0].key not in held]
             if to_hold:
-                reserve = self._earliest(job, to_hold)
+                reserve = earliest(job, to_hold, self.now)
             if not explain and reserve is None:
                 return  # it would only wait: nothing to estimate
         if reserve is not None:
@@ -418,7 +409,7 @@ class _Pass:
                     )
                 )
             return
-        found = self._earliest(job, candidates)
+        found = earliest(job, candidates, self.now)
         if found is None:
             if explain:
                 note = residency_note(job, {c[0].partition.factory for c in candidates})
@@ -441,34 +432,6 @@ class _Pass:
                 factory,
             )
         )
-
-    def _earliest(
-        self, job: Job, candidates: list[_Candidate]
-    ) -> tuple[Seconds, _Candidate] | None:
-        """The candidate where the job could start first (if running work ends on time)."""
-        gpus, now = job.gpus, self.now
-        first: Seconds | None = None
-        best: _Candidate | None = None
-        tied: list[_Candidate] | None = None
-        for c in candidates:
-            state = c[0]
-            if state.nodes is None:
-                t = state.earliest(gpus, now)
-            else:
-                t = state.earliest_packed(gpus, now)
-            if t is None:
-                continue
-            if first is None or t < first:
-                first, best, tied = t, c, None
-            elif t == first:
-                if tied is None:
-                    tied = [best] if best is not None else []
-                tied.append(c)
-        if first is None or best is None:
-            return None
-        if tied is not None:
-            best = min(tied, key=lambda c: self._rank(job, c))
-        return first, best
 
     def _allocation_reason(self, job: Job, fitting: list[PartitionState], payers: _Payers) -> str:
         """Why a job that fits waits: no allocation, or not enough left in any (`payers`:
