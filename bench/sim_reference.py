@@ -17,6 +17,11 @@ Compares wall time with `fabbrica simulate` (the four policies, one run, same si
 medians of 3:
 
     uv run python bench/sim_reference.py [--trace T] [--load 0.9] [--runs 3]
+
+`--per-policy` instead times each policy in this process (the reference's replay, then
+the engine's `simulate`, CPU seconds, medians of `--runs`), simulation only on both sides:
+
+    uv run python bench/sim_reference.py --per-policy
 """
 
 from __future__ import annotations
@@ -162,12 +167,45 @@ def fabbrica_seconds(trace: Path, load_: float) -> tuple[float, float]:
     return time.perf_counter() - began, cpu
 
 
+def per_policy(trace: Path, load_: float, runs: int) -> None:
+    """CPU seconds per policy, the reference's and the engine's, in this process."""
+    from fabbrica.sim.engine import simulate
+
+    data = load(trace)
+    federation = sized_for_load(data.jobs, load_)
+    home = federation.home()
+    jobs = [(j.submit, j.duration, j.gpus, home[j.cluster]) for j in data.jobs]
+    sizes = {s.id: s.gpus for s in federation.sites}
+    print(f"\n| policy | reference CPU s | `simulate` CPU s | ratio |  (medians of {runs})")
+    print("|---|---|---|---|")
+    totals = [0.0, 0.0]
+    for policy in POLICIES:
+        theirs, ours = [], []
+        for _ in range(runs):  # interleaved
+            began = time.process_time()
+            replay(jobs, sizes, policy)
+            theirs.append(time.process_time() - began)
+            began = time.process_time()
+            simulate(data.jobs, federation, policy)
+            ours.append(time.process_time() - began)
+        a, b = statistics.median(theirs), statistics.median(ours)
+        totals[0] += a
+        totals[1] += b
+        print(f"| {policy} | {a:.2f} | {b:.2f} | {b / a:.2f} |", flush=True)
+    a, b = totals
+    print(f"| all four | {a:.2f} | {b:.2f} | {b / a:.2f} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trace", type=Path, default=TRACE)
     parser.add_argument("--load", type=float, default=0.9)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--per-policy", action="store_true", help="CPU per policy, in-process")
     args = parser.parse_args()
+    if args.per_policy:
+        per_policy(args.trace, args.load, args.runs)
+        return
     ours: list[tuple[float, float]] = []
     theirs: list[tuple[float, float]] = []
     for _ in range(args.runs):  # interleaved: the same sitting for both

@@ -16,6 +16,7 @@ from fabbrica.sched.model import (
     Waiting,
 )
 from fabbrica.sched.placement import schedule
+from fabbrica.sched.scheduler import Scheduler
 
 __all__ = [
     "Allocation",
@@ -26,6 +27,7 @@ __all__ = [
     "Policy",
     "Reservation",
     "Running",
+    "Scheduler",
     "Snapshot",
     "Waiting",
     "schedule",

@@ -57,7 +57,8 @@ class PartitionState:
         # decides whether a job fits now (None: to count again, after work started)
         self._most: int | None = None
         self._whole: int | None = None
-        # work started in this pass on tracked nodes: (expected end, its nodes, GPUs held)
+        # work started in this pass on tracked nodes: (expected end, its nodes, GPUs held),
+        # sorted
         self._placed: list[tuple[Seconds, tuple[int, ...], int]] = []
         self._packed_when: dict[int, Seconds | None] = {}
 
@@ -76,11 +77,13 @@ class PartitionState:
         nodes = self.nodes
         if nodes is None:
             return True
-        if self._most is None or self._whole is None:
-            self._most = max(nodes, default=0)
-            self._whole = self._whole_free(nodes)
+        # each count only when a job needs it (most jobs take one node: the most free)
         if gpus <= self.partition.gpus_per_node:
+            if self._most is None:
+                self._most = max(nodes, default=0)
             return gpus <= self._most
+        if self._whole is None:
+            self._whole = self._whole_free(nodes)
         return gpus <= self._whole
 
     def _capacities(self, count: int) -> list[int]:
@@ -164,7 +167,7 @@ class PartitionState:
             raise ValueError(f"{gpus} GPUs do not fit on the free nodes")
         held = self.held(gpus, found)
         self._most = self._whole = None
-        self._placed.append((end, found, held))
+        bisect.insort(self._placed, (end, found, held))  # in order: `release` finds it
         if self._packed_when:
             self._packed_when = {}
         if len(found) == 1 and gpus <= self.partition.gpus_per_node:
@@ -191,6 +194,37 @@ class PartitionState:
         index = bisect.bisect_right(self._ends, end)
         self._ends.insert(index, end)
         self._gpus.insert(index, gpus)
+        self._prefix = None
+
+    def release(self, gpus: int, end: Seconds, nodes: tuple[int, ...] = ()) -> None:
+        """Work started on this state ends (a state kept between passes, `Scheduler`):
+        `gpus` held until `end` on `nodes`, as `start` or `take` recorded it."""
+        self.free += gpus
+        if self._when:
+            self._when = {}
+        if self.nodes is not None:
+            self._most = self._whole = None
+            if self._packed_when:
+                self._packed_when = {}
+            placed = self._placed
+            at = bisect.bisect_left(placed, (end, nodes, gpus))
+            if at == len(placed) or placed[at] != (end, nodes, gpus):
+                raise ValueError(f"no work of {gpus} GPUs on nodes {nodes} ends at {end}")
+            del placed[at]
+            if len(nodes) == 1 and gpus <= self.partition.gpus_per_node:
+                self.nodes[nodes[0]] += gpus
+            else:
+                for i in nodes:
+                    self.nodes[i] = self.capacity(i)
+        # any of the equal release times: the answers look at whole runs of them
+        ends, held = self._sorted(), self._gpus
+        index = bisect.bisect_left(ends, end)
+        while index < len(ends) and ends[index] == end and held[index] != gpus:
+            index += 1
+        if index == len(ends) or ends[index] != end:
+            raise ValueError(f"no work of {gpus} GPUs ends at {end}")
+        del ends[index]
+        del held[index]
         self._prefix = None
 
     def earliest_packed(self, gpus: int, now: Seconds) -> Seconds | None:

@@ -22,9 +22,11 @@ import gc
 import math
 from collections import defaultdict
 from dataclasses import dataclass
-from operator import attrgetter
+from itertools import compress, islice, repeat
+from operator import attrgetter, le
 
 from fabbrica.sched.capacity import PartitionState, charge
+from fabbrica.sched.earliest import _Candidate, earliest
 from fabbrica.sched.model import (
     Allocation,
     Assignment,
@@ -49,11 +51,7 @@ class _Held:
     extra: int
 
 
-_PROJECT, _ID = attrgetter("project"), attrgetter("id")
-
-# where a job may run: the partition, the allocation that pays, the worst-case charge (a
-# plain tuple: a pass over 100,000 jobs builds hundreds of thousands of them)
-_Candidate = tuple[PartitionState, Allocation, float]
+_PROJECT, _ID, _GPUS = attrgetter("project"), attrgetter("id"), attrgetter("gpus")
 
 
 # Where a job's project may charge it, among the partitions its shape fits: each such
@@ -67,9 +65,11 @@ _Fit = tuple[list[PartitionState], dict[str, tuple[_Payers, _Payers]]]
 
 
 class _Pass:
+    """One pass; or, kept by a `Scheduler`, every pass of a replay: what a pass learns
+    about the partitions and allocations (the states, what fits each shape of job, who pays
+    there) stays, and `begin` resets only what belongs to one pass."""
+
     def __init__(self, snapshot: Snapshot) -> None:
-        self.now = snapshot.now
-        self.snapshot = snapshot
         self.states = states = [PartitionState(p, p.free_gpus) for p in snapshot.partitions]
         self.by_factory: dict[str, list[PartitionState]] = {}
         for state in states:
@@ -89,51 +89,112 @@ class _Pass:
         # the same by the fitting partitions (their ids)
         self.fitting: dict[tuple[object, ...], _Fit] = {}
         self.interned: dict[tuple[int, ...], _Fit] = {}
+        # (payers, GPUs, time limit) -> the candidates, where every partition's first
+        # allocation is unbounded (the simulator's): they never change
+        self.unbounded: dict[tuple[int, int, float, int], list[_Candidate]] = {}
         self.per_partition = snapshot.policy.reservations != "federation"
         self.backfill = snapshot.policy.backfill
         self.partitions = len(snapshot.partitions)
+        self.explain = snapshot.policy.explain
+        self.fastest = max((p.speed for p in snapshot.partitions), default=1.0)
+        self.given = snapshot.partitions  # as given: what the reasons name
+        self.with_order = True  # Decision.order (a `Scheduler` may go without)
+        # the last order found without usage, and for which jobs (never changed)
+        self.ranked_jobs: tuple[Job, ...] | None = None
+        self.ranked: list[Job] = []
+        self.ranked_ids: tuple[str, ...] = ()
+        self.ranked_gpus: list[int] | None = None  # their GPUs, once a pass needs them
+        self.policy = snapshot.policy
+        self.begin(snapshot.now, snapshot.jobs, snapshot.shares, snapshot.usage)
+
+    def begin(
+        self,
+        now: Seconds,
+        jobs: tuple[Job, ...],
+        shares: dict[str, float],
+        usage: dict[str, float],
+    ) -> None:
+        """What one pass starts from: its time, its jobs and the projects' shares and
+        usage, no reservation held."""
+        self.now = now
+        self.jobs, self.shares, self.usage = jobs, shares, usage
         self.held: dict[tuple[str, str], _Held] = {}  # partition key -> its reservation
         self.reserved: list[Reservation] = []  # in priority order
-        self.explain = snapshot.policy.explain
         self.max_free = 0  # most free GPUs of any partition without a reservation
         self.ceiling = 0  # most free GPUs of any partition
         self.stale = True  # max_free and ceiling to count again (work started, or held)
         self.full = self._no_reservation_left()  # no reservation is left to take
-        self.fastest = max((p.speed for p in snapshot.partitions), default=1.0)
         self.closed: set[tuple[str, str]] = set()  # strict FIFO: partitions behind a blocked job
         self.last: Job | None = None  # the last job in priority order
         self.assignments: list[Assignment] = []
         self.waiting: list[Waiting] = []
 
     def run(self) -> Decision:
-        snapshot = self.snapshot
-        projects = set(map(_PROJECT, snapshot.jobs))
-        factors = fairshare_factors(projects, snapshot.shares, snapshot.usage)
-        ranked = order(snapshot.jobs, self.now, factors, snapshot.policy, projects)
-        backfill = snapshot.policy.backfill
+        jobs, policy = self.jobs, self.policy
+        named = self.with_order
+        if self.usage or policy.age_weight < 0:
+            projects = set(map(_PROJECT, jobs))
+            factors = fairshare_factors(projects, self.shares, self.usage)
+            ranked = order(jobs, self.now, factors, policy, projects)
+            ids = tuple(map(_ID, ranked)) if named else ()
+        elif jobs is self.ranked_jobs:
+            # no usage: every factor is 1.0 and the order is by submission, whatever the
+            # time; the same jobs as the last pass (a kept `Scheduler`): the same order
+            ranked, ids = self.ranked, self.ranked_ids
+        else:
+            ranked = order(jobs, self.now, {}, policy, set())  # every factor 1.0
+            ids = tuple(map(_ID, ranked)) if named else ()
+            self.ranked_jobs, self.ranked, self.ranked_ids = jobs, ranked, ids
+            self.ranked_gpus = None
+        backfill = policy.backfill
         quiet = not self.explain
         self.last = ranked[-1] if ranked else None
-        for job in ranked:
-            if quiet:
-                if backfill:
-                    # once no reservation is left to take, a job that cannot start now
-                    # would only wait: passed over (first: more GPUs than any partition
-                    # has free, the common case in a long queue)
-                    if self.full:
-                        if self.stale:
-                            self._update_free()
-                        if job.gpus > self.ceiling or not self._might_start(job):
-                            continue
-                elif len(self.closed) == len(self.states):
+        if quiet and backfill:
+            self._run_quiet(ranked)
+        else:
+            for job in ranked:
+                if quiet and len(self.closed) == len(self.states):
                     break  # strict FIFO: every partition is behind a blocked job
-            self._place(job)
+                self._place(job)
         return Decision(
             assignments=tuple(self.assignments),
             waiting=tuple(self.waiting),
             reservation=self.reserved[0] if self.reserved else None,
-            order=tuple(map(_ID, ranked)),
+            order=ids,
             reservations=tuple(self.reserved),
         )
+
+    def _run_quiet(self, ranked: list[Job]) -> None:
+        """A quiet backfill pass: every job is placed until no reservation is left to
+        take; from then on a job that cannot start now would only wait, and is passed
+        over. Most of a long queue asks more GPUs than any partition has free (`ceiling`):
+        those are passed over in C. The ceiling only falls during a pass (work starts,
+        none ends), so the jobs at most the ceiling when the rest is filtered include
+        every job at most the ceiling later; each is checked again."""
+        placed = 0
+        for job in ranked:
+            if self.full:
+                break
+            self._place(job)
+            placed += 1
+        else:
+            return
+        if self.stale:
+            self._update_free()
+        if ranked is self.ranked:  # kept for the same jobs: their sizes too
+            if self.ranked_gpus is None:
+                self.ranked_gpus = list(map(_GPUS, ranked))
+            sizes = self.ranked_gpus
+        else:
+            sizes = list(map(_GPUS, ranked))
+        fits = map(le, islice(sizes, placed, None), repeat(self.ceiling))
+        small = compress(islice(ranked, placed, None), fits)
+        for job in small:
+            if self.stale:
+                self._update_free()
+            if job.gpus > self.ceiling or not self._might_start(job):
+                continue
+            self._place(job)
 
     def _no_reservation_left(self) -> bool:
         if self.per_partition:
@@ -154,7 +215,7 @@ class _Pass:
         if not matching:
             if self.explain:
                 if not fitting:
-                    self._wait(job, no_candidate_reason(job, self.snapshot.partitions))
+                    self._wait(job, no_candidate_reason(job, self.given))
                 else:
                     note = residency_note(job, {s.partition.factory for s in fitting})
                     self._wait(job, self._allocation_reason(job, fitting, any_model) + note)
@@ -165,20 +226,21 @@ class _Pass:
         # loop: a queue of 100,000 jobs runs it for each.
         gpus, time_limit, nodes = job.gpus, job.time_limit, job.nodes
         end = self.now + time_limit
-        left, closed, held = self.left, self.closed, self.held
-        candidates: list[_Candidate] = []
+        closed, held = self.closed, self.held
+        key = (id(matching), gpus, time_limit, nodes)
+        candidates = self.unbounded.get(key)
+        if candidates is None:
+            candidates = self._candidates(gpus, time_limit, nodes, matching)
+            if len(candidates) == len(matching) and all(
+                self.left[a.id] == math.inf and math.isfinite(cost) for _, a, cost in candidates
+            ):
+                # each partition's paying allocation has no bound (the simulator's): it pays
+                # whatever this pass or those before took (a kept `Scheduler`), and those
+                # before it in its list never will (what is left only falls)
+                self.unbounded[key] = candidates
         startable: list[_Candidate] = []
-        for state, allocations in matching:
-            per = state.whole_node_gpus
-            charged = gpus if not per or not gpus else max(nodes, math.ceil(gpus / per)) * per
-            cost = charged * state.billing_factor * time_limit / 3600.0
-            for allocation in allocations:
-                if left[allocation.id] + 1e-9 >= cost:
-                    break
-            else:
-                continue
-            c = (state, allocation, cost)
-            candidates.append(c)
+        for c in candidates:
+            state = c[0]
             if gpus <= state.free and state.key not in closed:
                 if state.nodes is not None and not state.fits(gpus):
                     continue  # free GPUs, but not on nodes that can take it
@@ -189,7 +251,7 @@ class _Pass:
         if startable:
             best = startable[0]
             if len(startable) > 1:
-                # `_rank`, inlined: the first of the lowest (away, load, factory, id)
+                # `rank`, inlined: the first of the lowest (away, load, factory, id)
                 home = job.home_country
                 low = None
                 for c in startable:
@@ -210,6 +272,25 @@ class _Pass:
         elif self.explain:
             note = residency_note(job, {s.partition.factory for s in fitting})
             self._wait(job, self._allocation_reason(job, fitting, any_model) + note)
+
+    def _candidates(
+        self, gpus: int, time_limit: Seconds, nodes: int, matching: _Payers
+    ) -> list[_Candidate]:
+        """Where an allocation of the project still covers the job's worst case (the
+        charge is `capacity.charge`'s arithmetic, in the same order: under a whole-node
+        rule every node the job spans is charged whole): the first such allocation of each
+        partition, with the charge."""
+        left = self.left
+        candidates: list[_Candidate] = []
+        for state, allocations in matching:
+            per = state.whole_node_gpus
+            charged = gpus if not per or not gpus else max(nodes, math.ceil(gpus / per)) * per
+            cost = charged * state.billing_factor * time_limit / 3600.0
+            for allocation in allocations:
+                if left[allocation.id] + 1e-9 >= cost:
+                    candidates.append((state, allocation, cost))
+                    break
+        return candidates
 
     def _fit(self, job: Job) -> _Fit:
         factories = job.factories if job.factories is not None else self.by_factory.keys()
@@ -263,12 +344,6 @@ class _Pass:
             for h in self.held.values()
         )
 
-    def _rank(self, job: Job, c: _Candidate) -> tuple[int, float, str, str]:
-        state = c[0]
-        partition = state.partition
-        away = 0 if job.home_country and partition.country == job.home_country else 1
-        return (away, state.load, partition.factory, partition.id)
-
     def _start(self, job: Job, c: _Candidate) -> None:
         state, allocation, cost = c
         end = self.now + job.time_limit / state.speed
@@ -312,7 +387,7 @@ class _Pass:
             else:
                 to_hold = [c for c in candidates if c[0].key not in held]
             if to_hold:
-                reserve = self._earliest(job, to_hold)
+                reserve = earliest(job, to_hold, self.now)
             if not explain and reserve is None:
                 return  # it would only wait: nothing to estimate
         if reserve is not None:
@@ -337,7 +412,7 @@ class _Pass:
                     )
                 )
             return
-        found = self._earliest(job, candidates)
+        found = earliest(job, candidates, self.now)
         if found is None:
             if explain:
                 note = residency_note(job, {c[0].partition.factory for c in candidates})
@@ -360,34 +435,6 @@ class _Pass:
                 factory,
             )
         )
-
-    def _earliest(
-        self, job: Job, candidates: list[_Candidate]
-    ) -> tuple[Seconds, _Candidate] | None:
-        """The candidate where the job could start first (if running work ends on time)."""
-        gpus, now = job.gpus, self.now
-        first: Seconds | None = None
-        best: _Candidate | None = None
-        tied: list[_Candidate] | None = None
-        for c in candidates:
-            state = c[0]
-            if state.nodes is None:
-                t = state.earliest(gpus, now)
-            else:
-                t = state.earliest_packed(gpus, now)
-            if t is None:
-                continue
-            if first is None or t < first:
-                first, best, tied = t, c, None
-            elif t == first:
-                if tied is None:
-                    tied = [best] if best is not None else []
-                tied.append(c)
-        if first is None or best is None:
-            return None
-        if tied is not None:
-            best = min(tied, key=lambda c: self._rank(job, c))
-        return first, best
 
     def _allocation_reason(self, job: Job, fitting: list[PartitionState], payers: _Payers) -> str:
         """Why a job that fits waits: no allocation, or not enough left in any (`payers`:

@@ -45,10 +45,9 @@ import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from itertools import islice
 from operator import attrgetter
 
-from fabbrica.sched import Allocation, Job, Policy, Snapshot, schedule
+from fabbrica.sched import Job, Policy, Snapshot, schedule
 from fabbrica.sim.federation import Federation, Site, node_shape
 from fabbrica.sim.partition import (
     GPUS_PER_NODE as GPUS_PER_NODE,
@@ -62,13 +61,12 @@ from fabbrica.sim.partition import (
 from fabbrica.sim.partition import (
     _Part as _Part,
 )
+from fabbrica.sim.queue import PROJECT as PROJECT
+from fabbrica.sim.queue import QUEUE_DEPTH as QUEUE_DEPTH
+from fabbrica.sim.queue import _Queue as _Queue
 from fabbrica.sim.trace import TraceJob
 
 POLICIES = ("site-fifo", "site-backfill", "naive", "federated", "federated-single", "pooled")
-# Jobs each pass looks at, in priority order, as Slurm's backfill tests at most
-# bf_max_job_test jobs per cycle (500 by default); 0: the whole queue.
-QUEUE_DEPTH = 500
-PROJECT = "trace"
 LEASE = 60.0  # seconds: production's agent lease (backends.agent_link.DEFAULT_LEASE)
 
 
@@ -100,89 +98,6 @@ class Run:
 def time_limit(duration: float, factor: float) -> float:
     """The run time times `factor`, rounded up to the next whole hour (at least one)."""
     return max(math.ceil(duration * factor / 3600.0 - 1e-9), 1) * 3600.0
-
-
-class _Queue:
-    """One scheduler: its waiting jobs and its partitions."""
-
-    __slots__ = (
-        "allocations",
-        "by_factory",
-        "dirty",
-        "in_order",
-        "last",
-        "parts",
-        "policy",
-        "position",
-        "queued",
-        "sizes",
-        "strict",
-        "waiting",
-    )
-
-    def __init__(self, parts: list[_Part], policy: Policy) -> None:
-        self.parts = parts
-        self.policy = policy
-        self.waiting: dict[int, Job] = {}
-        self.queued = 0  # GPUs of the waiting jobs
-        self.sizes: dict[int, int] = {}  # GPUs -> waiting jobs of that size
-        self.dirty = False
-        # strict FIFO on one partition: a pass starts a prefix of the queue and stops at
-        # the first job that does not fit, so it needs to see no further than that job
-        # while the queue is in submission order (a job queued again is not)
-        self.strict = not policy.backfill and len(parts) == 1
-        self.in_order = True
-        self.last = -math.inf  # the latest submission queued
-        self.allocations = tuple(
-            Allocation(i, PROJECT, p.factory, math.inf) for i, p in enumerate(parts)
-        )
-        self.by_factory = {p.factory: p for p in parts}
-        self.position = 0  # in the run's list of queues: passes run in that order
-
-    def could_start(self, gpus: int) -> bool:
-        return any(p.available >= gpus for p in self.parts)
-
-    def add(self, index: int, job: Job) -> None:
-        self.waiting[index] = job
-        self.queued += job.gpus
-        self.sizes[job.gpus] = self.sizes.get(job.gpus, 0) + 1
-        if job.submitted_at < self.last:
-            self.in_order = False
-        self.last = max(self.last, job.submitted_at)
-
-    def idle(self) -> bool:
-        """Whether a pass would provably start nothing: no waiting job fits in any
-        partition's free GPUs, or (strict FIFO in submission order) the first does not."""
-        most = max(max([p.free - p.down for p in self.parts]), 0)  # `available`, inlined
-        if self.strict and self.in_order:
-            return next(iter(self.waiting.values())).gpus > most
-        return min(self.sizes) > most
-
-    def head(self, depth: int) -> tuple[Job, ...]:
-        """The jobs a pass looks at: the first `depth` (0: all); under strict FIFO in
-        submission order, only up to the first that cannot fit in the free GPUs (and
-        those submitted at the same instant, which the core may rank before it)."""
-        waiting = self.waiting.values()
-        if not (self.strict and self.in_order):
-            return tuple(islice(waiting, depth) if depth else waiting)
-        room = self.parts[0].available
-        seen: list[Job] = []
-        blocked: float | None = None
-        for job in waiting:
-            if (depth and len(seen) == depth) or (
-                blocked is not None and job.submitted_at != blocked
-            ):
-                break
-            seen.append(job)
-            room -= job.gpus
-            if room < 0 and blocked is None:
-                blocked = job.submitted_at
-        return tuple(seen)
-
-    def load(self) -> float:
-        """GPUs running and queued over the GPUs (the naive router's measure)."""
-        total = sum(p.total for p in self.parts)
-        return (total - sum(p.free for p in self.parts) + self.queued) / total
 
 
 Route = Callable[[int], _Queue]
@@ -217,6 +132,9 @@ def simulate(
     queues, route = _queues(jobs, federation, policy, machines, pack_nodes)
     for position, queue in enumerate(queues):
         queue.position = position
+        queue.depth = queue_depth
+        if not outages:
+            queue.keep_state()
     dirty: list[_Queue] = []  # the queues that could start something, once each
     pending = [0]  # jobs waiting in every queue
 
@@ -233,6 +151,7 @@ def simulate(
     limits = [time_limit(j.duration, limit_factor) for j in jobs]
     countries = {s.id: s.country or s.id for s in federation.sites}
     home = federation.home()
+    core_jobs = _core_jobs(jobs, limits, limit_factor, per_node, pooled, countries, home)
     count = len(jobs)
     starts = [-1.0] * count
     ran_on: list[_Part | None] = [None] * count
@@ -249,20 +168,8 @@ def simulate(
     def enqueue(index: int) -> None:
         queue = queue_of[index] = route(index)
         pending[0] += 1
-        job = jobs[index]
-        queue.add(
-            index,
-            Job(
-                id=str(index),
-                project=PROJECT,
-                gpus=job.gpus,
-                time_limit=limits[index],
-                submitted_at=job.submit,
-                nodes=math.ceil(job.gpus / per_node),
-                gpu_model=None if pooled else job.gpu_model,
-                home_country=countries[home[job.cluster]],
-            ),
-        )
+        job = core_jobs[index]
+        queue.add(index, job)
         # beyond the depth a pass does not look at it: nothing to start
         if (
             not queue.dirty
@@ -287,7 +194,11 @@ def simulate(
                 continue  # a run lost to an outage
             part, owner = ran_on[index], queue_of[index]
             assert part is not None and owner is not None
-            part.end(index, held[index], starts[index] + limits[index] / part.speed)
+            expected = starts[index] + limits[index] / part.speed
+            if owner.core is not None:
+                nodes = part.holding[index] if part.nodes is not None else ()
+                owner.core.release(part.slot, held[index], expected, nodes)
+            part.end(index, held[index], expected)
             mark(owner)
             ended += 1
         while changes and changes[0][0] <= now:
@@ -354,6 +265,49 @@ def simulate(
 
 
 _POSITION = attrgetter("position")
+
+# The core's jobs of the last replay, and what they were made from: the policies of one
+# point replay the same jobs on the same federation, and a job is the same for each (but
+# under `pooled`, which drops GPU-model pins). One entry, replaced whole: a sweep of other
+# jobs or federations keeps no more than one replay's jobs.
+_made: list[tuple[object, Sequence[TraceJob], tuple[Job, ...]]] = []
+
+
+def _core_jobs(
+    jobs: Sequence[TraceJob],
+    limits: list[float],
+    limit_factor: float,
+    per_node: int,
+    pooled: bool,
+    countries: Mapping[str, str],
+    home: Mapping[str, str],
+) -> tuple[Job, ...]:
+    """The core's job for each trace job (frozen values: one set serves every policy of
+    the same jobs, given as a tuple of frozen `TraceJob`s, which nothing can change)."""
+    unpinned = pooled and any(j.gpu_model for j in jobs)
+    homes = tuple(sorted((cluster, countries[site]) for cluster, site in home.items()))
+    key = (limit_factor, per_node, unpinned, homes)
+    last = _made[0] if _made else None
+    if last is not None and last[1] is jobs and last[0] == key:
+        return last[2]
+    made = tuple(
+        Job(
+            id=str(index),
+            project=PROJECT,
+            gpus=job.gpus,
+            time_limit=limits[index],
+            submitted_at=job.submit,
+            nodes=math.ceil(job.gpus / per_node),
+            gpu_model=None if unpinned else job.gpu_model,
+            home_country=countries[home[job.cluster]],
+        )
+        for index, job in enumerate(jobs)
+    )
+    if isinstance(jobs, tuple):
+        _made[:] = [(key, jobs, made)]
+    return made
+
+
 _DOWN, _LOST, _UP = 0, 1, 2  # outage events at the same instant: down, then lost, then up
 
 
@@ -403,16 +357,21 @@ def _pass(
         if not parts:
             return []
     by_factory = queue.by_factory
-    decision = schedule(
-        Snapshot(
-            now=now,
-            jobs=queue.head(depth),
-            partitions=tuple(p.snapshot() for p in parts),
-            allocations=queue.allocations,
-            policy=queue.policy,
+    if queue.core is not None:
+        decision = queue.core.schedule(now, queue.head(depth))
+    else:
+        decision = schedule(
+            Snapshot(
+                now=now,
+                jobs=queue.head(depth),
+                partitions=tuple(p.snapshot() for p in parts),
+                allocations=queue.allocations,
+                policy=queue.policy,
+            )
         )
-    )
     started = []
+    if decision.assignments:
+        queue.window = None  # the jobs started leave it
     for assignment in decision.assignments:
         index = int(assignment.job)
         gpus = queue.waiting.pop(index).gpus

@@ -33,12 +33,14 @@ class _Part:
     """A partition's GPUs, and (node packing) its nodes' free GPUs."""
 
     __slots__ = (
+        "caps",
         "down",
         "down_nodes",
         "down_share",
         "factory",
         "free",
         "holding",
+        "keep_runs",
         "keys",
         "nodes",
         "partial",
@@ -46,6 +48,7 @@ class _Part:
         "per",
         "runs",
         "seen",
+        "slot",
         "speed",
         "tally",
         "total",
@@ -74,14 +77,19 @@ class _Part:
         if pack:
             full, rest = divmod(total, self.per)
             self.nodes = [self.per] * full + ([rest] if rest else [])
+        self.caps = list(self.nodes or ())  # each node's GPUs (`capacity`)
         self.down_nodes = 0  # nodes out of service, the last ones (a pool's outage)
         self.down_share = 0  # GPUs the outages take (whole nodes go: `down` may be more)
         self.partial = 0  # free GPUs on nodes partly in use (fragmentation)
         self.seen: Partition | None = None  # the last snapshot, while nothing changed
+        self.slot = 0  # its index in its queue's partitions
         self.tally = [0]  # `partial` summed over the partitions of a run (shared)
         self.holding: dict[int, tuple[int, ...]] = {}  # job -> its nodes
         self.keys: list[tuple[float, int]] = []  # (expected end, job), sorted
         self.runs: list[Running] = []  # in the same order
+        # whether to keep `runs` (for snapshots and outages; not needed when the core
+        # keeps its own state between passes)
+        self.keep_runs = True
 
     @property
     def available(self) -> int:
@@ -129,7 +137,7 @@ class _Part:
         return min(self.per, self.total - self.per * node)
 
     def start(self, job: int, gpus: int, expected_end: float, nodes: tuple[int, ...] = ()) -> None:
-        if gpus > self.available:
+        if gpus > self.free - self.down:  # `available` (gpus is at least 1)
             raise SimulationError(f"job {job}: {gpus} GPUs started on {self.available} free")
         self.seen = None
         if self.nodes is not None:
@@ -141,21 +149,23 @@ class _Part:
                     raise SimulationError(f"job {job}: node {nodes[0]} over-full")
             else:
                 for node in nodes:
-                    if self.nodes[node] != self.capacity(node):
+                    if self.nodes[node] != self.caps[node]:
                         raise SimulationError(f"job {job}: node {node} is not free")
                     self.nodes[node] = 0
             self.holding[job] = nodes
         self.free -= gpus
         index = bisect.bisect_left(self.keys, (expected_end, job))
         self.keys.insert(index, (expected_end, job))
-        self.runs.insert(index, Running(gpus, expected_end, nodes))
+        if self.keep_runs:
+            self.runs.insert(index, Running(gpus, expected_end, nodes))
 
     def end(self, job: int, gpus: int, expected_end: float) -> None:
         index = bisect.bisect_left(self.keys, (expected_end, job))
         if index == len(self.keys) or self.keys[index] != (expected_end, job):
             raise SimulationError(f"job {job} ended on {self.factory} where it did not run")
         del self.keys[index]
-        del self.runs[index]
+        if self.keep_runs:
+            del self.runs[index]
         self.free += gpus
         self.seen = None
         if self.nodes is not None:
@@ -164,12 +174,12 @@ class _Part:
                 self._set(nodes[0], self.nodes[nodes[0]] + gpus)
             else:
                 for node in nodes:
-                    self.nodes[node] = self.capacity(node)
+                    self.nodes[node] = self.caps[node]
 
     def _set(self, node: int, free: int) -> None:
         """A node's free GPUs, keeping `partial` (free GPUs on nodes partly in use)."""
         assert self.nodes is not None
-        capacity = self.capacity(node)
+        capacity = self.caps[node]
         old = self.nodes[node]
         change = (free if 0 < free < capacity else 0) - (old if 0 < old < capacity else 0)
         self.partial += change

@@ -12,8 +12,10 @@ from __future__ import annotations
 import csv
 import math
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
+from operator import itemgetter
 from pathlib import Path
 
 COLUMNS = ("timestamp", "duration", "num_gpus", "cluster")
@@ -58,15 +60,19 @@ class Trace:
 
 
 def _timestamp(text: str) -> float:
-    try:
-        return _number(text)
-    except ValueError:
-        if text.strip().lower().lstrip("+-") in {"nan", "inf", "infinity"}:
-            raise
+    if ":" not in text:  # a number never has one; an ISO time of day does
+        try:
+            return _number(text)
+        except ValueError:
+            if text.strip().lower().lstrip("+-") in {"nan", "inf", "infinity"}:
+                raise
     moment = datetime.fromisoformat(text)
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
+    if moment.tzinfo is None:  # taken as UTC: the time since the epoch, as timestamp() counts
+        return (moment - _EPOCH).total_seconds()
     return moment.timestamp()
+
+
+_EPOCH = datetime(1970, 1, 1)  # naive: naive times are taken as UTC
 
 
 def _number(text: str) -> float:
@@ -82,27 +88,37 @@ def load(path: Path) -> Trace:
     except OSError as exc:
         raise TraceError(f"cannot read trace {path}: {exc.strerror or exc}") from exc
     with handle:
-        reader = csv.DictReader(handle)
+        reader = csv.reader(handle)
         try:
-            header = [name.strip() for name in reader.fieldnames or []]
+            header = [name.strip() for name in next(reader, [])]
             missing = [c for c in COLUMNS if c not in header]
             if missing:
                 raise TraceError(
                     f"trace {path}: missing column(s) {', '.join(missing)}; a trace needs "
                     f"{', '.join(COLUMNS)} (found: {', '.join(header)[:200] or 'none'})"
                 )
-            reader.fieldnames = header
-            return _read(reader, path)
+            return _read(reader, header, path)
         except (csv.Error, UnicodeDecodeError) as exc:
             raise TraceError(f"trace {path}, line {reader.line_num}: {exc}") from exc
 
 
-def _read(reader: csv.DictReader[str], path: Path) -> Trace:
+def _read(reader: Iterator[list[str]], header: list[str], path: Path) -> Trace:
+    """The rows as a `csv.DictReader` would give them (a name given twice: its last
+    column; a short row: empty values), read by column index: no dict per row."""
+    last_of = {name: i for i, name in enumerate(header)}
+    at = [last_of[c] for c in COLUMNS]
+    model_at = last_of.get("gpu_model")
+    width = max([*at, -1 if model_at is None else model_at]) + 1
     skipped: Counter[str] = Counter()
     rows: list[tuple[float, float, int, str, str | None]] = []
     out_of_order, last, count = 0, -math.inf, 0
+    padding = [""] * width
     for row in reader:
-        values = [(row.get(c) or "").strip() for c in COLUMNS]
+        if not row:
+            continue  # an empty line (DictReader skips it too)
+        if len(row) < width:
+            row = row + padding
+        values = [row[i].strip() for i in at]
         if not any(values):
             continue  # blank line
         count += 1
@@ -114,14 +130,18 @@ def _read(reader: csv.DictReader[str], path: Path) -> Trace:
         if parsed[0] < last:
             out_of_order += 1
         last = parsed[0]
-        rows.append((*parsed, (row.get("gpu_model") or "").strip() or None))
+        model = row[model_at].strip() or None if model_at is not None else None
+        rows.append((*parsed, model))
     if not rows:
         detail = ", ".join(f"{n} {k}" for k, n in sorted(skipped.items())) or "no rows"
         raise TraceError(f"trace {path} has no usable job ({detail})")
-    rows.sort(key=lambda r: r[0])
+    rows.sort(key=_FIRST)
     start = rows[0][0]
     jobs = tuple(TraceJob(t - start, d, g, c, m) for t, d, g, c, m in rows)
     return Trace(jobs, start, count, dict(sorted(skipped.items())), out_of_order, str(path))
+
+
+_FIRST = itemgetter(0)
 
 
 def _parse(values: list[str]) -> tuple[str, tuple[float, float, int, str] | None]:
