@@ -29,7 +29,7 @@ import httpx
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
-from fabbrica.backends.notebook import Connection, read_connection
+from fabbrica.backends.notebook import Connection, netloc, read_connection
 from fabbrica.core import tunnel
 from fabbrica.core.notebooks import proxy_path, upstream_path
 from fabbrica.core.tunnel import TunnelError
@@ -248,7 +248,7 @@ class NotebookTunnel:
 
     def _ready(self) -> set[int]:
         jobs = self.notebooks.running_jobs()
-        return {job_id for job_id in jobs if self._connection(job_id) is not None}
+        return {job_id for job_id in jobs if self._reachable(job_id) is not None}
 
     def _connection(self, job_id: object) -> Connection | None:
         """The job's notebook, if this agent holds the job running and it answers at an
@@ -257,6 +257,11 @@ class NotebookTunnel:
             return None
         if job_id not in self.notebooks.running_jobs():
             return None
+        return self._reachable(job_id)
+
+    def _reachable(self, job_id: int) -> Connection | None:
+        """The notebook of a job this agent holds running, if it answers at an address the
+        agent may reach."""
         folder = self.notebooks.job_dir(job_id)
         found = read_connection(folder, proxy_path(job_id)) if folder is not None else None
         if found is None:
@@ -292,7 +297,7 @@ class NotebookTunnel:
             return
         try:
             headers = tunnel.headers_of(message.get("headers", []))
-            url = f"http://{_netloc(found)}{_path(message, int(message['job']))}"
+            url = f"http://{netloc(found.host, found.port)}{_path(message, int(message['job']))}"
             async with httpx.AsyncClient(timeout=httpx.Timeout(300.0, connect=5.0)) as client:
                 request = client.build_request(
                     str(message.get("method", "GET"))[:10],
@@ -340,7 +345,7 @@ class NotebookTunnel:
         offered = [s for s in message.get("subprotocols") or [] if isinstance(s, str)]
         try:
             notebook = await connect(
-                f"ws://{_netloc(found)}{_path(message, int(message['job']))}",
+                f"ws://{netloc(found.host, found.port)}{_path(message, int(message['job']))}",
                 additional_headers={"Authorization": f"token {found.token}"},
                 subprotocols=offered or None,  # type: ignore[arg-type]
                 max_size=None,
@@ -374,10 +379,6 @@ class NotebookTunnel:
             if streams.pop(stream, None) is not None:
                 with contextlib.suppress(ConnectionClosed):
                     await send(tunnel.control("close", id=stream))
-
-
-def _netloc(found: Connection) -> str:
-    return f"[{found.host}]:{found.port}" if ":" in found.host else f"{found.host}:{found.port}"
 
 
 def _path(message: dict[str, Any], job_id: int) -> str:

@@ -225,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
         command.append("--ServerApp.allow_root=True")
     jupyter = subprocess.Popen(command, env=env, cwd="outputs")  # noqa: S603
     signal.signal(signal.SIGTERM, lambda *_: jupyter.terminate())
-    base = f"http://{_netloc(host, port)}{args.base_url}"
+    base = f"http://{netloc(host, port)}{args.base_url}"
     started, written = time.monotonic(), False
     while jupyter.poll() is None:
         time.sleep(POLL_S if written else 0.3)
@@ -252,7 +252,8 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _netloc(host: str, port: int) -> str:
+def netloc(host: str, port: int) -> str:
+    """host:port for a URL (an IPv6 address in brackets)."""
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 

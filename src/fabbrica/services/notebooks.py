@@ -77,14 +77,6 @@ class Tunnels(Protocol):
         ...
 
 
-class _NoTunnels:
-    def connected(self, factory: str) -> bool:
-        return False
-
-    def ready(self, factory: str, job_id: int) -> bool:
-        return False
-
-
 def start(
     session: Session,
     actor: User,
@@ -158,7 +150,7 @@ def url_of(job: Job) -> str:
     return f"{proxy_path(job.id)}lab"
 
 
-def state_of(executors: ExecutorRegistry, job: Job, tunnels: Tunnels | None = None) -> str:
+def state_of(executors: ExecutorRegistry, job: Job, tunnels: Tunnels) -> str:
     """`starting` until JupyterLab answers (at a site: until its agent says so), then
     `ready`; `reconnecting` while it runs at a site whose agent's tunnel is down; an ended
     notebook's job state."""
@@ -168,7 +160,6 @@ def state_of(executors: ExecutorRegistry, job: Job, tunnels: Tunnels | None = No
     if state is not JobState.RUNNING:
         return STARTING
     if _at_site(executors, job):
-        tunnels = tunnels or _NoTunnels()
         factory = job.factory_id or ""
         if not tunnels.connected(factory):
             return RECONNECTING
