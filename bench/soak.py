@@ -8,11 +8,15 @@ resident memory (RSS) after the warm-up and at the end, with its growth (the tar
 10%). `--json` prints the same as one object.
 
     uv run python bench/soak.py [--minutes 10] [--users 50] [--agents 4] [--warmup 60]
-        [--submit-share 0.35] [--json]
+        [--submit-share 0.35] [--in-flight 0] [--json]
 
 `--submit-share` is the share of a user's requests that submit a job: at 0.35, 50 users
-submit faster than four agents run (the queue grows through the run); at 0.2 the queue
-stays level, which tells a process's own growth from its queue's.
+submit faster than four agents run, and the queue grows through the run. `--in-flight N`
+makes each user a script that keeps at most N of its jobs unfinished: at the limit, a
+submission becomes a read of its oldest unfinished job (which, once ended, frees a place).
+The queue then stays level whatever the machine's speed, which tells a process's own
+memory growth from its queue's. The number of jobs queued is sampled every 10 s and its
+first, lowest, highest and last values are printed.
 """
 
 from __future__ import annotations
@@ -47,6 +51,8 @@ PG_ADMIN = os.environ.get(
 FACTORIES = ("it4lia", "jaif", "lumi-aif", "bsc-aif", "mimer", "meluxina-ai")
 ADMIN = {"Authorization": "Bearer t"}
 MAX_MINUTES = 10.0
+ENDED = {"succeeded", "failed", "cancelled", "timed_out"}
+QUEUE_SAMPLE_SECONDS = 10.0
 
 
 def free_port() -> int:
@@ -149,16 +155,21 @@ def make_user(url: str, n: int, factory: str) -> tuple[dict[str, str], str]:
 
 def user_loop(
     urls: list[str], headers: dict[str, str], project: str, stop: threading.Event,
-    record: Latencies, seed: int, submit_share: float = 0.35,
+    record: Latencies, seed: int, submit_share: float = 0.35, in_flight: int = 0,
 ) -> None:  # fmt: skip
     rng = random.Random(seed)
     clients = [httpx.Client(base_url=f"{u}/api/v1", headers=headers, timeout=30) for u in urls]
     mine: list[int] = []
+    unfinished: list[int] = []  # oldest first; kept only with --in-flight
     try:
         while not stop.is_set():
             http = rng.choice(clients)
             roll = rng.random()
-            if roll < submit_share or not mine:
+            if in_flight and len(unfinished) >= in_flight and (roll < submit_share or not mine):
+                r = record.timed("job", http, "GET", f"/jobs/{unfinished[0]}")
+                if r is not None and r.status_code == 200 and r.json()["state"] in ENDED:
+                    unfinished.pop(0)
+            elif roll < submit_share or not mine:
                 spec = {"name": "soak", "run": f"echo soak; sleep {rng.randint(1, 4)}",
                         "resources": {"gpus": 1, "time_limit": "5m"}}  # fmt: skip
                 r = record.timed("submit", http, "POST", "/jobs",
@@ -166,6 +177,8 @@ def user_loop(
                 if r is not None and r.status_code == 201:
                     mine.append(int(r.json()["id"]))
                     mine = mine[-20:]
+                    if in_flight:
+                        unfinished.append(mine[-1])
             elif roll < submit_share + 0.1:
                 record.timed("cancel", http, "POST", f"/jobs/{rng.choice(mine)}/cancel")
             elif roll < submit_share + 0.1 + (1 - submit_share - 0.1) * 0.55:
@@ -189,6 +202,19 @@ def jobs_by_state(db_url: str) -> dict[str, int]:
     return {state: int(count) for state, count in sorted(rows)}
 
 
+def sample_queue(db_url: str, stop: threading.Event, samples: list[int]) -> None:
+    """The number of queued jobs every QUEUE_SAMPLE_SECONDS until `stop`."""
+    engine = create_engine(db_url)
+    try:
+        while not stop.is_set():
+            with engine.connect() as conn:
+                queued = conn.execute(text("SELECT count(*) FROM jobs WHERE state = 'queued'"))
+                samples.append(int(queued.scalar_one()))
+            stop.wait(QUEUE_SAMPLE_SECONDS)
+    finally:
+        engine.dispose()
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
@@ -201,7 +227,9 @@ def main() -> None:
     parser.add_argument("--agents", type=int, default=4, choices=range(1, len(FACTORIES) + 1))
     parser.add_argument("--warmup", type=float, default=60, help="seconds before the first RSS")
     parser.add_argument("--submit-share", type=float, default=0.35,
-                        help="share of requests that submit (0.2: a level queue)")  # fmt: skip
+                        help="share of requests that submit")  # fmt: skip
+    parser.add_argument("--in-flight", type=int, default=0,
+                        help="each user keeps at most N jobs unfinished (0: no limit)")  # fmt: skip
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     minutes = min(args.minutes, MAX_MINUTES)
@@ -239,8 +267,11 @@ def main() -> None:
                  for n in range(args.users)]  # fmt: skip
         record = Latencies()
         threads = [threading.Thread(target=user_loop,
-                                    args=(urls, h, p, stop, record, n, args.submit_share))
+                                    args=(urls, h, p, stop, record, n, args.submit_share,
+                                          args.in_flight))
                    for n, (h, p) in enumerate(users)]  # fmt: skip
+        queue_samples: list[int] = []
+        threads.append(threading.Thread(target=sample_queue, args=(db_url, stop, queue_samples)))
         began = time.monotonic()
         for t in threads:
             t.start()
@@ -275,6 +306,10 @@ def main() -> None:
                 for name in first
             },
             "jobs_by_state": {"after_warmup": queued_first, "end": queued_last},
+            "queued": {"first": queue_samples[0], "min": min(queue_samples),
+                       "max": max(queue_samples), "last": queue_samples[-1],
+                       "samples": len(queue_samples)},
+            "in_flight": args.in_flight, "submit_share": args.submit_share,
             "ended_early": dead,
             "load_average": round(os.getloadavg()[0], 1),
         }  # fmt: skip
@@ -313,6 +348,11 @@ def main() -> None:
             console.print(f"error ({kind}): {example}")
     console.print(f"jobs by state after the warm-up: {report['jobs_by_state']['after_warmup']}")
     console.print(f"jobs by state at the end: {report['jobs_by_state']['end']}")
+    q = report["queued"]
+    console.print(
+        f"jobs queued, every {QUEUE_SAMPLE_SECONDS:g} s: first {q['first']}, lowest "
+        f"{q['min']}, highest {q['max']}, last {q['last']} ({q['samples']} samples)"
+    )
     if dead:
         console.print(f"ended early: {', '.join(dead)}")
     console.print(f"load average {report['load_average']} on {os.cpu_count()} cores")

@@ -61,6 +61,14 @@ LOCAL_AGENT_INTERVAL = 0.5  # seconds between the embedded agent's syncs
 ALL, API, CONTROLLER = "all", "api", "controller"
 
 
+# How long a replica keeps an idle client connection open. Longer than the clients' own
+# expiry (httpx: 5 s) and than a proxy's idle upstream connections (nginx and most load
+# balancers: 60 s), so the client or the proxy always closes first: a server closing a
+# connection just as a request is sent on it resets that request, and a POST cannot be
+# sent twice.
+KEEP_ALIVE_SECONDS = 75
+
+
 @dataclass
 class Prepared:
     ctx: AppContext

@@ -125,3 +125,36 @@ def test_login_saves_url_and_token(server: Server, tmp_path: Path) -> None:
     assert detail.returncode == 0 and "JUPITER" in detail.stdout
     missing = fabbrica("factory", "atlantis", env=env)
     assert missing.returncode == 2 and "atlantis" in missing.stderr
+
+
+def test_an_idle_connection_outlives_the_clients_keep_alive(server: Server) -> None:
+    """The server keeps an idle connection longer than httpx's 5 s (and a proxy's 60 s):
+    the client closes first, never the server while a request is on its way (a reset POST)."""
+    import http.client
+    import socket
+    import time
+    from urllib.parse import urlsplit
+
+    from fabbrica.server import KEEP_ALIVE_SECONDS
+
+    assert KEEP_ALIVE_SECONDS > 60
+    server.start()
+    where = urlsplit(server.url)
+    conn = http.client.HTTPConnection(where.hostname or "", where.port, timeout=10)
+    try:
+        conn.request("GET", "/api/v1/health")
+        first = conn.getresponse()
+        assert first.status == 200 and first.read()
+        time.sleep(6.5)  # idle past httpx's expiry (and uvicorn's own default of 5 s)
+        assert conn.sock is not None
+        conn.sock.setblocking(False)
+        try:
+            closed = conn.sock.recv(1, socket.MSG_PEEK) == b""
+        except BlockingIOError:
+            closed = False  # nothing to read: still open
+        assert not closed, "the server closed an idle connection after 6.5 s"
+        conn.sock.setblocking(True)
+        conn.request("GET", "/api/v1/health")
+        assert conn.getresponse().status == 200
+    finally:
+        conn.close()

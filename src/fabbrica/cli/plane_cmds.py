@@ -62,7 +62,7 @@ def serve(
     """
     import uvicorn
 
-    from fabbrica.server import API, build_api, describe_database
+    from fabbrica.server import API, KEEP_ALIVE_SECONDS, build_api, describe_database
 
     settings = _plane_settings("serve", host=host, port=port, data_dir=data_dir, catalog=catalog)
     prepared = _prepare(settings, API)
@@ -74,7 +74,8 @@ def serve(
     host, port, level = settings.host, settings.port, settings.log_level
     log_to_stderr(level)
     if workers == 1:
-        uvicorn.run(build_api(prepared), host=host, port=port, log_level=level)
+        uvicorn.run(build_api(prepared), host=host, port=port, log_level=level,
+                    timeout_keep_alive=KEEP_ALIVE_SECONDS)  # fmt: skip
         return
     # each worker builds its API from the environment (fabbrica.server.worker_api): the
     # settings this process resolved, options included
@@ -87,7 +88,8 @@ def serve(
     if settings.catalog is not None:
         os.environ["FABBRICA_CATALOG"] = str(settings.catalog)
     app = "fabbrica.server:worker_api"
-    uvicorn.run(app, factory=True, workers=workers, host=host, port=port, log_level=level)
+    uvicorn.run(app, factory=True, workers=workers, host=host, port=port, log_level=level,
+                timeout_keep_alive=KEEP_ALIVE_SECONDS)  # fmt: skip
 
 
 def controller(data_dir: DataDirOpt = None, catalog: CatalogOpt = None) -> None:

@@ -85,7 +85,13 @@ def up(
     import uvicorn
 
     from fabbrica.catalog.loader import CatalogError
-    from fabbrica.server import build_app, describe_database, load_settings_catalog, prepare
+    from fabbrica.server import (
+        KEEP_ALIVE_SECONDS,
+        build_app,
+        describe_database,
+        load_settings_catalog,
+        prepare,
+    )
 
     settings = _settings(
         host=host,
@@ -122,6 +128,7 @@ def up(
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
+        timeout_keep_alive=KEEP_ALIVE_SECONDS,
     )
 
 
